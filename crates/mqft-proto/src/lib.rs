@@ -1,0 +1,123 @@
+//! The mqft protocol: moving large files over any MQTT broker, sans-IO.
+//!
+//! This crate holds the whole protocol and nothing else: no sockets, no MQTT client,
+//! no files, no clock. Time comes in as a `now: Instant` argument, received messages
+//! come in through `handle_*` methods, and work goes out through `poll_*` methods as
+//! [`Transmit`]s (a topic, a QoS, a payload) and events. That keeps every behaviour
+//! deterministic, so the tests in `tests/` drive a sender and several receivers
+//! through a simulated broker with seeded loss, duplication, reordering and restarts.
+//!
+//! # Layout, in the order data flows
+//! - [`topic`]: the topic tree under a prefix: `<prefix>/<id>/manifest`,
+//!   `<prefix>/<id>/chunk/<n>`, `<prefix>/<id>/ack/<receiver>`, `<prefix>/<id>/ctl`.
+//! - [`integrity`]: the CRC32 of each chunk, a resumable SHA-256 of the whole file,
+//!   and the transfer id derived from the content.
+//! - [`wire`]: every payload: a version byte, then postcard. Decoding yields checked
+//!   types or a [`DecodeError`].
+//! - [`ranges`]: the held and missing sets, as range lists capped on the wire.
+//! - [`sender`]: publishes the manifest, then chunks under a window of unacknowledged
+//!   transmissions, ends each round by asking for what is missing, and finishes when
+//!   the receivers it waits for confirm the SHA-256.
+//! - [`receiver`]: checks each chunk, hands it out to be written at its offset, hashes
+//!   in file order, grants credit, answers rounds with missing ranges, and reports the
+//!   file complete only when the SHA-256 matches.
+//!
+//! # Driving a state machine
+//! Feed input with `handle_*` (a message with its topic, or `handle_timeout` once the
+//! deadline from `poll_timeout` has passed), then drain `poll_transmit` until it
+//! returns `None` and `poll_event` likewise, then wait for the next input or the
+//! deadline. `docs/PROTOCOL.md` in the repository is the normative description.
+
+#![forbid(unsafe_code)]
+
+pub mod integrity;
+pub mod ranges;
+pub mod receiver;
+pub mod sender;
+pub mod topic;
+pub mod wire;
+
+pub use integrity::{transfer_id, HashState};
+pub use ranges::RangeSet;
+pub use receiver::{ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
+pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
+pub use topic::{Prefix, ReceiverId, Topic, TransferId};
+pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, PROTOCOL_VERSION};
+
+/// MQTT quality of service: the protocol needs nothing beyond QoS 1, so it runs on
+/// brokers without QoS 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qos {
+    /// QoS 0: at most once.
+    AtMostOnce,
+    /// QoS 1: at least once.
+    AtLeastOnce,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Transmit {
+    /// The topic to publish on.
+    pub topic: String,
+    /// The QoS to publish with.
+    pub qos: Qos,
+    /// The MQTT retain flag: set on the manifest so late receivers find it.
+    pub retain: bool,
+    /// What to publish.
+    pub payload: Payload,
+}
+
+/// A transmit's payload: ready bytes, or a chunk the caller reads and encodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The payload itself. An empty payload with `retain` clears a retained message.
+    Bytes(Vec<u8>),
+    /// A chunk of the file: the caller reads `len` bytes at `offset` and encodes them
+    /// with [`ChunkRef::encode`]. Keeping file reads out of the state machine keeps
+    /// it sans-IO and lets the caller read straight into the outgoing buffer.
+    Chunk(ChunkRef),
+}
+
+/// Which chunk to send, and the numbers its header carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// The sender's run.
+    pub run: u32,
+    /// Transmission number.
+    pub seq: u32,
+    /// Chunk index.
+    pub index: u32,
+    /// Byte offset of the chunk in the file.
+    pub offset: u64,
+    /// Length of the chunk in bytes.
+    pub len: u64,
+}
+
+impl ChunkRef {
+    /// Encodes the chunk payload around `data`, the `len` bytes at `offset`.
+    pub fn encode(&self, data: &[u8]) -> Vec<u8> {
+        debug_assert_eq!(data.len() as u64, self.len);
+        Chunk::encode(self.run, self.seq, self.index, data)
+    }
+
+    /// Like [`ChunkRef::encode`], into a reused buffer.
+    pub fn encode_into(&self, out: &mut Vec<u8>, data: &[u8]) {
+        Chunk::encode_into(out, self.run, self.seq, self.index, data)
+    }
+}
+
+/// Why a topic name or part of one was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// A prefix must be `/`-separated levels of `[0-9a-z_-]`, at most 128 bytes.
+    #[error("topic prefix must be '/'-separated levels of [0-9a-z_-], at most 128 bytes")]
+    BadPrefix,
+    /// A receiver id must be 1 to 64 characters of `[0-9a-z_-]`.
+    #[error("receiver id must be 1 to 64 characters of [0-9a-z_-]")]
+    BadReceiverId,
+    /// A transfer id is 32 lowercase hex digits.
+    #[error("transfer id must be 32 lowercase hex digits")]
+    BadTransferId,
+}

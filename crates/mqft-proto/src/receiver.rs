@@ -1,0 +1,554 @@
+//! The receiver's state machine, for one transfer.
+//!
+//! A `Receiver` is made when the caller decides to accept a manifest (or to resume
+//! one from saved state), and answers at once with [`Ack::Ready`] and the chunks it
+//! already holds. Then, for every chunk:
+//! - the payload is decoded and checked against the manifest (index, length, CRC32);
+//!   a bad chunk is dropped, so the next end of round lists it as missing;
+//! - a chunk not held yet is handed back as a [`Write`] for the caller to put at its
+//!   offset, and marked held;
+//! - if it is the next chunk in file order it is hashed right away, so in the common
+//!   case the file is never read back; chunks that arrived early are hashed once the
+//!   gap before them fills, by reading them back ([`Receiver::next_hash_read`]);
+//! - every [`ReceiverConfig::ack_every`] chunks, or [`ReceiverConfig::ack_delay`]
+//!   after the first unacknowledged one, an [`Ack::Progress`] grants the sender
+//!   credit.
+//!
+//! An end of round ([`Ctl::EndRound`]) is answered with the missing ranges. Once every
+//! chunk is held and hashed, the SHA-256 is compared with the manifest's: on a match
+//! the receiver reports [`ReceiverEvent::Verified`], the caller moves the file to its
+//! final name and calls [`Receiver::finalized`], and only then is
+//! [`Ack::Complete`] sent. On a mismatch the transfer fails, loudly, on both sides.
+//!
+//! [`Receiver::snapshot`] gives what a restarted receiver needs to go on: the held
+//! ranges and the hash's progress. Take it only after every [`Write`] handed out
+//! before it is durably on disk.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::integrity::HashState;
+use crate::ranges::RangeSet;
+use crate::topic::{Prefix, ReceiverId};
+use crate::wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, RejectReason};
+use crate::{Payload, Qos, Transmit};
+
+/// Tunables of a receiver.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Grant credit after this many chunk messages. A quarter of the sender's window
+    /// keeps the window open without an ack per chunk.
+    pub ack_every: u32,
+    /// Grant credit at most this long after the first unacknowledged chunk.
+    pub ack_delay: Duration,
+    /// After this long without a word from the sender, announce again
+    /// ([`Ack::Ready`]), doubling up to `max_idle`.
+    pub idle: Duration,
+    /// The longest interval between announcements.
+    pub max_idle: Duration,
+    /// Give up after this long without a word from the sender.
+    pub give_up_after: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            ack_every: 32,
+            ack_delay: Duration::from_millis(20),
+            idle: Duration::from_secs(2),
+            max_idle: Duration::from_secs(16),
+            give_up_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a restarted receiver needs to resume: serialize it with postcard (or any
+/// serde format) next to the partial file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// The manifest being received.
+    pub manifest: Manifest,
+    /// Held chunks as `(start, end)` ranges, end exclusive.
+    pub held: Vec<(u32, u32)>,
+    /// The SHA-256 over chunks `0..hashed`.
+    pub hash: HashState,
+    /// How many leading chunks are hashed.
+    pub hashed: u32,
+}
+
+/// Why saved state cannot be resumed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// The saved state belongs to a different transfer.
+    #[error("saved state is for a different transfer")]
+    OtherTransfer,
+    /// The saved state contradicts itself (hash length, ranges).
+    #[error("saved state is inconsistent")]
+    Inconsistent,
+}
+
+/// A chunk to write: `data` goes at byte `offset` of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Write<'a> {
+    /// Chunk index.
+    pub index: u32,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// The bytes, borrowed from the payload.
+    pub data: &'a [u8],
+}
+
+/// A chunk to read back from the partial file and feed to [`Receiver::hash_chunk`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashRead {
+    /// Chunk index.
+    pub index: u32,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// What a receiver reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Every chunk is held and the SHA-256 matches: move the file to its final name,
+    /// then call [`Receiver::finalized`].
+    Verified,
+    /// The transfer failed. Terminal.
+    Failed(ReceiveFailure),
+}
+
+/// Why a receive failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveFailure {
+    /// Every chunk passed its CRC but the file's SHA-256 does not match the manifest.
+    #[error("sha-256 of the received file does not match the manifest")]
+    HashMismatch,
+    /// The sender stopped serving the transfer.
+    #[error("sender stopped: {0:?}")]
+    SenderAborted(AbortReason),
+    /// The sender fell silent for longer than [`ReceiverConfig::give_up_after`].
+    #[error("sender silent for too long")]
+    SenderGone,
+    /// The caller failed the transfer (disk full, I/O error, cancellation).
+    #[error("{0}")]
+    Local(RejectReason),
+}
+
+/// Why a chunk fed to [`Receiver::hash_chunk`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashFeedError {
+    /// Not the chunk [`Receiver::next_hash_read`] asked for.
+    #[error("chunk {0} is not the next to hash")]
+    OutOfOrder(u32),
+    /// The bytes are not the chunk's length.
+    #[error("chunk {0} read back with the wrong length")]
+    BadLength(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Receiving,
+    /// Verified; waiting for the caller to finalize the file.
+    Verified,
+    Complete,
+    Failed(RejectReason),
+}
+
+/// The receiving side of one transfer.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    prefix: Prefix,
+    id: ReceiverId,
+    manifest: Manifest,
+    state: State,
+    held: RangeSet,
+    hash: HashState,
+    hashed: u32,
+    /// The sender run whose transmissions `next_seq` counts.
+    seq_run: u32,
+    /// One past the highest transmission seen from `seq_run`.
+    next_seq: u32,
+    /// Chunk messages since the last credit.
+    unacked: u32,
+    ack_due: Option<Instant>,
+    last_heard: Instant,
+    next_announce: Instant,
+    announcements: u32,
+    out: VecDeque<Transmit>,
+    events: VecDeque<ReceiverEvent>,
+    corrupt: u64,
+    duplicates: u64,
+}
+
+impl Receiver {
+    /// Accepts the transfer `manifest` describes, fresh or from `saved` state.
+    pub fn new(
+        cfg: ReceiverConfig,
+        prefix: Prefix,
+        id: ReceiverId,
+        manifest: Manifest,
+        saved: Option<ResumeState>,
+        now: Instant,
+    ) -> Result<Self, ResumeError> {
+        let (held, hash, hashed) = match saved {
+            None => (RangeSet::new(), HashState::new(), 0),
+            Some(s) => {
+                if !s.manifest.same_transfer(&manifest) {
+                    return Err(ResumeError::OtherTransfer);
+                }
+                let mut held = RangeSet::new();
+                for (a, b) in s.held {
+                    if a >= b || b > manifest.chunk_count {
+                        return Err(ResumeError::Inconsistent);
+                    }
+                    held.insert_range(a..b);
+                }
+                let hashed_bytes = manifest.chunk_offset(s.hashed).min(manifest.size);
+                if s.hashed > held.first_gap() || !s.hash.is_valid() || s.hash.len() != hashed_bytes {
+                    return Err(ResumeError::Inconsistent);
+                }
+                (held, s.hash, s.hashed)
+            }
+        };
+        let mut r = Receiver {
+            seq_run: manifest.run,
+            cfg,
+            prefix,
+            id,
+            manifest,
+            state: State::Receiving,
+            held,
+            hash,
+            hashed,
+            next_seq: 0,
+            unacked: 0,
+            ack_due: None,
+            last_heard: now,
+            next_announce: now,
+            announcements: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            corrupt: 0,
+            duplicates: 0,
+        };
+        r.check_done();
+        if r.state == State::Receiving {
+            r.announce(now);
+        }
+        Ok(r)
+    }
+
+    /// The transmit that refuses `manifest`, for a caller that will not accept it.
+    pub fn reject(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, reason: RejectReason) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &Ack::Rejected { reason })
+    }
+
+    // ---- getters ----
+
+    /// The manifest being received.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The chunks held.
+    pub fn held(&self) -> &RangeSet {
+        &self.held
+    }
+
+    /// Bytes held.
+    pub fn bytes_held(&self) -> u64 {
+        let full = self.held.len() * u64::from(self.manifest.chunk_size);
+        // The last chunk may be short.
+        match self.manifest.chunk_count.checked_sub(1) {
+            Some(last) if self.held.contains(last) => {
+                full - u64::from(self.manifest.chunk_size) + self.manifest.chunk_len(last)
+            }
+            _ => full,
+        }
+    }
+
+    /// Chunks dropped for a bad CRC, length or index.
+    pub fn corrupt_chunks(&self) -> u64 {
+        self.corrupt
+    }
+
+    /// Chunks received again after they were held.
+    pub fn duplicate_chunks(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// True once the file is verified and finalized.
+    pub fn is_complete(&self) -> bool {
+        self.state == State::Complete
+    }
+
+    /// True once the transfer completed or failed.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Complete | State::Failed(_))
+    }
+
+    /// The state a restarted receiver resumes from.
+    pub fn snapshot(&self) -> ResumeState {
+        ResumeState {
+            manifest: self.manifest.clone(),
+            held: self.held.iter().map(|r| (r.start, r.end)).collect(),
+            hash: self.hash.clone(),
+            hashed: self.hashed,
+        }
+    }
+
+    // ---- input ----
+
+    /// Handles a manifest payload for this transfer (the sender starting, restarting,
+    /// or re-publishing). A manifest that describes another file under the same id is
+    /// refused.
+    pub fn handle_manifest(&mut self, manifest: &Manifest, now: Instant) -> Result<(), ManifestChanged> {
+        if !self.manifest.same_transfer(manifest) {
+            return Err(ManifestChanged);
+        }
+        self.manifest.run = manifest.run;
+        self.heard(now);
+        self.answer();
+        Ok(())
+    }
+
+    /// Handles a payload from `<prefix>/<id>/chunk/<topic_index>`. A chunk not held
+    /// before comes back as a [`Write`]; the caller must write it before the next
+    /// [`Receiver::next_hash_read`] or [`Receiver::snapshot`].
+    pub fn handle_chunk<'p>(
+        &mut self,
+        topic_index: u32,
+        payload: &'p [u8],
+        now: Instant,
+    ) -> Result<Option<Write<'p>>, DecodeError> {
+        let chunk = match Chunk::decode(payload, topic_index, &self.manifest) {
+            Ok(c) => c,
+            Err(e) => {
+                self.corrupt += 1;
+                return Err(e);
+            }
+        };
+        self.heard(now);
+        self.saw_seq(chunk.run, chunk.seq.saturating_add(1));
+        if self.state != State::Receiving {
+            return Ok(None);
+        }
+        self.unacked += 1;
+        if self.unacked >= self.cfg.ack_every {
+            self.send_progress();
+        } else if self.ack_due.is_none() {
+            self.ack_due = Some(now + self.cfg.ack_delay);
+        }
+        if !self.held.insert(chunk.index) {
+            self.duplicates += 1;
+            return Ok(None);
+        }
+        if chunk.index == self.hashed {
+            self.hash.update(chunk.data);
+            self.hashed += 1;
+        }
+        self.check_done();
+        Ok(Some(Write { index: chunk.index, offset: self.manifest.chunk_offset(chunk.index), data: chunk.data }))
+    }
+
+    /// The next chunk to read back for the hash: one that arrived before the chunks
+    /// ahead of it. `None` while the next chunk in order is not held.
+    pub fn next_hash_read(&self) -> Option<HashRead> {
+        if self.state != State::Receiving || !self.held.contains(self.hashed) {
+            return None;
+        }
+        let index = self.hashed;
+        Some(HashRead { index, offset: self.manifest.chunk_offset(index), len: self.manifest.chunk_len(index) })
+    }
+
+    /// Feeds the bytes [`Receiver::next_hash_read`] asked for.
+    pub fn hash_chunk(&mut self, index: u32, data: &[u8]) -> Result<(), HashFeedError> {
+        if self.next_hash_read().map(|r| r.index) != Some(index) {
+            return Err(HashFeedError::OutOfOrder(index));
+        }
+        if data.len() as u64 != self.manifest.chunk_len(index) {
+            return Err(HashFeedError::BadLength(index));
+        }
+        self.hash.update(data);
+        self.hashed += 1;
+        self.check_done();
+        Ok(())
+    }
+
+    /// Handles a payload from `<prefix>/<id>/ctl`.
+    pub fn handle_ctl(&mut self, payload: &[u8], now: Instant) -> Result<(), DecodeError> {
+        let ctl = Ctl::decode(payload)?;
+        self.heard(now);
+        match ctl {
+            Ctl::EndRound { run, next_seq } => {
+                // Everything sent before the end of round has arrived or is lost.
+                self.saw_seq(run, next_seq);
+                self.answer();
+            }
+            Ctl::Abort { run, reason } => {
+                if run == self.manifest.run && self.state == State::Receiving {
+                    self.state = State::Failed(RejectReason::Cancelled);
+                    self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::SenderAborted(reason)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the passing of the deadline from [`Receiver::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ack_due.is_some_and(|t| now >= t) {
+            self.send_progress();
+        }
+        if self.state != State::Receiving {
+            return;
+        }
+        if now >= self.last_heard + self.cfg.give_up_after {
+            self.state = State::Failed(RejectReason::Cancelled);
+            self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::SenderGone));
+        } else if now >= self.next_announce {
+            self.announce(now);
+        }
+    }
+
+    /// Tells the receiver that the verified file is under its final name: the
+    /// sender is told the transfer is complete.
+    pub fn finalized(&mut self, _now: Instant) {
+        if self.state == State::Verified {
+            self.state = State::Complete;
+            self.answer();
+        }
+    }
+
+    /// Fails the transfer for a local reason (disk full, I/O error, cancellation);
+    /// the sender is told.
+    pub fn fail(&mut self, reason: RejectReason, _now: Instant) {
+        if !self.is_done() {
+            self.state = State::Failed(reason);
+            self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::Local(reason)));
+            self.answer();
+        }
+    }
+
+    // ---- output ----
+
+    /// The next message to publish, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Receiver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle =
+            (self.state == State::Receiving).then(|| self.next_announce.min(self.last_heard + self.cfg.give_up_after));
+        match (self.ack_due, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- internals ----
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+        self.announcements = 0;
+        self.next_announce = now + self.cfg.idle;
+    }
+
+    fn saw_seq(&mut self, run: u32, next_seq: u32) {
+        if run != self.seq_run {
+            self.seq_run = run;
+            self.next_seq = next_seq;
+        } else {
+            self.next_seq = self.next_seq.max(next_seq);
+        }
+    }
+
+    /// Says hello again after a silence: the sender may have missed the first one.
+    fn announce(&mut self, now: Instant) {
+        self.answer_ready();
+        let wait = self.cfg.idle.saturating_mul(1 << self.announcements.min(16)).min(self.cfg.max_idle);
+        self.next_announce = now + wait;
+        self.announcements += 1;
+    }
+
+    fn answer_ready(&mut self) {
+        match self.state {
+            State::Receiving => {
+                let ack = Ack::Ready { run: self.manifest.run, held: self.held.clone() };
+                self.push(&ack);
+            }
+            _ => self.answer(),
+        }
+    }
+
+    /// Answers a manifest or an end of round with where this transfer stands.
+    fn answer(&mut self) {
+        let ack = match self.state {
+            State::Receiving | State::Verified => {
+                self.unacked = 0;
+                self.ack_due = None;
+                let missing = if self.state == State::Verified {
+                    RangeSet::new()
+                } else {
+                    self.held.complement(self.manifest.chunk_count)
+                };
+                Ack::Missing { run: self.seq_run, next_seq: self.next_seq, missing, more: false }
+            }
+            State::Complete => Ack::Complete { sha256: self.manifest.sha256 },
+            State::Failed(reason) => Ack::Rejected { reason },
+        };
+        self.push(&ack);
+    }
+
+    fn send_progress(&mut self) {
+        self.unacked = 0;
+        self.ack_due = None;
+        if self.state == State::Receiving {
+            let held = u32::try_from(self.held.len()).unwrap_or(u32::MAX);
+            self.push(&Ack::Progress { run: self.seq_run, next_seq: self.next_seq, held });
+        }
+    }
+
+    fn push(&mut self, ack: &Ack) {
+        self.out.push_back(ack_transmit(&self.prefix, &self.manifest.id, &self.id, ack));
+    }
+
+    /// Verifies the hash once every chunk is held and hashed.
+    fn check_done(&mut self) {
+        if self.state != State::Receiving || self.hashed != self.manifest.chunk_count {
+            return;
+        }
+        if self.hash.finish() == self.manifest.sha256 {
+            self.state = State::Verified;
+            self.events.push_back(ReceiverEvent::Verified);
+        } else {
+            self.state = State::Failed(RejectReason::HashMismatch);
+            self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::HashMismatch));
+            self.answer();
+        }
+    }
+}
+
+/// A manifest arrived for this transfer's id that describes another file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("manifest changed for the same transfer id")]
+pub struct ManifestChanged;
+
+fn ack_transmit(prefix: &Prefix, id: &crate::TransferId, rid: &ReceiverId, ack: &Ack) -> Transmit {
+    Transmit { topic: prefix.ack(id, rid), qos: Qos::AtLeastOnce, retain: false, payload: Payload::Bytes(ack.encode()) }
+}

@@ -1,0 +1,670 @@
+//! The sender's state machine.
+//!
+//! A transfer goes through these phases:
+//! 1. **Joining**: the manifest is published (retained, QoS 1) and re-published with
+//!    backoff until a receiver answers [`Ack::Ready`], or the join timeout passes.
+//! 2. **Sending**: the chunks that the joined receivers lack (the union of their
+//!    missing sets) go out in index order. Each transmission gets the next `seq`;
+//!    a new one may go out only while `seq < min(acked) + window`, where `acked` is
+//!    the credit each waited-on receiver grants with [`Ack::Progress`]. A receiver
+//!    that joins late starts with credit at the current `seq`.
+//! 3. **Draining**: once nothing is left to send, or when the window has been shut
+//!    for a retransmission timeout (the tail of the window or the credit was lost),
+//!    the sender publishes [`Ctl::EndRound`] and waits until every active receiver has
+//!    answered with [`Ack::Missing`] or [`Ack::Complete`]. Because the broker delivers
+//!    a subscriber's messages in order, the answer accounts for every chunk sent
+//!    before the end of round. The union of the missing sets is the next round.
+//!    Unanswered ends of round are re-published with exponential backoff; a receiver
+//!    that never answers is dropped as lost.
+//! 4. **Finished** once the receivers it waits for ([`Wait`]) confirmed the SHA-256,
+//!    or **Failed** with a [`SendFailure`]: no receiver, a rejection, a lost
+//!    receiver, rounds that stop making progress, or cancellation.
+//!
+//! A restarted sender is a new `Sender` with a new `run`: receivers answer its
+//! manifest with what they already hold, so nothing that arrived is sent again.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::ranges::RangeSet;
+use crate::topic::{Prefix, ReceiverId};
+use crate::wire::{AbortReason, Ack, Ctl, DecodeError, Manifest, RejectReason};
+use crate::{ChunkRef, Payload, Qos, Transmit};
+
+/// Which receivers the sender waits for before it reports the transfer finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// Any `n` receivers (at least 1).
+    Count(usize),
+    /// Exactly these receivers.
+    Ids(BTreeSet<ReceiverId>),
+}
+
+/// Tunables of a sender. The defaults suit a broker on a LAN or the internet; the
+/// benchmarks in `docs/PERFORMANCE.md` say why.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// The most chunk transmissions that the slowest waited-on receiver has not yet
+    /// acknowledged. Keep it under the broker's per-client queue (Mosquitto's
+    /// `max_queued_messages` defaults to 1000) so a slow receiver loses nothing.
+    pub window: u32,
+    /// QoS of chunk publishes.
+    pub chunk_qos: Qos,
+    /// First retransmission timeout for the manifest and ends of round, and how long
+    /// a shut window may stay shut before the sender probes.
+    pub rto: Duration,
+    /// The retransmission timeout never grows past this.
+    pub max_rto: Duration,
+    /// How many times an end of round is re-published before an unanswering receiver
+    /// counts as lost.
+    pub max_retries: u32,
+    /// How long to wait for receivers to join.
+    pub join_timeout: Duration,
+    /// How many rounds in a row may end without fewer missing chunks before the
+    /// transfer fails.
+    pub max_stalled_rounds: u32,
+    /// Which receivers to wait for.
+    pub wait: Wait,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            window: 256,
+            chunk_qos: Qos::AtLeastOnce,
+            rto: Duration::from_secs(1),
+            max_rto: Duration::from_secs(16),
+            max_retries: 6,
+            join_timeout: Duration::from_secs(30),
+            max_stalled_rounds: 8,
+            wait: Wait::Count(1),
+        }
+    }
+}
+
+/// What the sender reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderEvent {
+    /// A receiver accepted the manifest; it already held `held` chunks.
+    ReceiverJoined {
+        /// Who.
+        receiver: ReceiverId,
+        /// Chunks it already had.
+        held: u64,
+    },
+    /// A receiver now holds `held` distinct chunks.
+    Progress {
+        /// Who.
+        receiver: ReceiverId,
+        /// Chunks it holds.
+        held: u64,
+    },
+    /// A receiver has the whole file and confirmed its SHA-256.
+    ReceiverComplete {
+        /// Who.
+        receiver: ReceiverId,
+    },
+    /// A receiver refused the transfer, gave up, or stopped answering.
+    ReceiverFailed {
+        /// Who.
+        receiver: ReceiverId,
+        /// Why: `None` when it stopped answering.
+        reason: Option<RejectReason>,
+    },
+    /// The receivers waited for have the file. Terminal.
+    Finished,
+    /// The transfer failed. Terminal.
+    Failed(SendFailure),
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendFailure {
+    /// Fewer receivers than waited for answered the manifest in time.
+    #[error("{joined} of {wanted} receivers answered within the join timeout")]
+    NoReceivers {
+        /// How many joined.
+        joined: usize,
+        /// How many were waited for.
+        wanted: usize,
+    },
+    /// A receiver that was waited for refused or gave up.
+    #[error("receiver {receiver} rejected the transfer: {reason}")]
+    Rejected {
+        /// Who.
+        receiver: ReceiverId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A receiver that was waited for reported a different SHA-256.
+    #[error("receiver {receiver} reported a different sha-256")]
+    HashMismatch {
+        /// Who.
+        receiver: ReceiverId,
+    },
+    /// A receiver that was waited for stopped answering.
+    #[error("receiver {receiver} stopped answering")]
+    ReceiverLost {
+        /// Who.
+        receiver: ReceiverId,
+    },
+    /// Rounds kept ending with nothing repaired: chunks are not getting through
+    /// (for example a broker that silently drops messages above a size).
+    #[error("no chunk got through in {rounds} rounds; the broker may drop messages this large ({chunk_size} bytes per chunk)")]
+    NoProgress {
+        /// Rounds without progress.
+        rounds: u32,
+        /// The chunk size in use.
+        chunk_size: u32,
+    },
+    /// The sender was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What the sender knows of one receiver.
+#[derive(Debug, Clone)]
+struct Peer {
+    state: PeerState,
+    /// Credit: one past the highest chunk transmission it acknowledged.
+    acked: u32,
+    /// Answered the current end of round.
+    answered: bool,
+    /// Missing chunks in its last answer (`u64::MAX` when unknown).
+    missing: u64,
+    /// Distinct chunks held, as last reported.
+    held: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    Active,
+    Complete,
+    /// Rejected or failed its hash (with the reason), or lost (`None`).
+    Gone(Option<RejectReason>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Joining,
+    Sending,
+    /// Waiting for answers to the end of round at `next_seq`.
+    Draining {
+        next_seq: u32,
+        retries: u32,
+        deadline: Instant,
+    },
+    /// Every active receiver is done but more may join before the join deadline.
+    AwaitingJoins,
+    Done,
+}
+
+/// The sender of one file to one or more receivers.
+#[derive(Debug)]
+pub struct Sender {
+    cfg: SenderConfig,
+    manifest: Manifest,
+    prefix: Prefix,
+    phase: Phase,
+    peers: BTreeMap<ReceiverId, Peer>,
+    /// Chunks to send in this round.
+    to_send: RangeSet,
+    next_seq: u32,
+    /// Control messages waiting to go out.
+    out: VecDeque<Transmit>,
+    events: VecDeque<SenderEvent>,
+    join_deadline: Instant,
+    /// When the manifest is next re-published while joining.
+    manifest_due: Instant,
+    manifest_sends: u32,
+    /// Since when the window has been shut with no new credit.
+    blocked_since: Option<Instant>,
+    /// Fewest missing chunks summed over active receivers at a round's end.
+    best_missing: u64,
+    stalled_rounds: u32,
+}
+
+impl Sender {
+    /// Starts sending the file that `manifest` describes. `manifest.run` must differ
+    /// from earlier runs of the same transfer (a random number or a clock reading).
+    pub fn new(cfg: SenderConfig, prefix: Prefix, manifest: Manifest, now: Instant) -> Self {
+        let mut s = Sender {
+            join_deadline: now + cfg.join_timeout,
+            manifest_due: now,
+            cfg,
+            manifest,
+            prefix,
+            phase: Phase::Joining,
+            peers: BTreeMap::new(),
+            to_send: RangeSet::new(),
+            next_seq: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            manifest_sends: 0,
+            blocked_since: None,
+            best_missing: u64::MAX,
+            stalled_rounds: 0,
+        };
+        s.publish_manifest(now);
+        s
+    }
+
+    // ---- getters ----
+
+    /// The manifest being served.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// True once the transfer finished or failed.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Chunk transmissions so far, repairs included.
+    pub fn chunks_sent(&self) -> u32 {
+        self.next_seq
+    }
+
+    /// The receivers known, and whether each has confirmed the file.
+    pub fn receivers(&self) -> impl Iterator<Item = (&ReceiverId, bool)> {
+        self.peers.iter().map(|(id, p)| (id, p.state == PeerState::Complete))
+    }
+
+    // ---- input ----
+
+    /// Handles a payload received on `<prefix>/<id>/ack/<from>`. Returns the decode
+    /// error for a payload that was ignored as malformed.
+    pub fn handle_ack(&mut self, from: &ReceiverId, payload: &[u8], now: Instant) -> Result<(), DecodeError> {
+        let ack = Ack::decode(payload, self.manifest.chunk_count)?;
+        if self.phase == Phase::Done {
+            return Ok(());
+        }
+        let run = self.manifest.run;
+        match ack {
+            Ack::Ready { run: r, held } => {
+                if r != run {
+                    return Ok(()); // answers an earlier run's manifest
+                }
+                if self.peers.get(from).is_some_and(|p| !p.is_gone()) {
+                    return Ok(()); // a duplicate; a restarted receiver reports at the next end of round
+                }
+                let lacks = held.complement(self.manifest.chunk_count);
+                self.join(from, lacks, held.len());
+            }
+            Ack::Progress { run: r, next_seq, held } => {
+                if let Some(p) = self.peers.get_mut(from) {
+                    if r == run && next_seq.min(self.next_seq) > p.acked {
+                        p.acked = next_seq.min(self.next_seq);
+                        self.blocked_since = None;
+                    }
+                    if u64::from(held) > p.held {
+                        p.held = u64::from(held);
+                        self.events.push_back(SenderEvent::Progress { receiver: from.clone(), held: p.held });
+                    }
+                }
+            }
+            Ack::Missing { run: r, next_seq, missing, more } => {
+                if !self.peers.get(from).is_some_and(|p| p.state == PeerState::Active) {
+                    if self.peers.get(from).is_some_and(|p| !p.is_gone()) {
+                        return Ok(());
+                    }
+                    // Its Ready was lost: this answer is as good a join.
+                    let held = u64::from(self.manifest.chunk_count) - missing.len();
+                    self.join(from, RangeSet::new(), held);
+                }
+                let Some(p) = self.peers.get_mut(from) else { return Ok(()) };
+                if r == run {
+                    let n = next_seq.min(self.next_seq);
+                    if n > p.acked {
+                        p.acked = n;
+                        self.blocked_since = None;
+                    }
+                    if let Phase::Draining { next_seq: end, .. } = self.phase {
+                        if next_seq >= end {
+                            p.answered = true;
+                        }
+                    }
+                }
+                // With `more`, only the lowest ranges are listed; count the rest as
+                // unknown so that a round is not taken for progress on that alone.
+                p.missing = if more { missing.len().saturating_add(1 << 32) } else { missing.len() };
+                let held = u64::from(self.manifest.chunk_count).saturating_sub(missing.len());
+                if !more && held > p.held {
+                    p.held = held;
+                    self.events.push_back(SenderEvent::Progress { receiver: from.clone(), held });
+                }
+                self.to_send.union_with(&missing);
+                self.check_drained(now);
+            }
+            Ack::Complete { sha256 } => {
+                let Some(p) = self.peers.get_mut(from) else {
+                    // A receiver that had the file before we asked.
+                    self.peers.insert(from.clone(), Peer::complete(self.next_seq, self.manifest.chunk_count));
+                    self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
+                    if sha256 != self.manifest.sha256 {
+                        self.peer_gone(from, Some(RejectReason::HashMismatch), now);
+                    }
+                    self.after_peer_change(now);
+                    return Ok(());
+                };
+                if p.state != PeerState::Active {
+                    return Ok(());
+                }
+                if sha256 == self.manifest.sha256 {
+                    *p = Peer::complete(p.acked, self.manifest.chunk_count);
+                    self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
+                } else {
+                    self.peer_gone(from, Some(RejectReason::HashMismatch), now);
+                }
+                self.after_peer_change(now);
+            }
+            Ack::Rejected { reason } => {
+                if self.peers.get(from).is_none_or(|p| !p.is_gone()) {
+                    self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq));
+                    self.peer_gone(from, Some(reason), now);
+                    self.after_peer_change(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the passing of the deadline from [`Sender::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Joining if now >= self.join_deadline => self.fail_no_receivers(),
+            Phase::Joining if now >= self.manifest_due => self.publish_manifest(now),
+            Phase::AwaitingJoins if now >= self.join_deadline => self.fail_no_receivers(),
+            Phase::Sending => {
+                if self.blocked_since.is_some_and(|t| now >= t + self.cfg.rto) {
+                    // The window has been shut for a whole timeout: either the tail of
+                    // the window or the credit for it was lost. Ask.
+                    self.start_drain(now);
+                }
+            }
+            Phase::Draining { next_seq, retries, deadline } if now >= deadline => {
+                if retries >= self.cfg.max_retries {
+                    let silent: Vec<ReceiverId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, p)| p.state == PeerState::Active && !p.answered)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in silent {
+                        self.peer_gone(&id, None, now);
+                    }
+                    self.after_peer_change(now);
+                    if let Phase::Draining { .. } = self.phase {
+                        self.check_drained(now);
+                    }
+                } else {
+                    let retries = retries + 1;
+                    self.phase = Phase::Draining { next_seq, retries, deadline: now + self.backoff(retries) };
+                    self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Cancels the transfer: receivers are told, and the retained manifest cleared.
+    pub fn cancel(&mut self, _now: Instant) {
+        if self.phase != Phase::Done {
+            self.finish(Some(SendFailure::Cancelled));
+        }
+    }
+
+    // ---- output ----
+
+    /// The next message to publish, if any. Call until `None` after every input.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = self.out.pop_front() {
+            return Some(t);
+        }
+        if self.phase != Phase::Sending {
+            return None;
+        }
+        if self.to_send.is_empty() {
+            self.start_drain(now);
+            return self.out.pop_front();
+        }
+        let floor = self.peers.values().filter(|p| p.state == PeerState::Active).map(|p| p.acked).min()?;
+        if self.next_seq >= floor.saturating_add(self.cfg.window) {
+            self.blocked_since.get_or_insert(now);
+            return None;
+        }
+        let index = self.to_send.pop_first()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Some(Transmit {
+            topic: self.prefix.chunk(&self.manifest.id, index),
+            qos: self.cfg.chunk_qos,
+            retain: false,
+            payload: Payload::Chunk(ChunkRef {
+                run: self.manifest.run,
+                seq,
+                index,
+                offset: self.manifest.chunk_offset(index),
+                len: self.manifest.chunk_len(index),
+            }),
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<SenderEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Sender::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Joining => Some(self.manifest_due.min(self.join_deadline)),
+            Phase::AwaitingJoins => Some(self.join_deadline),
+            Phase::Sending => self.blocked_since.map(|t| t + self.cfg.rto),
+            Phase::Draining { deadline, .. } => Some(deadline),
+            Phase::Done => None,
+        }
+    }
+
+    // ---- internals ----
+
+    fn backoff(&self, retries: u32) -> Duration {
+        self.cfg.rto.saturating_mul(1 << retries.min(16)).min(self.cfg.max_rto)
+    }
+
+    fn publish_manifest(&mut self, now: Instant) {
+        self.out.push_back(Transmit {
+            topic: self.prefix.manifest(&self.manifest.id),
+            qos: Qos::AtLeastOnce,
+            retain: true,
+            payload: Payload::Bytes(self.manifest.encode()),
+        });
+        self.manifest_due = now + self.backoff(self.manifest_sends);
+        self.manifest_sends += 1;
+    }
+
+    fn push_ctl(&mut self, ctl: Ctl) {
+        self.out.push_back(Transmit {
+            topic: self.prefix.ctl(&self.manifest.id),
+            qos: Qos::AtLeastOnce,
+            retain: false,
+            payload: Payload::Bytes(ctl.encode()),
+        });
+    }
+
+    fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64) {
+        let mut peer = Peer::new(self.next_seq);
+        peer.held = held;
+        peer.missing = lacks.len();
+        // A receiver that joins during a drain is asked in the next one; its lacks
+        // are already queued.
+        peer.answered = true;
+        self.peers.insert(from.clone(), peer);
+        self.to_send.union_with(&lacks);
+        self.events.push_back(SenderEvent::ReceiverJoined { receiver: from.clone(), held });
+        if matches!(self.phase, Phase::Joining | Phase::AwaitingJoins) {
+            self.phase = Phase::Sending;
+            self.blocked_since = None;
+        }
+    }
+
+    fn start_drain(&mut self, now: Instant) {
+        for p in self.peers.values_mut() {
+            p.answered = p.state != PeerState::Active;
+        }
+        self.blocked_since = None;
+        self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.cfg.rto };
+        self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq: self.next_seq });
+    }
+
+    /// Ends the drain once every active receiver answered.
+    fn check_drained(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Draining { .. }) {
+            return;
+        }
+        let active: Vec<&Peer> = self.peers.values().filter(|p| p.state == PeerState::Active).collect();
+        if !active.iter().all(|p| p.answered) {
+            return;
+        }
+        if active.is_empty() {
+            self.after_peer_change(now);
+            return;
+        }
+        let missing: u64 = active.iter().map(|p| p.missing).fold(0, u64::saturating_add);
+        if missing < self.best_missing {
+            self.best_missing = missing;
+            self.stalled_rounds = 0;
+        } else {
+            self.stalled_rounds += 1;
+            if self.stalled_rounds >= self.cfg.max_stalled_rounds {
+                self.finish(Some(SendFailure::NoProgress {
+                    rounds: self.stalled_rounds,
+                    chunk_size: self.manifest.chunk_size,
+                }));
+                return;
+            }
+        }
+        if self.to_send.is_empty() {
+            // Everyone answered but nothing is missing: a receiver is still
+            // verifying. Ask again after a timeout.
+            let retries = self.stalled_rounds;
+            self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.backoff(retries) };
+            for p in self.peers.values_mut() {
+                p.answered = p.state != PeerState::Active;
+            }
+        } else {
+            self.phase = Phase::Sending;
+        }
+    }
+
+    fn peer_gone(&mut self, id: &ReceiverId, reason: Option<RejectReason>, _now: Instant) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.state = PeerState::Gone(reason);
+            self.events.push_back(SenderEvent::ReceiverFailed { receiver: id.clone(), reason });
+            if self.waits_for(id) {
+                let failure = match reason {
+                    None => SendFailure::ReceiverLost { receiver: id.clone() },
+                    Some(RejectReason::HashMismatch) => SendFailure::HashMismatch { receiver: id.clone() },
+                    Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason },
+                };
+                self.finish(Some(failure));
+            }
+        }
+    }
+
+    /// True when `id`'s failure fails the transfer.
+    fn waits_for(&self, id: &ReceiverId) -> bool {
+        match &self.cfg.wait {
+            Wait::Ids(ids) => ids.contains(id),
+            // Any receiver will do: a failure is fatal only when too few are left.
+            Wait::Count(_) => false,
+        }
+    }
+
+    /// Re-evaluates completion after a receiver completed, failed or went away.
+    fn after_peer_change(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let complete = self.peers.values().filter(|p| p.state == PeerState::Complete).count();
+        let active = self.peers.values().filter(|p| p.state == PeerState::Active).count();
+        let satisfied = match &self.cfg.wait {
+            Wait::Count(n) => complete >= (*n).max(1),
+            Wait::Ids(ids) => ids.iter().all(|id| self.peers.get(id).is_some_and(|p| p.state == PeerState::Complete)),
+        };
+        if satisfied {
+            self.finish(None);
+        } else if active == 0 {
+            if matches!(self.cfg.wait, Wait::Count(_)) && self.peers.values().any(Peer::is_gone) {
+                // Everyone who came has finished or failed, and not enough finished:
+                // report the failure now rather than at the join deadline.
+                self.fail_no_receivers();
+                return;
+            }
+            // Everyone who came is done; wait for more receivers to join.
+            self.phase = Phase::AwaitingJoins;
+            self.to_send = RangeSet::new();
+        } else if let Phase::Draining { .. } = self.phase {
+            self.check_drained(now);
+        }
+    }
+
+    fn fail_no_receivers(&mut self) {
+        let wanted = match &self.cfg.wait {
+            Wait::Count(n) => (*n).max(1),
+            Wait::Ids(ids) => ids.len(),
+        };
+        let joined = self.peers.values().filter(|p| !p.is_gone()).count();
+        // A receiver that refused or was lost is reported as such.
+        let gone = self.peers.iter().find_map(|(id, p)| match p.state {
+            PeerState::Gone(reason) => Some((id.clone(), reason)),
+            _ => None,
+        });
+        let failure = match gone {
+            Some((receiver, None)) => SendFailure::ReceiverLost { receiver },
+            Some((receiver, Some(RejectReason::HashMismatch))) => SendFailure::HashMismatch { receiver },
+            Some((receiver, Some(reason))) => SendFailure::Rejected { receiver, reason },
+            None => SendFailure::NoReceivers { joined, wanted },
+        };
+        self.finish(Some(failure));
+    }
+
+    fn finish(&mut self, failure: Option<SendFailure>) {
+        let reason = match &failure {
+            None => AbortReason::Finished,
+            Some(SendFailure::Cancelled) => AbortReason::Cancelled,
+            Some(_) => AbortReason::Failed,
+        };
+        self.push_ctl(Ctl::Abort { run: self.manifest.run, reason });
+        // Clear the retained manifest so that receivers starting later do not find a
+        // transfer nobody serves.
+        self.out.push_back(Transmit {
+            topic: self.prefix.manifest(&self.manifest.id),
+            qos: Qos::AtLeastOnce,
+            retain: true,
+            payload: Payload::Bytes(Vec::new()),
+        });
+        self.phase = Phase::Done;
+        self.to_send = RangeSet::new();
+        self.events.push_back(match failure {
+            None => SenderEvent::Finished,
+            Some(f) => SenderEvent::Failed(f),
+        });
+    }
+}
+
+impl Peer {
+    fn new(acked: u32) -> Self {
+        Peer { state: PeerState::Active, acked, answered: false, missing: u64::MAX, held: 0 }
+    }
+
+    fn is_gone(&self) -> bool {
+        matches!(self.state, PeerState::Gone(_))
+    }
+
+    fn complete(acked: u32, chunks: u32) -> Self {
+        Peer { state: PeerState::Complete, acked, answered: true, missing: 0, held: u64::from(chunks) }
+    }
+}

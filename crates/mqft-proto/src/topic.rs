@@ -1,0 +1,283 @@
+//! Topic names: the prefix, transfer ids, receiver ids, and the topic tree.
+//!
+//! Every topic level the protocol builds uses only `[0-9a-z_-]`. Brokers differ in
+//! what they accept (NATS's MQTT rejects `.` and spaces, RabbitMQ's rewrites `.` into
+//! `/`), and this alphabet survives all of them. File names never appear in a topic.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::TopicError;
+
+/// The longest prefix accepted, in bytes.
+pub const MAX_PREFIX_LEN: usize = 128;
+/// The longest receiver id accepted, in bytes.
+pub const MAX_RECEIVER_ID_LEN: usize = 64;
+
+/// The default topic prefix.
+pub const DEFAULT_PREFIX: &str = "files";
+
+/// True for a non-empty topic level made of `[0-9a-z_-]`.
+fn is_level(level: &str) -> bool {
+    !level.is_empty() && level.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'-')
+}
+
+/// A validated topic prefix: one or more `/`-separated levels of `[0-9a-z_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Prefix(String);
+
+impl Prefix {
+    /// Checks and wraps a prefix such as `files` or `site-1/cams`.
+    pub fn new(prefix: &str) -> Result<Self, TopicError> {
+        if prefix.len() > MAX_PREFIX_LEN || !prefix.split('/').all(is_level) {
+            return Err(TopicError::BadPrefix);
+        }
+        Ok(Prefix(prefix.to_owned()))
+    }
+
+    /// The prefix as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `<prefix>/<id>/manifest`
+    pub fn manifest(&self, id: &TransferId) -> String {
+        format!("{}/{id}/manifest", self.0)
+    }
+
+    /// `<prefix>/<id>/chunk/<index>`
+    pub fn chunk(&self, id: &TransferId, index: u32) -> String {
+        format!("{}/{id}/chunk/{index}", self.0)
+    }
+
+    /// `<prefix>/<id>/ack/<receiver>`
+    pub fn ack(&self, id: &TransferId, receiver: &ReceiverId) -> String {
+        format!("{}/{id}/ack/{receiver}", self.0)
+    }
+
+    /// `<prefix>/<id>/ctl`
+    pub fn ctl(&self, id: &TransferId) -> String {
+        format!("{}/{id}/ctl", self.0)
+    }
+
+    /// The filter a receiver subscribes to for new transfers: `<prefix>/+/manifest`.
+    pub fn manifest_filter(&self) -> String {
+        format!("{}/+/manifest", self.0)
+    }
+
+    /// The filter a receiver subscribes to for one transfer: `<prefix>/<id>/chunk/+`.
+    pub fn chunk_filter(&self, id: &TransferId) -> String {
+        format!("{}/{id}/chunk/+", self.0)
+    }
+
+    /// The filter a sender subscribes to for one transfer: `<prefix>/<id>/ack/+`.
+    pub fn ack_filter(&self, id: &TransferId) -> String {
+        format!("{}/{id}/ack/+", self.0)
+    }
+
+    /// The filter a receiver subscribes to for the sender's control messages of all
+    /// transfers: `<prefix>/+/ctl`.
+    pub fn ctl_filter(&self) -> String {
+        format!("{}/+/ctl", self.0)
+    }
+
+    /// Classifies a topic under this prefix; `None` for anything that is not one of
+    /// the protocol's topics (other prefixes, malformed ids or indexes).
+    pub fn parse(&self, topic: &str) -> Option<Topic> {
+        let rest = topic.strip_prefix(self.0.as_str())?.strip_prefix('/')?;
+        let mut levels = rest.split('/');
+        let id: TransferId = levels.next()?.parse().ok()?;
+        let parsed = match (levels.next()?, levels.next(), levels.next()) {
+            ("manifest", None, None) => Topic::Manifest(id),
+            ("ctl", None, None) => Topic::Ctl(id),
+            ("chunk", Some(n), None) => Topic::Chunk(id, parse_index(n)?),
+            ("ack", Some(r), None) => Topic::Ack(id, ReceiverId::new(r).ok()?),
+            _ => return None,
+        };
+        Some(parsed)
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix(DEFAULT_PREFIX.to_owned())
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Prefix::new(s)
+    }
+}
+
+/// A chunk index as written in a topic: decimal, no sign, no leading zeros.
+fn parse_index(s: &str) -> Option<u32> {
+    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// One of the protocol's topics, as classified by [`Prefix::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topic {
+    /// `<prefix>/<id>/manifest`: the sender's description of the file.
+    Manifest(TransferId),
+    /// `<prefix>/<id>/chunk/<n>`: chunk `n` of the file.
+    Chunk(TransferId, u32),
+    /// `<prefix>/<id>/ack/<receiver>`: a receiver's report to the sender.
+    Ack(TransferId, ReceiverId),
+    /// `<prefix>/<id>/ctl`: the sender's control messages.
+    Ctl(TransferId),
+}
+
+impl Topic {
+    /// The transfer the topic belongs to.
+    pub fn transfer_id(&self) -> &TransferId {
+        match self {
+            Topic::Manifest(id) | Topic::Chunk(id, _) | Topic::Ack(id, _) | Topic::Ctl(id) => id,
+        }
+    }
+}
+
+/// A transfer id: 16 bytes derived from the file's content, name and chunk size
+/// (see [`crate::transfer_id`]), written in topics as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransferId(pub [u8; 16]);
+
+impl fmt::Display for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TransferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TransferId({self})")
+    }
+}
+
+impl FromStr for TransferId {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 32 {
+            return Err(TopicError::BadTransferId);
+        }
+        let mut id = [0u8; 16];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hi = hex_digit(pair[0]).ok_or(TopicError::BadTransferId)?;
+            let lo = hex_digit(pair[1]).ok_or(TopicError::BadTransferId)?;
+            id[i] = hi << 4 | lo;
+        }
+        Ok(TransferId(id))
+    }
+}
+
+/// A lowercase hex digit's value; uppercase is refused so that one id has one spelling.
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// A receiver's name in ack topics: 1 to 64 characters of `[0-9a-z_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReceiverId(String);
+
+impl ReceiverId {
+    /// Checks and wraps a receiver id.
+    pub fn new(id: &str) -> Result<Self, TopicError> {
+        if id.len() > MAX_RECEIVER_ID_LEN || !is_level(id) {
+            return Err(TopicError::BadReceiverId);
+        }
+        Ok(ReceiverId(id.to_owned()))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReceiverId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ReceiverId {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ReceiverId::new(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> TransferId {
+        TransferId([0xab; 16])
+    }
+
+    #[test]
+    fn topics_round_trip_through_parse() {
+        let p = Prefix::new("site-1/cams").unwrap();
+        let r = ReceiverId::new("gw_7").unwrap();
+        assert_eq!(p.parse(&p.manifest(&id())), Some(Topic::Manifest(id())));
+        assert_eq!(p.parse(&p.chunk(&id(), 0)), Some(Topic::Chunk(id(), 0)));
+        assert_eq!(p.parse(&p.chunk(&id(), u32::MAX)), Some(Topic::Chunk(id(), u32::MAX)));
+        assert_eq!(p.parse(&p.ack(&id(), &r)), Some(Topic::Ack(id(), r)));
+        assert_eq!(p.parse(&p.ctl(&id())), Some(Topic::Ctl(id())));
+        assert_eq!(p.chunk(&id(), 7), format!("site-1/cams/{}/chunk/7", "ab".repeat(16)));
+    }
+
+    #[test]
+    fn malformed_topics_are_not_ours() {
+        let p = Prefix::default();
+        let hex = "ab".repeat(16);
+        for t in [
+            format!("files/{hex}/chunk/01"),
+            format!("files/{hex}/chunk/-1"),
+            format!("files/{hex}/chunk/4294967296"),
+            format!("files/{hex}/chunk/"),
+            format!("files/{hex}/chunk/1/2"),
+            format!("files/{hex}/ack/UPPER"),
+            format!("files/{hex}/manifest/x"),
+            format!("files/{}/manifest", "AB".repeat(16)),
+            format!("files/{}/manifest", "ab".repeat(15)),
+            format!("filesx/{hex}/manifest"),
+            format!("other/{hex}/manifest"),
+            "files".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(p.parse(&t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn names_outside_the_alphabet_are_refused() {
+        for bad in ["", "a/", "/a", "a//b", "a.b", "a b", "A", "a+", "a#", "é"] {
+            assert!(Prefix::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(Prefix::new(&"a".repeat(MAX_PREFIX_LEN + 1)).is_err());
+        for bad in ["", "a/b", "a.b", "Gw", "+"] {
+            assert!(ReceiverId::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(ReceiverId::new(&"a".repeat(MAX_RECEIVER_ID_LEN)).is_ok());
+        assert!(ReceiverId::new(&"a".repeat(MAX_RECEIVER_ID_LEN + 1)).is_err());
+    }
+}

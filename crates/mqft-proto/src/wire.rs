@@ -1,0 +1,722 @@
+//! Wire messages: what each topic carries, encoded with postcard.
+//!
+//! Every payload starts with one byte, the protocol version ([`PROTOCOL_VERSION`]);
+//! the rest is the postcard encoding of the message. Decoding goes straight into
+//! checked types: an unknown version, trailing bytes, an oversized payload, name, map
+//! or range list, or an index past the end is a [`DecodeError`], never a panic, and
+//! nothing is allocated beyond the payload's own size.
+//!
+//! Chunk payloads are encoded by hand (the layout is exactly what postcard writes for
+//! [`ChunkWire`]) so that a chunk's bytes are copied once, straight after a small
+//! header, and decoded without copying at all.
+
+use serde::{Deserialize, Serialize};
+
+use crate::integrity;
+use crate::ranges::{RangeError, RangeSet, WireRanges};
+use crate::topic::TransferId;
+
+/// The protocol version this crate speaks; the first byte of every payload.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The longest file name a manifest may carry, in bytes of UTF-8.
+pub const MAX_NAME_LEN: usize = 255;
+/// The longest content type, in bytes.
+pub const MAX_CONTENT_TYPE_LEN: usize = 127;
+/// The most user metadata entries.
+pub const MAX_USER_ENTRIES: usize = 16;
+/// The longest user metadata key, in bytes.
+pub const MAX_USER_KEY_LEN: usize = 64;
+/// The longest user metadata value, in bytes.
+pub const MAX_USER_VALUE_LEN: usize = 256;
+/// The largest chunk, in bytes.
+pub const MAX_CHUNK_SIZE: u32 = 16 << 20;
+/// The most chunks in one transfer.
+pub const MAX_CHUNK_COUNT: u32 = 1 << 22;
+/// The largest manifest payload, in bytes.
+pub const MAX_MANIFEST_LEN: usize = 8 << 10;
+/// The largest ack or control payload, in bytes.
+pub const MAX_CONTROL_LEN: usize = 8 << 10;
+/// The most bytes a chunk header takes: version, run, seq and index as varints,
+/// the CRC and the data length.
+pub const MAX_CHUNK_HEADER_LEN: usize = 1 + 5 + 5 + 5 + 4 + 5;
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The payload is empty.
+    #[error("empty payload")]
+    Empty,
+    /// The first byte names a protocol version this crate does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// The payload is larger than its message kind allows.
+    #[error("payload of {0} bytes is too large")]
+    TooLarge(usize),
+    /// The bytes are not a valid encoding of the message.
+    #[error("malformed payload")]
+    Malformed,
+    /// The message ended before the payload did.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+    /// The file name is empty or longer than [`MAX_NAME_LEN`].
+    #[error("bad file name length")]
+    BadName,
+    /// Metadata exceeds one of its caps.
+    #[error("metadata exceeds its limits")]
+    BadMeta,
+    /// The chunk size is 0 or above [`MAX_CHUNK_SIZE`].
+    #[error("bad chunk size")]
+    BadChunkSize,
+    /// The chunk count does not match the size and chunk size, or exceeds
+    /// [`MAX_CHUNK_COUNT`].
+    #[error("bad chunk count")]
+    BadChunkCount,
+    /// The transfer id does not match the one derived from the manifest.
+    #[error("transfer id does not match the manifest")]
+    IdMismatch,
+    /// A chunk index at or past the chunk count.
+    #[error("chunk index {index} is past the last chunk ({count} chunks)")]
+    IndexOutOfRange {
+        /// The index received.
+        index: u32,
+        /// The transfer's chunk count.
+        count: u32,
+    },
+    /// The index in the payload differs from the one in the topic.
+    #[error("chunk index {payload} in the payload, {topic} in the topic")]
+    IndexMismatch {
+        /// Index from the topic.
+        topic: u32,
+        /// Index from the payload.
+        payload: u32,
+    },
+    /// The chunk's length is not what the manifest says chunk `index` has.
+    #[error("chunk {index} has {len} bytes, expected {expected}")]
+    BadChunkLength {
+        /// The chunk index.
+        index: u32,
+        /// Bytes received.
+        len: usize,
+        /// Bytes the manifest implies.
+        expected: u64,
+    },
+    /// The chunk's bytes do not match its CRC32.
+    #[error("chunk {0} fails its CRC32")]
+    BadCrc(u32),
+    /// A range list is malformed or reaches past the last chunk.
+    #[error(transparent)]
+    Ranges(#[from] RangeError),
+}
+
+/// Checks the version byte and size cap, and returns the body.
+fn open(payload: &[u8], max: usize) -> Result<&[u8], DecodeError> {
+    let (&version, body) = payload.split_first().ok_or(DecodeError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    if payload.len() > max {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    Ok(body)
+}
+
+/// Decodes a whole postcard body, refusing trailing bytes.
+fn take_all<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    let (v, rest) = postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(v)
+}
+
+/// Version byte followed by the postcard encoding of `msg`.
+fn seal<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serializing plain data into a growable Vec cannot fail.
+    postcard::to_extend(msg, vec![PROTOCOL_VERSION]).expect("postcard encoding into a Vec cannot fail")
+}
+
+/// Optional information about the file, bounded by the `MAX_*` constants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// A MIME type such as `image/jpeg`.
+    pub content_type: Option<String>,
+    /// Modification time in milliseconds since the Unix epoch.
+    pub modified_ms: Option<i64>,
+    /// A small user key/value map, in the sender's order.
+    pub user: Vec<(String, String)>,
+}
+
+impl Meta {
+    fn check(&self) -> Result<(), DecodeError> {
+        let ct_ok = self.content_type.as_ref().is_none_or(|c| c.len() <= MAX_CONTENT_TYPE_LEN);
+        let user_ok = self.user.len() <= MAX_USER_ENTRIES
+            && self.user.iter().all(|(k, v)| k.len() <= MAX_USER_KEY_LEN && v.len() <= MAX_USER_VALUE_LEN);
+        if ct_ok && user_ok {
+            Ok(())
+        } else {
+            Err(DecodeError::BadMeta)
+        }
+    }
+}
+
+/// What the file is: published (retained) on `<prefix>/<id>/manifest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The transfer id; must equal [`integrity::transfer_id`] of the fields below.
+    pub id: TransferId,
+    /// The sender's run: a number the sender picks at each start, echoed in acks so
+    /// that a restarted sender is told apart from its earlier self.
+    pub run: u32,
+    /// The file name as the sender has it: untrusted, to be sanitized by receivers.
+    pub name: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Bytes per chunk; every chunk but the last is exactly this long.
+    pub chunk_size: u32,
+    /// `ceil(size / chunk_size)`; 0 for an empty file.
+    pub chunk_count: u32,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Optional metadata.
+    pub meta: Meta,
+}
+
+impl serde::Serialize for TransferId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TransferId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 16]>::deserialize(d).map(TransferId)
+    }
+}
+
+impl Manifest {
+    /// Builds the manifest of a file, deriving its chunk count and transfer id.
+    pub fn new(
+        name: String,
+        size: u64,
+        chunk_size: u32,
+        sha256: [u8; 32],
+        meta: Meta,
+        run: u32,
+    ) -> Result<Self, DecodeError> {
+        if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+            return Err(DecodeError::BadChunkSize);
+        }
+        let count = size.div_ceil(u64::from(chunk_size));
+        let chunk_count =
+            u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
+        let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
+        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta };
+        m.check()?;
+        Ok(m)
+    }
+
+    fn check(&self) -> Result<(), DecodeError> {
+        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
+            return Err(DecodeError::BadName);
+        }
+        self.meta.check()?;
+        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
+            return Err(DecodeError::BadChunkSize);
+        }
+        if self.chunk_count > MAX_CHUNK_COUNT
+            || u64::from(self.chunk_count) != self.size.div_ceil(u64::from(self.chunk_size))
+        {
+            return Err(DecodeError::BadChunkCount);
+        }
+        if self.id != integrity::transfer_id(&self.sha256, self.size, self.chunk_size, &self.name) {
+            return Err(DecodeError::IdMismatch);
+        }
+        Ok(())
+    }
+
+    /// Encodes the manifest payload.
+    pub fn encode(&self) -> Vec<u8> {
+        seal(self)
+    }
+
+    /// Decodes and checks a manifest payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let m: Manifest = take_all(open(payload, MAX_MANIFEST_LEN)?)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The length of chunk `index`: `chunk_size`, except for a shorter last chunk.
+    pub fn chunk_len(&self, index: u32) -> u64 {
+        let start = u64::from(index) * u64::from(self.chunk_size);
+        self.size.saturating_sub(start).min(u64::from(self.chunk_size))
+    }
+
+    /// The byte offset of chunk `index` in the file.
+    pub fn chunk_offset(&self, index: u32) -> u64 {
+        u64::from(index) * u64::from(self.chunk_size)
+    }
+
+    /// True when `other` describes the same transfer; only the run may differ.
+    pub fn same_transfer(&self, other: &Manifest) -> bool {
+        Manifest { run: self.run, ..other.clone() } == *self
+    }
+}
+
+/// The postcard shape of a chunk payload (after the version byte). Documented and
+/// tested against the hand-written encoder; not used on the hot path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkWire<'a> {
+    /// The sender's run (see [`Manifest::run`]).
+    pub run: u32,
+    /// Transmission number within the run: counts every chunk publish, first sends
+    /// and repairs alike, and drives flow control.
+    pub seq: u32,
+    /// The chunk index; must equal the index in the topic.
+    pub index: u32,
+    /// CRC32 of `data`, little-endian.
+    pub crc32: [u8; 4],
+    /// The chunk's bytes.
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+/// A decoded, checked chunk that borrows its bytes from the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// The sender's run.
+    pub run: u32,
+    /// Transmission number within the run.
+    pub seq: u32,
+    /// The chunk index, below the manifest's chunk count.
+    pub index: u32,
+    /// The chunk's bytes; their length and CRC32 are checked.
+    pub data: &'a [u8],
+}
+
+impl<'a> Chunk<'a> {
+    /// Decodes chunk `topic_index` of the transfer `manifest` describes, checking the
+    /// index, length and CRC32.
+    pub fn decode(payload: &'a [u8], topic_index: u32, manifest: &Manifest) -> Result<Self, DecodeError> {
+        let max = MAX_CHUNK_HEADER_LEN + manifest.chunk_size as usize;
+        let w: ChunkWire<'a> = take_all(open(payload, max)?)?;
+        if w.index != topic_index {
+            return Err(DecodeError::IndexMismatch { topic: topic_index, payload: w.index });
+        }
+        if w.index >= manifest.chunk_count {
+            return Err(DecodeError::IndexOutOfRange { index: w.index, count: manifest.chunk_count });
+        }
+        let expected = manifest.chunk_len(w.index);
+        if w.data.len() as u64 != expected {
+            return Err(DecodeError::BadChunkLength { index: w.index, len: w.data.len(), expected });
+        }
+        if integrity::crc32(w.data) != u32::from_le_bytes(w.crc32) {
+            return Err(DecodeError::BadCrc(w.index));
+        }
+        Ok(Chunk { run: w.run, seq: w.seq, index: w.index, data: w.data })
+    }
+
+    /// Encodes a chunk payload into `out` (cleared first), computing the CRC32.
+    pub fn encode_into(out: &mut Vec<u8>, run: u32, seq: u32, index: u32, data: &[u8]) {
+        out.clear();
+        out.reserve(MAX_CHUNK_HEADER_LEN + data.len());
+        out.push(PROTOCOL_VERSION);
+        put_varint(out, u64::from(run));
+        put_varint(out, u64::from(seq));
+        put_varint(out, u64::from(index));
+        out.extend_from_slice(&integrity::crc32(data).to_le_bytes());
+        put_varint(out, data.len() as u64);
+        out.extend_from_slice(data);
+    }
+
+    /// Encodes a chunk payload into a new buffer.
+    pub fn encode(run: u32, seq: u32, index: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Self::encode_into(&mut out, run, seq, index, data);
+        out
+    }
+}
+
+/// postcard's unsigned varint: 7 bits a byte, least significant first, high bit set
+/// on every byte but the last.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Why a receiver refused or gave up on a transfer; a `u16` code on the wire, so that
+/// a peer can add codes without breaking older ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The file is larger than the receiver accepts (code 1).
+    TooLarge,
+    /// The file name is unusable (code 2).
+    BadName,
+    /// Not enough disk space (code 3).
+    DiskFull,
+    /// The receiver has too many transfers open (code 4).
+    Busy,
+    /// Every chunk arrived but the SHA-256 of the file does not match (code 5).
+    HashMismatch,
+    /// The manifest is not acceptable: unknown version or malformed (code 6).
+    BadManifest,
+    /// A local I/O error (code 7).
+    Io,
+    /// A file of that name exists and may not be replaced (code 8).
+    Exists,
+    /// The receiver was told to stop (code 9).
+    Cancelled,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl RejectReason {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            RejectReason::TooLarge => 1,
+            RejectReason::BadName => 2,
+            RejectReason::DiskFull => 3,
+            RejectReason::Busy => 4,
+            RejectReason::HashMismatch => 5,
+            RejectReason::BadManifest => 6,
+            RejectReason::Io => 7,
+            RejectReason::Exists => 8,
+            RejectReason::Cancelled => 9,
+            RejectReason::Other(c) => c,
+        }
+    }
+
+    /// The reason for a wire code.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => RejectReason::TooLarge,
+            2 => RejectReason::BadName,
+            3 => RejectReason::DiskFull,
+            4 => RejectReason::Busy,
+            5 => RejectReason::HashMismatch,
+            6 => RejectReason::BadManifest,
+            7 => RejectReason::Io,
+            8 => RejectReason::Exists,
+            9 => RejectReason::Cancelled,
+            c => RejectReason::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::TooLarge => f.write_str("file too large"),
+            RejectReason::BadName => f.write_str("bad file name"),
+            RejectReason::DiskFull => f.write_str("disk full"),
+            RejectReason::Busy => f.write_str("receiver busy"),
+            RejectReason::HashMismatch => f.write_str("sha-256 mismatch"),
+            RejectReason::BadManifest => f.write_str("bad manifest"),
+            RejectReason::Io => f.write_str("i/o error"),
+            RejectReason::Exists => f.write_str("file exists"),
+            RejectReason::Cancelled => f.write_str("cancelled"),
+            RejectReason::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+impl Serialize for RejectReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.code().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RejectReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(RejectReason::from_code)
+    }
+}
+
+/// Why a sender stopped serving a transfer; a `u16` code on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// The sender's user cancelled (code 1).
+    Cancelled,
+    /// The sender gave up: retries exhausted or no receiver (code 2).
+    Failed,
+    /// The receivers the sender waited for are done; others must resume with a new
+    /// send (code 3).
+    Finished,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl AbortReason {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            AbortReason::Cancelled => 1,
+            AbortReason::Failed => 2,
+            AbortReason::Finished => 3,
+            AbortReason::Other(c) => c,
+        }
+    }
+
+    /// The reason for a wire code.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => AbortReason::Cancelled,
+            2 => AbortReason::Failed,
+            3 => AbortReason::Finished,
+            c => AbortReason::Other(c),
+        }
+    }
+}
+
+impl Serialize for AbortReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.code().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AbortReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(AbortReason::from_code)
+    }
+}
+
+/// The postcard shape of an ack payload (after the version byte).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum AckWire {
+    Ready { run: u32, held: WireRanges },
+    Progress { run: u32, next_seq: u32, held: u32 },
+    Missing { run: u32, next_seq: u32, missing: WireRanges, more: bool },
+    Complete { sha256: [u8; 32] },
+    Rejected { reason: RejectReason },
+}
+
+/// A receiver's report, published on `<prefix>/<id>/ack/<receiver>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// The receiver accepted the manifest of run `run` and already holds `held`
+    /// (possibly only the lowest part of what it holds, if that is too fragmented
+    /// for one message: reporting less is always safe).
+    Ready {
+        /// The run of the manifest being answered.
+        run: u32,
+        /// Chunks the receiver already has.
+        held: RangeSet,
+    },
+    /// Flow-control credit: the receiver has seen chunk transmissions of run `run`
+    /// up to `next_seq - 1`, and holds `held` distinct chunks.
+    Progress {
+        /// The sender run the numbers refer to.
+        run: u32,
+        /// One past the highest `seq` seen.
+        next_seq: u32,
+        /// Distinct chunks held.
+        held: u32,
+    },
+    /// The answer to an end of round: what the receiver still lacks.
+    Missing {
+        /// The sender run the numbers refer to.
+        run: u32,
+        /// One past the highest `seq` seen.
+        next_seq: u32,
+        /// The lowest missing ranges.
+        missing: RangeSet,
+        /// True when more ranges are missing than one message can carry.
+        more: bool,
+    },
+    /// Every chunk is in place and the file's SHA-256 checked out.
+    Complete {
+        /// The SHA-256 the receiver computed.
+        sha256: [u8; 32],
+    },
+    /// The receiver refuses or has given up the transfer.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+impl Ack {
+    /// Encodes the ack payload; range sets are cut to the wire cap, lowest first.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = match self {
+            Ack::Ready { run, held } => AckWire::Ready { run: *run, held: held.to_wire().0 },
+            Ack::Progress { run, next_seq, held } => AckWire::Progress { run: *run, next_seq: *next_seq, held: *held },
+            Ack::Missing { run, next_seq, missing, more } => {
+                let (missing, cut) = missing.to_wire();
+                AckWire::Missing { run: *run, next_seq: *next_seq, missing, more: *more || cut }
+            }
+            Ack::Complete { sha256 } => AckWire::Complete { sha256: *sha256 },
+            Ack::Rejected { reason } => AckWire::Rejected { reason: *reason },
+        };
+        seal(&wire)
+    }
+
+    /// Decodes an ack for a transfer of `chunk_count` chunks.
+    pub fn decode(payload: &[u8], chunk_count: u32) -> Result<Self, DecodeError> {
+        Ok(match take_all(open(payload, MAX_CONTROL_LEN)?)? {
+            AckWire::Ready { run, held } => Ack::Ready { run, held: held.to_set(chunk_count)? },
+            AckWire::Progress { run, next_seq, held } => Ack::Progress { run, next_seq, held },
+            AckWire::Missing { run, next_seq, missing, more } => {
+                Ack::Missing { run, next_seq, missing: missing.to_set(chunk_count)?, more }
+            }
+            AckWire::Complete { sha256 } => Ack::Complete { sha256 },
+            AckWire::Rejected { reason } => Ack::Rejected { reason },
+        })
+    }
+}
+
+/// The sender's control message, published on `<prefix>/<id>/ctl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ctl {
+    /// End of a round: the sender has published chunk transmissions up to
+    /// `next_seq - 1` of run `run`; every receiver answers with
+    /// [`Ack::Missing`] or [`Ack::Complete`].
+    EndRound {
+        /// The sender's run.
+        run: u32,
+        /// One past the last `seq` sent.
+        next_seq: u32,
+    },
+    /// The sender stops serving this transfer.
+    Abort {
+        /// The sender's run.
+        run: u32,
+        /// Why.
+        reason: AbortReason,
+    },
+}
+
+impl Ctl {
+    /// Encodes the control payload.
+    pub fn encode(&self) -> Vec<u8> {
+        seal(self)
+    }
+
+    /// Decodes a control payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        take_all(open(payload, MAX_CONTROL_LEN)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(size: u64, chunk_size: u32) -> Manifest {
+        Manifest::new("cam.jpg".into(), size, chunk_size, [7; 32], Meta::default(), 9).unwrap()
+    }
+
+    #[test]
+    fn chunk_encoding_is_postcards() {
+        let data = [1u8, 2, 3, 4, 5];
+        let ours = Chunk::encode(300, 70000, 2, &data);
+        let wire =
+            ChunkWire { run: 300, seq: 70000, index: 2, crc32: integrity::crc32(&data).to_le_bytes(), data: &data };
+        let mut theirs = vec![PROTOCOL_VERSION];
+        theirs.extend(postcard::to_allocvec(&wire).unwrap());
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn chunk_checks() {
+        let m = manifest(10, 4);
+        assert_eq!(m.chunk_count, 3);
+        let ok = Chunk::encode(1, 0, 2, &[9, 9]);
+        assert_eq!(Chunk::decode(&ok, 2, &m).unwrap().data, &[9, 9]);
+        assert_eq!(Chunk::decode(&ok, 1, &m), Err(DecodeError::IndexMismatch { topic: 1, payload: 2 }));
+        let past = Chunk::encode(1, 0, 3, &[9, 9]);
+        assert_eq!(Chunk::decode(&past, 3, &m), Err(DecodeError::IndexOutOfRange { index: 3, count: 3 }));
+        let short = Chunk::encode(1, 0, 0, &[9, 9]);
+        assert!(matches!(Chunk::decode(&short, 0, &m), Err(DecodeError::BadChunkLength { .. })));
+        let mut bad = Chunk::encode(1, 0, 2, &[9, 9]);
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(Chunk::decode(&bad, 2, &m), Err(DecodeError::BadCrc(2)));
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        assert_eq!(Chunk::decode(&trailing, 2, &m), Err(DecodeError::TrailingBytes(1)));
+        let mut v2 = ok.clone();
+        v2[0] = 2;
+        assert_eq!(Chunk::decode(&v2, 2, &m), Err(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(Chunk::decode(&[], 2, &m), Err(DecodeError::Empty));
+        assert_eq!(Chunk::decode(&ok[..ok.len() - 1], 2, &m), Err(DecodeError::Malformed));
+    }
+
+    #[test]
+    fn manifest_round_trip_and_checks() {
+        let mut m = manifest(1 << 20, 1000);
+        m.meta = Meta {
+            content_type: Some("image/jpeg".into()),
+            modified_ms: Some(-5),
+            user: vec![("k".into(), "v".into())],
+        };
+        let m = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), 3).unwrap();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+
+        let mut lie = m.clone();
+        lie.chunk_count += 1;
+        assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::BadChunkCount));
+        let mut lie = m.clone();
+        lie.size += 1;
+        assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::IdMismatch));
+        let mut lie = m.clone();
+        lie.meta.user = vec![("k".into(), "v".into()); MAX_USER_ENTRIES + 1];
+        assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::BadMeta));
+        assert_eq!(
+            Manifest::new("x".repeat(MAX_NAME_LEN + 1), 1, 1, [0; 32], Meta::default(), 0),
+            Err(DecodeError::BadName)
+        );
+        assert_eq!(Manifest::new(String::new(), 1, 1, [0; 32], Meta::default(), 0), Err(DecodeError::BadName));
+        assert_eq!(Manifest::new("a".into(), 1, 0, [0; 32], Meta::default(), 0), Err(DecodeError::BadChunkSize));
+        assert_eq!(
+            Manifest::new("a".into(), u64::MAX, 1, [0; 32], Meta::default(), 0),
+            Err(DecodeError::BadChunkCount)
+        );
+        let mut big = m.encode();
+        big.resize(MAX_MANIFEST_LEN + 1, 0);
+        assert_eq!(Manifest::decode(&big), Err(DecodeError::TooLarge(MAX_MANIFEST_LEN + 1)));
+    }
+
+    #[test]
+    fn chunk_lengths() {
+        let m = manifest(10, 4);
+        assert_eq!((0..3).map(|i| m.chunk_len(i)).collect::<Vec<_>>(), vec![4, 4, 2]);
+        assert_eq!(manifest(0, 4).chunk_count, 0);
+        assert_eq!(manifest(8, 4).chunk_count, 2);
+        assert_eq!(manifest(9, 4).chunk_count, 3);
+    }
+
+    #[test]
+    fn acks_round_trip_and_check_ranges() {
+        let all: RangeSet = [1, 2, 3, 7].into_iter().collect();
+        for ack in [
+            Ack::Ready { run: 1, held: all.clone() },
+            Ack::Progress { run: 1, next_seq: 99, held: 4 },
+            Ack::Missing { run: 1, next_seq: 5, missing: all.clone(), more: true },
+            Ack::Complete { sha256: [3; 32] },
+            Ack::Rejected { reason: RejectReason::DiskFull },
+            Ack::Rejected { reason: RejectReason::Other(999) },
+        ] {
+            assert_eq!(Ack::decode(&ack.encode(), 8).unwrap(), ack);
+        }
+        let ready = Ack::Ready { run: 1, held: all }.encode();
+        assert_eq!(Ack::decode(&ready, 7), Err(DecodeError::Ranges(RangeError::OutOfRange)));
+    }
+
+    #[test]
+    fn ctl_round_trip() {
+        for c in [Ctl::EndRound { run: 5, next_seq: 1000 }, Ctl::Abort { run: 5, reason: AbortReason::Finished }] {
+            assert_eq!(Ctl::decode(&c.encode()).unwrap(), c);
+        }
+        let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
+        t.push(0);
+        assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(Ctl::decode(&[1, 9]), Err(DecodeError::Malformed));
+    }
+}
