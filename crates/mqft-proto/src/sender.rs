@@ -60,6 +60,10 @@ pub struct SenderConfig {
     pub max_retries: u32,
     /// How long to wait for receivers to join.
     pub join_timeout: Duration,
+    /// Once one receiver joined, how long to wait for the others before sending:
+    /// receivers that join after sending started get what they lack in a later
+    /// round, at the price of chunks sent twice.
+    pub join_grace: Duration,
     /// How many rounds in a row may end without fewer missing chunks before the
     /// transfer fails.
     pub max_stalled_rounds: u32,
@@ -76,6 +80,7 @@ impl Default for SenderConfig {
             max_rto: Duration::from_secs(16),
             max_retries: 6,
             join_timeout: Duration::from_secs(30),
+            join_grace: Duration::from_millis(500),
             max_stalled_rounds: 8,
             wait: Wait::Count(1),
         }
@@ -175,6 +180,10 @@ struct Peer {
     missing: u64,
     /// Distinct chunks held, as last reported.
     held: u64,
+    /// Fewest missing chunks it ever reported at a round's end.
+    best: u64,
+    /// Most chunks it ever held at a round's end.
+    best_held: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +196,9 @@ enum PeerState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Joining,
+    Joining {
+        gather: Option<Instant>,
+    },
     Sending,
     /// Waiting for answers to the end of round at `next_seq`.
     Draining {
@@ -196,6 +207,7 @@ enum Phase {
         deadline: Instant,
     },
     /// Every active receiver is done but more may join before the join deadline.
+    /// (While joining, `gather` is when sending starts anyway.)
     AwaitingJoins,
     Done,
 }
@@ -220,8 +232,6 @@ pub struct Sender {
     manifest_sends: u32,
     /// Since when the window has been shut with no new credit.
     blocked_since: Option<Instant>,
-    /// Fewest missing chunks summed over active receivers at a round's end.
-    best_missing: u64,
     stalled_rounds: u32,
 }
 
@@ -235,7 +245,7 @@ impl Sender {
             cfg,
             manifest,
             prefix,
-            phase: Phase::Joining,
+            phase: Phase::Joining { gather: None },
             peers: BTreeMap::new(),
             to_send: RangeSet::new(),
             next_seq: 0,
@@ -243,7 +253,6 @@ impl Sender {
             events: VecDeque::new(),
             manifest_sends: 0,
             blocked_since: None,
-            best_missing: u64::MAX,
             stalled_rounds: 0,
         };
         s.publish_manifest(now);
@@ -291,7 +300,7 @@ impl Sender {
                     return Ok(()); // a duplicate; a restarted receiver reports at the next end of round
                 }
                 let lacks = held.complement(self.manifest.chunk_count);
-                self.join(from, lacks, held.len());
+                self.join(from, lacks, held.len(), now);
             }
             Ack::Progress { run: r, next_seq, held } => {
                 if let Some(p) = self.peers.get_mut(from) {
@@ -312,7 +321,7 @@ impl Sender {
                     }
                     // Its Ready was lost: this answer is as good a join.
                     let held = u64::from(self.manifest.chunk_count) - missing.len();
-                    self.join(from, RangeSet::new(), held);
+                    self.join(from, RangeSet::new(), held, now);
                 }
                 let Some(p) = self.peers.get_mut(from) else { return Ok(()) };
                 if r == run {
@@ -373,17 +382,15 @@ impl Sender {
 
     /// Handles the passing of the deadline from [`Sender::poll_timeout`].
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.needs_joins() && now >= self.manifest_due && now < self.join_deadline {
+            self.publish_manifest(now);
+        }
         match self.phase {
-            Phase::Joining if now >= self.join_deadline => self.fail_no_receivers(),
-            Phase::Joining if now >= self.manifest_due => self.publish_manifest(now),
-            Phase::AwaitingJoins if now >= self.join_deadline => self.fail_no_receivers(),
-            Phase::Sending => {
-                if self.blocked_since.is_some_and(|t| now >= t + self.cfg.rto) {
-                    // The window has been shut for a whole timeout: either the tail of
-                    // the window or the credit for it was lost. Ask.
-                    self.start_drain(now);
-                }
-            }
+            Phase::Joining { .. } | Phase::AwaitingJoins if now >= self.join_deadline => self.fail_no_receivers(),
+            Phase::Joining { gather: Some(t) } if now >= t => self.phase = Phase::Sending,
+            // The window has been shut for a whole timeout: either the tail of the
+            // window or the credit for it was lost. Ask.
+            Phase::Sending if self.blocked_since.is_some_and(|t| now >= t + self.cfg.rto) => self.start_drain(now),
             Phase::Draining { next_seq, retries, deadline } if now >= deadline => {
                 if retries >= self.cfg.max_retries {
                     let silent: Vec<ReceiverId> = self
@@ -459,16 +466,41 @@ impl Sender {
 
     /// When [`Sender::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Joining => Some(self.manifest_due.min(self.join_deadline)),
+        let phase = match self.phase {
+            Phase::Joining { gather } => Some(gather.map_or(self.join_deadline, |g| g.min(self.join_deadline))),
             Phase::AwaitingJoins => Some(self.join_deadline),
             Phase::Sending => self.blocked_since.map(|t| t + self.cfg.rto),
             Phase::Draining { deadline, .. } => Some(deadline),
-            Phase::Done => None,
+            Phase::Done => return None,
+        };
+        let manifest = (self.needs_joins() && self.manifest_due < self.join_deadline).then_some(self.manifest_due);
+        match (phase, manifest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     // ---- internals ----
+
+    /// How many receivers the wait policy needs.
+    fn wanted(&self) -> usize {
+        match &self.cfg.wait {
+            Wait::Count(n) => (*n).max(1),
+            Wait::Ids(ids) => ids.len(),
+        }
+    }
+
+    /// True while fewer receivers have joined than the wait policy needs: the
+    /// manifest is then re-published with backoff, for receivers that missed it.
+    fn needs_joins(&self) -> bool {
+        if self.phase == Phase::Done {
+            return false;
+        }
+        match &self.cfg.wait {
+            Wait::Count(_) => self.peers.values().filter(|p| !p.is_gone()).count() < self.wanted(),
+            Wait::Ids(ids) => ids.iter().any(|id| !self.peers.contains_key(id)),
+        }
+    }
 
     fn backoff(&self, retries: u32) -> Duration {
         self.cfg.rto.saturating_mul(1 << retries.min(16)).min(self.cfg.max_rto)
@@ -494,7 +526,7 @@ impl Sender {
         });
     }
 
-    fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64) {
+    fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64, now: Instant) {
         let mut peer = Peer::new(self.next_seq);
         peer.held = held;
         peer.missing = lacks.len();
@@ -504,9 +536,12 @@ impl Sender {
         self.peers.insert(from.clone(), peer);
         self.to_send.union_with(&lacks);
         self.events.push_back(SenderEvent::ReceiverJoined { receiver: from.clone(), held });
-        if matches!(self.phase, Phase::Joining | Phase::AwaitingJoins) {
-            self.phase = Phase::Sending;
-            self.blocked_since = None;
+        match self.phase {
+            // Start at once when everyone is here, else after a short grace.
+            Phase::Joining { .. } | Phase::AwaitingJoins if !self.needs_joins() => self.phase = Phase::Sending,
+            Phase::Joining { gather: None } => self.phase = Phase::Joining { gather: Some(now + self.cfg.join_grace) },
+            Phase::AwaitingJoins => self.phase = Phase::Sending,
+            _ => {}
         }
     }
 
@@ -524,17 +559,27 @@ impl Sender {
         if !matches!(self.phase, Phase::Draining { .. }) {
             return;
         }
-        let active: Vec<&Peer> = self.peers.values().filter(|p| p.state == PeerState::Active).collect();
-        if !active.iter().all(|p| p.answered) {
-            return;
-        }
-        if active.is_empty() {
+        let mut active = self.peers.values_mut().filter(|p| p.state == PeerState::Active).peekable();
+        if active.peek().is_none() {
             self.after_peer_change(now);
             return;
         }
-        let missing: u64 = active.iter().map(|p| p.missing).fold(0, u64::saturating_add);
-        if missing < self.best_missing {
-            self.best_missing = missing;
+        let mut all_answered = true;
+        let mut progress = false;
+        for p in active {
+            all_answered &= p.answered;
+            progress |= p.missing < p.best || p.held > p.best_held;
+        }
+        if !all_answered {
+            return;
+        }
+        // A round made progress when some receiver lacks fewer chunks, or holds
+        // more, than ever before.
+        for p in self.peers.values_mut() {
+            p.best = p.best.min(p.missing);
+            p.best_held = p.best_held.max(p.held);
+        }
+        if progress {
             self.stalled_rounds = 0;
         } else {
             self.stalled_rounds += 1;
@@ -603,6 +648,10 @@ impl Sender {
                 self.fail_no_receivers();
                 return;
             }
+            if now >= self.join_deadline {
+                self.fail_no_receivers();
+                return;
+            }
             // Everyone who came is done; wait for more receivers to join.
             self.phase = Phase::AwaitingJoins;
             self.to_send = RangeSet::new();
@@ -612,10 +661,7 @@ impl Sender {
     }
 
     fn fail_no_receivers(&mut self) {
-        let wanted = match &self.cfg.wait {
-            Wait::Count(n) => (*n).max(1),
-            Wait::Ids(ids) => ids.len(),
-        };
+        let wanted = self.wanted();
         let joined = self.peers.values().filter(|p| !p.is_gone()).count();
         // A receiver that refused or was lost is reported as such.
         let gone = self.peers.iter().find_map(|(id, p)| match p.state {
@@ -657,7 +703,15 @@ impl Sender {
 
 impl Peer {
     fn new(acked: u32) -> Self {
-        Peer { state: PeerState::Active, acked, answered: false, missing: u64::MAX, held: 0 }
+        Peer {
+            state: PeerState::Active,
+            acked,
+            answered: false,
+            missing: u64::MAX,
+            held: 0,
+            best: u64::MAX,
+            best_held: 0,
+        }
     }
 
     fn is_gone(&self) -> bool {
@@ -665,6 +719,14 @@ impl Peer {
     }
 
     fn complete(acked: u32, chunks: u32) -> Self {
-        Peer { state: PeerState::Complete, acked, answered: true, missing: 0, held: u64::from(chunks) }
+        Peer {
+            state: PeerState::Complete,
+            acked,
+            answered: true,
+            missing: 0,
+            held: u64::from(chunks),
+            best: 0,
+            best_held: u64::from(chunks),
+        }
     }
 }

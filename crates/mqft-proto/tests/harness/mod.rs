@@ -1,0 +1,612 @@
+//! A deterministic simulation of one sender, N receivers and a broker, in the spirit
+//! of quinn-proto's `Pair`.
+//!
+//! Time is simulated: nothing sleeps, and a run is a pure function of its seed and
+//! settings. The broker keeps the retained manifest, fans each publish out to the
+//! receivers that are subscribed, and can lose, duplicate, corrupt, delay and reorder
+//! every delivery independently. Each receiver drains its broker queue at a set speed,
+//! and the queue can be capped the way Mosquitto's `max_queued_messages` caps it, so
+//! flow control is tested against a slow receiver. Receivers and the sender can be
+//! killed and started again: a receiver comes back with its last snapshot and the
+//! bytes it had written, a sender comes back from scratch with a new run.
+//!
+//! `drive` runs until nothing is scheduled and fails on a live-lock: a step or time
+//! budget that runs out.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use mqft_proto::receiver::ReceiveFailure;
+use mqft_proto::{
+    integrity, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, ResumeState,
+    SendFailure, Sender, SenderConfig, SenderEvent, Topic,
+};
+
+/// A small, fast, seeded PRNG (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// What the link between each client and the broker does to deliveries.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// Probability that one delivery is lost.
+    pub loss: f64,
+    /// Probability that one delivery arrives twice.
+    pub dup: f64,
+    /// Probability that a chunk delivery has one byte flipped.
+    pub corrupt: f64,
+    /// One-way delay.
+    pub delay: Duration,
+    /// Up to this much extra random delay per delivery: reorders deliveries.
+    pub jitter: Duration,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link { loss: 0.0, dup: 0.0, corrupt: 0.0, delay: Duration::from_millis(5), jitter: Duration::ZERO }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    /// A publish reaches receiver `i`'s queue at the broker.
+    ToReceiver(usize, String, Vec<u8>),
+    /// Receiver `i` takes the next message off its queue.
+    Serve(usize),
+    /// An ack reaches the sender.
+    ToSender(String, Vec<u8>),
+    /// Something to do at a time: a scheduled restart or a timer check.
+    Wake,
+}
+
+pub struct SimReceiver {
+    pub id: ReceiverId,
+    pub rx: Option<Receiver>,
+    /// Loss and the like on this receiver's side, on top of the common link.
+    pub link: Link,
+    /// The bytes written to the "partial file".
+    pub disk: Vec<u8>,
+    /// The last snapshot, as saved to "disk".
+    pub saved: Option<ResumeState>,
+    /// The file under its final name, once finalized.
+    pub final_file: Option<Vec<u8>>,
+    pub failure: Option<ReceiveFailure>,
+    pub online: bool,
+    /// Messages queued for it at the broker.
+    pub queue: std::collections::VecDeque<(String, Vec<u8>)>,
+    pub serving: bool,
+    /// Time to handle one message (a slow disk).
+    pub service: Duration,
+    /// Messages the broker dropped because the queue was full.
+    pub broker_drops: u64,
+    pub chunks_seen: u64,
+    /// Chunks that failed their checks.
+    pub corrupt_seen: u64,
+    /// Snapshot after this many handled messages.
+    pub snapshot_every: u32,
+    handled: u32,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub start: Instant,
+    pub rng: Rng,
+    pub prefix: Prefix,
+    pub file: Vec<u8>,
+    /// The bytes the sender actually reads (differs from `file` to simulate a file
+    /// changed under the sender).
+    pub source: Vec<u8>,
+    pub manifest: Manifest,
+    pub sender_cfg: SenderConfig,
+    pub receiver_cfg: ReceiverConfig,
+    pub sender: Option<Sender>,
+    pub sender_events: Vec<SenderEvent>,
+    pub receivers: Vec<SimReceiver>,
+    pub link: Link,
+    /// Broker queue cap per receiver (Mosquitto's `max_queued_messages`).
+    pub queue_cap: Option<usize>,
+    pub retained: Option<Vec<u8>>,
+    heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    evs: Vec<Option<Ev>>,
+    order: u64,
+    /// Chunk publishes by all sender runs.
+    pub chunk_transmissions: u64,
+    /// Scheduled actions: (at, action).
+    pub script: Vec<(Duration, Action)>,
+    pub steps: u64,
+}
+
+/// Something a test schedules at a simulated time.
+#[derive(Debug, Clone)]
+pub enum Action {
+    KillReceiver(usize),
+    StartReceiver(usize),
+    KillSender,
+    StartSender,
+}
+
+pub struct SimBuilder {
+    pub seed: u64,
+    pub size: usize,
+    pub chunk_size: u32,
+    pub receivers: usize,
+    pub link: Link,
+    pub sender_cfg: SenderConfig,
+    pub receiver_cfg: ReceiverConfig,
+    pub queue_cap: Option<usize>,
+}
+
+impl SimBuilder {
+    pub fn new(seed: u64, size: usize, chunk_size: u32) -> Self {
+        SimBuilder {
+            seed,
+            size,
+            chunk_size,
+            receivers: 1,
+            link: Link::default(),
+            sender_cfg: SenderConfig::default(),
+            receiver_cfg: ReceiverConfig::default(),
+            queue_cap: None,
+        }
+    }
+
+    pub fn receivers(mut self, n: usize) -> Self {
+        self.receivers = n;
+        self
+    }
+
+    pub fn link(mut self, link: Link) -> Self {
+        self.link = link;
+        self
+    }
+
+    pub fn build(self) -> Sim {
+        let mut rng = Rng::new(self.seed);
+        let file = rng.bytes(self.size);
+        let manifest = Manifest::new(
+            "photo.jpg".into(),
+            file.len() as u64,
+            self.chunk_size,
+            integrity::sha256(&file),
+            Meta::default(),
+            rng.next_u64() as u32,
+        )
+        .unwrap();
+        let now = Instant::now();
+        let receivers = (0..self.receivers)
+            .map(|i| SimReceiver {
+                id: ReceiverId::new(&format!("rx{i}")).unwrap(),
+                rx: None,
+                link: Link { delay: Duration::ZERO, ..Link::default() },
+                disk: vec![0; file.len()],
+                saved: None,
+                final_file: None,
+                failure: None,
+                online: true,
+                queue: Default::default(),
+                serving: false,
+                service: Duration::ZERO,
+                broker_drops: 0,
+                chunks_seen: 0,
+                corrupt_seen: 0,
+                snapshot_every: 1,
+                handled: 0,
+            })
+            .collect();
+        Sim {
+            now,
+            start: now,
+            rng,
+            prefix: Prefix::default(),
+            source: file.clone(),
+            file,
+            manifest,
+            sender_cfg: self.sender_cfg,
+            receiver_cfg: self.receiver_cfg,
+            sender: None,
+            sender_events: Vec::new(),
+            receivers,
+            link: self.link,
+            queue_cap: self.queue_cap,
+            retained: None,
+            heap: BinaryHeap::new(),
+            evs: Vec::new(),
+            order: 0,
+            chunk_transmissions: 0,
+            script: Vec::new(),
+            steps: 0,
+        }
+    }
+}
+
+impl Sim {
+    fn push(&mut self, at: Instant, ev: Ev) {
+        self.order += 1;
+        self.evs.push(Some(ev));
+        self.heap.push(Reverse((at, self.order, self.evs.len() - 1)));
+    }
+
+    /// Delay for one delivery over `link`s.
+    fn delay(&mut self, extra: &Link) -> Duration {
+        let jitter = self.link.jitter + extra.jitter;
+        let j = if jitter.is_zero() { 0 } else { self.rng.below(jitter.as_micros() as u64) };
+        self.link.delay + extra.delay + Duration::from_micros(j)
+    }
+
+    pub fn start_sender(&mut self) {
+        let mut m = self.manifest.clone();
+        m.run = self.rng.next_u64() as u32;
+        self.sender = Some(Sender::new(self.sender_cfg.clone(), self.prefix.clone(), m, self.now));
+    }
+
+    pub fn schedule(&mut self, after: Duration, action: Action) {
+        self.script.push((after, action));
+        self.push(self.start + after, Ev::Wake);
+    }
+
+    /// Publishes from the sender: the broker fans out to receivers.
+    fn broker_publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        if retain {
+            self.retained = (!payload.is_empty()).then(|| payload.clone());
+        }
+        let is_chunk = topic.contains("/chunk/");
+        for i in 0..self.receivers.len() {
+            let r = &self.receivers[i];
+            // Chunks reach only receivers subscribed to the transfer.
+            if !r.online || (is_chunk && r.rx.is_none()) {
+                continue;
+            }
+            let extra = r.link.clone();
+            let loss = 1.0 - (1.0 - self.link.loss) * (1.0 - extra.loss);
+            if self.rng.chance(loss) {
+                continue;
+            }
+            let copies = if self.rng.chance(self.link.dup.max(extra.dup)) { 2 } else { 1 };
+            for _ in 0..copies {
+                let mut p = payload.clone();
+                if is_chunk && !p.is_empty() && self.rng.chance(self.link.corrupt.max(extra.corrupt)) {
+                    let at = self.rng.below(p.len() as u64) as usize;
+                    p[at] ^= 1 << self.rng.below(8);
+                }
+                let at = self.now + self.delay(&extra);
+                self.push(at, Ev::ToReceiver(i, topic.clone(), p));
+            }
+        }
+    }
+
+    fn receiver_publish(&mut self, i: usize, topic: String, payload: Vec<u8>) {
+        let extra = self.receivers[i].link.clone();
+        let loss = 1.0 - (1.0 - self.link.loss) * (1.0 - extra.loss);
+        if self.rng.chance(loss) {
+            return;
+        }
+        let copies = if self.rng.chance(self.link.dup.max(extra.dup)) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = self.now + self.delay(&extra);
+            self.push(at, Ev::ToSender(topic.clone(), payload.clone()));
+        }
+    }
+
+    /// Moves every pending output into the network.
+    fn flush(&mut self) {
+        if let Some(mut s) = self.sender.take() {
+            while let Some(t) = s.poll_transmit(self.now) {
+                let payload = match t.payload {
+                    Payload::Bytes(b) => b,
+                    Payload::Chunk(c) => {
+                        self.chunk_transmissions += 1;
+                        let range = c.offset as usize..(c.offset + c.len) as usize;
+                        c.encode(&self.source[range])
+                    }
+                };
+                self.broker_publish(t.topic, payload, t.retain);
+            }
+            while let Some(e) = s.poll_event() {
+                self.sender_events.push(e);
+            }
+            self.sender = Some(s);
+        }
+        for i in 0..self.receivers.len() {
+            let Some(mut rx) = self.receivers[i].rx.take() else { continue };
+            while let Some(t) = rx.poll_transmit() {
+                let Payload::Bytes(b) = t.payload else { panic!("receivers send no chunks") };
+                self.receiver_publish(i, t.topic, b);
+            }
+            let mut keep = true;
+            while let Some(e) = rx.poll_event() {
+                match e {
+                    ReceiverEvent::Verified => {
+                        // The runtime renames the file here, then confirms.
+                        self.receivers[i].final_file = Some(self.receivers[i].disk.clone());
+                        rx.finalized(self.now);
+                        while let Some(t) = rx.poll_transmit() {
+                            let Payload::Bytes(b) = t.payload else { unreachable!() };
+                            self.receiver_publish(i, t.topic, b);
+                        }
+                    }
+                    ReceiverEvent::Failed(f) => {
+                        self.receivers[i].failure = Some(f);
+                        keep = false;
+                    }
+                }
+            }
+            // A failed receiver is dropped, as the runtime does; its saved state stays.
+            if keep {
+                self.receivers[i].rx = Some(rx);
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let s = self.sender.as_ref().and_then(|s| s.poll_timeout());
+        let r = self.receivers.iter().filter_map(|r| r.rx.as_ref()?.poll_timeout()).min();
+        match (s, r) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs until nothing is scheduled. Panics on a live-lock: more than `max_steps`
+    /// steps or `max_time` of simulated time.
+    pub fn drive(&mut self, max_time: Duration) {
+        self.drive_inner(max_time, None);
+    }
+
+    /// Runs until simulated time `at` (from the start), or until nothing is scheduled.
+    pub fn run_until(&mut self, at: Duration) {
+        self.drive_inner(at + Duration::from_secs(1), Some(self.start + at));
+    }
+
+    fn drive_inner(&mut self, max_time: Duration, stop_at: Option<std::time::Instant>) {
+        let max_steps = 5_000_000;
+        loop {
+            self.flush();
+            let timer = self.next_timer();
+            let next_ev = self.heap.peek().map(|Reverse((t, _, _))| *t);
+            let next = match (timer, next_ev) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => return,
+            };
+            if stop_at.is_some_and(|t| next > t) {
+                return;
+            }
+            self.steps += 1;
+            assert!(
+                self.steps < max_steps && next - self.start < max_time,
+                "live-lock: {} steps, {:?} simulated; last sender events {:?}",
+                self.steps,
+                next - self.start,
+                &self.sender_events[self.sender_events.len().saturating_sub(8)..]
+            );
+            self.now = self.now.max(next);
+            self.run_scripts();
+            while let Some(&Reverse((t, _, idx))) = self.heap.peek() {
+                if t > self.now {
+                    break;
+                }
+                self.heap.pop();
+                let ev = self.evs[idx].take().expect("each event runs once");
+                self.handle(ev);
+                self.flush();
+            }
+            if let Some(s) = self.sender.as_mut() {
+                if s.poll_timeout().is_some_and(|t| t <= self.now) {
+                    s.handle_timeout(self.now);
+                }
+            }
+            for r in &mut self.receivers {
+                if let Some(rx) = r.rx.as_mut() {
+                    if rx.poll_timeout().is_some_and(|t| t <= self.now) {
+                        rx.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_scripts(&mut self) {
+        let due: Vec<Action> = {
+            let elapsed = self.now - self.start;
+            let (due, rest): (Vec<_>, Vec<_>) = self.script.drain(..).partition(|(at, _)| *at <= elapsed);
+            self.script = rest;
+            due.into_iter().map(|(_, a)| a).collect()
+        };
+        for a in due {
+            match a {
+                Action::KillReceiver(i) => {
+                    let r = &mut self.receivers[i];
+                    r.rx = None;
+                    r.online = false;
+                    r.queue.clear();
+                }
+                Action::StartReceiver(i) => {
+                    self.receivers[i].online = true;
+                    // The broker hands a new subscriber the retained manifest.
+                    if let Some(m) = self.retained.clone() {
+                        let at = self.now + self.link.delay;
+                        let topic = self.prefix.manifest(&self.manifest.id);
+                        self.push(at, Ev::ToReceiver(i, topic, m));
+                    }
+                }
+                Action::KillSender => self.sender = None,
+                Action::StartSender => self.start_sender(),
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Wake => {}
+            Ev::ToSender(topic, payload) => {
+                let Some(s) = self.sender.as_mut() else { return };
+                if let Some(Topic::Ack(_, rid)) = self.prefix.parse(&topic) {
+                    let _ = s.handle_ack(&rid, &payload, self.now);
+                }
+            }
+            Ev::ToReceiver(i, topic, payload) => {
+                let cap = self.queue_cap;
+                let r = &mut self.receivers[i];
+                if !r.online {
+                    return;
+                }
+                if cap.is_some_and(|c| r.queue.len() >= c) {
+                    r.broker_drops += 1;
+                    return;
+                }
+                r.queue.push_back((topic, payload));
+                if !r.serving {
+                    r.serving = true;
+                    let at = self.now + r.service;
+                    self.push(at, Ev::Serve(i));
+                }
+            }
+            Ev::Serve(i) => {
+                let Some((topic, payload)) = self.receivers[i].queue.pop_front() else {
+                    self.receivers[i].serving = false;
+                    return;
+                };
+                self.deliver(i, &topic, &payload);
+                let r = &mut self.receivers[i];
+                if r.queue.is_empty() {
+                    r.serving = false;
+                } else {
+                    let at = self.now + r.service;
+                    self.push(at, Ev::Serve(i));
+                }
+            }
+        }
+    }
+
+    /// Receiver `i` handles one message, as the runtime would.
+    fn deliver(&mut self, i: usize, topic: &str, payload: &[u8]) {
+        let now = self.now;
+        let (prefix, cfg) = (self.prefix.clone(), self.receiver_cfg.clone());
+        let r = &mut self.receivers[i];
+        if !r.online {
+            return;
+        }
+        match prefix.parse(topic) {
+            Some(Topic::Manifest(_)) => {
+                if payload.is_empty() {
+                    return;
+                }
+                let Ok(m) = Manifest::decode(payload) else { return };
+                match r.rx.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.handle_manifest(&m, now);
+                    }
+                    None => {
+                        if r.final_file.is_some() {
+                            // A receiver that has the file answers at once.
+                            let mut rx = Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now)
+                                .expect("saved state fits");
+                            rx.finalized(now);
+                            r.rx = Some(rx);
+                        } else {
+                            r.failure = None;
+                            r.rx = Some(Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now).unwrap());
+                        }
+                    }
+                }
+            }
+            Some(Topic::Chunk(_, n)) => {
+                let Some(rx) = r.rx.as_mut() else { return };
+                r.chunks_seen += 1;
+                match rx.handle_chunk(n, payload, now) {
+                    Ok(Some(w)) => {
+                        let at = w.offset as usize;
+                        r.disk[at..at + w.data.len()].copy_from_slice(w.data);
+                    }
+                    Ok(None) => {}
+                    Err(_) => r.corrupt_seen += 1,
+                }
+                while let Some(h) = rx.next_hash_read() {
+                    let range = h.offset as usize..(h.offset + h.len) as usize;
+                    rx.hash_chunk(h.index, &r.disk[range]).unwrap();
+                }
+            }
+            Some(Topic::Ctl(_)) => {
+                if let Some(rx) = r.rx.as_mut() {
+                    let _ = rx.handle_ctl(payload, now);
+                }
+            }
+            _ => {}
+        }
+        r.handled += 1;
+        if r.handled.is_multiple_of(r.snapshot_every.max(1)) {
+            if let Some(rx) = r.rx.as_ref() {
+                r.saved = Some(rx.snapshot());
+            }
+        }
+    }
+
+    /// The sender's terminal event.
+    pub fn outcome(&self) -> Option<Result<(), SendFailure>> {
+        self.sender_events.iter().rev().find_map(|e| match e {
+            SenderEvent::Finished => Some(Ok(())),
+            SenderEvent::Failed(f) => Some(Err(f.clone())),
+            _ => None,
+        })
+    }
+
+    /// Checks the one invariant that holds whatever happened: a file under its final
+    /// name is byte-identical to the sent one.
+    pub fn assert_no_wrong_file(&self) {
+        for r in &self.receivers {
+            if let Some(f) = &r.final_file {
+                assert!(f == &self.file, "receiver {} finalized a file that differs", r.id);
+            }
+        }
+    }
+
+    /// Asserts the transfer finished and receivers `ids` hold the file.
+    pub fn assert_delivered(&self, ids: impl IntoIterator<Item = usize>) {
+        let tail = &self.sender_events[self.sender_events.len().saturating_sub(8)..];
+        assert_eq!(self.outcome(), Some(Ok(())), "last sender events: {tail:?}");
+        for i in ids {
+            let r = &self.receivers[i];
+            assert!(r.final_file.as_ref() == Some(&self.file), "receiver {i} lacks the file ({:?})", r.failure);
+        }
+        self.assert_no_wrong_file();
+    }
+
+    pub fn receiver_ids(&self, which: impl IntoIterator<Item = usize>) -> BTreeSet<ReceiverId> {
+        which.into_iter().map(|i| self.receivers[i].id.clone()).collect()
+    }
+}

@@ -1,0 +1,276 @@
+//! Scenario tests: one sender and N receivers through the simulated broker.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Action, Link, Sim, SimBuilder};
+use mqft_proto::receiver::ReceiveFailure;
+use mqft_proto::{RejectReason, SendFailure, Wait};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn run(mut sim: Sim) -> Sim {
+    sim.start_sender();
+    sim.drive(HOUR);
+    sim
+}
+
+#[test]
+fn clean_link_sends_each_chunk_once() {
+    let sim = run(SimBuilder::new(1, 100_000, 1000).build());
+    sim.assert_delivered([0]);
+    assert_eq!(sim.chunk_transmissions, 100);
+    assert_eq!(sim.receivers[0].corrupt_seen, 0);
+}
+
+#[test]
+fn edge_sizes() {
+    for (size, chunk) in [(0, 16), (1, 16), (64, 16), (65, 16), (15, 16), (16, 16), (17, 16), (5000, 1)] {
+        let mut sim = SimBuilder::new(size as u64, size, chunk).receivers(2).build();
+        sim.sender_cfg.wait = Wait::Count(2);
+        let sim = run(sim);
+        sim.assert_delivered([0, 1]);
+        assert_eq!(sim.chunk_transmissions, size.div_ceil(chunk as usize) as u64, "size {size}");
+    }
+}
+
+#[test]
+fn lost_manifest_is_published_again() {
+    // Lose everything for the first few hundred milliseconds: the first manifest
+    // and the first announcements go nowhere.
+    let mut sim = SimBuilder::new(2, 10_000, 1000).build();
+    sim.receivers[0].online = false;
+    sim.schedule(Duration::from_millis(1), Action::KillReceiver(0));
+    sim.schedule(Duration::from_millis(1500), Action::StartReceiver(0));
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+}
+
+#[test]
+fn every_kind_of_message_lost_at_least_once() {
+    // Heavy loss on both directions: manifests, chunks (the last one included),
+    // credit, ends of round and answers are all lost now and then.
+    for seed in 0..20 {
+        let mut sim = SimBuilder::new(seed, 50_000, 1000).link(Link { loss: 0.3, ..Link::default() }).build();
+        sim.sender_cfg.max_retries = 30;
+        let sim = run(sim);
+        sim.assert_delivered([0]);
+    }
+}
+
+#[test]
+fn duplicates_and_reordering() {
+    for seed in 0..20 {
+        let sim = SimBuilder::new(seed, 40_000, 512)
+            .link(Link { dup: 0.3, jitter: Duration::from_millis(40), ..Link::default() })
+            .build();
+        let sim = run(sim);
+        sim.assert_delivered([0]);
+    }
+}
+
+#[test]
+fn corrupt_chunks_are_dropped_and_requested_again() {
+    let sim = run(SimBuilder::new(7, 64_000, 1000).link(Link { corrupt: 0.2, ..Link::default() }).build());
+    sim.assert_delivered([0]);
+    assert!(sim.receivers[0].corrupt_seen > 0, "the test must corrupt something");
+    assert!(sim.chunk_transmissions > 64);
+}
+
+#[test]
+fn three_receivers_with_their_own_losses() {
+    for seed in 0..10 {
+        let mut sim = SimBuilder::new(seed, 80_000, 1000).receivers(3).build();
+        sim.receivers[0].link.loss = 0.05;
+        sim.receivers[1].link.loss = 0.3;
+        sim.receivers[2].link.loss = 0.5;
+        sim.sender_cfg.wait = Wait::Count(3);
+        sim.sender_cfg.max_retries = 30;
+        sim.sender_cfg.max_stalled_rounds = 30;
+        let sim = run(sim);
+        sim.assert_delivered([0, 1, 2]);
+    }
+}
+
+#[test]
+fn late_receiver_still_gets_the_file() {
+    let mut sim = SimBuilder::new(3, 200_000, 1000).receivers(2).build();
+    sim.receivers[1].online = false;
+    sim.receivers[0].service = Duration::from_micros(500); // so the transfer takes a while
+    sim.sender_cfg.wait = Wait::Ids(sim.receiver_ids([0, 1]));
+    sim.schedule(Duration::from_millis(50), Action::StartReceiver(1));
+    let sim = run(sim);
+    sim.assert_delivered([0, 1]);
+}
+
+#[test]
+fn sender_waits_only_for_the_receivers_asked_for() {
+    let mut sim = SimBuilder::new(4, 50_000, 1000).receivers(2).build();
+    sim.receivers[1].online = false; // never comes
+    sim.sender_cfg.wait = Wait::Ids(sim.receiver_ids([0]));
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+
+    let mut sim = SimBuilder::new(4, 50_000, 1000).receivers(2).build();
+    sim.receivers[1].online = false;
+    sim.sender_cfg.wait = Wait::Count(2);
+    sim.sender_cfg.join_timeout = Duration::from_secs(5);
+    let sim = run(sim);
+    assert_eq!(sim.outcome(), Some(Err(SendFailure::NoReceivers { joined: 1, wanted: 2 })));
+    assert_eq!(sim.receivers[0].final_file.as_ref(), Some(&sim.file), "the one that came still got it");
+}
+
+#[test]
+fn no_receiver_fails_clearly() {
+    let mut sim = SimBuilder::new(5, 1000, 100).build();
+    sim.receivers[0].online = false;
+    let sim = run(sim);
+    assert_eq!(sim.outcome(), Some(Err(SendFailure::NoReceivers { joined: 0, wanted: 1 })));
+}
+
+#[test]
+fn slow_receiver_behind_a_queue_cap_loses_nothing() {
+    // Mosquitto drops QoS 1 messages past max_queued_messages for a slow subscriber.
+    // A window below the cap keeps the queue short: nothing dropped, nothing resent.
+    let mut sim = SimBuilder::new(6, 500_000, 1000).build();
+    sim.queue_cap = Some(100);
+    sim.receivers[0].service = Duration::from_millis(2);
+    sim.sender_cfg.window = 64;
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    assert_eq!(sim.receivers[0].broker_drops, 0);
+    assert_eq!(sim.chunk_transmissions, 500);
+
+    // The same with a window above the cap: the broker drops, and the rounds repair.
+    let mut sim = SimBuilder::new(6, 500_000, 1000).build();
+    sim.queue_cap = Some(100);
+    sim.receivers[0].service = Duration::from_millis(2);
+    sim.sender_cfg.window = 400;
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    assert!(sim.receivers[0].broker_drops > 0);
+    assert!(sim.chunk_transmissions > 500);
+}
+
+#[test]
+fn receiver_restarts_from_saved_state() {
+    let mut sim = SimBuilder::new(8, 400_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.receivers[0].snapshot_every = 25;
+    sim.schedule(Duration::from_millis(200), Action::KillReceiver(0));
+    sim.schedule(Duration::from_millis(700), Action::StartReceiver(0));
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    // Only what arrived after the last snapshot, and what was in flight, goes again.
+    assert!(sim.chunk_transmissions < 400 + 300, "{} transmissions", sim.chunk_transmissions);
+}
+
+#[test]
+fn receiver_restart_keeps_hash_progress() {
+    // Kill after the first half arrived in order; the saved hash state covers it, so
+    // no chunk before the restart point is read back for hashing.
+    let mut sim = SimBuilder::new(9, 100_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.schedule(Duration::from_millis(60), Action::KillReceiver(0));
+    sim.schedule(Duration::from_millis(100), Action::StartReceiver(0));
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    let saved = sim.receivers[0].saved.as_ref().unwrap();
+    assert_eq!(saved.hashed, 100);
+}
+
+#[test]
+fn sender_restart_resumes_from_what_receivers_hold() {
+    let mut sim = SimBuilder::new(10, 400_000, 1000).receivers(2).build();
+    sim.receivers[0].service = Duration::from_micros(500);
+    sim.sender_cfg.wait = Wait::Count(2);
+    sim.schedule(Duration::from_millis(100), Action::KillSender);
+    sim.schedule(Duration::from_millis(400), Action::StartSender);
+    let sim = run(sim);
+    sim.assert_delivered([0, 1]);
+    assert!(sim.chunk_transmissions < 400 + 200, "{} transmissions", sim.chunk_transmissions);
+}
+
+#[test]
+fn receiver_that_already_has_the_file_answers_at_once() {
+    let mut sim = run(SimBuilder::new(11, 10_000, 1000).build());
+    sim.assert_delivered([0]);
+    let first = sim.chunk_transmissions;
+    // Send again: the receiver's saved state says complete.
+    sim.receivers[0].rx = None;
+    sim.sender_events.clear();
+    sim.start_sender();
+    sim.drive(HOUR);
+    sim.assert_delivered([0]);
+    assert_eq!(sim.chunk_transmissions, first, "nothing resent");
+}
+
+#[test]
+fn hash_mismatch_fails_loudly_and_leaves_no_file() {
+    // The file changed under the sender after the manifest was made: every chunk
+    // passes its CRC, the SHA-256 does not.
+    let mut sim = SimBuilder::new(12, 10_000, 1000).build();
+    sim.source[5000] ^= 0xff;
+    let sim = run(sim);
+    assert!(
+        matches!(sim.outcome(), Some(Err(SendFailure::HashMismatch { .. }) | Err(SendFailure::Rejected { .. }))),
+        "{:?}",
+        sim.sender_events
+    );
+    assert_eq!(sim.receivers[0].failure, Some(ReceiveFailure::HashMismatch));
+    assert!(sim.receivers[0].final_file.is_none());
+}
+
+#[test]
+fn broker_that_drops_every_chunk_gives_a_clear_failure() {
+    let mut sim = SimBuilder::new(13, 100_000, 1000).build();
+    sim.link.corrupt = 1.0; // stands for "no chunk ever gets through intact"
+    sim.sender_cfg.window = 32;
+    let sim = run(sim);
+    assert!(matches!(sim.outcome(), Some(Err(SendFailure::NoProgress { .. }))), "{:?}", sim.sender_events);
+    assert!(sim.chunk_transmissions < 1000, "bounded: {}", sim.chunk_transmissions);
+    assert!(sim.receivers[0].final_file.is_none());
+}
+
+#[test]
+fn receiver_that_vanishes_is_declared_lost() {
+    let mut sim = SimBuilder::new(14, 100_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.schedule(Duration::from_millis(30), Action::KillReceiver(0));
+    let sim = run(sim);
+    assert!(matches!(sim.outcome(), Some(Err(SendFailure::ReceiverLost { .. }))), "{:?}", sim.sender_events);
+}
+
+#[test]
+fn cancelled_sender_tells_receivers() {
+    let mut sim = SimBuilder::new(15, 1_000_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.start_sender();
+    sim.run_until(Duration::from_millis(20));
+    assert!(sim.receivers[0].rx.as_ref().is_some_and(|rx| !rx.is_done()), "cancel mid-transfer");
+    let now = sim.now;
+    sim.sender.as_mut().unwrap().cancel(now);
+    sim.drive(HOUR);
+    assert_eq!(sim.outcome(), Some(Err(SendFailure::Cancelled)));
+    assert!(matches!(sim.receivers[0].failure, Some(ReceiveFailure::SenderAborted(_))));
+    assert!(sim.retained.is_none(), "retained manifest cleared");
+}
+
+#[test]
+fn rejection_reaches_the_sender() {
+    let mut sim = SimBuilder::new(16, 1000, 100).build();
+    sim.start_sender();
+    // Stand in for a runtime that refuses: reject from the receiver's first message.
+    sim.receivers[0].online = false;
+    let m = sim.manifest.clone();
+    let t = mqft_proto::Receiver::reject(&sim.prefix, &sim.receivers[0].id, &m, RejectReason::TooLarge);
+    let mqft_proto::Payload::Bytes(b) = t.payload else { unreachable!() };
+    let now = sim.now;
+    sim.sender.as_mut().unwrap().handle_ack(&sim.receivers[0].id.clone(), &b, now).unwrap();
+    sim.drive(HOUR);
+    assert_eq!(
+        sim.outcome(),
+        Some(Err(SendFailure::Rejected { receiver: sim.receivers[0].id.clone(), reason: RejectReason::TooLarge }))
+    );
+}
