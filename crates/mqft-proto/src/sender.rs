@@ -232,6 +232,9 @@ pub struct Sender {
     manifest_sends: u32,
     /// Since when the window has been shut with no new credit.
     blocked_since: Option<Instant>,
+    /// Credit arrived while draining: the receivers are still working through
+    /// their queues, so an unanswered end of round is not yet a lost one.
+    credit_in_drain: bool,
     stalled_rounds: u32,
 }
 
@@ -253,6 +256,7 @@ impl Sender {
             events: VecDeque::new(),
             manifest_sends: 0,
             blocked_since: None,
+            credit_in_drain: false,
             stalled_rounds: 0,
         };
         s.publish_manifest(now);
@@ -307,6 +311,7 @@ impl Sender {
                     if r == run && next_seq.min(self.next_seq) > p.acked {
                         p.acked = next_seq.min(self.next_seq);
                         self.blocked_since = None;
+                        self.credit_in_drain = true;
                     }
                     if u64::from(held) > p.held {
                         p.held = u64::from(held);
@@ -392,7 +397,11 @@ impl Sender {
             // window or the credit for it was lost. Ask.
             Phase::Sending if self.blocked_since.is_some_and(|t| now >= t + self.cfg.rto) => self.start_drain(now),
             Phase::Draining { next_seq, retries, deadline } if now >= deadline => {
-                if retries >= self.cfg.max_retries {
+                if std::mem::take(&mut self.credit_in_drain) {
+                    // Chunks are still arriving ahead of the end of round (a slow link
+                    // or a slow disk): wait again rather than count a retry.
+                    self.phase = Phase::Draining { next_seq, retries, deadline: now + self.backoff(retries) };
+                } else if retries >= self.cfg.max_retries {
                     let silent: Vec<ReceiverId> = self
                         .peers
                         .iter()
@@ -550,6 +559,7 @@ impl Sender {
             p.answered = p.state != PeerState::Active;
         }
         self.blocked_since = None;
+        self.credit_in_drain = false;
         self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.cfg.rto };
         self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq: self.next_seq });
     }

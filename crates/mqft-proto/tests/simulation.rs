@@ -274,3 +274,15 @@ fn rejection_reaches_the_sender() {
         Some(Err(SendFailure::Rejected { receiver: sim.receivers[0].id.clone(), reason: RejectReason::TooLarge }))
     );
 }
+
+#[test]
+fn slow_link_is_not_mistaken_for_a_lost_receiver() {
+    // One chunk every 300 ms: a whole window takes over a minute to drain, far past
+    // the sender's retries, yet credit keeps flowing, so nobody is declared lost.
+    let mut sim = SimBuilder::new(17, 300_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(300);
+    sim.sender_cfg.window = 256;
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    assert_eq!(sim.chunk_transmissions, 300);
+}
