@@ -38,8 +38,8 @@ use crate::{Payload, Qos, Transmit};
 /// Tunables of a receiver.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
-    /// Grant credit after this many chunk messages. A quarter of the sender's window
-    /// keeps the window open without an ack per chunk.
+    /// Grant credit after this many chunk messages. An eighth of the sender's default
+    /// window keeps the window open without an ack per chunk.
     pub ack_every: u32,
     /// Grant credit at most this long after the first unacknowledged chunk.
     pub ack_delay: Duration,

@@ -2,11 +2,13 @@
 //!
 //! A transfer goes through these phases:
 //! 1. **Joining**: the manifest is published (retained, QoS 1) and re-published with
-//!    backoff until a receiver answers [`Ack::Ready`], or the join timeout passes.
+//!    backoff while fewer receivers than the [`Wait`] policy needs have answered
+//!    [`Ack::Ready`], until the join timeout. Sending starts once they all joined, or
+//!    [`SenderConfig::join_grace`] after the first one did.
 //! 2. **Sending**: the chunks that the joined receivers lack (the union of their
 //!    missing sets) go out in index order. Each transmission gets the next `seq`;
 //!    a new one may go out only while `seq < min(acked) + window`, where `acked` is
-//!    the credit each waited-on receiver grants with [`Ack::Progress`]. A receiver
+//!    the credit each active receiver grants with [`Ack::Progress`]. A receiver
 //!    that joins late starts with credit at the current `seq`.
 //! 3. **Draining**: once nothing is left to send, or when the window has been shut
 //!    for a retransmission timeout (the tail of the window or the credit was lost),
@@ -44,7 +46,7 @@ pub enum Wait {
 /// benchmarks in `docs/PERFORMANCE.md` say why.
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    /// The most chunk transmissions that the slowest waited-on receiver has not yet
+    /// The most chunk transmissions that the slowest active receiver has not yet
     /// acknowledged. Keep it under the broker's per-client queue (Mosquitto's
     /// `max_queued_messages` defaults to 1000) so a slow receiver loses nothing.
     pub window: u32,
@@ -196,6 +198,7 @@ enum PeerState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// `gather`: once one receiver joined, when sending starts without the rest.
     Joining {
         gather: Option<Instant>,
     },
@@ -207,7 +210,6 @@ enum Phase {
         deadline: Instant,
     },
     /// Every active receiver is done but more may join before the join deadline.
-    /// (While joining, `gather` is when sending starts anyway.)
     AwaitingJoins,
     Done,
 }
@@ -236,6 +238,9 @@ pub struct Sender {
     /// their queues, so an unanswered end of round is not yet a lost one.
     credit_in_drain: bool,
     stalled_rounds: u32,
+    /// Rounds in a row that ended with nothing missing but some receiver not yet
+    /// complete.
+    verify_rounds: u32,
 }
 
 impl Sender {
@@ -258,6 +263,7 @@ impl Sender {
             blocked_since: None,
             credit_in_drain: false,
             stalled_rounds: 0,
+            verify_rounds: 0,
         };
         s.publish_manifest(now);
         s
@@ -353,19 +359,14 @@ impl Sender {
                 self.check_drained(now);
             }
             Ack::Complete { sha256 } => {
-                let Some(p) = self.peers.get_mut(from) else {
+                let next_seq = self.next_seq;
+                let p = match self.peers.get_mut(from) {
+                    // An active receiver, or one given up as lost that was only slow.
+                    Some(p) if matches!(p.state, PeerState::Active | PeerState::Gone(None)) => p,
+                    Some(_) => return Ok(()),
                     // A receiver that had the file before we asked.
-                    self.peers.insert(from.clone(), Peer::complete(self.next_seq, self.manifest.chunk_count));
-                    self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
-                    if sha256 != self.manifest.sha256 {
-                        self.peer_gone(from, Some(RejectReason::HashMismatch), now);
-                    }
-                    self.after_peer_change(now);
-                    return Ok(());
+                    None => self.peers.entry(from.clone()).or_insert(Peer::new(next_seq)),
                 };
-                if p.state != PeerState::Active {
-                    return Ok(());
-                }
                 if sha256 == self.manifest.sha256 {
                     *p = Peer::complete(p.acked, self.manifest.chunk_count);
                     self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
@@ -451,9 +452,15 @@ impl Sender {
             self.blocked_since.get_or_insert(now);
             return None;
         }
+        let Some(next) = self.next_seq.checked_add(1) else {
+            // Four billion transmissions without finishing: nothing is getting through.
+            let chunk_size = self.manifest.chunk_size;
+            self.finish(Some(SendFailure::NoProgress { rounds: self.stalled_rounds, chunk_size }));
+            return self.out.pop_front();
+        };
         let index = self.to_send.pop_first()?;
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = next;
         Some(Transmit {
             topic: self.prefix.chunk(&self.manifest.id, index),
             qos: self.cfg.chunk_qos,
@@ -589,6 +596,29 @@ impl Sender {
             p.best = p.best.min(p.missing);
             p.best_held = p.best_held.max(p.held);
         }
+        if self.to_send.is_empty() {
+            // Every active receiver holds every chunk and is still verifying (reading
+            // chunks back for the hash, or moving the file into place). That is not
+            // a stall; ask again with backoff, a bounded number of times.
+            self.verify_rounds += 1;
+            if self.verify_rounds > self.cfg.max_retries.saturating_mul(2) {
+                let slow: Vec<ReceiverId> =
+                    self.peers.iter().filter(|(_, p)| p.state == PeerState::Active).map(|(id, _)| id.clone()).collect();
+                for id in slow {
+                    self.peer_gone(&id, None, now);
+                }
+                self.after_peer_change(now);
+                return;
+            }
+            let deadline = now + self.backoff(self.verify_rounds - 1);
+            self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline };
+            for p in self.peers.values_mut() {
+                p.answered = p.state != PeerState::Active;
+            }
+            // The end of round goes out again when the deadline passes.
+            return;
+        }
+        self.verify_rounds = 0;
         if progress {
             self.stalled_rounds = 0;
         } else {
@@ -601,17 +631,7 @@ impl Sender {
                 return;
             }
         }
-        if self.to_send.is_empty() {
-            // Everyone answered but nothing is missing: a receiver is still
-            // verifying. Ask again after a timeout.
-            let retries = self.stalled_rounds;
-            self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.backoff(retries) };
-            for p in self.peers.values_mut() {
-                p.answered = p.state != PeerState::Active;
-            }
-        } else {
-            self.phase = Phase::Sending;
-        }
+        self.phase = Phase::Sending;
     }
 
     fn peer_gone(&mut self, id: &ReceiverId, reason: Option<RejectReason>, _now: Instant) {

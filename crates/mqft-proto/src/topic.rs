@@ -1,8 +1,8 @@
 //! Topic names: the prefix, transfer ids, receiver ids, and the topic tree.
 //!
 //! Every topic level the protocol builds uses only `[0-9a-z_-]`. Brokers differ in
-//! what they accept (NATS's MQTT rejects `.` and spaces, RabbitMQ's rewrites `.` into
-//! `/`), and this alphabet survives all of them. File names never appear in a topic.
+//! what they accept (NATS's MQTT rejects spaces and maps `.` to its own separators,
+//! RabbitMQ's rewrites `.` into `/`), and this alphabet survives all of them. File names never appear in a topic.
 
 use std::fmt;
 use std::str::FromStr;

@@ -4,7 +4,7 @@
 //! the rest is the postcard encoding of the message. Decoding goes straight into
 //! checked types: an unknown version, trailing bytes, an oversized payload, name, map
 //! or range list, or an index past the end is a [`DecodeError`], never a panic, and
-//! nothing is allocated beyond the payload's own size.
+//! allocation stays proportional to the payload's size, which is capped.
 //!
 //! Chunk payloads are encoded by hand (the layout is exactly what postcard writes for
 //! [`ChunkWire`]) so that a chunk's bytes are copied once, straight after a small
@@ -258,9 +258,16 @@ impl Manifest {
         u64::from(index) * u64::from(self.chunk_size)
     }
 
-    /// True when `other` describes the same transfer; only the run may differ.
+    /// True when `other` describes the same transfer: the same id, name, size,
+    /// chunking and hash. The run and the metadata may differ (a file sent again
+    /// with a new modification time is still the same bytes, and resumes).
     pub fn same_transfer(&self, other: &Manifest) -> bool {
-        Manifest { run: self.run, ..other.clone() } == *self
+        self.id == other.id
+            && self.name == other.name
+            && self.size == other.size
+            && self.chunk_size == other.chunk_size
+            && self.chunk_count == other.chunk_count
+            && self.sha256 == other.sha256
     }
 }
 

@@ -286,3 +286,30 @@ fn slow_link_is_not_mistaken_for_a_lost_receiver() {
     sim.assert_delivered([0]);
     assert_eq!(sim.chunk_transmissions, 300);
 }
+
+#[test]
+fn slow_verification_is_not_a_stall() {
+    // Moving the file into place (or reading it back for the hash) takes longer than
+    // the sender's stalled-round budget: the sender keeps asking, and finishes.
+    let mut sim = SimBuilder::new(18, 20_000, 1000).build();
+    sim.receivers[0].finalize_after = Duration::from_secs(90);
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+}
+
+#[test]
+fn resend_with_new_metadata_resumes() {
+    let mut sim = SimBuilder::new(19, 400_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.start_sender();
+    sim.run_until(Duration::from_millis(150));
+    let held = sim.receivers[0].rx.as_ref().unwrap().held().len();
+    assert!(held > 50 && held < 400, "mid-transfer: {held}");
+    // The sender dies; the file is sent again with a new modification time.
+    sim.sender = None;
+    sim.manifest.meta.modified_ms = Some(1_700_000_000_000);
+    sim.start_sender();
+    sim.drive(HOUR);
+    sim.assert_delivered([0]);
+    assert!(sim.chunk_transmissions < 400 + 150, "{} transmissions", sim.chunk_transmissions);
+}

@@ -91,6 +91,8 @@ enum Ev {
     ToSender(String, Vec<u8>),
     /// Something to do at a time: a scheduled restart or a timer check.
     Wake,
+    /// Receiver `i` has moved its verified file into place.
+    Finalized(usize),
 }
 
 pub struct SimReceiver {
@@ -118,6 +120,8 @@ pub struct SimReceiver {
     pub corrupt_seen: u64,
     /// Snapshot after this many handled messages.
     pub snapshot_every: u32,
+    /// How long moving the verified file into place takes.
+    pub finalize_after: Duration,
     handled: u32,
 }
 
@@ -224,6 +228,7 @@ impl SimBuilder {
                 chunks_seen: 0,
                 corrupt_seen: 0,
                 snapshot_every: 1,
+                finalize_after: Duration::ZERO,
                 handled: 0,
             })
             .collect();
@@ -351,12 +356,8 @@ impl Sim {
                 match e {
                     ReceiverEvent::Verified => {
                         // The runtime renames the file here, then confirms.
-                        self.receivers[i].final_file = Some(self.receivers[i].disk.clone());
-                        rx.finalized(self.now);
-                        while let Some(t) = rx.poll_transmit() {
-                            let Payload::Bytes(b) = t.payload else { unreachable!() };
-                            self.receiver_publish(i, t.topic, b);
-                        }
+                        let at = self.now + self.receivers[i].finalize_after;
+                        self.push(at, Ev::Finalized(i));
                     }
                     ReceiverEvent::Failed(f) => {
                         self.receivers[i].failure = Some(f);
@@ -473,6 +474,13 @@ impl Sim {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Wake => {}
+            Ev::Finalized(i) => {
+                let r = &mut self.receivers[i];
+                if let Some(rx) = r.rx.as_mut() {
+                    r.final_file = Some(r.disk.clone());
+                    rx.finalized(self.now);
+                }
+            }
             Ev::ToSender(topic, payload) => {
                 let Some(s) = self.sender.as_mut() else { return };
                 if let Some(Topic::Ack(_, rid)) = self.prefix.parse(&topic) {
