@@ -1,0 +1,558 @@
+//! Connection settings, broker URLs, and the chunk-size rule.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::proto::{self, Prefix};
+use crate::Error;
+
+/// The largest chunk `ChunkSize::Auto` picks under MQTT 5, even when the broker
+/// allows larger packets: big enough that per-message costs vanish, small enough
+/// that a window of chunks stays a few dozen MiB.
+pub const AUTO_CHUNK_CAP: u32 = 256 << 10;
+
+/// The chunk size `ChunkSize::Auto` picks under MQTT 3.1.1, whose CONNACK does not
+/// say how large a packet the broker takes. 64 KiB passes every broker we know of.
+pub const V311_DEFAULT_CHUNK: u32 = 64 << 10;
+
+/// Room for the MQTT header and the chunk header above the chunk size, in the
+/// packet limits this crate sets on its own clients.
+pub const PACKET_OVERHEAD: u32 = 64 << 10;
+
+/// The default broker port without TLS.
+pub const DEFAULT_PORT: u16 = 1883;
+/// The default broker port with TLS.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
+
+/// How to reach and talk to the broker.
+///
+/// Build one with [`Config::new`] or [`Config::from_url`], then adjust the fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Broker host name or IP address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// User name and password, if the broker wants them.
+    pub credentials: Option<Credentials>,
+    /// TLS settings; `None` for plain TCP.
+    pub tls: Option<Tls>,
+    /// MQTT protocol version: 5 by default.
+    pub version: MqttVersion,
+    /// The topic prefix all transfers live under.
+    pub prefix: Prefix,
+    /// The MQTT client id. By default a sender picks a random one and a receiver a
+    /// stable one derived from its receiver id, so that its session survives a
+    /// restart.
+    pub client_id: Option<String>,
+    /// MQTT keep-alive interval.
+    pub keep_alive: Duration,
+    /// How long the first connection may take, retries included, before the
+    /// broker counts as unreachable.
+    pub connect_timeout: Duration,
+    /// The longest pause between reconnection attempts (the pause doubles from
+    /// 100 ms up to this).
+    pub max_backoff: Duration,
+    /// How long the broker keeps a receiver's session (subscriptions and queued
+    /// messages) after a disconnect. MQTT 5 only; 3.1.1 brokers keep it until the
+    /// client comes back or the broker's own limit.
+    pub session_expiry: Duration,
+}
+
+impl Config {
+    /// Settings for a plain-TCP broker at `host:port` with every default.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Config {
+            host: host.into(),
+            port,
+            credentials: None,
+            tls: None,
+            version: MqttVersion::V5,
+            prefix: Prefix::default(),
+            client_id: None,
+            keep_alive: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(30),
+            session_expiry: Duration::from_secs(3600),
+        }
+    }
+
+    /// Settings from a URL: `mqtt://[user[:password]@]host[:port]` for plain TCP
+    /// (port 1883 by default), `mqtts://...` for TLS with the system's CA
+    /// certificates (port 8883 by default). `tcp://` and `ssl://` are accepted as
+    /// aliases, and a bare `host[:port]` means `mqtt://`. User and password may be
+    /// percent-encoded; an IPv6 address goes in brackets: `mqtt://[::1]:1883`.
+    ///
+    /// ```
+    /// let cfg = mqft::Config::from_url("mqtts://dev:s%40crt@broker.example:8884")?;
+    /// assert_eq!((cfg.host.as_str(), cfg.port), ("broker.example", 8884));
+    /// assert_eq!(cfg.credentials.unwrap().password.as_deref(), Some("s@crt"));
+    /// assert!(cfg.tls.is_some());
+    /// # Ok::<(), mqft::Error>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, Error> {
+        let bad = |why: &str| Error::usage(format!("bad broker url '{url}': {why}"));
+        let (tls, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "mqtt" | "tcp" => (false, rest),
+                "mqtts" | "ssl" => (true, rest),
+                _ => return Err(bad("scheme must be mqtt:// or mqtts://")),
+            },
+            None => (false, url),
+        };
+        let (authority, tail) = match rest.find(['/', '?', '#']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if !(tail.is_empty() || tail == "/") {
+            return Err(bad("no path or query is allowed"));
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let credentials = match userinfo {
+            None => None,
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (u, None),
+                };
+                let username = percent_decode(user).ok_or_else(|| bad("bad percent-encoding in the user name"))?;
+                let password = match pass {
+                    Some(p) => Some(percent_decode(p).ok_or_else(|| bad("bad percent-encoding in the password"))?),
+                    None => None,
+                };
+                if username.is_empty() {
+                    return Err(bad("empty user name"));
+                }
+                Some(Credentials { username, password })
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '[' in the host"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after the IPv6 address"))?),
+            };
+            (host, port)
+        } else {
+            match hostport.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            None => {
+                if tls {
+                    DEFAULT_TLS_PORT
+                } else {
+                    DEFAULT_PORT
+                }
+            }
+            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad("port must be 1 to 65535"))?,
+        };
+        let mut cfg = Config::new(host, port);
+        cfg.credentials = credentials;
+        cfg.tls = tls.then(Tls::default);
+        Ok(cfg)
+    }
+
+    /// `host:port`, for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hi = (bytes.next()? as char).to_digit(16)?;
+            let lo = (bytes.next()? as char).to_digit(16)?;
+            out.push((hi * 16 + lo) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A user name and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password; MQTT allows a user name without one.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    // Keeps passwords out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+/// TLS settings (rustls). With no CA file, the system's CA bundle is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tls {
+    /// PEM file of the CA certificates to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate chain, for brokers that want client
+    /// certificates; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the client's private key (PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
+}
+
+/// The MQTT protocol version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5: the broker announces its maximum packet size, which sizes chunks.
+    #[default]
+    V5,
+}
+
+impl FromStr for MqttVersion {
+    type Err = Error;
+    /// Accepts `5`, `v5`, `5.0`, `3.1.1`, `311`, `v3.1.1` and `4`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().trim_start_matches('v') {
+            "5" | "5.0" => Ok(MqttVersion::V5),
+            "3.1.1" | "311" | "4" => Ok(MqttVersion::V311),
+            _ => Err(Error::usage(format!("unknown mqtt version '{s}': use 5 or 3.1.1"))),
+        }
+    }
+}
+
+impl fmt::Display for MqttVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MqttVersion::V311 => "3.1.1",
+            MqttVersion::V5 => "5",
+        })
+    }
+}
+
+/// How large the chunks of a file are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkSize {
+    /// Under MQTT 5, as large as the broker's Maximum Packet Size allows, up to
+    /// [`AUTO_CHUNK_CAP`]; under 3.1.1, [`V311_DEFAULT_CHUNK`].
+    #[default]
+    Auto,
+    /// Exactly this many bytes; a size the broker does not accept is an error
+    /// before anything is sent.
+    Fixed(u32),
+}
+
+impl FromStr for ChunkSize {
+    type Err = Error;
+    /// Accepts `auto`, a byte count, or a count with a `k`/`kib` or `m`/`mib` suffix
+    /// (binary units): `65536`, `64k`, `1MiB`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::usage(format!("bad chunk size '{s}': use auto, or bytes like 65536, 64k, 1m"));
+        let lower = s.trim().to_ascii_lowercase();
+        if lower == "auto" {
+            return Ok(ChunkSize::Auto);
+        }
+        let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+        let (num, unit) = lower.split_at(split);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let mult = match unit.trim() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            _ => return Err(bad()),
+        };
+        let bytes = n.checked_mul(mult).and_then(|b| u32::try_from(b).ok()).ok_or_else(bad)?;
+        if bytes == 0 || bytes > proto::wire::MAX_CHUNK_SIZE {
+            return Err(Error::usage(format!(
+                "chunk size must be 1 to {} bytes, not {s}",
+                proto::wire::MAX_CHUNK_SIZE
+            )));
+        }
+        Ok(ChunkSize::Fixed(bytes))
+    }
+}
+
+/// Bytes an MQTT variable byte integer takes for `n`.
+fn varint_len(n: u64) -> u64 {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u32) -> u64 {
+    u64::from(n.checked_ilog10().unwrap_or(0) + 1)
+}
+
+/// Length of the longest chunk topic of a transfer whose last chunk is `max_index`:
+/// `<prefix>/<32 hex>/chunk/<max_index>`.
+fn chunk_topic_len(prefix: &Prefix, max_index: u32) -> u64 {
+    prefix.as_str().len() as u64 + "/".len() as u64 + 32 + "/chunk/".len() as u64 + digits(max_index)
+}
+
+/// Everything in a chunk PUBLISH besides the chunk's bytes and the fixed header:
+/// topic length field and topic, packet id, (MQTT 5) the properties length byte,
+/// and the chunk header.
+fn variable_overhead(version: MqttVersion, topic_len: u64) -> u64 {
+    let props = match version {
+        MqttVersion::V5 => 1,
+        MqttVersion::V311 => 0,
+    };
+    2 + topic_len + 2 + props + proto::wire::MAX_CHUNK_HEADER_LEN as u64
+}
+
+/// The size of the whole PUBLISH packet that carries `chunk` bytes of data on a
+/// topic of `topic_len` bytes, at most (the chunk header is counted at its largest).
+pub fn chunk_packet_size(version: MqttVersion, topic_len: u64, chunk: u32) -> u64 {
+    let remaining = variable_overhead(version, topic_len) + u64::from(chunk);
+    1 + varint_len(remaining) + remaining
+}
+
+/// The largest chunk whose PUBLISH fits in `max_packet` bytes, or `None` when not
+/// even one byte fits.
+fn max_chunk_for(version: MqttVersion, topic_len: u64, max_packet: u32) -> Option<u32> {
+    let fixed = variable_overhead(version, topic_len);
+    // The fixed header's length field grows with the packet: try each width, widest
+    // chunk first, and keep the first that is self-consistent.
+    (1..=4u64)
+        .find_map(|width| {
+            let chunk = u64::from(max_packet).checked_sub(1 + width + fixed)?;
+            (chunk > 0 && varint_len(fixed + chunk) <= width).then_some(chunk)
+        })
+        .map(|c| u32::try_from(c).unwrap_or(u32::MAX))
+}
+
+/// The index of the last chunk of a `size`-byte file cut into `chunk`-byte chunks.
+fn max_index(size: u64, chunk: u32) -> u32 {
+    let count = size.div_ceil(u64::from(chunk.max(1)));
+    u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX)
+}
+
+/// Settles the chunk size of one file once the broker's CONNACK is in:
+/// `broker_max` is its Maximum Packet Size (MQTT 5 only).
+pub fn settle_chunk_size(
+    setting: ChunkSize,
+    version: MqttVersion,
+    broker_max: Option<u32>,
+    prefix: &Prefix,
+    file_size: u64,
+) -> Result<u32, Error> {
+    let broker_max = broker_max.filter(|_| version == MqttVersion::V5);
+    // The largest chunk that fits the broker. The topic's length depends on the chunk
+    // count, which depends on the chunk size: start from the longest index and
+    // shorten. A larger chunk means fewer chunks and never a longer topic, so this
+    // settles within a few steps on a size that fits its own longest topic.
+    let fits = |max_packet: u32| -> Option<u32> {
+        let mut index = u32::MAX;
+        loop {
+            let chunk = max_chunk_for(version, chunk_topic_len(prefix, index), max_packet)?;
+            let next = max_index(file_size, chunk);
+            if digits(next) == digits(index) {
+                return Some(chunk);
+            }
+            index = next;
+        }
+    };
+    // Fewer than MAX_CHUNK_COUNT chunks: a huge file needs larger chunks.
+    let min_for_count = u32::try_from(file_size.div_ceil(u64::from(proto::wire::MAX_CHUNK_COUNT))).unwrap_or(u32::MAX);
+    let chunk = match setting {
+        ChunkSize::Fixed(c) => {
+            if c == 0 || c > proto::wire::MAX_CHUNK_SIZE {
+                return Err(Error::usage(format!(
+                    "chunk size must be 1 to {} bytes, not {c}",
+                    proto::wire::MAX_CHUNK_SIZE
+                )));
+            }
+            if let Some(max_packet) = broker_max {
+                let needed = chunk_packet_size(version, chunk_topic_len(prefix, max_index(file_size, c)), c);
+                if needed > u64::from(max_packet) {
+                    let max_chunk = fits(max_packet).unwrap_or(0);
+                    return Err(Error::ChunkTooLarge { chunk_size: c, max_packet, max_chunk });
+                }
+            }
+            c
+        }
+        ChunkSize::Auto => {
+            let limit = match (version, broker_max) {
+                (MqttVersion::V311, _) => V311_DEFAULT_CHUNK,
+                (MqttVersion::V5, None) => AUTO_CHUNK_CAP,
+                (MqttVersion::V5, Some(max_packet)) => fits(max_packet)
+                    .ok_or_else(|| {
+                        Error::usage(format!("the broker's maximum packet size of {max_packet} bytes is too small"))
+                    })?
+                    .min(AUTO_CHUNK_CAP),
+            };
+            if min_for_count > limit {
+                // Only a file beyond a terabyte gets here; say so rather than send a
+                // manifest nobody accepts.
+                return Err(Error::usage(format!(
+                    "a file of {file_size} bytes needs chunks of at least {min_for_count} bytes; set a larger chunk size"
+                )));
+            }
+            limit
+        }
+    };
+    if chunk < min_for_count {
+        return Err(Error::usage(format!(
+            "a file of {file_size} bytes needs chunks of at least {min_for_count} bytes, not {chunk}"
+        )));
+    }
+    Ok(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = Config::from_url("mqtt://user:pa%3Ass@host.example:1884").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("host.example", 1884));
+        let cred = c.credentials.unwrap();
+        assert_eq!(cred.username, "user");
+        assert_eq!(cred.password.as_deref(), Some("pa:ss"));
+        assert!(c.tls.is_none());
+
+        let c = Config::from_url("mqtts://broker").unwrap();
+        assert_eq!(c.port, DEFAULT_TLS_PORT);
+        assert_eq!(c.tls, Some(Tls::default()));
+        assert!(c.credentials.is_none());
+
+        let c = Config::from_url("localhost").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("localhost", DEFAULT_PORT));
+
+        let c = Config::from_url("tcp://[::1]:1999/").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 1999));
+        assert_eq!(c.addr(), "[::1]:1999");
+
+        let c = Config::from_url("ssl://only-user@h").unwrap();
+        assert_eq!(c.credentials.unwrap().password, None);
+
+        // '@' in a password must be encoded, but the last '@' separates the host.
+        let c = Config::from_url("mqtt://u:a@b@h:1").unwrap();
+        assert_eq!(c.credentials.unwrap().password.as_deref(), Some("a@b"));
+        assert_eq!(c.host, "h");
+
+        for bad in [
+            "http://h",
+            "mqtt://",
+            "mqtt://h:0",
+            "mqtt://h:65536",
+            "mqtt://h:x",
+            "mqtt://h/path",
+            "mqtt://h?x=1",
+            "mqtt://[::1",
+            "mqtt://[::1]x",
+            "mqtt://u:%zz@h",
+            "mqtt://:p@h",
+        ] {
+            let e = Config::from_url(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Usage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_debug() {
+        let c = Credentials { username: "u".into(), password: Some("hunter2".into()) };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn versions_and_sizes_parse() {
+        assert_eq!("5".parse::<MqttVersion>().unwrap(), MqttVersion::V5);
+        assert_eq!("v3.1.1".parse::<MqttVersion>().unwrap(), MqttVersion::V311);
+        assert!("3".parse::<MqttVersion>().is_err());
+        assert_eq!("auto".parse::<ChunkSize>().unwrap(), ChunkSize::Auto);
+        assert_eq!("65536".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(65536));
+        assert_eq!("64k".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(65536));
+        assert_eq!("1MiB".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(1 << 20));
+        for bad in ["0", "", "k", "17m", "5x", "-1", "99999999999999999999"] {
+            assert!(bad.parse::<ChunkSize>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn packet_size_counts_every_byte() {
+        // v5, 40-byte topic, 50 bytes of data: 1 (type) + 1 (length) + 2 + 40 + 2
+        // (packet id) + 1 (properties) + 25 (chunk header, at most) + 50.
+        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 25 + 50);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 25 + 50);
+        // 60 bytes more and the remaining length needs a second byte.
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 25 + 110);
+        // The length field widens at 128, 16384 and 2 MiB of remaining length.
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 25);
+    }
+
+    #[test]
+    fn auto_chunk_size_fills_the_broker_limit_exactly() {
+        let p = Prefix::default();
+        for max_packet in [200u32, 1000, 16_384, 16_500, 100_000, 2_097_152 + 50, 300_000] {
+            for size in [1u64, 10_000, 1 << 26] {
+                let c = settle_chunk_size(ChunkSize::Auto, MqttVersion::V5, Some(max_packet), &p, size).unwrap();
+                let topic = chunk_topic_len(&p, max_index(size, c));
+                if c < AUTO_CHUNK_CAP {
+                    // It fits its own longest topic, and one byte more would not.
+                    assert!(chunk_packet_size(MqttVersion::V5, topic, c) <= u64::from(max_packet));
+                    assert!(
+                        chunk_packet_size(MqttVersion::V5, topic, c + 1) > u64::from(max_packet),
+                        "max {max_packet} size {size}: {c}"
+                    );
+                } else {
+                    assert_eq!(c, AUTO_CHUNK_CAP);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_size_rules() {
+        let p = Prefix::new("site-1/cams").unwrap();
+        let auto = |v, max, size| settle_chunk_size(ChunkSize::Auto, v, max, &p, size);
+        assert_eq!(auto(MqttVersion::V5, None, 1 << 20).unwrap(), AUTO_CHUNK_CAP);
+        assert_eq!(auto(MqttVersion::V311, None, 1 << 20).unwrap(), V311_DEFAULT_CHUNK);
+        // 3.1.1 has no broker limit to respect; one in the options is ignored.
+        assert_eq!(auto(MqttVersion::V311, Some(1000), 1 << 20).unwrap(), V311_DEFAULT_CHUNK);
+        assert!(auto(MqttVersion::V5, Some(60), 1).is_err());
+
+        let fixed = |c, max| settle_chunk_size(ChunkSize::Fixed(c), MqttVersion::V5, max, &p, 1 << 20);
+        assert_eq!(fixed(1 << 20, None).unwrap(), 1 << 20);
+        let max_chunk = auto(MqttVersion::V5, Some(10_000), 1 << 20).unwrap();
+        assert_eq!(fixed(max_chunk, Some(10_000)).unwrap(), max_chunk);
+        match fixed(max_chunk + 1, Some(10_000)) {
+            Err(Error::ChunkTooLarge { chunk_size, max_packet: 10_000, max_chunk: m }) => {
+                assert_eq!((chunk_size, m), (max_chunk + 1, max_chunk));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(fixed(0, None).is_err());
+        // Four million chunks at most: a 1 TiB file cannot go in 64 KiB chunks.
+        let huge = settle_chunk_size(ChunkSize::Fixed(65536), MqttVersion::V5, None, &p, 1 << 40);
+        assert_eq!(huge.unwrap_err().kind(), crate::ErrorKind::Usage);
+    }
+}

@@ -1,0 +1,163 @@
+//! Errors, sorted into a few kinds so that a program can map them to exit codes.
+//!
+//! Messages are lowercase and short, and never repeat their cause: a variant with a
+//! `#[source]` leaves the cause out of its own message, so printing the chain
+//! (`error: cannot reach broker 127.0.0.1:1883: connection refused`) shows each part
+//! once.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::proto::{ReceiverId, RejectReason};
+
+/// The class of an [`Error`], for a CLI's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No receiver answered, or too few did.
+    NoReceiver,
+    /// A receiver refused the file or gave up on it.
+    Rejected,
+    /// A SHA-256 did not match: the bytes that arrived are not the bytes sent.
+    Integrity,
+    /// The transfer broke down after it started: a receiver or the sender went
+    /// silent, or chunks stopped getting through.
+    Transfer,
+    /// The broker could not be reached, or refused the connection (bad credentials,
+    /// not authorized, TLS failure).
+    Broker,
+    /// A bad URL, option or argument: fixing the invocation fixes it.
+    Usage,
+    /// A local file system error.
+    Io,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A URL, option or argument is unusable; the message says which and why.
+    #[error("{0}")]
+    Usage(String),
+    /// An explicit chunk size does not fit the broker's maximum packet size.
+    #[error("chunk size {chunk_size} is too large for the broker: its maximum packet size of {max_packet} bytes allows chunks of at most {max_chunk} bytes")]
+    ChunkTooLarge {
+        /// The chunk size asked for.
+        chunk_size: u32,
+        /// The broker's Maximum Packet Size from its CONNACK.
+        max_packet: u32,
+        /// The largest chunk that fits.
+        max_chunk: u32,
+    },
+    /// The broker could not be reached or the connection failed (network, DNS, TLS).
+    #[error("cannot reach broker {addr}")]
+    Unreachable {
+        /// `host:port`.
+        addr: String,
+        /// The last failure.
+        #[source]
+        source: ConnectError,
+    },
+    /// The broker answered the CONNECT with a refusal.
+    #[error("broker {addr} refused the connection: {reason}")]
+    Refused {
+        /// `host:port`.
+        addr: String,
+        /// The broker's reason, e.g. `bad user name or password`.
+        reason: String,
+    },
+    /// Too few receivers answered the manifest within the join timeout.
+    #[error("no receiver answered for {}: {joined} of {wanted} joined", path.display())]
+    NoReceiver {
+        /// The file being sent.
+        path: PathBuf,
+        /// How many receivers joined.
+        joined: usize,
+        /// How many were waited for.
+        wanted: usize,
+    },
+    /// A receiver refused the file or gave up on it.
+    #[error("receiver {receiver} rejected {}: {reason}", path.display())]
+    Rejected {
+        /// The file being sent.
+        path: PathBuf,
+        /// Who.
+        receiver: ReceiverId,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A SHA-256 did not match.
+    #[error("integrity check failed for {}: {detail}", path.display())]
+    Integrity {
+        /// The file sent or received.
+        path: PathBuf,
+        /// What did not match.
+        detail: String,
+    },
+    /// The transfer broke down after it started.
+    #[error("transfer of {} failed: {detail}", path.display())]
+    Transfer {
+        /// The file sent or received.
+        path: PathBuf,
+        /// What happened.
+        detail: String,
+    },
+    /// A file system operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done: `read`, `write`, `create`, `rename`, ...
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The operation was cancelled through its cancellation token.
+    #[error("cancelled")]
+    Cancelled,
+    /// A background task ended without saying why (a bug in this crate).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl Error {
+    /// The class of the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Usage(_) | Error::ChunkTooLarge { .. } => ErrorKind::Usage,
+            Error::Unreachable { .. } | Error::Refused { .. } => ErrorKind::Broker,
+            Error::NoReceiver { .. } => ErrorKind::NoReceiver,
+            Error::Rejected { .. } => ErrorKind::Rejected,
+            Error::Integrity { .. } => ErrorKind::Integrity,
+            Error::Transfer { .. } | Error::Internal(_) => ErrorKind::Transfer,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+
+    pub(crate) fn usage(msg: impl Into<String>) -> Self {
+        Error::Usage(msg.into())
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+}
+
+/// Why a connection attempt failed, at the lowest level reported.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A network error: refused, reset, timed out, name not resolved.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The TLS handshake or its configuration failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The MQTT conversation went wrong (a protocol error, or the broker closed it).
+    #[error("mqtt: {0}")]
+    Protocol(String),
+}

@@ -1,0 +1,422 @@
+//! The MQTT version adapter: the one module that knows rumqttc has two trees.
+//!
+//! rumqttc keeps MQTT 3.1.1 (`rumqttc::`) and MQTT 5 (`rumqttc::v5::`) in separate,
+//! near-duplicate modules. Everything else in this crate sees one [`Client`] (publish,
+//! subscribe, unsubscribe, disconnect), one [`EventLoop`] whose `poll` yields a small
+//! [`Incoming`], and one [`Failure`] for what went wrong.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::{TlsConfiguration, Transport};
+
+use crate::config::{Config, MqttVersion, Tls};
+use crate::error::ConnectError;
+use crate::proto::Qos;
+use crate::Error;
+
+/// Settings for one client, resolved from a [`Config`] and the role.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub version: MqttVersion,
+    pub client_id: String,
+    /// Keep the session at the broker across disconnects, for this long (MQTT 5).
+    pub persistent: Option<Duration>,
+    /// The largest packet accepted from the broker (announced to it under MQTT 5).
+    pub max_incoming: u32,
+    /// The largest packet sent (3.1.1; under MQTT 5 the broker's limit applies).
+    pub max_outgoing: u32,
+    /// Unacknowledged QoS 1 publishes in flight at once.
+    pub inflight: u16,
+    /// Capacity of rumqttc's request channel.
+    pub request_capacity: usize,
+}
+
+/// What the broker said, reduced to what the driver needs.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// A connection is up.
+    ConnAck(ConnAckInfo),
+    /// A message arrived.
+    Publish { topic: String, payload: Bytes },
+    /// Our DISCONNECT went out: the event loop is done.
+    DisconnectSent,
+}
+
+/// The parts of a CONNACK that matter here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ConnAckInfo {
+    /// The broker kept our session.
+    pub session_present: bool,
+    /// The broker's Maximum Packet Size (MQTT 5).
+    pub max_packet_size: Option<u32>,
+    /// The broker's Receive Maximum (MQTT 5).
+    pub receive_maximum: Option<u16>,
+}
+
+/// Why polling failed. The event loop reconnects when polled again, except after
+/// [`Failure::Closed`].
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The broker refused the CONNECT.
+    Refused(String),
+    /// The connection failed or broke.
+    Connect(ConnectError),
+    /// Every client handle is gone; nothing more will be sent.
+    Closed,
+}
+
+/// Sends requests to the event loop.
+#[derive(Clone)]
+pub(crate) enum Client {
+    V311(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+/// The connection itself. Owned by exactly one task, which does nothing but poll it.
+pub(crate) enum EventLoop {
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>),
+}
+
+/// The request channel is closed: the event loop is gone.
+#[derive(Debug)]
+pub(crate) struct Closed;
+
+/// Builds a client and its event loop. Reads the TLS files, so it can fail.
+pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Error> {
+    let transport = match &cfg.tls {
+        None => Transport::Tcp,
+        Some(tls) => Transport::Tls(tls_config(tls)?),
+    };
+    // rumqttc takes whole seconds; never 0, which would time out at once.
+    let timeout_secs = cfg.connect_timeout.as_secs().max(1);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_connection_timeout(timeout_secs);
+    Ok(match o.version {
+        MqttVersion::V311 => {
+            let mut m = rumqttc::MqttOptions::new(&o.client_id, &cfg.host, cfg.port);
+            m.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+            m.set_transport(transport);
+            // Both directions default to 10 KiB, far below a chunk.
+            m.set_max_packet_size(o.max_incoming as usize, o.max_outgoing as usize);
+            m.set_clean_session(o.persistent.is_none());
+            m.set_inflight(o.inflight);
+            if let Some(c) = &cfg.credentials {
+                m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
+            }
+            let (client, mut el) = rumqttc::AsyncClient::new(m, o.request_capacity);
+            el.set_network_options(net);
+            (Client::V311(client), EventLoop::V311(Box::new(el)))
+        }
+        MqttVersion::V5 => {
+            let mut m = rumqttc::v5::MqttOptions::new(&o.client_id, &cfg.host, cfg.port);
+            m.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(5)));
+            m.set_transport(transport);
+            // `None` would still mean 10 KiB incoming; the broker's own limit, from
+            // its CONNACK, caps what we send.
+            m.set_max_packet_size(Some(o.max_incoming));
+            m.set_outgoing_inflight_upper_limit(o.inflight);
+            m.set_connection_timeout(timeout_secs);
+            match o.persistent {
+                Some(expiry) => {
+                    m.set_clean_start(false);
+                    let secs = u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX).max(1);
+                    m.set_session_expiry_interval(Some(secs));
+                }
+                None => {
+                    m.set_clean_start(true);
+                }
+            }
+            if let Some(c) = &cfg.credentials {
+                m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
+            }
+            let (client, el) = rumqttc::v5::AsyncClient::new(m, o.request_capacity);
+            (Client::V5(client), EventLoop::V5(Box::new(el)))
+        }
+    })
+}
+
+/// rustls settings from file names. Without a CA file, the system's CA bundle.
+fn tls_config(tls: &Tls) -> Result<TlsConfiguration, Error> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| Error::io("read", path, e));
+    let ca = match &tls.ca_file {
+        Some(path) => read(path)?,
+        None => system_ca_bundle()?,
+    };
+    let client_auth = match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        (None, None) => None,
+        _ => return Err(Error::usage("a client certificate needs both a certificate and a key file")),
+    };
+    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth })
+}
+
+/// The system's CA certificates as one PEM bundle: `SSL_CERT_FILE`, or the first
+/// of the usual locations. (rumqttc's own default panics when it finds none.)
+fn system_ca_bundle() -> Result<Vec<u8>, Error> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
+    let known = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+        "/usr/local/etc/openssl/cert.pem",
+    ];
+    for path in env.into_iter().chain(known.iter().map(std::path::PathBuf::from)) {
+        if let Ok(pem) = std::fs::read(&path) {
+            return Ok(pem);
+        }
+    }
+    Err(Error::usage("no CA file given and no system CA bundle found; set a CA file"))
+}
+
+impl Client {
+    pub async fn publish(&self, topic: String, qos: Qos, retain: bool, payload: Bytes) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => c.publish_bytes(topic, qos4(qos), retain, payload).await.map_err(|_| Closed),
+            Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Closed),
+        }
+    }
+
+    pub async fn subscribe(&self, filter: String, qos: Qos) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => c.subscribe(filter, qos4(qos)).await.map_err(|_| Closed),
+            Client::V5(c) => c.subscribe(filter, qos5(qos)).await.map_err(|_| Closed),
+        }
+    }
+
+    pub async fn unsubscribe(&self, filter: String) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => c.unsubscribe(filter).await.map_err(|_| Closed),
+            Client::V5(c) => c.unsubscribe(filter).await.map_err(|_| Closed),
+        }
+    }
+
+    pub async fn disconnect(&self) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => c.disconnect().await.map_err(|_| Closed),
+            Client::V5(c) => c.disconnect().await.map_err(|_| Closed),
+        }
+    }
+}
+
+impl EventLoop {
+    /// The next event that matters; `Ok(None)` for the ones that do not (acks, pings,
+    /// our own outgoing packets).
+    pub async fn poll(&mut self) -> Result<Option<Incoming>, Failure> {
+        match self {
+            EventLoop::V311(el) => {
+                use rumqttc::{Event, Outgoing, Packet};
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => Ok(Some(Incoming::ConnAck(ConnAckInfo {
+                        session_present: ack.session_present,
+                        ..ConnAckInfo::default()
+                    }))),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload }))
+                    }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(failure4(e)),
+                }
+            }
+            EventLoop::V5(el) => {
+                use rumqttc::v5::Event;
+                use rumqttc::Outgoing;
+                match el.poll().await {
+                    Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => {
+                        let props = ack.properties.as_ref();
+                        Ok(Some(Incoming::ConnAck(ConnAckInfo {
+                            session_present: ack.session_present,
+                            max_packet_size: props.and_then(|p| p.max_packet_size),
+                            receive_maximum: props.and_then(|p| p.receive_max),
+                        })))
+                    }
+                    Ok(Event::Incoming(p5::Packet::Publish(p))) => match String::from_utf8(p.topic.to_vec()) {
+                        Ok(topic) => Ok(Some(Incoming::Publish { topic, payload: p.payload })),
+                        // The spec makes topics UTF-8; a broker that breaks that sent
+                        // nothing of ours.
+                        Err(_) => Ok(None),
+                    },
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(failure5(e)),
+                }
+            }
+        }
+    }
+}
+
+/// `QuotaExceeded` as `quota exceeded`.
+fn words(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn qos4(q: Qos) -> rumqttc::QoS {
+    match q {
+        Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+    }
+}
+
+fn qos5(q: Qos) -> QoS5 {
+    match q {
+        Qos::AtMostOnce => QoS5::AtMostOnce,
+        Qos::AtLeastOnce => QoS5::AtLeastOnce,
+    }
+}
+
+/// The innermost message of an error chain: rumqttc's messages repeat their
+/// causes, so only the last one is kept.
+fn root_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The innermost `io::Error` of a chain, if the chain ends in one.
+fn root_io(e: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
+    let mut cur = e;
+    loop {
+        if let Some(io) = cur.downcast_ref::<io::Error>() {
+            if io.get_ref().is_none() || cur.source().is_none() {
+                return Some(io::Error::new(io.kind(), root_message(cur)));
+            }
+        }
+        cur = cur.source()?;
+    }
+}
+
+fn failure4(e: rumqttc::ConnectionError) -> Failure {
+    use rumqttc::{ConnectReturnCode as C, ConnectionError as E};
+    match e {
+        E::ConnectionRefused(code) => Failure::Refused(
+            match code {
+                C::BadUserNamePassword => "bad user name or password",
+                C::NotAuthorized => "not authorized",
+                C::BadClientId => "client id rejected",
+                C::RefusedProtocolVersion => "mqtt 3.1.1 not supported",
+                C::ServiceUnavailable => "service unavailable",
+                C::Success => "no reason given",
+            }
+            .to_owned(),
+        ),
+        E::RequestsDone => Failure::Closed,
+        E::Io(io) => Failure::Connect(io_failure(io)),
+        E::NetworkTimeout | E::FlushTimeout => {
+            Failure::Connect(ConnectError::Io(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
+        }
+        E::Tls(t) => Failure::Connect(tls_failure(&t)),
+        other => Failure::Connect(protocol_failure(&other)),
+    }
+}
+
+fn failure5(e: rumqttc::v5::ConnectionError) -> Failure {
+    use p5::ConnectReturnCode as C;
+    use rumqttc::v5::ConnectionError as E;
+    use rumqttc::v5::StateError;
+    match e {
+        E::ConnectionRefused(code) | E::MqttState(StateError::ConnFail { reason: code }) => {
+            Failure::Refused(match code {
+                C::BadUserNamePassword => "bad user name or password".to_owned(),
+                C::NotAuthorized => "not authorized".to_owned(),
+                C::ClientIdentifierNotValid | C::BadClientId => "client id rejected".to_owned(),
+                C::UnsupportedProtocolVersion | C::RefusedProtocolVersion => "mqtt 5 not supported".to_owned(),
+                C::Banned => "banned".to_owned(),
+                C::ServerBusy | C::ServerUnavailable | C::ServiceUnavailable => "server unavailable".to_owned(),
+                other => words(&format!("{other:?}")),
+            })
+        }
+        E::RequestsDone => Failure::Closed,
+        E::Io(io) => Failure::Connect(io_failure(io)),
+        E::Timeout(_) => Failure::Connect(ConnectError::Io(io::Error::new(io::ErrorKind::TimedOut, "timed out"))),
+        E::Tls(t) => Failure::Connect(tls_failure(&t)),
+        other => Failure::Connect(protocol_failure(&other)),
+    }
+}
+
+/// An I/O error, unless it carries a rustls error: tokio-rustls reports a failed
+/// handshake (an untrusted certificate, say) as `io::Error`, and that is a TLS
+/// failure, which retrying cannot fix.
+fn io_failure(io: io::Error) -> ConnectError {
+    match rustls_error(&io) {
+        Some(tls) => ConnectError::Tls(tls.to_string()),
+        None => ConnectError::Io(io),
+    }
+}
+
+fn rustls_error(io: &io::Error) -> Option<&rumqttc::tokio_rustls::rustls::Error> {
+    io.get_ref().and_then(|e| e.downcast_ref())
+}
+
+fn tls_failure(e: &rumqttc::TlsError) -> ConnectError {
+    match e {
+        // The handshake's own error, or a plain network error on the way to it.
+        rumqttc::TlsError::Io(io) => match rustls_error(io) {
+            Some(tls) => ConnectError::Tls(tls.to_string()),
+            None => ConnectError::Io(io::Error::new(io.kind(), root_message(io))),
+        },
+        // Certificates or keys that do not load, a bad server name.
+        other => ConnectError::Tls(root_message(other)),
+    }
+}
+
+fn protocol_failure(e: &(dyn std::error::Error + 'static)) -> ConnectError {
+    match root_io(e) {
+        Some(io) => ConnectError::Io(io),
+        None => ConnectError::Protocol(root_message(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_words() {
+        assert_eq!(words("QuotaExceeded"), "quota exceeded");
+        assert_eq!(words("Banned"), "banned");
+        match failure5(rumqttc::v5::ConnectionError::ConnectionRefused(p5::ConnectReturnCode::NotAuthorized)) {
+            Failure::Refused(r) => assert_eq!(r, "not authorized"),
+            other => panic!("{other:?}"),
+        }
+        match failure4(rumqttc::ConnectionError::ConnectionRefused(rumqttc::ConnectReturnCode::BadUserNamePassword)) {
+            Failure::Refused(r) => assert_eq!(r, "bad user name or password"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn network_errors_keep_their_kind_and_say_it_once() {
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+        match failure4(rumqttc::ConnectionError::Io(refused)) {
+            Failure::Connect(ConnectError::Io(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+                assert_eq!(e.to_string(), "connection refused");
+            }
+            other => panic!("{other:?}"),
+        }
+        let wrapped = rumqttc::TlsError::Io(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        match failure5(rumqttc::v5::ConnectionError::Tls(wrapped)) {
+            Failure::Connect(ConnectError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut),
+            other => panic!("{other:?}"),
+        }
+        match failure5(rumqttc::v5::ConnectionError::RequestsDone) {
+            Failure::Closed => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

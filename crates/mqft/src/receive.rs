@@ -1,0 +1,839 @@
+//! The receiving side: manifests and chunks in, files out.
+//!
+//! One engine task subscribes `<prefix>/+/manifest` and `<prefix>/+/ctl` and decides
+//! on every manifest: refuse it (too many transfers, too large, a bad name, a file
+//! of that name exists), answer that the file is already here, or accept it. An
+//! accepted transfer gets a [`proto::Receiver`], a hidden `.part` file and a
+//! subscription to `<prefix>/<id>/chunk/+`, dropped when the transfer ends.
+//!
+//! # Files in the output directory
+//! For a transfer of `name` with id `id` in directory `out`:
+//! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
+//! - `out/.<name>.<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
+//!   atomically (temporary file, fsync, rename) and only after an fdatasync of the
+//!   `.part`, so the state never claims bytes the disk does not have; it is saved
+//!   every [`ReceiveOptions::checkpoint_chunks`] chunks, every
+//!   [`ReceiveOptions::checkpoint_interval`], and when the receive stops;
+//! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
+//!   (never over an existing file unless [`ReceiveOptions::overwrite`]), and the
+//!   directory fsynced. Only then is the sender told `Complete`.
+//!
+//! The `.state` file of a completed transfer is kept as a marker (a few hundred
+//! bytes): when the same transfer is offered again, after a restart or by a second
+//! send, a marker that says complete next to a final file of the right size (and
+//! no `.part`) is answered `Complete` at once, without a byte sent. Deleting
+//! `.*.state` files forgets this; nothing else depends on them. A file of the same
+//! name that is not this transfer's is refused with [`RejectReason::Exists`]
+//! rather than renamed around: the sender learns at once, and nothing appears
+//! under a name nobody asked for.
+//!
+//! Each chunk that the state machine hands out as a [`proto::Write`] is written at
+//! its offset (a positional write on a blocking thread) before anything else
+//! happens, so a checkpoint, a read-back for the hash, or the final rename only ever
+//! sees bytes that are in the file. Memory stays at what the sender's window puts in
+//! flight, whatever the file size.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{self, Config};
+use crate::conn::{self, ConnEvent, Connection};
+use crate::handle::{Events, Handle};
+use crate::mqtt::Failure;
+use crate::name::sanitize_file_name;
+use crate::proto::{
+    self, AbortReason, Ack, Ctl, Manifest, Prefix, ReceiveFailure, ReceiverEvent, ReceiverId, RejectReason, Topic,
+    TransferId,
+};
+use crate::store::{self, Paths};
+use crate::{now, to_tokio, Error};
+
+/// How long a stopping receiver may take to get its last messages out.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How many completed transfer ids are remembered, to answer a repeated manifest
+/// with `Complete` at once.
+const COMPLETED_MEMORY: usize = 256;
+/// How many unknown transfers' chunk subscriptions are remembered as dropped.
+const STALE_MEMORY: usize = 1024;
+/// The least time between two progress events of one transfer.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How to receive.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReceiveOptions {
+    /// This receiver's name in ack topics. By default derived from the host name.
+    pub receiver_id: Option<ReceiverId>,
+    /// Refuse files larger than this many bytes ([`RejectReason::TooLarge`]).
+    pub max_size: Option<u64>,
+    /// Refuse new transfers while this many are open ([`RejectReason::Busy`]).
+    pub max_concurrent: usize,
+    /// Replace an existing file of the same name. Without it such a file is
+    /// refused with [`RejectReason::Exists`] and never touched.
+    pub overwrite: bool,
+    /// Stop after the first file that arrives (or is found already here). A
+    /// transfer that fails for good here (SHA-256 mismatch, local I/O error) stops
+    /// it too, and [`Handle::wait`] returns that error. A sender that gives up or
+    /// goes silent does not: that is often a stale retained manifest, and a sender
+    /// that tries again resumes.
+    pub once: bool,
+    /// The protocol's tunables: ack cadence, idle and give-up timeouts.
+    pub protocol: proto::ReceiverConfig,
+    /// Save the resume state after this many new chunks...
+    pub checkpoint_chunks: u32,
+    /// ...or this long after the first unsaved chunk, whichever comes first.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        ReceiveOptions {
+            receiver_id: None,
+            max_size: None,
+            max_concurrent: 8,
+            overwrite: false,
+            once: false,
+            protocol: proto::ReceiverConfig::default(),
+            checkpoint_chunks: 64,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a receive reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReceiveEvent {
+    /// Connected to the broker (again, after a loss) as `receiver`.
+    Connected {
+        /// This receiver's id in ack topics.
+        receiver: ReceiverId,
+    },
+    /// The connection broke; it is being retried with backoff.
+    Disconnected {
+        /// What went wrong.
+        reason: String,
+    },
+    /// A sender offers a file.
+    Offered {
+        /// The transfer id.
+        transfer: TransferId,
+        /// The name as the sender gave it: untrusted, not yet sanitized.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The offer is refused; the sender is told why.
+    Rejected {
+        /// The transfer id.
+        transfer: TransferId,
+        /// The name as the sender gave it.
+        name: String,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The offer is accepted; chunks go to a hidden partial file next to `path`.
+    Accepted {
+        /// The transfer id.
+        transfer: TransferId,
+        /// Where the file will be once complete.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// Bytes already held from an earlier attempt.
+        resumed_bytes: u64,
+    },
+    /// More of a file is in.
+    Progress {
+        /// The transfer id.
+        transfer: TransferId,
+        /// Where the file will be.
+        path: PathBuf,
+        /// Bytes held.
+        bytes: u64,
+        /// The file's size.
+        total: u64,
+    },
+    /// A file arrived, its SHA-256 matched, and it has its final name.
+    Completed {
+        /// The transfer id.
+        transfer: TransferId,
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A file offered again is already here, complete; the sender is told so.
+    AlreadyComplete {
+        /// The transfer id.
+        transfer: TransferId,
+        /// The file.
+        path: PathBuf,
+    },
+    /// An accepted transfer failed. Unless the bytes were bad, its partial file and
+    /// state stay for a resume when the sender tries again.
+    Failed {
+        /// The transfer id.
+        transfer: TransferId,
+        /// Where the file would have been.
+        path: PathBuf,
+        /// Why.
+        failure: ReceiveFailure,
+    },
+}
+
+/// What a receive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiveReport {
+    /// The files received (or found already complete), in order.
+    pub files: Vec<ReceivedFile>,
+}
+
+/// One file received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceivedFile {
+    /// The transfer id.
+    pub transfer: TransferId,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A running receive.
+pub type ReceiveHandle = Handle<ReceiveEvent, ReceiveReport>;
+
+/// Starts receiving into `dir` on a task of the current tokio runtime.
+pub(crate) fn spawn(cfg: Config, dir: PathBuf, opts: ReceiveOptions) -> ReceiveHandle {
+    let (events, rx) = Events::channel();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(cfg, dir, opts, events, cancel.clone()));
+    Handle::new(rx, task, cancel)
+}
+
+async fn run(
+    cfg: Config,
+    dir: PathBuf,
+    opts: ReceiveOptions,
+    events: Events<ReceiveEvent>,
+    cancel: CancellationToken,
+) -> Result<ReceiveReport, Error> {
+    let meta = tokio::fs::metadata(&dir).await.map_err(|e| Error::io("open", &dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::usage(format!("{} is not a directory", dir.display())));
+    }
+    let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
+    // Stable across restarts, so the broker keeps the session; the directory is part
+    // of it so that two receivers on one host do not take each other's session.
+    let client_id = cfg.client_id.clone().unwrap_or_else(|| {
+        let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+        let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
+        format!("mqft-r-{rid}-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
+    });
+    // Chunks may be as large as the protocol allows: a smaller limit would make an
+    // MQTT 5 broker drop them silently.
+    let max_incoming = proto::wire::MAX_CHUNK_SIZE + config::PACKET_OVERHEAD;
+    let mqtt_opts = conn::options(&cfg, client_id, true, max_incoming, config::PACKET_OVERHEAD);
+    let mut conn = Connection::open(&cfg, &mqtt_opts)?;
+    let info = conn.wait_up(&cancel).await?;
+    info!(broker = conn.addr(), receiver = %rid, session_present = info.session_present, "connected");
+    events.emit(ReceiveEvent::Connected { receiver: rid.clone() });
+    conn.out.subscribe(cfg.prefix.manifest_filter());
+    conn.out.subscribe(cfg.prefix.ctl_filter());
+
+    let mut engine = Engine {
+        conn,
+        prefix: cfg.prefix.clone(),
+        rid,
+        dir,
+        opts,
+        transfers: BTreeMap::new(),
+        completed: VecDeque::new(),
+        stale: HashSet::new(),
+        events,
+        report: ReceiveReport::default(),
+        stopping: None,
+    };
+    let outcome = engine.run(&cancel).await;
+    let Engine { conn, report, stopping, .. } = engine;
+    conn.close(CLOSE_GRACE).await;
+    outcome?;
+    match stopping {
+        Some(Err(e)) => Err(e),
+        _ => Ok(report),
+    }
+}
+
+/// The host name, cut to the receiver id alphabet; `receiver` if there is none.
+fn default_receiver_id() -> ReceiverId {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let id: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .take(proto::topic::MAX_RECEIVER_ID_LEN)
+        .collect();
+    ReceiverId::new(&id).unwrap_or_else(|_| ReceiverId::new("receiver").expect("'receiver' is a valid receiver id"))
+}
+
+/// One accepted transfer.
+struct Transfer {
+    rx: proto::Receiver,
+    paths: Paths,
+    file: Arc<File>,
+    chunk_filter: String,
+    /// Chunks written since the last checkpoint, and when the first of them came.
+    unsaved: u32,
+    unsaved_since: Option<Instant>,
+    /// When the last progress event went out, and the bytes it reported.
+    last_progress: Option<(Instant, u64)>,
+    /// The local error behind a `fail`, for the caller.
+    local_error: Option<Error>,
+    /// Completed or failed; dropped once its last transmits are out.
+    ended: bool,
+}
+
+struct Engine {
+    conn: Connection,
+    prefix: Prefix,
+    rid: ReceiverId,
+    dir: PathBuf,
+    opts: ReceiveOptions,
+    transfers: BTreeMap<TransferId, Transfer>,
+    /// Recently completed transfers and their SHA-256, oldest first.
+    completed: VecDeque<(TransferId, [u8; 32])>,
+    /// Unknown transfers whose chunk subscription was dropped (left over from a
+    /// persistent session).
+    stale: HashSet<TransferId>,
+    events: Events<ReceiveEvent>,
+    report: ReceiveReport,
+    /// Set when the receive is ending: cancelled (`Ok`), or `once` met.
+    stopping: Option<Result<(), Error>>,
+}
+
+impl Engine {
+    async fn run(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
+        let mut give_up_at: Option<tokio::time::Instant> = None;
+        loop {
+            self.pump();
+            if self.stopping.is_some() {
+                if self.transfers.is_empty() {
+                    return Ok(());
+                }
+                give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            let deadline = self.deadline();
+            let room = self.conn.out.has_room();
+            tokio::select! {
+                _ = cancel.cancelled(), if self.stopping.is_none() => {
+                    info!("stopping");
+                    self.stop(Ok(())).await;
+                }
+                _ = sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
+                    return Ok(());
+                }
+                ev = self.conn.events.recv() => match ev {
+                    Some(ev) => self.on_conn_event(ev).await,
+                    None => return Err(Error::Internal("connection task ended")),
+                },
+                _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
+                    self.on_timer().await;
+                }
+                _ = self.conn.out.writable(), if !room => {}
+            }
+        }
+    }
+
+    /// The earliest protocol timer or checkpoint.
+    fn deadline(&self) -> Option<Instant> {
+        let interval = self.opts.checkpoint_interval;
+        self.transfers
+            .values()
+            .flat_map(|t| [t.rx.poll_timeout(), t.unsaved_since.filter(|_| !t.ended).map(|s| s + interval)])
+            .flatten()
+            .min()
+    }
+
+    /// Sends what the state machines have to say while the outbox has room, and
+    /// drops the transfers that ended once they said it.
+    fn pump(&mut self) {
+        self.conn.out.flush();
+        let mut ended = Vec::new();
+        for (id, t) in &mut self.transfers {
+            loop {
+                if !self.conn.out.has_room() {
+                    return;
+                }
+                match t.rx.poll_transmit() {
+                    Some(tx) => self.conn.out.transmit(tx),
+                    None => break,
+                }
+            }
+            if t.ended {
+                ended.push(*id);
+            }
+        }
+        for id in ended {
+            if let Some(t) = self.transfers.remove(&id) {
+                self.conn.out.unsubscribe(t.chunk_filter);
+            }
+        }
+    }
+
+    async fn on_conn_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Up(info) => {
+                info!(session_present = info.session_present, "reconnected");
+                // rumqttc does not restore subscriptions, and a broker that lost the
+                // session has none.
+                self.conn.out.resubscribe();
+                self.events.emit(ReceiveEvent::Connected { receiver: self.rid.clone() });
+            }
+            ConnEvent::Down(failure) => {
+                let reason = match failure {
+                    Failure::Refused(r) => format!("refused: {r}"),
+                    Failure::Connect(e) => e.to_string(),
+                    Failure::Closed => "closed".to_owned(),
+                };
+                info!(%reason, "connection lost");
+                self.events.emit(ReceiveEvent::Disconnected { reason });
+            }
+            ConnEvent::Message { topic, payload } => match self.prefix.parse(&topic) {
+                Some(Topic::Manifest(id)) => self.on_manifest(id, payload).await,
+                Some(Topic::Chunk(id, index)) => self.on_chunk(id, index, payload).await,
+                Some(Topic::Ctl(id)) => self.on_ctl(id, &payload).await,
+                Some(Topic::Ack(..)) | None => {}
+            },
+        }
+    }
+
+    async fn on_manifest(&mut self, id: TransferId, payload: Bytes) {
+        if payload.is_empty() {
+            return; // a sender cleared its retained manifest
+        }
+        let m = match Manifest::decode(&payload) {
+            Ok(m) if m.id == id => m,
+            Ok(_) => return debug!(%id, "manifest under another transfer's topic ignored"),
+            Err(e) => {
+                debug!(%id, error = %e, "bad manifest refused");
+                let ack = Ack::Rejected { reason: RejectReason::BadManifest };
+                return self.conn.out.publish(
+                    self.prefix.ack(&id, &self.rid),
+                    proto::Qos::AtLeastOnce,
+                    false,
+                    ack.encode(),
+                );
+            }
+        };
+        if let Some(t) = self.transfers.get_mut(&id) {
+            // The sender restarted or re-published: the state machine answers.
+            let _ = t.rx.handle_manifest(&m, now());
+            return;
+        }
+        if let Some(sha256) = self.completed_sha(&id) {
+            return self.send_complete(&id, sha256);
+        }
+        if self.stopping.is_none() {
+            self.offer(m).await;
+        }
+    }
+
+    /// Decides on a new transfer.
+    async fn offer(&mut self, m: Manifest) {
+        let id = m.id;
+        info!(%id, name = ?m.name, size = m.size, "offered");
+        self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
+        let open = self.transfers.values().filter(|t| !t.ended).count();
+        if open >= self.opts.max_concurrent.max(1) {
+            return self.reject(&m, RejectReason::Busy);
+        }
+        if self.opts.max_size.is_some_and(|max| m.size > max) {
+            return self.reject(&m, RejectReason::TooLarge);
+        }
+        let name = match sanitize_file_name(&m.name) {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(%id, name = ?m.name, error = %e, "bad name");
+                return self.reject(&m, RejectReason::BadName);
+            }
+        };
+        if self.transfers.values().any(|t| t.paths.final_path == name.in_dir(&self.dir)) {
+            // Another transfer is writing a file of that name right now.
+            return self.reject(&m, RejectReason::Busy);
+        }
+        let paths = Paths::new(&self.dir, &name, &id);
+        let overwrite = self.opts.overwrite;
+        let decision = {
+            let (paths, m) = (paths.clone(), m.clone());
+            blocking(move || {
+                if store::already_complete(&paths, &m)? {
+                    return Ok(Decision::AlreadyComplete);
+                }
+                if !overwrite && std::fs::symlink_metadata(&paths.final_path).is_ok() {
+                    return Ok(Decision::Exists);
+                }
+                let (file, saved) = store::open_part(&paths, &m)?;
+                Ok(Decision::Open(file, saved.map(Box::new)))
+            })
+            .await
+        };
+        let (file, saved) = match decision {
+            Ok(Decision::AlreadyComplete) => {
+                info!(%id, path = %paths.final_path.display(), "already complete");
+                self.remember_completed(id, m.sha256);
+                self.send_complete(&id, m.sha256);
+                self.events.emit(ReceiveEvent::AlreadyComplete { transfer: id, path: paths.final_path.clone() });
+                self.report.files.push(ReceivedFile { transfer: id, path: paths.final_path, size: m.size });
+                if self.opts.once {
+                    self.stop(Ok(())).await;
+                }
+                return;
+            }
+            Ok(Decision::Exists) => return self.reject(&m, RejectReason::Exists),
+            Ok(Decision::Open(file, saved)) => (file, saved.map(|s| *s)),
+            Err(e) => {
+                warn!(%id, path = %paths.part.display(), error = %e, "cannot open the partial file");
+                return self.reject(&m, reject_reason(&e));
+            }
+        };
+        let cfg = self.opts.protocol.clone();
+        let rx = match proto::Receiver::new(cfg.clone(), self.prefix.clone(), self.rid.clone(), m.clone(), saved, now())
+        {
+            Ok(rx) => rx,
+            Err(e) => {
+                // Saved state that does not add up: start over.
+                debug!(%id, error = %e, "saved state refused; starting over");
+                let fresh = {
+                    let (paths, m) = (paths.clone(), m.clone());
+                    blocking(move || store::fresh_part(&paths, &m)).await
+                };
+                if let Err(e) = fresh {
+                    return self.reject(&m, reject_reason(&e));
+                }
+                proto::Receiver::new(cfg, self.prefix.clone(), self.rid.clone(), m.clone(), None, now())
+                    .expect("a receiver without saved state always starts")
+            }
+        };
+        // Subscribed before the state machine's Ready goes out, through the same
+        // ordered queue: the sender starts sending chunks when it reads Ready.
+        let chunk_filter = self.prefix.chunk_filter(&id);
+        self.conn.out.subscribe(chunk_filter.clone());
+        let resumed_bytes = rx.bytes_held();
+        info!(%id, path = %paths.final_path.display(), resumed_bytes, "accepted");
+        self.events.emit(ReceiveEvent::Accepted {
+            transfer: id,
+            path: paths.final_path.clone(),
+            size: m.size,
+            resumed_bytes,
+        });
+        self.transfers.insert(
+            id,
+            Transfer {
+                rx,
+                paths,
+                file: Arc::new(file),
+                chunk_filter,
+                unsaved: 0,
+                unsaved_since: None,
+                last_progress: None,
+                local_error: None,
+                ended: false,
+            },
+        );
+        // Saved state may already be complete (a crash between the check and the
+        // rename): the state machine reports it verified at once.
+        self.after_input(id).await;
+    }
+
+    fn reject(&mut self, m: &Manifest, reason: RejectReason) {
+        info!(id = %m.id, name = ?m.name, %reason, "rejected");
+        self.conn.out.transmit(proto::Receiver::reject(&self.prefix, &self.rid, m, reason));
+        self.events.emit(ReceiveEvent::Rejected { transfer: m.id, name: m.name.clone(), reason });
+    }
+
+    async fn on_chunk(&mut self, id: TransferId, index: u32, payload: Bytes) {
+        let Some(t) = self.transfers.get_mut(&id) else {
+            // A chunk of a transfer this process does not know: a subscription left
+            // in the broker's session by an earlier run. Drop it, once.
+            if self.stale.len() >= STALE_MEMORY {
+                self.stale.clear();
+            }
+            if self.stale.insert(id) {
+                debug!(%id, "unsubscribing a stale chunk subscription");
+                self.conn.out.unsubscribe(self.prefix.chunk_filter(&id));
+            }
+            return;
+        };
+        match t.rx.handle_chunk(index, &payload, now()) {
+            Ok(Some(w)) => {
+                let data = payload.slice_ref(w.data);
+                let (file, offset) = (t.file.clone(), w.offset);
+                match blocking(move || store::write_at(&file, offset, &data)).await {
+                    Ok(()) => {
+                        t.unsaved += 1;
+                        t.unsaved_since.get_or_insert_with(now);
+                    }
+                    Err(e) => {
+                        warn!(%id, error = %e, "write failed");
+                        t.rx.fail(reject_reason(&e), now());
+                        t.local_error = Some(Error::io("write", &t.paths.part, e));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => debug!(%id, index, error = %e, "bad chunk dropped"),
+        }
+        self.after_input(id).await;
+    }
+
+    async fn on_ctl(&mut self, id: TransferId, payload: &[u8]) {
+        if let Some(t) = self.transfers.get_mut(&id) {
+            if let Err(e) = t.rx.handle_ctl(payload, now()) {
+                debug!(%id, error = %e, "bad control message");
+            }
+            return self.after_input(id).await;
+        }
+        // The sender asks a receiver that already finished: its Complete was lost.
+        if let (Some(sha256), Ok(Ctl::EndRound { .. })) = (self.completed_sha(&id), Ctl::decode(payload)) {
+            self.send_complete(&id, sha256);
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        let now = now();
+        let ids: Vec<TransferId> = self.transfers.keys().copied().collect();
+        for id in ids {
+            if let Some(t) = self.transfers.get_mut(&id) {
+                if t.rx.poll_timeout().is_some_and(|d| d <= now) {
+                    t.rx.handle_timeout(now);
+                }
+            }
+            self.after_input(id).await;
+        }
+    }
+
+    /// After any input to a transfer: hash what can be hashed, act on its events,
+    /// checkpoint when due, report progress.
+    async fn after_input(&mut self, id: TransferId) {
+        let Some(t) = self.transfers.get_mut(&id) else { return };
+        // Chunks that arrived ahead of a gap are hashed once it fills, read back
+        // from the file.
+        while let Some(r) = t.rx.next_hash_read() {
+            let file = t.file.clone();
+            match blocking(move || store::read_at(&file, r.offset, r.len)).await {
+                Ok(data) => {
+                    if let Err(e) = t.rx.hash_chunk(r.index, &data) {
+                        // Cannot happen: the read is the one asked for, at its length.
+                        warn!(%id, error = %e, "hash feed refused");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    t.rx.fail(reject_reason(&e), now());
+                    t.local_error = Some(Error::io("read", &t.paths.part, e));
+                    break;
+                }
+            }
+        }
+        while let Some(ev) = t.rx.poll_event() {
+            match ev {
+                ReceiverEvent::Verified => {
+                    let file = t.file.clone();
+                    let paths = t.paths.clone();
+                    let complete = t.rx.snapshot();
+                    let overwrite = self.opts.overwrite;
+                    let modified = t.rx.manifest().meta.modified_ms;
+                    match blocking(move || store::finalize(&file, &paths, &complete, overwrite, modified)).await {
+                        Ok(()) => {
+                            t.rx.finalized(now());
+                            t.ended = true;
+                            t.unsaved_since = None;
+                            let (path, size, sha) =
+                                (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().sha256);
+                            info!(%id, path = %path.display(), size, "received");
+                            self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
+                            self.report.files.push(ReceivedFile { transfer: id, path, size });
+                            self.remember_completed(id, sha);
+                            if self.opts.once && self.stopping.is_none() {
+                                self.stopping = Some(Ok(()));
+                                // The other transfers are told and saved below.
+                                self.stop_others(Some(id)).await;
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(%id, error = %e, "cannot give the file its name");
+                            t.rx.fail(reject_reason(&e), now());
+                            t.local_error = Some(Error::io("rename", &t.paths.final_path, e));
+                        }
+                    }
+                }
+                ReceiverEvent::Failed(failure) => {
+                    t.ended = true;
+                    let path = t.paths.final_path.clone();
+                    info!(%id, path = %path.display(), %failure, "receive failed");
+                    if failure == ReceiveFailure::HashMismatch {
+                        // The bytes are known bad: nothing to resume.
+                        let paths = t.paths.clone();
+                        blocking(move || {
+                            store::discard(&paths);
+                            Ok(())
+                        })
+                        .await
+                        .ok();
+                    } else if t.local_error.is_none() {
+                        checkpoint(t).await;
+                    }
+                    // After a local error the last checkpoint stands: the state
+                    // machine counts a chunk as held before it is written, so a
+                    // failed write must not be recorded as held.
+                    t.unsaved_since = None;
+                    let err = failure_error(&path, &failure, t.local_error.take());
+                    self.events.emit(ReceiveEvent::Failed { transfer: id, path, failure: failure.clone() });
+                    let for_good = matches!(failure, ReceiveFailure::HashMismatch)
+                        || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
+                    if self.opts.once && self.stopping.is_none() && for_good {
+                        self.stopping = Some(Err(err));
+                        self.stop_others(Some(id)).await;
+                    }
+                    return;
+                }
+            }
+        }
+        // Only `pump` removes transfers, and it never runs inside `after_input`.
+        let t = self.transfers.get_mut(&id).expect("the transfer is still in the map");
+        let now = now();
+        let due = t.unsaved >= self.opts.checkpoint_chunks
+            || t.unsaved_since.is_some_and(|s| now >= s + self.opts.checkpoint_interval);
+        if due && !t.ended {
+            checkpoint(t).await;
+        }
+        let bytes = t.rx.bytes_held();
+        if t.last_progress.is_none_or(|(at, reported)| bytes != reported && now >= at + PROGRESS_INTERVAL) {
+            t.last_progress = Some((now, bytes));
+            self.events.emit(ReceiveEvent::Progress {
+                transfer: id,
+                path: t.paths.final_path.clone(),
+                bytes,
+                total: t.rx.manifest().size,
+            });
+        }
+    }
+
+    /// Ends the receive: every open transfer is saved, and its sender told.
+    async fn stop(&mut self, outcome: Result<(), Error>) {
+        self.stopping.get_or_insert(outcome);
+        self.stop_others(None).await;
+    }
+
+    /// Saves and cancels every open transfer but `except`.
+    async fn stop_others(&mut self, except: Option<TransferId>) {
+        let ids: Vec<TransferId> =
+            self.transfers.iter().filter(|(id, t)| Some(**id) != except && !t.ended).map(|(id, _)| *id).collect();
+        for id in ids {
+            if let Some(t) = self.transfers.get_mut(&id) {
+                checkpoint(t).await;
+                t.rx.fail(RejectReason::Cancelled, now());
+            }
+            Box::pin(self.after_input(id)).await;
+        }
+    }
+
+    fn completed_sha(&self, id: &TransferId) -> Option<[u8; 32]> {
+        self.completed.iter().find(|(c, _)| c == id).map(|(_, sha)| *sha)
+    }
+
+    fn remember_completed(&mut self, id: TransferId, sha256: [u8; 32]) {
+        if self.completed_sha(&id).is_none() {
+            if self.completed.len() >= COMPLETED_MEMORY {
+                self.completed.pop_front();
+            }
+            self.completed.push_back((id, sha256));
+        }
+    }
+
+    fn send_complete(&mut self, id: &TransferId, sha256: [u8; 32]) {
+        let ack = Ack::Complete { sha256 };
+        self.conn.out.publish(self.prefix.ack(id, &self.rid), proto::Qos::AtLeastOnce, false, ack.encode());
+    }
+}
+
+/// What to do with an offer, as found on disk.
+enum Decision {
+    AlreadyComplete,
+    Exists,
+    Open(File, Option<Box<proto::ResumeState>>),
+}
+
+/// Saves a transfer's state; a failure here fails the transfer, since resuming
+/// from it would not be safe.
+async fn checkpoint(t: &mut Transfer) {
+    // Nothing new, or a local error since the last one (see the `Failed` arm of
+    // `after_input`): the last checkpoint stands.
+    if (t.unsaved == 0 && t.unsaved_since.is_none()) || t.local_error.is_some() {
+        return;
+    }
+    let (file, paths, state) = (t.file.clone(), t.paths.clone(), t.rx.snapshot());
+    match blocking(move || store::checkpoint(&file, &paths, &state)).await {
+        Ok(()) => {
+            t.unsaved = 0;
+            t.unsaved_since = None;
+        }
+        Err(e) => {
+            warn!(path = %t.paths.state.display(), error = %e, "checkpoint failed");
+            t.rx.fail(reject_reason(&e), now());
+            t.local_error.get_or_insert(Error::io("write", &t.paths.state, e));
+        }
+    }
+}
+
+/// Runs blocking file work off the engine's thread.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// The reason given to the sender for a local I/O error.
+fn reject_reason(e: &io::Error) -> RejectReason {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => RejectReason::DiskFull,
+        io::ErrorKind::AlreadyExists => RejectReason::Exists,
+        _ => RejectReason::Io,
+    }
+}
+
+/// The error for a failed transfer, when `once` makes it the receive's result.
+fn failure_error(path: &std::path::Path, failure: &ReceiveFailure, local: Option<Error>) -> Error {
+    let path = path.to_owned();
+    match failure {
+        ReceiveFailure::HashMismatch => {
+            Error::Integrity { path, detail: "sha-256 of the received bytes does not match the manifest".into() }
+        }
+        ReceiveFailure::SenderAborted(reason) => {
+            let detail = match reason {
+                AbortReason::Cancelled => "the sender cancelled".to_owned(),
+                AbortReason::Failed => "the sender gave up".to_owned(),
+                AbortReason::Finished => "the sender finished with other receivers".to_owned(),
+                other => format!("the sender stopped (code {})", other.code()),
+            };
+            Error::Transfer { path, detail }
+        }
+        ReceiveFailure::SenderGone => Error::Transfer { path, detail: "the sender went silent".into() },
+        other => local.unwrap_or_else(|| Error::Transfer { path, detail: other.to_string() }),
+    }
+}

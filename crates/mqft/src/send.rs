@@ -1,0 +1,710 @@
+//! The sending side: files in, manifests and chunks out.
+//!
+//! One engine task runs every file's [`proto::Sender`] on one connection. For each
+//! file it hashes the whole file on a blocking thread (streaming, 1 MiB at a time),
+//! settles the chunk size against the broker's CONNACK, builds the manifest,
+//! subscribes to `<prefix>/<id>/ack/+` and only then lets the state machine publish
+//! the manifest (both go through one ordered queue, so the broker sees the
+//! subscription first). Up to [`SendOptions::concurrency`] files are in flight at
+//! once and share the connection round-robin, one transmit each in turn.
+//!
+//! A file must not change while it is sent: it is hashed once, up front, and
+//! receivers that find a different SHA-256 refuse the result
+//! ([`ErrorKind::Integrity`]).
+//!
+//! A chunk is read from the file (a positional read on a blocking thread) only when
+//! its state machine hands out a [`proto::Payload::Chunk`], and a transmit is taken
+//! only when the outbox has room: so the memory a send holds is a few chunks, not
+//! the window and not the file.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::config::{self, ChunkSize, Config, MqttVersion};
+use crate::conn::{self, ConnEvent, Connection};
+use crate::handle::{Events, Handle};
+use crate::mqtt::Failure;
+use crate::proto::{self, Manifest, Payload, Prefix, ReceiverId, RejectReason, SendFailure, SenderEvent, TransferId};
+use crate::{now, store, to_tokio, Error, ErrorKind};
+
+/// How long a cancelled or finished send may take to get its last messages out.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How to send.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// Chunk size: [`ChunkSize::Auto`] by default.
+    pub chunk_size: ChunkSize,
+    /// The protocol's tunables: window, chunk QoS, timeouts, retries, and which
+    /// receivers to wait for ([`proto::Wait`], by default any one).
+    pub protocol: proto::SenderConfig,
+    /// How many files are in flight at once (hashing or sending).
+    pub concurrency: usize,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions { chunk_size: ChunkSize::Auto, protocol: proto::SenderConfig::default(), concurrency: 4 }
+    }
+}
+
+/// A file to send, and the name receivers will give it.
+///
+/// Made from a path (`&str`, `String`, `&Path`, `PathBuf`) the name is the path's
+/// file name; [`SendFile::named`] sends it under another name, for a device that
+/// writes to temporary files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendFile {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// The name to send instead of the path's file name. Receivers sanitize
+    /// whatever they get (see [`crate::sanitize_file_name`]).
+    pub name: Option<String>,
+}
+
+impl SendFile {
+    /// The file at `path`, under its own name.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SendFile { path: path.into(), name: None }
+    }
+
+    /// The file at `path`, under `name`.
+    pub fn named(path: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        SendFile { path: path.into(), name: Some(name.into()) }
+    }
+}
+
+impl From<PathBuf> for SendFile {
+    fn from(p: PathBuf) -> Self {
+        SendFile::new(p)
+    }
+}
+
+impl From<&PathBuf> for SendFile {
+    fn from(p: &PathBuf) -> Self {
+        SendFile::new(p)
+    }
+}
+
+impl From<&Path> for SendFile {
+    fn from(p: &Path) -> Self {
+        SendFile::new(p)
+    }
+}
+
+impl From<&str> for SendFile {
+    fn from(p: &str) -> Self {
+        SendFile::new(p)
+    }
+}
+
+impl From<String> for SendFile {
+    fn from(p: String) -> Self {
+        SendFile::new(p)
+    }
+}
+
+/// What a send reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendEvent {
+    /// Connected to the broker, at the start or again after a loss.
+    Connected,
+    /// The connection broke; it is being retried with backoff.
+    Disconnected {
+        /// What went wrong.
+        reason: String,
+    },
+    /// A file's manifest is out; receivers may join.
+    Started {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Its size in bytes.
+        size: u64,
+        /// The chunk size settled for it.
+        chunk_size: u32,
+    },
+    /// A receiver accepted the file.
+    ReceiverJoined {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// Bytes it already had from an earlier attempt.
+        held_bytes: u64,
+    },
+    /// A receiver holds more of the file.
+    Progress {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// Bytes it holds.
+        bytes: u64,
+        /// The file's size.
+        total: u64,
+    },
+    /// A receiver has the whole file and confirmed its SHA-256.
+    ReceiverComplete {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+    },
+    /// A receiver refused the file, gave up, or stopped answering.
+    ReceiverFailed {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// Its reason; `None` when it stopped answering.
+        reason: Option<RejectReason>,
+    },
+    /// The receivers waited for have the file.
+    Finished {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+    },
+    /// The file could not be sent. [`Handle::wait`] returns the first such error.
+    Failed {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id, if it got that far.
+        transfer: Option<TransferId>,
+        /// The class of the error.
+        kind: ErrorKind,
+        /// The error's message.
+        message: String,
+    },
+}
+
+/// What a successful send did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendReport {
+    /// Every file, in the order given.
+    pub files: Vec<SentFile>,
+}
+
+/// One file that arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SentFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its transfer id.
+    pub transfer: TransferId,
+    /// The receivers that confirmed it.
+    pub receivers: Vec<ReceiverId>,
+}
+
+/// A running send.
+pub type SendHandle = Handle<SendEvent, SendReport>;
+
+/// Starts sending `files` on a task of the current tokio runtime.
+pub(crate) fn spawn(cfg: Config, files: Vec<SendFile>, opts: SendOptions) -> SendHandle {
+    let (events, rx) = Events::channel();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(cfg, files, opts, events, cancel.clone()));
+    Handle::new(rx, task, cancel)
+}
+
+/// A file to send, as checked before connecting.
+#[derive(Debug)]
+struct Job {
+    path: PathBuf,
+    name: String,
+    size: u64,
+}
+
+/// A file, opened and hashed.
+struct Prepared {
+    idx: usize,
+    file: Arc<File>,
+    sha256: [u8; 32],
+    size: u64,
+    modified_ms: Option<i64>,
+}
+
+/// A file being sent.
+struct Active {
+    idx: usize,
+    sender: proto::Sender,
+    file: Arc<File>,
+    ack_filter: String,
+    complete: Vec<ReceiverId>,
+    /// A local failure (the file could not be read) that the sender's own
+    /// `Cancelled` stands for.
+    local_failure: Option<Error>,
+    /// Set once the state machine reported its end; the entry is dropped once its
+    /// last transmits (the abort, the cleared manifest) are out.
+    outcome: Option<Result<SentFile, Error>>,
+}
+
+async fn run(
+    cfg: Config,
+    files: Vec<SendFile>,
+    opts: SendOptions,
+    events: Events<SendEvent>,
+    cancel: CancellationToken,
+) -> Result<SendReport, Error> {
+    if files.is_empty() {
+        return Err(Error::usage("no files to send"));
+    }
+    // Usage errors before any network traffic.
+    let mut jobs = Vec::with_capacity(files.len());
+    for file in files {
+        jobs.push(check_file(file).await?);
+    }
+    let max_chunk = match opts.chunk_size {
+        ChunkSize::Fixed(c) => c.max(config::AUTO_CHUNK_CAP),
+        ChunkSize::Auto => config::AUTO_CHUNK_CAP,
+    };
+    let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("mqft-s-{:08x}", rand::random::<u32>()));
+    // A sender receives only acks (at most 8 KiB); it sends chunks.
+    let mqtt_opts = conn::options(&cfg, client_id, false, config::PACKET_OVERHEAD, max_chunk + config::PACKET_OVERHEAD);
+    let mut conn = Connection::open(&cfg, &mqtt_opts)?;
+    let info = conn.wait_up(&cancel).await?;
+    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, "connected");
+    events.emit(SendEvent::Connected);
+    // A chunk size the broker cannot take is an error before anything is sent.
+    for job in &jobs {
+        config::settle_chunk_size(opts.chunk_size, cfg.version, info.max_packet_size, &cfg.prefix, job.size)?;
+    }
+    let n = jobs.len();
+    let mut engine = Engine {
+        conn,
+        prefix: cfg.prefix.clone(),
+        version: cfg.version,
+        broker_max: info.max_packet_size,
+        opts,
+        jobs,
+        next_job: 0,
+        preparing: JoinSet::new(),
+        deferred: Vec::new(),
+        active: Vec::new(),
+        rr: 0,
+        results: (0..n).map(|_| None).collect(),
+        events,
+        cancelled: false,
+        hashing: CancellationToken::new(),
+    };
+    let outcome = engine.run(&cancel).await;
+    let Engine { conn, results, .. } = engine;
+    conn.close(CLOSE_GRACE).await;
+    outcome?;
+    let mut files = Vec::with_capacity(n);
+    for r in results {
+        files.push(r.unwrap_or(Err(Error::Cancelled))?);
+    }
+    Ok(SendReport { files })
+}
+
+/// Checks that a file is a regular file with a usable name.
+async fn check_file(file: SendFile) -> Result<Job, Error> {
+    let SendFile { path, name } = file;
+    let meta = tokio::fs::metadata(&path).await.map_err(|e| Error::io("open", &path, e))?;
+    if !meta.is_file() {
+        return Err(Error::usage(format!("{} is not a regular file", path.display())));
+    }
+    let name = match name {
+        Some(n) => n,
+        None => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::usage(format!("{}: the file name must be valid utf-8", path.display())))?
+            .to_owned(),
+    };
+    if name.is_empty() || name.len() > proto::wire::MAX_NAME_LEN {
+        return Err(Error::usage(format!("{}: the name to send must be 1 to 255 bytes", path.display())));
+    }
+    Ok(Job { path, name, size: meta.len() })
+}
+
+/// Opens and hashes a file: SHA-256, size and modification time. Checks `cancel`
+/// between blocks, since a blocking task cannot be aborted from outside.
+fn hash_file(idx: usize, path: &Path, cancel: &CancellationToken) -> io::Result<Prepared> {
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+        }
+        let n = (&file).read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok());
+    Ok(Prepared { idx, file: Arc::new(file), sha256: hasher.finalize().into(), size, modified_ms })
+}
+
+struct Engine {
+    conn: Connection,
+    prefix: Prefix,
+    version: MqttVersion,
+    broker_max: Option<u32>,
+    opts: SendOptions,
+    jobs: Vec<Job>,
+    /// The next job to start preparing.
+    next_job: usize,
+    preparing: JoinSet<(usize, io::Result<Prepared>)>,
+    /// Prepared files whose transfer id is already being sent (the same file twice):
+    /// they start when it ends, and receivers answer at once that they have it.
+    deferred: Vec<(Prepared, Manifest)>,
+    active: Vec<Active>,
+    /// Round-robin position among `active`.
+    rr: usize,
+    results: Vec<Option<Result<SentFile, Error>>>,
+    events: Events<SendEvent>,
+    cancelled: bool,
+    /// Stops the hashing threads on cancel.
+    hashing: CancellationToken,
+}
+
+impl Engine {
+    async fn run(&mut self, cancel: &CancellationToken) -> Result<(), Error> {
+        let mut give_up_at = None;
+        loop {
+            self.start_preparing();
+            self.pump().await;
+            let idle = self.next_job == self.jobs.len()
+                && self.preparing.is_empty()
+                && self.deferred.is_empty()
+                && self.active.is_empty();
+            if idle {
+                return Ok(());
+            }
+            let deadline = self.active.iter().filter_map(|a| a.sender.poll_timeout()).min();
+            let room = self.conn.out.has_room();
+            tokio::select! {
+                _ = cancel.cancelled(), if !self.cancelled => {
+                    self.cancel_all();
+                    give_up_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                // Cancelled, but the last messages cannot get out (the broker is gone).
+                _ = sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
+                    return Ok(());
+                }
+                ev = self.conn.events.recv() => match ev {
+                    Some(ev) => self.on_conn_event(ev),
+                    None => return Err(Error::Internal("connection task ended")),
+                },
+                Some(joined) = self.preparing.join_next(), if !self.preparing.is_empty() => match joined {
+                    Ok((idx, prepared)) => self.on_prepared(idx, prepared),
+                    Err(e) if e.is_cancelled() => {}
+                    Err(_) => return Err(Error::Internal("hashing task panicked")),
+                },
+                _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
+                    let now = now();
+                    for a in &mut self.active {
+                        if a.sender.poll_timeout().is_some_and(|t| t <= now) {
+                            a.sender.handle_timeout(now);
+                        }
+                    }
+                }
+                _ = self.conn.out.writable(), if !room => {}
+            }
+        }
+    }
+
+    /// Starts hashing files while fewer than `concurrency` are in flight.
+    fn start_preparing(&mut self) {
+        let limit = self.opts.concurrency.max(1);
+        while !self.cancelled
+            && self.next_job < self.jobs.len()
+            && self.active.len() + self.preparing.len() + self.deferred.len() < limit
+        {
+            let idx = self.next_job;
+            self.next_job += 1;
+            let path = self.jobs[idx].path.clone();
+            let cancel = self.hashing.clone();
+            self.preparing.spawn_blocking(move || (idx, hash_file(idx, &path, &cancel)));
+        }
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Up(_) => {
+                info!("reconnected");
+                self.conn.out.resubscribe();
+                self.events.emit(SendEvent::Connected);
+            }
+            ConnEvent::Down(failure) => {
+                let reason = match failure {
+                    Failure::Refused(r) => format!("refused: {r}"),
+                    Failure::Connect(e) => e.to_string(),
+                    Failure::Closed => "closed".to_owned(),
+                };
+                info!(%reason, "connection lost");
+                self.events.emit(SendEvent::Disconnected { reason });
+            }
+            ConnEvent::Message { topic, payload } => {
+                let Some(proto::Topic::Ack(id, from)) = self.prefix.parse(&topic) else { return };
+                let now = now();
+                if let Some(a) = self.active.iter_mut().find(|a| a.sender.manifest().id == id) {
+                    if let Err(e) = a.sender.handle_ack(&from, &payload, now) {
+                        debug!(%id, receiver = %from, error = %e, "ignored a bad ack");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_prepared(&mut self, idx: usize, prepared: io::Result<Prepared>) {
+        let path = self.jobs[idx].path.clone();
+        let p = match prepared {
+            Ok(p) => p,
+            Err(e) => return self.record(idx, None, Err(Error::io("read", &path, e))),
+        };
+        if self.cancelled {
+            return self.record(idx, None, Err(Error::Cancelled));
+        }
+        let chunk_size = match config::settle_chunk_size(
+            self.opts.chunk_size,
+            self.version,
+            self.broker_max,
+            &self.prefix,
+            p.size,
+        ) {
+            Ok(c) => c,
+            Err(e) => return self.record(idx, None, Err(e)),
+        };
+        let meta = proto::Meta { modified_ms: p.modified_ms, ..proto::Meta::default() };
+        let name = self.jobs[idx].name.clone();
+        let manifest = match Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random()) {
+            Ok(m) => m,
+            Err(e) => {
+                let err = Error::usage(format!("cannot describe {}: {e}", path.display()));
+                return self.record(idx, None, Err(err));
+            }
+        };
+        if self.active.iter().any(|a| a.sender.manifest().id == manifest.id) {
+            self.deferred.push((p, manifest));
+        } else {
+            self.start(p, manifest);
+        }
+    }
+
+    fn start(&mut self, p: Prepared, manifest: Manifest) {
+        let ack_filter = self.prefix.ack_filter(&manifest.id);
+        // The subscription goes out before the manifest: both pass through the one
+        // ordered queue.
+        self.conn.out.subscribe(ack_filter.clone());
+        let path = self.jobs[p.idx].path.clone();
+        info!(path = %path.display(), id = %manifest.id, size = manifest.size, chunk_size = manifest.chunk_size, "sending");
+        self.events.emit(SendEvent::Started {
+            path,
+            transfer: manifest.id,
+            size: manifest.size,
+            chunk_size: manifest.chunk_size,
+        });
+        let sender = proto::Sender::new(self.opts.protocol.clone(), self.prefix.clone(), manifest, now());
+        self.active.push(Active {
+            idx: p.idx,
+            sender,
+            file: p.file,
+            ack_filter,
+            complete: Vec::new(),
+            local_failure: None,
+            outcome: None,
+        });
+    }
+
+    fn cancel_all(&mut self) {
+        self.cancelled = true;
+        let now = now();
+        for a in &mut self.active {
+            a.sender.cancel(now);
+        }
+        self.hashing.cancel();
+        self.preparing.abort_all();
+        for (p, m) in std::mem::take(&mut self.deferred) {
+            self.record(p.idx, Some(m.id), Err(Error::Cancelled));
+        }
+        for idx in self.next_job..self.jobs.len() {
+            self.record(idx, None, Err(Error::Cancelled));
+        }
+        self.next_job = self.jobs.len();
+    }
+
+    /// Moves work along: the outbox, then the state machines' events, then their
+    /// transmits one at a time in turn, while the outbox has room.
+    async fn pump(&mut self) {
+        loop {
+            self.conn.out.flush();
+            self.drain_events();
+            if !self.conn.out.has_room() {
+                return;
+            }
+            let n = self.active.len();
+            let mut sent = false;
+            for k in 0..n {
+                let i = (self.rr + k) % n;
+                if let Some(t) = self.active[i].sender.poll_transmit(now()) {
+                    self.rr = i + 1;
+                    self.send(i, t).await;
+                    sent = true;
+                    break;
+                }
+            }
+            if !sent && !self.reap() {
+                return;
+            }
+        }
+    }
+
+    /// Publishes one transmit, reading its chunk from the file if it is one.
+    async fn send(&mut self, i: usize, t: proto::Transmit) {
+        let c = match t.payload {
+            Payload::Bytes(b) => return self.conn.out.publish(t.topic, t.qos, t.retain, b),
+            Payload::Chunk(c) => c,
+        };
+        let file = self.active[i].file.clone();
+        let read = tokio::task::spawn_blocking(move || store::read_at(&file, c.offset, c.len).map(|d| c.encode(&d)))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match read {
+            Ok(payload) => self.conn.out.publish(t.topic, t.qos, t.retain, payload),
+            Err(e) => {
+                // The file shrank or became unreadable while being sent.
+                let a = &mut self.active[i];
+                let path = &self.jobs[a.idx].path;
+                a.local_failure = Some(Error::io("read", path, e));
+                a.sender.cancel(now());
+            }
+        }
+    }
+
+    /// Turns the state machines' events into the caller's.
+    fn drain_events(&mut self) {
+        for a in &mut self.active {
+            let m = a.sender.manifest();
+            let (transfer, size, chunk) = (m.id, m.size, u64::from(m.chunk_size));
+            let path = &self.jobs[a.idx].path;
+            let bytes = |held: u64| held.saturating_mul(chunk).min(size);
+            while let Some(ev) = a.sender.poll_event() {
+                let path = path.clone();
+                let out = match ev {
+                    SenderEvent::ReceiverJoined { receiver, held } => {
+                        SendEvent::ReceiverJoined { path, transfer, receiver, held_bytes: bytes(held) }
+                    }
+                    SenderEvent::Progress { receiver, held } => {
+                        SendEvent::Progress { path, transfer, receiver, bytes: bytes(held), total: size }
+                    }
+                    SenderEvent::ReceiverComplete { receiver } => {
+                        a.complete.push(receiver.clone());
+                        SendEvent::ReceiverComplete { path, transfer, receiver }
+                    }
+                    SenderEvent::ReceiverFailed { receiver, reason } => {
+                        SendEvent::ReceiverFailed { path, transfer, receiver, reason }
+                    }
+                    SenderEvent::Finished => {
+                        info!(path = %path.display(), id = %transfer, "sent");
+                        let receivers = a.complete.clone();
+                        a.outcome = Some(Ok(SentFile { path: path.clone(), transfer, receivers }));
+                        SendEvent::Finished { path, transfer }
+                    }
+                    SenderEvent::Failed(f) => {
+                        let err = match (f, a.local_failure.take()) {
+                            (SendFailure::Cancelled, Some(local)) => local,
+                            (f, _) => failure_error(&path, f),
+                        };
+                        info!(path = %path.display(), id = %transfer, error = %err, "send failed");
+                        let ev = SendEvent::Failed {
+                            path,
+                            transfer: Some(transfer),
+                            kind: err.kind(),
+                            message: err.to_string(),
+                        };
+                        a.outcome = Some(Err(err));
+                        ev
+                    }
+                };
+                self.events.emit(out);
+            }
+        }
+    }
+
+    /// Drops the transfers that ended, once every state machine had nothing more to
+    /// publish; starts the files that waited for them. True if any was dropped.
+    fn reap(&mut self) -> bool {
+        let (done, active): (Vec<Active>, Vec<Active>) =
+            std::mem::take(&mut self.active).into_iter().partition(|a| a.outcome.is_some());
+        self.active = active;
+        if done.is_empty() {
+            return false;
+        }
+        for mut a in done {
+            self.conn.out.unsubscribe(std::mem::take(&mut a.ack_filter));
+            let id = a.sender.manifest().id;
+            if let Some(outcome) = a.outcome.take() {
+                self.results[a.idx] = Some(outcome);
+            }
+            if let Some(pos) = self.deferred.iter().position(|(_, m)| m.id == id) {
+                let (p, m) = self.deferred.remove(pos);
+                self.start(p, m);
+            }
+        }
+        true
+    }
+
+    /// Records the end of a file that never got to a state machine.
+    fn record(&mut self, idx: usize, transfer: Option<TransferId>, result: Result<SentFile, Error>) {
+        if let Err(e) = &result {
+            self.events.emit(SendEvent::Failed {
+                path: self.jobs[idx].path.clone(),
+                transfer,
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+        }
+        self.results[idx] = Some(result);
+    }
+}
+
+/// The error for a state machine's failure.
+fn failure_error(path: &Path, f: SendFailure) -> Error {
+    let path = path.to_owned();
+    match f {
+        SendFailure::NoReceivers { joined, wanted } => Error::NoReceiver { path, joined, wanted },
+        SendFailure::Rejected { receiver, reason } => Error::Rejected { path, receiver, reason },
+        SendFailure::HashMismatch { receiver } => {
+            Error::Integrity { path, detail: format!("receiver {receiver} computed a different sha-256") }
+        }
+        SendFailure::Cancelled => Error::Cancelled,
+        other => Error::Transfer { path, detail: other.to_string() },
+    }
+}
