@@ -1,1 +1,220 @@
-fn main() {}
+//! `mqft`: the command line over the `mqft` library.
+//!
+//! This binary only parses flags, wires the library together, shows progress, and
+//! maps outcomes to exit codes (listed in [`args::EXIT_CODES`] and under `--help`).
+//! No protocol logic lives here.
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod demo;
+mod report;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use mqft::{Client, ErrorKind};
+
+use args::{Cli, Command, OutputArgs, ReceiveArgs, SendArgs, UsageError};
+use report::Reporter;
+
+/// Exit codes: see [`args::EXIT_CODES`].
+mod code {
+    pub const INTERNAL: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const BROKER: u8 = 3;
+    pub const NO_PEER: u8 = 4;
+    pub const REJECTED: u8 = 5;
+    pub const INTEGRITY: u8 = 6;
+    pub const TRANSFER: u8 = 7;
+    pub const IO: u8 = 8;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Ended by Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
+/// `receive --timeout` ran out with nothing received.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing arrived within {0} s")]
+struct NothingArrived(u64);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(code::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    let output = match &cli.command {
+        Command::Send(a) => a.output,
+        Command::Receive(a) => a.output,
+        Command::Demo(a) => a.output,
+    };
+    init_logging(output);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mqft: error: cannot start the async runtime: {e}");
+            return ExitCode::from(code::INTERNAL);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Background tasks (a connection's last goodbyes) get a moment, not forever.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !output.json {
+                eprintln!("mqft: error: {e:#}");
+            } else {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "error", "message": format!("{e:#}"), "exit": exit_code(&e)})
+                );
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// `-v` shows this program's and the library's logs; `RUST_LOG` overrides.
+fn init_logging(out: OutputArgs) {
+    let level = match out.verbose {
+        0 => "warn,rumqttd=off",
+        1 => "info,rumqttd=warn",
+        _ => "debug,rumqttd=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return code::USAGE;
+    }
+    if e.downcast_ref::<Interrupted>().is_some() {
+        return code::INTERRUPTED;
+    }
+    if e.downcast_ref::<NothingArrived>().is_some() {
+        return code::NO_PEER;
+    }
+    if let Some(e) = e.downcast_ref::<mqft::Error>() {
+        return match e.kind() {
+            ErrorKind::NoReceiver => code::NO_PEER,
+            ErrorKind::Rejected => code::REJECTED,
+            ErrorKind::Integrity => code::INTEGRITY,
+            ErrorKind::Transfer => code::TRANSFER,
+            ErrorKind::Broker => code::BROKER,
+            ErrorKind::Usage => code::USAGE,
+            ErrorKind::Io => code::IO,
+            ErrorKind::Cancelled => code::INTERRUPTED,
+            _ => code::INTERNAL,
+        };
+    }
+    if e.downcast_ref::<std::io::Error>().is_some() {
+        return code::IO;
+    }
+    code::INTERNAL
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Send(a) => send(a).await,
+        Command::Receive(a) => receive(a).await,
+        Command::Demo(a) => demo::run(a).await,
+    }
+}
+
+/// Cancels `token` on Ctrl-C, and remembers that it did.
+fn on_ctrl_c(token: mqft::CancellationToken) -> Arc<AtomicBool> {
+    let hit = Arc::new(AtomicBool::new(false));
+    let flag = hit.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            token.cancel();
+        }
+    });
+    hit
+}
+
+async fn send(a: SendArgs) -> Result<()> {
+    let cfg = a.broker.config()?;
+    let opts = a.options()?;
+    for f in &a.files {
+        let meta = std::fs::metadata(f).map_err(|e| UsageError(format!("cannot send {}: {e}", f.display())))?;
+        if !meta.is_file() {
+            return Err(UsageError(format!("cannot send {}: not a regular file", f.display())).into());
+        }
+    }
+    let mut reporter = Reporter::new(a.output);
+    let mut handle = Client::new(cfg).send(a.files.clone(), opts);
+    let interrupted = on_ctrl_c(handle.cancellation_token());
+    while let Some(e) = handle.next_event().await {
+        reporter.send_event(&e);
+    }
+    reporter.finish();
+    let result = handle.wait().await;
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Interrupted.into());
+    }
+    result?;
+    Ok(())
+}
+
+async fn receive(a: ReceiveArgs) -> Result<()> {
+    let cfg = a.broker.config()?;
+    let opts = a.options()?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut reporter = Reporter::new(a.output);
+    let mut handle = Client::new(cfg).receive(a.out.clone(), opts);
+    let token = handle.cancellation_token();
+    let interrupted = on_ctrl_c(token.clone());
+    let deadline = a.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let mut got_one = false;
+    let mut timed_out = false;
+    loop {
+        let next = async {
+            match deadline {
+                Some(d) if !got_one => tokio::time::timeout_at(d, handle.next_event()).await.ok(),
+                _ => Some(handle.next_event().await),
+            }
+        };
+        match next.await {
+            Some(Some(e)) => {
+                got_one |=
+                    matches!(e, mqft::ReceiveEvent::Completed { .. } | mqft::ReceiveEvent::AlreadyComplete { .. });
+                reporter.receive_event(&e);
+            }
+            Some(None) => break,
+            None => {
+                // The deadline passed with nothing received.
+                timed_out = true;
+                token.cancel();
+                while let Some(e) = handle.next_event().await {
+                    reporter.receive_event(&e);
+                }
+                break;
+            }
+        }
+    }
+    reporter.finish();
+    let result = handle.wait().await;
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Interrupted.into());
+    }
+    result?;
+    if timed_out {
+        return Err(NothingArrived(a.timeout.unwrap_or_default()).into());
+    }
+    Ok(())
+}

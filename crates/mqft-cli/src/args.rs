@@ -1,0 +1,358 @@
+//! Command-line flags, and turning them into the library's settings.
+//!
+//! Broker flags follow `mosquitto_pub`/`mosquitto_sub` (`-h -p -u -P -i -q -V`,
+//! `--cafile --cert --key`), so `-h` is the host and help is `--help` only. Secrets can
+//! come from the environment or a file, so they need not appear in process arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use mqft::proto::{self, Prefix, ReceiverId, Wait};
+use mqft::{ChunkSize, Config, Credentials, MqttVersion};
+
+/// Move large files over an MQTT broker: chunked, checked (CRC32 per chunk, SHA-256
+/// per file), repaired, resumable.
+#[derive(Debug, Parser)]
+#[command(name = "mqft", version, disable_help_flag = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help, global = true)]
+    help: Option<bool>,
+}
+
+/// Shown under `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    internal error
+  2    usage error (bad flag, URL, option or file argument)
+  3    broker unreachable, or it refused the connection (credentials, TLS)
+  4    no receiver answered (send); nothing arrived before --timeout (receive)
+  5    a receiver rejected the file (too large, bad name, exists, disk full, busy)
+  6    integrity failure: a SHA-256 did not match
+  7    the transfer broke down: a peer went silent, or chunks stopped getting through
+  8    local I/O error
+  130  interrupted (Ctrl-C)";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send files to the receivers listening under the prefix.
+    #[command(disable_help_flag = true)]
+    Send(SendArgs),
+    /// Receive files into a directory.
+    #[command(disable_help_flag = true)]
+    Receive(ReceiveArgs),
+    /// See it work with no broker installed: starts an embedded broker, a receiver
+    /// and a sender in this process, and moves a file (a 20 MiB test image if none
+    /// is given).
+    #[command(disable_help_flag = true)]
+    Demo(DemoArgs),
+}
+
+/// How to reach the broker.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Broker URL: mqtt://[user[:pass]@]host[:port] or mqtts://... (TLS).
+    #[arg(short = 'b', long, env = "MQFT_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+    /// Broker host (overrides the URL's).
+    #[arg(short = 'h', long, env = "MQFT_HOST")]
+    pub host: Option<String>,
+    /// Broker port (overrides the URL's).
+    #[arg(short = 'p', long, env = "MQFT_PORT")]
+    pub port: Option<u16>,
+    /// User name.
+    #[arg(short = 'u', long, env = "MQFT_USERNAME")]
+    pub username: Option<String>,
+    /// Password. Prefer MQFT_PASSWORD or --password-file: a flag shows in `ps`.
+    #[arg(short = 'P', long, env = "MQFT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "MQFT_PASSWORD_FILE", value_name = "PATH")]
+    pub password_file: Option<PathBuf>,
+    /// MQTT client id (default: random for senders, stable for receivers).
+    #[arg(short = 'i', long = "id", value_name = "CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// MQTT version: 5 or 311.
+    #[arg(short = 'V', long = "mqtt-version", default_value = "5", value_name = "5|311")]
+    pub version: String,
+    /// CA certificates (PEM) to verify the broker with; turns TLS on.
+    #[arg(long, value_name = "PATH")]
+    pub cafile: Option<PathBuf>,
+    /// Client certificate chain (PEM), for brokers that want one; needs --key.
+    #[arg(long, value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Topic prefix the transfers live under.
+    #[arg(long, env = "MQFT_PREFIX", default_value = "files")]
+    pub prefix: String,
+}
+
+/// How to report.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct OutputArgs {
+    /// One JSON object per line on stdout for every event, instead of progress bars.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress, only errors.
+    #[arg(long, short = 's', conflicts_with = "json")]
+    pub quiet: bool,
+    /// Log protocol details to stderr (repeat for more).
+    #[arg(long, short = 'v', action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The files to send.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// QoS of chunk publishes: 0 or 1 (control messages always use 1).
+    #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: u8,
+    /// Chunk size: auto (from the broker's limit under MQTT 5), or bytes: 65536, 64k, 1m.
+    #[arg(long, default_value = "auto")]
+    pub chunk_size: String,
+    /// Chunks in flight that the slowest receiver has not acknowledged.
+    #[arg(long)]
+    pub window: Option<u32>,
+    /// How many receivers must confirm each file.
+    #[arg(short = 'n', long, default_value_t = 1, conflicts_with = "to")]
+    pub receivers: usize,
+    /// Wait for these receivers (by receiver id); repeatable.
+    #[arg(long, value_name = "RECEIVER_ID")]
+    pub to: Vec<String>,
+    /// Seconds to wait for receivers to answer.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Files in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Directory to put files in.
+    #[arg(short = 'o', long, default_value = ".")]
+    pub out: PathBuf,
+    /// Exit after the first file.
+    #[arg(long)]
+    pub once: bool,
+    /// Give up (exit 4) if no file has arrived after this many seconds.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Refuse files larger than this: bytes, or with k, m, g (binary units).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Replace existing files of the same name.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// This receiver's id in ack topics (default: from the host name).
+    #[arg(long = "name", value_name = "RECEIVER_ID")]
+    pub receiver_id: Option<String>,
+    /// Transfers received at once; more are refused as busy.
+    #[arg(long, default_value_t = 8)]
+    pub max_concurrent: usize,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// File to send (default: a 20 MiB generated test image).
+    pub file: Option<PathBuf>,
+    /// Where the received copy goes.
+    #[arg(short = 'o', long, default_value = "mqft-demo")]
+    pub out: PathBuf,
+    /// Size of the generated test file: bytes, or with k, m, g.
+    #[arg(long, default_value = "20m")]
+    pub size: String,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+impl BrokerArgs {
+    /// The library's connection settings.
+    pub fn config(&self) -> Result<Config> {
+        let mut cfg = match &self.broker {
+            Some(url) => Config::from_url(url)?,
+            None => Config::new("localhost", mqft::config::DEFAULT_PORT),
+        };
+        if let Some(h) = &self.host {
+            cfg.host = h.clone();
+        }
+        if let Some(p) = self.port {
+            cfg.port = p;
+        }
+        let password = match (&self.password, &self.password_file) {
+            (_, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read password file {}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            (Some(p), None) => Some(p.clone()),
+            (None, None) => cfg.credentials.as_ref().and_then(|c| c.password.clone()),
+        };
+        if let Some(username) = self.username.clone().or_else(|| cfg.credentials.as_ref().map(|c| c.username.clone())) {
+            cfg.credentials = Some(Credentials { username, password });
+        } else if password.is_some() {
+            bail!(usage("a password needs a user name (-u or MQFT_USERNAME)"));
+        }
+        if self.cafile.is_some() || self.cert.is_some() || self.key.is_some() {
+            let mut tls = cfg.tls.take().unwrap_or_default();
+            tls.ca_file = self.cafile.clone().or(tls.ca_file);
+            tls.client_cert = self.cert.clone().or(tls.client_cert);
+            tls.client_key = self.key.clone().or(tls.client_key);
+            if tls.client_cert.is_some() != tls.client_key.is_some() {
+                bail!(usage("--cert and --key go together"));
+            }
+            cfg.tls = Some(tls);
+            if self.broker.is_none() && self.port.is_none() {
+                cfg.port = mqft::config::DEFAULT_TLS_PORT;
+            }
+        }
+        cfg.version = self.version.parse::<MqttVersion>()?;
+        cfg.prefix = Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
+        cfg.client_id = self.client_id.clone();
+        Ok(cfg)
+    }
+}
+
+impl SendArgs {
+    /// The library's send options.
+    pub fn options(&self) -> Result<mqft::SendOptions> {
+        let mut opts = mqft::SendOptions::default();
+        opts.chunk_size = self.chunk_size.parse::<ChunkSize>()?;
+        if let Some(w) = self.window {
+            if w == 0 {
+                bail!(usage("--window must be at least 1"));
+            }
+            opts.protocol.window = w;
+        }
+        opts.protocol.chunk_qos = if self.qos == 0 { proto::Qos::AtMostOnce } else { proto::Qos::AtLeastOnce };
+        opts.protocol.join_timeout = Duration::from_secs(self.timeout);
+        opts.protocol.wait = if self.to.is_empty() {
+            if self.receivers == 0 {
+                bail!(usage("--receivers must be at least 1"));
+            }
+            Wait::Count(self.receivers)
+        } else {
+            let ids = self
+                .to
+                .iter()
+                .map(|t| ReceiverId::new(t).map_err(|e| usage(format!("--to {t}: {e}"))))
+                .collect::<Result<_, _>>()?;
+            Wait::Ids(ids)
+        };
+        opts.concurrency = self.concurrency.max(1);
+        Ok(opts)
+    }
+}
+
+impl ReceiveArgs {
+    /// The library's receive options.
+    pub fn options(&self) -> Result<mqft::ReceiveOptions> {
+        let mut opts = mqft::ReceiveOptions::default();
+        opts.once = self.once;
+        opts.overwrite = self.overwrite;
+        opts.max_concurrent = self.max_concurrent.max(1);
+        opts.max_size = self.max_size.as_deref().map(parse_size).transpose()?;
+        if let Some(id) = &self.receiver_id {
+            opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
+        }
+        Ok(opts)
+    }
+}
+
+/// A usage error, tagged so `main` exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+/// `123`, `64k`, `10m`, `2g` (binary units).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(split);
+    let n: u64 = num.parse().map_err(|_| usage(format!("bad size '{s}': use bytes like 1048576, 64k, 10m, 2g")))?;
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => bail!(usage(format!("bad size '{s}': use bytes like 1048576, 64k, 10m, 2g"))),
+    };
+    n.checked_mul(mult).ok_or_else(|| usage(format!("size '{s}' is too large")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("20M").unwrap(), 20 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("5t").is_err());
+    }
+
+    #[test]
+    fn flags_build_a_config() {
+        let cli = Cli::try_parse_from([
+            "mqft",
+            "send",
+            "a.jpg",
+            "-h",
+            "broker.local",
+            "-p",
+            "1999",
+            "-u",
+            "cam",
+            "-V",
+            "311",
+            "--prefix",
+            "site/cams",
+            "-n",
+            "3",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        let cfg = args.broker.config().unwrap();
+        assert_eq!((cfg.host.as_str(), cfg.port), ("broker.local", 1999));
+        assert_eq!(cfg.version, MqttVersion::V311);
+        assert_eq!(cfg.prefix.as_str(), "site/cams");
+        assert_eq!(cfg.credentials.unwrap().username, "cam");
+        assert_eq!(args.options().unwrap().protocol.wait, Wait::Count(3));
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        let cli = Cli::try_parse_from(["mqft", "send", "a", "--prefix", "Bad.Prefix"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        assert!(args.broker.config().unwrap_err().downcast_ref::<UsageError>().is_some());
+        let cli = Cli::try_parse_from(["mqft", "send", "a", "--cert", "c.pem"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        assert!(args.broker.config().is_err());
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "-q", "2"]).is_err());
+    }
+}

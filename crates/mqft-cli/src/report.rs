@@ -1,0 +1,312 @@
+//! How the CLI shows what happens: indicatif progress bars on stderr (hidden when
+//! stderr is not a terminal), one JSON object per line on stdout with `--json`, or
+//! nothing but errors with `--quiet`.
+//!
+//! Names that came over the network are escaped before they are printed, so a file
+//! name cannot move the cursor or recolour the terminal.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mqft::proto::TransferId;
+use mqft::{ReceiveEvent, SendEvent};
+use serde_json::{json, Value};
+
+use crate::args::OutputArgs;
+
+/// The reporter for one command.
+pub struct Reporter {
+    mode: Mode,
+    multi: MultiProgress,
+    /// One bar per (transfer, receiver) on the sender, per transfer on the receiver.
+    bars: HashMap<(TransferId, String), ProgressBar>,
+    /// A spinner per transfer while it waits for receivers.
+    waiting: HashMap<TransferId, ProgressBar>,
+    /// Prefix for the bars of one side in the demo ("send", "recv").
+    side: &'static str,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bars,
+    Json,
+    Quiet,
+}
+
+impl Reporter {
+    pub fn new(out: OutputArgs) -> Self {
+        Self::with_multi(out, MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), "")
+    }
+
+    /// A reporter that draws into a shared [`MultiProgress`], for the demo.
+    pub fn with_multi(out: OutputArgs, multi: MultiProgress, side: &'static str) -> Self {
+        let mode = if out.json {
+            Mode::Json
+        } else if out.quiet {
+            Mode::Quiet
+        } else {
+            Mode::Bars
+        };
+        Reporter { mode, multi, bars: HashMap::new(), waiting: HashMap::new(), side }
+    }
+
+    /// Prints a line to stderr without tearing the bars (not in JSON or quiet mode).
+    pub fn note(&self, line: &str) {
+        if self.mode == Mode::Bars {
+            if self.multi.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                let _ = self.multi.println(line);
+            }
+        }
+    }
+
+    fn bar(&mut self, transfer: TransferId, who: &str, total: u64, label: String) -> &ProgressBar {
+        let multi = &self.multi;
+        self.bars.entry((transfer, who.to_owned())).or_insert_with(|| {
+            let style = ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> ");
+            let bar = multi.add(ProgressBar::new(total).with_style(style).with_prefix(label));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        })
+    }
+
+    pub fn send_event(&mut self, e: &SendEvent) {
+        if self.mode == Mode::Json {
+            println!("{}", send_json(e));
+            return;
+        }
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        match e {
+            SendEvent::Started { path, transfer, size, .. } => {
+                let spinner = self.multi.add(ProgressBar::new_spinner());
+                spinner.set_message(format!("{}: waiting for receivers ({})", display_path(path), bytes(*size)));
+                spinner.enable_steady_tick(Duration::from_millis(100));
+                self.waiting.insert(*transfer, spinner);
+            }
+            SendEvent::ReceiverJoined { path, transfer, receiver, held_bytes } => {
+                if let Some(s) = self.waiting.remove(transfer) {
+                    s.finish_and_clear();
+                }
+                let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let label = format!("{}{} -> {}", self.side, file_name(path), receiver);
+                let bar = self.bar(*transfer, receiver.as_str(), total, label);
+                bar.set_position(*held_bytes);
+            }
+            SendEvent::Progress { transfer, receiver, bytes, total, path } => {
+                let label = format!("{}{} -> {}", self.side, file_name(path), receiver);
+                let bar = self.bar(*transfer, receiver.as_str(), *total, label);
+                bar.set_length(*total);
+                bar.set_position(*bytes);
+            }
+            SendEvent::ReceiverComplete { transfer, receiver, .. } => {
+                if let Some(bar) = self.bars.get(&(*transfer, receiver.to_string())) {
+                    bar.set_position(bar.length().unwrap_or(0));
+                    bar.finish_with_message("verified");
+                }
+            }
+            SendEvent::ReceiverFailed { path, receiver, reason, transfer } => {
+                let why = reason.map_or_else(|| "stopped answering".to_owned(), |r| r.to_string());
+                if let Some(bar) = self.bars.get(&(*transfer, receiver.to_string())) {
+                    bar.abandon_with_message(format!("failed: {why}"));
+                } else {
+                    self.note(&format!("{}: receiver {receiver} failed: {why}", display_path(path)));
+                }
+            }
+            SendEvent::Finished { path, transfer } => {
+                if let Some(s) = self.waiting.remove(transfer) {
+                    s.finish_and_clear();
+                }
+                self.note(&format!("{}sent {}", self.side, display_path(path)));
+            }
+            SendEvent::Failed { path, transfer, message, .. } => {
+                if let Some(s) = transfer.and_then(|t| self.waiting.remove(&t)) {
+                    s.finish_and_clear();
+                }
+                self.note(&format!("{}failed {}: {message}", self.side, display_path(path)));
+            }
+            SendEvent::Disconnected { reason } => {
+                self.note(&format!("{}disconnected: {reason}; reconnecting", self.side))
+            }
+            SendEvent::Connected => {}
+            _ => {}
+        }
+    }
+
+    pub fn receive_event(&mut self, e: &ReceiveEvent) {
+        if self.mode == Mode::Json {
+            println!("{}", receive_json(e));
+            return;
+        }
+        if let ReceiveEvent::Completed { path, .. } | ReceiveEvent::AlreadyComplete { path, .. } = e {
+            // The one line a script wants: where the file is.
+            if self.side.is_empty() {
+                println!("{}", display_path(path));
+            }
+        }
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        match e {
+            ReceiveEvent::Connected { receiver } => {
+                self.note(&format!("{}listening as receiver {receiver}", self.side));
+            }
+            ReceiveEvent::Rejected { name, reason, .. } => {
+                self.note(&format!("{}refused {}: {reason}", self.side, escape(name)));
+            }
+            ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => {
+                let label = format!("{}{}", self.side, file_name(path));
+                let bar = self.bar(*transfer, "", *size, label);
+                bar.set_position(*resumed_bytes);
+                if *resumed_bytes > 0 {
+                    bar.set_message(format!("(resumed at {})", bytes(*resumed_bytes)));
+                }
+            }
+            ReceiveEvent::Progress { transfer, path, bytes, total } => {
+                let label = format!("{}{}", self.side, file_name(path));
+                let bar = self.bar(*transfer, "", *total, label);
+                bar.set_position(*bytes);
+            }
+            ReceiveEvent::Completed { transfer, path, .. } => match self.bars.get(&(*transfer, String::new())) {
+                Some(bar) => {
+                    bar.set_position(bar.length().unwrap_or(0));
+                    bar.finish_with_message("sha-256 ok");
+                }
+                None => self.note(&format!("{}received {}", self.side, display_path(path))),
+            },
+            ReceiveEvent::AlreadyComplete { path, .. } => {
+                self.note(&format!("{}already have {}", self.side, display_path(path)));
+            }
+            ReceiveEvent::Failed { transfer, path, failure } => match self.bars.get(&(*transfer, String::new())) {
+                Some(bar) => bar.abandon_with_message(format!("failed: {failure}")),
+                None => self.note(&format!("{}failed {}: {failure}", self.side, display_path(path))),
+            },
+            ReceiveEvent::Disconnected { reason } => {
+                self.note(&format!("{}disconnected: {reason}; reconnecting", self.side))
+            }
+            _ => {}
+        }
+    }
+
+    /// Clears every bar still drawn.
+    pub fn finish(&mut self) {
+        for (_, s) in self.waiting.drain() {
+            s.finish_and_clear();
+        }
+        for (_, b) in self.bars.drain() {
+            if !b.is_finished() {
+                b.abandon();
+            }
+        }
+    }
+}
+
+/// Escapes control characters and other unprintable ones.
+pub fn escape(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+pub fn display_path(p: &Path) -> String {
+    escape(&p.display().to_string())
+}
+
+fn file_name(p: &Path) -> String {
+    escape(&p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string()))
+}
+
+fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+fn path_json(p: &Path) -> Value {
+    Value::String(p.to_string_lossy().into_owned())
+}
+
+/// A send event as JSON.
+pub fn send_json(e: &SendEvent) -> Value {
+    match e {
+        SendEvent::Connected => json!({"event": "connected"}),
+        SendEvent::Disconnected { reason } => json!({"event": "disconnected", "reason": reason}),
+        SendEvent::Started { path, transfer, size, chunk_size } => json!({
+            "event": "started", "path": path_json(path), "transfer": transfer.to_string(),
+            "size": size, "chunk_size": chunk_size,
+        }),
+        SendEvent::ReceiverJoined { path, transfer, receiver, held_bytes } => json!({
+            "event": "receiver_joined", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(), "held_bytes": held_bytes,
+        }),
+        SendEvent::Progress { path, transfer, receiver, bytes, total } => json!({
+            "event": "progress", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(), "bytes": bytes, "total": total,
+        }),
+        SendEvent::ReceiverComplete { path, transfer, receiver } => json!({
+            "event": "receiver_complete", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(),
+        }),
+        SendEvent::ReceiverFailed { path, transfer, receiver, reason } => json!({
+            "event": "receiver_failed", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(), "reason": reason.map(|r| r.to_string()),
+        }),
+        SendEvent::Finished { path, transfer } => json!({
+            "event": "finished", "path": path_json(path), "transfer": transfer.to_string(),
+        }),
+        SendEvent::Failed { path, transfer, kind, message } => json!({
+            "event": "failed", "path": path_json(path), "transfer": transfer.map(|t| t.to_string()),
+            "kind": format!("{kind:?}"), "message": message,
+        }),
+        other => json!({"event": "other", "debug": format!("{other:?}")}),
+    }
+}
+
+/// A receive event as JSON.
+pub fn receive_json(e: &ReceiveEvent) -> Value {
+    match e {
+        ReceiveEvent::Connected { receiver } => json!({"event": "connected", "receiver": receiver.as_str()}),
+        ReceiveEvent::Disconnected { reason } => json!({"event": "disconnected", "reason": reason}),
+        ReceiveEvent::Offered { transfer, name, size } => json!({
+            "event": "offered", "transfer": transfer.to_string(), "name": name, "size": size,
+        }),
+        ReceiveEvent::Rejected { transfer, name, reason } => json!({
+            "event": "rejected", "transfer": transfer.to_string(), "name": name,
+            "reason": reason.to_string(), "code": reason.code(),
+        }),
+        ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => json!({
+            "event": "accepted", "transfer": transfer.to_string(), "path": path_json(path),
+            "size": size, "resumed_bytes": resumed_bytes,
+        }),
+        ReceiveEvent::Progress { transfer, path, bytes, total } => json!({
+            "event": "progress", "transfer": transfer.to_string(), "path": path_json(path),
+            "bytes": bytes, "total": total,
+        }),
+        ReceiveEvent::Completed { transfer, path, size } => json!({
+            "event": "completed", "transfer": transfer.to_string(), "path": path_json(path), "size": size,
+        }),
+        ReceiveEvent::AlreadyComplete { transfer, path } => json!({
+            "event": "already_complete", "transfer": transfer.to_string(), "path": path_json(path),
+        }),
+        ReceiveEvent::Failed { transfer, path, failure } => json!({
+            "event": "failed", "transfer": transfer.to_string(), "path": path_json(path),
+            "message": failure.to_string(),
+        }),
+        other => json!({"event": "other", "debug": format!("{other:?}")}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_terminal_sequences() {
+        assert_eq!(escape("a\x1b[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert_eq!(escape("plain.jpg"), "plain.jpg");
+    }
+}
