@@ -131,7 +131,7 @@ pub enum ReceiveFailure {
     #[error("sha-256 of the received file does not match the manifest")]
     HashMismatch,
     /// The sender stopped serving the transfer.
-    #[error("sender stopped: {0:?}")]
+    #[error("sender stopped: {0}")]
     SenderAborted(AbortReason),
     /// The sender fell silent for longer than [`ReceiverConfig::give_up_after`].
     #[error("sender silent for too long")]
@@ -250,6 +250,12 @@ impl Receiver {
     /// The transmit that refuses `manifest`, for a caller that will not accept it.
     pub fn reject(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, reason: RejectReason) -> Transmit {
         ack_transmit(prefix, &manifest.id, id, &Ack::Rejected { reason })
+    }
+
+    /// The transmit that tells the sender of `manifest` that this receiver already has
+    /// the file, for a caller that keeps no `Receiver` for finished transfers.
+    pub fn already_complete(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &Ack::Complete { sha256: manifest.sha256 })
     }
 
     // ---- getters ----
@@ -549,6 +555,9 @@ impl Receiver {
 #[error("manifest changed for the same transfer id")]
 pub struct ManifestChanged;
 
-fn ack_transmit(prefix: &Prefix, id: &crate::TransferId, rid: &ReceiverId, ack: &Ack) -> Transmit {
+/// The transmit that publishes `ack` from receiver `rid` for transfer `id`: QoS 1,
+/// not retained. For answers given without a `Receiver`, such as refusing a manifest
+/// that does not decode ([`RejectReason::BadManifest`]).
+pub fn ack_transmit(prefix: &Prefix, id: &crate::TransferId, rid: &ReceiverId, ack: &Ack) -> Transmit {
     Transmit { topic: prefix.ack(id, rid), qos: Qos::AtLeastOnce, retain: false, payload: Payload::Bytes(ack.encode()) }
 }

@@ -426,6 +426,17 @@ impl Sender {
         }
     }
 
+    /// Tells the sender that the connection to the broker is back. Without a
+    /// present session the broker may have forgotten the retained manifest (a broker
+    /// restarted without persistence), so it is published again for receivers that
+    /// have not joined yet; chunks lost with the session are found by the next end
+    /// of round.
+    pub fn handle_reconnect(&mut self, session_present: bool, now: Instant) {
+        if !session_present && self.phase != Phase::Done {
+            self.publish_manifest(now);
+        }
+    }
+
     /// Cancels the transfer: receivers are told, and the retained manifest cleared.
     pub fn cancel(&mut self, _now: Instant) {
         if self.phase != Phase::Done {

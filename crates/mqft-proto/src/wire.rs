@@ -482,6 +482,17 @@ impl AbortReason {
     }
 }
 
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AbortReason::Cancelled => f.write_str("cancelled"),
+            AbortReason::Failed => f.write_str("gave up"),
+            AbortReason::Finished => f.write_str("finished with the receivers it waited for"),
+            AbortReason::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
 impl Serialize for AbortReason {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.code().serialize(s)

@@ -313,3 +313,27 @@ fn resend_with_new_metadata_resumes() {
     sim.assert_delivered([0]);
     assert!(sim.chunk_transmissions < 400 + 150, "{} transmissions", sim.chunk_transmissions);
 }
+
+#[test]
+fn reconnect_without_session_publishes_the_manifest_again() {
+    // A broker restarted without persistence forgets the retained manifest; a
+    // receiver that starts afterwards finds it only if the sender publishes it again.
+    let mut sim = SimBuilder::new(20, 300_000, 1000).receivers(2).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.receivers[1].online = false;
+    sim.sender_cfg.wait = Wait::Count(2);
+    sim.sender_cfg.join_grace = Duration::ZERO;
+    sim.start_sender();
+    sim.run_until(Duration::from_millis(50));
+    sim.retained = None; // the broker restarted
+    let now = sim.now;
+    sim.sender.as_mut().unwrap().handle_reconnect(true, now);
+    sim.run_until(Duration::from_millis(51));
+    assert!(sim.retained.is_none(), "a present session needs no new manifest");
+    sim.sender.as_mut().unwrap().handle_reconnect(false, now);
+    sim.run_until(Duration::from_millis(52));
+    assert!(sim.retained.is_some(), "published again");
+    sim.schedule(Duration::from_millis(60), Action::StartReceiver(1));
+    sim.drive(HOUR);
+    sim.assert_delivered([0, 1]);
+}

@@ -430,15 +430,15 @@ impl Engine {
         let m = match Manifest::decode(&payload) {
             Ok(m) if m.id == id => m,
             Ok(_) => return debug!(%id, "manifest under another transfer's topic ignored"),
+            Err(e) if self.transfers.contains_key(&id) => {
+                // Garbage under a transfer in progress is not the sender's word:
+                // ignore it rather than drop out of the transfer.
+                return debug!(%id, error = %e, "bad manifest for a transfer in progress ignored");
+            }
             Err(e) => {
                 debug!(%id, error = %e, "bad manifest refused");
                 let ack = Ack::Rejected { reason: RejectReason::BadManifest };
-                return self.conn.out.publish(
-                    self.prefix.ack(&id, &self.rid),
-                    proto::Qos::AtLeastOnce,
-                    false,
-                    ack.encode(),
-                );
+                return self.conn.out.transmit(proto::receiver::ack_transmit(&self.prefix, &id, &self.rid, &ack));
             }
         };
         if let Some(t) = self.transfers.get_mut(&id) {
@@ -770,7 +770,7 @@ impl Engine {
 
     fn send_complete(&mut self, id: &TransferId, sha256: [u8; 32]) {
         let ack = Ack::Complete { sha256 };
-        self.conn.out.publish(self.prefix.ack(id, &self.rid), proto::Qos::AtLeastOnce, false, ack.encode());
+        self.conn.out.transmit(proto::receiver::ack_transmit(&self.prefix, id, &self.rid, &ack));
     }
 }
 

@@ -457,9 +457,15 @@ impl Engine {
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Up(_) => {
-                info!("reconnected");
+            ConnEvent::Up(info) => {
+                info!(session_present = info.session_present, "reconnected");
                 self.conn.out.resubscribe();
+                // A broker that lost the session may have lost the retained
+                // manifests too: the state machines publish them again.
+                let now = now();
+                for a in &mut self.active {
+                    a.sender.handle_reconnect(info.session_present, now);
+                }
                 self.events.emit(SendEvent::Connected);
             }
             ConnEvent::Down(failure) => {
