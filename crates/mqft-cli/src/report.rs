@@ -149,7 +149,8 @@ impl Reporter {
         if let ReceiveEvent::Completed { path, .. } | ReceiveEvent::AlreadyComplete { path, .. } = e {
             // The one line a script wants: where the file is.
             if self.side.is_empty() {
-                println!("{}", display_path(path));
+                // Hide the bars while printing, or the line tears them.
+                self.multi.suspend(|| println!("{}", display_path(path)));
             }
         }
         if self.mode == Mode::Quiet {
