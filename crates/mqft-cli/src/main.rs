@@ -167,7 +167,10 @@ async fn send(a: SendArgs) -> Result<()> {
     if interrupted.load(Ordering::SeqCst) {
         return Err(Interrupted.into());
     }
-    result?;
+    let report = result?;
+    if a.output.json {
+        println!("{}", report::send_summary(&report));
+    }
     Ok(())
 }
 
@@ -212,7 +215,10 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     if interrupted.load(Ordering::SeqCst) {
         return Err(Interrupted.into());
     }
-    result?;
+    let report = result?;
+    if a.output.json {
+        println!("{}", report::receive_summary(&report));
+    }
     if timed_out {
         return Err(NothingArrived(a.timeout.unwrap_or_default()).into());
     }

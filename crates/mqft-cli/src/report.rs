@@ -231,6 +231,39 @@ fn path_json(p: &Path) -> Value {
     Value::String(p.to_string_lossy().into_owned())
 }
 
+/// The last line of `send --json`: per file, how many chunk publishes it took.
+pub fn send_summary(r: &mqft::SendReport) -> Value {
+    let files: Vec<Value> = r
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "path": path_json(&f.path), "transfer": f.transfer.to_string(),
+                "receivers": f.receivers.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                "chunks": f.chunks, "transmissions": f.transmissions,
+            })
+        })
+        .collect();
+    json!({"event": "summary", "files": files})
+}
+
+/// The last line of `receive --json`: per file, what was resumed, read back,
+/// dropped as corrupt and received twice.
+pub fn receive_summary(r: &mqft::ReceiveReport) -> Value {
+    let files: Vec<Value> = r
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "path": path_json(&f.path), "transfer": f.transfer.to_string(), "size": f.size,
+                "resumed_bytes": f.resumed_bytes, "read_back_bytes": f.read_back_bytes,
+                "corrupt_chunks": f.corrupt_chunks, "duplicate_chunks": f.duplicate_chunks,
+            })
+        })
+        .collect();
+    json!({"event": "summary", "files": files})
+}
+
 /// A send event as JSON.
 pub fn send_json(e: &SendEvent) -> Value {
     match e {

@@ -209,6 +209,15 @@ pub struct ReceivedFile {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
+    /// Bytes already held when this run accepted it (resumed from saved state).
+    pub resumed_bytes: u64,
+    /// Bytes read back from the partial file to hash chunks that had arrived out of
+    /// order; 0 when every chunk came in order or a resume's hash state covered it.
+    pub read_back_bytes: u64,
+    /// Chunk messages dropped for a bad CRC, length or index.
+    pub corrupt_chunks: u64,
+    /// Chunk messages that repeated a chunk already held.
+    pub duplicate_chunks: u64,
 }
 
 /// A running receive.
@@ -307,6 +316,9 @@ struct Transfer {
     local_error: Option<Error>,
     /// Completed or failed; dropped once its last transmits are out.
     ended: bool,
+    /// Bytes held when accepted, and bytes read back for the hash since.
+    resumed_bytes: u64,
+    read_back_bytes: u64,
 }
 
 struct Engine {
@@ -499,7 +511,15 @@ impl Engine {
                 self.remember_completed(id, m.sha256);
                 self.send_complete(&id, m.sha256);
                 self.events.emit(ReceiveEvent::AlreadyComplete { transfer: id, path: paths.final_path.clone() });
-                self.report.files.push(ReceivedFile { transfer: id, path: paths.final_path, size: m.size });
+                self.report.files.push(ReceivedFile {
+                    transfer: id,
+                    path: paths.final_path,
+                    size: m.size,
+                    resumed_bytes: m.size,
+                    read_back_bytes: 0,
+                    corrupt_chunks: 0,
+                    duplicate_chunks: 0,
+                });
                 if self.opts.once {
                     self.stop(Ok(())).await;
                 }
@@ -554,6 +574,8 @@ impl Engine {
                 last_progress: None,
                 local_error: None,
                 ended: false,
+                resumed_bytes,
+                read_back_bytes: 0,
             },
         );
         // Saved state may already be complete (a crash between the check and the
@@ -638,6 +660,7 @@ impl Engine {
             let file = t.file.clone();
             match blocking(move || store::read_at(&file, r.offset, r.len)).await {
                 Ok(data) => {
+                    t.read_back_bytes += data.len() as u64;
                     if let Err(e) = t.rx.hash_chunk(r.index, &data) {
                         // Cannot happen: the read is the one asked for, at its length.
                         warn!(%id, error = %e, "hash feed refused");
@@ -668,7 +691,15 @@ impl Engine {
                                 (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().sha256);
                             info!(%id, path = %path.display(), size, "received");
                             self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
-                            self.report.files.push(ReceivedFile { transfer: id, path, size });
+                            self.report.files.push(ReceivedFile {
+                                transfer: id,
+                                path,
+                                size,
+                                resumed_bytes: t.resumed_bytes,
+                                read_back_bytes: t.read_back_bytes,
+                                corrupt_chunks: t.rx.corrupt_chunks(),
+                                duplicate_chunks: t.rx.duplicate_chunks(),
+                            });
                             self.remember_completed(id, sha);
                             if self.opts.once && self.stopping.is_none() {
                                 self.stopping = Some(Ok(()));

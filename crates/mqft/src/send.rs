@@ -219,6 +219,11 @@ pub struct SentFile {
     pub transfer: TransferId,
     /// The receivers that confirmed it.
     pub receivers: Vec<ReceiverId>,
+    /// The file's chunk count.
+    pub chunks: u32,
+    /// Chunk publishes by this send, repairs included: `chunks` when nothing was
+    /// lost and nothing was held already, fewer when receivers resumed.
+    pub transmissions: u32,
 }
 
 /// A running send.
@@ -640,7 +645,9 @@ impl Engine {
                     SenderEvent::Finished => {
                         info!(path = %path.display(), id = %transfer, "sent");
                         let receivers = a.complete.clone();
-                        a.outcome = Some(Ok(SentFile { path: path.clone(), transfer, receivers }));
+                        let (chunks, transmissions) = (a.sender.manifest().chunk_count, a.sender.chunks_sent());
+                        a.outcome =
+                            Some(Ok(SentFile { path: path.clone(), transfer, receivers, chunks, transmissions }));
                         SendEvent::Finished { path, transfer }
                     }
                     SenderEvent::Failed(f) => {
