@@ -2,7 +2,7 @@
 //!
 //! The integration tests run against real programs on the loopback interface,
 //! never against mocks: a `mosquitto` broker started per test, the
-//! `mosquitto_pub`/`mosquitto_sub` clients, and (later) the `mqft` runtime and
+//! `mosquitto_pub`/`mosquitto_sub` clients, the `mqft` runtime and the `mqft`
 //! CLI. This crate holds what every test needs for that.
 //!
 //! # Layout
@@ -18,9 +18,12 @@
 //!   dropped.
 //! - [`wait_until`] polls a condition up to a deadline: tests never sleep a
 //!   fixed amount, and never wait without a bound.
-//! - [`Process`] runs a client program (`mosquitto_sub`, later the mqft
-//!   CLI) in the background, capturing its output, with bounded waits.
+//! - [`Process`] runs a client program (`mosquitto_sub`, the `mqft` CLI
+//!   found by [`mqft_bin`]) in the background, capturing its output, with
+//!   bounded waits.
 //! - [`files_equal`] compares what arrived with what was sent.
+//! - [`ClosedPort`] is a loopback port that refuses connections, for tests of
+//!   an unreachable broker.
 //! - [`free_port`] and [`find_program`] are the small pieces underneath.
 //!
 //! # Failures
@@ -34,6 +37,7 @@ use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -298,13 +302,25 @@ impl Broker {
     /// is in place, before it sends SUBACK). A message published after this
     /// is true reaches that subscriber; poll it with [`wait_until`].
     pub fn has_subscription(&self, client_id: &str, filter: &str) -> bool {
-        self.log().lines().any(|line| {
-            let mut words = line.split(' ').skip(1); // the timestamp
-            words.next() == Some(client_id)
-                && words.next().is_some_and(|qos| qos.parse::<u8>().is_ok())
-                && words.next() == Some(filter)
-                && words.next().is_none()
-        })
+        self.subscribers(filter).iter().any(|id| id == client_id)
+    }
+
+    /// The ids of the clients the log shows subscribing to `filter`, in the
+    /// order they did (a client that subscribed twice is listed twice), for a
+    /// test that does not choose its subscriber's client id. As
+    /// [`Broker::has_subscription`], poll it with [`wait_until`].
+    pub fn subscribers(&self, filter: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split(' ').skip(1); // the timestamp
+                let client_id = words.next()?;
+                let subscribed = words.next().is_some_and(|qos| qos.parse::<u8>().is_ok())
+                    && words.next() == Some(filter)
+                    && words.next().is_none();
+                subscribed.then(|| client_id.to_owned())
+            })
+            .collect()
     }
 
     /// Kill the broker at once with `SIGKILL`, as a crash would: no goodbye to
@@ -554,6 +570,74 @@ impl Drop for Process {
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind((HOST, 0)).unwrap_or_else(|e| panic!("cannot bind {HOST}:0: {e}"));
     listener.local_addr().unwrap_or_else(|e| panic!("no local address for {HOST}:0: {e}")).port()
+}
+
+/// A TCP port on `127.0.0.1` that refuses connections for as long as this
+/// value lives: a socket is bound to it but never listens, so a connect gets
+/// `ECONNREFUSED` at once.
+///
+/// Unlike a port that [`free_port`] found free a moment ago, no broker of a
+/// test running in parallel can take it meanwhile: the socket is bound without
+/// `SO_REUSEADDR`, so another `bind` to the port fails.
+#[derive(Debug)]
+pub struct ClosedPort {
+    // Held only to keep the port bound.
+    _socket: OwnedFd,
+    port: u16,
+}
+
+impl ClosedPort {
+    /// Bind a fresh port.
+    ///
+    /// # Panics
+    ///
+    /// If the OS gives no port.
+    pub fn bind() -> ClosedPort {
+        use rustix::net::{AddressFamily, SocketType};
+        let fail = |what: &str, e: rustix::io::Errno| -> ! { panic!("cannot {what} a closed port on {HOST}: {e}") };
+        let socket = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None)
+            .unwrap_or_else(|e| fail("create a socket for", e));
+        rustix::net::bind(&socket, &SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).unwrap_or_else(|e| fail("bind", e));
+        let local = rustix::net::getsockname(&socket).unwrap_or_else(|e| fail("name", e));
+        let port = SocketAddrV4::try_from(local).unwrap_or_else(|e| fail("read the address of", e)).port();
+        ClosedPort { _socket: socket, port }
+    }
+
+    /// The port number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// The `mqft` command-line program under test: `$MQFT_BIN` if set, else the
+/// `mqft` binary that cargo put next to this test binary's directory (a test
+/// runs as `target/<profile>/deps/integration-<hash>`, the CLI is
+/// `target/<profile>/mqft`).
+///
+/// `cargo test` does not build another package's binaries: build it first
+/// with `cargo build -p mqft-cli`, which `scripts/test` does. A binary left
+/// over from an older build is used as it is.
+///
+/// # Panics
+///
+/// If there is no such executable, saying how to build it.
+pub fn mqft_bin() -> PathBuf {
+    const BUILD_IT: &str = "build it first: cargo build -p mqft-cli (scripts/test does)";
+    if let Some(path) = std::env::var_os("MQFT_BIN") {
+        let path = PathBuf::from(path);
+        assert!(is_executable(&path), "MQFT_BIN={} is not an executable file", path.display());
+        return path;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("cannot locate the test executable: {e}"));
+    // deps/ -> <profile>/
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
+        panic!("the test executable {} is not in target/<profile>/deps; set MQFT_BIN", exe.display())
+    });
+    let path = profile_dir.join(format!("mqft{}", std::env::consts::EXE_SUFFIX));
+    if !is_executable(&path) {
+        panic!("no mqft binary at {} (or set MQFT_BIN): {BUILD_IT}", path.display());
+    }
+    path
 }
 
 /// Write `len` deterministic pseudo-random bytes to `dir/name` and return the

@@ -27,6 +27,11 @@
 //! the sentinel was sent, so had the broker forwarded it, it would have come
 //! first. The subscribers accept packets of up to 64 MiB, so it is never their
 //! own limit that keeps the file away.
+//!
+//! The last tests are the other half: through the same broker, mqft delivers
+//! the same 20 MiB file, byte for byte, in chunks that fit. Under MQTT 5 the
+//! automatic chunk size comes from the limit in CONNACK; under 3.1.1, which
+//! cannot announce one, the default chunk size is small enough.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -34,7 +39,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mqft_tests::{mosquitto_client, random_file, wait_until, Broker, Process, HOST};
+use mqft::config::V311_DEFAULT_CHUNK;
+use mqft::proto::wire::MAX_CHUNK_HEADER_LEN;
+use mqft::{MqttVersion, ReceiveOptions, SendEvent, SendOptions};
+use mqft_tests::{files_equal, mosquitto_client, random_file, wait_until, Broker, Process, HOST};
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::Packet as Packet5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
@@ -348,6 +356,86 @@ fn mosquitto_pub_of_the_whole_file_never_reaches_mosquitto_sub() {
     assert!(received.status.success(), "mosquitto_sub: {}\n{stdout}", received.status);
     assert!(!stdout.starts_with(&format!("{FILE_LEN} ")), "the file reached mosquitto_sub");
     assert_eq!(stdout, format!("{} {sentinel}\n", SENTINEL.len()), "mosquitto_sub's one message is the sentinel");
+}
+
+/// The largest a chunk PUBLISH of mqft can be, for a `chunk`-byte chunk of a
+/// [`FILE_LEN`] file under the default prefix: the fixed header (type and
+/// remaining length), the topic's length and the topic
+/// `files/<32 hex>/chunk/<last index>`, the packet id, the MQTT 5
+/// properties' length, mqft's chunk header at its largest, and the chunk.
+fn chunk_publish_size(chunk: u32) -> u64 {
+    let last_index = FILE_LEN.div_ceil(u64::from(chunk)) - 1;
+    let topic = "files/".len() + 32 + "/chunk/".len() + last_index.to_string().len();
+    let remaining = (2 + topic + 2 + 1 + MAX_CHUNK_HEADER_LEN) as u64 + u64::from(chunk);
+    1 + encode_remaining_length(remaining).len() as u64 + remaining
+}
+
+/// mqft moves the 20 MiB file through the constrained broker with the
+/// default options (automatic chunk size); returns the chunk size it chose.
+/// Its waits are bounded by `util::LIMIT`, not [`WAIT`]: a transfer is more
+/// than one round trip.
+async fn mqft_delivers_the_file(version: MqttVersion) -> u32 {
+    let broker = constrained_broker();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = random_file(src.path(), "camera.raw", FILE_LEN, 0x5EED);
+    let mut cfg = mqft::Config::from_url(&broker.url()).unwrap();
+    cfg.version = version;
+    let client = mqft::Client::new(cfg);
+
+    // Not `once`: a `once` receiver that stops right after a large file can
+    // lose its last acknowledgement (transfer::a_once_receivers_last_ack_reaches_the_sender);
+    // this one is cancelled once the sender has its confirmation.
+    let mut options = ReceiveOptions::default();
+    options.receiver_id = Some(mqft::proto::ReceiverId::new("constrained-rx").unwrap());
+    let mut receiver = client.receive(out.path(), options);
+    loop {
+        match crate::util::within("the receiver's connection", receiver.next_event()).await {
+            Some(mqft::ReceiveEvent::Connected { .. }) => break,
+            Some(_) => {}
+            None => panic!("the receiver ended before it connected\nbroker log:\n{}", broker.log()),
+        }
+    }
+
+    let mut send = client.send([&path], SendOptions::default());
+    let mut chunk_size = None;
+    let mut events = Vec::new();
+    while let Some(event) = crate::util::within("the sender's events", send.next_event()).await {
+        if let SendEvent::Started { chunk_size: c, size, .. } = &event {
+            assert_eq!(*size, FILE_LEN);
+            chunk_size = Some(*c);
+        }
+        events.push(event);
+    }
+    let sent = crate::util::within("the send", send.wait()).await;
+    sent.unwrap_or_else(|e| panic!("{version}: {e}\n{events:#?}\nbroker log:\n{}", broker.log()));
+    receiver.cancel();
+    let received = crate::util::within("the receive", receiver.wait()).await;
+    let received = received.unwrap_or_else(|e| panic!("{version}: {e}\nbroker log:\n{}", broker.log()));
+
+    let arrived = out.path().join("camera.raw");
+    assert_eq!(received.files.len(), 1, "{:?}", received.files);
+    assert_eq!(received.files[0].path, arrived);
+    assert!(files_equal(&path, &arrived), "{version}: the file differs after the transfer");
+    assert_eq!(oversize_disconnects(&broker), 0, "no oversize packet\nbroker log:\n{}", broker.log());
+    chunk_size.expect("a Started event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_mqft_fits_its_chunks_to_the_announced_limit() {
+    let chunk = mqft_delivers_the_file(MqttVersion::V5).await;
+    let packet = chunk_publish_size(chunk);
+    assert!(packet <= u64::from(LIMIT), "a {chunk}-byte chunk makes packets of up to {packet} bytes, over {LIMIT}");
+    // Auto fills the packet (its cap, 256 KiB, is above this limit).
+    assert!(chunk > LIMIT - 256, "chunk size {chunk} should fill a {LIMIT}-byte packet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt311_mqft_default_chunks_fit_the_unannounced_limit() {
+    let chunk = mqft_delivers_the_file(MqttVersion::V311).await;
+    assert_eq!(chunk, V311_DEFAULT_CHUNK);
+    let packet = chunk_publish_size(chunk);
+    assert!(packet <= u64::from(LIMIT), "a {chunk}-byte chunk makes packets of up to {packet} bytes, over {LIMIT}");
 }
 
 /// Bytes from hex digits, spaces allowed for readability.

@@ -95,3 +95,13 @@ fn dropping_the_broker_kills_it() {
         "{addr} still accepts after the broker was dropped"
     );
 }
+
+#[test]
+fn a_closed_port_refuses_connections_and_cannot_be_taken() {
+    let closed = mqft_tests::ClosedPort::bind();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], closed.port()));
+    let err = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect_err("nothing listens there");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    // std's listener sets SO_REUSEADDR, as mosquitto does: still refused.
+    assert!(std::net::TcpListener::bind(addr).is_err(), "another socket took the closed port");
+}

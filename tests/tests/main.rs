@@ -1,8 +1,18 @@
 //! mqft's integration tests, compiled into one binary (ripgrep style): one
-//! module per area, all sharing the harness in the `mqft_tests` library.
+//! module per area, all sharing the harness in the `mqft_tests` library and
+//! the library helpers in `util`.
 //!
 //! They start real `mosquitto` brokers on `127.0.0.1`; `scripts/test`
-//! installs mosquitto when it is missing.
+//! installs mosquitto when it is missing. The `cli` tests run the `mqft`
+//! binary, which must be built first (`cargo build -p mqft-cli`; `scripts/test`
+//! does).
 
+mod cli;
 mod constrained;
 mod harness;
+mod names;
+mod receivers;
+mod sizes;
+mod tls;
+mod transfer;
+mod util;

@@ -268,6 +268,11 @@ async fn poll_loop(
     max_backoff: Duration,
 ) {
     let mut backoff = MIN_BACKOFF;
+    // After our DISCONNECT is written, keep reading until the broker closes the
+    // connection. Dropping a socket with unread input makes the kernel send a reset,
+    // and a broker that gets a reset discards what it had not read yet: the last
+    // acks before the DISCONNECT (a receiver's Complete!) would be lost.
+    let mut disconnecting = false;
     loop {
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
@@ -275,12 +280,17 @@ async fn poll_loop(
         };
         let event = match polled {
             Ok(None) => continue,
+            Ok(Some(Incoming::ConnAck(_))) if disconnecting => return,
             Ok(Some(Incoming::ConnAck(info))) => {
                 backoff = MIN_BACKOFF;
                 ConnEvent::Up(info)
             }
             Ok(Some(Incoming::Publish { topic, payload })) => ConnEvent::Message { topic, payload },
-            Ok(Some(Incoming::DisconnectSent)) => return,
+            Ok(Some(Incoming::DisconnectSent)) => {
+                disconnecting = true;
+                continue;
+            }
+            Err(_) if disconnecting => return,
             Err(Failure::Closed) => return,
             Err(failure) => {
                 let _ = tx.send(ConnEvent::Down(failure));
