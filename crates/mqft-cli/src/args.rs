@@ -93,6 +93,13 @@ pub struct BrokerArgs {
     /// Topic prefix the transfers live under.
     #[arg(long, env = "MQFT_PREFIX", default_value = "files")]
     pub prefix: String,
+    /// Seconds to keep trying to reach the broker before giving up (exit 3).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
+    /// MQTT keep-alive in seconds (at least 5): a dead connection is noticed within
+    /// about one and a half of these.
+    #[arg(short = 'k', long, default_value_t = 30, value_name = "SECS")]
+    pub keepalive: u64,
 }
 
 /// How to report.
@@ -227,6 +234,8 @@ impl BrokerArgs {
         cfg.version = self.version.parse::<MqttVersion>()?;
         cfg.prefix = Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
         cfg.client_id = self.client_id.clone();
+        cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
+        cfg.keep_alive = Duration::from_secs(self.keepalive.max(1));
         Ok(cfg)
     }
 }
