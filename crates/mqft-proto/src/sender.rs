@@ -71,6 +71,10 @@ pub struct SenderConfig {
     pub max_stalled_rounds: u32,
     /// Which receivers to wait for.
     pub wait: Wait,
+    /// The most receivers the sender keeps track of. Anyone who can publish on the
+    /// broker can claim to be a receiver; past this many, new ones are ignored, so
+    /// the sender's memory stays bounded.
+    pub max_receivers: usize,
 }
 
 impl Default for SenderConfig {
@@ -85,6 +89,7 @@ impl Default for SenderConfig {
             join_grace: Duration::from_millis(500),
             max_stalled_rounds: 8,
             wait: Wait::Count(1),
+            max_receivers: 1024,
         }
     }
 }
@@ -359,14 +364,15 @@ impl Sender {
                 self.check_drained(now);
             }
             Ack::Complete { sha256 } => {
-                let next_seq = self.next_seq;
-                let p = match self.peers.get_mut(from) {
-                    // An active receiver, or one given up as lost that was only slow.
-                    Some(p) if matches!(p.state, PeerState::Active | PeerState::Gone(None)) => p,
-                    Some(_) => return Ok(()),
-                    // A receiver that had the file before we asked.
-                    None => self.peers.entry(from.clone()).or_insert(Peer::new(next_seq)),
-                };
+                if !self.has_room_for(from) {
+                    return Ok(());
+                }
+                // Unknown: a receiver that had the file before we asked.
+                let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq));
+                // Only an active receiver, or one given up as lost that was only slow.
+                if !matches!(p.state, PeerState::Active | PeerState::Gone(None)) {
+                    return Ok(());
+                }
                 if sha256 == self.manifest.sha256 {
                     *p = Peer::complete(p.acked, self.manifest.chunk_count);
                     self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
@@ -376,7 +382,7 @@ impl Sender {
                 self.after_peer_change(now);
             }
             Ack::Rejected { reason } => {
-                if self.peers.get(from).is_none_or(|p| !p.is_gone()) {
+                if self.peers.get(from).is_none_or(|p| !p.is_gone()) && self.has_room_for(from) {
                     self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq));
                     self.peer_gone(from, Some(reason), now);
                     self.after_peer_change(now);
@@ -458,7 +464,7 @@ impl Sender {
             self.start_drain(now);
             return self.out.pop_front();
         }
-        let floor = self.peers.values().filter(|p| p.state == PeerState::Active).map(|p| p.acked).min()?;
+        let floor = self.window_floor()?;
         if self.next_seq >= floor.saturating_add(self.cfg.window) {
             self.blocked_since.get_or_insert(now);
             return None;
@@ -553,7 +559,30 @@ impl Sender {
         });
     }
 
+    /// The credit the window counts from: the lowest of the active receivers
+    /// waited for by id, so that a stranger cannot throttle the transfer; of all
+    /// active receivers when the policy is a count or none of those is active.
+    fn window_floor(&self) -> Option<u32> {
+        let active = self.peers.iter().filter(|(_, p)| p.state == PeerState::Active);
+        if let Wait::Ids(ids) = &self.cfg.wait {
+            let waited = active.clone().filter(|(id, _)| ids.contains(*id)).map(|(_, p)| p.acked).min();
+            if waited.is_some() {
+                return waited;
+            }
+        }
+        active.map(|(_, p)| p.acked).min()
+    }
+
+    /// True when a receiver unknown so far may be tracked: while there is room, and
+    /// always for a receiver waited for by id.
+    fn has_room_for(&self, id: &ReceiverId) -> bool {
+        self.peers.contains_key(id) || self.peers.len() < self.cfg.max_receivers || self.waits_for(id)
+    }
+
     fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64, now: Instant) {
+        if !self.has_room_for(from) {
+            return;
+        }
         let mut peer = Peer::new(self.next_seq);
         peer.held = held;
         peer.missing = lacks.len();
@@ -587,15 +616,17 @@ impl Sender {
         if !matches!(self.phase, Phase::Draining { .. }) {
             return;
         }
-        let mut active = self.peers.values_mut().filter(|p| p.state == PeerState::Active).peekable();
+        let mut active = self.peers.iter().filter(|(_, p)| p.state == PeerState::Active).peekable();
         if active.peek().is_none() {
             self.after_peer_change(now);
             return;
         }
         let mut all_answered = true;
         let mut progress = false;
-        for p in active {
-            all_answered &= p.answered;
+        for (id, p) in active {
+            // Receivers outside a list of ids get what they ask for, but a drain
+            // does not wait for them.
+            all_answered &= p.answered || !self.matters(id);
             progress |= p.missing < p.best || p.held > p.best_held;
         }
         if !all_answered {
@@ -660,6 +691,15 @@ impl Sender {
         }
     }
 
+    /// True when `id` counts toward the wait policy: any receiver for a count, only
+    /// the listed ones otherwise.
+    fn matters(&self, id: &ReceiverId) -> bool {
+        match &self.cfg.wait {
+            Wait::Ids(ids) => ids.contains(id),
+            Wait::Count(_) => true,
+        }
+    }
+
     /// True when `id`'s failure fails the transfer.
     fn waits_for(&self, id: &ReceiverId) -> bool {
         match &self.cfg.wait {
@@ -706,7 +746,7 @@ impl Sender {
         let joined = self.peers.values().filter(|p| !p.is_gone()).count();
         // A receiver that refused or was lost is reported as such.
         let gone = self.peers.iter().find_map(|(id, p)| match p.state {
-            PeerState::Gone(reason) => Some((id.clone(), reason)),
+            PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason)),
             _ => None,
         });
         let failure = match gone {

@@ -444,6 +444,7 @@ fn defaults_table_matches_the_config() {
         ("join_grace", secs(s.join_grace)),
         ("max_stalled_rounds", s.max_stalled_rounds.to_string()),
         ("wait", "Count(1)".to_owned()),
+        ("max_receivers", s.max_receivers.to_string()),
         ("ack_every", r.ack_every.to_string()),
         ("ack_delay", secs(r.ack_delay)),
         ("idle", secs(r.idle)),

@@ -337,3 +337,31 @@ fn reconnect_without_session_publishes_the_manifest_again() {
     sim.drive(HOUR);
     sim.assert_delivered([0, 1]);
 }
+
+#[test]
+fn strangers_cannot_grow_the_sender_or_throttle_a_waited_receiver() {
+    let mut sim = SimBuilder::new(21, 200_000, 1000).build();
+    sim.sender_cfg.wait = Wait::Ids(sim.receiver_ids([0]));
+    sim.sender_cfg.max_receivers = 8;
+    sim.start_sender();
+    let now = sim.now;
+    let run = sim.sender.as_ref().unwrap().manifest().run;
+    // Thousands of made-up receivers say Ready and never grant credit.
+    for i in 0..5000 {
+        let id = mqft_proto::ReceiverId::new(&format!("stranger{i}")).unwrap();
+        let ready = mqft_proto::Ack::Ready { run, held: mqft_proto::RangeSet::new() }.encode();
+        sim.sender.as_mut().unwrap().handle_ack(&id, &ready, now).unwrap();
+    }
+    assert!(sim.sender.as_ref().unwrap().receivers().count() <= 8, "bounded");
+    sim.drive(HOUR);
+    sim.assert_delivered([0]);
+    // The strangers never acknowledged anything, yet the window followed receiver 0:
+    // no round had to wait for them.
+    assert_eq!(sim.chunk_transmissions, 200);
+    // Nor did a round wait for their answers.
+    assert!(
+        sim.finished_at.unwrap() - sim.start < Duration::from_secs(5),
+        "{:?}",
+        sim.finished_at.unwrap() - sim.start
+    );
+}

@@ -152,6 +152,8 @@ pub struct Sim {
     /// Scheduled actions: (at, action).
     pub script: Vec<(Duration, Action)>,
     pub steps: u64,
+    /// When the sender reported its outcome.
+    pub finished_at: Option<Instant>,
 }
 
 /// Something a test schedules at a simulated time.
@@ -254,6 +256,7 @@ impl SimBuilder {
             chunk_transmissions: 0,
             script: Vec::new(),
             steps: 0,
+            finished_at: None,
         }
     }
 }
@@ -341,6 +344,9 @@ impl Sim {
                 self.broker_publish(t.topic, payload, t.retain);
             }
             while let Some(e) = s.poll_event() {
+                if matches!(e, SenderEvent::Finished | SenderEvent::Failed(_)) {
+                    self.finished_at = Some(self.now);
+                }
                 self.sender_events.push(e);
             }
             self.sender = Some(s);
