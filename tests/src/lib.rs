@@ -24,6 +24,8 @@
 //! - [`files_equal`] compares what arrived with what was sent.
 //! - [`ClosedPort`] is a loopback port that refuses connections, for tests of
 //!   an unreachable broker.
+//! - [`TmpfsMount`] is a small tmpfs (it needs root, as CI has), for tests of a
+//!   full disk.
 //! - [`free_port`] and [`find_program`] are the small pieces underneath.
 //!
 //! # Failures
@@ -505,9 +507,19 @@ impl Process {
         lossy(&self.stdout)
     }
 
+    /// Its process id, for `/proc/<pid>/...`.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its stderr so far, invalid UTF-8 replaced.
     pub fn stderr(&self) -> String {
         lossy(&self.stderr)
+    }
+
+    /// Whether it is still running (it has not exited, or has not been reaped).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Wait up to `timeout` for it to exit; `None` if it is still running.
@@ -606,6 +618,77 @@ impl ClosedPort {
     /// The port number.
     pub fn port(&self) -> u16 {
         self.port
+    }
+}
+
+/// A tmpfs of a fixed size mounted on a fresh temp dir: a real file system that
+/// runs out of space, for tests of a full disk. Writes past its size fail with
+/// `ENOSPC`, and `statvfs` reports its free space. It is unmounted (detached, so
+/// that files still open do not keep it) when dropped.
+///
+/// Mounting needs `CAP_SYS_ADMIN`: tests run as root, in CI as here.
+#[derive(Debug)]
+pub struct TmpfsMount {
+    dir: TempDir,
+}
+
+impl TmpfsMount {
+    /// Mount a tmpfs of `bytes` bytes (rounded up to whole pages by the kernel).
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be mounted, saying that the test needs root.
+    pub fn new(bytes: u64) -> TmpfsMount {
+        use rustix::mount::{mount, MountFlags};
+        let dir = tempfile::Builder::new()
+            .prefix("mqft-tmpfs-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir to mount a tmpfs on: {e}"));
+        let data = std::ffi::CString::new(format!("size={bytes},mode=0755")).expect("no NUL in the mount options");
+        mount("tmpfs", dir.path(), "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(data.as_c_str()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot mount a {bytes}-byte tmpfs on {}: {e}; the disk-full tests need root \
+                     (CAP_SYS_ADMIN), as CI runs them",
+                    dir.path().display()
+                )
+            });
+        TmpfsMount { dir }
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill the free space with the file `name`: write until the file system
+    /// says it is full, and return the file's path. Removing the file frees the
+    /// space again.
+    ///
+    /// # Panics
+    ///
+    /// On any error but `ENOSPC`.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        let path = self.path().join(name);
+        let mut file = File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        let block = vec![0x5a_u8; 64 << 10];
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("cannot fill {}: {e}", path.display()),
+            }
+        }
+        path
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        // Then the TempDir removes the (empty) directory underneath.
+        let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
     }
 }
 

@@ -10,8 +10,10 @@
 mod cli;
 mod constrained;
 mod harness;
+mod hostile;
 mod names;
 mod receivers;
+mod secrets;
 mod sizes;
 mod tls;
 mod transfer;

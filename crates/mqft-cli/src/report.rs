@@ -210,9 +210,11 @@ impl Reporter {
     }
 }
 
-/// Escapes control characters and other unprintable ones.
+/// Escapes control characters, bidirectional controls, invisible characters and
+/// look-alikes of `/` and `\` (see [`mqft::name::escape`]): a name from the network
+/// can neither drive the terminal nor pass for another name or a path.
 pub fn escape(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    mqft::name::escape(s)
 }
 
 pub fn display_path(p: &Path) -> String {
@@ -342,5 +344,7 @@ mod tests {
     fn escapes_terminal_sequences() {
         assert_eq!(escape("a\x1b[31mb\n"), "a\\u{1b}[31mb\\n");
         assert_eq!(escape("plain.jpg"), "plain.jpg");
+        assert_eq!(escape("photo\u{202e}gnp.exe"), "photo\\u{202e}gnp.exe");
+        assert_eq!(escape("..\u{2215}..\u{2215}etc"), "..\\u{2215}..\\u{2215}etc");
     }
 }

@@ -94,7 +94,8 @@ impl Config {
     /// # Ok::<(), mqft::Error>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::usage(format!("bad broker url '{url}': {why}"));
+        // The URL may carry a password: errors show it without.
+        let bad = |why: &str| Error::usage(format!("bad broker url '{}': {why}", redact_url(url)));
         let (tls, rest) = match url.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "mqtt" | "tcp" => (false, rest),
@@ -171,6 +172,29 @@ impl Config {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`, for
+/// messages. Works on URLs too broken to parse: everything between the first `:`
+/// after the scheme and the last `@` before the host is taken for the password.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{authority}{tail}"),
+        None => format!("{authority}{tail}"),
     }
 }
 
@@ -475,6 +499,26 @@ mod tests {
             let e = Config::from_url(bad).unwrap_err();
             assert_eq!(e.kind(), crate::ErrorKind::Usage, "{bad}");
         }
+    }
+
+    #[test]
+    fn bad_urls_do_not_repeat_their_password() {
+        for url in [
+            "mqtt://u:hunter2@h:0",
+            "http://u:hunter2@h",
+            "mqtt://u:hunter2@h/path",
+            "mqtt://u:hun@ter2@h:x",
+            "u:hunter2@h:99999",
+            "mqtt://u:%zzhunter2@h",
+            "mqtt://:hunter2@h",
+            "mqtt://u:hunter2@[::1",
+        ] {
+            let e = Config::from_url(url).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{url}: {e}");
+            assert!(e.contains("***@"), "{url}: {e}");
+        }
+        assert_eq!(redact_url("mqtt://h:1883"), "mqtt://h:1883");
+        assert_eq!(redact_url("mqtt://user@h"), "mqtt://user@h");
     }
 
     #[test]

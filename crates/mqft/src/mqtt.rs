@@ -78,7 +78,8 @@ pub(crate) enum Client {
 
 /// The connection itself. Owned by exactly one task, which does nothing but poll it.
 pub(crate) enum EventLoop {
-    V311(Box<rumqttc::EventLoop>),
+    /// With whether the session is meant to be persistent (see [`EventLoop::poll`]).
+    V311(Box<rumqttc::EventLoop>, bool),
     V5(Box<rumqttc::v5::EventLoop>),
 }
 
@@ -110,7 +111,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             }
             let (client, mut el) = rumqttc::AsyncClient::new(m, o.request_capacity);
             el.set_network_options(net);
-            (Client::V311(client), EventLoop::V311(Box::new(el)))
+            (Client::V311(client), EventLoop::V311(Box::new(el), o.persistent.is_some()))
         }
         MqttVersion::V5 => {
             let mut m = rumqttc::v5::MqttOptions::new(&o.client_id, &cfg.host, cfg.port);
@@ -207,21 +208,39 @@ impl Client {
 impl EventLoop {
     /// The next event that matters; `Ok(None)` for the ones that do not (acks, pings,
     /// our own outgoing packets).
+    ///
+    /// Under MQTT 3.1.1 a packet larger than our limit ends the connection, and the
+    /// broker cannot be told the limit (MQTT 5 announces it, and the broker then
+    /// drops such packets for us). With a persistent session the broker keeps an
+    /// oversized QoS 1 message and sends it again at every reconnect: one such
+    /// publish, by anyone allowed to publish on a topic we subscribe to, would keep
+    /// a receiver off the broker for good. So after that error the next connection
+    /// starts a clean session, which drops the message (the protocol repairs what
+    /// else the session held), and the one after it is persistent again.
     pub async fn poll(&mut self) -> Result<Option<Incoming>, Failure> {
         match self {
-            EventLoop::V311(el) => {
+            EventLoop::V311(el, persistent) => {
                 use rumqttc::{Event, Outgoing, Packet};
                 match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => Ok(Some(Incoming::ConnAck(ConnAckInfo {
-                        session_present: ack.session_present,
-                        ..ConnAckInfo::default()
-                    }))),
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        el.mqtt_options.set_clean_session(!*persistent);
+                        Ok(Some(Incoming::ConnAck(ConnAckInfo {
+                            session_present: ack.session_present,
+                            ..ConnAckInfo::default()
+                        })))
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload }))
                     }
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
-                    Err(e) => Err(failure4(e)),
+                    Err(e) => {
+                        if *persistent && is_oversized4(&e) {
+                            tracing::debug!("oversized packet from the broker; the next session starts clean");
+                            el.mqtt_options.set_clean_session(true);
+                        }
+                        Err(failure4(e))
+                    }
                 }
             }
             EventLoop::V5(el) => {
@@ -298,6 +317,16 @@ fn root_io(e: &(dyn std::error::Error + 'static)) -> Option<io::Error> {
         }
         cur = cur.source()?;
     }
+}
+
+/// True for the error of an incoming 3.1.1 packet above our size limit.
+fn is_oversized4(e: &rumqttc::ConnectionError) -> bool {
+    matches!(
+        e,
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(_)
+        ))
+    )
 }
 
 fn failure4(e: rumqttc::ConnectionError) -> Failure {

@@ -4,16 +4,37 @@
 //! The rules, in order:
 //! 1. Keep the last component after any `/` or `\`: a name is never a path, on any
 //!    platform (`..\..\boot.ini` becomes `boot.ini`, `C:\x\y.txt` becomes `y.txt`).
-//! 2. Replace control characters (C0, DEL, C1, NUL included), the characters
-//!    Windows forbids in names (`<>:"|?*`, which also defuses drive letters such
-//!    as `C:x`), and the Unicode bidirectional overrides that can disguise an
-//!    extension (`gnp.exe` shown as `exe.png`) with `_`.
+//! 2. Replace with `_`:
+//!    - control characters (C0, DEL, C1, NUL included), so a name cannot drive a
+//!      terminal (`ESC [ 2 J`) or break a log line;
+//!    - the characters Windows forbids in names (`<>:"|?*`, which also defuses drive
+//!      letters such as `C:x` and NTFS streams such as `x:$DATA`);
+//!    - the Unicode bidirectional controls, which can disguise an extension
+//!      (`gnp.exe` shown as `exe.png`);
+//!    - invisible characters (zero-width spaces and joiners, the byte order mark,
+//!      variation selectors, tags, line and paragraph separators: Unicode's
+//!      default-ignorable code points), which make two different names look the
+//!      same;
+//!    - look-alikes of `/` and `\` (`∕` DIVISION SLASH, `⁄` FRACTION SLASH, `／`
+//!      FULLWIDTH SOLIDUS, `⧸` BIG SOLIDUS, `∖` SET MINUS, `＼` ...), which would
+//!      make a plain name read like a path wherever it is shown (`..∕..∕etc∕passwd`),
+//!      and some of which NFKC normalization folds into real separators.
+//!
+//!    Other Unicode is kept as it came: names are stored byte for byte, not
+//!    normalized, so an NFC and an NFD spelling of `é` are two names (as the Linux
+//!    file systems see them); neither can leave the directory. Look-alike dots and
+//!    colons are kept too: no file system folds them, and without a separator a
+//!    name of dots is just a name.
 //! 3. Trim leading dots and white space (so no hidden files, no `.` or `..`, and no
 //!    clash with the receiver's own `.<name>.<id>.part` files), and trailing dots
 //!    and white space (Windows drops them, which would make two names one).
-//! 4. Refuse what is left if it is empty or a Windows reserved device name (`CON`,
-//!    `nul.txt`, `COM1`, ...), and cut it to 255 bytes at a character boundary,
-//!    keeping a short extension.
+//! 4. Cut the name to 255 bytes at a character boundary, keeping a short
+//!    extension; refuse what is left if it is empty or a Windows reserved device
+//!    name (`CON`, `nul.txt`, `COM1`, ...). The check comes after the cut, since a
+//!    cut can make one (`nul` + 250 spaces + `x.txt` is cut to `nul.txt`).
+//!
+//! [`escape`] is the other half: it makes any name, sanitized or not, safe to print
+//! on a terminal or in a log, by escaping the same characters as `\u{..}`.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -101,10 +122,10 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
     if trimmed.is_empty() {
         return Err(NameError::Empty);
     }
-    if is_reserved(trimmed) {
-        return Err(NameError::Reserved(trimmed.to_owned()));
-    }
     let safe = truncate(trimmed, MAX_NAME_BYTES);
+    if is_reserved(&safe) {
+        return Err(NameError::Reserved(safe));
+    }
     // The rules above leave exactly one normal component; check it all the same,
     // since a name that escapes the directory is the one bug that must not happen.
     let mut components = Path::new(&safe).components();
@@ -114,16 +135,97 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
     }
 }
 
+/// Escapes what a terminal or a log must not see raw in an untrusted name: control
+/// characters (`\n`, `\u{1b}`), bidirectional controls, invisible characters and
+/// look-alikes of `/` and `\` (as `\u{202e}`, ...), and `\` itself (as `\\`), so
+/// that an escape in the output always comes from this function. Everything else,
+/// letters of any script included, is kept.
+///
+/// ```
+/// assert_eq!(mqft::name::escape("a\u{1b}[2Jb\n"), "a\\u{1b}[2Jb\\n");
+/// assert_eq!(mqft::name::escape("photo\u{202e}gnp.exe"), "photo\\u{202e}gnp.exe");
+/// assert_eq!(mqft::name::escape("ünïcødé ✓.txt"), "ünïcødé ✓.txt");
+/// ```
+pub fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c == '\\' || c.is_control() {
+            out.extend(c.escape_default());
+        } else if is_deceptive(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Dots and white space at the end of a name: Windows drops them.
 fn is_trailing_junk(c: char) -> bool {
     c == '.' || c.is_whitespace()
 }
 
+/// The characters rule 2 replaces.
 fn is_forbidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')
-        // Bidirectional embeddings, overrides and isolates.
-        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*') || is_deceptive(c)
+}
+
+/// Printable in principle, but misleading in a name: bidirectional controls,
+/// invisible characters and separator look-alikes.
+fn is_deceptive(c: char) -> bool {
+    is_bidi_control(c) || is_invisible(c) || is_separator_lookalike(c)
+}
+
+/// Bidirectional marks, embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Unicode's default-ignorable code points (DerivedCoreProperties.txt: zero-width
+/// spaces and joiners, soft hyphen, word joiner, fillers, variation selectors,
+/// the byte order mark, tags), plus the line and paragraph separators and the
+/// interlinear annotation controls: characters that show as nothing, or as a line
+/// break.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{2029}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Characters that look like `/` or `\`, or that NFKC normalization folds into
+/// text with one (`／` FULLWIDTH SOLIDUS becomes `/`, `℅` CARE OF becomes `c/o`).
+fn is_separator_lookalike(c: char) -> bool {
+    matches!(
+        c,
+        // Slashes: FRACTION SLASH, DIVISION SLASH, BOX DRAWINGS LIGHT DIAGONAL UPPER
+        // RIGHT TO LOWER LEFT, MATHEMATICAL RISING DIAGONAL, BIG SOLIDUS, DOUBLE
+        // SOLIDUS OPERATOR, FULLWIDTH SOLIDUS, VERY HEAVY SOLIDUS.
+        '\u{2044}' | '\u{2215}' | '\u{2571}' | '\u{27CB}' | '\u{29F8}' | '\u{2AFD}' | '\u{FF0F}' | '\u{1F67C}'
+        // Backslashes: SET MINUS, BOX DRAWINGS ... UPPER LEFT TO LOWER RIGHT,
+        // MATHEMATICAL FALLING DIAGONAL, REVERSE SOLIDUS OPERATOR, BIG REVERSE
+        // SOLIDUS, SMALL REVERSE SOLIDUS, FULLWIDTH REVERSE SOLIDUS, VERY HEAVY
+        // REVERSE SOLIDUS.
+        | '\u{2216}' | '\u{2572}' | '\u{27CD}' | '\u{29F5}' | '\u{29F9}' | '\u{FE68}' | '\u{FF3C}' | '\u{1F67D}'
+        // ACCOUNT OF, ADDRESSED TO THE SUBJECT, CARE OF, CADA UNA (NFKC: a/c, a/s,
+        // c/o, c/u).
+        | '\u{2100}' | '\u{2101}' | '\u{2105}' | '\u{2106}'
+    )
 }
 
 /// True for `CON`, `PRN`, `AUX`, `NUL`, `COM0`-`COM9`, `LPT0`-`LPT9` (with the
@@ -189,6 +291,15 @@ mod tests {
             ("ünïcødé ✓.txt", "ünïcødé ✓.txt"),
             ("console.txt", "console.txt"),
             ("COM10", "COM10"),
+            ("..\u{2215}..\u{2215}etc\u{2215}passwd", "_.._etc_passwd"),
+            ("a\u{FF0F}b\u{FF3C}c\u{2044}d\u{29F8}e", "a_b_c_d_e"),
+            ("zero\u{200B}width\u{FEFF}.txt", "zero_width_.txt"),
+            ("\u{200D}\u{200C}x", "__x"),
+            ("line\u{2028}sep", "line_sep"),
+            ("caf\u{e9}.txt", "caf\u{e9}.txt"),
+            ("cafe\u{301}.txt", "cafe\u{301}.txt"),
+            ("\u{2025}", "\u{2025}"),
+            ("stream.txt:$DATA", "stream.txt_$DATA"),
         ] {
             assert_eq!(sanitize_file_name(input).unwrap(), want, "{input:?}");
         }
@@ -215,6 +326,33 @@ mod tests {
         let n = sanitize_file_name(&"é".repeat(200)).unwrap();
         assert!(n.as_str().len() <= MAX_NAME_BYTES);
         assert_eq!(n.as_str().len() % 2, 0);
+        // A 4-byte character straddling the cut is dropped whole.
+        let n = sanitize_file_name(&format!("{}{}", "x".repeat(253), "\u{1F600}".repeat(3))).unwrap();
+        assert_eq!(n.as_str(), "x".repeat(253));
+    }
+
+    #[test]
+    fn a_cut_that_leaves_a_reserved_name_is_refused() {
+        // The cut keeps `nul`, drops the spaces, and puts the extension back.
+        let input = format!("nul{}x.txt", " ".repeat(250));
+        assert!(matches!(sanitize_file_name(&input), Err(NameError::Reserved(n)) if n == "nul.txt"), "{input:?}");
+    }
+
+    #[test]
+    fn escape_shows_what_would_mislead() {
+        for (input, want) in [
+            ("plain name.jpg", "plain name.jpg"),
+            ("\u{1b}[2J\u{1b}]0;owned\u{7}", "\\u{1b}[2J\\u{1b}]0;owned\\u{7}"),
+            ("a\nb\tc\r", "a\\nb\\tc\\r"),
+            ("\u{9b}31m", "\\u{9b}31m"),
+            ("back\\slash", "back\\\\slash"),
+            ("photo\u{202E}gnp.exe", "photo\\u{202e}gnp.exe"),
+            ("..\u{2215}etc", "..\\u{2215}etc"),
+            ("a\u{200B}b", "a\\u{200b}b"),
+            ("ünïcødé ✓ 写真.txt", "ünïcødé ✓ 写真.txt"),
+        ] {
+            assert_eq!(escape(input), want, "{input:?}");
+        }
     }
 
     proptest! {

@@ -2,9 +2,11 @@
 //!
 //! One engine task subscribes `<prefix>/+/manifest` and `<prefix>/+/ctl` and decides
 //! on every manifest: refuse it (too many transfers, too large, a bad name, a file
-//! of that name exists), answer that the file is already here, or accept it. An
-//! accepted transfer gets a [`proto::Receiver`], a hidden `.part` file and a
-//! subscription to `<prefix>/<id>/chunk/+`, dropped when the transfer ends.
+//! of that name exists, not enough free space for it and the transfers already
+//! open), answer that the file is already here, or accept it. Every refusal comes
+//! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
+//! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
+//! the transfer ends.
 //!
 //! # Files in the output directory
 //! For a transfer of `name` with id `id` in directory `out`:
@@ -25,7 +27,9 @@
 //! `.*.state` files forgets this; nothing else depends on them. A file of the same
 //! name that is not this transfer's is refused with [`RejectReason::Exists`]
 //! rather than renamed around: the sender learns at once, and nothing appears
-//! under a name nobody asked for.
+//! under a name nobody asked for. The files are created and reopened so that a
+//! symlink, hard link or FIFO planted at any of these names is never written
+//! through (see `store`).
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is written at
 //! its offset (a positional write on a blocking thread) before anything else
@@ -469,7 +473,7 @@ impl Engine {
     /// Decides on a new transfer.
     async fn offer(&mut self, m: Manifest) {
         let id = m.id;
-        info!(%id, name = ?m.name, size = m.size, "offered");
+        info!(%id, name = %crate::name::escape(&m.name), size = m.size, "offered");
         self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
         let open = self.transfers.values().filter(|t| !t.ended).count();
         if open >= self.opts.max_concurrent.max(1) {
@@ -481,7 +485,7 @@ impl Engine {
         let name = match sanitize_file_name(&m.name) {
             Ok(n) => n,
             Err(e) => {
-                debug!(%id, name = ?m.name, error = %e, "bad name");
+                debug!(%id, name = %crate::name::escape(&m.name), error = %e, "bad name");
                 return self.reject(&m, RejectReason::BadName);
             }
         };
@@ -491,15 +495,28 @@ impl Engine {
         }
         let paths = Paths::new(&self.dir, &name, &id);
         let overwrite = self.opts.overwrite;
+        // What the transfers already open still have to write: the disk must hold
+        // theirs and this one's.
+        let reserved = self
+            .transfers
+            .values()
+            .filter(|t| !t.ended)
+            .map(|t| t.rx.manifest().size.saturating_sub(t.rx.bytes_held()))
+            .fold(0u64, u64::saturating_add);
         let decision = {
             let (paths, m) = (paths.clone(), m.clone());
             blocking(move || {
                 if store::already_complete(&paths, &m)? {
                     return Ok(Decision::AlreadyComplete);
                 }
+                // Anything at the final name, a symlink or a dangling one included,
+                // is someone else's.
                 if !overwrite && std::fs::symlink_metadata(&paths.final_path).is_ok() {
                     return Ok(Decision::Exists);
                 }
+                // Before anything is created: a file that cannot fit is refused as
+                // DiskFull rather than failing half way.
+                store::check_room(&paths, &m, reserved)?;
                 let (file, saved) = store::open_part(&paths, &m)?;
                 Ok(Decision::Open(file, saved.map(Box::new)))
             })
@@ -584,7 +601,7 @@ impl Engine {
     }
 
     fn reject(&mut self, m: &Manifest, reason: RejectReason) {
-        info!(id = %m.id, name = ?m.name, %reason, "rejected");
+        info!(id = %m.id, name = %crate::name::escape(&m.name), %reason, "rejected");
         self.conn.out.transmit(proto::Receiver::reject(&self.prefix, &self.rid, m, reason));
         self.events.emit(ReceiveEvent::Rejected { transfer: m.id, name: m.name.clone(), reason });
     }
