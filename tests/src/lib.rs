@@ -26,6 +26,9 @@
 //!   an unreachable broker.
 //! - [`TmpfsMount`] is a small tmpfs (it needs root, as CI has), for tests of a
 //!   full disk.
+//! - [`proxy::Proxy`] sits between a client and its broker and injects
+//!   network faults: latency, bandwidth limits, resets in the middle of a
+//!   packet, half-open connections, a link that goes down for a while.
 //! - [`free_port`] and [`find_program`] are the small pieces underneath.
 //!
 //! # Failures
@@ -47,6 +50,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+pub mod proxy;
 
 /// The only address tests use: brokers listen here and clients connect here.
 pub const HOST: &str = "127.0.0.1";

@@ -9,6 +9,9 @@
 
 mod cli;
 mod constrained;
+mod fault_util;
+mod faults;
+mod faults_net;
 mod harness;
 mod hostile;
 mod names;
