@@ -97,6 +97,11 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
     let timeout_secs = cfg.connect_timeout.as_secs().max(1);
     let mut net = rumqttc::NetworkOptions::new();
     net.set_connection_timeout(timeout_secs);
+    // The protocol trades small messages (manifest, Ready, EndRound, Complete,
+    // DISCONNECT) whose answers gate what comes next; with Nagle on, each waits
+    // for the peer's delayed ACK, 40 ms on Linux (docs/PERFORMANCE.md). Chunks
+    // are written whole, so there is nothing for Nagle to coalesce.
+    net.set_tcp_nodelay(true);
     Ok(match o.version {
         MqttVersion::V311 => {
             let mut m = rumqttc::MqttOptions::new(&o.client_id, &cfg.host, cfg.port);
@@ -122,6 +127,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             m.set_max_packet_size(Some(o.max_incoming));
             m.set_outgoing_inflight_upper_limit(o.inflight);
             m.set_connection_timeout(timeout_secs);
+            m.set_network_options(net);
             match o.persistent {
                 Some(expiry) => {
                     m.set_clean_start(false);
