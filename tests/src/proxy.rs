@@ -220,7 +220,8 @@ impl Proxy {
         self.shared.resets.load(Ordering::SeqCst)
     }
 
-    /// Bytes delivered in `direction` so far, over every connection.
+    /// Bytes handed on in `direction` so far, over every connection (counted as
+    /// each write starts).
     pub fn forwarded(&self, direction: Direction) -> u64 {
         self.shared.forwarded[direction.index()].load(Ordering::SeqCst)
     }
@@ -527,10 +528,12 @@ fn write_loop(shared: &Shared, link: &Link, direction: Direction, rx: &Receiver<
                 }
                 next_free = start + Duration::from_secs_f64(piece.len() as f64 / rate as f64);
             }
+            // Counted before the write: once it is written the peer may read it and
+            // a test look at the count, before this thread gets to run again.
+            shared.forwarded[direction.index()].fetch_add(piece.len() as u64, Ordering::SeqCst);
             if !write_all(shared, link, to, piece) {
                 return;
             }
-            shared.forwarded[direction.index()].fetch_add(piece.len() as u64, Ordering::SeqCst);
         }
     }
 }
