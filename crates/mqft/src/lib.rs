@@ -77,6 +77,7 @@ pub mod name;
 pub mod receive;
 pub mod send;
 mod store;
+mod writer;
 
 use std::path::PathBuf;
 

@@ -31,9 +31,10 @@
 //! symlink, hard link or FIFO planted at any of these names is never written
 //! through (see `store`).
 //!
-//! Each chunk that the state machine hands out as a [`proto::Write`] is written at
-//! its offset (a positional write on a blocking thread) before anything else
-//! happens, so a checkpoint, a read-back for the hash, or the final rename only ever
+//! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
+//! the transfer's writer thread (module `writer`), which writes it at its offset
+//! while the engine goes on with the next chunk. The thread runs its jobs in
+//! order, so a checkpoint, a read-back for the hash, or the final rename only ever
 //! sees bytes that are in the file. Memory stays at what the sender's window puts in
 //! flight, whatever the file size.
 
@@ -42,9 +43,11 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -59,6 +62,7 @@ use crate::proto::{
     TransferId,
 };
 use crate::store::{self, Paths};
+use crate::writer::{Job, Writer, WriterEvent};
 use crate::{now, to_tokio, Error};
 
 /// How long a stopping receiver may take to get its last messages out.
@@ -265,8 +269,12 @@ async fn run(
     conn.out.subscribe(cfg.prefix.manifest_filter());
     conn.out.subscribe(cfg.prefix.ctl_filter());
 
+    let (writer_tx, writer_events) = mpsc::unbounded_channel();
     let mut engine = Engine {
         conn,
+        writer_tx,
+        writer_events,
+        finishing: Vec::new(),
         prefix: cfg.prefix.clone(),
         rid,
         dir,
@@ -279,7 +287,16 @@ async fn run(
         stopping: None,
     };
     let outcome = engine.run(&cancel).await;
-    let Engine { conn, report, stopping, .. } = engine;
+    let Engine { conn, report, stopping, transfers, mut finishing, .. } = engine;
+    // Whatever the writer threads still have queued (the last checkpoints) must be
+    // on disk before the caller may exit.
+    finishing.extend(transfers.into_values().map(|t| t.writer.finish()));
+    let joined = tokio::task::spawn_blocking(move || {
+        finishing.into_iter().map(JoinHandle::join).filter(Result::is_err).count() == 0
+    });
+    if !joined.await.unwrap_or(false) {
+        warn!("a writer thread panicked");
+    }
     conn.close(CLOSE_GRACE).await;
     outcome?;
     match stopping {
@@ -309,7 +326,10 @@ fn default_receiver_id() -> ReceiverId {
 struct Transfer {
     rx: proto::Receiver,
     paths: Paths,
-    file: Arc<File>,
+    /// Writes, checkpoints, read-backs and the final rename, in order.
+    writer: Writer,
+    /// Verified, and the final rename is queued: no more checkpoints.
+    finalizing: bool,
     chunk_filter: String,
     /// Chunks written since the last checkpoint, and when the first of them came.
     unsaved: u32,
@@ -327,6 +347,11 @@ struct Transfer {
 
 struct Engine {
     conn: Connection,
+    /// Given to every writer thread, for what it reports.
+    writer_tx: mpsc::UnboundedSender<WriterEvent>,
+    writer_events: mpsc::UnboundedReceiver<WriterEvent>,
+    /// Writer threads of transfers that ended, still finishing their queues.
+    finishing: Vec<JoinHandle<()>>,
     prefix: Prefix,
     rid: ReceiverId,
     dir: PathBuf,
@@ -368,6 +393,7 @@ impl Engine {
                     Some(ev) => self.on_conn_event(ev).await,
                     None => return Err(Error::Internal("connection task ended")),
                 },
+                Some(ev) = self.writer_events.recv() => self.on_writer_event(ev).await,
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
                     self.on_timer().await;
                 }
@@ -381,7 +407,9 @@ impl Engine {
         let interval = self.opts.checkpoint_interval;
         self.transfers
             .values()
-            .flat_map(|t| [t.rx.poll_timeout(), t.unsaved_since.filter(|_| !t.ended).map(|s| s + interval)])
+            .flat_map(|t| {
+                [t.rx.poll_timeout(), t.unsaved_since.filter(|_| !t.ended && !t.finalizing).map(|s| s + interval)]
+            })
             .flatten()
             .min()
     }
@@ -408,8 +436,11 @@ impl Engine {
         for id in ended {
             if let Some(t) = self.transfers.remove(&id) {
                 self.conn.out.unsubscribe(t.chunk_filter);
+                self.finishing.push(t.writer.finish());
             }
         }
+        // Reap the threads that are done, so a long receive does not pile them up.
+        self.finishing.retain(|h| !h.is_finished());
     }
 
     async fn on_conn_event(&mut self, ev: ConnEvent) {
@@ -567,6 +598,13 @@ impl Engine {
                     .expect("a receiver without saved state always starts")
             }
         };
+        let writer = match Writer::spawn(id, Arc::new(file), paths.clone(), self.writer_tx.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(%id, error = %e, "cannot start a writer thread");
+                return self.reject(&m, reject_reason(&e));
+            }
+        };
         // Subscribed before the state machine's Ready goes out, through the same
         // ordered queue: the sender starts sending chunks when it reads Ready.
         let chunk_filter = self.prefix.chunk_filter(&id);
@@ -584,7 +622,8 @@ impl Engine {
             Transfer {
                 rx,
                 paths,
-                file: Arc::new(file),
+                writer,
+                finalizing: false,
                 chunk_filter,
                 unsaved: 0,
                 unsaved_since: None,
@@ -621,19 +660,11 @@ impl Engine {
         };
         match t.rx.handle_chunk(index, &payload, now()) {
             Ok(Some(w)) => {
+                // A failed write comes back as a `WriterEvent::Failed`.
                 let data = payload.slice_ref(w.data);
-                let (file, offset) = (t.file.clone(), w.offset);
-                match blocking(move || store::write_at(&file, offset, &data)).await {
-                    Ok(()) => {
-                        t.unsaved += 1;
-                        t.unsaved_since.get_or_insert_with(now);
-                    }
-                    Err(e) => {
-                        warn!(%id, error = %e, "write failed");
-                        t.rx.fail(reject_reason(&e), now());
-                        t.local_error = Some(Error::io("write", &t.paths.part, e));
-                    }
-                }
+                t.writer.send(Job::Write { offset: w.offset, data }).await;
+                t.unsaved += 1;
+                t.unsaved_since.get_or_insert_with(now);
             }
             Ok(None) => {}
             Err(e) => debug!(%id, index, error = %e, "bad chunk dropped"),
@@ -667,6 +698,54 @@ impl Engine {
         }
     }
 
+    /// What a writer thread reports: a failed write or checkpoint, or the outcome
+    /// of a final rename.
+    async fn on_writer_event(&mut self, ev: WriterEvent) {
+        match ev {
+            WriterEvent::Failed { id, op, path, error } => {
+                // A transfer that already ended has said all it will say.
+                let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
+                warn!(%id, path = %path.display(), %error, "{op} failed");
+                t.rx.fail(reject_reason(&error), now());
+                t.local_error.get_or_insert(Error::io(op, &path, error));
+                self.after_input(id).await;
+            }
+            WriterEvent::Finalized { id, result } => self.on_finalized(id, result).await,
+        }
+    }
+
+    /// A verified file has its final name (or could not get it).
+    async fn on_finalized(&mut self, id: TransferId, result: io::Result<()>) {
+        let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
+        if let Err(e) = result {
+            warn!(%id, error = %e, "cannot give the file its name");
+            t.rx.fail(reject_reason(&e), now());
+            t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
+            return self.after_input(id).await;
+        }
+        t.rx.finalized(now());
+        t.ended = true;
+        t.unsaved_since = None;
+        let (path, size, sha) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().sha256);
+        info!(%id, path = %path.display(), size, "received");
+        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
+        self.report.files.push(ReceivedFile {
+            transfer: id,
+            path,
+            size,
+            resumed_bytes: t.resumed_bytes,
+            read_back_bytes: t.read_back_bytes,
+            corrupt_chunks: t.rx.corrupt_chunks(),
+            duplicate_chunks: t.rx.duplicate_chunks(),
+        });
+        self.remember_completed(id, sha);
+        if self.opts.once && self.stopping.is_none() {
+            self.stopping = Some(Ok(()));
+            // The other transfers are told and saved.
+            self.stop_others(Some(id)).await;
+        }
+    }
+
     /// After any input to a transfer: hash what can be hashed, act on its events,
     /// checkpoint when due, report progress.
     async fn after_input(&mut self, id: TransferId) {
@@ -674,8 +753,7 @@ impl Engine {
         // Chunks that arrived ahead of a gap are hashed once it fills, read back
         // from the file.
         while let Some(r) = t.rx.next_hash_read() {
-            let file = t.file.clone();
-            match blocking(move || store::read_at(&file, r.offset, r.len)).await {
+            match t.writer.read(r.offset, r.len).await {
                 Ok(data) => {
                     t.read_back_bytes += data.len() as u64;
                     if let Err(e) = t.rx.hash_chunk(r.index, &data) {
@@ -694,43 +772,17 @@ impl Engine {
         while let Some(ev) = t.rx.poll_event() {
             match ev {
                 ReceiverEvent::Verified => {
-                    let file = t.file.clone();
-                    let paths = t.paths.clone();
-                    let complete = t.rx.snapshot();
-                    let overwrite = self.opts.overwrite;
-                    let modified = t.rx.manifest().meta.modified_ms;
-                    match blocking(move || store::finalize(&file, &paths, &complete, overwrite, modified)).await {
-                        Ok(()) => {
-                            t.rx.finalized(now());
-                            t.ended = true;
-                            t.unsaved_since = None;
-                            let (path, size, sha) =
-                                (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().sha256);
-                            info!(%id, path = %path.display(), size, "received");
-                            self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
-                            self.report.files.push(ReceivedFile {
-                                transfer: id,
-                                path,
-                                size,
-                                resumed_bytes: t.resumed_bytes,
-                                read_back_bytes: t.read_back_bytes,
-                                corrupt_chunks: t.rx.corrupt_chunks(),
-                                duplicate_chunks: t.rx.duplicate_chunks(),
-                            });
-                            self.remember_completed(id, sha);
-                            if self.opts.once && self.stopping.is_none() {
-                                self.stopping = Some(Ok(()));
-                                // The other transfers are told and saved below.
-                                self.stop_others(Some(id)).await;
-                            }
-                            return;
-                        }
-                        Err(e) => {
-                            warn!(%id, error = %e, "cannot give the file its name");
-                            t.rx.fail(reject_reason(&e), now());
-                            t.local_error = Some(Error::io("rename", &t.paths.final_path, e));
-                        }
-                    }
+                    // The rename runs after every queued write; its outcome comes
+                    // back as `WriterEvent::Finalized` (`on_finalized`), so other
+                    // transfers go on meanwhile.
+                    t.finalizing = true;
+                    t.unsaved_since = None;
+                    let job = Job::Finalize {
+                        complete: t.rx.snapshot(),
+                        overwrite: self.opts.overwrite,
+                        modified_ms: t.rx.manifest().meta.modified_ms,
+                    };
+                    t.writer.send(job).await;
                 }
                 ReceiverEvent::Failed(failure) => {
                     t.ended = true;
@@ -738,13 +790,7 @@ impl Engine {
                     info!(%id, path = %path.display(), %failure, "receive failed");
                     if failure == ReceiveFailure::HashMismatch {
                         // The bytes are known bad: nothing to resume.
-                        let paths = t.paths.clone();
-                        blocking(move || {
-                            store::discard(&paths);
-                            Ok(())
-                        })
-                        .await
-                        .ok();
+                        t.writer.send(Job::Discard).await;
                     } else if t.local_error.is_none() {
                         checkpoint(t).await;
                     }
@@ -769,7 +815,7 @@ impl Engine {
         let now = now();
         let due = t.unsaved >= self.opts.checkpoint_chunks
             || t.unsaved_since.is_some_and(|s| now >= s + self.opts.checkpoint_interval);
-        if due && !t.ended {
+        if due && !t.ended && !t.finalizing {
             checkpoint(t).await;
         }
         let bytes = t.rx.bytes_held();
@@ -792,8 +838,13 @@ impl Engine {
 
     /// Saves and cancels every open transfer but `except`.
     async fn stop_others(&mut self, except: Option<TransferId>) {
-        let ids: Vec<TransferId> =
-            self.transfers.iter().filter(|(id, t)| Some(**id) != except && !t.ended).map(|(id, _)| *id).collect();
+        let ids: Vec<TransferId> = self
+            .transfers
+            .iter()
+            // A file being renamed is as good as here: let it finish.
+            .filter(|(id, t)| Some(**id) != except && !t.ended && !t.finalizing)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             if let Some(t) = self.transfers.get_mut(&id) {
                 checkpoint(t).await;
@@ -829,26 +880,19 @@ enum Decision {
     Open(File, Option<Box<proto::ResumeState>>),
 }
 
-/// Saves a transfer's state; a failure here fails the transfer, since resuming
-/// from it would not be safe.
+/// Queues a checkpoint of a transfer's state: the writer thread makes the `.part`
+/// durable and saves the state after the writes queued before it. A failure there
+/// fails the transfer (`WriterEvent::Failed`), since resuming from it would not be
+/// safe.
 async fn checkpoint(t: &mut Transfer) {
     // Nothing new, or a local error since the last one (see the `Failed` arm of
     // `after_input`): the last checkpoint stands.
     if (t.unsaved == 0 && t.unsaved_since.is_none()) || t.local_error.is_some() {
         return;
     }
-    let (file, paths, state) = (t.file.clone(), t.paths.clone(), t.rx.snapshot());
-    match blocking(move || store::checkpoint(&file, &paths, &state)).await {
-        Ok(()) => {
-            t.unsaved = 0;
-            t.unsaved_since = None;
-        }
-        Err(e) => {
-            warn!(path = %t.paths.state.display(), error = %e, "checkpoint failed");
-            t.rx.fail(reject_reason(&e), now());
-            t.local_error.get_or_insert(Error::io("write", &t.paths.state, e));
-        }
-    }
+    t.writer.send(Job::Checkpoint(t.rx.snapshot())).await;
+    t.unsaved = 0;
+    t.unsaved_since = None;
 }
 
 /// Runs blocking file work off the engine's thread.
