@@ -139,8 +139,9 @@ fn mqft(version: Version, qos: u8, chunk: Option<u32>, window: Option<u32>) -> T
 
 /// The chunk size `--chunk-size auto` picks on the default broker under MQTT 5.
 pub const DEFAULT_CHUNK: u32 = 256 << 10;
-/// The sender's default window.
-pub const DEFAULT_WINDOW: u32 = 256;
+/// The sender's default window at [`DEFAULT_CHUNK`]: 16 MiB of chunks
+/// (`mqft::send::DEFAULT_WINDOW_BYTES`).
+pub const DEFAULT_WINDOW: u32 = 64;
 
 /// Every case of a run, in order.
 pub fn plan(a: &RunArgs) -> Vec<Case> {

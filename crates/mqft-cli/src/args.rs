@@ -129,7 +129,8 @@ pub struct SendArgs {
     /// Chunk size: auto (from the broker's limit under MQTT 5), or bytes: 65536, 64k, 1m.
     #[arg(long, default_value = "auto")]
     pub chunk_size: String,
-    /// Chunks in flight that the slowest receiver has not acknowledged.
+    /// Chunks in flight that the slowest receiver has not acknowledged. By default
+    /// 16 MiB of chunks, 256 at most.
     #[arg(long)]
     pub window: Option<u32>,
     /// How many receivers must confirm each file.
@@ -250,6 +251,8 @@ impl SendArgs {
                 bail!(usage("--window must be at least 1"));
             }
             opts.protocol.window = w;
+            // Asked for in chunks: no cut to the default's bytes.
+            opts.window_bytes = u64::MAX;
         }
         opts.protocol.chunk_qos = if self.qos == 0 { proto::Qos::AtMostOnce } else { proto::Qos::AtLeastOnce };
         opts.protocol.join_timeout = Duration::from_secs(self.timeout);

@@ -38,6 +38,8 @@ use crate::{now, store, to_tokio, Error, ErrorKind};
 
 /// How long a cancelled or finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// [`SendOptions::window_bytes`] by default.
+pub const DEFAULT_WINDOW_BYTES: u64 = 16 << 20;
 
 /// How to send.
 #[derive(Debug, Clone)]
@@ -50,11 +52,22 @@ pub struct SendOptions {
     pub protocol: proto::SenderConfig,
     /// How many files are in flight at once (hashing or sending).
     pub concurrency: usize,
+    /// The window in bytes: each file's window of unacknowledged chunks
+    /// ([`proto::SenderConfig::window`]) is cut to this many bytes of chunks (one
+    /// chunk at least). What a receiver buffers while it falls behind is the window,
+    /// so this is what bounds its memory; 16 MiB keeps a loopback or LAN transfer at
+    /// full speed (docs/PERFORMANCE.md has the sweep).
+    pub window_bytes: u64,
 }
 
 impl Default for SendOptions {
     fn default() -> Self {
-        SendOptions { chunk_size: ChunkSize::Auto, protocol: proto::SenderConfig::default(), concurrency: 4 }
+        SendOptions {
+            chunk_size: ChunkSize::Auto,
+            protocol: proto::SenderConfig::default(),
+            concurrency: 4,
+            window_bytes: DEFAULT_WINDOW_BYTES,
+        }
     }
 }
 
@@ -542,7 +555,9 @@ impl Engine {
             size: manifest.size,
             chunk_size: manifest.chunk_size,
         });
-        let sender = proto::Sender::new(self.opts.protocol.clone(), self.prefix.clone(), manifest, now());
+        let mut cfg = self.opts.protocol.clone();
+        cfg.window = window_for(cfg.window, self.opts.window_bytes, manifest.chunk_size);
+        let sender = proto::Sender::new(cfg, self.prefix.clone(), manifest, now());
         self.active.push(Active {
             idx: p.idx,
             sender,
@@ -709,6 +724,13 @@ impl Engine {
 }
 
 /// The error for a state machine's failure.
+/// The window in chunks: `chunks`, cut to `bytes` of chunks of `chunk_size`, one
+/// chunk at least.
+fn window_for(chunks: u32, bytes: u64, chunk_size: u32) -> u32 {
+    let fit = bytes / u64::from(chunk_size.max(1));
+    chunks.min(u32::try_from(fit).unwrap_or(u32::MAX)).max(1)
+}
+
 fn failure_error(path: &Path, f: SendFailure) -> Error {
     let path = path.to_owned();
     match f {
@@ -719,5 +741,20 @@ fn failure_error(path: &Path, f: SendFailure) -> Error {
         }
         SendFailure::Cancelled => Error::Cancelled,
         other => Error::Transfer { path, detail: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window_for;
+
+    #[test]
+    fn the_window_is_cut_to_its_bytes() {
+        // 16 MiB of 256 KiB chunks is 64; of 16 KiB chunks 1024, cut to the 256 asked.
+        assert_eq!(window_for(256, 16 << 20, 256 << 10), 64);
+        assert_eq!(window_for(256, 16 << 20, 16 << 10), 256);
+        // Chunks larger than the whole budget still leave one in flight.
+        assert_eq!(window_for(256, 1 << 20, 4 << 20), 1);
+        assert_eq!(window_for(0, 16 << 20, 1024), 1);
     }
 }
