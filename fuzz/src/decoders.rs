@@ -43,11 +43,8 @@ pub fn ack(data: &[u8]) {
             check_set(set, count);
             assert!(set.range_count() <= MAX_WIRE_RANGES);
         }
-        // A receiver cannot hold more chunks than the file has; today the decoder
-        // takes any count (README.md, "Known findings").
-        Ack::Progress { held, .. } => {
-            assert!(!crate::KNOWN_FINDINGS || *held <= count, "progress holds {held} of {count}")
-        }
+        // A receiver cannot hold more chunks than the file has.
+        Ack::Progress { held, .. } => assert!(*held <= count, "progress holds {held} of {count}"),
         Ack::Complete { .. } | Ack::Rejected { .. } => {}
     }
     let enc = ack.encode();

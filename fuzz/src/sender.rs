@@ -375,13 +375,8 @@ impl Harness {
                 SenderEvent::ReceiverJoined { held, .. } => {
                     assert!(held <= u64::from(m.chunk_count), "a receiver holds {held} chunks");
                 }
-                // The count in `Ack::Progress` is passed on unchecked today (README.md,
-                // "Known findings").
                 SenderEvent::Progress { held, .. } => {
-                    assert!(
-                        !crate::KNOWN_FINDINGS || held <= u64::from(m.chunk_count),
-                        "a receiver holds {held} chunks"
-                    );
+                    assert!(held <= u64::from(m.chunk_count), "a receiver holds {held} chunks");
                 }
                 SenderEvent::ReceiverComplete { receiver } => {
                     assert!(self.completes.contains(&receiver), "{receiver} complete without saying so");

@@ -913,6 +913,21 @@ mod tests {
         );
     }
 
+    /// Found by fuzzing (`fuzz/corpus/sender/regress-progress-held-past-chunk-count`):
+    /// a receiver cannot make the sender report more chunks held than the file has.
+    #[test]
+    fn progress_past_the_chunk_count_is_refused() {
+        let now = Instant::now();
+        let (mut tx, r0, _) = joined_pair(now);
+        let lie = Ack::Progress { run: 7, next_seq: 0, held: 4 }.encode();
+        assert_eq!(tx.handle_ack(&r0, &lie, now), Err(DecodeError::HeldOutOfRange { held: 4, count: 3 }));
+        let all = Ack::Progress { run: 7, next_seq: 0, held: 3 }.encode();
+        assert_eq!(tx.handle_ack(&r0, &all, now), Ok(()));
+        let progress: Vec<SenderEvent> =
+            std::iter::from_fn(|| tx.poll_event()).filter(|e| matches!(e, SenderEvent::Progress { .. })).collect();
+        assert_eq!(progress, [SenderEvent::Progress { receiver: r0, held: 3 }]);
+    }
+
     /// Found by fuzzing (`fuzz/corpus/sender/regress-two-lost-receivers-fail-twice`):
     /// two receivers waited for by id never answer an end of round. Both are
     /// reported lost, and the transfer fails once.

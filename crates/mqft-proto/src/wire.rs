@@ -107,6 +107,14 @@ pub enum DecodeError {
     /// A range list is malformed or reaches past the last chunk.
     #[error(transparent)]
     Ranges(#[from] RangeError),
+    /// An [`Ack::Progress`] claims more chunks held than the transfer has.
+    #[error("progress reports {held} chunks held of {count}")]
+    HeldOutOfRange {
+        /// The count received.
+        held: u32,
+        /// The transfer's chunk count.
+        count: u32,
+    },
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -534,7 +542,8 @@ pub enum Ack {
         run: u32,
         /// One past the highest `seq` seen.
         next_seq: u32,
-        /// Distinct chunks held.
+        /// Distinct chunks held: at most the chunk count, which
+        /// [`Ack::decode`] checks.
         held: u32,
     },
     /// The answer to an end of round: what the receiver still lacks.
@@ -576,10 +585,14 @@ impl Ack {
         seal(&wire)
     }
 
-    /// Decodes an ack for a transfer of `chunk_count` chunks.
+    /// Decodes an ack for a transfer of `chunk_count` chunks: range lists and the
+    /// `Progress` count must stay within them.
     pub fn decode(payload: &[u8], chunk_count: u32) -> Result<Self, DecodeError> {
         Ok(match take_all(open(payload, MAX_CONTROL_LEN)?)? {
             AckWire::Ready { run, held } => Ack::Ready { run, held: held.to_set(chunk_count)? },
+            AckWire::Progress { held, .. } if held > chunk_count => {
+                return Err(DecodeError::HeldOutOfRange { held, count: chunk_count });
+            }
             AckWire::Progress { run, next_seq, held } => Ack::Progress { run, next_seq, held },
             AckWire::Missing { run, next_seq, missing, more } => {
                 Ack::Missing { run, next_seq, missing: missing.to_set(chunk_count)?, more }
@@ -725,6 +738,20 @@ mod tests {
         }
         let ready = Ack::Ready { run: 1, held: all }.encode();
         assert_eq!(Ack::decode(&ready, 7), Err(DecodeError::Ranges(RangeError::OutOfRange)));
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/decode_ack/regress-progress-held-past-chunk-count`):
+    /// a `Progress` count is bounded by the chunk count, like the range lists.
+    #[test]
+    fn progress_holds_at_most_every_chunk() {
+        let all = Ack::Progress { run: 1, next_seq: 10, held: 8 };
+        assert_eq!(Ack::decode(&all.encode(), 8), Ok(all));
+        let empty = Ack::Progress { run: 1, next_seq: 0, held: 0 };
+        assert_eq!(Ack::decode(&empty.encode(), 0), Ok(empty));
+        let past = Ack::Progress { run: 1, next_seq: 10, held: 9 }.encode();
+        assert_eq!(Ack::decode(&past, 8), Err(DecodeError::HeldOutOfRange { held: 9, count: 8 }));
+        let max = Ack::Progress { run: 1, next_seq: 10, held: u32::MAX }.encode();
+        assert_eq!(Ack::decode(&max, 10), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));
     }
 
     #[test]

@@ -362,6 +362,7 @@ fn rejected_payloads() {
         (BAD_COUNT_MANIFEST, Kind::Manifest, DecodeError::BadChunkCount),
         ("0100ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
         ("0100ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
+        ("0101ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
         ("0102ac0203010102", Kind::Ack, DecodeError::Malformed),
         ("0105", Kind::Ack, DecodeError::Malformed),
         ("0100ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
@@ -386,6 +387,7 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(bad_id), BAD_ID_MANIFEST);
     let bare = Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap();
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
+    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0101ac020304");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));
