@@ -2,9 +2,10 @@
 //!
 //! Every payload starts with one byte, the protocol version ([`PROTOCOL_VERSION`]);
 //! the rest is the postcard encoding of the message. Decoding goes straight into
-//! checked types: an unknown version, trailing bytes, an oversized payload, name, map
-//! or range list, or an index past the end is a [`DecodeError`], never a panic, and
-//! allocation stays proportional to the payload's size, which is capped.
+//! checked types: an unknown version, trailing bytes, a varint longer than needed,
+//! an oversized payload, name, map or range list, or an index past the end is a
+//! [`DecodeError`], never a panic, and allocation stays proportional to the
+//! payload's size, which is capped. So every message has exactly one encoding.
 //!
 //! Chunk payloads are encoded by hand (the layout is exactly what postcard writes for
 //! [`ChunkWire`]) so that a chunk's bytes are copied once, straight after a small
@@ -59,6 +60,10 @@ pub enum DecodeError {
     /// The message ended before the payload did.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
+    /// A varint has more bytes than its value needs (`80 00` for 0): the payload is
+    /// not the one encoding of its message.
+    #[error("non-minimal varint")]
+    NonMinimalVarint,
     /// The file name is empty or longer than [`MAX_NAME_LEN`].
     #[error("bad file name length")]
     BadName,
@@ -129,11 +134,22 @@ fn open(payload: &[u8], max: usize) -> Result<&[u8], DecodeError> {
     Ok(body)
 }
 
-/// Decodes a whole postcard body, refusing trailing bytes.
-fn take_all<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+/// Decodes a whole postcard body, refusing trailing bytes and non-minimal varints.
+fn take_all<'a, T: Deserialize<'a> + Serialize>(body: &'a [u8]) -> Result<T, DecodeError> {
     let (v, rest) = postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    // postcard reads `80 00` as 0. How many bytes a varint takes is the only choice
+    // postcard leaves an encoder (tags, strings, arrays are fixed by the value, and
+    // the wire types map codes back to the same codes), and a longer varint makes a
+    // longer message, so a body exactly as long as the message's own encoding is that
+    // encoding. Measuring it allocates nothing, and a chunk's data only adds its
+    // length: no copy, no pass over the bytes.
+    let canonical = postcard::serialize_with_flavor(&v, postcard::ser_flavors::Size::default())
+        .expect("measuring an encoding has no buffer to run out of");
+    if canonical != body.len() {
+        return Err(DecodeError::NonMinimalVarint);
     }
     Ok(v)
 }
@@ -752,6 +768,58 @@ mod tests {
         assert_eq!(Ack::decode(&past, 8), Err(DecodeError::HeldOutOfRange { held: 9, count: 8 }));
         let max = Ack::Progress { run: 1, next_seq: 10, held: u32::MAX }.encode();
         assert_eq!(Ack::decode(&max, 10), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));
+    }
+
+    /// The varint that ends at `at`, one byte longer: `07` becomes `87 00`.
+    fn lengthen(payload: &[u8], at: usize) -> Vec<u8> {
+        assert!(payload[at] < 0x80, "byte {at} does not end a varint");
+        let mut p = payload.to_vec();
+        p[at] |= 0x80;
+        p.insert(at + 1, 0);
+        p
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/decode_ctl/regress-overlong-varint`,
+    /// `fuzz/corpus/decode_manifest/regress-overlong-varint`): postcard reads
+    /// `80 00` as 0, so every message had many spellings. Each varint of each kind
+    /// of message, made longer than needed, is refused.
+    #[test]
+    fn non_minimal_varints_are_refused() {
+        let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
+        assert_eq!(end_round, [1, 0, 0xac, 0x02, 3]);
+        for at in [1, 3, 4] {
+            assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+        // As long as a u32 can be, and still 0.
+        assert_eq!(Ctl::decode(&[1, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+
+        let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
+        assert_eq!(progress, [1, 1, 1, 0xac, 0x02, 2]);
+        for at in [1, 2, 4, 5] {
+            assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+        // A range list's count, gap and length.
+        let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
+        assert_eq!(ready, [1, 0, 1, 1, 2, 1]);
+        for at in [3, 4, 5] {
+            assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+
+        let m = manifest(10, 4);
+        let enc = m.encode();
+        // Version, id, then the run (9) and the name's length (7).
+        assert_eq!(enc[17..19], [9, 7]);
+        for at in [17, 18] {
+            assert_eq!(Manifest::decode(&lengthen(&enc, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+
+        // A chunk's run, seq, index and data length; the data is not copied to check.
+        let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
+        assert_eq!(chunk[..4], [1, 1, 2, 2]);
+        for at in [1, 2, 3, 8] {
+            assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+        assert!(Chunk::decode(&chunk, 2, &m).is_ok());
     }
 
     #[test]
