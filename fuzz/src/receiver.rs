@@ -425,13 +425,9 @@ impl Harness {
                     assert_eq!(run, self.rx.manifest().run);
                     assert!(covers(held, &reported), "reports a chunk it does not hold");
                 }
-                // The count is taken before the chunk that triggered the ack is
-                // added, so today it lags by that one chunk (README.md, "Known
-                // findings").
                 Ack::Progress { held: n, .. } => {
                     let (n, held) = (u64::from(n), held.len());
-                    let lag = if crate::KNOWN_FINDINGS { 0 } else { 1 };
-                    assert!(n <= held && held - n <= lag, "progress says {n} held, {held} are");
+                    assert_eq!(n, held, "progress says {n} held, {held} are");
                 }
                 Ack::Missing { missing, more, .. } => {
                     assert!(!overlaps(held, &missing), "reports a held chunk missing");

@@ -9,8 +9,9 @@
 //! - every end of round decodes and counts exactly the chunks sent so far; every
 //!   manifest publish is the manifest, retained, or the empty payload that clears
 //!   it once the transfer ended;
-//! - there is exactly one terminal event, `Finished` only once enough receivers sent
-//!   a `Complete` with the right SHA-256, `Failed(Cancelled)` only after a cancel;
+//! - there is exactly one terminal event, and nothing after it, `Finished` only once
+//!   enough receivers sent a `Complete` with the right SHA-256, `Failed(Cancelled)`
+//!   only after a cancel; at most one `Ctl::Abort` goes out;
 //! - a sender not done always has a deadline (else its driver would sleep forever),
 //!   and one step never makes it publish without end.
 //!
@@ -197,6 +198,8 @@ struct Harness {
     /// Receivers that sent a `Complete` with the right hash.
     completes: BTreeSet<ReceiverId>,
     cancelled: bool,
+    /// A `Ctl::Abort` went out.
+    aborted: bool,
     finished: bool,
     failed: Option<SendFailure>,
 }
@@ -216,6 +219,7 @@ impl Harness {
             credit_base: 0,
             completes: BTreeSet::new(),
             cancelled: false,
+            aborted: false,
             finished: false,
             failed: None,
         }
@@ -327,7 +331,11 @@ impl Harness {
                                 assert_eq!(run, m.run);
                                 assert_eq!(next_seq, self.sent, "an end of round that miscounts the chunks sent");
                             }
-                            Ctl::Abort { run, .. } => assert_eq!(run, m.run),
+                            Ctl::Abort { run, .. } => {
+                                assert_eq!(run, m.run);
+                                assert!(!self.aborted, "a second abort");
+                                self.aborted = true;
+                            }
                         }
                     } else if t.topic == self.prefix.manifest(&m.id) {
                         assert!(t.retain, "the manifest is retained");
@@ -347,9 +355,10 @@ impl Harness {
 
         while let Some(ev) = self.tx.poll_event() {
             crate::trace!("  event {ev:?}");
+            // The terminal event is the last one, so this also catches a second one.
+            assert!(!self.done(), "{ev:?} after the terminal event");
             match ev {
                 SenderEvent::Finished => {
-                    assert!(!self.done(), "a second terminal event");
                     let enough = match &self.cfg.wait {
                         Wait::Count(n) => self.completes.len() >= (*n).max(1),
                         Wait::Ids(ids) => ids.is_subset(&self.completes),
@@ -357,27 +366,17 @@ impl Harness {
                     assert!(enough, "finished with complete receivers {:?}", self.completes);
                     self.finished = true;
                 }
-                // Today a sender that loses several receivers it waits for at once
-                // fails once for each (README.md, "Known findings"): only that
-                // repeat is let through by default.
                 SenderEvent::Failed(f) => {
-                    let repeat_ok = !crate::KNOWN_FINDINGS && self.failed.is_some();
-                    assert!(!self.done() || repeat_ok, "a second terminal event");
                     if f == SendFailure::Cancelled {
                         assert!(self.cancelled, "cancelled without a cancel");
                     }
-                    self.failed.get_or_insert(f);
+                    self.failed = Some(f);
                 }
                 SenderEvent::ReceiverJoined { held, .. } => {
                     assert!(held <= u64::from(m.chunk_count), "a receiver holds {held} chunks");
                 }
-                // The count in `Ack::Progress` is passed on unchecked today (README.md,
-                // "Known findings").
                 SenderEvent::Progress { held, .. } => {
-                    assert!(
-                        !crate::KNOWN_FINDINGS || held <= u64::from(m.chunk_count),
-                        "a receiver holds {held} chunks"
-                    );
+                    assert!(held <= u64::from(m.chunk_count), "a receiver holds {held} chunks");
                 }
                 SenderEvent::ReceiverComplete { receiver } => {
                     assert!(self.completes.contains(&receiver), "{receiver} complete without saying so");

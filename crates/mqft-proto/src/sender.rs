@@ -20,7 +20,9 @@
 //!    that never answers is dropped as lost.
 //! 4. **Finished** once the receivers it waits for ([`Wait`]) confirmed the SHA-256,
 //!    or **Failed** with a [`SendFailure`]: no receiver, a rejection, a lost
-//!    receiver, rounds that stop making progress, or cancellation.
+//!    receiver, rounds that stop making progress, or cancellation. Either is
+//!    reported once, as the last event, and [`Ctl::Abort`] goes out once; receivers
+//!    lost together are each reported before it.
 //!
 //! A restarted sender is a new `Sender` with a new `run`: receivers answer its
 //! manifest with what they already hold, so nothing that arrived is sent again.
@@ -415,9 +417,7 @@ impl Sender {
                         .filter(|(_, p)| p.state == PeerState::Active && !p.answered)
                         .map(|(id, _)| id.clone())
                         .collect();
-                    for id in silent {
-                        self.peer_gone(&id, None, now);
-                    }
+                    self.peers_lost(silent);
                     self.after_peer_change(now);
                     if let Phase::Draining { .. } = self.phase {
                         self.check_drained(now);
@@ -646,9 +646,7 @@ impl Sender {
             if self.verify_rounds > self.cfg.max_retries.saturating_mul(2) {
                 let slow: Vec<ReceiverId> =
                     self.peers.iter().filter(|(_, p)| p.state == PeerState::Active).map(|(id, _)| id.clone()).collect();
-                for id in slow {
-                    self.peer_gone(&id, None, now);
-                }
+                self.peers_lost(slow);
                 self.after_peer_change(now);
                 return;
             }
@@ -677,18 +675,36 @@ impl Sender {
     }
 
     fn peer_gone(&mut self, id: &ReceiverId, reason: Option<RejectReason>, _now: Instant) {
-        if let Some(p) = self.peers.get_mut(id) {
-            p.state = PeerState::Gone(reason);
-            self.events.push_back(SenderEvent::ReceiverFailed { receiver: id.clone(), reason });
-            if self.waits_for(id) {
-                let failure = match reason {
-                    None => SendFailure::ReceiverLost { receiver: id.clone() },
-                    Some(RejectReason::HashMismatch) => SendFailure::HashMismatch { receiver: id.clone() },
-                    Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason },
-                };
-                self.finish(Some(failure));
-            }
+        if let Some(failure) = self.mark_gone(id, reason) {
+            self.finish(Some(failure));
         }
+    }
+
+    /// Receivers that stopped answering in the same drain: each one is reported,
+    /// then the transfer fails once, for the first of them it waits for. Failing
+    /// inside the loop would report one terminal failure per receiver.
+    fn peers_lost(&mut self, ids: Vec<ReceiverId>) {
+        let mut failure = None;
+        for id in ids {
+            let lost = self.mark_gone(&id, None);
+            failure = failure.or(lost);
+        }
+        if let Some(failure) = failure {
+            self.finish(Some(failure));
+        }
+    }
+
+    /// Marks a known receiver gone and reports it. Returns the failure of the
+    /// transfer when the wait policy names it; the caller finishes with it.
+    fn mark_gone(&mut self, id: &ReceiverId, reason: Option<RejectReason>) -> Option<SendFailure> {
+        let p = self.peers.get_mut(id)?;
+        p.state = PeerState::Gone(reason);
+        self.events.push_back(SenderEvent::ReceiverFailed { receiver: id.clone(), reason });
+        self.waits_for(id).then(|| match reason {
+            None => SendFailure::ReceiverLost { receiver: id.clone() },
+            Some(RejectReason::HashMismatch) => SendFailure::HashMismatch { receiver: id.clone() },
+            Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason },
+        })
     }
 
     /// True when `id` counts toward the wait policy: any receiver for a count, only
@@ -758,7 +774,13 @@ impl Sender {
         self.finish(Some(failure));
     }
 
+    /// Ends the transfer: tells the receivers, clears the retained manifest and
+    /// reports the one terminal event. Once done, later calls do nothing, so that
+    /// an outcome is reported, and the abort published, exactly once.
     fn finish(&mut self, failure: Option<SendFailure>) {
+        if self.phase == Phase::Done {
+            return;
+        }
         let reason = match &failure {
             None => AbortReason::Finished,
             Some(SendFailure::Cancelled) => AbortReason::Cancelled,
@@ -809,5 +831,128 @@ impl Peer {
             best: 0,
             best_held: u64::from(chunks),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Meta;
+
+    fn rid(s: &str) -> ReceiverId {
+        ReceiverId::new(s).unwrap()
+    }
+
+    /// Runs the sender until it is done: every transmit goes to `answer`, whose acks
+    /// are handled at once, and the timer fires at each deadline. Returns what the
+    /// sender published.
+    fn run(
+        tx: &mut Sender,
+        mut now: Instant,
+        mut answer: impl FnMut(&Transmit) -> Vec<(ReceiverId, Ack)>,
+    ) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            while let Some(t) = tx.poll_transmit(now) {
+                for (from, ack) in answer(&t) {
+                    tx.handle_ack(&from, &ack.encode(), now).unwrap();
+                }
+                out.push(t);
+            }
+            let Some(deadline) = tx.poll_timeout() else { return out };
+            now = now.max(deadline);
+            tx.handle_timeout(now);
+        }
+        panic!("the sender never finished");
+    }
+
+    fn ctl(t: &Transmit) -> Option<Ctl> {
+        match &t.payload {
+            Payload::Bytes(b) if t.topic.ends_with("/ctl") => Some(Ctl::decode(b).unwrap()),
+            _ => None,
+        }
+    }
+
+    /// Two receivers waited for by id that joined run 7 of a 3-chunk file.
+    fn joined_pair(now: Instant) -> (Sender, ReceiverId, ReceiverId) {
+        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let (r0, r1) = (rid("r0"), rid("r1"));
+        let cfg = SenderConfig {
+            wait: Wait::Ids([r0.clone(), r1.clone()].into()),
+            max_retries: 2,
+            ..SenderConfig::default()
+        };
+        let mut tx = Sender::new(cfg, Prefix::default(), m, now);
+        let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+        tx.handle_ack(&r0, &ready, now).unwrap();
+        tx.handle_ack(&r1, &ready, now).unwrap();
+        (tx, r0, r1)
+    }
+
+    /// One abort, one clear of the retained manifest, and the events (progress
+    /// aside): both receivers joined, both lost, then the one terminal failure, last.
+    fn assert_failed_once(tx: &mut Sender, out: &[Transmit], r0: ReceiverId, r1: ReceiverId) {
+        assert!(tx.is_done());
+        assert_eq!(tx.poll_timeout(), None);
+        let aborts = out.iter().filter(|t| matches!(ctl(t), Some(Ctl::Abort { .. })));
+        assert_eq!(aborts.count(), 1, "one abort");
+        let manifest_topic = Prefix::default().manifest(&tx.manifest().id);
+        let clears = out.iter().filter(|t| t.topic == manifest_topic && t.payload == Payload::Bytes(vec![]));
+        assert_eq!(clears.count(), 1, "the manifest cleared once");
+        let events: Vec<SenderEvent> =
+            std::iter::from_fn(|| tx.poll_event()).filter(|e| !matches!(e, SenderEvent::Progress { .. })).collect();
+        assert_eq!(
+            events,
+            [
+                SenderEvent::ReceiverJoined { receiver: r0.clone(), held: 0 },
+                SenderEvent::ReceiverJoined { receiver: r1.clone(), held: 0 },
+                SenderEvent::ReceiverFailed { receiver: r0.clone(), reason: None },
+                SenderEvent::ReceiverFailed { receiver: r1, reason: None },
+                SenderEvent::Failed(SendFailure::ReceiverLost { receiver: r0 }),
+            ]
+        );
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sender/regress-progress-held-past-chunk-count`):
+    /// a receiver cannot make the sender report more chunks held than the file has.
+    #[test]
+    fn progress_past_the_chunk_count_is_refused() {
+        let now = Instant::now();
+        let (mut tx, r0, _) = joined_pair(now);
+        let lie = Ack::Progress { run: 7, next_seq: 0, held: 4 }.encode();
+        assert_eq!(tx.handle_ack(&r0, &lie, now), Err(DecodeError::HeldOutOfRange { held: 4, count: 3 }));
+        let all = Ack::Progress { run: 7, next_seq: 0, held: 3 }.encode();
+        assert_eq!(tx.handle_ack(&r0, &all, now), Ok(()));
+        let progress: Vec<SenderEvent> =
+            std::iter::from_fn(|| tx.poll_event()).filter(|e| matches!(e, SenderEvent::Progress { .. })).collect();
+        assert_eq!(progress, [SenderEvent::Progress { receiver: r0, held: 3 }]);
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/sender/regress-two-lost-receivers-fail-twice`):
+    /// two receivers waited for by id never answer an end of round. Both are
+    /// reported lost, and the transfer fails once.
+    #[test]
+    fn two_lost_receivers_fail_once() {
+        let now = Instant::now();
+        let (mut tx, r0, r1) = joined_pair(now);
+        let out = run(&mut tx, now, |_| Vec::new());
+        assert_failed_once(&mut tx, &out, r0, r1);
+    }
+
+    /// The same through the other loop: both receivers answer every end of round
+    /// with nothing missing but never confirm the file, until the verify rounds run
+    /// out.
+    #[test]
+    fn two_receivers_that_never_verify_fail_once() {
+        let now = Instant::now();
+        let (mut tx, r0, r1) = joined_pair(now);
+        let (a0, a1) = (r0.clone(), r1.clone());
+        let out = run(&mut tx, now, |t| match ctl(t) {
+            Some(Ctl::EndRound { run, next_seq }) => [&a0, &a1]
+                .map(|r| (r.clone(), Ack::Missing { run, next_seq, missing: RangeSet::new(), more: false }))
+                .into(),
+            _ => Vec::new(),
+        });
+        assert_failed_once(&mut tx, &out, r0, r1);
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Every payload starts with one byte, the protocol version ([`PROTOCOL_VERSION`]);
 //! the rest is the postcard encoding of the message. Decoding goes straight into
-//! checked types: an unknown version, trailing bytes, an oversized payload, name, map
-//! or range list, or an index past the end is a [`DecodeError`], never a panic, and
-//! allocation stays proportional to the payload's size, which is capped.
+//! checked types: an unknown version, trailing bytes, a varint longer than needed,
+//! an oversized payload, name, map or range list, or an index past the end is a
+//! [`DecodeError`], never a panic, and allocation stays proportional to the
+//! payload's size, which is capped. So every message has exactly one encoding.
 //!
 //! Chunk payloads are encoded by hand (the layout is exactly what postcard writes for
 //! [`ChunkWire`]) so that a chunk's bytes are copied once, straight after a small
@@ -59,6 +60,10 @@ pub enum DecodeError {
     /// The message ended before the payload did.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
+    /// A varint has more bytes than its value needs (`80 00` for 0): the payload is
+    /// not the one encoding of its message.
+    #[error("non-minimal varint")]
+    NonMinimalVarint,
     /// The file name is empty or longer than [`MAX_NAME_LEN`].
     #[error("bad file name length")]
     BadName,
@@ -107,6 +112,14 @@ pub enum DecodeError {
     /// A range list is malformed or reaches past the last chunk.
     #[error(transparent)]
     Ranges(#[from] RangeError),
+    /// An [`Ack::Progress`] claims more chunks held than the transfer has.
+    #[error("progress reports {held} chunks held of {count}")]
+    HeldOutOfRange {
+        /// The count received.
+        held: u32,
+        /// The transfer's chunk count.
+        count: u32,
+    },
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -121,11 +134,22 @@ fn open(payload: &[u8], max: usize) -> Result<&[u8], DecodeError> {
     Ok(body)
 }
 
-/// Decodes a whole postcard body, refusing trailing bytes.
-fn take_all<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+/// Decodes a whole postcard body, refusing trailing bytes and non-minimal varints.
+fn take_all<'a, T: Deserialize<'a> + Serialize>(body: &'a [u8]) -> Result<T, DecodeError> {
     let (v, rest) = postcard::take_from_bytes(body).map_err(|_| DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    // postcard reads `80 00` as 0. How many bytes a varint takes is the only choice
+    // postcard leaves an encoder (tags, strings, arrays are fixed by the value, and
+    // the wire types map codes back to the same codes), and a longer varint makes a
+    // longer message, so a body exactly as long as the message's own encoding is that
+    // encoding. Measuring it allocates nothing, and a chunk's data only adds its
+    // length: no copy, no pass over the bytes.
+    let canonical = postcard::serialize_with_flavor(&v, postcard::ser_flavors::Size::default())
+        .expect("measuring an encoding has no buffer to run out of");
+    if canonical != body.len() {
+        return Err(DecodeError::NonMinimalVarint);
     }
     Ok(v)
 }
@@ -534,7 +558,8 @@ pub enum Ack {
         run: u32,
         /// One past the highest `seq` seen.
         next_seq: u32,
-        /// Distinct chunks held.
+        /// Distinct chunks held: at most the chunk count, which
+        /// [`Ack::decode`] checks.
         held: u32,
     },
     /// The answer to an end of round: what the receiver still lacks.
@@ -576,10 +601,14 @@ impl Ack {
         seal(&wire)
     }
 
-    /// Decodes an ack for a transfer of `chunk_count` chunks.
+    /// Decodes an ack for a transfer of `chunk_count` chunks: range lists and the
+    /// `Progress` count must stay within them.
     pub fn decode(payload: &[u8], chunk_count: u32) -> Result<Self, DecodeError> {
         Ok(match take_all(open(payload, MAX_CONTROL_LEN)?)? {
             AckWire::Ready { run, held } => Ack::Ready { run, held: held.to_set(chunk_count)? },
+            AckWire::Progress { held, .. } if held > chunk_count => {
+                return Err(DecodeError::HeldOutOfRange { held, count: chunk_count });
+            }
             AckWire::Progress { run, next_seq, held } => Ack::Progress { run, next_seq, held },
             AckWire::Missing { run, next_seq, missing, more } => {
                 Ack::Missing { run, next_seq, missing: missing.to_set(chunk_count)?, more }
@@ -725,6 +754,72 @@ mod tests {
         }
         let ready = Ack::Ready { run: 1, held: all }.encode();
         assert_eq!(Ack::decode(&ready, 7), Err(DecodeError::Ranges(RangeError::OutOfRange)));
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/decode_ack/regress-progress-held-past-chunk-count`):
+    /// a `Progress` count is bounded by the chunk count, like the range lists.
+    #[test]
+    fn progress_holds_at_most_every_chunk() {
+        let all = Ack::Progress { run: 1, next_seq: 10, held: 8 };
+        assert_eq!(Ack::decode(&all.encode(), 8), Ok(all));
+        let empty = Ack::Progress { run: 1, next_seq: 0, held: 0 };
+        assert_eq!(Ack::decode(&empty.encode(), 0), Ok(empty));
+        let past = Ack::Progress { run: 1, next_seq: 10, held: 9 }.encode();
+        assert_eq!(Ack::decode(&past, 8), Err(DecodeError::HeldOutOfRange { held: 9, count: 8 }));
+        let max = Ack::Progress { run: 1, next_seq: 10, held: u32::MAX }.encode();
+        assert_eq!(Ack::decode(&max, 10), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));
+    }
+
+    /// The varint that ends at `at`, one byte longer: `07` becomes `87 00`.
+    fn lengthen(payload: &[u8], at: usize) -> Vec<u8> {
+        assert!(payload[at] < 0x80, "byte {at} does not end a varint");
+        let mut p = payload.to_vec();
+        p[at] |= 0x80;
+        p.insert(at + 1, 0);
+        p
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/decode_ctl/regress-overlong-varint`,
+    /// `fuzz/corpus/decode_manifest/regress-overlong-varint`): postcard reads
+    /// `80 00` as 0, so every message had many spellings. Each varint of each kind
+    /// of message, made longer than needed, is refused.
+    #[test]
+    fn non_minimal_varints_are_refused() {
+        let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
+        assert_eq!(end_round, [1, 0, 0xac, 0x02, 3]);
+        for at in [1, 3, 4] {
+            assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+        // As long as a u32 can be, and still 0.
+        assert_eq!(Ctl::decode(&[1, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+
+        let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
+        assert_eq!(progress, [1, 1, 1, 0xac, 0x02, 2]);
+        for at in [1, 2, 4, 5] {
+            assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+        // A range list's count, gap and length.
+        let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
+        assert_eq!(ready, [1, 0, 1, 1, 2, 1]);
+        for at in [3, 4, 5] {
+            assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+
+        let m = manifest(10, 4);
+        let enc = m.encode();
+        // Version, id, then the run (9) and the name's length (7).
+        assert_eq!(enc[17..19], [9, 7]);
+        for at in [17, 18] {
+            assert_eq!(Manifest::decode(&lengthen(&enc, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+
+        // A chunk's run, seq, index and data length; the data is not copied to check.
+        let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
+        assert_eq!(chunk[..4], [1, 1, 2, 2]);
+        for at in [1, 2, 3, 8] {
+            assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
+        }
+        assert!(Chunk::decode(&chunk, 2, &m).is_ok());
     }
 
     #[test]

@@ -319,8 +319,8 @@ fn varint_table() {
     for v in [0i64, -1, 1, -5, 1_700_000_000_000] {
         row("i64", v, &postcard::to_allocvec(&v).unwrap());
     }
-    // The reference decoder takes a longer-than-needed varint within the maximum, and
-    // refuses one past it.
+    // postcard takes a longer-than-needed varint within the maximum (the payload
+    // decoders refuse it: see `rejected_payloads`), and refuses one past it.
     assert_eq!(postcard::from_bytes::<u32>(&[0x80, 0x00]).unwrap(), 0);
     assert!(postcard::from_bytes::<u32>(&[0xff, 0xff, 0xff, 0xff, 0x10]).is_err());
     assert!(postcard::from_bytes::<u16>(&[0xff, 0xff, 0x04]).is_err());
@@ -355,6 +355,7 @@ fn rejected_payloads() {
         ("02ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(2)),
         ("01ac0200008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
         ("01ac0200008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
+        ("01ac020080008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
         (CHUNK_0, Kind::Chunk(1), DecodeError::IndexMismatch { topic: 1, payload: 0 }),
         (PAST_END_CHUNK, Kind::Chunk(3), DecodeError::IndexOutOfRange { index: 3, count: 3 }),
         (LONG_CHUNK, Kind::Chunk(2), DecodeError::BadChunkLength { index: 2, len: 5, expected: 3 }),
@@ -362,9 +363,11 @@ fn rejected_payloads() {
         (BAD_COUNT_MANIFEST, Kind::Manifest, DecodeError::BadChunkCount),
         ("0100ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
         ("0100ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
+        ("0101ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
         ("0102ac0203010102", Kind::Ack, DecodeError::Malformed),
         ("0105", Kind::Ack, DecodeError::Malformed),
         ("0100ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
+        ("0100ac028300", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
     for (hex, kind, want) in cases {
         let payload = unhex(hex);
@@ -386,6 +389,10 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(bad_id), BAD_ID_MANIFEST);
     let bare = Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap();
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
+    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0101ac020304");
+    // The non-minimal ones spell one varint of a good payload a byte longer.
+    assert_eq!(CHUNK_0.replacen("01ac020000", "01ac02008000", 1), "01ac020080008289d1f70548656c6c6f");
+    assert_eq!(format!("{}00", CTL_END_ROUND.replacen("03", "83", 1)), "0100ac028300");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));

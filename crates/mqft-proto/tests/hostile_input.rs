@@ -1,10 +1,12 @@
 //! Network input never panics: every decoder and both state machines take arbitrary
-//! bytes on every topic and answer with a typed error or by ignoring them.
+//! bytes on every topic and answer with a typed error or by ignoring them. What the
+//! decoders accept is the one encoding of what they decoded.
 
 use std::time::{Duration, Instant};
 
 use mqft_proto::{
-    integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, Receiver, ReceiverConfig, ReceiverId, Sender, SenderConfig,
+    integrity, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Prefix, Receiver, ReceiverConfig, ReceiverId, Sender,
+    SenderConfig,
 };
 use proptest::prelude::*;
 
@@ -70,13 +72,20 @@ proptest! {
         let prefix = Prefix::default();
         let rid = ReceiverId::new("r").unwrap();
 
-        // The decoders: a value or a typed error.
+        // The decoders: a value or a typed error. Anything that decodes re-encodes
+        // to the same bytes: no two spellings.
         if let Ok(d) = Manifest::decode(&payload) {
-            // Anything that decodes re-encodes to the same bytes: no two spellings.
             prop_assert_eq!(d.encode(), payload.clone());
         }
-        let _ = Ack::decode(&payload, m.chunk_count);
-        let _ = Ctl::decode(&payload);
+        if let Ok(d) = Ack::decode(&payload, m.chunk_count) {
+            prop_assert_eq!(d.encode(), payload.clone());
+        }
+        if let Ok(d) = Ctl::decode(&payload) {
+            prop_assert_eq!(d.encode(), payload.clone());
+        }
+        if let Ok(c) = Chunk::decode(&payload, idx, &m) {
+            prop_assert_eq!(Chunk::encode(c.run, c.seq, c.index, c.data), payload.clone());
+        }
 
         // A receiver fed the payload on every topic keeps going.
         let mut rx = Receiver::new(ReceiverConfig::default(), prefix.clone(), rid.clone(), m.clone(), None, now).unwrap();
@@ -101,4 +110,35 @@ proptest! {
             prop_assert!(sent <= 300, "a window bounds what one ack can release");
         }
     }
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap()
+}
+
+/// Reproducers from fuzzing (`fuzz/corpus/<target>/regress-*`), as payloads.
+#[test]
+fn fuzz_regressions() {
+    // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
+    // run spelled `80 00`.
+    assert_eq!(Ctl::decode(&unhex("0100800000")), Err(DecodeError::NonMinimalVarint));
+    assert_eq!(Ctl::decode(&unhex("01000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0 }));
+
+    // decode_manifest/regress-overlong-varint: a valid manifest but for its run, 7
+    // spelled `87 00`.
+    let overlong = unhex(concat!(
+        "014b4082509ca7f647bcc0fffc182404a287000866757a7a2e62696ed804400a4effa5c024a3deae835cdc3ff9eb604d30",
+        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d010200",
+    ));
+    assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
+    let mut minimal = overlong.clone();
+    minimal.splice(17..19, [0x07]);
+    assert_eq!(Manifest::decode(&minimal).map(|m| m.run), Ok(7));
+
+    // decode_ack/regress-progress-held-past-chunk-count: 10 chunks, then
+    // `Progress { run: 7, next_seq: 0, held: 4294967295 }`.
+    let input = unhex("0a00000001010700ffffffff0f");
+    let (count, payload) = input.split_at(4);
+    let count = u32::from_le_bytes(count.try_into().unwrap());
+    assert_eq!(Ack::decode(payload, count), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));
 }
