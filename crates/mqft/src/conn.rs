@@ -73,6 +73,8 @@ pub(crate) struct Connection {
     pub out: Outbox,
     addr: String,
     connect_timeout: Duration,
+    /// Cancelled when [`Connection::close`] begins: the engine reads no more.
+    closing: CancellationToken,
     stop: CancellationToken,
     poll_task: JoinHandle<()>,
     feed_task: JoinHandle<()>,
@@ -85,14 +87,17 @@ impl Connection {
         let (client, el) = mqtt::new(cfg, opts)?;
         let (event_tx, events) = mpsc::unbounded_channel();
         let (req_tx, req_rx) = mpsc::channel(REQUEST_CAPACITY);
+        let closing = CancellationToken::new();
         let stop = CancellationToken::new();
-        let poll_task = tokio::spawn(poll_loop(el, event_tx, stop.clone(), cfg.max_backoff.max(MIN_BACKOFF)));
+        let poll_task =
+            tokio::spawn(poll_loop(el, event_tx, closing.clone(), stop.clone(), cfg.max_backoff.max(MIN_BACKOFF)));
         let feed_task = tokio::spawn(feed_loop(client, req_rx));
         Ok(Connection {
             events,
             out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
+            closing,
             stop,
             poll_task,
             feed_task,
@@ -140,6 +145,7 @@ impl Connection {
     /// the broker first: one channel, one TCP stream, in order.
     pub async fn close(mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
+        self.closing.cancel();
         self.out.push(Request::Disconnect);
         loop {
             self.out.flush();
@@ -264,6 +270,7 @@ impl Outbox {
 async fn poll_loop(
     mut el: mqtt::EventLoop,
     tx: mpsc::UnboundedSender<ConnEvent>,
+    closing: CancellationToken,
     stop: CancellationToken,
     max_backoff: Duration,
 ) {
@@ -273,7 +280,14 @@ async fn poll_loop(
     // and a broker that gets a reset discards what it had not read yet: the last
     // acks before the DISCONNECT (a receiver's Complete!) would be lost.
     let mut disconnecting = false;
+    // Once the engine reads no more, incoming publishes stay unacked (see
+    // `EventLoop::stop_acking`).
+    let mut acking = true;
     loop {
+        if acking && closing.is_cancelled() {
+            el.stop_acking();
+            acking = false;
+        }
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
             r = el.poll() => r,
@@ -412,6 +426,7 @@ mod tests {
             out,
             addr: "127.0.0.1:1883".into(),
             connect_timeout,
+            closing: CancellationToken::new(),
             stop: CancellationToken::new(),
             poll_task: tokio::spawn(async {}),
             feed_task: tokio::spawn(async {}),

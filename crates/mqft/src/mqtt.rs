@@ -4,6 +4,9 @@
 //! near-duplicate modules. Everything else in this crate sees one [`Client`] (publish,
 //! subscribe, unsubscribe, disconnect), one [`EventLoop`] whose `poll` yields a small
 //! [`Incoming`], and one [`Failure`] for what went wrong.
+//!
+//! It also covers a gap of rumqttc that needs its state: the acks it would send
+//! after our DISCONNECT ([`EventLoop::stop_acking`]).
 
 use std::io;
 use std::time::Duration;
@@ -272,6 +275,18 @@ impl EventLoop {
                     Err(e) => Err(failure5(e)),
                 }
             }
+        }
+    }
+
+    /// Stops acknowledging incoming publishes, for good: once nobody reads them.
+    /// A message acked but not read would be lost to a persistent session, which
+    /// keeps an unacked one for the next connection instead; and after our
+    /// DISCONNECT, MQTT allows no packet at all, while rumqttc would ack what the
+    /// broker sent in the meantime.
+    pub fn stop_acking(&mut self) {
+        match self {
+            EventLoop::V311(el, _) => el.state.manual_acks = true,
+            EventLoop::V5(el) => el.state.manual_acks = true,
         }
     }
 }
