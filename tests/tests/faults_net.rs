@@ -12,8 +12,8 @@
 //! few seconds, and "mid-transfer" is read from its progress events.
 //!
 //! The last tests reset a `once` receiver's link just after it wrote its
-//! DISCONNECT, with its `Complete` still on the way: the one that shows a bug
-//! is ignored until it is fixed (see its reason).
+//! DISCONNECT, with its `Complete` on the way unless the receiver waited for
+//! the broker's ack before it disconnected.
 
 use std::time::{Duration, Instant};
 
@@ -386,9 +386,6 @@ async fn a_receivers_last_ack_delayed_on_its_link_reaches_the_sender() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a `once` receiver whose connection is reset after it wrote its DISCONNECT exits without \
-            re-sending its unacknowledged Complete; the sender fails with 'stopped answering' (exit 7) \
-            though the file arrived"]
 async fn a_reset_after_a_receivers_last_ack_still_lets_the_sender_finish() {
     let (received, sent) = last_ack_and_a_reset(true).await;
     // The receiver reports success: it has the file...
