@@ -24,7 +24,8 @@
 //! over the DISCONNECT only when the broker has acknowledged every QoS 1 publish
 //! before it: it counts the publishes it hands to rumqttc, and the poll task counts
 //! the PUBACKs into a `watch`. A connection that breaks meanwhile is reconnected as
-//! at any other time, and rumqttc sends the publishes again in the same session.
+//! at any other time, and rumqttc sends the publishes again in the same session;
+//! where the broker has no session for us, the poll task queues them again itself.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -315,10 +316,16 @@ async fn poll_loop(
             Ok(Some(Incoming::ConnAck { .. })) if disconnecting => return,
             Ok(Some(Incoming::ConnAck { info, dropped })) => {
                 backoff = MIN_BACKOFF;
-                // These will never be acked. A running engine repairs what a lost
-                // session took (it learns of the loss from `session_present`).
-                let lost = dropped.publishes() as u64;
-                acked.send_modify(|n| *n += lost);
+                if closing.is_cancelled() {
+                    // Nobody else will send them again now; the feed task waits for
+                    // their acks.
+                    el.requeue(dropped);
+                } else {
+                    // The engine repairs what a lost session took (it learns of the
+                    // loss from `session_present`); they will never be acked.
+                    let lost = dropped.publishes() as u64;
+                    acked.send_modify(|n| *n += lost);
+                }
                 ConnEvent::Up(info)
             }
             Ok(Some(Incoming::PubAck)) => {

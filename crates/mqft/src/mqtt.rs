@@ -62,7 +62,7 @@ pub(crate) enum Incoming {
 /// for a clean session; for a persistent one, when the broker lost it), rumqttc
 /// drops them all, without a word (`EventLoop::poll` in `eventloop.rs` and
 /// `v5/eventloop.rs`, 0.25). The adapter copies them after each error, so that the
-/// caller learns what it lost.
+/// caller can queue them again ([`EventLoop::requeue`]) or at least count them.
 #[derive(Debug)]
 pub(crate) enum Dropped {
     V311(Vec<rumqttc::Request>),
@@ -326,6 +326,36 @@ impl EventLoop {
         }
     }
 
+    /// Queues what a new session dropped again, ahead of any new request. The
+    /// publishes go out as new ones, with fresh packet ids: the broker has no
+    /// session in which the old ids mean anything.
+    pub fn requeue(&mut self, dropped: Dropped) {
+        match (self, dropped) {
+            (EventLoop::V311 { el, .. }, Dropped::V311(requests)) => {
+                el.pending.extend(requests.into_iter().map(|r| match r {
+                    rumqttc::Request::Publish(mut p) => {
+                        p.pkid = 0;
+                        p.dup = false;
+                        rumqttc::Request::Publish(p)
+                    }
+                    other => other,
+                }));
+            }
+            (EventLoop::V5 { el, .. }, Dropped::V5(requests)) => {
+                el.pending.extend(requests.into_iter().map(|r| match r {
+                    rumqttc::v5::Request::Publish(mut p) => {
+                        p.pkid = 0;
+                        p.dup = false;
+                        rumqttc::v5::Request::Publish(p)
+                    }
+                    other => other,
+                }));
+            }
+            // A `Dropped` only comes from `poll` of this same event loop.
+            _ => unreachable!("dropped requests of the other mqtt version"),
+        }
+    }
+
     /// Stops acknowledging incoming publishes, for good: once nobody reads them.
     /// A message acked but not read would be lost to a persistent session, which
     /// keeps an unacked one for the next connection instead; and after our
@@ -526,6 +556,33 @@ mod tests {
             Failure::Refused(r) => assert_eq!(r, "bad user name or password"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn dropped_publishes_are_queued_again_as_new_ones() {
+        let cfg = Config::new("127.0.0.1", 1883);
+        let opts = crate::conn::options(&cfg, "c".into(), true, 1024, 1024);
+        let (_client, mut el) = new(&cfg, &opts).unwrap();
+        let mut sent = p5::Publish::new("t", QoS5::AtLeastOnce, "x", None);
+        sent.pkid = 7;
+        sent.dup = true;
+        let dropped = Dropped::V5(vec![
+            rumqttc::v5::Request::Publish(sent.clone()),
+            rumqttc::v5::Request::Publish(sent),
+            rumqttc::v5::Request::Disconnect,
+        ]);
+        assert_eq!(dropped.publishes(), 2);
+        el.requeue(dropped);
+        let EventLoop::V5 { el, .. } = el else { panic!("mqtt 5 is the default") };
+        let fresh = p5::Publish::new("t", QoS5::AtLeastOnce, "x", None);
+        assert_eq!(
+            Vec::from(el.pending.clone()),
+            [
+                rumqttc::v5::Request::Publish(fresh.clone()),
+                rumqttc::v5::Request::Publish(fresh),
+                rumqttc::v5::Request::Disconnect
+            ]
+        );
     }
 
     #[test]
