@@ -11,15 +11,16 @@
 //! As in `faults`, the receiver's link is paced so that a transfer lasts a
 //! few seconds, and "mid-transfer" is read from its progress events.
 //!
-//! The last tests reset a `once` receiver's link just after it wrote its
-//! DISCONNECT, with its `Complete` still on the way: the one that shows a bug
-//! is ignored until it is fixed (see its reason).
+//! The last tests reset a client's link while its last publishes are still
+//! on the way, as it closes: a `once` receiver's `Complete`, a sender's
+//! `Abort` and the empty manifest that clears the retained one.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mqft::{Client, Config, MqttVersion, ReceiveEvent, SendEvent, SendReport};
 use mqft_tests::proxy::{Direction, Proxy};
-use mqft_tests::{files_equal, random_file, Broker, HOST};
+use mqft_tests::{files_equal, mosquitto_client, random_file, wait_until, Broker, Process, HOST};
 
 use crate::fault_util::{
     client_at, held_at_least, paced_link, poll_until, windowed, windowed_flags, Cli, Finished, CHUNK,
@@ -298,33 +299,72 @@ fn the_senders_link_down_for_seconds_is_survived() {
     assert_cli_not_started_over(&sent);
 }
 
-/// The MQTT packet type of DISCONNECT (the high nibble of its first byte).
+/// The MQTT packet type of PUBLISH (the high nibble of its first byte).
+const PUBLISH: u8 = 3;
+/// The MQTT packet type of DISCONNECT.
 const DISCONNECT: u8 = 14;
 
-/// The MQTT packet types (the high nibble of each fixed header) of the
-/// packets in `stream`, the bytes a client wrote from its CONNECT on; a
-/// packet cut short at the end is left out.
-fn packet_types(stream: &[u8]) -> Vec<u8> {
-    let mut types = Vec::new();
+/// The packets in `stream`, the bytes a client wrote from its CONNECT on:
+/// each one's first byte and its body (what follows the remaining length).
+/// A packet cut short at the end is left out.
+fn packets(stream: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut packets = Vec::new();
     let mut at = 0;
     while let Some(&first) = stream.get(at) {
         // The remaining length: 7 bits a byte, lowest first, at most 4 bytes.
         let (mut len, mut i) = (0usize, at + 1);
         for shift in [0, 7, 14, 21] {
-            let Some(&b) = stream.get(i) else { return types };
+            let Some(&b) = stream.get(i) else { return packets };
             len |= usize::from(b & 0x7f) << shift;
             i += 1;
             if b & 0x80 == 0 {
                 break;
             }
         }
-        if i + len > stream.len() {
-            return types;
-        }
-        types.push(first >> 4);
+        let Some(body) = stream.get(i..i + len) else { return packets };
+        packets.push((first, body));
         at = i + len;
     }
-    types
+    packets
+}
+
+/// The MQTT packet types (the high nibble of each fixed header) of the
+/// packets in `stream`, as [`packets`] splits it.
+fn packet_types(stream: &[u8]) -> Vec<u8> {
+    packets(stream).into_iter().map(|(first, _)| first >> 4).collect()
+}
+
+/// Whether `stream` holds a publish that clears a retained message: QoS 1,
+/// retained, no payload. Its body is the topic (with its 2-byte length) and
+/// the packet id, and under MQTT 5 an empty property list (one 0 byte).
+fn clears_retained(stream: &[u8]) -> bool {
+    packets(stream).into_iter().any(|(first, body)| {
+        // The flags: DUP (either), QoS 1, RETAIN.
+        if first >> 4 != PUBLISH || first & 0x07 != 0x03 || body.len() < 2 {
+            return false;
+        }
+        let header = 2 + usize::from(u16::from_be_bytes([body[0], body[1]])) + 2;
+        matches!(body.get(header..), Some([] | [0]))
+    })
+}
+
+/// The topics of the messages `broker` retains under `filter` (which
+/// `sentinel` must match): a new subscriber gets them first, then the
+/// sentinel published once it has subscribed, which is not retained and
+/// ends `mosquitto_sub --retained-only`.
+fn retained_topics(broker: &Broker, filter: &str, sentinel: &str) -> Vec<String> {
+    const ID: &str = "retained-check";
+    let port = broker.port().to_string();
+    let mut sub = Command::new(mosquitto_client("mosquitto_sub"));
+    sub.args(["-h", HOST, "-p", &port, "-i", ID, "-t", filter, "-q", "1", "-F", "%t", "--retained-only", "-W", "20"]);
+    let subscriber = Process::spawn(&mut sub);
+    assert!(wait_until(WAIT, || broker.has_subscription(ID, filter)), "mosquitto_sub did not subscribe");
+    let mut publish = Command::new(mosquitto_client("mosquitto_pub"));
+    publish.args(["-h", HOST, "-p", &port, "-t", sentinel, "-q", "1", "-m", "sentinel"]);
+    assert!(Process::spawn(&mut publish).finish_within(WAIT).status.success(), "mosquitto_pub failed");
+    let output = subscriber.finish_within(WAIT);
+    assert!(output.status.success(), "mosquitto_sub: {}", output.status);
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
 }
 
 /// A `once` receiver takes a small file over a link that delays what it
@@ -377,6 +417,19 @@ fn packet_types_splits_a_stream_of_mqtt_packets() {
     assert_eq!(packet_types(&stream), [1, 4, DISCONNECT]);
 }
 
+#[test]
+fn clears_retained_finds_an_empty_retained_publish() {
+    // Topic "a/m", packet id 7: retained with a payload, not retained and
+    // empty, then retained and empty (MQTT 3.1.1, and 5 with no properties).
+    let with_payload = [0x33, 0x08, 0x00, 0x03, b'a', b'/', b'm', 0x00, 0x07, b'x'];
+    let not_retained = [0x32, 0x07, 0x00, 0x03, b'a', b'/', b'm', 0x00, 0x07];
+    let v311 = [0x33, 0x07, 0x00, 0x03, b'a', b'/', b'm', 0x00, 0x07];
+    let v5 = [0x3b, 0x08, 0x00, 0x03, b'a', b'/', b'm', 0x00, 0x07, 0x00];
+    assert!(!clears_retained(&[&with_payload[..], &not_retained].concat()));
+    assert!(clears_retained(&[&with_payload[..], &v311].concat()));
+    assert!(clears_retained(&v5));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receivers_last_ack_delayed_on_its_link_reaches_the_sender() {
     // The control for the test below: the same slow link, no reset.
@@ -386,9 +439,6 @@ async fn a_receivers_last_ack_delayed_on_its_link_reaches_the_sender() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a `once` receiver whose connection is reset after it wrote its DISCONNECT exits without \
-            re-sending its unacknowledged Complete; the sender fails with 'stopped answering' (exit 7) \
-            though the file arrived"]
 async fn a_reset_after_a_receivers_last_ack_still_lets_the_sender_finish() {
     let (received, sent) = last_ack_and_a_reset(true).await;
     // The receiver reports success: it has the file...
@@ -396,4 +446,48 @@ async fn a_reset_after_a_receivers_last_ack_still_lets_the_sender_finish() {
     // ...so the sender must learn it too: the Complete went out at QoS 1 on a
     // persistent session, and a new connection works at once.
     sent.unwrap();
+}
+
+/// A sender behind a link that delays what it writes by half a second, its
+/// `once` receiver straight on the broker. As soon as the sender has written
+/// the empty retained manifest that clears the finished transfer, the link is
+/// reset: that publish and the `Abort` before it die in the delay line. The
+/// sender's session is clean, so the broker has nothing of them to resume,
+/// and rumqttc drops them at the reconnect: the closing sender must publish
+/// them again itself, or the manifest stays retained for a transfer nobody
+/// serves.
+async fn a_reset_as_a_sender_closes(version: MqttVersion) {
+    const DELAY: Duration = Duration::from_millis(500);
+    let broker = Broker::start();
+    let link = Proxy::start(broker.addr());
+    link.set_one_way_latency(Direction::ClientToServer, DELAY);
+    link.start_capture(Direction::ClientToServer);
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let path = random_file(src.path(), "closing.bin", 8 * u64::from(CHUNK), 10301);
+    let mut opts = receive_opts("rx-of-closing");
+    opts.once = true;
+    let mut rx = client_at(broker.port(), version).receive(out.path(), opts);
+    connected(&mut rx).await;
+    let send = client_at(link.port(), version).send([&path], windowed());
+
+    let cleared = poll_until(WAIT, || clears_retained(&link.captured(Direction::ClientToServer)));
+    assert!(cleared.await, "the sender did not clear its manifest");
+    assert_eq!(link.reset_all(), 1);
+    within("the send", send.wait()).await.unwrap();
+    within("the receive", rx.wait()).await.unwrap();
+    assert!(files_equal(&path, &out.path().join("closing.bin")));
+    assert!(link.accepted() >= 2, "the sender did not reconnect");
+    let left = retained_topics(&broker, "files/+/manifest", "files/sentinel/manifest");
+    assert!(left.is_empty(), "still retained: {left:?}\n{}", broker.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_as_a_sender_closes_loses_none_of_its_last_publishes_v5() {
+    a_reset_as_a_sender_closes(MqttVersion::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_as_a_sender_closes_loses_none_of_its_last_publishes_v311() {
+    a_reset_as_a_sender_closes(MqttVersion::V311).await;
 }

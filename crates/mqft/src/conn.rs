@@ -18,13 +18,21 @@
 //!
 //! Subscriptions are kept in the outbox and re-sent after every CONNACK: rumqttc
 //! does not restore them, and a broker that lost our session has none.
+//!
+//! Closing must not lose what was sent last, such as a receiver's `Complete`: once
+//! the engine has stopped, nothing else would send it again. So the feed task hands
+//! over the DISCONNECT only when the broker has acknowledged every QoS 1 publish
+//! before it: it counts the publishes it hands to rumqttc, and the poll task counts
+//! the PUBACKs into a `watch`. A connection that breaks meanwhile is reconnected as
+//! at any other time, and rumqttc sends the publishes again in the same session;
+//! where the broker has no session for us, the poll task queues them again itself.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +81,8 @@ pub(crate) struct Connection {
     pub out: Outbox,
     addr: String,
     connect_timeout: Duration,
+    /// Cancelled when [`Connection::close`] begins: the engine reads no more.
+    closing: CancellationToken,
     stop: CancellationToken,
     poll_task: JoinHandle<()>,
     feed_task: JoinHandle<()>,
@@ -85,14 +95,24 @@ impl Connection {
         let (client, el) = mqtt::new(cfg, opts)?;
         let (event_tx, events) = mpsc::unbounded_channel();
         let (req_tx, req_rx) = mpsc::channel(REQUEST_CAPACITY);
+        let (acked_tx, acked) = watch::channel(0);
+        let closing = CancellationToken::new();
         let stop = CancellationToken::new();
-        let poll_task = tokio::spawn(poll_loop(el, event_tx, stop.clone(), cfg.max_backoff.max(MIN_BACKOFF)));
-        let feed_task = tokio::spawn(feed_loop(client, req_rx));
+        let poll_task = tokio::spawn(poll_loop(
+            el,
+            event_tx,
+            acked_tx,
+            closing.clone(),
+            stop.clone(),
+            cfg.max_backoff.max(MIN_BACKOFF),
+        ));
+        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked));
         Ok(Connection {
             events,
             out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
+            closing,
             stop,
             poll_task,
             feed_task,
@@ -135,11 +155,13 @@ impl Connection {
         }
     }
 
-    /// Sends what is queued, then a DISCONNECT, and waits (at most `grace`) for it
-    /// to go out; then stops both tasks. Messages queued before the DISCONNECT reach
+    /// Sends what is queued, waits for the broker to acknowledge every QoS 1
+    /// publish, then sends a DISCONNECT and waits for it to go out; all of it within
+    /// `grace`. Then stops both tasks. Messages queued before the DISCONNECT reach
     /// the broker first: one channel, one TCP stream, in order.
     pub async fn close(mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
+        self.closing.cancel();
         self.out.push(Request::Disconnect);
         loop {
             self.out.flush();
@@ -151,7 +173,8 @@ impl Connection {
                 _ = sleep_until(deadline) => break,
             }
         }
-        // The poll task ends once the DISCONNECT is written.
+        // The feed task holds the DISCONNECT back until the acks are in; the poll
+        // task ends once it is written and the broker has closed the connection.
         let poll = &mut self.poll_task;
         if tokio::time::timeout_at(deadline, poll).await.is_err() {
             debug!("broker did not take the disconnect in time");
@@ -260,10 +283,13 @@ impl Outbox {
     }
 }
 
-/// The poll task: owns the event loop; forwards, and backs off after errors.
+/// The poll task: owns the event loop; forwards, counts PUBACKs into `acked`, and
+/// backs off after errors.
 async fn poll_loop(
     mut el: mqtt::EventLoop,
     tx: mpsc::UnboundedSender<ConnEvent>,
+    acked: watch::Sender<u64>,
+    closing: CancellationToken,
     stop: CancellationToken,
     max_backoff: Duration,
 ) {
@@ -273,23 +299,46 @@ async fn poll_loop(
     // and a broker that gets a reset discards what it had not read yet: the last
     // acks before the DISCONNECT (a receiver's Complete!) would be lost.
     let mut disconnecting = false;
+    // Once the engine reads no more, incoming publishes stay unacked (see
+    // `EventLoop::stop_acking`).
+    let mut acking = true;
     loop {
+        if acking && closing.is_cancelled() {
+            el.stop_acking();
+            acking = false;
+        }
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
             r = el.poll() => r,
         };
         let event = match polled {
             Ok(None) => continue,
-            Ok(Some(Incoming::ConnAck(_))) if disconnecting => return,
-            Ok(Some(Incoming::ConnAck(info))) => {
+            Ok(Some(Incoming::ConnAck { .. })) if disconnecting => return,
+            Ok(Some(Incoming::ConnAck { info, dropped })) => {
                 backoff = MIN_BACKOFF;
+                if closing.is_cancelled() {
+                    // Nobody else will send them again now; the feed task waits for
+                    // their acks.
+                    el.requeue(dropped);
+                } else {
+                    // The engine repairs what a lost session took (it learns of the
+                    // loss from `session_present`); they will never be acked.
+                    let lost = dropped.publishes() as u64;
+                    acked.send_modify(|n| *n += lost);
+                }
                 ConnEvent::Up(info)
+            }
+            Ok(Some(Incoming::PubAck)) => {
+                acked.send_modify(|n| *n += 1);
+                continue;
             }
             Ok(Some(Incoming::Publish { topic, payload })) => ConnEvent::Message { topic, payload },
             Ok(Some(Incoming::DisconnectSent)) => {
                 disconnecting = true;
                 continue;
             }
+            // Every QoS 1 publish was acked before the DISCONNECT was handed over, so
+            // a broken connection now loses nothing of ours.
             Err(_) if disconnecting => return,
             Err(Failure::Closed) => return,
             Err(failure) => {
@@ -308,15 +357,29 @@ async fn poll_loop(
     }
 }
 
-/// The feed task: awaits the client, so that nobody else has to.
-async fn feed_loop(client: mqtt::Client, mut rx: mpsc::Receiver<Request>) {
+/// The feed task: awaits the client, so that nobody else has to. It holds a
+/// DISCONNECT back until `acked` has caught up with the QoS 1 publishes it handed
+/// over. A connection that breaks before the DISCONNECT is reconnected and the
+/// publishes are sent again; one that breaks after it is the end, and whatever was
+/// still on the way is lost with it.
+async fn feed_loop(client: mqtt::Client, mut rx: mpsc::Receiver<Request>, mut acked: watch::Receiver<u64>) {
+    let mut handed: u64 = 0;
     while let Some(req) = rx.recv().await {
         let sent = match req {
-            Request::Publish { topic, qos, retain, payload } => client.publish(topic, qos, retain, payload).await,
+            Request::Publish { topic, qos, retain, payload } => {
+                let sent = client.publish(topic, qos, retain, payload).await;
+                if sent.is_ok() && qos == Qos::AtLeastOnce {
+                    handed += 1;
+                }
+                sent
+            }
             Request::Subscribe(filter) => client.subscribe(filter, Qos::AtLeastOnce).await,
             Request::Unsubscribe(filter) => client.unsubscribe(filter).await,
             Request::Disconnect => {
-                let _ = client.disconnect().await;
+                // An error means the poll task is gone, and the DISCONNECT with it.
+                if acked.wait_for(|&n| n >= handed).await.is_ok() {
+                    let _ = client.disconnect().await;
+                }
                 return;
             }
         };
@@ -412,6 +475,7 @@ mod tests {
             out,
             addr: "127.0.0.1:1883".into(),
             connect_timeout,
+            closing: CancellationToken::new(),
             stop: CancellationToken::new(),
             poll_task: tokio::spawn(async {}),
             feed_task: tokio::spawn(async {}),
@@ -474,6 +538,43 @@ mod tests {
         let (mut conn, _events) = fake_connection(Duration::from_secs(10));
         cancel.cancel();
         assert!(matches!(conn.wait_up(&cancel).await, Err(Error::Cancelled)));
+    }
+
+    /// Lets every task run until all wait: with the clock paused, the sleep ends
+    /// only once nothing else can run.
+    async fn settle() {
+        sleep(Duration::from_secs(1)).await;
+    }
+
+    /// What rumqttc has taken from the feed task so far: its `clean` moves the
+    /// requests waiting in its channel into `pending`, where a test can see them.
+    fn taken(el: &mut rumqttc::v5::EventLoop) -> Vec<rumqttc::v5::Request> {
+        el.clean();
+        el.pending.drain(..).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_disconnect_waits_for_the_acks_of_every_qos1_publish() {
+        let cfg = Config::new("127.0.0.1", 1883);
+        let (client, el) = mqtt::new(&cfg, &options(&cfg, "c".into(), false, 1024, 1024)).unwrap();
+        let mqtt::EventLoop::V5 { mut el, .. } = el else { panic!("mqtt 5 is the default") };
+        let (req_tx, req_rx) = mpsc::channel(8);
+        let (acked_tx, acked) = watch::channel(0);
+        let feed = tokio::spawn(feed_loop(client, req_rx, acked));
+        for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
+            let publish = Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new() };
+            req_tx.send(publish).await.unwrap();
+        }
+        req_tx.send(Request::Disconnect).await.unwrap();
+        settle().await;
+        assert_eq!(taken(&mut el).len(), 3, "the three publishes, and no disconnect yet");
+        // One of the two QoS 1 publishes acked: still held back.
+        acked_tx.send(1).unwrap();
+        settle().await;
+        assert!(taken(&mut el).is_empty());
+        acked_tx.send(2).unwrap();
+        feed.await.unwrap();
+        assert_eq!(taken(&mut el), [rumqttc::v5::Request::Disconnect]);
     }
 
     #[tokio::test]

@@ -4,6 +4,10 @@
 //! near-duplicate modules. Everything else in this crate sees one [`Client`] (publish,
 //! subscribe, unsubscribe, disconnect), one [`EventLoop`] whose `poll` yields a small
 //! [`Incoming`], and one [`Failure`] for what went wrong.
+//!
+//! Two gaps of rumqttc are covered here, since they need its state: what it drops
+//! when the broker starts a new session ([`Dropped`]), and acks it would send after
+//! our DISCONNECT ([`EventLoop::stop_acking`]).
 
 use std::io;
 use std::time::Duration;
@@ -38,12 +42,31 @@ pub(crate) struct Options {
 /// What the broker said, reduced to what the driver needs.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// A connection is up.
-    ConnAck(ConnAckInfo),
+    /// A connection is up. `dropped` is what rumqttc kept for it from the
+    /// connection before and dropped because the broker has no session for us.
+    ConnAck { info: ConnAckInfo, dropped: Dropped },
     /// A message arrived.
     Publish { topic: String, payload: Bytes },
+    /// The broker acknowledged one of our QoS 1 publishes.
+    PubAck,
     /// Our DISCONNECT went out: the event loop is done.
     DisconnectSent,
+}
+
+/// Our QoS 1 publishes, and a DISCONNECT, that rumqttc dropped at a new session,
+/// in the order they were queued.
+///
+/// When a connection breaks, rumqttc keeps the QoS 1 publishes the broker has not
+/// acknowledged, and every request still in its channel, to send them on the next
+/// connection. But if the broker answers that CONNECT without a session (always,
+/// for a clean session; for a persistent one, when the broker lost it), rumqttc
+/// drops them all, without a word (`EventLoop::poll` in `eventloop.rs` and
+/// `v5/eventloop.rs`, 0.25). The adapter copies them after each error, so that the
+/// caller can queue them again ([`EventLoop::requeue`]) or at least count them.
+#[derive(Debug)]
+pub(crate) enum Dropped {
+    V311(Vec<rumqttc::Request>),
+    V5(Vec<rumqttc::v5::Request>),
 }
 
 /// The parts of a CONNACK that matter here.
@@ -77,10 +100,20 @@ pub(crate) enum Client {
 }
 
 /// The connection itself. Owned by exactly one task, which does nothing but poll it.
+///
+/// `held` is a copy of what rumqttc keeps for the next connection, taken after every
+/// error: it becomes [`Dropped`] if the next CONNACK has no session.
 pub(crate) enum EventLoop {
-    /// With whether the session is meant to be persistent (see [`EventLoop::poll`]).
-    V311(Box<rumqttc::EventLoop>, bool),
-    V5(Box<rumqttc::v5::EventLoop>),
+    V311 {
+        el: Box<rumqttc::EventLoop>,
+        /// Whether the session is meant to be persistent (see [`EventLoop::poll`]).
+        persistent: bool,
+        held: Vec<rumqttc::Request>,
+    },
+    V5 {
+        el: Box<rumqttc::v5::EventLoop>,
+        held: Vec<rumqttc::v5::Request>,
+    },
 }
 
 /// The request channel is closed: the event loop is gone.
@@ -116,7 +149,8 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             }
             let (client, mut el) = rumqttc::AsyncClient::new(m, o.request_capacity);
             el.set_network_options(net);
-            (Client::V311(client), EventLoop::V311(Box::new(el), o.persistent.is_some()))
+            let el = EventLoop::V311 { el: Box::new(el), persistent: o.persistent.is_some(), held: Vec::new() };
+            (Client::V311(client), el)
         }
         MqttVersion::V5 => {
             let mut m = rumqttc::v5::MqttOptions::new(&o.client_id, &cfg.host, cfg.port);
@@ -142,7 +176,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
                 m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
             }
             let (client, el) = rumqttc::v5::AsyncClient::new(m, o.request_capacity);
-            (Client::V5(client), EventLoop::V5(Box::new(el)))
+            (Client::V5(client), EventLoop::V5 { el: Box::new(el), held: Vec::new() })
         }
     })
 }
@@ -212,8 +246,8 @@ impl Client {
 }
 
 impl EventLoop {
-    /// The next event that matters; `Ok(None)` for the ones that do not (acks, pings,
-    /// our own outgoing packets).
+    /// The next event that matters; `Ok(None)` for the ones that do not (other acks,
+    /// pings, our own outgoing packets).
     ///
     /// Under MQTT 3.1.1 a packet larger than our limit ends the connection, and the
     /// broker cannot be told the limit (MQTT 5 announces it, and the broker then
@@ -225,22 +259,28 @@ impl EventLoop {
     /// else the session held), and the one after it is persistent again.
     pub async fn poll(&mut self) -> Result<Option<Incoming>, Failure> {
         match self {
-            EventLoop::V311(el, persistent) => {
+            EventLoop::V311 { el, persistent, held } => {
                 use rumqttc::{Event, Outgoing, Packet};
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         el.mqtt_options.set_clean_session(!*persistent);
-                        Ok(Some(Incoming::ConnAck(ConnAckInfo {
-                            session_present: ack.session_present,
-                            ..ConnAckInfo::default()
-                        })))
+                        // rumqttc sends what it held again only into the same session.
+                        let held = std::mem::take(held);
+                        let dropped = if ack.session_present { Vec::new() } else { held };
+                        Ok(Some(Incoming::ConnAck {
+                            info: ConnAckInfo { session_present: ack.session_present, ..ConnAckInfo::default() },
+                            dropped: Dropped::V311(dropped),
+                        }))
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload }))
                     }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
                     Err(e) => {
+                        // rumqttc has just moved what it will send again into `pending`.
+                        *held = el.pending.iter().filter(|r| held4(r)).cloned().collect();
                         if *persistent && is_oversized4(&e) {
                             tracing::debug!("oversized packet from the broker; the next session starts clean");
                             el.mqtt_options.set_clean_session(true);
@@ -249,17 +289,22 @@ impl EventLoop {
                     }
                 }
             }
-            EventLoop::V5(el) => {
+            EventLoop::V5 { el, held } => {
                 use rumqttc::v5::Event;
                 use rumqttc::Outgoing;
                 match el.poll().await {
                     Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => {
                         let props = ack.properties.as_ref();
-                        Ok(Some(Incoming::ConnAck(ConnAckInfo {
-                            session_present: ack.session_present,
-                            max_packet_size: props.and_then(|p| p.max_packet_size),
-                            receive_maximum: props.and_then(|p| p.receive_max),
-                        })))
+                        let held = std::mem::take(held);
+                        let dropped = if ack.session_present { Vec::new() } else { held };
+                        Ok(Some(Incoming::ConnAck {
+                            info: ConnAckInfo {
+                                session_present: ack.session_present,
+                                max_packet_size: props.and_then(|p| p.max_packet_size),
+                                receive_maximum: props.and_then(|p| p.receive_max),
+                            },
+                            dropped: Dropped::V5(dropped),
+                        }))
                     }
                     Ok(Event::Incoming(p5::Packet::Publish(p))) => match String::from_utf8(p.topic.to_vec()) {
                         Ok(topic) => Ok(Some(Incoming::Publish { topic, payload: p.payload })),
@@ -267,12 +312,91 @@ impl EventLoop {
                         // nothing of ours.
                         Err(_) => Ok(None),
                     },
+                    // With an error reason too: the broker has decided, and sending
+                    // the publish again would not change its mind.
+                    Ok(Event::Incoming(p5::Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
-                    Err(e) => Err(failure5(e)),
+                    Err(e) => {
+                        *held = el.pending.iter().filter(|r| held5(r)).cloned().collect();
+                        Err(failure5(e))
+                    }
                 }
             }
         }
+    }
+
+    /// Queues what a new session dropped again, ahead of any new request. The
+    /// publishes go out as new ones, with fresh packet ids: the broker has no
+    /// session in which the old ids mean anything.
+    pub fn requeue(&mut self, dropped: Dropped) {
+        match (self, dropped) {
+            (EventLoop::V311 { el, .. }, Dropped::V311(requests)) => {
+                el.pending.extend(requests.into_iter().map(|r| match r {
+                    rumqttc::Request::Publish(mut p) => {
+                        p.pkid = 0;
+                        p.dup = false;
+                        rumqttc::Request::Publish(p)
+                    }
+                    other => other,
+                }));
+            }
+            (EventLoop::V5 { el, .. }, Dropped::V5(requests)) => {
+                el.pending.extend(requests.into_iter().map(|r| match r {
+                    rumqttc::v5::Request::Publish(mut p) => {
+                        p.pkid = 0;
+                        p.dup = false;
+                        rumqttc::v5::Request::Publish(p)
+                    }
+                    other => other,
+                }));
+            }
+            // A `Dropped` only comes from `poll` of this same event loop.
+            _ => unreachable!("dropped requests of the other mqtt version"),
+        }
+    }
+
+    /// Stops acknowledging incoming publishes, for good: once nobody reads them.
+    /// A message acked but not read would be lost to a persistent session, which
+    /// keeps an unacked one for the next connection instead; and after our
+    /// DISCONNECT, MQTT allows no packet at all, while rumqttc would ack what the
+    /// broker sent in the meantime.
+    pub fn stop_acking(&mut self) {
+        match self {
+            EventLoop::V311 { el, .. } => el.state.manual_acks = true,
+            EventLoop::V5 { el, .. } => el.state.manual_acks = true,
+        }
+    }
+}
+
+impl Dropped {
+    /// How many QoS 1 publishes were dropped.
+    pub fn publishes(&self) -> usize {
+        match self {
+            Dropped::V311(r) => r.iter().filter(|r| matches!(r, rumqttc::Request::Publish(_))).count(),
+            Dropped::V5(r) => r.iter().filter(|r| matches!(r, rumqttc::v5::Request::Publish(_))).count(),
+        }
+    }
+}
+
+/// True for the 3.1.1 requests worth keeping from a dropped session: QoS 1 publishes,
+/// which the caller waits to see acknowledged, and a DISCONNECT, which it waits to
+/// see go out. QoS 0 publishes promised nothing; subscriptions are the caller's to
+/// restore.
+fn held4(r: &rumqttc::Request) -> bool {
+    match r {
+        rumqttc::Request::Publish(p) => p.qos != rumqttc::QoS::AtMostOnce,
+        rumqttc::Request::Disconnect(_) => true,
+        _ => false,
+    }
+}
+
+/// [`held4`] for MQTT 5.
+fn held5(r: &rumqttc::v5::Request) -> bool {
+    match r {
+        rumqttc::v5::Request::Publish(p) => p.qos != QoS5::AtMostOnce,
+        rumqttc::v5::Request::Disconnect => true,
+        _ => false,
     }
 }
 
@@ -432,6 +556,45 @@ mod tests {
             Failure::Refused(r) => assert_eq!(r, "bad user name or password"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn dropped_publishes_are_queued_again_as_new_ones() {
+        let cfg = Config::new("127.0.0.1", 1883);
+        let opts = crate::conn::options(&cfg, "c".into(), true, 1024, 1024);
+        let (_client, mut el) = new(&cfg, &opts).unwrap();
+        let mut sent = p5::Publish::new("t", QoS5::AtLeastOnce, "x", None);
+        sent.pkid = 7;
+        sent.dup = true;
+        let dropped = Dropped::V5(vec![
+            rumqttc::v5::Request::Publish(sent.clone()),
+            rumqttc::v5::Request::Publish(sent),
+            rumqttc::v5::Request::Disconnect,
+        ]);
+        assert_eq!(dropped.publishes(), 2);
+        el.requeue(dropped);
+        let EventLoop::V5 { el, .. } = el else { panic!("mqtt 5 is the default") };
+        let fresh = p5::Publish::new("t", QoS5::AtLeastOnce, "x", None);
+        assert_eq!(
+            Vec::from(el.pending.clone()),
+            [
+                rumqttc::v5::Request::Publish(fresh.clone()),
+                rumqttc::v5::Request::Publish(fresh),
+                rumqttc::v5::Request::Disconnect
+            ]
+        );
+    }
+
+    #[test]
+    fn only_qos1_publishes_and_the_disconnect_are_held() {
+        assert!(held4(&rumqttc::Request::Publish(rumqttc::Publish::new("t", rumqttc::QoS::AtLeastOnce, "x"))));
+        assert!(!held4(&rumqttc::Request::Publish(rumqttc::Publish::new("t", rumqttc::QoS::AtMostOnce, "x"))));
+        assert!(held4(&rumqttc::Request::Disconnect(rumqttc::Disconnect)));
+        assert!(!held4(&rumqttc::Request::PingReq(rumqttc::PingReq)));
+        assert!(held5(&rumqttc::v5::Request::Publish(p5::Publish::new("t", QoS5::AtLeastOnce, "x", None))));
+        assert!(!held5(&rumqttc::v5::Request::Publish(p5::Publish::new("t", QoS5::AtMostOnce, "x", None))));
+        assert!(held5(&rumqttc::v5::Request::Disconnect));
+        assert!(!held5(&rumqttc::v5::Request::PingReq));
     }
 
     #[test]
