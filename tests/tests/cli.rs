@@ -1,6 +1,7 @@
 //! The `mqft` binary, run as a user runs it: `receive` and `send` as two
 //! processes through a broker, the exit codes of the documented failures,
-//! `--json` output, and `demo` with its embedded broker.
+//! `--json` output, plain logs when not on a terminal, and `demo` with its
+//! embedded broker.
 //!
 //! The binary is the one cargo built (see [`mqft_tests::mqft_bin`]).
 
@@ -165,6 +166,22 @@ fn send_to_a_closed_port_exits_3() {
     assert!(String::from_utf8_lossy(&sent.stderr).contains("cannot reach broker"), "{}", show(&sent));
     // It kept trying for the time asked, and not much longer.
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "giving up took {took:?}");
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let closed = ClosedPort::bind();
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "x.bin", 10, 5351);
+    // `-vv` logs each failed connection attempt; stderr is a pipe, and no
+    // NO_COLOR says to go without colours: the terminal check alone must.
+    let mut command = mqft(["send".as_ref(), file.as_os_str(), "-vv".as_ref()]);
+    command.args(at(closed.port())).args(["--connect-timeout", "2"]).env_remove("NO_COLOR");
+    let sent = Process::spawn(&mut command).finish_within(WAIT);
+    assert_eq!(sent.status.code(), Some(3), "{}", show(&sent));
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert!(stderr.contains("DEBUG") && stderr.contains("connection attempt failed"), "{}", show(&sent));
+    assert!(!stderr.contains('\x1b'), "escape codes in the log\n{}", show(&sent));
 }
 
 #[test]

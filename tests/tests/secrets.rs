@@ -2,7 +2,8 @@
 //! (`MQFT_PASSWORD`) or a file (`--password-file`) never shows in the process's
 //! arguments (what `ps` and `/proc/<pid>/cmdline` show anyone on the host), and
 //! no password, however given, shows in logs (`-vv`), errors (a refused
-//! connection, a bad broker URL) or `--json` output.
+//! connection, a bad broker URL) or `--json` output, and `--help` does not show
+//! the values of the variables that hold one.
 //!
 //! The broker checks passwords with a file made by `mosquitto_passwd`.
 
@@ -142,6 +143,27 @@ fn passwords_from_the_environment_or_a_file_stay_out_of_arguments_logs_and_outpu
         assert!(stderr.contains("DEBUG") && stderr.contains("connected"), "{text}");
     }
     assert!(files_equal(&file, &out.join("secret-plans.bin")));
+}
+
+#[test]
+fn help_names_the_secret_environment_variables_but_not_their_values() {
+    let url = format!("mqtt://alice:{SECRET}@{HOST}:1883");
+    for args in [&["--help"][..], &["send", "--help"], &["receive", "--help"], &["help", "receive"]] {
+        let mut command = mqft(args);
+        command.env("MQFT_BROKER", &url).env("MQFT_USERNAME", "alice").env("MQFT_PASSWORD", WRONG);
+        let output = Process::spawn(&mut command).finish_within(LIMIT);
+        let text = checked_output(&format!("mqft {}", args.join(" ")), &output);
+        assert_eq!(output.status.code(), Some(0), "{text}");
+        assert!(!text.contains("alice"), "mqft {} shows the user name:\n{text}", args.join(" "));
+        if args != ["--help"] {
+            // The variables are named, where a value would follow an `=`. Help
+            // wraps its lines, maybe inside the brackets.
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            for var in ["MQFT_BROKER", "MQFT_USERNAME", "MQFT_PASSWORD"] {
+                assert!(flat.contains(&format!("[env: {var}]")), "mqft {} names no {var}:\n{text}", args.join(" "));
+            }
+        }
+    }
 }
 
 /// Runs `mqft receive` that must fail with `code`, and checks its output.

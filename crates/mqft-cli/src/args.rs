@@ -2,7 +2,9 @@
 //!
 //! Broker flags follow `mosquitto_pub`/`mosquitto_sub` (`-h -p -u -P -i -q -V`,
 //! `--cafile --cert --key`), so `-h` is the host and help is `--help` only. Secrets can
-//! come from the environment or a file, so they need not appear in process arguments.
+//! come from the environment or a file, so they need not appear in process arguments,
+//! and `--help` names the variables that can hold one (`MQFT_BROKER`, `MQFT_USERNAME`,
+//! `MQFT_PASSWORD`) without showing their values.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +60,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
     /// Broker URL: mqtt://[user[:pass]@]host[:port] or mqtts://... (TLS).
-    #[arg(short = 'b', long, env = "MQFT_BROKER", value_name = "URL")]
+    #[arg(short = 'b', long, env = "MQFT_BROKER", hide_env_values = true, value_name = "URL")]
     pub broker: Option<String>,
     /// Broker host (overrides the URL's).
     #[arg(short = 'h', long, env = "MQFT_HOST")]
@@ -67,7 +69,7 @@ pub struct BrokerArgs {
     #[arg(short = 'p', long, env = "MQFT_PORT")]
     pub port: Option<u16>,
     /// User name.
-    #[arg(short = 'u', long, env = "MQFT_USERNAME")]
+    #[arg(short = 'u', long, env = "MQFT_USERNAME", hide_env_values = true)]
     pub username: Option<String>,
     /// Password. Prefer MQFT_PASSWORD or --password-file: a flag shows in `ps`.
     #[arg(short = 'P', long, env = "MQFT_PASSWORD", hide_env_values = true)]

@@ -10,6 +10,7 @@ mod args;
 mod demo;
 mod report;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -86,6 +87,9 @@ fn main() -> ExitCode {
 }
 
 /// `-v` shows this program's and the library's logs; `RUST_LOG` overrides.
+///
+/// Colours only on a terminal, and not when `NO_COLOR` is set: a log redirected to a
+/// file or read by a supervisor gets plain text, not escape codes.
 fn init_logging(out: OutputArgs) {
     let level = match out.verbose {
         0 => "warn,rumqttd=off",
@@ -94,7 +98,9 @@ fn init_logging(out: OutputArgs) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
