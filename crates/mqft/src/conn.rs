@@ -2,11 +2,14 @@
 //! in a circle:
 //!
 //! - the **poll task** owns the rumqttc event loop and does nothing but poll it. It
-//!   forwards what arrives into an unbounded channel, so it never waits on the
-//!   engine (the protocol's credit bounds what is in that channel: a receiver grants
-//!   credit only for chunks it has taken out). After an error it sleeps with
-//!   exponential backoff before polling again, which is when rumqttc reconnects
-//!   (rumqttc itself would retry at once, in a tight loop).
+//!   forwards what arrives into a channel to the engine. The protocol's credit
+//!   bounds what is in that channel (a receiver grants credit only for chunks it has
+//!   taken out), and a byte budget ([`MAX_BUFFERED`]) bounds it whatever the peers
+//!   do: past it the poll task waits for the engine to drop events, and TCP holds
+//!   the rest. The engine never waits on the poll task, so that wait always ends.
+//!   After an error it sleeps with exponential backoff before polling again, which
+//!   is when rumqttc reconnects (rumqttc itself would retry at once, in a tight
+//!   loop).
 //! - the **feed task** takes requests from a small bounded channel and awaits
 //!   rumqttc's `AsyncClient`. Awaiting the client from the poll task would deadlock
 //!   once rumqttc's request channel is full; here the wait only holds up the feed.
@@ -29,10 +32,11 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +54,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Capacity of the channel between the outbox and the feed task, and of rumqttc's
 /// own request channel behind it.
 const REQUEST_CAPACITY: usize = 16;
+/// Bytes of received payloads that may wait for the engine. Past this the poll
+/// task stops reading the socket until the engine catches up, so TCP and then the
+/// broker's queue hold the rest: a sender's window normally keeps well below it,
+/// but several large transfers at once, a window set too wide, or anybody
+/// publishing on our topics must not grow a receiver's memory without bound.
+pub(crate) const MAX_BUFFERED: usize = 16 << 20;
 /// QoS 1 publishes in flight to the broker at once.
 const INFLIGHT: u16 = 32;
 
@@ -67,8 +77,9 @@ pub(crate) enum Request {
 pub(crate) enum ConnEvent {
     /// Connected (again): the CONNACK's numbers.
     Up(ConnAckInfo),
-    /// A message arrived.
-    Message { topic: String, payload: Bytes },
+    /// A message arrived. `_budget` holds its share of [`MAX_BUFFERED`] until
+    /// the engine drops the event.
+    Message { topic: String, payload: Bytes, _budget: Option<OwnedSemaphorePermit> },
     /// The connection failed or broke; the poll task retries after a backoff.
     Down(Failure),
 }
@@ -101,6 +112,7 @@ impl Connection {
         let poll_task = tokio::spawn(poll_loop(
             el,
             event_tx,
+            Arc::new(Semaphore::new(MAX_BUFFERED)),
             acked_tx,
             closing.clone(),
             stop.clone(),
@@ -288,6 +300,7 @@ impl Outbox {
 async fn poll_loop(
     mut el: mqtt::EventLoop,
     tx: mpsc::UnboundedSender<ConnEvent>,
+    buffered: Arc<Semaphore>,
     acked: watch::Sender<u64>,
     closing: CancellationToken,
     stop: CancellationToken,
@@ -332,7 +345,18 @@ async fn poll_loop(
                 acked.send_modify(|n| *n += 1);
                 continue;
             }
-            Ok(Some(Incoming::Publish { topic, payload })) => ConnEvent::Message { topic, payload },
+            Ok(Some(Incoming::Publish { topic, payload })) => {
+                // A payload larger than the whole budget takes all of it.
+                let share = u32::try_from(payload.len().min(MAX_BUFFERED)).unwrap_or(u32::MAX);
+                let budget = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    // A closing engine reads no more: waiting for it to free room
+                    // would only hold up the DISCONNECT.
+                    _ = closing.cancelled() => continue,
+                    permit = buffered.clone().acquire_many_owned(share) => permit.ok(),
+                };
+                ConnEvent::Message { topic, payload, _budget: budget }
+            }
             Ok(Some(Incoming::DisconnectSent)) => {
                 disconnecting = true;
                 continue;

@@ -461,7 +461,7 @@ impl Engine {
                 info!(%reason, "connection lost");
                 self.events.emit(ReceiveEvent::Disconnected { reason });
             }
-            ConnEvent::Message { topic, payload } => match self.prefix.parse(&topic) {
+            ConnEvent::Message { topic, payload, .. } => match self.prefix.parse(&topic) {
                 Some(Topic::Manifest(id)) => self.on_manifest(id, payload).await,
                 Some(Topic::Chunk(id, index)) => self.on_chunk(id, index, payload).await,
                 Some(Topic::Ctl(id)) => self.on_ctl(id, &payload).await,

@@ -495,7 +495,7 @@ impl Engine {
                 info!(%reason, "connection lost");
                 self.events.emit(SendEvent::Disconnected { reason });
             }
-            ConnEvent::Message { topic, payload } => {
+            ConnEvent::Message { topic, payload, .. } => {
                 let Some(proto::Topic::Ack(id, from)) = self.prefix.parse(&topic) else { return };
                 let now = now();
                 if let Some(a) = self.active.iter_mut().find(|a| a.sender.manifest().id == id) {
