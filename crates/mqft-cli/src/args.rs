@@ -132,7 +132,7 @@ pub struct SendArgs {
     #[arg(long, default_value = "auto")]
     pub chunk_size: String,
     /// Chunks in flight that the slowest receiver has not acknowledged. By default
-    /// 16 MiB of chunks, 256 at most.
+    /// 256, and no more than 64 MiB of chunks.
     #[arg(long)]
     pub window: Option<u32>,
     /// How many receivers must confirm each file.
@@ -145,7 +145,7 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
     /// Files in flight at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -172,7 +172,7 @@ pub struct ReceiveArgs {
     #[arg(long = "name", value_name = "RECEIVER_ID")]
     pub receiver_id: Option<String>,
     /// Transfers received at once; more are refused as busy.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub max_concurrent: usize,
     #[command(flatten)]
     pub broker: BrokerArgs,

@@ -107,7 +107,7 @@ impl Default for ReceiveOptions {
         ReceiveOptions {
             receiver_id: None,
             max_size: None,
-            max_concurrent: 8,
+            max_concurrent: 16,
             overwrite: false,
             once: false,
             protocol: proto::ReceiverConfig::default(),

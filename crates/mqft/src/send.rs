@@ -39,7 +39,7 @@ use crate::{now, store, to_tokio, Error, ErrorKind};
 /// How long a cancelled or finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// [`SendOptions::window_bytes`] by default.
-pub const DEFAULT_WINDOW_BYTES: u64 = 16 << 20;
+pub const DEFAULT_WINDOW_BYTES: u64 = 64 << 20;
 
 /// How to send.
 #[derive(Debug, Clone)]
@@ -54,9 +54,10 @@ pub struct SendOptions {
     pub concurrency: usize,
     /// The window in bytes: each file's window of unacknowledged chunks
     /// ([`proto::SenderConfig::window`]) is cut to this many bytes of chunks (one
-    /// chunk at least). What a receiver buffers while it falls behind is the window,
-    /// so this is what bounds its memory; 16 MiB keeps a loopback or LAN transfer at
-    /// full speed (docs/PERFORMANCE.md has the sweep).
+    /// chunk at least). It bounds what one transfer leaves queued at the broker and
+    /// in flight when chunks are large; a receiver bounds its own memory whatever
+    /// the window. The default, 64 MiB, is the 256 chunks of 256 KiB that the
+    /// window sweep in docs/PERFORMANCE.md found fastest.
     pub window_bytes: u64,
 }
 
@@ -65,7 +66,7 @@ impl Default for SendOptions {
         SendOptions {
             chunk_size: ChunkSize::Auto,
             protocol: proto::SenderConfig::default(),
-            concurrency: 4,
+            concurrency: 8,
             window_bytes: DEFAULT_WINDOW_BYTES,
         }
     }
@@ -750,7 +751,10 @@ mod tests {
 
     #[test]
     fn the_window_is_cut_to_its_bytes() {
-        // 16 MiB of 256 KiB chunks is 64; of 16 KiB chunks 1024, cut to the 256 asked.
+        // 64 MiB of 256 KiB chunks is 256; of 1 MiB chunks 64; of 16 KiB chunks
+        // 1024, cut to the 256 asked.
+        assert_eq!(window_for(256, 64 << 20, 256 << 10), 256);
+        assert_eq!(window_for(256, 64 << 20, 1 << 20), 64);
         assert_eq!(window_for(256, 16 << 20, 256 << 10), 64);
         assert_eq!(window_for(256, 16 << 20, 16 << 10), 256);
         // Chunks larger than the whole budget still leave one in flight.
