@@ -48,6 +48,11 @@ pub enum BrokerKind {
     /// `max_queued_messages 0` (no limit): where a sender without flow control
     /// loses nothing, for baseline B's ceiling on 1 GiB.
     Unlimited,
+    /// `set_tcp_nodelay true`: Mosquitto without Nagle's algorithm on its sockets,
+    /// as the README recommends. Small request-answer exchanges otherwise wait for
+    /// the client's delayed ACK (40 ms on Linux) whenever the broker's previous
+    /// packet to that client is unacknowledged; no client can switch that off.
+    NoDelay,
 }
 
 /// The files a case moves.
@@ -139,9 +144,9 @@ fn mqft(version: Version, qos: u8, chunk: Option<u32>, window: Option<u32>) -> T
 
 /// The chunk size `--chunk-size auto` picks on the default broker under MQTT 5.
 pub const DEFAULT_CHUNK: u32 = 256 << 10;
-/// The sender's default window at [`DEFAULT_CHUNK`]: 16 MiB of chunks
-/// (`mqft::send::DEFAULT_WINDOW_BYTES`).
-pub const DEFAULT_WINDOW: u32 = 64;
+/// The sender's default window at [`DEFAULT_CHUNK`]: 256 chunks, which is also
+/// `mqft::send::DEFAULT_WINDOW_BYTES` (64 MiB) of them.
+pub const DEFAULT_WINDOW: u32 = 256;
 
 /// Every case of a run, in order.
 pub fn plan(a: &RunArgs) -> Vec<Case> {
@@ -158,7 +163,7 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         reps,
         role,
     };
-    use BrokerKind::{Default as Def, Small};
+    use BrokerKind::{Default as Def, NoDelay, Small};
     use Role::{BaselineA as A, BaselineB as B, Subject as S};
     let m100 = Input::One(100 * MIB);
     let mut cases = vec![
@@ -200,6 +205,10 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case("constrained", "mqft (auto: fits 128 KiB)", mqft(v5, 1, None, None), Small, m100, reps, S),
         case("images", "A: mosquitto_pub -f loop", Tool::RecipeLoop, Def, Input::Images, reps, A),
         case("images", "mqft send (one invocation)", mqft(v5, 1, None, None), Def, Input::Images, reps, S),
+        case("5m-nodelay", "A: mosquitto_pub -f", Tool::Recipe, NoDelay, Input::One(5 * MIB), reps, A),
+        case("5m-nodelay", "mqft (defaults)", mqft(v5, 1, None, None), NoDelay, Input::One(5 * MIB), reps, S),
+        case("images-nodelay", "A: mosquitto_pub -f loop", Tool::RecipeLoop, NoDelay, Input::Images, reps, A),
+        case("images-nodelay", "mqft send (one invocation)", mqft(v5, 1, None, None), NoDelay, Input::Images, reps, S),
     ];
     if !a.quick {
         let g1 = Input::One(1 << 30);
@@ -393,6 +402,7 @@ impl Env {
             BrokerKind::Default => {}
             BrokerKind::Small => builder = builder.max_packet_size(SMALL_PACKET),
             BrokerKind::Unlimited => builder = builder.max_queued_messages(0),
+            BrokerKind::NoDelay => builder = builder.config_line("set_tcp_nodelay true"),
         }
         let broker = builder.start();
         let conf = broker.dir().join("mosquitto.conf");
