@@ -59,7 +59,7 @@ const REQUEST_CAPACITY: usize = 16;
 /// broker's queue hold the rest: a sender's window normally keeps well below it,
 /// but several large transfers at once, a window set too wide, or anybody
 /// publishing on our topics must not grow a receiver's memory without bound.
-pub(crate) const MAX_BUFFERED: usize = 16 << 20;
+pub(crate) const MAX_BUFFERED: usize = 8 << 20;
 /// QoS 1 publishes in flight to the broker at once.
 const INFLIGHT: u16 = 32;
 
