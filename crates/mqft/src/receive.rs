@@ -598,7 +598,7 @@ impl Engine {
                     .expect("a receiver without saved state always starts")
             }
         };
-        let writer = match Writer::spawn(id, Arc::new(file), paths.clone(), self.writer_tx.clone()) {
+        let writer = match Writer::spawn(id, m.chunk_size, Arc::new(file), paths.clone(), self.writer_tx.clone()) {
             Ok(w) => w,
             Err(e) => {
                 warn!(%id, error = %e, "cannot start a writer thread");

@@ -17,9 +17,9 @@
 //! write would claim bytes the file does not have. The last good checkpoint
 //! stands, and the engine learns of the failure through [`WriterEvent::Failed`].
 //!
-//! The queue holds at most [`QUEUE_CHUNKS`] jobs; the engine awaits room, which
-//! leaves later messages in the connection's channel, where the sender's window
-//! bounds them.
+//! The queue holds [`QUEUE_BYTES`] of chunks (2 to 16 jobs); the engine awaits
+//! room, which leaves later messages in the connection's channel, where the
+//! connection's own budget bounds them.
 
 use std::fs::File;
 use std::io;
@@ -33,9 +33,10 @@ use tracing::warn;
 use crate::proto::{ResumeState, TransferId};
 use crate::store::{self, Paths};
 
-/// Jobs queued to one writer thread at most: a few chunks in flight to the page
-/// cache are enough to keep it busy, and each holds a chunk's bytes.
-pub(crate) const QUEUE_CHUNKS: usize = 16;
+/// Bytes of chunks queued to one writer thread: a few chunks in flight to the page
+/// cache are enough to keep it busy, and each holds a chunk's bytes. 16 chunks of
+/// 256 KiB; 4 of 1 MiB.
+pub(crate) const QUEUE_BYTES: usize = 4 << 20;
 
 /// Work for a writer thread.
 pub(crate) enum Job {
@@ -69,14 +70,16 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the thread for a transfer whose `.part` is open as `file`.
+    /// Starts the thread for a transfer of `chunk_size` chunks whose `.part` is
+    /// open as `file`.
     pub fn spawn(
         id: TransferId,
+        chunk_size: u32,
         file: Arc<File>,
         paths: Paths,
         events: mpsc::UnboundedSender<WriterEvent>,
     ) -> io::Result<Writer> {
-        let (jobs, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let (jobs, rx) = mpsc::channel(queue_len(chunk_size));
         let thread = std::thread::Builder::new()
             .name(format!("mqft-write-{}", &id.to_string()[..8]))
             .spawn(move || work(id, &file, &paths, rx, &events))?;
@@ -105,6 +108,11 @@ impl Writer {
         drop(self.jobs);
         self.thread
     }
+}
+
+/// How many jobs a writer's queue holds for chunks of `chunk_size`.
+fn queue_len(chunk_size: u32) -> usize {
+    (QUEUE_BYTES / (chunk_size as usize).max(1)).clamp(2, 16)
 }
 
 /// The thread's loop: jobs in order until the queue closes.
@@ -154,5 +162,18 @@ fn work(
             }
             Job::Discard => store::discard(paths),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queue_len;
+
+    #[test]
+    fn the_queue_holds_a_few_megabytes_of_chunks() {
+        assert_eq!(queue_len(256 << 10), 16);
+        assert_eq!(queue_len(1 << 20), 4);
+        assert_eq!(queue_len(16 << 10), 16);
+        assert_eq!(queue_len(8 << 20), 2);
     }
 }
