@@ -728,6 +728,23 @@ pub fn mqft_bin() -> PathBuf {
     path
 }
 
+/// An `mqft` command ([`mqft_bin`]) with `args`, shielded from the developer's
+/// settings: every `MQFT_*` variable and `RUST_LOG` removed from its environment.
+pub fn mqft_command<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(mqft_bin());
+    for (var, _) in std::env::vars_os() {
+        if var.to_str().is_some_and(|v| v.starts_with("MQFT_") || v == "RUST_LOG") {
+            command.env_remove(var);
+        }
+    }
+    command.args(args);
+    command
+}
+
 /// Write `len` deterministic pseudo-random bytes to `dir/name` and return the
 /// path.
 ///

@@ -6,39 +6,15 @@
 //! The binary is the one cargo built (see [`mqft_tests::mqft_bin`]).
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use mqft::proto::Prefix;
-use mqft_tests::{files_equal, mqft_bin, random_file, wait_until, Broker, ClosedPort, Process, HOST};
+use mqft_tests::{files_equal, mqft_command as mqft, random_file, wait_until, Broker, ClosedPort, Process, HOST};
 use serde_json::Value;
 
 /// The bound on each process's run; each takes a few seconds at most.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// An `mqft` command with `args`, shielded from the developer's `MQFT_*`
-/// settings.
-fn mqft<I, S>(args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut command = Command::new(mqft_bin());
-    for var in [
-        "MQFT_BROKER",
-        "MQFT_HOST",
-        "MQFT_PORT",
-        "MQFT_USERNAME",
-        "MQFT_PASSWORD",
-        "MQFT_PASSWORD_FILE",
-        "MQFT_PREFIX",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command.args(args);
-    command
-}
 
 /// `-h 127.0.0.1 -p <port>`.
 fn at(port: u16) -> [String; 4] {

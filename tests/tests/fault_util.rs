@@ -3,14 +3,13 @@
 //! quickly, links paced so that a transfer lasts a few seconds and a fault
 //! lands in the middle of it, and the broker's count of dropped messages.
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mqft::{ChunkSize, Client, Config, MqttVersion, ReceiveEvent, ReceiveHandle, SendOptions};
 use mqft_tests::proxy::{Direction, Proxy};
-use mqft_tests::{mosquitto_client, mqft_bin, wait_until, Broker, Process, HOST};
+use mqft_tests::{mosquitto_client, wait_until, Broker, Process, HOST};
 use serde_json::Value;
 
 use crate::util::next_matching;
@@ -89,29 +88,7 @@ pub async fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
-/// An `mqft` command with `args`, shielded from the developer's `MQFT_*`
-/// settings.
-pub fn mqft<I, S>(args: I) -> Command
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut command = Command::new(mqft_bin());
-    for var in [
-        "MQFT_BROKER",
-        "MQFT_HOST",
-        "MQFT_PORT",
-        "MQFT_USERNAME",
-        "MQFT_PASSWORD",
-        "MQFT_PASSWORD_FILE",
-        "MQFT_PREFIX",
-        "RUST_LOG",
-    ] {
-        command.env_remove(var);
-    }
-    command.args(args);
-    command
-}
+pub use mqft_tests::mqft_command as mqft;
 
 /// `-h 127.0.0.1 -p <port>`.
 pub fn at(port: u16) -> [String; 4] {

@@ -29,7 +29,7 @@ use mqft::proto::{
     self, AbortReason, Ack, Chunk, Ctl, Manifest, Meta, Prefix, ReceiveFailure, RejectReason, TransferId,
 };
 use mqft::{ChunkSize, MqttVersion, ReceiveEvent, ReceiveHandle, SendFile, SendOptions};
-use mqft_tests::{files_equal, mqft_bin, random_file, wait_until, Broker, Process, TmpfsMount, HOST};
+use mqft_tests::{files_equal, random_file, wait_until, Broker, Process, TmpfsMount, HOST};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
@@ -525,13 +525,7 @@ fn wait_subscribed(broker: &Broker, before: usize, process: &Process) {
 
 /// An `mqft` command, shielded from the developer's `MQFT_*` settings.
 fn mqft_command() -> Command {
-    let mut command = Command::new(mqft_bin());
-    for (var, _) in std::env::vars() {
-        if var.starts_with("MQFT_") || var == "RUST_LOG" {
-            command.env_remove(var);
-        }
-    }
-    command
+    mqft_tests::mqft_command(std::iter::empty::<&str>())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 
 use mqft::proto::{Manifest, Meta, Prefix};
 use mqft::{Client, Config, ErrorKind, MqttVersion};
-use mqft_tests::{files_equal, mosquitto_client, mqft_bin, random_file, wait_until, Broker, Process, HOST};
+use mqft_tests::{files_equal, mosquitto_client, random_file, wait_until, Broker, Process, HOST};
 
 use crate::util::{receive_opts, within, LIMIT};
 
@@ -41,13 +41,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut command = Command::new(mqft_bin());
-    for (var, _) in std::env::vars() {
-        if var.starts_with("MQFT_") || var == "RUST_LOG" {
-            command.env_remove(var);
-        }
-    }
-    command.env("NO_COLOR", "1").args(args);
+    let mut command = mqft_tests::mqft_command(args);
+    command.env("NO_COLOR", "1");
     command
 }
 
