@@ -52,16 +52,22 @@ use crate::Error;
 /// [`Config::max_backoff`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Capacity of the channel between the outbox and the feed task, and of rumqttc's
-/// own request channel behind it.
+/// own request channel behind it, at most...
 const REQUEST_CAPACITY: usize = 16;
+/// ...and at most this many bytes of the largest packet we send, so that large
+/// chunks do not multiply what a sender holds (16 of 256 KiB; 4 of 1 MiB).
+const REQUEST_BYTES: usize = 4 << 20;
 /// Bytes of received payloads that may wait for the engine. Past this the poll
 /// task stops reading the socket until the engine catches up, so TCP and then the
 /// broker's queue hold the rest: a sender's window normally keeps well below it,
 /// but several large transfers at once, a window set too wide, or anybody
 /// publishing on our topics must not grow a receiver's memory without bound.
 pub(crate) const MAX_BUFFERED: usize = 8 << 20;
-/// QoS 1 publishes in flight to the broker at once.
+/// QoS 1 publishes in flight to the broker at once, at most...
 const INFLIGHT: u16 = 32;
+/// ...and at most this many bytes of the largest packet we send (32 of 256 KiB;
+/// 8 of 1 MiB).
+const INFLIGHT_BYTES: usize = 8 << 20;
 
 /// A request for the feed task.
 #[derive(Debug)]
@@ -105,7 +111,7 @@ impl Connection {
     pub fn open(cfg: &Config, opts: &Options) -> Result<Self, Error> {
         let (client, el) = mqtt::new(cfg, opts)?;
         let (event_tx, events) = mpsc::unbounded_channel();
-        let (req_tx, req_rx) = mpsc::channel(REQUEST_CAPACITY);
+        let (req_tx, req_rx) = mpsc::channel(opts.request_capacity);
         let (acked_tx, acked) = watch::channel(0);
         let closing = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -421,20 +427,41 @@ pub(crate) fn options(
     max_incoming: u32,
     max_outgoing: u32,
 ) -> Options {
+    // The largest payload we send: a sender's chunks; a receiver's acks are small.
+    let payload = max_outgoing.saturating_sub(crate::config::PACKET_OVERHEAD);
     Options {
         version: cfg.version,
         client_id,
         persistent: persistent.then_some(cfg.session_expiry),
         max_incoming,
         max_outgoing,
-        inflight: INFLIGHT,
-        request_capacity: REQUEST_CAPACITY,
+        inflight: u16::try_from(fitting(INFLIGHT_BYTES, payload, usize::from(INFLIGHT))).unwrap_or(INFLIGHT),
+        request_capacity: fitting(REQUEST_BYTES, payload, REQUEST_CAPACITY),
     }
+}
+
+/// How many payloads of `payload` bytes make `bytes` (rounded up), between 4 and
+/// `most`.
+fn fitting(bytes: usize, payload: u32, most: usize) -> usize {
+    bytes.div_ceil((payload as usize).max(1)).clamp(4, most)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_packets_get_shorter_queues() {
+        // A receiver (nothing large to send) and 256 KiB chunks: the full queues.
+        assert_eq!(fitting(INFLIGHT_BYTES, 0, 32), 32);
+        assert_eq!(fitting(INFLIGHT_BYTES, 256 << 10, 32), 32);
+        assert_eq!(fitting(REQUEST_BYTES, 256 << 10, 16), 16);
+        // 1 MiB chunks: 8 in flight and 4 in each channel, 16 MiB in all.
+        assert_eq!(fitting(INFLIGHT_BYTES, 1 << 20, 32), 8);
+        assert_eq!(fitting(REQUEST_BYTES, 1 << 20, 16), 4);
+        // Never fewer than 4.
+        assert_eq!(fitting(REQUEST_BYTES, 64 << 20, 16), 4);
+    }
 
     fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Request>) {
         let (tx, rx) = mpsc::channel(capacity);
