@@ -55,7 +55,8 @@
 //! state machines, plus two tasks for its connection (module `conn`): one polls
 //! the rumqttc event loop and does nothing else; the other feeds it requests.
 //! Nothing ever waits on a task that might be waiting on it: `conn`'s docs say why
-//! that needs the split. File reads and writes run on tokio's blocking threads.
+//! that needs the split. A receiver writes each transfer's file on a thread of its
+//! own, in order (module `writer`); other file work runs on tokio's blocking threads.
 //! The MQTT 3.1.1 / 5 differences stay in one module, `mqtt`.
 //!
 //! # Modules, in the order data flows

@@ -35,8 +35,8 @@
 //! the transfer's writer thread (module `writer`), which writes it at its offset
 //! while the engine goes on with the next chunk. The thread runs its jobs in
 //! order, so a checkpoint, a read-back for the hash, or the final rename only ever
-//! sees bytes that are in the file. Memory stays at what the sender's window puts in
-//! flight, whatever the file size.
+//! sees bytes that are in the file. Memory stays within the connection's budget for
+//! received payloads and each writer's queue, whatever the file size.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::File;
