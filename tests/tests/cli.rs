@@ -145,6 +145,25 @@ fn send_to_a_closed_port_exits_3() {
 }
 
 #[test]
+fn a_broker_that_never_answers_connect_exits_3_after_the_connect_timeout() {
+    // A listener nobody accepts from: the kernel completes the TCP handshake, and
+    // the CONNECT then sits unread, as with a hung broker or a black-holing proxy.
+    let silent = std::net::TcpListener::bind((HOST, 0)).unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "x.bin", 10, 5302);
+    let started = Instant::now();
+    let sent =
+        Process::spawn(mqft(["send".as_ref(), file.as_os_str()]).args(at(port)).args(["--connect-timeout", "2"]))
+            .finish_within(WAIT);
+    let took = started.elapsed();
+    assert_eq!(sent.status.code(), Some(3), "{}", show(&sent));
+    assert!(String::from_utf8_lossy(&sent.stderr).contains("cannot reach broker"), "{}", show(&sent));
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "giving up took {took:?}");
+    drop(silent);
+}
+
+#[test]
 fn logs_to_a_pipe_have_no_colour_codes() {
     let closed = ClosedPort::bind();
     let src = tempfile::tempdir().unwrap();
