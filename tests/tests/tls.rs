@@ -161,3 +161,50 @@ async fn a_file_crosses_tls_with_client_certificates() {
     let err = Client::new(cfg).send([src.path().join("secret.bin")], SendOptions::default()).wait().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_certificate_or_a_wrong_host_name_is_refused() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let p = pki_dir.path();
+    pki(p);
+    let broker = Broker::builder()
+        .config_line(format!("cafile {}", p.join("ca.crt").display()))
+        .config_line(format!("certfile {}", p.join("server.crt").display()))
+        .config_line(format!("keyfile {}", p.join("server.key").display()))
+        .config_line("require_certificate true")
+        .start();
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("x.bin"), b"x").unwrap();
+    let limit = Duration::from_secs(60);
+    let send = |cfg: Config| {
+        let file = src.path().join("x.bin");
+        async move { timeout(limit, Client::new(cfg).send([file], SendOptions::default()).wait()).await.unwrap() }
+    };
+
+    // The broker wants a client certificate and gets none: a broker error once
+    // the connect timeout is up (under TLS 1.3 the client learns of the refusal
+    // only when it reads, which looks like a broken connection).
+    let mut cfg = Config::from_url(&format!("mqtts://{HOST}:{}", broker.port())).unwrap();
+    let mut tls = Tls::default();
+    tls.ca_file = Some(p.join("ca.crt"));
+    cfg.tls = Some(tls);
+    cfg.connect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = send(cfg).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Broker, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+
+    // The server's certificate names 127.0.0.1 only; reached as `localhost` it
+    // does not match, which is a TLS error at once, whatever the CA.
+    let mut cfg = Config::from_url(&format!("mqtts://localhost:{}", broker.port())).unwrap();
+    let mut tls = Tls::default();
+    tls.ca_file = Some(p.join("ca.crt"));
+    tls.client_cert = Some(p.join("client.crt"));
+    tls.client_key = Some(p.join("client.key"));
+    cfg.tls = Some(tls);
+    cfg.connect_timeout = Duration::from_secs(30);
+    let started = std::time::Instant::now();
+    let err = send(cfg).await.unwrap_err();
+    assert!(matches!(err, mqft::Error::Unreachable { source: mqft::ConnectError::Tls(_), .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "a tls failure is not retried");
+}
