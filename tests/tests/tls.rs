@@ -97,27 +97,40 @@ fn pki(dir: &Path) {
     }
 }
 
+/// A broker whose listener speaks TLS with the certificates [`pki`] made in `p`,
+/// and wants client certificates. (The lines follow the harness's `listener`
+/// line, so they apply to it.)
+fn tls_broker(p: &Path) -> Broker {
+    Broker::builder()
+        .config_line(format!("cafile {}", p.join("ca.crt").display()))
+        .config_line(format!("certfile {}", p.join("server.crt").display()))
+        .config_line(format!("keyfile {}", p.join("server.key").display()))
+        .config_line("require_certificate true")
+        .start()
+}
+
+/// Client TLS settings from the files in `p`: trust `ca`, and present the client
+/// certificate with `key` as its key, if any.
+fn client_tls(p: &Path, ca: &str, key: Option<&str>) -> Tls {
+    let mut tls = Tls::default();
+    tls.ca_file = Some(p.join(ca));
+    if let Some(key) = key {
+        tls.client_cert = Some(p.join("client.crt"));
+        tls.client_key = Some(p.join(key));
+    }
+    tls
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_crosses_tls_with_client_certificates() {
     let pki_dir = tempfile::tempdir().unwrap();
     let p = pki_dir.path();
     pki(p);
-    // The lines follow the harness's `listener` line, so they make it a TLS
-    // listener that wants client certificates.
-    let broker = Broker::builder()
-        .config_line(format!("cafile {}", p.join("ca.crt").display()))
-        .config_line(format!("certfile {}", p.join("server.crt").display()))
-        .config_line(format!("keyfile {}", p.join("server.key").display()))
-        .config_line("require_certificate true")
-        .start();
+    let broker = tls_broker(p);
     let url = format!("mqtts://{HOST}:{}", broker.port());
 
     let mut cfg = Config::from_url(&url).unwrap();
-    let mut tls = Tls::default();
-    tls.ca_file = Some(p.join("ca.crt"));
-    tls.client_cert = Some(p.join("client.crt"));
-    tls.client_key = Some(p.join("client.key"));
-    cfg.tls = Some(tls);
+    cfg.tls = Some(client_tls(p, "ca.crt", Some("client.key")));
     let client = Client::new(cfg);
 
     let src = tempfile::tempdir().unwrap();
@@ -136,11 +149,8 @@ async fn a_file_crosses_tls_with_client_certificates() {
     // Without our CA the server's certificate is not trusted: a broker error, at
     // once rather than after the connect timeout.
     let mut cfg = Config::from_url(&url).unwrap();
-    let mut tls = Tls::default();
-    tls.ca_file = Some(p.join("client.crt")); // any certificate that is not the CA
-    tls.client_cert = Some(p.join("client.crt"));
-    tls.client_key = Some(p.join("client.key"));
-    cfg.tls = Some(tls);
+    // Any certificate that is not the CA as the trust anchor.
+    cfg.tls = Some(client_tls(p, "client.crt", Some("client.key")));
     cfg.connect_timeout = Duration::from_secs(30);
     let started = std::time::Instant::now();
     let err = timeout(limit, Client::new(cfg).send([src.path().join("secret.bin")], SendOptions::default()).wait())
@@ -153,11 +163,7 @@ async fn a_file_crosses_tls_with_client_certificates() {
 
     // A missing key file is a local error before any connection.
     let mut cfg = Config::from_url(&url).unwrap();
-    let mut tls = Tls::default();
-    tls.ca_file = Some(p.join("ca.crt"));
-    tls.client_cert = Some(p.join("client.crt"));
-    tls.client_key = Some(p.join("nope.key"));
-    cfg.tls = Some(tls);
+    cfg.tls = Some(client_tls(p, "ca.crt", Some("nope.key")));
     let err = Client::new(cfg).send([src.path().join("secret.bin")], SendOptions::default()).wait().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
 }
@@ -167,12 +173,7 @@ async fn no_client_certificate_or_a_wrong_host_name_is_refused() {
     let pki_dir = tempfile::tempdir().unwrap();
     let p = pki_dir.path();
     pki(p);
-    let broker = Broker::builder()
-        .config_line(format!("cafile {}", p.join("ca.crt").display()))
-        .config_line(format!("certfile {}", p.join("server.crt").display()))
-        .config_line(format!("keyfile {}", p.join("server.key").display()))
-        .config_line("require_certificate true")
-        .start();
+    let broker = tls_broker(p);
     let src = tempfile::tempdir().unwrap();
     fs::write(src.path().join("x.bin"), b"x").unwrap();
     let limit = Duration::from_secs(60);
@@ -185,9 +186,7 @@ async fn no_client_certificate_or_a_wrong_host_name_is_refused() {
     // the connect timeout is up (under TLS 1.3 the client learns of the refusal
     // only when it reads, which looks like a broken connection).
     let mut cfg = Config::from_url(&format!("mqtts://{HOST}:{}", broker.port())).unwrap();
-    let mut tls = Tls::default();
-    tls.ca_file = Some(p.join("ca.crt"));
-    cfg.tls = Some(tls);
+    cfg.tls = Some(client_tls(p, "ca.crt", None));
     cfg.connect_timeout = Duration::from_secs(2);
     let started = std::time::Instant::now();
     let err = send(cfg).await.unwrap_err();
@@ -197,11 +196,7 @@ async fn no_client_certificate_or_a_wrong_host_name_is_refused() {
     // The server's certificate names 127.0.0.1 only; reached as `localhost` it
     // does not match, which is a TLS error at once, whatever the CA.
     let mut cfg = Config::from_url(&format!("mqtts://localhost:{}", broker.port())).unwrap();
-    let mut tls = Tls::default();
-    tls.ca_file = Some(p.join("ca.crt"));
-    tls.client_cert = Some(p.join("client.crt"));
-    tls.client_key = Some(p.join("client.key"));
-    cfg.tls = Some(tls);
+    cfg.tls = Some(client_tls(p, "ca.crt", Some("client.key")));
     cfg.connect_timeout = Duration::from_secs(30);
     let started = std::time::Instant::now();
     let err = send(cfg).await.unwrap_err();
