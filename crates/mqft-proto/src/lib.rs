@@ -39,7 +39,7 @@ pub mod wire;
 
 pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
-pub use receiver::{ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
+pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
 pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
 pub use topic::{Prefix, ReceiverId, Topic, TransferId};
 pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, PROTOCOL_VERSION};

@@ -21,8 +21,18 @@
 //! [`Ack::Complete`] sent. On a mismatch the transfer fails, loudly, on both sides.
 //!
 //! [`Receiver::snapshot`] gives what a restarted receiver needs to go on: the held
-//! ranges and the hash's progress. Take it only after every [`Write`] handed out
-//! before it is durably on disk.
+//! ranges, each held chunk's CRC32 and the hash's progress. Take it only after every
+//! [`Write`] handed out before it is durably on disk.
+//!
+//! # Resuming only what is proven
+//! Saved state says what was written; the partial file may have changed since (a
+//! crash that lost writes the state did not, a user, another program). Before a
+//! restarted receiver builds on saved state, the caller reads every held chunk
+//! back and lets [`ResumeState::prove`] compare it with the CRC32 the chunk
+//! arrived with: a chunk that no longer matches is dropped (and so fetched again),
+//! and if it lay inside the part the saved SHA-256 covers, the hash starts over and
+//! is rebuilt from the proven chunks as they are read back. So a receiver confirms
+//! a file only when the SHA-256 over the bytes in its file matches the manifest.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -65,17 +75,104 @@ impl Default for ReceiverConfig {
 }
 
 /// What a restarted receiver needs to resume: serialize it with postcard (or any
-/// serde format) next to the partial file.
+/// serde format) next to the partial file, and [`prove`](ResumeState::prove) it
+/// against that file before resuming from it.
+///
+/// Its size: the manifest (8 KiB at most), two numbers per held range and one
+/// CRC32 per held chunk, so at most about 40 MiB for the largest transfer the
+/// protocol allows ([`MAX_CHUNK_COUNT`](crate::wire::MAX_CHUNK_COUNT) chunks).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumeState {
     /// The manifest being received.
     pub manifest: Manifest,
-    /// Held chunks as `(start, end)` ranges, end exclusive.
+    /// Held chunks as `(start, end)` ranges, end exclusive, in ascending order.
     pub held: Vec<(u32, u32)>,
     /// The SHA-256 over chunks `0..hashed`.
     pub hash: HashState,
     /// How many leading chunks are hashed.
     pub hashed: u32,
+    /// The CRC32 of each held chunk, in chunk order: one per chunk in `held`.
+    pub crcs: Vec<u32>,
+}
+
+/// What [`ResumeState::prove`] found in the partial file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[must_use]
+pub struct Proof {
+    /// Held chunks whose bytes still match their CRC32.
+    pub kept: u32,
+    /// Held chunks that no longer match (or could not be read): no longer held.
+    pub dropped: u32,
+    /// A dropped chunk lay inside the hashed part, so the saved SHA-256 state was
+    /// discarded and the hash starts over.
+    pub rehash: bool,
+    /// The state contradicted itself (ranges out of order or out of the file, a
+    /// CRC count that does not match): nothing was read, and
+    /// [`Receiver::new`] will refuse it.
+    pub inconsistent: bool,
+}
+
+impl ResumeState {
+    /// Proves the saved state against the partial file before a resume: for every
+    /// held chunk, `crc_at` reads the chunk's bytes back and returns their CRC32
+    /// (`None` when they cannot be read: a file cut short). A chunk whose CRC32
+    /// differs from the one it arrived with is no longer held, and if any such
+    /// chunk lies among the `hashed` ones, the hash starts over from nothing (the
+    /// receiver rebuilds it by reading the proven chunks back, as for chunks that
+    /// arrived out of order). An error from `crc_at` stops the proof and is
+    /// returned; the state is then unchanged.
+    pub fn prove<E>(&mut self, mut crc_at: impl FnMut(HashRead) -> Result<Option<u32>, E>) -> Result<Proof, E> {
+        if !self.is_well_formed() {
+            return Ok(Proof { inconsistent: true, ..Proof::default() });
+        }
+        let m = &self.manifest;
+        let mut proof = Proof::default();
+        let mut held = RangeSet::new();
+        let mut crcs = Vec::with_capacity(self.crcs.len());
+        let mut first_dropped = None;
+        let mut saved = self.crcs.iter();
+        for &(a, b) in &self.held {
+            for index in a..b {
+                // `is_well_formed` checked one CRC per held chunk.
+                let Some(&crc) = saved.next() else { break };
+                let read = HashRead { index, offset: m.chunk_offset(index), len: m.chunk_len(index) };
+                if crc_at(read)? == Some(crc) {
+                    held.insert(index);
+                    crcs.push(crc);
+                    proof.kept += 1;
+                } else {
+                    first_dropped.get_or_insert(index);
+                    proof.dropped += 1;
+                }
+            }
+        }
+        self.held = held.iter().map(|r| (r.start, r.end)).collect();
+        self.crcs = crcs;
+        if first_dropped.is_some_and(|i| i < self.hashed) {
+            // The saved hash covers bytes that are not there any more. Starting
+            // from nothing is the simplest point still proven; the hash is rebuilt
+            // from the kept chunks by reading them back.
+            self.hash = HashState::new();
+            self.hashed = 0;
+            proof.rehash = true;
+        }
+        Ok(proof)
+    }
+
+    /// True when the held ranges are ascending, disjoint, inside the file, and
+    /// come with one CRC32 per chunk: the shape [`ResumeState::prove`] walks.
+    fn is_well_formed(&self) -> bool {
+        let mut end = 0;
+        let mut chunks: u64 = 0;
+        for &(a, b) in &self.held {
+            if a >= b || a < end || b > self.manifest.chunk_count {
+                return false;
+            }
+            end = b;
+            chunks += u64::from(b - a);
+        }
+        chunks == self.crcs.len() as u64
+    }
 }
 
 /// Why saved state cannot be resumed.
@@ -171,6 +268,11 @@ pub struct Receiver {
     manifest: Manifest,
     state: State,
     held: RangeSet,
+    /// The CRC32 of each held chunk, by index (0 where none is held), up to the
+    /// highest index held: at most 4 bytes times
+    /// [`MAX_CHUNK_COUNT`](crate::wire::MAX_CHUNK_COUNT), 16 MiB, and only as
+    /// far as chunks actually arrived.
+    crcs: Vec<u32>,
     hash: HashState,
     hashed: u32,
     /// The sender run whose transmissions `next_seq` counts.
@@ -199,24 +301,30 @@ impl Receiver {
         saved: Option<ResumeState>,
         now: Instant,
     ) -> Result<Self, ResumeError> {
-        let (held, hash, hashed) = match saved {
-            None => (RangeSet::new(), HashState::new(), 0),
+        let (held, crcs, hash, hashed) = match saved {
+            None => (RangeSet::new(), Vec::new(), HashState::new(), 0),
             Some(s) => {
                 if !s.manifest.same_transfer(&manifest) {
                     return Err(ResumeError::OtherTransfer);
                 }
+                if !s.is_well_formed() {
+                    return Err(ResumeError::Inconsistent);
+                }
                 let mut held = RangeSet::new();
-                for (a, b) in s.held {
-                    if a >= b || b > manifest.chunk_count {
-                        return Err(ResumeError::Inconsistent);
-                    }
+                let mut crcs = Vec::new();
+                let mut saved = s.crcs.iter();
+                for &(a, b) in &s.held {
                     held.insert_range(a..b);
+                    // Ascending and disjoint (checked above), so `crcs` grows in
+                    // chunk order; the gaps before a range are filled with zeros.
+                    crcs.resize(a as usize, 0);
+                    crcs.extend(saved.by_ref().take((b - a) as usize));
                 }
                 let hashed_bytes = manifest.chunk_offset(s.hashed).min(manifest.size);
                 if s.hashed > held.first_gap() || !s.hash.is_valid() || s.hash.len() != hashed_bytes {
                     return Err(ResumeError::Inconsistent);
                 }
-                (held, s.hash, s.hashed)
+                (held, crcs, s.hash, s.hashed)
             }
         };
         let mut r = Receiver {
@@ -227,6 +335,7 @@ impl Receiver {
             manifest,
             state: State::Receiving,
             held,
+            crcs,
             hash,
             hashed,
             next_seq: 0,
@@ -309,6 +418,9 @@ impl Receiver {
             held: self.held.iter().map(|r| (r.start, r.end)).collect(),
             hash: self.hash.clone(),
             hashed: self.hashed,
+            // Every held index is below `crcs.len()` (see `handle_chunk`); a 0
+            // would only make a resume fetch that chunk again.
+            crcs: self.held.iter().flat_map(|r| r.map(|i| self.crcs.get(i as usize).copied().unwrap_or(0))).collect(),
         }
     }
 
@@ -361,6 +473,11 @@ impl Receiver {
             self.duplicates += 1;
             return Ok(None);
         }
+        let at = chunk.index as usize;
+        if self.crcs.len() <= at {
+            self.crcs.resize(at + 1, 0);
+        }
+        self.crcs[at] = chunk.crc32;
         if chunk.index == self.hashed {
             self.hash.update(chunk.data);
             self.hashed += 1;
@@ -610,5 +727,177 @@ mod tests {
         // The last chunk: the file is whole, and the credit says so.
         assert!(rx.handle_chunk(2, &chunk(3, 2), now).unwrap().is_some());
         assert_eq!(progress_counts(&mut rx, 3), [3]);
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    //! Saved state proven against the partial file before a resume.
+
+    use super::*;
+    use crate::integrity;
+    use crate::wire::Meta;
+
+    const CHUNK: u32 = 4;
+
+    /// A 38-byte file in 4-byte chunks (10 chunks, the last one short).
+    fn file() -> (Vec<u8>, Manifest) {
+        let data: Vec<u8> = (0..38u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        let m =
+            Manifest::new("f".into(), data.len() as u64, CHUNK, integrity::sha256(&data), Meta::default(), 7).unwrap();
+        (data, m)
+    }
+
+    fn new_rx(m: &Manifest, saved: Option<ResumeState>) -> Result<Receiver, ResumeError> {
+        let id = ReceiverId::new("r").unwrap();
+        Receiver::new(ReceiverConfig::default(), Prefix::default(), id, m.clone(), saved, Instant::now())
+    }
+
+    fn chunk_of(data: &[u8], m: &Manifest, i: u32) -> Vec<u8> {
+        let at = m.chunk_offset(i) as usize;
+        Chunk::encode(7, i, i, &data[at..at + m.chunk_len(i) as usize])
+    }
+
+    /// The state of a receiver that got `chunks` of `data`, in that order, with
+    /// its hash reads served.
+    fn saved_after(data: &[u8], m: &Manifest, chunks: &[u32]) -> ResumeState {
+        let mut rx = new_rx(m, None).unwrap();
+        for &i in chunks {
+            let _ = rx.handle_chunk(i, &chunk_of(data, m, i), Instant::now()).unwrap();
+        }
+        serve_hash_reads(&mut rx, data);
+        rx.snapshot()
+    }
+
+    fn serve_hash_reads(rx: &mut Receiver, file: &[u8]) {
+        while let Some(r) = rx.next_hash_read() {
+            let at = r.offset as usize;
+            rx.hash_chunk(r.index, &file[at..at + r.len as usize]).unwrap();
+        }
+    }
+
+    /// `crc_at` over the bytes of a partial file (a short file reads `None`).
+    fn crc_in(part: &[u8]) -> impl FnMut(HashRead) -> Result<Option<u32>, ()> + '_ {
+        |r| {
+            let (at, end) = (r.offset as usize, (r.offset + r.len) as usize);
+            Ok(part.get(at..end).map(integrity::crc32))
+        }
+    }
+
+    /// Gives the resumed receiver every chunk it lacks, serves its hash reads
+    /// from `part` (updated with what it writes), and returns how it ended.
+    fn finish(mut rx: Receiver, data: &[u8], m: &Manifest, mut part: Vec<u8>) -> Vec<ReceiverEvent> {
+        part.resize(data.len(), 0);
+        for i in 0..m.chunk_count {
+            if !rx.held().contains(i) {
+                let payload = chunk_of(data, m, i);
+                if let Some(w) = rx.handle_chunk(i, &payload, Instant::now()).unwrap() {
+                    part[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+                }
+            }
+            serve_hash_reads(&mut rx, &part);
+        }
+        std::iter::from_fn(|| rx.poll_event()).collect()
+    }
+
+    #[test]
+    fn an_unchanged_part_is_resumed_as_saved() {
+        let (data, m) = file();
+        let mut saved = saved_after(&data, &m, &[0, 1, 2, 6, 7]);
+        assert_eq!((saved.hashed, saved.crcs.len()), (3, 5));
+        let before = saved.clone();
+        let proof = saved.prove(crc_in(&data)).unwrap();
+        assert_eq!(proof, Proof { kept: 5, ..Proof::default() });
+        assert_eq!(saved, before);
+        let rx = new_rx(&m, Some(saved.clone())).unwrap();
+        assert_eq!(rx.snapshot(), saved, "a resumed receiver saves the same CRCs again");
+        assert_eq!(finish(rx, &data, &m, data.clone()), [ReceiverEvent::Verified]);
+    }
+
+    #[test]
+    fn a_changed_chunk_past_the_hash_is_dropped_and_fetched_again() {
+        let (data, m) = file();
+        let mut saved = saved_after(&data, &m, &[0, 1, 2, 6, 7]);
+        let mut part = data.clone();
+        part[m.chunk_offset(6) as usize] ^= 0xff;
+        let proof = saved.prove(crc_in(&part)).unwrap();
+        assert_eq!(proof, Proof { kept: 4, dropped: 1, ..Proof::default() });
+        assert_eq!((saved.held.as_slice(), saved.hashed), (&[(0, 3), (7, 8)][..], 3), "the hash state stands");
+        let rx = new_rx(&m, Some(saved)).unwrap();
+        assert!(!rx.held().contains(6));
+        assert_eq!(finish(rx, &data, &m, part), [ReceiverEvent::Verified]);
+    }
+
+    #[test]
+    fn a_changed_chunk_inside_the_hash_restarts_it_from_the_proven_chunks() {
+        let (data, m) = file();
+        let mut saved = saved_after(&data, &m, &[0, 1, 2, 3, 4, 8]);
+        assert_eq!(saved.hashed, 5);
+        // Chunk 1 zeroed, as a user overwriting the partial file would.
+        let mut part = data.clone();
+        part[4..8].fill(0);
+        let proof = saved.prove(crc_in(&part)).unwrap();
+        assert_eq!(proof, Proof { kept: 5, dropped: 1, rehash: true, inconsistent: false });
+        assert_eq!((saved.hashed, saved.hash.len()), (0, 0));
+        let rx = new_rx(&m, Some(saved)).unwrap();
+        assert_eq!(rx.next_hash_read().map(|r| r.index), Some(0), "the hash is rebuilt by reading back");
+        assert_eq!(finish(rx, &data, &m, part), [ReceiverEvent::Verified]);
+    }
+
+    /// Without the proof, the same partial file is confirmed as it is: the saved
+    /// hash covers the zeroed chunk, so the SHA-256 never sees it. The check
+    /// above is what keeps such a file from being answered complete.
+    #[test]
+    fn without_the_proof_a_changed_hashed_chunk_goes_unseen() {
+        let (data, m) = file();
+        let saved = saved_after(&data, &m, &[0, 1, 2, 3, 4, 8]);
+        let mut part = data.clone();
+        part[4..8].fill(0);
+        let rx = new_rx(&m, Some(saved)).unwrap();
+        assert_eq!(finish(rx, &data, &m, part.clone()), [ReceiverEvent::Verified]);
+        assert_ne!(integrity::sha256(&part), m.sha256, "the bytes behind that Verified are wrong");
+    }
+
+    #[test]
+    fn a_part_cut_short_keeps_only_what_it_still_holds() {
+        let (data, m) = file();
+        let mut saved = saved_after(&data, &m, &(0..10).collect::<Vec<_>>());
+        let part = &data[..13];
+        let proof = saved.prove(crc_in(part)).unwrap();
+        assert_eq!(proof, Proof { kept: 3, dropped: 7, rehash: true, inconsistent: false });
+        assert_eq!(saved.held, [(0, 3)]);
+        let rx = new_rx(&m, Some(saved)).unwrap();
+        assert_eq!(finish(rx, &data, &m, part.to_vec()), [ReceiverEvent::Verified]);
+    }
+
+    #[test]
+    fn state_whose_crcs_do_not_fit_its_ranges_is_refused_unread() {
+        let (data, m) = file();
+        let good = saved_after(&data, &m, &[0, 1, 5]);
+        let mut cases = Vec::new();
+        let mut short = good.clone();
+        short.crcs.pop();
+        cases.push(short);
+        let mut unordered = good.clone();
+        unordered.held.reverse();
+        cases.push(unordered);
+        let mut outside = good.clone();
+        outside.held.push((10, 11));
+        outside.crcs.push(0);
+        cases.push(outside);
+        for mut s in cases {
+            let proof = s.prove(|_| -> Result<Option<u32>, ()> { panic!("read for an inconsistent state") }).unwrap();
+            assert!(proof.inconsistent, "{s:?}");
+            assert_eq!(new_rx(&m, Some(s)).unwrap_err(), ResumeError::Inconsistent);
+        }
+    }
+
+    #[test]
+    fn a_read_error_stops_the_proof_and_changes_nothing() {
+        let (data, m) = file();
+        let mut saved = saved_after(&data, &m, &[0, 1, 5]);
+        let before = saved.clone();
+        assert_eq!(saved.prove(|r| if r.index == 1 { Err("eio") } else { Ok(Some(0)) }), Err("eio"));
+        assert_eq!(saved, before);
     }
 }

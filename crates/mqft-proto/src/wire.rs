@@ -324,6 +324,9 @@ pub struct Chunk<'a> {
     pub index: u32,
     /// The chunk's bytes; their length and CRC32 are checked.
     pub data: &'a [u8],
+    /// The CRC32 of `data` (checked): a receiver keeps it to prove, on a resume,
+    /// that the bytes it wrote are still in its partial file.
+    pub crc32: u32,
 }
 
 impl<'a> Chunk<'a> {
@@ -342,10 +345,11 @@ impl<'a> Chunk<'a> {
         if w.data.len() as u64 != expected {
             return Err(DecodeError::BadChunkLength { index: w.index, len: w.data.len(), expected });
         }
-        if integrity::crc32(w.data) != u32::from_le_bytes(w.crc32) {
+        let crc32 = u32::from_le_bytes(w.crc32);
+        if integrity::crc32(w.data) != crc32 {
             return Err(DecodeError::BadCrc(w.index));
         }
-        Ok(Chunk { run: w.run, seq: w.seq, index: w.index, data: w.data })
+        Ok(Chunk { run: w.run, seq: w.seq, index: w.index, data: w.data, crc32 })
     }
 
     /// Encodes a chunk payload into `out` (cleared first), computing the CRC32.

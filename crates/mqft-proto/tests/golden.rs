@@ -222,7 +222,10 @@ fn chunk_vectors() {
         let data = chunk_data(index);
         assert_eq!(hex::encode(Chunk::encode(run, seq, index, data)), hex);
         let payload = unhex(hex);
-        assert_eq!(Chunk::decode(&payload, index, &m).unwrap(), Chunk { run, seq, index, data });
+        assert_eq!(
+            Chunk::decode(&payload, index, &m).unwrap(),
+            Chunk { run, seq, index, data, crc32: integrity::crc32(data) }
+        );
         assert_in_doc(hex);
         // The CRC is shown as a number in the doc, and little-endian in the bytes.
         let crc = integrity::crc32(data);
@@ -623,7 +626,9 @@ fn resumed_and_refusing_receivers() {
     // Chunks 0 and 2 kept from an earlier attempt; chunk 0 hashed.
     let mut hash = HashState::new();
     hash.update(chunk_data(0));
-    let saved = ResumeState { manifest: Manifest { run: 7, ..m.clone() }, held: vec![(0, 1), (2, 3)], hash, hashed: 1 };
+    let crcs = vec![integrity::crc32(chunk_data(0)), integrity::crc32(chunk_data(2))];
+    let saved =
+        ResumeState { manifest: Manifest { run: 7, ..m.clone() }, held: vec![(0, 1), (2, 3)], hash, hashed: 1, crcs };
     let mut r =
         Receiver::new(ReceiverConfig::default(), prefix.clone(), receiver_id(), m.clone(), Some(saved), now).unwrap();
     let t = r.poll_transmit().unwrap();
