@@ -207,7 +207,7 @@ fn topics() -> Named {
 
 fn resumes() -> Named {
     let mut out = Named::new();
-    let mut add = |name: &str, selector: u8, chunks: &mut dyn Iterator<Item = u32>| {
+    let mut add = |name: &str, selector: u8, damage: u8, chunks: &mut dyn Iterator<Item = u32>| {
         let fx = fixture(selector);
         let prefix = Prefix::default();
         let rid = ReceiverId::new("fuzz").unwrap();
@@ -218,13 +218,18 @@ fn resumes() -> Named {
             let _ = rx.handle_chunk(i, &payload, now).unwrap();
         }
         let state = postcard::to_allocvec(&rx.snapshot()).unwrap();
-        out.push((name.to_owned(), Writer::new().u8(selector).raw(&state).finish()));
+        out.push((name.to_owned(), Writer::new().u8(selector).u8(damage).raw(&state).finish()));
     };
-    add("fresh", 0, &mut (0..0));
-    add("in-order-half", 0, &mut (0..5));
-    add("out-of-order", 0, &mut [3, 4, 7].into_iter());
-    add("all-held-unhashed", 0, &mut (1..10).chain(0..1));
-    add("sparse", 3, &mut (0..300).map(|i| i * 3));
+    add("fresh", 0, 0, &mut (0..0));
+    add("in-order-half", 0, 0, &mut (0..5));
+    add("out-of-order", 0, 0, &mut [3, 4, 7].into_iter());
+    add("all-held-unhashed", 0, 0, &mut (1..10).chain(0..1));
+    add("sparse", 3, 0, &mut (0..300).map(|i| i * 3));
+    // The partial file changed while the receiver was down: a chunk inside the
+    // hashed part, one past it, the file cut in half.
+    add("changed-hashed-chunk", 0, 2, &mut (0..5));
+    add("changed-unhashed-chunk", 0, 8, &mut (0..3).chain(6..9));
+    add("cut-part", 0, resume::CUT, &mut (0..10));
     out
 }
 

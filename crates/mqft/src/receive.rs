@@ -22,8 +22,13 @@
 //!
 //! The `.state` file of a completed transfer is kept as a marker (a few hundred
 //! bytes): when the same transfer is offered again, after a restart or by a second
-//! send, a marker that says complete next to a final file of the right size (and
-//! no `.part`) is answered `Complete` at once, without a byte sent. Deleting
+//! send, a marker that says complete next to a final file whose bytes still hash
+//! to the manifest's SHA-256 (and no `.part`) is answered `Complete` at once,
+//! without a byte sent; a fingerprint in the marker spares the hash while the
+//! file is provably unchanged (see `store`). The same check stands behind every
+//! `Complete` answered from this process's memory of finished transfers. A
+//! resume keeps only the chunks whose bytes in the `.part` still have the CRC32
+//! they arrived with. Deleting
 //! `.*.state` files forgets this; nothing else depends on them. A file of the same
 //! name that is not this transfer's is refused with [`RejectReason::Exists`]
 //! rather than renamed around: the sender learns at once, and nothing appears
@@ -67,8 +72,9 @@ use crate::{now, to_tokio, Error};
 
 /// How long a stopping receiver may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How many completed transfer ids are remembered, to answer a repeated manifest
-/// with `Complete` at once.
+/// How many completed transfers' manifests are remembered (8 KiB each at most), to
+/// answer a repeated manifest with `Complete` without a new offer, once the file
+/// on disk is checked again.
 const COMPLETED_MEMORY: usize = 256;
 /// How many unknown transfers' chunk subscriptions are remembered as dropped.
 const STALE_MEMORY: usize = 1024;
@@ -357,8 +363,8 @@ struct Engine {
     dir: PathBuf,
     opts: ReceiveOptions,
     transfers: BTreeMap<TransferId, Transfer>,
-    /// Recently completed transfers and their SHA-256, oldest first.
-    completed: VecDeque<(TransferId, [u8; 32])>,
+    /// The manifests of recently completed transfers, oldest first.
+    completed: VecDeque<Manifest>,
     /// Unknown transfers whose chunk subscription was dropped (left over from a
     /// persistent session).
     stale: HashSet<TransferId>,
@@ -493,8 +499,13 @@ impl Engine {
             let _ = t.rx.handle_manifest(&m, now());
             return;
         }
-        if let Some(sha256) = self.completed_sha(&id) {
-            return self.send_complete(&id, sha256);
+        if self.completed_sha(&id).is_some() {
+            if self.still_complete(&m).await {
+                return self.send_complete(&id, m.sha256);
+            }
+            // The file changed since: not this transfer's any more. A new offer
+            // decides (refused as existing, or received again with overwrite).
+            self.forget_completed(&id);
         }
         if self.stopping.is_none() {
             self.offer(m).await;
@@ -556,7 +567,7 @@ impl Engine {
         let (file, saved) = match decision {
             Ok(Decision::AlreadyComplete) => {
                 info!(%id, path = %paths.final_path.display(), "already complete");
-                self.remember_completed(id, m.sha256);
+                self.remember_completed(m.clone());
                 self.send_complete(&id, m.sha256);
                 self.events.emit(ReceiveEvent::AlreadyComplete { transfer: id, path: paths.final_path.clone() });
                 self.report.files.push(ReceivedFile {
@@ -680,8 +691,16 @@ impl Engine {
             return self.after_input(id).await;
         }
         // The sender asks a receiver that already finished: its Complete was lost.
-        if let (Some(sha256), Ok(Ctl::EndRound { .. })) = (self.completed_sha(&id), Ctl::decode(payload)) {
-            self.send_complete(&id, sha256);
+        let remembered = self.completed.iter().find(|m| m.id == id).cloned();
+        if let (Some(m), Ok(Ctl::EndRound { .. })) = (remembered, Ctl::decode(payload)) {
+            if self.still_complete(&m).await {
+                return self.send_complete(&id, m.sha256);
+            }
+            // The file changed since: offer the transfer anew rather than confirm.
+            self.forget_completed(&id);
+            if self.stopping.is_none() {
+                self.offer(m).await;
+            }
         }
     }
 
@@ -726,7 +745,7 @@ impl Engine {
         t.rx.finalized(now());
         t.ended = true;
         t.unsaved_since = None;
-        let (path, size, sha) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().sha256);
+        let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
         info!(%id, path = %path.display(), size, "received");
         self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
         self.report.files.push(ReceivedFile {
@@ -738,7 +757,7 @@ impl Engine {
             corrupt_chunks: t.rx.corrupt_chunks(),
             duplicate_chunks: t.rx.duplicate_chunks(),
         });
-        self.remember_completed(id, sha);
+        self.remember_completed(manifest);
         if self.opts.once && self.stopping.is_none() {
             self.stopping = Some(Ok(()));
             // The other transfers are told and saved.
@@ -855,15 +874,35 @@ impl Engine {
     }
 
     fn completed_sha(&self, id: &TransferId) -> Option<[u8; 32]> {
-        self.completed.iter().find(|(c, _)| c == id).map(|(_, sha)| *sha)
+        self.completed.iter().find(|m| m.id == *id).map(|m| m.sha256)
     }
 
-    fn remember_completed(&mut self, id: TransferId, sha256: [u8; 32]) {
-        if self.completed_sha(&id).is_none() {
+    fn remember_completed(&mut self, m: Manifest) {
+        if self.completed_sha(&m.id).is_none() {
             if self.completed.len() >= COMPLETED_MEMORY {
                 self.completed.pop_front();
             }
-            self.completed.push_back((id, sha256));
+            self.completed.push_back(m);
+        }
+    }
+
+    fn forget_completed(&mut self, id: &TransferId) {
+        self.completed.retain(|m| m.id != *id);
+    }
+
+    /// True when the file of a transfer completed earlier is still there, with
+    /// the bytes the manifest names ([`store::already_complete`], off the
+    /// engine's thread): remembering that it was received proves nothing about
+    /// the disk now.
+    async fn still_complete(&self, m: &Manifest) -> bool {
+        let Ok(name) = sanitize_file_name(&m.name) else { return false };
+        let (id, paths, m) = (m.id, Paths::new(&self.dir, &name, &m.id), m.clone());
+        match blocking(move || store::already_complete(&paths, &m)).await {
+            Ok(complete) => complete,
+            Err(e) => {
+                debug!(%id, error = %e, "cannot check a completed file");
+                false
+            }
         }
     }
 

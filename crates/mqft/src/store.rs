@@ -3,17 +3,29 @@
 //!
 //! For a transfer of `name` with id `id` in directory `out`:
 //! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
-//! - `out/.<name>.<id>.state` holds the [`ResumeState`] (postcard), replaced
-//!   atomically (temporary file, fsync, rename) and only after an fdatasync of the
-//!   `.part`, so the state never claims bytes the disk does not have;
+//! - `out/.<name>.<id>.state` holds the [`ResumeState`] (see [`StateFile`] for
+//!   the encoding), replaced atomically (temporary file, fsync, rename) and only
+//!   after an fdatasync of the `.part`, so the state never claims bytes the disk
+//!   does not have;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
 //!   (a no-clobber link unless overwriting is allowed), and the directory fsynced.
 //!
-//! The `.state` file of a completed transfer is kept as a marker (a few hundred
-//! bytes): when the same transfer is offered again, after a restart or by a second
-//! send, a marker that says complete next to a final file of the right size is
-//! answered with `Complete` at once, without a byte sent. Deleting `.*.state`
-//! files forgets this; nothing else depends on them.
+//! # What is proven before it is trusted
+//! The disk can change behind the receiver's back: a user or program rewrites a
+//! file, a crash loses writes. Nothing here confirms bytes it has not checked:
+//! - a resume reads every chunk the state says is held back from the `.part` and
+//!   keeps only those whose CRC32 is still the one they arrived with
+//!   ([`ResumeState::prove`]); a `.part` of the wrong length is cut or grown to
+//!   the file's size first, so what it lacks is fetched again;
+//! - the `.state` file of a completed transfer is kept as a marker (a few hundred
+//!   bytes, plus 4 per chunk): when the same transfer is offered again, after a
+//!   restart or by a second send, the file under the final name is answered
+//!   `Complete` only if its bytes hash to the manifest's SHA-256
+//!   ([`already_complete`]). The marker records a [`Fingerprint`] of the file as
+//!   it was when last verified; while the file still has it, the re-hash is
+//!   skipped. A file that fails is not this transfer's (the caller's conflict
+//!   policy decides). Deleting `.*.state` files forgets all this; nothing else
+//!   depends on them.
 //!
 //! # Links and other traps
 //! Whoever can write to the output directory can plant a symbolic or hard link
@@ -39,17 +51,30 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::OFlags;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::name::SafeName;
-use crate::proto::{Manifest, ResumeState, TransferId};
+use crate::proto::receiver::HashRead;
+use crate::proto::{integrity, Manifest, Proof, ResumeState, TransferId};
 
 /// The longest part of the file name kept in the hidden file names, so that
 /// `.<name>.<32 hex>.state.tmp` stays under 255 bytes.
 const HIDDEN_NAME_BYTES: usize = 200;
 
-/// The largest state file read. A state is the manifest (8 KiB at most) and the
-/// held ranges: even four million chunks held every other one take about 20 MiB.
-const MAX_STATE_BYTES: u64 = 32 << 20;
+/// The largest state file read. A state is the manifest (8 KiB at most), the
+/// held ranges and a CRC32 per held chunk: for the most chunks the protocol
+/// allows (4 Mi), at most 20 MiB of CRCs (5-byte varints) and 20 MiB of ranges.
+const MAX_STATE_BYTES: u64 = 48 << 20;
+
+/// The first bytes of a state file of this format. Another format (an older
+/// release's) is refused as a whole and the transfer starts over: the CRCs a
+/// resume needs were not in it.
+const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x02";
+
+/// The buffer of a re-hash or a proof: large enough that the reads cost little
+/// next to the hashing.
+const READ_BUF: usize = 1 << 20;
 
 /// How often an exclusive create is tried again when something keeps taking the
 /// name between the unlink and the create.
@@ -150,11 +175,72 @@ fn open_own(path: &Path) -> io::Result<Option<File>> {
     }
 }
 
+/// A state file: [`STATE_MAGIC`], the CRC32 of the rest (little-endian), then
+/// this, in postcard. The CRC makes a state file that was cut short or
+/// scribbled on count as none, rather than a resume from garbage that happens
+/// to decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StateFile {
+    resume: ResumeState,
+    /// For a completed transfer: the final file as it was when its bytes were
+    /// last verified against the manifest's SHA-256.
+    verified: Option<Fingerprint>,
+}
+
+/// What identifies a file's content without reading it: which file it is, its
+/// size, and its modification and change times. Any write to the file, or any
+/// `touch`/`cp -p` that sets its modification time back, moves its change time
+/// (ctime), which user space cannot set; a file put in its place is another
+/// inode. So while all of these are unchanged the bytes are the ones verified,
+/// with one gap that [`Fingerprint::proves`] closes: a write within the same
+/// clock tick as the fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Fingerprint {
+    pub(crate) fn of(m: &fs::Metadata) -> Self {
+        Fingerprint {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// True when `now` is the same file, unchanged since this fingerprint was
+    /// taken, and the fingerprint was recorded (in a marker last written at
+    /// `recorded`) at least one clock tick after the file last changed. File
+    /// times advance in ticks (a few milliseconds): a write in the tick the
+    /// fingerprint was taken in could leave every field as it was, so such a
+    /// fingerprint proves nothing and the file is hashed again (as git does with
+    /// "racily clean" index entries).
+    fn proves(&self, now: &fs::Metadata, recorded: (i64, i64)) -> bool {
+        *self == Fingerprint::of(now) && self.ctime < recorded
+    }
+}
+
+/// A state file as read, with when it was written.
+struct Loaded {
+    file: StateFile,
+    written: (i64, i64),
+}
+
 /// Reads saved state; `None` when there is none or it does not decode (a state
 /// file from another version, or cut short by a crash before its rename: both are
 /// as good as none), and when what is there is not a state file of ours (a
 /// symlink, a file with other links, a FIFO, anything too large).
 pub(crate) fn load_state(path: &Path) -> io::Result<Option<ResumeState>> {
+    Ok(load(path)?.map(|l| l.file.resume))
+}
+
+fn load(path: &Path) -> io::Result<Option<Loaded>> {
     let opened = OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(path);
     let f = match opened {
         Ok(f) => f,
@@ -167,19 +253,40 @@ pub(crate) fn load_state(path: &Path) -> io::Result<Option<ResumeState>> {
     }
     let mut bytes = Vec::new();
     f.take(MAX_STATE_BYTES).read_to_end(&mut bytes)?;
-    Ok(postcard::from_bytes(&bytes).ok())
+    Ok(decode_state(&bytes).map(|file| Loaded { file, written: (m.mtime(), m.mtime_nsec()) }))
+}
+
+fn encode_state(state: &StateFile) -> io::Result<Vec<u8>> {
+    let body = postcard::to_allocvec(state).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(STATE_MAGIC.len() + 4 + body.len());
+    out.extend_from_slice(&STATE_MAGIC);
+    out.extend_from_slice(&integrity::crc32(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode_state(bytes: &[u8]) -> Option<StateFile> {
+    let rest = bytes.strip_prefix(&STATE_MAGIC)?;
+    let (crc, body) = rest.split_first_chunk::<4>()?;
+    if integrity::crc32(body) != u32::from_le_bytes(*crc) {
+        return None;
+    }
+    match postcard::take_from_bytes::<StateFile>(body) {
+        Ok((state, [])) => Some(state),
+        _ => None,
+    }
 }
 
 /// Replaces the state file atomically: write a new temporary file (created
 /// exclusively), fsync it, rename it over the old one (a rename replaces a link
 /// at the name, it does not follow it).
 pub(crate) fn save_state(paths: &Paths, state: &ResumeState) -> io::Result<()> {
-    write_state(paths, state, true)
+    write_state(paths, &StateFile { resume: state.clone(), verified: None }, true)
 }
 
 /// [`save_state`], with the fsync of the new file only if `sync`.
-fn write_state(paths: &Paths, state: &ResumeState, sync: bool) -> io::Result<()> {
-    let bytes = postcard::to_allocvec(state).map_err(io::Error::other)?;
+fn write_state(paths: &Paths, state: &StateFile, sync: bool) -> io::Result<()> {
+    let bytes = encode_state(state)?;
     let mut f = create_exclusive(&paths.state_tmp)?;
     f.write_all(&bytes)?;
     if sync {
@@ -189,25 +296,72 @@ fn write_state(paths: &Paths, state: &ResumeState, sync: bool) -> io::Result<()>
     fs::rename(&paths.state_tmp, &paths.state)
 }
 
-/// True when a completed-transfer marker for `manifest` sits next to a final file
-/// of the right size, and no `.part`. (A verified transfer's state is the same as
-/// the marker; only the `.part` being gone says the rename happened.)
+/// True when the file under the final name is this transfer's, verified: a
+/// completed-transfer marker for `manifest` is there, no `.part`, and the file's
+/// bytes hash to the manifest's SHA-256. The hash is skipped while the file still
+/// has the [`Fingerprint`] the marker recorded when it was last verified; a file
+/// that passes the hash gets a new one. (A verified transfer's state is the same
+/// as the marker; only the `.part` being gone says the rename happened.)
+///
+/// `false` says nothing about the file: it may be another file under that name,
+/// or this one changed since. It is never answered `Complete`.
 pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result<bool> {
     if fs::symlink_metadata(&paths.part).is_ok() {
         return Ok(false);
     }
-    let Some(state) = load_state(&paths.state)? else { return Ok(false) };
+    let Some(Loaded { file: marker, written }) = load(&paths.state)? else { return Ok(false) };
+    let state = &marker.resume;
     let complete = state.manifest.same_transfer(manifest)
         && state.hashed == manifest.chunk_count
         && state.held == marker_held(manifest);
     if !complete {
         return Ok(false);
     }
-    // A symlink at the final name is not the file this receiver put there.
-    match fs::symlink_metadata(&paths.final_path) {
-        Ok(m) => Ok(m.is_file() && m.len() == manifest.size),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+    // A symlink at the final name is not the file this receiver put there (the
+    // open below does not follow one), nor is a FIFO or anything else.
+    let opened =
+        OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(&paths.final_path);
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || is_symlink_error(&e) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let before = f.metadata()?;
+    if !before.is_file() || before.len() != manifest.size {
+        return Ok(false);
+    }
+    if marker.verified.is_some_and(|fp| fp.proves(&before, written)) {
+        return Ok(true);
+    }
+    if sha256_of(&f)? != manifest.sha256 {
+        tracing::info!(path = %paths.final_path.display(), "the file changed since it was received");
+        return Ok(false);
+    }
+    // Verified. Record what the file looks like now, so that the next offer
+    // need not hash it again; if it changed while it was hashed, record nothing.
+    let after = f.metadata()?;
+    if Fingerprint::of(&after) == Fingerprint::of(&before) {
+        let refreshed = StateFile { resume: marker.resume, verified: Some(Fingerprint::of(&after)) };
+        // Best effort: without it the next offer hashes again.
+        if let Err(e) = write_state(paths, &refreshed, false) {
+            tracing::debug!(path = %paths.state.display(), error = %e, "cannot refresh the marker");
+        }
+    }
+    Ok(true)
+}
+
+/// The SHA-256 of a whole file, read from its start.
+fn sha256_of(f: &File) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0; READ_BUF];
+    let mut offset = 0;
+    loop {
+        let n = f.read_at(&mut buf, offset)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+        offset += n as u64;
     }
 }
 
@@ -259,17 +413,52 @@ pub(crate) fn check_room(paths: &Paths, manifest: &Manifest, reserved: u64) -> i
 /// Opens the partial file, with the state to resume from if both agree. A fresh
 /// start replaces whatever was there with a new file, sized to the whole transfer
 /// so that chunks can land in any order.
+///
+/// Saved state is proven against the `.part` first ([`ResumeState::prove`]):
+/// what it returns holds only chunks whose bytes are still what arrived. A
+/// `.part` of another length (cut short, say) is set to the file's size first,
+/// so that the chunks it lost fail the proof and are fetched again.
 pub(crate) fn open_part(paths: &Paths, manifest: &Manifest) -> io::Result<(File, Option<ResumeState>)> {
     let saved = load_state(&paths.state)?.filter(|s| s.manifest.same_transfer(manifest));
-    if saved.is_some() {
+    if let Some(mut saved) = saved {
         if let Some(f) = open_own(&paths.part)? {
-            if f.metadata()?.len() == manifest.size {
-                return Ok((f, saved));
+            if f.metadata()?.len() != manifest.size {
+                f.set_len(manifest.size)?;
+            }
+            let proof = prove(&f, &mut saved)?;
+            if proof.dropped > 0 || proof.inconsistent {
+                tracing::warn!(
+                    path = %paths.part.display(),
+                    dropped = proof.dropped,
+                    kept = proof.kept,
+                    rehash = proof.rehash,
+                    inconsistent = proof.inconsistent,
+                    "the partial file changed since its state was saved; fetching those chunks again"
+                );
+            }
+            if !proof.inconsistent {
+                return Ok((f, Some(saved)));
             }
         }
     }
     let f = fresh_part(paths, manifest)?;
     Ok((f, None))
+}
+
+/// Proves `saved` against the partial file `f`: reads every held chunk back and
+/// keeps those whose CRC32 still matches. Reads past the end of the file count
+/// as changed bytes.
+pub(crate) fn prove(f: &File, saved: &mut ResumeState) -> io::Result<Proof> {
+    let mut buf = Vec::new();
+    saved.prove(|r: HashRead| {
+        let len = usize::try_from(r.len).map_err(io::Error::other)?;
+        buf.resize(len, 0);
+        match f.read_exact_at(&mut buf, r.offset) {
+            Ok(()) => Ok(Some(integrity::crc32(&buf))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
 }
 
 /// Creates a new partial file for a fresh start, in place of whatever was there.
@@ -324,6 +513,7 @@ pub(crate) fn finalize(
     modified_ms: Option<i64>,
 ) -> io::Result<()> {
     check_still_ours(file, paths)?;
+    let marker = StateFile { resume: complete.clone(), verified: None };
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
         let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms.max(0) as u64));
@@ -337,7 +527,7 @@ pub(crate) fn finalize(
     // transfer, which is as good as none (the file is then refused as existing
     // rather than answered complete). One fsync fewer per file is a third of the
     // cost of receiving many small ones.
-    write_state(paths, complete, false)?;
+    write_state(paths, &marker, false)?;
     if overwrite {
         fs::rename(&paths.part, &paths.final_path)?;
     } else {
@@ -353,6 +543,20 @@ pub(crate) fn finalize(
                 }
                 fs::rename(&paths.part, &paths.final_path)?;
             }
+        }
+    }
+    // The file is verified and has its name: record its fingerprint, so that an
+    // offer of the same transfer can be answered without hashing it again. Taken
+    // now, after the link and unlink that changed its ctime. Best effort, like
+    // the marker itself: without it, that offer hashes the file.
+    if let (Ok(now), Ok(at_name)) = (file.metadata(), fs::symlink_metadata(&paths.final_path)) {
+        if now.dev() != at_name.dev() || now.ino() != at_name.ino() {
+            // Not the file just verified: nothing to vouch for.
+            return File::open(&paths.dir)?.sync_all();
+        }
+        let marker = StateFile { verified: Some(Fingerprint::of(&now)), ..marker };
+        if let Err(e) = write_state(paths, &marker, false) {
+            tracing::debug!(path = %paths.state.display(), error = %e, "cannot record the file's fingerprint");
         }
     }
     File::open(&paths.dir)?.sync_all()
@@ -375,6 +579,31 @@ mod tests {
 
     fn manifest(size: u64) -> Manifest {
         Manifest::new("photo.jpg".into(), size, 4, [9; 32], Meta::default(), 1).unwrap()
+    }
+
+    /// The manifest of `data` in 4-byte chunks.
+    fn manifest_of(data: &[u8]) -> Manifest {
+        let sha = integrity::sha256(data);
+        Manifest::new("photo.jpg".into(), data.len() as u64, 4, sha, Meta::default(), 1).unwrap()
+    }
+
+    /// The state of a transfer of `data` holding `held` (whole chunks), with their
+    /// CRCs and nothing hashed.
+    fn holding(m: &Manifest, data: &[u8], held: Vec<(u32, u32)>) -> ResumeState {
+        let crcs = held
+            .iter()
+            .flat_map(|&(a, b)| a..b)
+            .map(|i| integrity::crc32(&data[m.chunk_offset(i) as usize..][..m.chunk_len(i) as usize]))
+            .collect();
+        ResumeState { manifest: m.clone(), held, hash: HashState::new(), hashed: 0, crcs }
+    }
+
+    /// The completed-transfer state of `data`.
+    fn complete_of(m: &Manifest, data: &[u8]) -> ResumeState {
+        let mut s = holding(m, data, vec![(0, m.chunk_count)]);
+        s.hash.update(data);
+        s.hashed = m.chunk_count;
+        s
     }
 
     #[test]
@@ -403,7 +632,13 @@ mod tests {
         write_at(&f, 4, b"abcd").unwrap();
         let mut hash = HashState::new();
         hash.update(b"");
-        let state = ResumeState { manifest: m.clone(), held: vec![(1, 2)], hash, hashed: 0 };
+        let state = ResumeState {
+            manifest: m.clone(),
+            held: vec![(1, 2)],
+            hash,
+            hashed: 0,
+            crcs: vec![integrity::crc32(b"abcd")],
+        };
         checkpoint(&f, &paths, &state).unwrap();
         assert!(!paths.state_tmp.exists());
         assert_eq!(load_state(&paths.state).unwrap(), Some(state.clone()));
@@ -434,9 +669,9 @@ mod tests {
     #[test]
     fn finalize_never_clobbers_unless_asked() {
         let dir = tempfile::tempdir().unwrap();
-        let m = manifest(4);
+        let m = manifest_of(b"new!");
         let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
-        let complete = ResumeState { manifest: m.clone(), held: vec![(0, 1)], hash: HashState::new(), hashed: 1 };
+        let complete = complete_of(&m, b"new!");
 
         fs::write(&paths.final_path, b"old").unwrap();
         let (f, _) = open_part(&paths, &m).unwrap();
@@ -456,6 +691,114 @@ mod tests {
         // A final file of another size is not this transfer's.
         fs::write(&paths.final_path, b"changed").unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
+    }
+
+    /// Receives `data` as a completed transfer: `.part`, marker, final name.
+    fn received(data: &[u8]) -> (tempfile::TempDir, Manifest, Paths) {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest_of(data);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, data).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
+        (dir, m, paths)
+    }
+
+    #[test]
+    fn a_received_file_rewritten_with_other_bytes_of_its_size_is_not_complete() {
+        let data = b"0123456789abcdefghij";
+        let (_dir, m, paths) = received(data);
+        assert!(already_complete(&paths, &m).unwrap());
+        // Zeros over it, in place: same inode, same size.
+        let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
+        f.write_all_at(&[0; 20], 0).unwrap();
+        drop(f);
+        assert!(!already_complete(&paths, &m).unwrap());
+        // Its bytes back: complete again.
+        fs::write(&paths.final_path, data).unwrap();
+        assert!(already_complete(&paths, &m).unwrap());
+    }
+
+    #[test]
+    fn a_rewrite_that_sets_the_old_times_back_is_not_complete() {
+        // What `cp -p other photo.jpg` does: new bytes, the old modification time.
+        let data = b"0123456789abcdefghij";
+        let (_dir, m, paths) = received(data);
+        assert!(already_complete(&paths, &m).unwrap());
+        let marker = load(&paths.state).unwrap().unwrap().file;
+        assert!(marker.verified.is_some(), "a verified file leaves its fingerprint");
+        let before = fs::metadata(&paths.final_path).unwrap();
+        let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
+        f.write_all_at(b"ABCDEFGHIJ0123456789", 0).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        drop(f);
+        let after = fs::metadata(&paths.final_path).unwrap();
+        assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
+        assert!(!already_complete(&paths, &m).unwrap());
+    }
+
+    #[test]
+    fn a_fingerprint_from_the_tick_the_file_changed_in_proves_nothing() {
+        let data = b"0123456789abcdefghij";
+        let (_dir, _m, paths) = received(data);
+        let meta = fs::metadata(&paths.final_path).unwrap();
+        let fp = Fingerprint::of(&meta);
+        assert!(fp.proves(&meta, (fp.ctime.0 + 1, 0)));
+        assert!(!fp.proves(&meta, fp.ctime), "recorded in the same tick as the last change");
+        let other = Fingerprint { size: fp.size + 1, ..fp };
+        assert!(!other.proves(&meta, (fp.ctime.0 + 1, 0)));
+    }
+
+    #[test]
+    fn state_files_of_another_format_or_damaged_count_as_none() {
+        let data = b"01234567";
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest_of(data);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let state = holding(&m, data, vec![(0, 1)]);
+        save_state(&paths, &state).unwrap();
+        let good = fs::read(&paths.state).unwrap();
+        assert_eq!(load_state(&paths.state).unwrap(), Some(state.clone()));
+        // The previous release's format: the bare postcard of a state.
+        let old = postcard::to_allocvec(&(m.clone(), vec![(0u32, 1u32)], HashState::new(), 0u32)).unwrap();
+        let mut flipped = good.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        for bad in [old, flipped, good[..good.len() - 1].to_vec(), trailing, Vec::new()] {
+            fs::write(&paths.state, &bad).unwrap();
+            assert_eq!(load_state(&paths.state).unwrap(), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_resume_keeps_only_the_chunks_still_in_the_part() {
+        let data = b"0123456789abcdefghij";
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest_of(data);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, &data[..16]).unwrap();
+        let mut state = holding(&m, data, vec![(0, 4)]);
+        state.hash.update(&data[..8]);
+        state.hashed = 2;
+        checkpoint(&f, &paths, &state).unwrap();
+        drop(f);
+
+        // Unchanged: resumed as saved.
+        assert_eq!(open_part(&paths, &m).unwrap().1, Some(state.clone()));
+        // Chunk 1 overwritten: dropped, and the hash, which covered it, restarts.
+        let f = OpenOptions::new().write(true).open(&paths.part).unwrap();
+        f.write_all_at(b"XXXX", 4).unwrap();
+        let (_, saved) = open_part(&paths, &m).unwrap();
+        let saved = saved.unwrap();
+        assert_eq!((saved.held.as_slice(), saved.hashed), (&[(0, 1), (2, 4)][..], 0));
+        // Cut short inside chunk 3: what is gone is no longer held, and the file
+        // has its full length again for the chunks to come.
+        f.set_len(13).unwrap();
+        let (f, saved) = open_part(&paths, &m).unwrap();
+        assert_eq!(saved.unwrap().held, [(0, 1), (2, 3)]);
+        assert_eq!(f.metadata().unwrap().len(), 20);
     }
 
     /// A file outside the output directory that a planted link points at, and a
@@ -493,7 +836,8 @@ mod tests {
     }
 
     fn state_of(m: &Manifest, held: Vec<(u32, u32)>) -> ResumeState {
-        ResumeState { manifest: m.clone(), held, hash: HashState::new(), hashed: 0 }
+        let crcs = vec![0; held.iter().map(|&(a, b)| (b - a) as usize).sum()];
+        ResumeState { manifest: m.clone(), held, hash: HashState::new(), hashed: 0, crcs }
     }
 
     #[test]
@@ -523,7 +867,10 @@ mod tests {
             let (_out, elsewhere, m, paths) = setup(8);
             // A valid state, even: a planted one is not trusted.
             let real = state_of(&m, vec![(0, 1)]);
-            let victim = Victim::with_content(elsewhere.path(), postcard::to_allocvec(&real).unwrap());
+            let victim = Victim::with_content(
+                elsewhere.path(),
+                encode_state(&StateFile { resume: real.clone(), verified: None }).unwrap(),
+            );
             for path in [&paths.state, &paths.state_tmp] {
                 match trap {
                     "symlink" => std::os::unix::fs::symlink(&victim.path, path).unwrap(),
@@ -554,7 +901,7 @@ mod tests {
     #[test]
     fn a_part_replaced_or_linked_before_the_final_rename_is_not_published() {
         let (_out, elsewhere, m, paths) = setup(4);
-        let complete = ResumeState { manifest: m.clone(), held: vec![(0, 1)], hash: HashState::new(), hashed: 1 };
+        let complete = state_of(&m, vec![(0, 1)]);
         let (f, _) = open_part(&paths, &m).unwrap();
         // Another name for the file, which could change it after it is verified.
         let other = elsewhere.path().join("other");
@@ -572,9 +919,12 @@ mod tests {
 
     #[test]
     fn a_symlink_at_the_final_name_is_no_completed_file() {
-        let (_out, elsewhere, m, paths) = setup(4);
+        let (out, elsewhere, _, _) = setup(4);
         let victim = Victim::new(elsewhere.path(), 4);
-        let complete = ResumeState { manifest: m.clone(), held: vec![(0, 1)], hash: HashState::new(), hashed: 1 };
+        // The victim even has the transfer's bytes: it is still no file of ours.
+        let m = manifest_of(&victim.content);
+        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let complete = complete_of(&m, &victim.content);
         save_state(&paths, &complete).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.final_path).unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
