@@ -293,6 +293,10 @@ pub struct Receiver {
 
 impl Receiver {
     /// Accepts the transfer `manifest` describes, fresh or from `saved` state.
+    ///
+    /// Saved state must have been proven against the partial file first
+    /// ([`ResumeState::prove`]): this checks only that it adds up, and trusts it
+    /// for the bytes it says are held and hashed.
     pub fn new(
         cfg: ReceiverConfig,
         prefix: Prefix,
