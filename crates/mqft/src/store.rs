@@ -21,8 +21,8 @@
 //!   bytes, plus 4 per chunk): when the same transfer is offered again, after a
 //!   restart or by a second send, the file under the final name is answered
 //!   `Complete` only if its bytes hash to the manifest's SHA-256
-//!   ([`already_complete`]). The marker records a [`Fingerprint`] of the file as
-//!   it was when last verified; while the file still has it, the re-hash is
+//!   ([`already_complete`]). Once it has, the marker records a [`Fingerprint`]
+//!   of the file as it was then; while the file still has it, the hash is
 //!   skipped. A file that fails is not this transfer's (the caller's conflict
 //!   policy decides). Deleting `.*.state` files forgets all this; nothing else
 //!   depends on them.
@@ -192,8 +192,8 @@ struct StateFile {
 /// `touch`/`cp -p` that sets its modification time back, moves its change time
 /// (ctime), which user space cannot set; a file put in its place is another
 /// inode. So while all of these are unchanged the bytes are the ones verified,
-/// with one gap that [`Fingerprint::proves`] closes: a write within the same
-/// clock tick as the fingerprint.
+/// with one gap that [`Fingerprint::proves`] closes: a write in the same clock
+/// tick as the change before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Fingerprint {
     dev: u64,
@@ -201,35 +201,48 @@ pub(crate) struct Fingerprint {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    /// The system clock just before the file's times were read.
+    taken: (i64, i64),
 }
 
+/// How long a file must have been unchanged when its fingerprint is taken for
+/// the fingerprint to prove anything: well over a file system clock tick (1 to
+/// 10 ms), with room for a network file system's clock being a little behind.
+const SETTLED_NS: i128 = 1_000_000_000;
+
 impl Fingerprint {
-    pub(crate) fn of(m: &fs::Metadata) -> Self {
+    /// The fingerprint of the open file `f`.
+    pub(crate) fn take(f: &File) -> io::Result<Self> {
+        let taken = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())))
+            .unwrap_or((0, 0));
+        Ok(Fingerprint::with(&f.metadata()?, taken))
+    }
+
+    fn with(m: &fs::Metadata, taken: (i64, i64)) -> Self {
         Fingerprint {
             dev: m.dev(),
             ino: m.ino(),
             size: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
+            taken,
         }
     }
 
-    /// True when `now` is the same file, unchanged since this fingerprint was
-    /// taken, and the fingerprint was recorded (in a marker last written at
-    /// `recorded`) at least one clock tick after the file last changed. File
-    /// times advance in ticks (a few milliseconds): a write in the tick the
-    /// fingerprint was taken in could leave every field as it was, so such a
-    /// fingerprint proves nothing and the file is hashed again (as git does with
-    /// "racily clean" index entries).
-    fn proves(&self, now: &fs::Metadata, recorded: (i64, i64)) -> bool {
-        *self == Fingerprint::of(now) && self.ctime < recorded
+    /// True when `now` is the same file with the same times, and the file had
+    /// been unchanged for [`SETTLED_NS`] when this fingerprint was taken. File
+    /// times advance in ticks: a write in the same tick as the change before it
+    /// leaves them as they were. A write after the fingerprint was taken gets a
+    /// change time no earlier than a tick before `taken`, so later than a settled
+    /// file's, and shows; for a file that had just changed, it may not, so such a
+    /// fingerprint proves nothing and the file is hashed again (git's "racily
+    /// clean" entries, with the clock in place of the index file's time).
+    fn proves(&self, now: &fs::Metadata) -> bool {
+        let nanos = |(s, n): (i64, i64)| i128::from(s) * 1_000_000_000 + i128::from(n);
+        *self == Fingerprint::with(now, self.taken) && nanos(self.ctime) + SETTLED_NS < nanos(self.taken)
     }
-}
-
-/// A state file as read, with when it was written.
-struct Loaded {
-    file: StateFile,
-    written: (i64, i64),
 }
 
 /// Reads saved state; `None` when there is none or it does not decode (a state
@@ -237,10 +250,10 @@ struct Loaded {
 /// as good as none), and when what is there is not a state file of ours (a
 /// symlink, a file with other links, a FIFO, anything too large).
 pub(crate) fn load_state(path: &Path) -> io::Result<Option<ResumeState>> {
-    Ok(load(path)?.map(|l| l.file.resume))
+    Ok(load(path)?.map(|l| l.resume))
 }
 
-fn load(path: &Path) -> io::Result<Option<Loaded>> {
+fn load(path: &Path) -> io::Result<Option<StateFile>> {
     let opened = OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(path);
     let f = match opened {
         Ok(f) => f,
@@ -253,7 +266,7 @@ fn load(path: &Path) -> io::Result<Option<Loaded>> {
     }
     let mut bytes = Vec::new();
     f.take(MAX_STATE_BYTES).read_to_end(&mut bytes)?;
-    Ok(decode_state(&bytes).map(|file| Loaded { file, written: (m.mtime(), m.mtime_nsec()) }))
+    Ok(decode_state(&bytes))
 }
 
 fn encode_state(state: &StateFile) -> io::Result<Vec<u8>> {
@@ -309,7 +322,7 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     if fs::symlink_metadata(&paths.part).is_ok() {
         return Ok(false);
     }
-    let Some(Loaded { file: marker, written }) = load(&paths.state)? else { return Ok(false) };
+    let Some(marker) = load(&paths.state)? else { return Ok(false) };
     let state = &marker.resume;
     let complete = state.manifest.same_transfer(manifest)
         && state.hashed == manifest.chunk_count
@@ -326,11 +339,12 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
         Err(e) if e.kind() == io::ErrorKind::NotFound || is_symlink_error(&e) => return Ok(false),
         Err(e) => return Err(e),
     };
-    let before = f.metadata()?;
-    if !before.is_file() || before.len() != manifest.size {
+    let before = Fingerprint::take(&f)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.len() != manifest.size {
         return Ok(false);
     }
-    if marker.verified.is_some_and(|fp| fp.proves(&before, written)) {
+    if marker.verified.is_some_and(|fp| fp.proves(&m)) {
         return Ok(true);
     }
     if sha256_of(&f)? != manifest.sha256 {
@@ -339,9 +353,8 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     }
     // Verified. Record what the file looks like now, so that the next offer
     // need not hash it again; if it changed while it was hashed, record nothing.
-    let after = f.metadata()?;
-    if Fingerprint::of(&after) == Fingerprint::of(&before) {
-        let refreshed = StateFile { resume: marker.resume, verified: Some(Fingerprint::of(&after)) };
+    if Fingerprint::with(&f.metadata()?, before.taken) == before {
+        let refreshed = StateFile { resume: marker.resume, verified: Some(before) };
         // Best effort: without it the next offer hashes again.
         if let Err(e) = write_state(paths, &refreshed, false) {
             tracing::debug!(path = %paths.state.display(), error = %e, "cannot refresh the marker");
@@ -513,7 +526,6 @@ pub(crate) fn finalize(
     modified_ms: Option<i64>,
 ) -> io::Result<()> {
     check_still_ours(file, paths)?;
-    let marker = StateFile { resume: complete.clone(), verified: None };
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
         let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms.max(0) as u64));
@@ -527,7 +539,10 @@ pub(crate) fn finalize(
     // transfer, which is as good as none (the file is then refused as existing
     // rather than answered complete). One fsync fewer per file is a third of the
     // cost of receiving many small ones.
-    write_state(paths, &marker, false)?;
+    // No fingerprint yet: the link and unlink below change the file's ctime,
+    // and one taken right after them proves nothing (see `Fingerprint::proves`).
+    // The first offer of the transfer again hashes the file and records one.
+    write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
     if overwrite {
         fs::rename(&paths.part, &paths.final_path)?;
     } else {
@@ -543,20 +558,6 @@ pub(crate) fn finalize(
                 }
                 fs::rename(&paths.part, &paths.final_path)?;
             }
-        }
-    }
-    // The file is verified and has its name: record its fingerprint, so that an
-    // offer of the same transfer can be answered without hashing it again. Taken
-    // now, after the link and unlink that changed its ctime. Best effort, like
-    // the marker itself: without it, that offer hashes the file.
-    if let (Ok(now), Ok(at_name)) = (file.metadata(), fs::symlink_metadata(&paths.final_path)) {
-        if now.dev() != at_name.dev() || now.ino() != at_name.ino() {
-            // Not the file just verified: nothing to vouch for.
-            return File::open(&paths.dir)?.sync_all();
-        }
-        let marker = StateFile { verified: Some(Fingerprint::of(&now)), ..marker };
-        if let Err(e) = write_state(paths, &marker, false) {
-            tracing::debug!(path = %paths.state.display(), error = %e, "cannot record the file's fingerprint");
         }
     }
     File::open(&paths.dir)?.sync_all()
@@ -725,8 +726,8 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
         assert!(already_complete(&paths, &m).unwrap());
-        let marker = load(&paths.state).unwrap().unwrap().file;
-        assert!(marker.verified.is_some(), "a verified file leaves its fingerprint");
+        let marker = load(&paths.state).unwrap().unwrap();
+        assert!(marker.verified.is_some(), "a file verified on an offer leaves its fingerprint");
         let before = fs::metadata(&paths.final_path).unwrap();
         let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
         f.write_all_at(b"ABCDEFGHIJ0123456789", 0).unwrap();
@@ -738,15 +739,49 @@ mod tests {
     }
 
     #[test]
-    fn a_fingerprint_from_the_tick_the_file_changed_in_proves_nothing() {
+    fn a_fingerprint_of_a_file_that_had_just_changed_proves_nothing() {
         let data = b"0123456789abcdefghij";
         let (_dir, _m, paths) = received(data);
         let meta = fs::metadata(&paths.final_path).unwrap();
-        let fp = Fingerprint::of(&meta);
-        assert!(fp.proves(&meta, (fp.ctime.0 + 1, 0)));
-        assert!(!fp.proves(&meta, fp.ctime), "recorded in the same tick as the last change");
-        let other = Fingerprint { size: fp.size + 1, ..fp };
-        assert!(!other.proves(&meta, (fp.ctime.0 + 1, 0)));
+        let fresh = Fingerprint::take(&File::open(&paths.final_path).unwrap()).unwrap();
+        assert!(!fresh.proves(&meta), "taken within a tick of the file's last change");
+        // The same file, looked at two seconds after it last changed.
+        let settled = Fingerprint { taken: (fresh.ctime.0 + 2, fresh.ctime.1), ..fresh };
+        assert!(settled.proves(&meta));
+        // Anything else about it changed: no proof.
+        for other in [
+            Fingerprint { size: settled.size + 1, ..settled },
+            Fingerprint { ino: settled.ino + 1, ..settled },
+            Fingerprint { ctime: (settled.ctime.0, settled.ctime.1 ^ 1), ..settled },
+            Fingerprint { mtime: (settled.mtime.0 - 1, settled.mtime.1), ..settled },
+        ] {
+            assert!(!other.proves(&meta), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn a_settled_fingerprint_spares_the_hash_until_the_file_is_rewritten() {
+        let data = b"0123456789abcdefghij";
+        let (_dir, m, paths) = received(data);
+        // The fingerprint as a later offer would find it, taken once the file had
+        // settled; the marker claims it for bytes that do not even hash right, so
+        // only the fingerprint can make the file complete.
+        assert!(already_complete(&paths, &m).unwrap());
+        let mut marker = load(&paths.state).unwrap().unwrap();
+        let fp = marker.verified.unwrap();
+        marker.verified = Some(Fingerprint { taken: (fp.ctime.0 + 2, fp.ctime.1), ..fp });
+        let mut wrong = m.clone();
+        wrong.sha256 = [7; 32];
+        marker.resume.manifest = wrong.clone();
+        write_state(&paths, &marker, false).unwrap();
+        assert!(already_complete(&paths, &wrong).unwrap(), "the fingerprint was not trusted");
+        // Rewritten in place with the old modification time, as `cp -p` does.
+        let before = fs::metadata(&paths.final_path).unwrap();
+        let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
+        f.write_all_at(b"ABCDEFGHIJ0123456789", 0).unwrap();
+        f.set_modified(before.modified().unwrap()).unwrap();
+        drop(f);
+        assert!(!already_complete(&paths, &wrong).unwrap(), "a rewritten file kept its proof");
     }
 
     #[test]
