@@ -98,6 +98,10 @@ pub struct BrokerArgs {
     /// Seconds to keep trying to reach the broker before giving up (exit 3).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
+    /// Once connected, seconds the broker may stay unreachable before giving up
+    /// (exit 3). Default: 60 for send; a receive keeps retrying unless this is given.
+    #[arg(long, value_name = "SECS")]
+    pub broker_timeout: Option<u64>,
     /// MQTT keep-alive in seconds (at least 5): a dead connection is noticed within
     /// about one and a half of these.
     #[arg(short = 'k', long, default_value_t = 30, value_name = "SECS")]
@@ -239,6 +243,7 @@ impl BrokerArgs {
         cfg.client_id = self.client_id.clone();
         cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
         cfg.keep_alive = Duration::from_secs(self.keepalive.max(1));
+        cfg.broker_timeout = self.broker_timeout.map(|s| Duration::from_secs(s.max(1)));
         Ok(cfg)
     }
 }

@@ -6,8 +6,10 @@
 //! [`Incoming`], and one [`Failure`] for what went wrong.
 //!
 //! Two gaps of rumqttc are covered here, since they need its state: what it drops
-//! when the broker starts a new session ([`Dropped`]), and acks it would send after
-//! our DISCONNECT ([`EventLoop::stop_acking`]).
+//! when the broker starts a new session ([`Dropped`]), and when incoming QoS 1
+//! publishes are acknowledged: never by rumqttc itself (manual acks), only when the
+//! connection says so ([`EventLoop::ack`], [`Client::ack`]), which is how it holds
+//! a publisher back while the engine is behind (see `conn.rs`).
 
 use std::io;
 use std::time::Duration;
@@ -45,8 +47,10 @@ pub(crate) enum Incoming {
     /// A connection is up. `dropped` is what rumqttc kept for it from the
     /// connection before and dropped because the broker has no session for us.
     ConnAck { info: ConnAckInfo, dropped: Dropped },
-    /// A message arrived.
-    Publish { topic: String, payload: Bytes },
+    /// A message arrived. `ack` is its packet id when it is a QoS 1 publish that
+    /// nobody has acknowledged yet: the caller must ack it, in the order received.
+    /// A topic that is not UTF-8 comes as an empty one (it matches nothing).
+    Publish { topic: String, payload: Bytes, ack: Option<u16> },
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
     /// Our DISCONNECT went out: the event loop is done.
@@ -144,6 +148,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             m.set_max_packet_size(o.max_incoming as usize, o.max_outgoing as usize);
             m.set_clean_session(o.persistent.is_none());
             m.set_inflight(o.inflight);
+            m.set_manual_acks(true);
             if let Some(c) = &cfg.credentials {
                 m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
             }
@@ -160,6 +165,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             // its CONNACK, caps what we send.
             m.set_max_packet_size(Some(o.max_incoming));
             m.set_outgoing_inflight_upper_limit(o.inflight);
+            m.set_manual_acks(true);
             m.set_connection_timeout(timeout_secs);
             m.set_network_options(net);
             match o.persistent {
@@ -237,6 +243,22 @@ impl Client {
         }
     }
 
+    /// Acknowledges the incoming QoS 1 publish `pkid`, through the request channel.
+    pub async fn ack(&self, pkid: u16) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => {
+                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|_| Closed)
+            }
+            Client::V5(c) => {
+                let mut p = p5::Publish::new("", QoS5::AtLeastOnce, Vec::new(), None);
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|_| Closed)
+            }
+        }
+    }
+
     pub async fn disconnect(&self) -> Result<(), Closed> {
         match self {
             Client::V311(c) => c.disconnect().await.map_err(|_| Closed),
@@ -273,7 +295,8 @@ impl EventLoop {
                         }))
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload }))
+                        let ack = (p.qos != rumqttc::QoS::AtMostOnce).then_some(p.pkid);
+                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, ack }))
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
@@ -281,6 +304,9 @@ impl EventLoop {
                     Err(e) => {
                         // rumqttc has just moved what it will send again into `pending`.
                         *held = el.pending.iter().filter(|r| held4(r)).cloned().collect();
+                        // As rumqttc does with the acks in its channel: the broker sends
+                        // the publish again in a resumed session, and that one is acked.
+                        el.pending.retain(|r| !matches!(r, rumqttc::Request::PubAck(_)));
                         if *persistent && is_oversized4(&e) {
                             tracing::debug!("oversized packet from the broker; the next session starts clean");
                             el.mqtt_options.set_clean_session(true);
@@ -306,12 +332,13 @@ impl EventLoop {
                             dropped: Dropped::V5(dropped),
                         }))
                     }
-                    Ok(Event::Incoming(p5::Packet::Publish(p))) => match String::from_utf8(p.topic.to_vec()) {
-                        Ok(topic) => Ok(Some(Incoming::Publish { topic, payload: p.payload })),
+                    Ok(Event::Incoming(p5::Packet::Publish(p))) => {
                         // The spec makes topics UTF-8; a broker that breaks that sent
-                        // nothing of ours.
-                        Err(_) => Ok(None),
-                    },
+                        // nothing of ours, but a QoS 1 publish still wants its ack.
+                        let topic = String::from_utf8(p.topic.to_vec()).unwrap_or_default();
+                        let ack = (p.qos != QoS5::AtMostOnce).then_some(p.pkid);
+                        Ok(Some(Incoming::Publish { topic, payload: p.payload, ack }))
+                    }
                     // With an error reason too: the broker has decided, and sending
                     // the publish again would not change its mind.
                     Ok(Event::Incoming(p5::Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
@@ -319,6 +346,7 @@ impl EventLoop {
                     Ok(_) => Ok(None),
                     Err(e) => {
                         *held = el.pending.iter().filter(|r| held5(r)).cloned().collect();
+                        el.pending.retain(|r| !matches!(r, rumqttc::v5::Request::PubAck(_)));
                         Err(failure5(e))
                     }
                 }
@@ -356,15 +384,15 @@ impl EventLoop {
         }
     }
 
-    /// Stops acknowledging incoming publishes, for good: once nobody reads them.
-    /// A message acked but not read would be lost to a persistent session, which
-    /// keeps an unacked one for the next connection instead; and after our
-    /// DISCONNECT, MQTT allows no packet at all, while rumqttc would ack what the
-    /// broker sent in the meantime.
-    pub fn stop_acking(&mut self) {
+    /// Acknowledges the incoming QoS 1 publish `pkid` on the next poll, ahead of
+    /// the request channel: the poll task cannot await the client, and an ack
+    /// must not wait behind publishes that wait for our own in-flight window.
+    pub fn ack(&mut self, pkid: u16) {
         match self {
-            EventLoop::V311 { el, .. } => el.state.manual_acks = true,
-            EventLoop::V5 { el, .. } => el.state.manual_acks = true,
+            EventLoop::V311 { el, .. } => el.pending.push_back(rumqttc::Request::PubAck(rumqttc::PubAck::new(pkid))),
+            EventLoop::V5 { el, .. } => {
+                el.pending.push_back(rumqttc::v5::Request::PubAck(p5::PubAck::new(pkid, None)));
+            }
         }
     }
 }
