@@ -553,13 +553,10 @@ async fn poll_loop(
             Ok(Some(Incoming::Publish { .. })) if closing.is_cancelled() => continue,
             Ok(Some(Incoming::Publish { topic, payload, ack })) => {
                 let cost = topic.len() + payload.len() + MESSAGE_OVERHEAD;
-                // QoS 0 may be lost; QoS 1 is held back by its ack first, dropped
-                // only past twice the budget.
-                let limit = if ack.is_some() { 2 * MAX_BUFFERED } else { MAX_BUFFERED };
-                let charge = acks.budget.try_charge(cost, limit);
+                let waiting = acks.waiting.load(Ordering::SeqCst);
+                let (charge, ack_now) = admit(&acks.budget, cost, ack.is_some(), waiting);
                 if let Some(pkid) = ack {
-                    // In order: once one ack waits, the ones after it wait too.
-                    if acks.waiting.load(Ordering::SeqCst) == 0 && acks.budget.used() <= MAX_BUFFERED {
+                    if ack_now {
                         el.ack(pkid);
                     } else {
                         let generation = acks.generation.load(Ordering::SeqCst);
@@ -621,10 +618,22 @@ async fn poll_loop(
     }
 }
 
+/// What becomes of a received message of `cost` bytes: its charge, or `None` to
+/// drop it; and, for a QoS 1 one, whether to ack it at once (`true`) or defer the
+/// ack behind the `waiting` ones until the budget has room. QoS 0 may be lost;
+/// QoS 1 is held back by its ack first and dropped only past twice the budget.
+fn admit(budget: &Arc<Budget>, cost: usize, qos1: bool, waiting: usize) -> (Option<Charge>, bool) {
+    let limit = if qos1 { 2 * MAX_BUFFERED } else { MAX_BUFFERED };
+    let charge = budget.try_charge(cost, limit);
+    // In order: once one ack waits, the ones after it wait too.
+    let ack_now = qos1 && waiting == 0 && budget.used() <= MAX_BUFFERED;
+    (charge, ack_now)
+}
+
 /// The ack task: sends the acks the poll task deferred, in order, each once the
 /// budget is within [`MAX_BUFFERED`]. Stops acking when the connection closes,
 /// for the reason given in the poll task.
-async fn ack_loop(client: mqtt::Client, mut rx: mpsc::Receiver<(u64, u16)>, acks: Acks, closing: CancellationToken) {
+async fn ack_loop(client: impl AckSink, mut rx: mpsc::Receiver<(u64, u16)>, acks: Acks, closing: CancellationToken) {
     loop {
         let next = tokio::select! {
             _ = closing.cancelled() => return,
@@ -643,6 +652,17 @@ async fn ack_loop(client: mqtt::Client, mut rx: mpsc::Receiver<(u64, u16)>, acks
         }
         // Only now may the poll task ack directly again: later acks stay behind.
         acks.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where the ack task sends acks: the client, or a test's channel.
+trait AckSink {
+    async fn ack(&self, pkid: u16) -> Result<(), mqtt::Closed>;
+}
+
+impl AckSink for mqtt::Client {
+    async fn ack(&self, pkid: u16) -> Result<(), mqtt::Closed> {
+        mqtt::Client::ack(self, pkid).await
     }
 }
 
@@ -886,6 +906,124 @@ mod tests {
         acked_tx.send(2).unwrap();
         feed.await.unwrap();
         assert_eq!(taken(&mut el), [rumqttc::v5::Request::Disconnect]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_broker_timeout_runs_from_the_first_failure_and_ends_at_a_connack() {
+        let (mut conn, events) = fake_connection(Duration::from_secs(10));
+        conn.set_broker_timeout(Some(Duration::from_secs(3)));
+        let up = || ConnEvent::Up(ConnAckInfo::default());
+        let started = Instant::now();
+        // Down, then back up after 2 s: no failure.
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        assert!(!conn.events.is_up());
+        sleep(Duration::from_secs(2)).await;
+        events.try_send(up()).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Up(_))));
+        assert!(conn.events.is_up());
+        // Down again: the limit runs from this first failure, not from a later one.
+        events.try_send(down(io::ErrorKind::ConnectionReset)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        let down_at = Instant::now();
+        sleep(Duration::from_secs(1)).await;
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        match conn.events.recv().await {
+            Err(e @ Error::BrokerLost { .. }) => {
+                assert_eq!(e.kind(), crate::ErrorKind::Broker);
+                assert!(e.to_string().ends_with("unreachable for 3 s (last error: x)"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(down_at.elapsed(), Duration::from_secs(3));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // Closing after giving up does not wait for a broker that is gone.
+        let closing = Instant::now();
+        conn.close(Duration::from_secs(5)).await;
+        assert_eq!(closing.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_broker_timeout_an_outage_never_ends_the_wait() {
+        let (mut conn, events) = fake_connection(Duration::from_secs(10));
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        let waited = tokio::time::timeout(Duration::from_secs(3600), conn.events.recv()).await;
+        assert!(waited.is_err(), "{waited:?}");
+    }
+
+    #[test]
+    fn past_the_budget_qos0_is_dropped_and_qos1_acks_wait() {
+        let budget = Arc::new(Budget::default());
+        let mib = 1 << 20;
+        // QoS 0 fills the budget, then is dropped.
+        let mut held: Vec<Charge> = (0..8).map(|_| admit(&budget, mib, false, 0).0.unwrap()).collect();
+        assert_eq!(budget.used(), MAX_BUFFERED);
+        assert!(admit(&budget, 1, false, 0).0.is_none());
+        // QoS 1 is still taken, up to twice the budget, but its ack waits.
+        let (charge, ack_now) = admit(&budget, mib, true, 0);
+        assert!(charge.is_some() && !ack_now);
+        held.extend(charge);
+        for _ in 0..7 {
+            held.extend(admit(&budget, mib, true, 1).0);
+        }
+        assert_eq!(budget.used(), 2 * MAX_BUFFERED);
+        let (charge, ack_now) = admit(&budget, 1, true, 8);
+        assert!(charge.is_none() && !ack_now, "dropped past twice the budget, its ack deferred");
+        // The engine drops messages: room again, but acks stay behind waiting ones.
+        held.truncate(4);
+        assert_eq!(budget.used(), 4 * mib);
+        let (charge, ack_now) = admit(&budget, mib, true, 8);
+        assert!(charge.is_some() && !ack_now);
+        drop(charge);
+        let (charge, ack_now) = admit(&budget, mib, true, 0);
+        assert!(charge.is_some() && ack_now);
+        drop(charge);
+        // Topics count: an empty payload on a 64 KiB topic is not free.
+        let (charge, _) = admit(&budget, (64 << 10) + MESSAGE_OVERHEAD, false, 0);
+        drop(held);
+        assert_eq!(budget.used(), charge.as_ref().map_or(0, |c| c.cost));
+        // One message larger than the whole budget is taken when nothing waits.
+        drop(charge);
+        assert!(admit(&budget, 3 * MAX_BUFFERED, false, 0).0.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deferred_acks_go_out_in_order_once_the_engine_makes_room() {
+        struct Sink(mpsc::UnboundedSender<u16>);
+        impl AckSink for Sink {
+            async fn ack(&self, pkid: u16) -> Result<(), mqtt::Closed> {
+                self.0.send(pkid).map_err(|_| mqtt::Closed)
+            }
+        }
+        let (sent_tx, mut sent) = mpsc::unbounded_channel();
+        let (ack_tx, ack_rx) = mpsc::channel(8);
+        let acks =
+            Acks { budget: Arc::default(), deferred: ack_tx, waiting: Arc::default(), generation: Arc::default() };
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(ack_loop(Sink(sent_tx), ack_rx, acks.clone(), closing.clone()));
+        let over = acks.budget.try_charge(MAX_BUFFERED + 1, usize::MAX).unwrap();
+        // One ack from a connection that has since broken, two from this one.
+        for (generation, pkid) in [(0, 1), (1, 2), (1, 3)] {
+            acks.deferred.try_send((generation, pkid)).unwrap();
+            acks.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        acks.generation.store(1, Ordering::SeqCst);
+        settle().await;
+        assert!(sent.try_recv().is_err(), "no ack while the budget is spent");
+        assert_eq!(acks.waiting.load(Ordering::SeqCst), 3);
+        drop(over);
+        settle().await;
+        let mut out = Vec::new();
+        while let Ok(pkid) = sent.try_recv() {
+            out.push(pkid);
+        }
+        assert_eq!(out, [2, 3], "in order, the stale one skipped");
+        assert_eq!(acks.waiting.load(Ordering::SeqCst), 0);
+        // Closing stops the acks for good.
+        closing.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]
