@@ -71,7 +71,7 @@ fn a_flood_of_long_topics_leaves_the_receiver_small_connected_and_receiving() {
     let at = ["-h".to_owned(), HOST.to_owned(), "-p".to_owned(), broker.port().to_string()];
 
     // Keep-alive 5 s: polling that stalls for 7.5 s loses the connection.
-    let mut command = mqft(["receive", "--json", "-k", "5", "--out"]);
+    let mut command = mqft(["receive", "--json", "-v", "-k", "5", "--out"]);
     command.arg(out.path()).args(&at);
     let receiver = Process::spawn(&mut command);
     let manifests = Prefix::default().manifest_filter();
@@ -86,7 +86,16 @@ fn a_flood_of_long_topics_leaves_the_receiver_small_connected_and_receiving() {
     let mut command = mqft(["send".as_ref(), file.as_os_str()]);
     command.args(&at);
     let send = Process::spawn(&mut command).finish_within(WAIT);
-    assert_eq!(send.status.code(), Some(0), "mqft send\n{}", String::from_utf8_lossy(&send.stderr));
+    assert_eq!(
+        send.status.code(),
+        Some(0),
+        "mqft send\n{}\nflood: {} messages; receiver peak RSS {} MiB\nreceiver stdout:\n{}\nreceiver stderr:\n{}",
+        String::from_utf8_lossy(&send.stderr),
+        sent.load(Ordering::SeqCst),
+        peak_rss(receiver.id()) >> 20,
+        receiver.stdout(),
+        receiver.stderr()
+    );
     assert!(
         wait_until(WAIT, || receiver.stdout().contains("\"event\":\"completed\"")),
         "the receiver did not complete\n{}",

@@ -29,9 +29,10 @@
 //!
 //! - a QoS 0 message that would take the budget past [`MAX_BUFFERED`] is dropped
 //!   (QoS 0 may be lost; the protocol repairs);
-//! - a QoS 1 message is acknowledged only while the budget is within
-//!   [`MAX_BUFFERED`]; past it its ack waits (in order) in the ack task until the
-//!   engine has dropped enough. The broker sends at most its in-flight limit of
+//! - a QoS 1 message is acknowledged at once (by rumqttc, as it reads the batch of
+//!   at most 10 packets it reads at a time) only while the budget is within
+//!   [`MAX_BUFFERED`] and no other ack waits; otherwise its ack waits, in order, in
+//!   the ack task until the engine has dropped enough. The broker sends at most its in-flight limit of
 //!   unacknowledged QoS 1 messages (Mosquitto: 20; under MQTT 5 at most our Receive
 //!   Maximum), so it stops sending and queues the rest, or drops them past its own
 //!   queue limit, as it would for a slow reader;
@@ -520,6 +521,14 @@ async fn poll_loop(
     // Messages dropped for want of budget, for the debug log.
     let mut dropped: u64 = 0;
     loop {
+        // Whether rumqttc acks the QoS 1 publishes of the batch it reads next:
+        // only while the engine keeps up, and no earlier ack waits (acks go out in
+        // order). Once the engine reads no more, not at all: a message acked but
+        // not read would be lost to a persistent session, which keeps an unacked
+        // one for the next connection instead; and after our DISCONNECT, MQTT
+        // allows no packet at all.
+        let keeping_up = acks.waiting.load(Ordering::SeqCst) == 0 && acks.budget.used() <= MAX_BUFFERED;
+        el.set_auto_ack(keeping_up && !closing.is_cancelled());
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
             r = el.poll() => r,
@@ -546,26 +555,18 @@ async fn poll_loop(
                 acked.send_modify(|n| *n += 1);
                 continue;
             }
-            // Once the engine reads no more, incoming publishes stay unacked: a
-            // message acked but not read would be lost to a persistent session,
-            // which keeps an unacked one for the next connection instead; and after
-            // our DISCONNECT, MQTT allows no packet at all.
+            // Once the engine reads no more, incoming publishes stay unacked.
             Ok(Some(Incoming::Publish { .. })) if closing.is_cancelled() => continue,
-            Ok(Some(Incoming::Publish { topic, payload, ack })) => {
+            Ok(Some(Incoming::Publish { topic, payload, qos, ack })) => {
                 let cost = topic.len() + payload.len() + MESSAGE_OVERHEAD;
-                let waiting = acks.waiting.load(Ordering::SeqCst);
-                let (charge, ack_now) = admit(&acks.budget, cost, ack.is_some(), waiting);
+                let charge = admit(&acks.budget, cost, qos);
                 if let Some(pkid) = ack {
-                    if ack_now {
-                        el.ack(pkid);
+                    let generation = acks.generation.load(Ordering::SeqCst);
+                    if acks.deferred.try_send((generation, pkid)).is_ok() {
+                        acks.waiting.fetch_add(1, Ordering::SeqCst);
                     } else {
-                        let generation = acks.generation.load(Ordering::SeqCst);
-                        if acks.deferred.try_send((generation, pkid)).is_ok() {
-                            acks.waiting.fetch_add(1, Ordering::SeqCst);
-                        } else {
-                            // More unacked publishes than packet ids: not a broker.
-                            warn!(pkid, "too many unacknowledged publishes from the broker; ack dropped");
-                        }
+                        // More unacked publishes than packet ids: not a broker.
+                        warn!(pkid, "too many unacknowledged publishes from the broker; ack dropped");
                     }
                 }
                 let Some(charge) = charge else {
@@ -618,16 +619,11 @@ async fn poll_loop(
     }
 }
 
-/// What becomes of a received message of `cost` bytes: its charge, or `None` to
-/// drop it; and, for a QoS 1 one, whether to ack it at once (`true`) or defer the
-/// ack behind the `waiting` ones until the budget has room. QoS 0 may be lost;
-/// QoS 1 is held back by its ack first and dropped only past twice the budget.
-fn admit(budget: &Arc<Budget>, cost: usize, qos1: bool, waiting: usize) -> (Option<Charge>, bool) {
-    let limit = if qos1 { 2 * MAX_BUFFERED } else { MAX_BUFFERED };
-    let charge = budget.try_charge(cost, limit);
-    // In order: once one ack waits, the ones after it wait too.
-    let ack_now = qos1 && waiting == 0 && budget.used() <= MAX_BUFFERED;
-    (charge, ack_now)
+/// A received message's charge of `cost` bytes, or `None` to drop it. QoS 0 may
+/// be lost; QoS 1 is held back by its ack first, and dropped only past twice the
+/// budget.
+fn admit(budget: &Arc<Budget>, cost: usize, qos: Qos) -> Option<Charge> {
+    budget.try_charge(cost, if qos == Qos::AtLeastOnce { 2 * MAX_BUFFERED } else { MAX_BUFFERED })
 }
 
 /// The ack task: sends the acks the poll task deferred, in order, each once the
@@ -954,39 +950,29 @@ mod tests {
     }
 
     #[test]
-    fn past_the_budget_qos0_is_dropped_and_qos1_acks_wait() {
+    fn past_the_budget_qos0_is_dropped_and_qos1_up_to_twice_it() {
         let budget = Arc::new(Budget::default());
         let mib = 1 << 20;
+        let (q0, q1) = (Qos::AtMostOnce, Qos::AtLeastOnce);
         // QoS 0 fills the budget, then is dropped.
-        let mut held: Vec<Charge> = (0..8).map(|_| admit(&budget, mib, false, 0).0.unwrap()).collect();
+        let mut held: Vec<Charge> = (0..8).map(|_| admit(&budget, mib, q0).unwrap()).collect();
         assert_eq!(budget.used(), MAX_BUFFERED);
-        assert!(admit(&budget, 1, false, 0).0.is_none());
-        // QoS 1 is still taken, up to twice the budget, but its ack waits.
-        let (charge, ack_now) = admit(&budget, mib, true, 0);
-        assert!(charge.is_some() && !ack_now);
-        held.extend(charge);
-        for _ in 0..7 {
-            held.extend(admit(&budget, mib, true, 1).0);
-        }
+        assert!(admit(&budget, 1, q0).is_none());
+        // QoS 1 (its ack deferred by the poll task meanwhile) up to twice the budget.
+        held.extend((0..8).map(|_| admit(&budget, mib, q1).unwrap()));
         assert_eq!(budget.used(), 2 * MAX_BUFFERED);
-        let (charge, ack_now) = admit(&budget, 1, true, 8);
-        assert!(charge.is_none() && !ack_now, "dropped past twice the budget, its ack deferred");
-        // The engine drops messages: room again, but acks stay behind waiting ones.
+        assert!(admit(&budget, 1, q1).is_none());
+        // The engine drops messages: room again.
         held.truncate(4);
         assert_eq!(budget.used(), 4 * mib);
-        let (charge, ack_now) = admit(&budget, mib, true, 8);
-        assert!(charge.is_some() && !ack_now);
-        drop(charge);
-        let (charge, ack_now) = admit(&budget, mib, true, 0);
-        assert!(charge.is_some() && ack_now);
-        drop(charge);
+        held.extend(admit(&budget, mib, q0));
         // Topics count: an empty payload on a 64 KiB topic is not free.
-        let (charge, _) = admit(&budget, (64 << 10) + MESSAGE_OVERHEAD, false, 0);
         drop(held);
-        assert_eq!(budget.used(), charge.as_ref().map_or(0, |c| c.cost));
+        let charge = admit(&budget, (64 << 10) + MESSAGE_OVERHEAD, q0);
+        assert_eq!(budget.used(), (64 << 10) + MESSAGE_OVERHEAD);
         // One message larger than the whole budget is taken when nothing waits.
         drop(charge);
-        assert!(admit(&budget, 3 * MAX_BUFFERED, false, 0).0.is_some());
+        assert!(admit(&budget, 3 * MAX_BUFFERED, q0).is_some());
     }
 
     #[tokio::test(start_paused = true)]

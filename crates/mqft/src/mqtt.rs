@@ -6,10 +6,10 @@
 //! [`Incoming`], and one [`Failure`] for what went wrong.
 //!
 //! Two gaps of rumqttc are covered here, since they need its state: what it drops
-//! when the broker starts a new session ([`Dropped`]), and when incoming QoS 1
-//! publishes are acknowledged: never by rumqttc itself (manual acks), only when the
-//! connection says so ([`EventLoop::ack`], [`Client::ack`]), which is how it holds
-//! a publisher back while the engine is behind (see `conn.rs`).
+//! when the broker starts a new session ([`Dropped`]), and whether rumqttc acks
+//! the QoS 1 publishes it reads ([`EventLoop::set_auto_ack`]): the connection
+//! turns that off while the engine is behind and sends those acks itself later
+//! ([`Client::ack`]), which is how it holds a publisher back (see `conn.rs`).
 
 use std::io;
 use std::time::Duration;
@@ -48,9 +48,10 @@ pub(crate) enum Incoming {
     /// connection before and dropped because the broker has no session for us.
     ConnAck { info: ConnAckInfo, dropped: Dropped },
     /// A message arrived. `ack` is its packet id when it is a QoS 1 publish that
-    /// nobody has acknowledged yet: the caller must ack it, in the order received.
+    /// rumqttc did not ack (see [`EventLoop::set_auto_ack`]): the caller must ack
+    /// it, in the order received.
     /// A topic that is not UTF-8 comes as an empty one (it matches nothing).
-    Publish { topic: String, payload: Bytes, ack: Option<u16> },
+    Publish { topic: String, payload: Bytes, qos: Qos, ack: Option<u16> },
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
     /// Our DISCONNECT went out: the event loop is done.
@@ -113,10 +114,13 @@ pub(crate) enum EventLoop {
         /// Whether the session is meant to be persistent (see [`EventLoop::poll`]).
         persistent: bool,
         held: Vec<rumqttc::Request>,
+        /// Whether rumqttc acked the publishes of the batch it read last.
+        acked: bool,
     },
     V5 {
         el: Box<rumqttc::v5::EventLoop>,
         held: Vec<rumqttc::v5::Request>,
+        acked: bool,
     },
 }
 
@@ -148,13 +152,17 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             m.set_max_packet_size(o.max_incoming as usize, o.max_outgoing as usize);
             m.set_clean_session(o.persistent.is_none());
             m.set_inflight(o.inflight);
-            m.set_manual_acks(true);
             if let Some(c) = &cfg.credentials {
                 m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
             }
             let (client, mut el) = rumqttc::AsyncClient::new(m, o.request_capacity);
             el.set_network_options(net);
-            let el = EventLoop::V311 { el: Box::new(el), persistent: o.persistent.is_some(), held: Vec::new() };
+            let el = EventLoop::V311 {
+                el: Box::new(el),
+                persistent: o.persistent.is_some(),
+                held: Vec::new(),
+                acked: false,
+            };
             (Client::V311(client), el)
         }
         MqttVersion::V5 => {
@@ -165,7 +173,6 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             // its CONNACK, caps what we send.
             m.set_max_packet_size(Some(o.max_incoming));
             m.set_outgoing_inflight_upper_limit(o.inflight);
-            m.set_manual_acks(true);
             m.set_connection_timeout(timeout_secs);
             m.set_network_options(net);
             match o.persistent {
@@ -182,7 +189,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
                 m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
             }
             let (client, el) = rumqttc::v5::AsyncClient::new(m, o.request_capacity);
-            (Client::V5(client), EventLoop::V5 { el: Box::new(el), held: Vec::new() })
+            (Client::V5(client), EventLoop::V5 { el: Box::new(el), held: Vec::new(), acked: false })
         }
     })
 }
@@ -281,8 +288,14 @@ impl EventLoop {
     /// else the session held), and the one after it is persistent again.
     pub async fn poll(&mut self) -> Result<Option<Incoming>, Failure> {
         match self {
-            EventLoop::V311 { el, persistent, held } => {
+            EventLoop::V311 { el, persistent, held, acked } => {
                 use rumqttc::{Event, Outgoing, Packet};
+                // rumqttc reads a batch of packets at once and hands them out one a
+                // poll; a poll with none left over reads a new batch, acking its
+                // publishes or not as `manual_acks` says then.
+                if el.state.events.is_empty() {
+                    *acked = !el.state.manual_acks;
+                }
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         el.mqtt_options.set_clean_session(!*persistent);
@@ -295,8 +308,9 @@ impl EventLoop {
                         }))
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let ack = (p.qos != rumqttc::QoS::AtMostOnce).then_some(p.pkid);
-                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, ack }))
+                        let qos = if p.qos == rumqttc::QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce };
+                        let ack = (qos == Qos::AtLeastOnce && !*acked).then_some(p.pkid);
+                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, qos, ack }))
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
@@ -304,9 +318,6 @@ impl EventLoop {
                     Err(e) => {
                         // rumqttc has just moved what it will send again into `pending`.
                         *held = el.pending.iter().filter(|r| held4(r)).cloned().collect();
-                        // As rumqttc does with the acks in its channel: the broker sends
-                        // the publish again in a resumed session, and that one is acked.
-                        el.pending.retain(|r| !matches!(r, rumqttc::Request::PubAck(_)));
                         if *persistent && is_oversized4(&e) {
                             tracing::debug!("oversized packet from the broker; the next session starts clean");
                             el.mqtt_options.set_clean_session(true);
@@ -315,9 +326,12 @@ impl EventLoop {
                     }
                 }
             }
-            EventLoop::V5 { el, held } => {
+            EventLoop::V5 { el, held, acked } => {
                 use rumqttc::v5::Event;
                 use rumqttc::Outgoing;
+                if el.state.events.is_empty() {
+                    *acked = !el.state.manual_acks;
+                }
                 match el.poll().await {
                     Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => {
                         let props = ack.properties.as_ref();
@@ -336,8 +350,9 @@ impl EventLoop {
                         // The spec makes topics UTF-8; a broker that breaks that sent
                         // nothing of ours, but a QoS 1 publish still wants its ack.
                         let topic = String::from_utf8(p.topic.to_vec()).unwrap_or_default();
-                        let ack = (p.qos != QoS5::AtMostOnce).then_some(p.pkid);
-                        Ok(Some(Incoming::Publish { topic, payload: p.payload, ack }))
+                        let qos = if p.qos == QoS5::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce };
+                        let ack = (qos == Qos::AtLeastOnce && !*acked).then_some(p.pkid);
+                        Ok(Some(Incoming::Publish { topic, payload: p.payload, qos, ack }))
                     }
                     // With an error reason too: the broker has decided, and sending
                     // the publish again would not change its mind.
@@ -346,7 +361,6 @@ impl EventLoop {
                     Ok(_) => Ok(None),
                     Err(e) => {
                         *held = el.pending.iter().filter(|r| held5(r)).cloned().collect();
-                        el.pending.retain(|r| !matches!(r, rumqttc::v5::Request::PubAck(_)));
                         Err(failure5(e))
                     }
                 }
@@ -384,15 +398,13 @@ impl EventLoop {
         }
     }
 
-    /// Acknowledges the incoming QoS 1 publish `pkid` on the next poll, ahead of
-    /// the request channel: the poll task cannot await the client, and an ack
-    /// must not wait behind publishes that wait for our own in-flight window.
-    pub fn ack(&mut self, pkid: u16) {
+    /// Whether rumqttc acks the QoS 1 publishes it reads from now on, as it reads
+    /// them (the fastest way: in the same write as the rest of the batch). Off,
+    /// their [`Incoming::Publish`] carry the packet id to ack.
+    pub fn set_auto_ack(&mut self, on: bool) {
         match self {
-            EventLoop::V311 { el, .. } => el.pending.push_back(rumqttc::Request::PubAck(rumqttc::PubAck::new(pkid))),
-            EventLoop::V5 { el, .. } => {
-                el.pending.push_back(rumqttc::v5::Request::PubAck(p5::PubAck::new(pkid, None)));
-            }
+            EventLoop::V311 { el, .. } => el.state.manual_acks = !on,
+            EventLoop::V5 { el, .. } => el.state.manual_acks = !on,
         }
     }
 }
