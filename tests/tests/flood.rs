@@ -23,21 +23,20 @@ fn long_level() -> String {
 /// Publishes zero-byte messages on 60 KiB topics that the receiver's
 /// `files/+/ctl` and `files/+/manifest` subscriptions match, QoS 0 and QoS 1 in
 /// turn, as fast as the broker takes them, until `stop`. Returns how many went out.
-fn flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> JoinHandle<()> {
+fn flood(port: u16, name: &str, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> JoinHandle<()> {
+    let name = name.to_owned();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
-            let mut opts = rumqttc::MqttOptions::new("flooder", HOST, port);
+            let mut opts = rumqttc::MqttOptions::new(name, HOST, port);
             opts.set_max_packet_size(1 << 20, 1 << 20);
             opts.set_inflight(100);
             let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
-            tokio::spawn(async move {
-                while el.poll().await.is_ok() {}
-            });
+            tokio::spawn(async move { while el.poll().await.is_ok() {} });
             let level = long_level();
             let mut n: u64 = 0;
             while !stop.load(Ordering::SeqCst) {
-                let (kind, qos) = if n % 2 == 0 {
+                let (kind, qos) = if n.is_multiple_of(2) {
                     ("ctl", rumqttc::QoS::AtMostOnce)
                 } else {
                     ("manifest", rumqttc::QoS::AtLeastOnce)
@@ -48,7 +47,7 @@ fn flood(port: u16, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> JoinHandle<(
                     break;
                 }
                 n += 1;
-                sent.store(n, Ordering::SeqCst);
+                sent.fetch_add(1, Ordering::SeqCst);
             }
         });
     })
@@ -79,9 +78,11 @@ fn a_flood_of_long_topics_leaves_the_receiver_small_connected_and_receiving() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let flooder = flood(broker.port(), stop.clone(), sent.clone());
-    // The flood is well under way (several hundred MiB of topics) before the file.
-    assert!(wait_until(WAIT, || sent.load(Ordering::SeqCst) >= 5000), "the flood did not start");
+    // Two publishers: together they outrun what one receiver takes.
+    let flooders: Vec<_> =
+        ["flood-a", "flood-b"].iter().map(|name| flood(broker.port(), name, stop.clone(), sent.clone())).collect();
+    // The flood is well under way (over a GiB of topics) before the file.
+    assert!(wait_until(WAIT, || sent.load(Ordering::SeqCst) >= 20_000), "the flood did not start");
 
     let mut command = mqft(["send".as_ref(), file.as_os_str()]);
     command.args(&at);
@@ -105,7 +106,9 @@ fn a_flood_of_long_topics_leaves_the_receiver_small_connected_and_receiving() {
     let peak = peak_rss(receiver.id());
     let flooded = sent.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
-    flooder.join().unwrap();
+    for f in flooders {
+        f.join().unwrap();
+    }
 
     assert!(files_equal(&file, &out.path().join("real.bin")), "the file differs");
     let events = receiver.stdout();
