@@ -103,12 +103,26 @@ fn a_broker_timeout_for_receive_is_only_what_is_asked_for() {
 fn ctrl_c_ends_a_send_within_a_second_while_the_broker_answers() {
     let broker = Broker::start();
     let src = tempfile::tempdir().unwrap();
-    let file = random_file(src.path(), "x.bin", 100_000, 9402);
-    let send = start_send(&file, broker.port(), &[]);
-    wait_for_event(&send, "started");
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "x.bin", 20 << 20, 9402);
+    let mut command = mqft(["receive", "--json", "--out"]);
+    command.arg(out.path()).args(at(broker.port()));
+    let receiver = Process::spawn(&mut command);
+    wait_for_event(&receiver, "connected");
+    // Small chunks, one at a time: the transfer takes seconds, so that Ctrl-C
+    // comes in the middle of it.
+    let send = start_send(&file, broker.port(), &["--chunk-size", "16k", "--window", "1"]);
+    wait_for_event(&send, "progress");
     let (output, took) = interrupt(send);
     assert_eq!(output.status.code(), Some(130), "{}", show(&output));
     assert!(took < Duration::from_millis(1500), "Ctrl-C took {took:?}\n{}", show(&output));
+    // The shorter grace still got the abort out: the receiver hears it, rather
+    // than waiting for a silent sender.
+    assert!(
+        wait_until(Duration::from_secs(5), || receiver.stdout().contains("sender stopped")),
+        "the receiver did not hear of the abort\n{}",
+        receiver.stdout()
+    );
 }
 
 #[test]

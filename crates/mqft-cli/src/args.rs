@@ -33,7 +33,8 @@ Exit codes:
   0    success
   1    internal error
   2    usage error (bad flag, URL, option or file argument)
-  3    broker unreachable, or it refused the connection (credentials, TLS)
+  3    broker unreachable (at first, or for --broker-timeout later), or it
+       refused the connection (credentials, TLS)
   4    no receiver answered (send); nothing arrived before --timeout (receive)
   5    a receiver rejected the file (too large, bad name, exists, disk full, busy)
   6    integrity failure: a SHA-256 did not match

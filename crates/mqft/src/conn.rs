@@ -8,7 +8,7 @@
 //!   error it sleeps with exponential backoff before polling again, which is when
 //!   rumqttc reconnects (rumqttc itself would retry at once, in a tight loop).
 //! - the **ack task** sends the acks of incoming QoS 1 publishes that must wait for
-//!   the engine to catch up (below); the poll task acks the others itself.
+//!   the engine to catch up (below); rumqttc sends the others as it reads them.
 //! - the **feed task** takes requests from a small bounded channel and awaits
 //!   rumqttc's `AsyncClient`. Awaiting the client from the poll task would deadlock
 //!   once rumqttc's request channel is full; here the wait only holds up the feed.
@@ -32,10 +32,10 @@
 //! - a QoS 1 message is acknowledged at once (by rumqttc, as it reads the batch of
 //!   at most 10 packets it reads at a time) only while the budget is within
 //!   [`MAX_BUFFERED`] and no other ack waits; otherwise its ack waits, in order, in
-//!   the ack task until the engine has dropped enough. The broker sends at most its in-flight limit of
-//!   unacknowledged QoS 1 messages (Mosquitto: 20; under MQTT 5 at most our Receive
-//!   Maximum), so it stops sending and queues the rest, or drops them past its own
-//!   queue limit, as it would for a slow reader;
+//!   the ack task until the engine has dropped enough. The broker sends at most its
+//!   in-flight limit of unacknowledged QoS 1 messages (Mosquitto's
+//!   `max_inflight_messages`, 20 by default), so it stops sending and queues the
+//!   rest, or drops them past its own queue limit, as it would for a slow reader;
 //! - a QoS 1 message that would take the budget past twice [`MAX_BUFFERED`] (a
 //!   broker with a large in-flight limit, large messages) is dropped too; its ack
 //!   still waits for room, so the broker is held back all the same.
@@ -58,8 +58,8 @@
 //! where the broker has no session for us, the poll task queues them again itself.
 //!
 //! A broker that stays unreachable ends the engine's wait for events after the
-//! broker timeout ([`Connection::set_broker_timeout`]): a send gives up rather than
-//! retrying for ever.
+//! broker timeout ([`Connection::set_broker_timeout`], [`Inbox::recv`]): a send
+//! gives up rather than retrying for ever, and closes at once.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
@@ -187,7 +187,8 @@ impl Connection {
         })
     }
 
-    /// See [`Inbox::set_broker_timeout`].
+    /// Gives up once the broker has been unreachable for `limit` without a break
+    /// (`None`: never): [`Inbox::recv`] then fails with [`Error::BrokerLost`].
     pub fn set_broker_timeout(&mut self, limit: Option<Duration>) {
         self.events.broker_timeout = limit;
     }
