@@ -164,3 +164,19 @@ fn a_slow_first_connect_says_what_it_waits_for() {
     }
     drop(silent);
 }
+
+#[test]
+fn ctrl_c_ends_an_idle_receive_within_a_second_while_the_broker_is_gone() {
+    let mut broker = Broker::start();
+    let out = tempfile::tempdir().unwrap();
+    let mut command = mqft(["receive", "--json", "--out"]);
+    command.arg(out.path()).args(at(broker.port()));
+    let receiver = Process::spawn(&mut command);
+    wait_for_event(&receiver, "connected");
+    broker.kill();
+    wait_for_event(&receiver, "disconnected");
+    // Nothing of its own on the way: no reason to wait for a broker to come back.
+    let (output, took) = interrupt(receiver);
+    assert_eq!(output.status.code(), Some(130), "{}", show(&output));
+    assert!(took < Duration::from_millis(1500), "Ctrl-C took {took:?}\n{}", show(&output));
+}

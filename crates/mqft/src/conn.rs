@@ -142,6 +142,10 @@ pub(crate) struct Connection {
     pub out: Outbox,
     addr: String,
     connect_timeout: Duration,
+    /// PUBACKs counted by the poll task, and QoS 1 publishes taken by the feed
+    /// task: what the broker still owes us.
+    acked: watch::Receiver<u64>,
+    taken: Arc<AtomicU64>,
     /// Cancelled when [`Connection::close`] begins: the engine reads no more.
     closing: CancellationToken,
     stop: CancellationToken,
@@ -173,12 +177,15 @@ impl Connection {
             stop.clone(),
             cfg.max_backoff.max(MIN_BACKOFF),
         ));
-        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked));
+        let taken = Arc::new(AtomicU64::new(0));
+        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone()));
         Ok(Connection {
             events: Inbox::new(events, cfg.addr()),
             out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
+            acked,
+            taken,
             closing,
             stop,
             poll_task,
@@ -244,10 +251,17 @@ impl Connection {
     /// `grace`. Then stops both tasks. Messages queued before the DISCONNECT reach
     /// the broker first: one channel, one TCP stream, in order.
     ///
-    /// After [`Connection::recv`] gave up on the broker there is nobody to wait
-    /// for, and closing is immediate.
+    /// After [`Inbox::recv`] gave up on the broker there is nobody to wait for,
+    /// and closing is immediate. So it is while the connection is down with
+    /// nothing of ours on the way (nothing queued, every QoS 1 publish acked): a
+    /// reconnect would only carry the DISCONNECT, and waiting for it would hold up
+    /// the exit (Ctrl-C on a receiver whose broker is gone).
     pub async fn close(mut self, grace: Duration) {
-        let grace = if self.events.gave_up { Duration::ZERO } else { grace };
+        let nothing_owed = self.out.backlog.is_empty()
+            && self.out.tx.capacity() == self.out.tx.max_capacity()
+            && *self.acked.borrow() >= self.taken.load(Ordering::SeqCst);
+        let pointless = self.events.gave_up || (!self.events.is_up() && nothing_owed);
+        let grace = if pointless { Duration::ZERO } else { grace };
         let deadline = Instant::now() + grace;
         self.closing.cancel();
         self.out.push(Request::Disconnect);
@@ -668,16 +682,25 @@ impl AckSink for mqtt::Client {
 /// over. A connection that breaks before the DISCONNECT is reconnected and the
 /// publishes are sent again; one that breaks after it is the end, and whatever was
 /// still on the way is lost with it.
-async fn feed_loop(client: mqtt::Client, mut rx: mpsc::Receiver<Request>, mut acked: watch::Receiver<u64>) {
+///
+/// `taken` counts the QoS 1 publishes as it takes them, for [`Connection::close`].
+async fn feed_loop(
+    client: mqtt::Client,
+    mut rx: mpsc::Receiver<Request>,
+    mut acked: watch::Receiver<u64>,
+    taken: Arc<AtomicU64>,
+) {
     let mut handed: u64 = 0;
     while let Some(req) = rx.recv().await {
         let sent = match req {
             Request::Publish { topic, qos, retain, payload } => {
-                let sent = client.publish(topic, qos, retain, payload).await;
-                if sent.is_ok() && qos == Qos::AtLeastOnce {
+                // Counted before the wait: from here on it is owed an ack (if the
+                // client is gone, so is everything else).
+                if qos == Qos::AtLeastOnce {
                     handed += 1;
+                    taken.fetch_add(1, Ordering::SeqCst);
                 }
-                sent
+                client.publish(topic, qos, retain, payload).await
             }
             Request::Subscribe(filter) => client.subscribe(filter, Qos::AtLeastOnce).await,
             Request::Unsubscribe(filter) => client.unsubscribe(filter).await,
@@ -802,6 +825,8 @@ mod tests {
             out,
             addr: "127.0.0.1:1883".into(),
             connect_timeout,
+            acked: watch::channel(0).1,
+            taken: Arc::default(),
             closing: CancellationToken::new(),
             stop: CancellationToken::new(),
             poll_task: tokio::spawn(async {}),
@@ -888,7 +913,7 @@ mod tests {
         let mqtt::EventLoop::V5 { mut el, .. } = el else { panic!("mqtt 5 is the default") };
         let (req_tx, req_rx) = mpsc::channel(8);
         let (acked_tx, acked) = watch::channel(0);
-        let feed = tokio::spawn(feed_loop(client, req_rx, acked));
+        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default()));
         for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
             let publish = Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new() };
             req_tx.send(publish).await.unwrap();
@@ -939,6 +964,26 @@ mod tests {
         let closing = Instant::now();
         conn.close(Duration::from_secs(5)).await;
         assert_eq!(closing.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_while_down_waits_only_for_what_is_owed() {
+        for owed in [false, true] {
+            let (mut conn, events) = fake_connection(Duration::from_secs(10));
+            // A poll task that would run until the broker took the DISCONNECT.
+            conn.poll_task = tokio::spawn(std::future::pending());
+            events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+            assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+            if owed {
+                // A QoS 1 publish handed over and not acked: worth the grace, a
+                // reconnect would send it again.
+                conn.taken.store(1, Ordering::SeqCst);
+            }
+            let started = Instant::now();
+            conn.close(Duration::from_secs(5)).await;
+            let waited = if owed { Duration::from_secs(5) } else { Duration::ZERO };
+            assert_eq!(started.elapsed(), waited, "owed: {owed}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
