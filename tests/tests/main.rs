@@ -7,11 +7,13 @@
 //! binary, which must be built first (`cargo build -p mqft-cli`; `scripts/test`
 //! does).
 
+mod bounded;
 mod cli;
 mod constrained;
 mod fault_util;
 mod faults;
 mod faults_net;
+mod flood;
 mod harness;
 mod hostile;
 mod integrity;

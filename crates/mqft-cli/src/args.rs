@@ -33,7 +33,8 @@ Exit codes:
   0    success
   1    internal error
   2    usage error (bad flag, URL, option or file argument)
-  3    broker unreachable, or it refused the connection (credentials, TLS)
+  3    broker unreachable (at first, or for --broker-timeout later), or it
+       refused the connection (credentials, TLS)
   4    no receiver answered (send); nothing arrived before --timeout (receive)
   5    a receiver rejected the file (too large, bad name, exists, disk full, busy)
   6    integrity failure: a SHA-256 did not match
@@ -98,6 +99,10 @@ pub struct BrokerArgs {
     /// Seconds to keep trying to reach the broker before giving up (exit 3).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
+    /// Once connected, seconds the broker may stay unreachable before giving up
+    /// (exit 3). Default: 60 for send; a receive keeps retrying unless this is given.
+    #[arg(long, value_name = "SECS")]
+    pub broker_timeout: Option<u64>,
     /// MQTT keep-alive in seconds (at least 5): a dead connection is noticed within
     /// about one and a half of these.
     #[arg(short = 'k', long, default_value_t = 30, value_name = "SECS")]
@@ -239,6 +244,7 @@ impl BrokerArgs {
         cfg.client_id = self.client_id.clone();
         cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
         cfg.keep_alive = Duration::from_secs(self.keepalive.max(1));
+        cfg.broker_timeout = self.broker_timeout.map(|s| Duration::from_secs(s.max(1)));
         Ok(cfg)
     }
 }

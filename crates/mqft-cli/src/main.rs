@@ -163,6 +163,7 @@ async fn send(a: SendArgs) -> Result<()> {
         }
     }
     let mut reporter = Reporter::new(a.output);
+    reporter.connecting(&cfg.addr());
     let mut handle = Client::new(cfg).send(a.files.clone(), opts);
     let interrupted = on_ctrl_c(handle.cancellation_token());
     while let Some(e) = handle.next_event().await {
@@ -185,6 +186,7 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let opts = a.options()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut reporter = Reporter::new(a.output);
+    reporter.connecting(&cfg.addr());
     let mut handle = Client::new(cfg).receive(a.out.clone(), opts);
     let token = handle.cancellation_token();
     let interrupted = on_ctrl_c(token.clone());

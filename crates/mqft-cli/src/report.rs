@@ -26,6 +26,9 @@ pub struct Reporter {
     waiting: HashMap<TransferId, ProgressBar>,
     /// Prefix for the bars of one side in the demo ("send", "recv").
     side: &'static str,
+    /// A spinner while the first connection is on its way, so that a closed port
+    /// or a silent broker does not look like a hang.
+    connecting: Option<ProgressBar>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,7 +52,24 @@ impl Reporter {
         } else {
             Mode::Bars
         };
-        Reporter { mode, multi, bars: HashMap::new(), waiting: HashMap::new(), side }
+        Reporter { mode, multi, bars: HashMap::new(), waiting: HashMap::new(), side, connecting: None }
+    }
+
+    /// Shows "connecting to `addr` ..." until the first `Connected` event (on a
+    /// terminal; elsewhere the library logs a wait longer than a second).
+    pub fn connecting(&mut self, addr: &str) {
+        if self.mode == Mode::Bars && !self.multi.is_hidden() {
+            let spinner = self.multi.add(ProgressBar::new_spinner());
+            spinner.set_message(format!("connecting to {addr} ..."));
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            self.connecting = Some(spinner);
+        }
+    }
+
+    fn connected(&mut self) {
+        if let Some(s) = self.connecting.take() {
+            s.finish_and_clear();
+        }
     }
 
     /// Prints a line to stderr without tearing the bars (not in JSON or quiet mode).
@@ -78,6 +98,9 @@ impl Reporter {
     }
 
     pub fn send_event(&mut self, e: &SendEvent) {
+        if matches!(e, SendEvent::Connected) {
+            self.connected();
+        }
         if self.mode == Mode::Json {
             println!("{}", send_json(e));
             return;
@@ -142,6 +165,9 @@ impl Reporter {
     }
 
     pub fn receive_event(&mut self, e: &ReceiveEvent) {
+        if matches!(e, ReceiveEvent::Connected { .. }) {
+            self.connected();
+        }
         if self.mode == Mode::Json {
             println!("{}", receive_json(e));
             return;
@@ -199,6 +225,7 @@ impl Reporter {
 
     /// Clears every bar still drawn.
     pub fn finish(&mut self) {
+        self.connected();
         for (_, s) in self.waiting.drain() {
             s.finish_and_clear();
         }

@@ -21,6 +21,10 @@ pub const V311_DEFAULT_CHUNK: u32 = 64 << 10;
 /// packet limits this crate sets on its own clients.
 pub const PACKET_OVERHEAD: u32 = 64 << 10;
 
+/// How long a send waits for an unreachable broker to come back, unless
+/// [`Config::broker_timeout`] says otherwise.
+pub const DEFAULT_SEND_BROKER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The default broker port without TLS.
 pub const DEFAULT_PORT: u16 = 1883;
 /// The default broker port with TLS.
@@ -53,6 +57,12 @@ pub struct Config {
     /// How long the first connection may take, retries included, before the
     /// broker counts as unreachable.
     pub connect_timeout: Duration,
+    /// How long the broker may stay unreachable, once connected, before giving up
+    /// with [`crate::Error::BrokerLost`]. `None` (the default) means
+    /// [`DEFAULT_SEND_BROKER_TIMEOUT`] for a send, and never for a receive: a
+    /// receiver is often a service that should ride out a broker's restart. Set it
+    /// to give up on a receive too, or to change a send's limit.
+    pub broker_timeout: Option<Duration>,
     /// The longest pause between reconnection attempts (the pause doubles from
     /// 100 ms up to this).
     pub max_backoff: Duration,
@@ -75,6 +85,7 @@ impl Config {
             client_id: None,
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            broker_timeout: None,
             max_backoff: Duration::from_secs(30),
             session_expiry: Duration::from_secs(3600),
         }

@@ -1,15 +1,14 @@
-//! One connection to the broker, as three parts that can never wait on each other
+//! One connection to the broker, as four parts that can never wait on each other
 //! in a circle:
 //!
-//! - the **poll task** owns the rumqttc event loop and does nothing but poll it. It
-//!   forwards what arrives into a channel to the engine. The protocol's credit
-//!   bounds what is in that channel (a receiver grants credit only for chunks it has
-//!   taken out), and a byte budget ([`MAX_BUFFERED`]) bounds it whatever the peers
-//!   do: past it the poll task waits for the engine to drop events, and TCP holds
-//!   the rest. The engine never waits on the poll task, so that wait always ends.
-//!   After an error it sleeps with exponential backoff before polling again, which
-//!   is when rumqttc reconnects (rumqttc itself would retry at once, in a tight
-//!   loop).
+//! - the **poll task** owns the rumqttc event loop and never stops polling it, so
+//!   that keep-alive pings go out whatever the engine does (rumqttc writes, pings
+//!   included, only inside `poll`). It forwards what arrives into a bounded channel
+//!   to the engine without ever waiting for room (see "Memory" below). After an
+//!   error it sleeps with exponential backoff before polling again, which is when
+//!   rumqttc reconnects (rumqttc itself would retry at once, in a tight loop).
+//! - the **ack task** sends the acks of incoming QoS 1 publishes that must wait for
+//!   the engine to catch up (below); rumqttc sends the others as it reads them.
 //! - the **feed task** takes requests from a small bounded channel and awaits
 //!   rumqttc's `AsyncClient`. Awaiting the client from the poll task would deadlock
 //!   once rumqttc's request channel is full; here the wait only holds up the feed.
@@ -18,6 +17,34 @@
 //!   that find the channel full wait in a short local backlog; chunks are only
 //!   produced while there is room ([`Outbox::has_room`]), which is the backpressure
 //!   that keeps the sender's memory to a few chunks.
+//!
+//! # Memory
+//!
+//! The protocol's credit bounds what a well-behaved sender has on the way (a
+//! receiver grants credit only for chunks it has taken out), but anybody allowed to
+//! publish under the prefix can send as much as the broker takes, as fast as it
+//! takes it: zero-byte payloads on 64 KiB topics, say. So every received message is
+//! charged its topic, its payload and [`MESSAGE_OVERHEAD`] against a byte budget
+//! until the engine drops it, and:
+//!
+//! - a QoS 0 message that would take the budget past [`MAX_BUFFERED`] is dropped
+//!   (QoS 0 may be lost; the protocol repairs);
+//! - a QoS 1 message is acknowledged at once (by rumqttc, as it reads the batch of
+//!   at most 10 packets it reads at a time) only while the budget is within
+//!   [`MAX_BUFFERED`] and no other ack waits; otherwise its ack waits, in order, in
+//!   the ack task until the engine has dropped enough. The broker sends at most its
+//!   in-flight limit of unacknowledged QoS 1 messages (Mosquitto's
+//!   `max_inflight_messages`, 20 by default), so it stops sending and queues the
+//!   rest, or drops them past its own queue limit, as it would for a slow reader;
+//! - a QoS 1 message that would take the budget past twice [`MAX_BUFFERED`] (a
+//!   broker with a large in-flight limit, large messages) is dropped too; its ack
+//!   still waits for room, so the broker is held back all the same.
+//!
+//! So the messages waiting for the engine hold at most 2 × [`MAX_BUFFERED`] plus
+//! one message (a message larger than the budget is taken when nothing else is
+//! waiting), each message costing at least [`MESSAGE_OVERHEAD`], which bounds the
+//! channel's length too ([`EVENT_CAPACITY`]). None of it ever stops the polling,
+//! so the connection stays alive while the engine is behind.
 //!
 //! Subscriptions are kept in the outbox and re-sent after every CONNACK: rumqttc
 //! does not restore them, and a broker that lost our session has none.
@@ -29,18 +56,23 @@
 //! the PUBACKs into a `watch`. A connection that breaks meanwhile is reconnected as
 //! at any other time, and rumqttc sends the publishes again in the same session;
 //! where the broker has no session for us, the poll task queues them again itself.
+//!
+//! A broker that stays unreachable ends the engine's wait for events after the
+//! broker timeout ([`Connection::set_broker_timeout`], [`Inbox::recv`]): a send
+//! gives up rather than retrying for ever, and closes at once.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::ConnectError;
@@ -57,12 +89,24 @@ const REQUEST_CAPACITY: usize = 16;
 /// ...and at most this many bytes of the largest packet we send, so that large
 /// chunks do not multiply what a sender holds (16 of 256 KiB; 4 of 1 MiB).
 const REQUEST_BYTES: usize = 4 << 20;
-/// Bytes of received payloads that may wait for the engine. Past this the poll
-/// task stops reading the socket until the engine catches up, so TCP and then the
-/// broker's queue hold the rest: a sender's window normally keeps well below it,
+/// Bytes of received messages that may wait for the engine before the broker is
+/// held back (see "Memory" above): a sender's window normally keeps well below it,
 /// but several large transfers at once, a window set too wide, or anybody
 /// publishing on our topics must not grow a receiver's memory without bound.
 pub(crate) const MAX_BUFFERED: usize = 8 << 20;
+/// What a received message costs beyond its topic and payload: the event in the
+/// channel, the `String` and `Bytes` headers, the allocator's rounding.
+pub(crate) const MESSAGE_OVERHEAD: usize = 512;
+/// Capacity of the channel to the engine: the messages the budget allows, each
+/// costing at least [`MESSAGE_OVERHEAD`] of at most 2 × [`MAX_BUFFERED`] (plus the
+/// one larger than the budget), and room for `Up`/`Down` events.
+const EVENT_CAPACITY: usize = 2 * MAX_BUFFERED / MESSAGE_OVERHEAD + 64;
+/// Acks waiting for the budget, at most: one per unacknowledged QoS 1 publish,
+/// which packet ids limit to 65535 even for a broker that ignores its in-flight
+/// limit.
+const DEFERRED_ACKS: usize = 1 << 16;
+/// How long the first connection may be silent before the wait is logged.
+const CONNECT_NOTICE: Duration = Duration::from_secs(1);
 /// QoS 1 publishes in flight to the broker at once, at most...
 const INFLIGHT: u16 = 32;
 /// ...and at most this many bytes of the largest packet we send (32 of 256 KiB;
@@ -83,9 +127,9 @@ pub(crate) enum Request {
 pub(crate) enum ConnEvent {
     /// Connected (again): the CONNACK's numbers.
     Up(ConnAckInfo),
-    /// A message arrived. `_budget` holds its share of [`MAX_BUFFERED`] until
-    /// the engine drops the event.
-    Message { topic: String, payload: Bytes, _budget: Option<OwnedSemaphorePermit> },
+    /// A message arrived. `_budget` holds its share of the budget until the
+    /// engine drops the event.
+    Message { topic: String, payload: Bytes, _budget: Charge },
     /// The connection failed or broke; the poll task retries after a backoff.
     Down(Failure),
 }
@@ -93,16 +137,21 @@ pub(crate) enum ConnEvent {
 /// The engine's side of a connection.
 pub(crate) struct Connection {
     /// Events from the poll task.
-    pub events: mpsc::UnboundedReceiver<ConnEvent>,
+    pub events: Inbox,
     /// Requests to the feed task.
     pub out: Outbox,
     addr: String,
     connect_timeout: Duration,
+    /// PUBACKs counted by the poll task, and QoS 1 publishes taken by the feed
+    /// task: what the broker still owes us.
+    acked: watch::Receiver<u64>,
+    taken: Arc<AtomicU64>,
     /// Cancelled when [`Connection::close`] begins: the engine reads no more.
     closing: CancellationToken,
     stop: CancellationToken,
     poll_task: JoinHandle<()>,
     feed_task: JoinHandle<()>,
+    ack_task: JoinHandle<()>,
 }
 
 impl Connection {
@@ -110,38 +159,54 @@ impl Connection {
     /// within a tokio runtime.
     pub fn open(cfg: &Config, opts: &Options) -> Result<Self, Error> {
         let (client, el) = mqtt::new(cfg, opts)?;
-        let (event_tx, events) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (req_tx, req_rx) = mpsc::channel(opts.request_capacity);
         let (acked_tx, acked) = watch::channel(0);
+        let (ack_tx, ack_rx) = mpsc::channel(DEFERRED_ACKS);
         let closing = CancellationToken::new();
         let stop = CancellationToken::new();
+        let acks =
+            Acks { budget: Arc::default(), deferred: ack_tx, waiting: Arc::default(), generation: Arc::default() };
+        let ack_task = tokio::spawn(ack_loop(client.clone(), ack_rx, acks.clone(), closing.clone()));
         let poll_task = tokio::spawn(poll_loop(
             el,
             event_tx,
-            Arc::new(Semaphore::new(MAX_BUFFERED)),
+            acks,
             acked_tx,
             closing.clone(),
             stop.clone(),
             cfg.max_backoff.max(MIN_BACKOFF),
         ));
-        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked));
+        let taken = Arc::new(AtomicU64::new(0));
+        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone()));
         Ok(Connection {
-            events,
+            events: Inbox::new(events, cfg.addr()),
             out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
+            acked,
+            taken,
             closing,
             stop,
             poll_task,
             feed_task,
+            ack_task,
         })
+    }
+
+    /// Gives up once the broker has been unreachable for `limit` without a break
+    /// (`None`: never): [`Inbox::recv`] then fails with [`Error::BrokerLost`].
+    pub fn set_broker_timeout(&mut self, limit: Option<Duration>) {
+        self.events.broker_timeout = limit;
     }
 
     /// Waits for the first CONNACK. Network errors are retried until the connect
     /// timeout; a refusal or a TLS failure ends the wait at once, since retrying
-    /// cannot fix them.
+    /// cannot fix them. A wait longer than [`CONNECT_NOTICE`] is logged, so that
+    /// a closed port or a silent broker does not look like a hang.
     pub async fn wait_up(&mut self, cancel: &CancellationToken) -> Result<ConnAckInfo, Error> {
         let deadline = Instant::now() + self.connect_timeout;
+        let mut notice = Some(Instant::now() + CONNECT_NOTICE);
         let mut last: Option<ConnectError> = None;
         loop {
             tokio::select! {
@@ -152,7 +217,15 @@ impl Connection {
                     });
                     return Err(Error::Unreachable { addr: self.addr.clone(), source });
                 }
-                ev = self.events.recv() => match ev {
+                _ = sleep_until(notice.unwrap_or(deadline)), if notice.is_some() => {
+                    notice = None;
+                    let secs = self.connect_timeout.as_secs();
+                    match &last {
+                        Some(e) => info!(broker = %self.addr, error = %e, "still connecting; giving up after {secs} s"),
+                        None => info!(broker = %self.addr, "still waiting for the broker to answer; giving up after {secs} s"),
+                    }
+                }
+                ev = self.events.rx.recv() => match ev {
                     Some(ConnEvent::Up(info)) => return Ok(info),
                     Some(ConnEvent::Down(Failure::Refused(reason))) => {
                         return Err(Error::Refused { addr: self.addr.clone(), reason });
@@ -177,7 +250,18 @@ impl Connection {
     /// publish, then sends a DISCONNECT and waits for it to go out; all of it within
     /// `grace`. Then stops both tasks. Messages queued before the DISCONNECT reach
     /// the broker first: one channel, one TCP stream, in order.
+    ///
+    /// After [`Inbox::recv`] gave up on the broker there is nobody to wait for,
+    /// and closing is immediate. So it is while the connection is down with
+    /// nothing of ours on the way (nothing queued, every QoS 1 publish acked): a
+    /// reconnect would only carry the DISCONNECT, and waiting for it would hold up
+    /// the exit (Ctrl-C on a receiver whose broker is gone).
     pub async fn close(mut self, grace: Duration) {
+        let nothing_owed = self.out.backlog.is_empty()
+            && self.out.tx.capacity() == self.out.tx.max_capacity()
+            && *self.acked.borrow() >= self.taken.load(Ordering::SeqCst);
+        let pointless = self.events.gave_up || (!self.events.is_up() && nothing_owed);
+        let grace = if pointless { Duration::ZERO } else { grace };
         let deadline = Instant::now() + grace;
         self.closing.cancel();
         self.out.push(Request::Disconnect);
@@ -200,6 +284,7 @@ impl Connection {
         self.stop.cancel();
         self.poll_task.abort();
         self.feed_task.abort();
+        self.ack_task.abort();
     }
 
     /// `host:port`, for messages.
@@ -214,6 +299,69 @@ impl Drop for Connection {
         self.stop.cancel();
         self.poll_task.abort();
         self.feed_task.abort();
+        self.ack_task.abort();
+    }
+}
+
+/// A failure in a few words, for the message of [`Error::BrokerLost`].
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Refused(r) => format!("refused: {r}"),
+        Failure::Connect(e) => e.to_string(),
+        Failure::Closed => "closed".to_owned(),
+    }
+}
+
+/// The engine's end of the event channel, which watches how long the broker has
+/// been unreachable.
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<ConnEvent>,
+    addr: String,
+    /// How long the broker may stay unreachable before [`Inbox::recv`] gives up;
+    /// `None`: never.
+    broker_timeout: Option<Duration>,
+    /// Since when the connection has been down, and why, last.
+    down_since: Option<Instant>,
+    last_failure: String,
+    /// [`Inbox::recv`] gave up: closing has nobody to talk to.
+    gave_up: bool,
+}
+
+impl Inbox {
+    fn new(rx: mpsc::Receiver<ConnEvent>, addr: String) -> Self {
+        Inbox { rx, addr, broker_timeout: None, down_since: None, last_failure: String::new(), gave_up: false }
+    }
+
+    /// True unless the connection is down (after the first CONNACK).
+    pub fn is_up(&self) -> bool {
+        self.down_since.is_none()
+    }
+
+    /// The next event, after the first CONNACK. Fails with [`Error::BrokerLost`]
+    /// once the broker has been unreachable, without a break, for longer than the
+    /// broker timeout. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<ConnEvent, Error> {
+        let limit = self.down_since.zip(self.broker_timeout).map(|(since, limit)| since + limit);
+        let ev = tokio::select! {
+            ev = self.rx.recv() => ev.ok_or(Error::Internal("connection task ended"))?,
+            _ = sleep_until(limit.unwrap_or_else(Instant::now)), if limit.is_some() => {
+                self.gave_up = true;
+                return Err(Error::BrokerLost {
+                    addr: self.addr.clone(),
+                    secs: self.broker_timeout.unwrap_or_default().as_secs(),
+                    last: std::mem::take(&mut self.last_failure),
+                });
+            }
+        };
+        match &ev {
+            ConnEvent::Up(_) => self.down_since = None,
+            ConnEvent::Down(failure) => {
+                self.down_since.get_or_insert_with(Instant::now);
+                self.last_failure = describe(failure);
+            }
+            ConnEvent::Message { .. } => {}
+        }
+        Ok(ev)
     }
 }
 
@@ -301,12 +449,79 @@ impl Outbox {
     }
 }
 
-/// The poll task: owns the event loop; forwards, counts PUBACKs into `acked`, and
-/// backs off after errors.
+/// Bytes of received messages on their way to the engine (see "Memory" above).
+#[derive(Debug, Default)]
+struct Budget {
+    used: AtomicUsize,
+    /// Woken whenever the engine drops a message.
+    freed: Notify,
+}
+
+impl Budget {
+    fn used(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Takes `cost` if the budget stays within `limit`, or if nothing is taken (a
+    /// message larger than the whole budget). Only the poll task charges.
+    fn try_charge(self: &Arc<Self>, cost: usize, limit: usize) -> Option<Charge> {
+        let used = self.used();
+        if used != 0 && used.saturating_add(cost) > limit {
+            return None;
+        }
+        self.used.fetch_add(cost, Ordering::SeqCst);
+        Some(Charge { budget: self.clone(), cost })
+    }
+
+    /// Resolves once at most `limit` bytes are taken.
+    async fn within(&self, limit: usize) {
+        loop {
+            // Registered before the check, so that a release in between wakes it.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.used() <= limit {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// One message's share of the budget, given back when the engine drops it.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    budget: Arc<Budget>,
+    cost: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.cost, Ordering::SeqCst);
+        self.budget.freed.notify_waiters();
+    }
+}
+
+/// What the poll task and the ack task share about incoming QoS 1 publishes.
+#[derive(Clone)]
+struct Acks {
+    budget: Arc<Budget>,
+    /// Acks that wait for the budget, with the connection they belong to...
+    deferred: mpsc::Sender<(u64, u16)>,
+    /// ...and how many of them are not sent yet.
+    waiting: Arc<AtomicUsize>,
+    /// Counts connections: an ack from an earlier one is not sent (a resumed
+    /// session sends the publish again, and that copy is acked).
+    generation: Arc<AtomicU64>,
+}
+
+/// The poll task: owns the event loop; forwards, acks, counts PUBACKs into
+/// `acked`, and backs off after errors. It never waits for the engine while a
+/// connection is up (see "Memory" above).
 async fn poll_loop(
     mut el: mqtt::EventLoop,
-    tx: mpsc::UnboundedSender<ConnEvent>,
-    buffered: Arc<Semaphore>,
+    tx: mpsc::Sender<ConnEvent>,
+    acks: Acks,
     acked: watch::Sender<u64>,
     closing: CancellationToken,
     stop: CancellationToken,
@@ -318,14 +533,17 @@ async fn poll_loop(
     // and a broker that gets a reset discards what it had not read yet: the last
     // acks before the DISCONNECT (a receiver's Complete!) would be lost.
     let mut disconnecting = false;
-    // Once the engine reads no more, incoming publishes stay unacked (see
-    // `EventLoop::stop_acking`).
-    let mut acking = true;
+    // Messages dropped for want of budget, for the debug log.
+    let mut dropped: u64 = 0;
     loop {
-        if acking && closing.is_cancelled() {
-            el.stop_acking();
-            acking = false;
-        }
+        // Whether rumqttc acks the QoS 1 publishes of the batch it reads next:
+        // only while the engine keeps up, and no earlier ack waits (acks go out in
+        // order). Once the engine reads no more, not at all: a message acked but
+        // not read would be lost to a persistent session, which keeps an unacked
+        // one for the next connection instead; and after our DISCONNECT, MQTT
+        // allows no packet at all.
+        let keeping_up = acks.waiting.load(Ordering::SeqCst) == 0 && acks.budget.used() <= MAX_BUFFERED;
+        el.set_auto_ack(keeping_up && !closing.is_cancelled());
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
             r = el.poll() => r,
@@ -335,6 +553,7 @@ async fn poll_loop(
             Ok(Some(Incoming::ConnAck { .. })) if disconnecting => return,
             Ok(Some(Incoming::ConnAck { info, dropped })) => {
                 backoff = MIN_BACKOFF;
+                acks.generation.fetch_add(1, Ordering::SeqCst);
                 if closing.is_cancelled() {
                     // Nobody else will send them again now; the feed task waits for
                     // their acks.
@@ -351,17 +570,26 @@ async fn poll_loop(
                 acked.send_modify(|n| *n += 1);
                 continue;
             }
-            Ok(Some(Incoming::Publish { topic, payload })) => {
-                // A payload larger than the whole budget takes all of it.
-                let share = u32::try_from(payload.len().min(MAX_BUFFERED)).unwrap_or(u32::MAX);
-                let budget = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    // A closing engine reads no more: waiting for it to free room
-                    // would only hold up the DISCONNECT.
-                    _ = closing.cancelled() => continue,
-                    permit = buffered.clone().acquire_many_owned(share) => permit.ok(),
+            // Once the engine reads no more, incoming publishes stay unacked.
+            Ok(Some(Incoming::Publish { .. })) if closing.is_cancelled() => continue,
+            Ok(Some(Incoming::Publish { topic, payload, qos, ack })) => {
+                let cost = topic.len() + payload.len() + MESSAGE_OVERHEAD;
+                let charge = admit(&acks.budget, cost, qos);
+                if let Some(pkid) = ack {
+                    let generation = acks.generation.load(Ordering::SeqCst);
+                    if acks.deferred.try_send((generation, pkid)).is_ok() {
+                        acks.waiting.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        // More unacked publishes than packet ids: not a broker.
+                        warn!(pkid, "too many unacknowledged publishes from the broker; ack dropped");
+                    }
+                }
+                let Some(charge) = charge else {
+                    dropped += 1;
+                    debug!(%topic, dropped, "receive budget spent: message dropped");
+                    continue;
                 };
-                ConnEvent::Message { topic, payload, _budget: budget }
+                ConnEvent::Message { topic, payload, _budget: charge }
             }
             Ok(Some(Incoming::DisconnectSent)) => {
                 disconnecting = true;
@@ -372,7 +600,11 @@ async fn poll_loop(
             Err(_) if disconnecting => return,
             Err(Failure::Closed) => return,
             Err(failure) => {
-                let _ = tx.send(ConnEvent::Down(failure));
+                acks.generation.fetch_add(1, Ordering::SeqCst);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    sent = tx.send(ConnEvent::Down(failure)) => if sent.is_err() { return },
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = sleep(backoff) => {}
@@ -381,9 +613,67 @@ async fn poll_loop(
                 continue;
             }
         };
-        if tx.send(event).is_err() {
-            return; // the engine is gone
+        match tx.try_send(event) {
+            Ok(()) => {}
+            // The budget bounds the messages in the channel below its capacity, so
+            // only an `Up` can find it full, behind a budget's worth of messages:
+            // it is worth the wait, and no connection is lost by it.
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                let is_message = matches!(event, ConnEvent::Message { .. });
+                if is_message {
+                    debug!("event channel full: message dropped");
+                } else {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        sent = tx.send(event) => if sent.is_err() { return },
+                    }
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return, // the engine is gone
         }
+    }
+}
+
+/// A received message's charge of `cost` bytes, or `None` to drop it. QoS 0 may
+/// be lost; QoS 1 is held back by its ack first, and dropped only past twice the
+/// budget.
+fn admit(budget: &Arc<Budget>, cost: usize, qos: Qos) -> Option<Charge> {
+    budget.try_charge(cost, if qos == Qos::AtLeastOnce { 2 * MAX_BUFFERED } else { MAX_BUFFERED })
+}
+
+/// The ack task: sends the acks the poll task deferred, in order, each once the
+/// budget is within [`MAX_BUFFERED`]. Stops acking when the connection closes,
+/// for the reason given in the poll task.
+async fn ack_loop(client: impl AckSink, mut rx: mpsc::Receiver<(u64, u16)>, acks: Acks, closing: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            _ = closing.cancelled() => return,
+            next = rx.recv() => next,
+        };
+        let Some((generation, pkid)) = next else { return };
+        tokio::select! {
+            _ = closing.cancelled() => return,
+            _ = acks.budget.within(MAX_BUFFERED) => {}
+        }
+        if generation == acks.generation.load(Ordering::SeqCst) {
+            tokio::select! {
+                _ = closing.cancelled() => return,
+                sent = client.ack(pkid) => if sent.is_err() { return },
+            }
+        }
+        // Only now may the poll task ack directly again: later acks stay behind.
+        acks.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Where the ack task sends acks: the client, or a test's channel.
+trait AckSink {
+    async fn ack(&self, pkid: u16) -> Result<(), mqtt::Closed>;
+}
+
+impl AckSink for mqtt::Client {
+    async fn ack(&self, pkid: u16) -> Result<(), mqtt::Closed> {
+        mqtt::Client::ack(self, pkid).await
     }
 }
 
@@ -392,16 +682,25 @@ async fn poll_loop(
 /// over. A connection that breaks before the DISCONNECT is reconnected and the
 /// publishes are sent again; one that breaks after it is the end, and whatever was
 /// still on the way is lost with it.
-async fn feed_loop(client: mqtt::Client, mut rx: mpsc::Receiver<Request>, mut acked: watch::Receiver<u64>) {
+///
+/// `taken` counts the QoS 1 publishes as it takes them, for [`Connection::close`].
+async fn feed_loop(
+    client: mqtt::Client,
+    mut rx: mpsc::Receiver<Request>,
+    mut acked: watch::Receiver<u64>,
+    taken: Arc<AtomicU64>,
+) {
     let mut handed: u64 = 0;
     while let Some(req) = rx.recv().await {
         let sent = match req {
             Request::Publish { topic, qos, retain, payload } => {
-                let sent = client.publish(topic, qos, retain, payload).await;
-                if sent.is_ok() && qos == Qos::AtLeastOnce {
+                // Counted before the wait: from here on it is owed an ack (if the
+                // client is gone, so is everything else).
+                if qos == Qos::AtLeastOnce {
                     handed += 1;
+                    taken.fetch_add(1, Ordering::SeqCst);
                 }
-                sent
+                client.publish(topic, qos, retain, payload).await
             }
             Request::Subscribe(filter) => client.subscribe(filter, Qos::AtLeastOnce).await,
             Request::Unsubscribe(filter) => client.unsubscribe(filter).await,
@@ -518,18 +817,21 @@ mod tests {
     }
 
     /// A connection whose poll task is the test: it feeds `events` by hand.
-    fn fake_connection(connect_timeout: Duration) -> (Connection, mpsc::UnboundedSender<ConnEvent>) {
-        let (event_tx, events) = mpsc::unbounded_channel();
+    fn fake_connection(connect_timeout: Duration) -> (Connection, mpsc::Sender<ConnEvent>) {
+        let (event_tx, events) = mpsc::channel(16);
         let (out, _rx) = outbox(4);
         let conn = Connection {
-            events,
+            events: Inbox::new(events, "127.0.0.1:1883".into()),
             out,
             addr: "127.0.0.1:1883".into(),
             connect_timeout,
+            acked: watch::channel(0).1,
+            taken: Arc::default(),
             closing: CancellationToken::new(),
             stop: CancellationToken::new(),
             poll_task: tokio::spawn(async {}),
             feed_task: tokio::spawn(async {}),
+            ack_task: tokio::spawn(async {}),
         };
         (conn, event_tx)
     }
@@ -543,8 +845,8 @@ mod tests {
         let (mut conn, events) = fake_connection(Duration::from_secs(10));
         let cancel = CancellationToken::new();
         let started = Instant::now();
-        events.send(down(io::ErrorKind::ConnectionRefused)).unwrap();
-        events.send(down(io::ErrorKind::ConnectionReset)).unwrap();
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        events.try_send(down(io::ErrorKind::ConnectionReset)).unwrap();
         match conn.wait_up(&cancel).await {
             Err(Error::Unreachable { source: ConnectError::Io(e), .. }) => {
                 // The last failure is the one reported.
@@ -559,11 +861,11 @@ mod tests {
     async fn a_connack_after_failures_is_a_connection() {
         let (mut conn, events) = fake_connection(Duration::from_secs(10));
         let cancel = CancellationToken::new();
-        events.send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
         let feeder = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let info = ConnAckInfo { session_present: true, max_packet_size: Some(1000), receive_maximum: None };
-            events.send(ConnEvent::Up(info)).unwrap();
+            events.try_send(ConnEvent::Up(info)).unwrap();
             events
         });
         let info = conn.wait_up(&cancel).await.unwrap();
@@ -580,7 +882,7 @@ mod tests {
         ] {
             let (mut conn, events) = fake_connection(Duration::from_secs(10));
             let started = Instant::now();
-            events.send(event).unwrap();
+            events.try_send(event).unwrap();
             let err = conn.wait_up(&cancel).await.unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Broker);
             assert_eq!(matches!(err, Error::Refused { .. }), refused, "{err:?}");
@@ -611,7 +913,7 @@ mod tests {
         let mqtt::EventLoop::V5 { mut el, .. } = el else { panic!("mqtt 5 is the default") };
         let (req_tx, req_rx) = mpsc::channel(8);
         let (acked_tx, acked) = watch::channel(0);
-        let feed = tokio::spawn(feed_loop(client, req_rx, acked));
+        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default()));
         for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
             let publish = Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new() };
             req_tx.send(publish).await.unwrap();
@@ -626,6 +928,134 @@ mod tests {
         acked_tx.send(2).unwrap();
         feed.await.unwrap();
         assert_eq!(taken(&mut el), [rumqttc::v5::Request::Disconnect]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_broker_timeout_runs_from_the_first_failure_and_ends_at_a_connack() {
+        let (mut conn, events) = fake_connection(Duration::from_secs(10));
+        conn.set_broker_timeout(Some(Duration::from_secs(3)));
+        let up = || ConnEvent::Up(ConnAckInfo::default());
+        let started = Instant::now();
+        // Down, then back up after 2 s: no failure.
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        assert!(!conn.events.is_up());
+        sleep(Duration::from_secs(2)).await;
+        events.try_send(up()).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Up(_))));
+        assert!(conn.events.is_up());
+        // Down again: the limit runs from this first failure, not from a later one.
+        events.try_send(down(io::ErrorKind::ConnectionReset)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        let down_at = Instant::now();
+        sleep(Duration::from_secs(1)).await;
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        match conn.events.recv().await {
+            Err(e @ Error::BrokerLost { .. }) => {
+                assert_eq!(e.kind(), crate::ErrorKind::Broker);
+                assert!(e.to_string().ends_with("unreachable for 3 s (last error: x)"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(down_at.elapsed(), Duration::from_secs(3));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        // Closing after giving up does not wait for a broker that is gone.
+        let closing = Instant::now();
+        conn.close(Duration::from_secs(5)).await;
+        assert_eq!(closing.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_while_down_waits_only_for_what_is_owed() {
+        for owed in [false, true] {
+            let (mut conn, events) = fake_connection(Duration::from_secs(10));
+            // A poll task that would run until the broker took the DISCONNECT.
+            conn.poll_task = tokio::spawn(std::future::pending());
+            events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+            assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+            if owed {
+                // A QoS 1 publish handed over and not acked: worth the grace, a
+                // reconnect would send it again.
+                conn.taken.store(1, Ordering::SeqCst);
+            }
+            let started = Instant::now();
+            conn.close(Duration::from_secs(5)).await;
+            let waited = if owed { Duration::from_secs(5) } else { Duration::ZERO };
+            assert_eq!(started.elapsed(), waited, "owed: {owed}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_broker_timeout_an_outage_never_ends_the_wait() {
+        let (mut conn, events) = fake_connection(Duration::from_secs(10));
+        events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
+        assert!(matches!(conn.events.recv().await, Ok(ConnEvent::Down(_))));
+        let waited = tokio::time::timeout(Duration::from_secs(3600), conn.events.recv()).await;
+        assert!(waited.is_err(), "{waited:?}");
+    }
+
+    #[test]
+    fn past_the_budget_qos0_is_dropped_and_qos1_up_to_twice_it() {
+        let budget = Arc::new(Budget::default());
+        let mib = 1 << 20;
+        let (q0, q1) = (Qos::AtMostOnce, Qos::AtLeastOnce);
+        // QoS 0 fills the budget, then is dropped.
+        let mut held: Vec<Charge> = (0..8).map(|_| admit(&budget, mib, q0).unwrap()).collect();
+        assert_eq!(budget.used(), MAX_BUFFERED);
+        assert!(admit(&budget, 1, q0).is_none());
+        // QoS 1 (its ack deferred by the poll task meanwhile) up to twice the budget.
+        held.extend((0..8).map(|_| admit(&budget, mib, q1).unwrap()));
+        assert_eq!(budget.used(), 2 * MAX_BUFFERED);
+        assert!(admit(&budget, 1, q1).is_none());
+        // The engine drops messages: room again.
+        held.truncate(4);
+        assert_eq!(budget.used(), 4 * mib);
+        held.extend(admit(&budget, mib, q0));
+        // Topics count: an empty payload on a 64 KiB topic is not free.
+        drop(held);
+        let charge = admit(&budget, (64 << 10) + MESSAGE_OVERHEAD, q0);
+        assert_eq!(budget.used(), (64 << 10) + MESSAGE_OVERHEAD);
+        // One message larger than the whole budget is taken when nothing waits.
+        drop(charge);
+        assert!(admit(&budget, 3 * MAX_BUFFERED, q0).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deferred_acks_go_out_in_order_once_the_engine_makes_room() {
+        struct Sink(mpsc::UnboundedSender<u16>);
+        impl AckSink for Sink {
+            async fn ack(&self, pkid: u16) -> Result<(), mqtt::Closed> {
+                self.0.send(pkid).map_err(|_| mqtt::Closed)
+            }
+        }
+        let (sent_tx, mut sent) = mpsc::unbounded_channel();
+        let (ack_tx, ack_rx) = mpsc::channel(8);
+        let acks =
+            Acks { budget: Arc::default(), deferred: ack_tx, waiting: Arc::default(), generation: Arc::default() };
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(ack_loop(Sink(sent_tx), ack_rx, acks.clone(), closing.clone()));
+        let over = acks.budget.try_charge(MAX_BUFFERED + 1, usize::MAX).unwrap();
+        // One ack from a connection that has since broken, two from this one.
+        for (generation, pkid) in [(0, 1), (1, 2), (1, 3)] {
+            acks.deferred.try_send((generation, pkid)).unwrap();
+            acks.waiting.fetch_add(1, Ordering::SeqCst);
+        }
+        acks.generation.store(1, Ordering::SeqCst);
+        settle().await;
+        assert!(sent.try_recv().is_err(), "no ack while the budget is spent");
+        assert_eq!(acks.waiting.load(Ordering::SeqCst), 3);
+        drop(over);
+        settle().await;
+        let mut out = Vec::new();
+        while let Ok(pkid) = sent.try_recv() {
+            out.push(pkid);
+        }
+        assert_eq!(out, [2, 3], "in order, the stale one skipped");
+        assert_eq!(acks.waiting.load(Ordering::SeqCst), 0);
+        // Closing stops the acks for good.
+        closing.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

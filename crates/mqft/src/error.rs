@@ -68,6 +68,17 @@ pub enum Error {
         /// The broker's reason, e.g. `bad user name or password`.
         reason: String,
     },
+    /// The connection broke and the broker stayed unreachable for longer than the
+    /// broker timeout ([`crate::Config::broker_timeout`]).
+    #[error("broker {addr} unreachable for {secs} s (last error: {last})")]
+    BrokerLost {
+        /// `host:port`.
+        addr: String,
+        /// The broker timeout, in seconds.
+        secs: u64,
+        /// The last failure to connect, in words.
+        last: String,
+    },
     /// Too few receivers answered the manifest within the join timeout.
     #[error("no receiver answered for {}: {joined} of {wanted} joined", path.display())]
     NoReceiver {
@@ -128,7 +139,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Usage(_) | Error::ChunkTooLarge { .. } => ErrorKind::Usage,
-            Error::Unreachable { .. } | Error::Refused { .. } => ErrorKind::Broker,
+            Error::Unreachable { .. } | Error::Refused { .. } | Error::BrokerLost { .. } => ErrorKind::Broker,
             Error::NoReceiver { .. } => ErrorKind::NoReceiver,
             Error::Rejected { .. } => ErrorKind::Rejected,
             Error::Integrity { .. } => ErrorKind::Integrity,

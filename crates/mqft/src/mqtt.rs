@@ -6,8 +6,10 @@
 //! [`Incoming`], and one [`Failure`] for what went wrong.
 //!
 //! Two gaps of rumqttc are covered here, since they need its state: what it drops
-//! when the broker starts a new session ([`Dropped`]), and acks it would send after
-//! our DISCONNECT ([`EventLoop::stop_acking`]).
+//! when the broker starts a new session ([`Dropped`]), and whether rumqttc acks
+//! the QoS 1 publishes it reads ([`EventLoop::set_auto_ack`]): the connection
+//! turns that off while the engine is behind and sends those acks itself later
+//! ([`Client::ack`]), which is how it holds a publisher back (see `conn.rs`).
 
 use std::io;
 use std::time::Duration;
@@ -45,8 +47,11 @@ pub(crate) enum Incoming {
     /// A connection is up. `dropped` is what rumqttc kept for it from the
     /// connection before and dropped because the broker has no session for us.
     ConnAck { info: ConnAckInfo, dropped: Dropped },
-    /// A message arrived.
-    Publish { topic: String, payload: Bytes },
+    /// A message arrived. `ack` is its packet id when it is a QoS 1 publish that
+    /// rumqttc did not ack (see [`EventLoop::set_auto_ack`]): the caller must ack
+    /// it, in the order received.
+    /// A topic that is not UTF-8 comes as an empty one (it matches nothing).
+    Publish { topic: String, payload: Bytes, qos: Qos, ack: Option<u16> },
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
     /// Our DISCONNECT went out: the event loop is done.
@@ -109,10 +114,13 @@ pub(crate) enum EventLoop {
         /// Whether the session is meant to be persistent (see [`EventLoop::poll`]).
         persistent: bool,
         held: Vec<rumqttc::Request>,
+        /// Whether rumqttc acked the publishes of the batch it read last.
+        acked: bool,
     },
     V5 {
         el: Box<rumqttc::v5::EventLoop>,
         held: Vec<rumqttc::v5::Request>,
+        acked: bool,
     },
 }
 
@@ -149,7 +157,12 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
             }
             let (client, mut el) = rumqttc::AsyncClient::new(m, o.request_capacity);
             el.set_network_options(net);
-            let el = EventLoop::V311 { el: Box::new(el), persistent: o.persistent.is_some(), held: Vec::new() };
+            let el = EventLoop::V311 {
+                el: Box::new(el),
+                persistent: o.persistent.is_some(),
+                held: Vec::new(),
+                acked: false,
+            };
             (Client::V311(client), el)
         }
         MqttVersion::V5 => {
@@ -176,7 +189,7 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
                 m.set_credentials(&c.username, c.password.as_deref().unwrap_or(""));
             }
             let (client, el) = rumqttc::v5::AsyncClient::new(m, o.request_capacity);
-            (Client::V5(client), EventLoop::V5 { el: Box::new(el), held: Vec::new() })
+            (Client::V5(client), EventLoop::V5 { el: Box::new(el), held: Vec::new(), acked: false })
         }
     })
 }
@@ -237,6 +250,22 @@ impl Client {
         }
     }
 
+    /// Acknowledges the incoming QoS 1 publish `pkid`, through the request channel.
+    pub async fn ack(&self, pkid: u16) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => {
+                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|_| Closed)
+            }
+            Client::V5(c) => {
+                let mut p = p5::Publish::new("", QoS5::AtLeastOnce, Vec::new(), None);
+                p.pkid = pkid;
+                c.ack(&p).await.map_err(|_| Closed)
+            }
+        }
+    }
+
     pub async fn disconnect(&self) -> Result<(), Closed> {
         match self {
             Client::V311(c) => c.disconnect().await.map_err(|_| Closed),
@@ -259,8 +288,14 @@ impl EventLoop {
     /// else the session held), and the one after it is persistent again.
     pub async fn poll(&mut self) -> Result<Option<Incoming>, Failure> {
         match self {
-            EventLoop::V311 { el, persistent, held } => {
+            EventLoop::V311 { el, persistent, held, acked } => {
                 use rumqttc::{Event, Outgoing, Packet};
+                // rumqttc reads a batch of packets at once and hands them out one a
+                // poll; a poll with none left over reads a new batch, acking its
+                // publishes or not as `manual_acks` says then.
+                if el.state.events.is_empty() {
+                    *acked = !el.state.manual_acks;
+                }
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         el.mqtt_options.set_clean_session(!*persistent);
@@ -273,7 +308,9 @@ impl EventLoop {
                         }))
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload }))
+                        let qos = if p.qos == rumqttc::QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce };
+                        let ack = (qos == Qos::AtLeastOnce && !*acked).then_some(p.pkid);
+                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, qos, ack }))
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
@@ -289,9 +326,12 @@ impl EventLoop {
                     }
                 }
             }
-            EventLoop::V5 { el, held } => {
+            EventLoop::V5 { el, held, acked } => {
                 use rumqttc::v5::Event;
                 use rumqttc::Outgoing;
+                if el.state.events.is_empty() {
+                    *acked = !el.state.manual_acks;
+                }
                 match el.poll().await {
                     Ok(Event::Incoming(p5::Packet::ConnAck(ack))) => {
                         let props = ack.properties.as_ref();
@@ -306,12 +346,14 @@ impl EventLoop {
                             dropped: Dropped::V5(dropped),
                         }))
                     }
-                    Ok(Event::Incoming(p5::Packet::Publish(p))) => match String::from_utf8(p.topic.to_vec()) {
-                        Ok(topic) => Ok(Some(Incoming::Publish { topic, payload: p.payload })),
+                    Ok(Event::Incoming(p5::Packet::Publish(p))) => {
                         // The spec makes topics UTF-8; a broker that breaks that sent
-                        // nothing of ours.
-                        Err(_) => Ok(None),
-                    },
+                        // nothing of ours, but a QoS 1 publish still wants its ack.
+                        let topic = String::from_utf8(p.topic.to_vec()).unwrap_or_default();
+                        let qos = if p.qos == QoS5::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce };
+                        let ack = (qos == Qos::AtLeastOnce && !*acked).then_some(p.pkid);
+                        Ok(Some(Incoming::Publish { topic, payload: p.payload, qos, ack }))
+                    }
                     // With an error reason too: the broker has decided, and sending
                     // the publish again would not change its mind.
                     Ok(Event::Incoming(p5::Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
@@ -356,15 +398,13 @@ impl EventLoop {
         }
     }
 
-    /// Stops acknowledging incoming publishes, for good: once nobody reads them.
-    /// A message acked but not read would be lost to a persistent session, which
-    /// keeps an unacked one for the next connection instead; and after our
-    /// DISCONNECT, MQTT allows no packet at all, while rumqttc would ack what the
-    /// broker sent in the meantime.
-    pub fn stop_acking(&mut self) {
+    /// Whether rumqttc acks the QoS 1 publishes it reads from now on, as it reads
+    /// them (the fastest way: in the same write as the rest of the batch). Off,
+    /// their [`Incoming::Publish`] carry the packet id to ack.
+    pub fn set_auto_ack(&mut self, on: bool) {
         match self {
-            EventLoop::V311 { el, .. } => el.state.manual_acks = true,
-            EventLoop::V5 { el, .. } => el.state.manual_acks = true,
+            EventLoop::V311 { el, .. } => el.state.manual_acks = !on,
+            EventLoop::V5 { el, .. } => el.state.manual_acks = !on,
         }
     }
 }

@@ -270,6 +270,8 @@ async fn run(
     let mqtt_opts = conn::options(&cfg, client_id, true, max_incoming, config::PACKET_OVERHEAD);
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
+    // Unlimited unless asked for: a receiver rides out a broker's restart.
+    conn.set_broker_timeout(cfg.broker_timeout);
     info!(broker = conn.addr(), receiver = %rid, session_present = info.session_present, "connected");
     events.emit(ReceiveEvent::Connected { receiver: rid.clone() });
     conn.out.subscribe(cfg.prefix.manifest_filter());
@@ -395,10 +397,7 @@ impl Engine {
                 _ = sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
                     return Ok(());
                 }
-                ev = self.conn.events.recv() => match ev {
-                    Some(ev) => self.on_conn_event(ev).await,
-                    None => return Err(Error::Internal("connection task ended")),
-                },
+                ev = self.conn.events.recv() => self.on_conn_event(ev?).await,
                 Some(ev) = self.writer_events.recv() => self.on_writer_event(ev).await,
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
                     self.on_timer().await;

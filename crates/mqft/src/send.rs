@@ -36,8 +36,14 @@ use crate::mqtt::Failure;
 use crate::proto::{self, Manifest, Payload, Prefix, ReceiverId, RejectReason, SendFailure, SenderEvent, TransferId};
 use crate::{now, store, to_tokio, Error, ErrorKind};
 
-/// How long a cancelled or finished send may take to get its last messages out.
+/// How long a finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a cancelled send may take to get its aborts out, and then to close:
+/// together well under the second in which Ctrl-C must end the program, whether
+/// the broker answers or not. An abort that does not make it is no loss: a
+/// receiver gives up on a silent sender by itself.
+const CANCEL_GRACE: Duration = Duration::from_millis(500);
+const CANCEL_CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// [`SendOptions::window_bytes`] by default.
 pub const DEFAULT_WINDOW_BYTES: u64 = 64 << 20;
 
@@ -307,6 +313,7 @@ async fn run(
     let mqtt_opts = conn::options(&cfg, client_id, false, config::PACKET_OVERHEAD, max_chunk + config::PACKET_OVERHEAD);
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
+    conn.set_broker_timeout(Some(cfg.broker_timeout.unwrap_or(config::DEFAULT_SEND_BROKER_TIMEOUT)));
     info!(broker = conn.addr(), max_packet = ?info.max_packet_size, "connected");
     events.emit(SendEvent::Connected);
     // A chunk size the broker cannot take is an error before anything is sent.
@@ -332,8 +339,8 @@ async fn run(
         hashing: CancellationToken::new(),
     };
     let outcome = engine.run(&cancel).await;
-    let Engine { conn, results, .. } = engine;
-    conn.close(CLOSE_GRACE).await;
+    let Engine { conn, results, cancelled, .. } = engine;
+    conn.close(if cancelled { CANCEL_CLOSE_GRACE } else { CLOSE_GRACE }).await;
     outcome?;
     let mut files = Vec::with_capacity(n);
     for r in results {
@@ -431,16 +438,15 @@ impl Engine {
             tokio::select! {
                 _ = cancel.cancelled(), if !self.cancelled => {
                     self.cancel_all();
-                    give_up_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    // With the broker unreachable, nothing more can get out.
+                    let grace = if self.conn.events.is_up() { CANCEL_GRACE } else { Duration::ZERO };
+                    give_up_at = Some(tokio::time::Instant::now() + grace);
                 }
                 // Cancelled, but the last messages cannot get out (the broker is gone).
                 _ = sleep_until(give_up_at.unwrap_or_else(tokio::time::Instant::now)), if give_up_at.is_some() => {
                     return Ok(());
                 }
-                ev = self.conn.events.recv() => match ev {
-                    Some(ev) => self.on_conn_event(ev),
-                    None => return Err(Error::Internal("connection task ended")),
-                },
+                ev = self.conn.events.recv() => self.on_conn_event(ev?),
                 Some(joined) = self.preparing.join_next(), if !self.preparing.is_empty() => match joined {
                     Ok((idx, prepared)) => self.on_prepared(idx, prepared),
                     Err(e) if e.is_cancelled() => {}
