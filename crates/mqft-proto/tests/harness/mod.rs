@@ -60,6 +60,19 @@ impl Rng {
     }
 }
 
+/// What the broker does with the retained manifest when a receiver subscribes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    /// Every subscription gets it (Mosquitto 2.0, NATS 2.9).
+    Always,
+    /// Only a receiver's first subscription: one that comes back with its session
+    /// present gets none (rumqttd 0.20).
+    FirstSubscription,
+    /// Never: receivers subscribe with a wildcard, and RabbitMQ 3.10 never delivers
+    /// retained messages to wildcard subscriptions. Only live publishes arrive.
+    Never,
+}
+
 /// What the link between each client and the broker does to deliveries.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -122,6 +135,10 @@ pub struct SimReceiver {
     pub snapshot_every: u32,
     /// How long moving the verified file into place takes.
     pub finalize_after: Duration,
+    /// Has subscribed before: the broker keeps its session.
+    pub subscribed: bool,
+    /// When it was last started by [`Action::StartReceiver`].
+    pub started_at: Option<Instant>,
     handled: u32,
 }
 
@@ -144,6 +161,8 @@ pub struct Sim {
     /// Broker queue cap per receiver (Mosquitto's `max_queued_messages`).
     pub queue_cap: Option<usize>,
     pub retained: Option<Vec<u8>>,
+    /// Which subscriptions get the retained manifest.
+    pub retained_mode: Retained,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     evs: Vec<Option<Ev>>,
     order: u64,
@@ -231,6 +250,8 @@ impl SimBuilder {
                 corrupt_seen: 0,
                 snapshot_every: 1,
                 finalize_after: Duration::ZERO,
+                subscribed: true,
+                started_at: None,
                 handled: 0,
             })
             .collect();
@@ -250,6 +271,7 @@ impl SimBuilder {
             link: self.link,
             queue_cap: self.queue_cap,
             retained: None,
+            retained_mode: Retained::Always,
             heap: BinaryHeap::new(),
             evs: Vec::new(),
             order: 0,
@@ -463,9 +485,18 @@ impl Sim {
                     r.queue.clear();
                 }
                 Action::StartReceiver(i) => {
-                    self.receivers[i].online = true;
-                    // The broker hands a new subscriber the retained manifest.
-                    if let Some(m) = self.retained.clone() {
+                    let r = &mut self.receivers[i];
+                    r.online = true;
+                    r.started_at = Some(self.now);
+                    // The broker hands a subscriber the retained manifest, unless it
+                    // is one that skips it.
+                    let gets_retained = match self.retained_mode {
+                        Retained::Always => true,
+                        Retained::FirstSubscription => !r.subscribed,
+                        Retained::Never => false,
+                    };
+                    r.subscribed = true;
+                    if let Some(m) = self.retained.clone().filter(|_| gets_retained) {
                         let at = self.now + self.link.delay;
                         let topic = self.prefix.manifest(&self.manifest.id);
                         self.push(at, Ev::ToReceiver(i, topic, m));
