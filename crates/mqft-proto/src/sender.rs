@@ -17,7 +17,11 @@
 //!    a subscriber's messages in order, the answer accounts for every chunk sent
 //!    before the end of round. The union of the missing sets is the next round.
 //!    Unanswered ends of round are re-published with exponential backoff; a receiver
-//!    that never answers is dropped as lost.
+//!    that never answers is dropped as lost. While a receiver is quiet (no answer and
+//!    nothing else from it for `rto`), the manifest goes out again too, every
+//!    [`SenderConfig::rejoin_interval`]: a receiver that restarted on a broker that
+//!    does not hand it the retained manifest again learns of the transfer from this
+//!    live publication and answers with what it saved.
 //! 4. **Finished** once the receivers it waits for ([`Wait`]) confirmed the SHA-256,
 //!    or **Failed** with a [`SendFailure`]: no receiver, a rejection, a lost
 //!    receiver, rounds that stop making progress, or cancellation. Either is
@@ -25,7 +29,10 @@
 //!    lost together are each reported before it.
 //!
 //! A restarted sender is a new `Sender` with a new `run`: receivers answer its
-//! manifest with what they already hold, so nothing that arrived is sent again.
+//! manifest with what they already hold, so nothing that arrived is sent again. A
+//! known receiver that answers a manifest again (or restarted) has what it lacks
+//! queued, less what is still in flight to it: the transmissions at or above its
+//! credit.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -347,7 +354,13 @@ impl Sender {
                     // re-publication back to back), a re-announcement, or a receiver
                     // that restarted from saved state: queue what it lacks, but not
                     // what is on its way to it already.
-                    Some(p) if p.state == PeerState::Active => self.queue_lacking(lacks, p.acked),
+                    Some(p) if p.state == PeerState::Active => {
+                        let unanswered = !p.answered;
+                        self.queue_lacking(lacks, p.acked);
+                        if unanswered {
+                            self.ask_again(now);
+                        }
+                    }
                     Some(p) if !p.is_gone() => {} // complete
                     _ => self.join(from, lacks, held.len(), now),
                 }
@@ -628,6 +641,21 @@ impl Sender {
             self.asked_at = now;
         }
         self.rejoin_at = now + self.cfg.rejoin_interval;
+    }
+
+    /// A receiver that has not answered the end of round being drained said `Ready`:
+    /// it has the manifest, and either restarted or heard nothing for a while, so the
+    /// end of round it answers may never have reached it. (rumqttd hands a returning
+    /// session its kept control messages before its kept manifests, so the ends of
+    /// round arrive while the receiver does not know the transfer yet.) Publish it
+    /// again now rather than at the next check, at most once per `rto` whoever asks.
+    fn ask_again(&mut self, now: Instant) {
+        if let Phase::Draining { next_seq, .. } = self.phase {
+            if now >= self.asked_at + self.cfg.rto {
+                self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+                self.asked_at = now;
+            }
+        }
     }
 
     /// Adds to `to_send` the chunks of `lacks`, except those sent to the receiver

@@ -121,7 +121,9 @@ proptest! {
             .link(Link { loss, ..Link::default() })
             .build();
         patient(&mut sim, 2);
+        // RabbitMQ, or rumqttd with the session it keeps for the receiver.
         sim.retained_mode = if never { Retained::Never } else { Retained::FirstSubscription };
+        sim.offline_session = !never;
         sim.receivers[0].service = Duration::from_micros(300);
         sim.receivers[0].snapshot_every = snapshot_every;
         sim.schedule(Duration::from_millis(kill_rx_ms), Action::KillReceiver(0));

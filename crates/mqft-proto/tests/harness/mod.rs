@@ -137,6 +137,8 @@ pub struct SimReceiver {
     pub finalize_after: Duration,
     /// Has subscribed before: the broker keeps its session.
     pub subscribed: bool,
+    /// What the broker keeps for it while it is offline ([`Sim::offline_session`]).
+    pub session: Vec<(String, Vec<u8>)>,
     /// When it was last started by [`Action::StartReceiver`].
     pub started_at: Option<Instant>,
     handled: u32,
@@ -163,6 +165,13 @@ pub struct Sim {
     pub retained: Option<Vec<u8>>,
     /// Which subscriptions get the retained manifest.
     pub retained_mode: Retained,
+    /// The broker keeps an offline receiver's session: the manifests and control
+    /// messages published while it is down are handed over when it comes back, all
+    /// control messages first, then the manifests, because rumqttd 0.20 keeps one log
+    /// per subscription filter and drains them one after the other. (Chunks it would
+    /// get too are left out: a receiver that has not accepted the transfer again
+    /// drops them.)
+    pub offline_session: bool,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     evs: Vec<Option<Ev>>,
     order: u64,
@@ -251,6 +260,7 @@ impl SimBuilder {
                 snapshot_every: 1,
                 finalize_after: Duration::ZERO,
                 subscribed: true,
+                session: Vec::new(),
                 started_at: None,
                 handled: 0,
             })
@@ -272,6 +282,7 @@ impl SimBuilder {
             queue_cap: self.queue_cap,
             retained: None,
             retained_mode: Retained::Always,
+            offline_session: false,
             heap: BinaryHeap::new(),
             evs: Vec::new(),
             order: 0,
@@ -315,7 +326,11 @@ impl Sim {
         }
         let is_chunk = topic.contains("/chunk/");
         for i in 0..self.receivers.len() {
-            let r = &self.receivers[i];
+            let r = &mut self.receivers[i];
+            if !r.online && self.offline_session && r.subscribed && !is_chunk {
+                r.session.push((topic.clone(), payload.clone()));
+                continue;
+            }
             // Chunks reach only receivers subscribed to the transfer.
             if !r.online || (is_chunk && r.rx.is_none()) {
                 continue;
@@ -496,8 +511,14 @@ impl Sim {
                         Retained::Never => false,
                     };
                     r.subscribed = true;
+                    // Control messages before manifests: one filter's log, then the next.
+                    let mut kept = std::mem::take(&mut r.session);
+                    kept.sort_by_key(|(topic, _)| !topic.ends_with("/ctl"));
+                    let at = self.now + self.link.delay;
+                    for (topic, payload) in kept {
+                        self.push(at, Ev::ToReceiver(i, topic, payload));
+                    }
                     if let Some(m) = self.retained.clone().filter(|_| gets_retained) {
-                        let at = self.now + self.link.delay;
                         let topic = self.prefix.manifest(&self.manifest.id);
                         self.push(at, Ev::ToReceiver(i, topic, m));
                     }
