@@ -1040,6 +1040,43 @@ mod tests {
         );
     }
 
+    /// A `Ready` from a receiver that has not answered the end of round gets the end
+    /// of round again, but a flood of them gets one per `rto`, and none of them queues
+    /// a chunk that is in flight to it.
+    #[test]
+    fn readys_while_draining_ask_again_once_per_rto() {
+        let now = Instant::now();
+        let (mut tx, r0, _) = joined_pair(now);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
+        assert_eq!(sent.iter().filter(|t| matches!(t.payload, Payload::Chunk(_))).count(), 3);
+        assert!(matches!(sent.last().and_then(ctl), Some(Ctl::EndRound { next_seq: 3, .. })));
+        let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+        let count_end_rounds = |tx: &mut Sender, at| {
+            std::iter::from_fn(|| tx.poll_transmit(at))
+                .filter(|t| {
+                    assert!(!matches!(t.payload, Payload::Chunk(_)), "no chunk while draining");
+                    matches!(ctl(t), Some(Ctl::EndRound { .. }))
+                })
+                .count()
+        };
+        // Within rto of the end of round: it is on its way, nobody is asked again.
+        for _ in 0..100 {
+            tx.handle_ack(&r0, &ready, now).unwrap();
+        }
+        assert_eq!(count_end_rounds(&mut tx, now), 0);
+        let later = now + Duration::from_millis(1500);
+        for _ in 0..100 {
+            tx.handle_ack(&r0, &ready, later).unwrap();
+        }
+        assert_eq!(count_end_rounds(&mut tx, later), 1);
+        // All three chunks are in flight to r0 (credit 0): none is queued again, so
+        // the round that follows the drain is empty of them.
+        let missing = Ack::Missing { run: 7, next_seq: 3, missing: RangeSet::new(), more: false }.encode();
+        tx.handle_ack(&rid("r1"), &missing, later).unwrap();
+        tx.handle_ack(&r0, &missing, later).unwrap();
+        assert_eq!(count_end_rounds(&mut tx, later), 0, "the drain ended; a verify round waits");
+    }
+
     /// Found by fuzzing (`fuzz/corpus/sender/regress-progress-held-past-chunk-count`):
     /// a receiver cannot make the sender report more chunks held than the file has.
     #[test]
