@@ -17,7 +17,11 @@
 //!    a subscriber's messages in order, the answer accounts for every chunk sent
 //!    before the end of round. The union of the missing sets is the next round.
 //!    Unanswered ends of round are re-published with exponential backoff; a receiver
-//!    that never answers is dropped as lost.
+//!    that never answers is dropped as lost. While a receiver is quiet (no answer and
+//!    nothing else from it for `rto`), the manifest goes out again too, every
+//!    [`SenderConfig::rejoin_interval`]: a receiver that restarted on a broker that
+//!    does not hand it the retained manifest again learns of the transfer from this
+//!    live publication and answers with what it saved.
 //! 4. **Finished** once the receivers it waits for ([`Wait`]) confirmed the SHA-256,
 //!    or **Failed** with a [`SendFailure`]: no receiver, a rejection, a lost
 //!    receiver, rounds that stop making progress, or cancellation. Either is
@@ -25,7 +29,10 @@
 //!    lost together are each reported before it.
 //!
 //! A restarted sender is a new `Sender` with a new `run`: receivers answer its
-//! manifest with what they already hold, so nothing that arrived is sent again.
+//! manifest with what they already hold, so nothing that arrived is sent again. A
+//! known receiver that answers a manifest again (or restarted) has what it lacks
+//! queued, less what is still in flight to it: the transmissions at or above its
+//! credit.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -62,6 +69,13 @@ pub struct SenderConfig {
     /// How many times an end of round is re-published before an unanswering receiver
     /// counts as lost.
     pub max_retries: u32,
+    /// While a receiver that joined is quiet (it has not answered an end of round
+    /// and nothing came from it for `rto`), the manifest and the end of round go out
+    /// again at least this often, whatever the retry backoff. A receiver that
+    /// restarted on a broker that does not hand it the retained manifest again
+    /// (rumqttd with a session present, RabbitMQ's wildcard subscriptions) finds the
+    /// transfer through this live publication, so this bounds how long it waits.
+    pub rejoin_interval: Duration,
     /// How long to wait for receivers to join.
     pub join_timeout: Duration,
     /// Once one receiver joined, how long to wait for the others before sending:
@@ -87,6 +101,7 @@ impl Default for SenderConfig {
             rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(16),
             max_retries: 6,
+            rejoin_interval: Duration::from_secs(2),
             join_timeout: Duration::from_secs(30),
             join_grace: Duration::from_millis(500),
             max_stalled_rounds: 8,
@@ -193,6 +208,8 @@ struct Peer {
     best: u64,
     /// Most chunks it ever held at a round's end.
     best_held: u64,
+    /// When anything last came from it.
+    heard: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +249,17 @@ pub struct Sender {
     /// Chunks to send in this round.
     to_send: RangeSet,
     next_seq: u32,
+    /// The chunk index of each transmission from seq `sent_base` to `next_seq`: the
+    /// ones that may still be in flight. Trimmed to the window floor as credit
+    /// comes, so it never holds more than `window` entries.
+    sent: VecDeque<u32>,
+    sent_base: u32,
+    /// While draining, when the sender next looks for quiet receivers to publish
+    /// the manifest and the end of round again for.
+    rejoin_at: Instant,
+    /// When the end of round being drained was last published (or will be, for a
+    /// verify round waiting out its backoff).
+    asked_at: Instant,
     /// Control messages waiting to go out.
     out: VecDeque<Transmit>,
     events: VecDeque<SenderEvent>,
@@ -264,6 +292,10 @@ impl Sender {
             peers: BTreeMap::new(),
             to_send: RangeSet::new(),
             next_seq: 0,
+            sent: VecDeque::new(),
+            sent_base: 0,
+            rejoin_at: now,
+            asked_at: now,
             out: VecDeque::new(),
             events: VecDeque::new(),
             manifest_sends: 0,
@@ -308,16 +340,30 @@ impl Sender {
             return Ok(());
         }
         let run = self.manifest.run;
+        if let Some(p) = self.peers.get_mut(from) {
+            p.heard = now;
+        }
         match ack {
             Ack::Ready { run: r, held } => {
                 if r != run {
                     return Ok(()); // answers an earlier run's manifest
                 }
-                if self.peers.get(from).is_some_and(|p| !p.is_gone()) {
-                    return Ok(()); // a duplicate; a restarted receiver reports at the next end of round
-                }
                 let lacks = held.complement(self.manifest.chunk_count);
-                self.join(from, lacks, held.len(), now);
+                match self.peers.get(from) {
+                    // A second answer to the manifest (the retained one and a
+                    // re-publication back to back), a re-announcement, or a receiver
+                    // that restarted from saved state: queue what it lacks, but not
+                    // what is on its way to it already.
+                    Some(p) if p.state == PeerState::Active => {
+                        let unanswered = !p.answered;
+                        self.queue_lacking(lacks, p.acked);
+                        if unanswered {
+                            self.ask_again(now);
+                        }
+                    }
+                    Some(p) if !p.is_gone() => {} // complete
+                    _ => self.join(from, lacks, held.len(), now),
+                }
             }
             Ack::Progress { run: r, next_seq, held } => {
                 if let Some(p) = self.peers.get_mut(from) {
@@ -358,11 +404,15 @@ impl Sender {
                 // unknown so that a round is not taken for progress on that alone.
                 p.missing = if more { missing.len().saturating_add(1 << 32) } else { missing.len() };
                 let held = u64::from(self.manifest.chunk_count).saturating_sub(missing.len());
+                let acked = p.acked;
                 if !more && held > p.held {
                     p.held = held;
                     self.events.push_back(SenderEvent::Progress { receiver: from.clone(), held });
                 }
-                self.to_send.union_with(&missing);
+                // An answer to an end of round has seen everything sent before it, so
+                // nothing is in flight past its credit; an answer to a manifest may
+                // list chunks still on their way.
+                self.queue_lacking(missing, acked);
                 self.check_drained(now);
             }
             Ack::Complete { sha256 } => {
@@ -370,13 +420,13 @@ impl Sender {
                     return Ok(());
                 }
                 // Unknown: a receiver that had the file before we asked.
-                let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq));
+                let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq, now));
                 // Only an active receiver, or one given up as lost that was only slow.
                 if !matches!(p.state, PeerState::Active | PeerState::Gone(None)) {
                     return Ok(());
                 }
                 if sha256 == self.manifest.sha256 {
-                    *p = Peer::complete(p.acked, self.manifest.chunk_count);
+                    *p = Peer::complete(p.acked, self.manifest.chunk_count, now);
                     self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
                 } else {
                     self.peer_gone(from, Some(RejectReason::HashMismatch), now);
@@ -385,7 +435,7 @@ impl Sender {
             }
             Ack::Rejected { reason } => {
                 if self.peers.get(from).is_none_or(|p| !p.is_gone()) && self.has_room_for(from) {
-                    self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq));
+                    self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq, now));
                     self.peer_gone(from, Some(reason), now);
                     self.after_peer_change(now);
                 }
@@ -405,11 +455,18 @@ impl Sender {
             // The window has been shut for a whole timeout: either the tail of the
             // window or the credit for it was lost. Ask.
             Phase::Sending if self.blocked_since.is_some_and(|t| now >= t + self.cfg.rto) => self.start_drain(now),
-            Phase::Draining { next_seq, retries, deadline } if now >= deadline => {
-                if std::mem::take(&mut self.credit_in_drain) {
+            Phase::Draining { next_seq, retries, deadline } if now >= deadline || now >= self.rejoin_at => {
+                if now < deadline {
+                    // Between retries: only a quiet receiver is asked again.
+                    self.rejoin(next_seq, false, now);
+                } else if std::mem::take(&mut self.credit_in_drain) {
                     // Chunks are still arriving ahead of the end of round (a slow link
-                    // or a slow disk): wait again rather than count a retry.
+                    // or a slow disk): wait again rather than count a retry. A quiet
+                    // receiver is asked all the same.
                     self.phase = Phase::Draining { next_seq, retries, deadline: now + self.backoff(retries) };
+                    if now >= self.rejoin_at {
+                        self.rejoin(next_seq, false, now);
+                    }
                 } else if retries >= self.cfg.max_retries {
                     let silent: Vec<ReceiverId> = self
                         .peers
@@ -425,7 +482,7 @@ impl Sender {
                 } else {
                     let retries = retries + 1;
                     self.phase = Phase::Draining { next_seq, retries, deadline: now + self.backoff(retries) };
-                    self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+                    self.rejoin(next_seq, true, now);
                 }
             }
             _ => {}
@@ -465,6 +522,11 @@ impl Sender {
             return self.out.pop_front();
         }
         let floor = self.window_floor()?;
+        // What every receiver the window follows has acknowledged is no longer in
+        // flight to it.
+        let acked = floor.saturating_sub(self.sent_base).min(self.sent.len() as u32);
+        self.sent.drain(..acked as usize);
+        self.sent_base += acked;
         if self.next_seq >= floor.saturating_add(self.cfg.window) {
             self.blocked_since.get_or_insert(now);
             return None;
@@ -478,6 +540,10 @@ impl Sender {
         let index = self.to_send.pop_first()?;
         let seq = self.next_seq;
         self.next_seq = next;
+        if self.sent.is_empty() {
+            self.sent_base = seq;
+        }
+        self.sent.push_back(index);
         Some(Transmit {
             topic: self.prefix.chunk(&self.manifest.id, index),
             qos: self.cfg.chunk_qos,
@@ -503,7 +569,7 @@ impl Sender {
             Phase::Joining { gather } => Some(gather.map_or(self.join_deadline, |g| g.min(self.join_deadline))),
             Phase::AwaitingJoins => Some(self.join_deadline),
             Phase::Sending => self.blocked_since.map(|t| t + self.cfg.rto),
-            Phase::Draining { deadline, .. } => Some(deadline),
+            Phase::Draining { deadline, .. } => Some(deadline.min(self.rejoin_at)),
             Phase::Done => return None,
         };
         let manifest = (self.needs_joins() && self.manifest_due < self.join_deadline).then_some(self.manifest_due);
@@ -540,14 +606,69 @@ impl Sender {
     }
 
     fn publish_manifest(&mut self, now: Instant) {
+        self.push_manifest();
+        self.manifest_due = now + self.backoff(self.manifest_sends);
+        self.manifest_sends += 1;
+    }
+
+    /// The manifest, retained: a live publication reaches current subscribers even
+    /// on a broker that hands retained messages to none of them.
+    fn push_manifest(&mut self) {
         self.out.push_back(Transmit {
             topic: self.prefix.manifest(&self.manifest.id),
             qos: Qos::AtLeastOnce,
             retain: true,
             payload: Payload::Bytes(self.manifest.encode()),
         });
-        self.manifest_due = now + self.backoff(self.manifest_sends);
-        self.manifest_sends += 1;
+    }
+
+    /// Asks again for the answers to the end of round at `next_seq`: always on a
+    /// `retry`, otherwise only when a receiver is quiet. A quiet receiver (active,
+    /// not answered, nothing from it for `rto`) may have restarted and subscribed
+    /// again without getting the retained manifest, so the manifest goes out first:
+    /// the receiver accepts it, answers `Ready` with what it saved, and then answers
+    /// the end of round behind it.
+    fn rejoin(&mut self, next_seq: u32, retry: bool, now: Instant) {
+        let since = self.asked_at;
+        let rto = self.cfg.rto;
+        let quiet =
+            self.peers.values().any(|p| p.state == PeerState::Active && !p.answered && now >= p.heard.max(since) + rto);
+        if quiet {
+            self.push_manifest();
+        }
+        if quiet || retry {
+            self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+            self.asked_at = now;
+        }
+        self.rejoin_at = now + self.cfg.rejoin_interval;
+    }
+
+    /// A receiver that has not answered the end of round being drained said `Ready`:
+    /// it has the manifest, and either restarted or heard nothing for a while, so the
+    /// end of round it answers may never have reached it. (rumqttd hands a returning
+    /// session its kept control messages before its kept manifests, so the ends of
+    /// round arrive while the receiver does not know the transfer yet.) Publish it
+    /// again now rather than at the next check, at most once per `rto` whoever asks.
+    fn ask_again(&mut self, now: Instant) {
+        if let Phase::Draining { next_seq, .. } = self.phase {
+            if now >= self.asked_at + self.cfg.rto {
+                self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+                self.asked_at = now;
+            }
+        }
+    }
+
+    /// Adds to `to_send` the chunks of `lacks`, except those sent to the receiver
+    /// with a `seq` at or above its credit `acked`: they are still on their way, and
+    /// if they are lost the next end of round says so. Without this a receiver that
+    /// answers the manifest twice (retained, then re-published) would have every chunk
+    /// in flight queued a second time.
+    fn queue_lacking(&mut self, mut lacks: RangeSet, acked: u32) {
+        let skip = acked.saturating_sub(self.sent_base) as usize;
+        for &index in self.sent.iter().skip(skip) {
+            lacks.remove(index);
+        }
+        self.to_send.union_with(&lacks);
     }
 
     fn push_ctl(&mut self, ctl: Ctl) {
@@ -583,7 +704,7 @@ impl Sender {
         if !self.has_room_for(from) {
             return;
         }
-        let mut peer = Peer::new(self.next_seq);
+        let mut peer = Peer::new(self.next_seq, now);
         peer.held = held;
         peer.missing = lacks.len();
         // A receiver that joins during a drain is asked in the next one; its lacks
@@ -607,6 +728,8 @@ impl Sender {
         }
         self.blocked_since = None;
         self.credit_in_drain = false;
+        self.rejoin_at = now + self.cfg.rto;
+        self.asked_at = now;
         self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.cfg.rto };
         self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq: self.next_seq });
     }
@@ -652,6 +775,8 @@ impl Sender {
             }
             let deadline = now + self.backoff(self.verify_rounds - 1);
             self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline };
+            // Nobody is asked before the deadline, so nobody is quiet before it.
+            (self.asked_at, self.rejoin_at) = (deadline, deadline);
             for p in self.peers.values_mut() {
                 p.answered = p.state != PeerState::Active;
             }
@@ -805,8 +930,9 @@ impl Sender {
 }
 
 impl Peer {
-    fn new(acked: u32) -> Self {
+    fn new(acked: u32, now: Instant) -> Self {
         Peer {
+            heard: now,
             state: PeerState::Active,
             acked,
             answered: false,
@@ -821,8 +947,9 @@ impl Peer {
         matches!(self.state, PeerState::Gone(_))
     }
 
-    fn complete(acked: u32, chunks: u32) -> Self {
+    fn complete(acked: u32, chunks: u32, now: Instant) -> Self {
         Peer {
+            heard: now,
             state: PeerState::Complete,
             acked,
             answered: true,
@@ -911,6 +1038,43 @@ mod tests {
                 SenderEvent::Failed(SendFailure::ReceiverLost { receiver: r0 }),
             ]
         );
+    }
+
+    /// A `Ready` from a receiver that has not answered the end of round gets the end
+    /// of round again, but a flood of them gets one per `rto`, and none of them queues
+    /// a chunk that is in flight to it.
+    #[test]
+    fn readys_while_draining_ask_again_once_per_rto() {
+        let now = Instant::now();
+        let (mut tx, r0, _) = joined_pair(now);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
+        assert_eq!(sent.iter().filter(|t| matches!(t.payload, Payload::Chunk(_))).count(), 3);
+        assert!(matches!(sent.last().and_then(ctl), Some(Ctl::EndRound { next_seq: 3, .. })));
+        let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+        let count_end_rounds = |tx: &mut Sender, at| {
+            std::iter::from_fn(|| tx.poll_transmit(at))
+                .filter(|t| {
+                    assert!(!matches!(t.payload, Payload::Chunk(_)), "no chunk while draining");
+                    matches!(ctl(t), Some(Ctl::EndRound { .. }))
+                })
+                .count()
+        };
+        // Within rto of the end of round: it is on its way, nobody is asked again.
+        for _ in 0..100 {
+            tx.handle_ack(&r0, &ready, now).unwrap();
+        }
+        assert_eq!(count_end_rounds(&mut tx, now), 0);
+        let later = now + Duration::from_millis(1500);
+        for _ in 0..100 {
+            tx.handle_ack(&r0, &ready, later).unwrap();
+        }
+        assert_eq!(count_end_rounds(&mut tx, later), 1);
+        // All three chunks are in flight to r0 (credit 0): none is queued again, so
+        // the round that follows the drain is empty of them.
+        let missing = Ack::Missing { run: 7, next_seq: 3, missing: RangeSet::new(), more: false }.encode();
+        tx.handle_ack(&rid("r1"), &missing, later).unwrap();
+        tx.handle_ack(&r0, &missing, later).unwrap();
+        assert_eq!(count_end_rounds(&mut tx, later), 0, "the drain ended; a verify round waits");
     }
 
     /// Found by fuzzing (`fuzz/corpus/sender/regress-progress-held-past-chunk-count`):

@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Action, Link, Sim, SimBuilder};
+use harness::{Action, Link, Retained, Sim, SimBuilder};
 use mqft_proto::Wait;
 use proptest::prelude::*;
 
@@ -99,6 +99,48 @@ proptest! {
                 "unexpected failure {f:?}"
             ),
             None => prop_assert!(false, "no outcome: {:?}", sim.sender_events),
+        }
+    }
+
+    /// Issue 9: on a broker that never hands a restarted receiver the retained
+    /// manifest (rumqttd with a session present, RabbitMQ's wildcard subscriptions),
+    /// a receiver killed mid-transfer and restarted with its saved state still gets
+    /// the file, soon after it is back, whatever the losses.
+    #[test]
+    fn restarts_resume_without_the_retained_manifest(
+        seed in any::<u64>(),
+        size in 20_000usize..200_000,
+        loss in 0.0f64..0.3,
+        kill_rx_ms in 2u64..400,
+        down_ms in 1u64..30_000,
+        snapshot_every in 1u32..50,
+        never in any::<bool>(),
+    ) {
+        let mut sim = SimBuilder::new(seed, size, 1000)
+            .receivers(2)
+            .link(Link { loss, ..Link::default() })
+            .build();
+        patient(&mut sim, 2);
+        // RabbitMQ, or rumqttd with the session it keeps for the receiver.
+        sim.retained_mode = if never { Retained::Never } else { Retained::FirstSubscription };
+        sim.offline_session = !never;
+        sim.receivers[0].service = Duration::from_micros(300);
+        sim.receivers[0].snapshot_every = snapshot_every;
+        sim.schedule(Duration::from_millis(kill_rx_ms), Action::KillReceiver(0));
+        sim.schedule(Duration::from_millis(kill_rx_ms + down_ms), Action::StartReceiver(0));
+        sim.start_sender();
+        sim.run_until(Duration::from_millis(kill_rx_ms - 1));
+        let rx0 = &sim.receivers[0].id;
+        let joined = sim.sender.as_ref().unwrap().receivers().any(|(id, _)| id == rx0);
+        sim.drive(DAY);
+        sim.assert_delivered([0, 1]);
+        // A receiver that had joined is quiet to the sender, which publishes the
+        // manifest for it every 2 s (losses cost some of them). One killed before
+        // it joined waits for the joining re-publications, up to 16 s apart.
+        if joined {
+            let back = sim.receivers[0].started_at.unwrap();
+            let took = sim.finished_at.unwrap().saturating_duration_since(back);
+            prop_assert!(took < Duration::from_secs(60), "done {took:?} after the restart");
         }
     }
 }

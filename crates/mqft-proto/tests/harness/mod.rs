@@ -60,6 +60,19 @@ impl Rng {
     }
 }
 
+/// What the broker does with the retained manifest when a receiver subscribes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    /// Every subscription gets it (Mosquitto 2.0, NATS 2.9).
+    Always,
+    /// Only a receiver's first subscription: one that comes back with its session
+    /// present gets none (rumqttd 0.20).
+    FirstSubscription,
+    /// Never: receivers subscribe with a wildcard, and RabbitMQ 3.10 never delivers
+    /// retained messages to wildcard subscriptions. Only live publishes arrive.
+    Never,
+}
+
 /// What the link between each client and the broker does to deliveries.
 #[derive(Debug, Clone)]
 pub struct Link {
@@ -122,6 +135,12 @@ pub struct SimReceiver {
     pub snapshot_every: u32,
     /// How long moving the verified file into place takes.
     pub finalize_after: Duration,
+    /// Has subscribed before: the broker keeps its session.
+    pub subscribed: bool,
+    /// What the broker keeps for it while it is offline ([`Sim::offline_session`]).
+    pub session: Vec<(String, Vec<u8>)>,
+    /// When it was last started by [`Action::StartReceiver`].
+    pub started_at: Option<Instant>,
     handled: u32,
 }
 
@@ -144,6 +163,15 @@ pub struct Sim {
     /// Broker queue cap per receiver (Mosquitto's `max_queued_messages`).
     pub queue_cap: Option<usize>,
     pub retained: Option<Vec<u8>>,
+    /// Which subscriptions get the retained manifest.
+    pub retained_mode: Retained,
+    /// The broker keeps an offline receiver's session: the manifests and control
+    /// messages published while it is down are handed over when it comes back, all
+    /// control messages first, then the manifests, because rumqttd 0.20 keeps one log
+    /// per subscription filter and drains them one after the other. (Chunks it would
+    /// get too are left out: a receiver that has not accepted the transfer again
+    /// drops them.)
+    pub offline_session: bool,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     evs: Vec<Option<Ev>>,
     order: u64,
@@ -231,6 +259,9 @@ impl SimBuilder {
                 corrupt_seen: 0,
                 snapshot_every: 1,
                 finalize_after: Duration::ZERO,
+                subscribed: true,
+                session: Vec::new(),
+                started_at: None,
                 handled: 0,
             })
             .collect();
@@ -250,6 +281,8 @@ impl SimBuilder {
             link: self.link,
             queue_cap: self.queue_cap,
             retained: None,
+            retained_mode: Retained::Always,
+            offline_session: false,
             heap: BinaryHeap::new(),
             evs: Vec::new(),
             order: 0,
@@ -293,7 +326,11 @@ impl Sim {
         }
         let is_chunk = topic.contains("/chunk/");
         for i in 0..self.receivers.len() {
-            let r = &self.receivers[i];
+            let r = &mut self.receivers[i];
+            if !r.online && self.offline_session && r.subscribed && !is_chunk {
+                r.session.push((topic.clone(), payload.clone()));
+                continue;
+            }
             // Chunks reach only receivers subscribed to the transfer.
             if !r.online || (is_chunk && r.rx.is_none()) {
                 continue;
@@ -463,10 +500,25 @@ impl Sim {
                     r.queue.clear();
                 }
                 Action::StartReceiver(i) => {
-                    self.receivers[i].online = true;
-                    // The broker hands a new subscriber the retained manifest.
-                    if let Some(m) = self.retained.clone() {
-                        let at = self.now + self.link.delay;
+                    let r = &mut self.receivers[i];
+                    r.online = true;
+                    r.started_at = Some(self.now);
+                    // The broker hands a subscriber the retained manifest, unless it
+                    // is one that skips it.
+                    let gets_retained = match self.retained_mode {
+                        Retained::Always => true,
+                        Retained::FirstSubscription => !r.subscribed,
+                        Retained::Never => false,
+                    };
+                    r.subscribed = true;
+                    // Control messages before manifests: one filter's log, then the next.
+                    let mut kept = std::mem::take(&mut r.session);
+                    kept.sort_by_key(|(topic, _)| !topic.ends_with("/ctl"));
+                    let at = self.now + self.link.delay;
+                    for (topic, payload) in kept {
+                        self.push(at, Ev::ToReceiver(i, topic, payload));
+                    }
+                    if let Some(m) = self.retained.clone().filter(|_| gets_retained) {
                         let topic = self.prefix.manifest(&self.manifest.id);
                         self.push(at, Ev::ToReceiver(i, topic, m));
                     }
