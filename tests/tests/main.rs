@@ -7,6 +7,7 @@
 //! binary, which must be built first (`cargo build -p mqft-cli`; `scripts/test`
 //! does).
 
+mod autosize;
 mod cli;
 mod constrained;
 mod fault_util;
