@@ -12,10 +12,12 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use mqft::{MqttVersion, SendEvent, SendOptions};
 use mqft_tests::proxy::Proxy;
 use mqft_tests::{files_equal, random_file, Broker};
 
-use crate::fault_util::{timed, Cli, Finished, WAIT};
+use crate::fault_util::{poll_until, timed, Cli, Finished, WAIT};
+use crate::util::{client, connected, drain, receive_opts, within};
 
 /// How long converging and sending may take: the sizes tried cost about a
 /// second or two each, and the files move in well under a second.
@@ -125,4 +127,56 @@ fn auto_converges_when_the_broker_cuts_oversized_publishes() {
     assert_eq!(sizes_tried(&failed), [256 << 10], "{}", failed.text);
     eprintln!("explicit 256k through the cutting proxy failed in {took:?}");
     drop(rx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_remembers_the_size_that_got_through() {
+    let broker = Broker::builder().config_line("message_size_limit 100000").start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let client = client(&broker, MqttVersion::V5);
+    let mut rx = client.receive(out.path(), receive_opts("rx-memory"));
+    connected(&mut rx).await;
+
+    // Three files in flight at once: each starts at 256 KiB, and all of them
+    // end up at the size that gets through.
+    let files: Vec<_> = (0..3).map(|i| random_file(src.path(), &format!("f{i}.bin"), 1 << 20, 9910 + i)).collect();
+    let mut send = client.send(&files, SendOptions::default());
+    let events = drain(&mut send).await;
+    let report = within("the first send", send.wait()).await.unwrap_or_else(|e| panic!("{e}\n{events:#?}"));
+    assert_eq!(report.files.len(), 3);
+    for f in &files {
+        let started: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                SendEvent::Started { path, chunk_size, .. } if path == f => Some(*chunk_size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started.first(), Some(&(256 << 10)), "{events:#?}");
+        assert_eq!(started.last(), Some(&(64 << 10)), "{events:#?}");
+    }
+
+    // The next send of the same client starts where the first one ended.
+    let next = random_file(src.path(), "next.bin", 1 << 20, 9920);
+    let mut send = client.send([&next], SendOptions::default());
+    let events = drain(&mut send).await;
+    within("the second send", send.wait()).await.unwrap_or_else(|e| panic!("{e}\n{events:#?}"));
+    let started: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            SendEvent::Started { chunk_size, .. } => Some(*chunk_size),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [64 << 10], "{events:#?}");
+
+    for f in files.iter().chain([&next]) {
+        let name = f.file_name().unwrap();
+        let arrived = out.path().join(name);
+        assert!(poll_until(WAIT, || arrived.exists()).await, "{} never arrived", name.to_string_lossy());
+        assert!(files_equal(f, &arrived));
+    }
+    rx.cancel();
+    within("the receiver's end", rx.wait()).await.unwrap();
 }
