@@ -17,6 +17,7 @@
 //! only when the outbox has room: so the memory a send holds is a few chunks, not
 //! the window and not the file.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ use crate::{now, store, to_tokio, Error, ErrorKind};
 
 /// How long a cancelled or finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Transfers abandoned for smaller chunks whose abort is sent again after a
+/// reconnect without a session, at most: a few halvings of the files in flight.
+const ABANDONED_MEMORY: usize = 64;
 /// [`SendOptions::window_bytes`] by default.
 pub const DEFAULT_WINDOW_BYTES: u64 = 64 << 20;
 
@@ -344,6 +348,7 @@ async fn run(
         broker_max: info.max_packet_size,
         broker: cfg.addr(),
         sizes,
+        abandoned: VecDeque::new(),
         opts,
         jobs,
         next_job: 0,
@@ -424,6 +429,8 @@ struct Engine {
     broker: String,
     /// What `auto` learned about chunk sizes, per broker.
     sizes: SizeMemory,
+    /// Transfers abandoned for smaller chunks (id and run), newest last.
+    abandoned: VecDeque<(TransferId, u32)>,
     opts: SendOptions,
     jobs: Vec<Job>,
     /// The next job to start preparing.
@@ -508,6 +515,9 @@ impl Engine {
             ConnEvent::Up(info) => {
                 info!(session_present = info.session_present, "reconnected");
                 self.conn.out.resubscribe();
+                if !info.session_present {
+                    self.abort_abandoned_again();
+                }
                 // A broker that lost the session may have lost the retained
                 // manifests too: the state machines publish them again.
                 let now = now();
@@ -599,6 +609,21 @@ impl Engine {
         });
     }
 
+    /// Publishes the abort and the cleared manifest of every transfer abandoned for
+    /// smaller chunks again, after a reconnect without a session: the connection
+    /// that carried them may have broken before they left (an oversized chunk ahead
+    /// of them breaks it, by design), and a receiver still holding the old
+    /// transfer open would refuse its successor, a file of the same name, as busy.
+    /// They go out before the successors' manifests, which the state machines
+    /// publish again next. Receivers ignore an abort of a transfer they ended.
+    fn abort_abandoned_again(&mut self) {
+        for &(id, run) in &self.abandoned {
+            let abort = proto::Ctl::Abort { run, reason: proto::AbortReason::Cancelled };
+            self.conn.out.publish(self.prefix.ctl(&id), proto::Qos::AtLeastOnce, false, abort.encode());
+            self.conn.out.publish(self.prefix.manifest(&id), proto::Qos::AtLeastOnce, true, Vec::new());
+        }
+    }
+
     /// The chunk size for a file of `size` bytes: the setting, settled against the
     /// broker; for `auto`, no larger than what was learned to get through it.
     fn chunk_size_for(&self, size: u64) -> Result<u32, Error> {
@@ -652,6 +677,10 @@ impl Engine {
         }
         let old = a.sender.manifest().clone();
         let (idx, file) = (a.idx, a.file.clone());
+        if self.abandoned.len() == ABANDONED_MEMORY {
+            self.abandoned.pop_front();
+        }
+        self.abandoned.push_back((old.id, old.run));
         let path = self.jobs[idx].path.clone();
         info!(
             path = %path.display(),
