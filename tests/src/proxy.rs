@@ -22,6 +22,10 @@
 //!   directions, while their sockets stay open: a half-open connection, as a
 //!   NAT box that lost its state or a dead link leaves behind. Only a
 //!   keep-alive can find it. New connections work normally;
+//! - [`Proxy::cut_publishes_over`]: a connection whose client sends an MQTT
+//!   PUBLISH larger than a limit is reset before the packet is forwarded, as
+//!   rumqttd does with an oversized publish. The client-to-server stream is
+//!   followed packet by packet from its fixed headers ([`PacketScanner`]);
 //! - [`Proxy::down_for`]: the link goes down: every connection is reset, and
 //!   new ones are reset as soon as they are accepted, until the time is up.
 //!   (A client sees its connect succeed and the connection reset before
@@ -169,6 +173,14 @@ impl Proxy {
     /// [`Proxy::resets`] counts it once it happened. Each call arms one cut.
     pub fn cut_mid_packet(&self, direction: Direction) {
         self.shared.faults().cut[direction.index()] = true;
+    }
+
+    /// Reset, from now on, every connection whose client sends a PUBLISH packet
+    /// of more than `bytes` bytes (fixed header included), before any byte of
+    /// it is forwarded; `None` lifts the limit. Each such reset counts in
+    /// [`Proxy::resets`].
+    pub fn cut_publishes_over(&self, bytes: Option<u64>) {
+        self.shared.faults().max_publish = bytes;
     }
 
     /// Reset every open connection now (`RST` to both ends). Returns how many.
@@ -343,6 +355,8 @@ struct Faults {
     down_until: Option<Instant>,
     /// A cut is armed, per [`Direction::index`].
     cut: [bool; 2],
+    /// Connections sending larger PUBLISH packets are reset.
+    max_publish: Option<u64>,
 }
 
 /// One proxied connection: the client's socket and ours to the upstream.
@@ -449,6 +463,9 @@ fn timed_out(e: &io::Error) -> bool {
 fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender<Piece>) {
     let (from, _) = link.ends(direction);
     let mut buf = vec![0u8; READ_SIZE];
+    // Follows the client's packets from the first byte, so that a limit set
+    // later applies to the same connection.
+    let mut packets = PacketScanner::default();
     loop {
         if shared.stopping() || link.state() == DEAD {
             return;
@@ -473,6 +490,15 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
         };
         let now = Instant::now();
         shared.note_read(direction, &buf[..n]);
+        if direction == Direction::ClientToServer {
+            let largest = packets.feed(&buf[..n]);
+            let limit = shared.faults().max_publish;
+            if limit.is_some_and(|limit| largest.is_some_and(|size| size > limit)) {
+                // Nothing of this read goes on: the broker never sees the packet.
+                let _ = tx.send(Piece::Reset);
+                return;
+            }
+        }
         let cut = n >= CUT_MIN && std::mem::take(&mut shared.faults().cut[direction.index()]);
         let sent = if cut {
             tx.send(Piece::Data(now, buf[..n / 2].to_vec())).and_then(|()| tx.send(Piece::Reset))
@@ -483,6 +509,54 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
             // A cut is the writer's to carry out; a gone writer means the link died.
             return;
         }
+    }
+}
+
+/// Finds the MQTT packets in one direction's byte stream from their fixed
+/// headers: a type nibble and flags, then the remaining length as a variable
+/// byte integer (at most 4 bytes). It never holds more than a header.
+#[derive(Debug, Default)]
+struct PacketScanner {
+    /// Bytes of the current packet's body still to pass over.
+    skip: u64,
+    /// The fixed header read so far, when it spans reads.
+    header: Vec<u8>,
+    /// The stream is not MQTT (a bad length): stop looking.
+    lost: bool,
+}
+
+impl PacketScanner {
+    /// Takes the next bytes of the stream. Returns the size of the largest
+    /// PUBLISH packet (type 3) whose fixed header ends in them.
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<u64> {
+        let mut largest = None;
+        while !bytes.is_empty() && !self.lost {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(bytes.len());
+                self.skip -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.header.push(bytes[0]);
+            bytes = &bytes[1..];
+            let length = &self.header[1..];
+            if length.is_empty() {
+                continue;
+            }
+            if length.last().is_some_and(|b| b & 0x80 != 0) {
+                // The length goes on in the next byte, for at most 4 bytes.
+                self.lost = length.len() >= 4;
+                continue;
+            }
+            let remaining = length.iter().rev().fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7f));
+            let total = self.header.len() as u64 + remaining;
+            if self.header[0] >> 4 == 3 {
+                largest = largest.max(Some(total));
+            }
+            self.skip = remaining;
+            self.header.clear();
+        }
+        largest
     }
 }
 
@@ -672,6 +746,28 @@ mod tests {
         assert_eq!(proxy.resets(), 1);
         // The next connection is fine.
         echo(&mut connect(&proxy), 8000).unwrap();
+    }
+
+    #[test]
+    fn the_scanner_finds_publishes_across_reads() {
+        // A CONNECT of 12 bytes, a PUBLISH of 2 + 200 bytes (length 0xC8 0x01),
+        // a PINGREQ.
+        let mut stream = vec![0x10, 10];
+        stream.extend([0u8; 10]);
+        stream.extend([0x32, 0xC8, 0x01]);
+        stream.extend([7u8; 200]);
+        stream.extend([0xC0, 0x00]);
+        let mut whole = PacketScanner::default();
+        assert_eq!(whole.feed(&stream), Some(203));
+        for split in [1, 12, 13, 14, 100, 214] {
+            let mut parts = PacketScanner::default();
+            let (a, b) = stream.split_at(split);
+            assert_eq!(parts.feed(a).max(parts.feed(b)), Some(203), "split at {split}");
+            assert!(parts.header.is_empty() && parts.skip == 0);
+        }
+        let mut bad = PacketScanner::default();
+        assert_eq!(bad.feed(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), None);
+        assert!(bad.lost);
     }
 
     #[test]

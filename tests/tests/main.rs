@@ -7,6 +7,7 @@
 //! binary, which must be built first (`cargo build -p mqft-cli`; `scripts/test`
 //! does).
 
+mod autosize;
 mod bounded;
 mod cli;
 mod constrained;

@@ -133,7 +133,8 @@ pub struct SendArgs {
     /// QoS of chunk publishes: 0 or 1 (control messages always use 1).
     #[arg(short = 'q', long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub qos: u8,
-    /// Chunk size: auto (from the broker's limit under MQTT 5), or bytes: 65536, 64k, 1m.
+    /// Chunk size: auto (from the broker's limit under MQTT 5, halved while chunks do
+    /// not get through), or bytes: 65536, 64k, 1m.
     #[arg(long, default_value = "auto")]
     pub chunk_size: String,
     /// Chunks in flight that the slowest receiver has not acknowledged. By default

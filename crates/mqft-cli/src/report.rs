@@ -159,6 +159,23 @@ impl Reporter {
             SendEvent::Disconnected { reason } => {
                 self.note(&format!("{}disconnected: {reason}; reconnecting", self.side))
             }
+            SendEvent::ChunkSizeLowered { path, transfer, chunk_size, retry_with } => {
+                if let Some(s) = self.waiting.remove(transfer) {
+                    s.finish_and_clear();
+                }
+                for ((t, _), bar) in &self.bars {
+                    if t == transfer {
+                        bar.abandon_with_message("chunks too large for the broker");
+                    }
+                }
+                self.note(&format!(
+                    "{}{}: chunks of {} do not get through this broker; retrying with {}",
+                    self.side,
+                    display_path(path),
+                    bytes(u64::from(*chunk_size)),
+                    bytes(u64::from(*retry_with))
+                ));
+            }
             SendEvent::Connected => {}
             _ => {}
         }
@@ -320,6 +337,10 @@ pub fn send_json(e: &SendEvent) -> Value {
         }),
         SendEvent::Finished { path, transfer } => json!({
             "event": "finished", "path": path_json(path), "transfer": transfer.to_string(),
+        }),
+        SendEvent::ChunkSizeLowered { path, transfer, chunk_size, retry_with } => json!({
+            "event": "chunk_size_lowered", "path": path_json(path), "transfer": transfer.to_string(),
+            "chunk_size": chunk_size, "retry_with": retry_with,
         }),
         SendEvent::Failed { path, transfer, kind, message } => json!({
             "event": "failed", "path": path_json(path), "transfer": transfer.map(|t| t.to_string()),

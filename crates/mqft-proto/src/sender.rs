@@ -325,6 +325,14 @@ impl Sender {
         self.next_seq
     }
 
+    /// Rounds in a row that ended without progress so far (the transfer fails at
+    /// [`SenderConfig::max_stalled_rounds`]). The first round always counts as
+    /// progress, so 1 means two answered rounds in which nothing new arrived: a
+    /// runtime that can pick another chunk size may act on it before the failure.
+    pub fn stalled_rounds(&self) -> u32 {
+        self.stalled_rounds
+    }
+
     /// The receivers known, and whether each has confirmed the file.
     pub fn receivers(&self) -> impl Iterator<Item = (&ReceiverId, bool)> {
         self.peers.iter().map(|(id, p)| (id, p.state == PeerState::Complete))

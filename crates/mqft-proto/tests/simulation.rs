@@ -229,6 +229,10 @@ fn broker_that_drops_every_chunk_gives_a_clear_failure() {
     sim.sender_cfg.window = 32;
     let sim = run(sim);
     assert!(matches!(sim.outcome(), Some(Err(SendFailure::NoProgress { .. }))), "{:?}", sim.sender_events);
+    // The count a runtime may act on earlier (mqft's chunk-size `auto`) is the one
+    // the failure came from.
+    let stalled = sim.sender.as_ref().map(|s| s.stalled_rounds());
+    assert_eq!(stalled, Some(sim.sender_cfg.max_stalled_rounds));
     assert!(sim.chunk_transmissions < 1000, "bounded: {}", sim.chunk_transmissions);
     assert!(sim.receivers[0].final_file.is_none());
 }

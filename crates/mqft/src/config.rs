@@ -292,11 +292,16 @@ impl fmt::Display for MqttVersion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChunkSize {
     /// Under MQTT 5, as large as the broker's Maximum Packet Size allows, up to
-    /// [`AUTO_CHUNK_CAP`]; under 3.1.1, [`V311_DEFAULT_CHUNK`].
+    /// [`AUTO_CHUNK_CAP`]; under 3.1.1, [`V311_DEFAULT_CHUNK`]. When chunks of that
+    /// size do not get through (a broker that drops or cuts off messages over a
+    /// limit it does not announce), the sender starts the file again with half the
+    /// size, down to 4 KiB, and the [`crate::Client`] remembers the size for that
+    /// broker ([`crate::SendEvent::ChunkSizeLowered`]).
     #[default]
     Auto,
     /// Exactly this many bytes; a size the broker does not accept is an error
-    /// before anything is sent.
+    /// before anything is sent, and chunks that do not get through end the send
+    /// ("no chunk got through").
     Fixed(u32),
 }
 

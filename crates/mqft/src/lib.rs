@@ -69,6 +69,7 @@
 
 pub use mqft_proto as proto;
 
+mod autosize;
 pub mod config;
 mod conn;
 pub mod error;
@@ -93,16 +94,19 @@ pub use tokio_util::sync::CancellationToken;
 /// The entry point: broker settings, from which sends and receives start.
 ///
 /// Each send or receive opens its own connection: a receiver keeps a persistent
-/// session under a stable client id, a sender a clean one.
+/// session under a stable client id, a sender a clean one. Clones share what
+/// [`ChunkSize::Auto`] learned about the broker's message size (see [`ChunkSize`]).
 #[derive(Debug, Clone)]
 pub struct Client {
     config: Config,
+    /// Chunk sizes that got through, per broker, for `auto`.
+    sizes: autosize::SizeMemory,
 }
 
 impl Client {
     /// A client for the broker `config` describes. Nothing connects yet.
     pub fn new(config: Config) -> Self {
-        Client { config }
+        Client { config, sizes: autosize::SizeMemory::default() }
     }
 
     /// The settings.
@@ -122,7 +126,7 @@ impl Client {
         I: IntoIterator<Item = F>,
         F: Into<SendFile>,
     {
-        send::spawn(self.config.clone(), files.into_iter().map(Into::into).collect(), opts)
+        send::spawn(self.config.clone(), files.into_iter().map(Into::into).collect(), opts, self.sizes.clone())
     }
 
     /// Receives files into `out_dir` (which must exist) until cancelled, or until

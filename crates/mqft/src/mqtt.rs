@@ -278,6 +278,15 @@ impl EventLoop {
     /// The next event that matters; `Ok(None)` for the ones that do not (other acks,
     /// pings, our own outgoing packets).
     ///
+    /// A publish whose packet id is still in flight is parked by rumqttc as a
+    /// "collision", and rumqttc takes no new request until that id is acked. Its
+    /// clean-up after an error keeps the parked publish there while it forgets the
+    /// ids in flight, so after a reconnect the ack never comes, and nothing is sent
+    /// until two keep-alives later rumqttc gives up on the collision. Connections
+    /// that break in quick succession with many publishes in flight (a broker that
+    /// breaks the connection at each oversized chunk) got stuck for a minute that
+    /// way. So after an error the parked publish joins the others to send again.
+    ///
     /// Under MQTT 3.1.1 a packet larger than our limit ends the connection, and the
     /// broker cannot be told the limit (MQTT 5 announces it, and the broker then
     /// drops such packets for us). With a persistent session the broker keeps an
@@ -316,7 +325,11 @@ impl EventLoop {
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
                     Err(e) => {
-                        // rumqttc has just moved what it will send again into `pending`.
+                        // rumqttc has just moved what it will send again into `pending`,
+                        // except a publish parked on a packet-id collision.
+                        if let Some(p) = el.state.collision.take() {
+                            el.pending.push_back(rumqttc::Request::Publish(p));
+                        }
                         *held = el.pending.iter().filter(|r| held4(r)).cloned().collect();
                         if *persistent && is_oversized4(&e) {
                             tracing::debug!("oversized packet from the broker; the next session starts clean");
@@ -360,6 +373,11 @@ impl EventLoop {
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
                     Err(e) => {
+                        // See the 3.1.1 arm: a publish parked on a collision goes back
+                        // with the rest.
+                        if let Some(p) = el.state.collision.take() {
+                            el.pending.push_back(rumqttc::v5::Request::Publish(p));
+                        }
                         *held = el.pending.iter().filter(|r| held5(r)).cloned().collect();
                         Err(failure5(e))
                     }

@@ -806,8 +806,11 @@ impl Engine {
                     t.ended = true;
                     let path = t.paths.final_path.clone();
                     info!(%id, path = %path.display(), %failure, "receive failed");
-                    if failure == ReceiveFailure::HashMismatch {
-                        // The bytes are known bad: nothing to resume.
+                    let aborted_empty = matches!(failure, ReceiveFailure::SenderAborted(_)) && t.rx.bytes_held() == 0;
+                    if failure == ReceiveFailure::HashMismatch || aborted_empty {
+                        // The bytes are known bad, or there are none (a sender that
+                        // gave up on its chunk size starts a new transfer): nothing
+                        // to resume, so no `.part` is left behind.
                         t.writer.send(Job::Discard).await;
                     } else if t.local_error.is_none() {
                         checkpoint(t).await;

@@ -17,6 +17,7 @@
 //! only when the outbox has room: so the memory a send holds is a few chunks, not
 //! the window and not the file.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::autosize::{self, Probe, SizeMemory};
 use crate::config::{self, ChunkSize, Config, MqttVersion};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
@@ -44,6 +46,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// receiver gives up on a silent sender by itself.
 const CANCEL_GRACE: Duration = Duration::from_millis(500);
 const CANCEL_CLOSE_GRACE: Duration = Duration::from_millis(300);
+/// Transfers abandoned for smaller chunks whose abort is sent again after a
+/// reconnect without a session, at most: a few halvings of the files in flight.
+const ABANDONED_MEMORY: usize = 64;
 /// [`SendOptions::window_bytes`] by default.
 pub const DEFAULT_WINDOW_BYTES: u64 = 64 << 20;
 
@@ -157,6 +162,20 @@ pub enum SendEvent {
         /// The chunk size settled for it.
         chunk_size: u32,
     },
+    /// With [`ChunkSize::Auto`]: chunks of `chunk_size` do not get through this
+    /// broker (the connection broke after each, or rounds repaired nothing while
+    /// none arrived). The transfer was abandoned, and the file starts again as a new
+    /// transfer with chunks of `retry_with` bytes: a [`SendEvent::Started`] follows.
+    ChunkSizeLowered {
+        /// The file.
+        path: PathBuf,
+        /// The abandoned transfer.
+        transfer: TransferId,
+        /// Its chunk size.
+        chunk_size: u32,
+        /// The chunk size tried next.
+        retry_with: u32,
+    },
     /// A receiver accepted the file.
     ReceiverJoined {
         /// The file.
@@ -250,10 +269,12 @@ pub struct SentFile {
 pub type SendHandle = Handle<SendEvent, SendReport>;
 
 /// Starts sending `files` on a task of the current tokio runtime.
-pub(crate) fn spawn(cfg: Config, files: Vec<SendFile>, opts: SendOptions) -> SendHandle {
+/// `sizes` holds the chunk sizes `auto` learned per broker, shared with other
+/// sends of the same [`crate::Client`].
+pub(crate) fn spawn(cfg: Config, files: Vec<SendFile>, opts: SendOptions, sizes: SizeMemory) -> SendHandle {
     let (events, rx) = Events::channel();
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(cfg, files, opts, events, cancel.clone()));
+    let task = tokio::spawn(run(cfg, files, opts, sizes, events, cancel.clone()));
     Handle::new(rx, task, cancel)
 }
 
@@ -287,12 +308,18 @@ struct Active {
     /// Set once the state machine reported its end; the entry is dropped once its
     /// last transmits (the abort, the cleared manifest) are out.
     outcome: Option<Result<SentFile, Error>>,
+    /// Whether chunks of this size get through (for `auto`).
+    probe: Probe,
+    /// Abandoned for a smaller chunk size: the file goes on as another transfer,
+    /// and this one's end is not the file's.
+    superseded: bool,
 }
 
 async fn run(
     cfg: Config,
     files: Vec<SendFile>,
     opts: SendOptions,
+    sizes: SizeMemory,
     events: Events<SendEvent>,
     cancel: CancellationToken,
 ) -> Result<SendReport, Error> {
@@ -326,6 +353,9 @@ async fn run(
         prefix: cfg.prefix.clone(),
         version: cfg.version,
         broker_max: info.max_packet_size,
+        broker: cfg.addr(),
+        sizes,
+        abandoned: VecDeque::new(),
         opts,
         jobs,
         next_job: 0,
@@ -402,6 +432,12 @@ struct Engine {
     prefix: Prefix,
     version: MqttVersion,
     broker_max: Option<u32>,
+    /// `host:port`, the key of `sizes`.
+    broker: String,
+    /// What `auto` learned about chunk sizes, per broker.
+    sizes: SizeMemory,
+    /// Transfers abandoned for smaller chunks (id and run), newest last.
+    abandoned: VecDeque<(TransferId, u32)>,
     opts: SendOptions,
     jobs: Vec<Job>,
     /// The next job to start preparing.
@@ -485,11 +521,15 @@ impl Engine {
             ConnEvent::Up(info) => {
                 info!(session_present = info.session_present, "reconnected");
                 self.conn.out.resubscribe();
+                if !info.session_present {
+                    self.abort_abandoned_again();
+                }
                 // A broker that lost the session may have lost the retained
                 // manifests too: the state machines publish them again.
                 let now = now();
                 for a in &mut self.active {
                     a.sender.handle_reconnect(info.session_present, now);
+                    a.probe.on_up(a.sender.chunks_sent());
                 }
                 self.events.emit(SendEvent::Connected);
             }
@@ -500,6 +540,9 @@ impl Engine {
                     Failure::Closed => "closed".to_owned(),
                 };
                 info!(%reason, "connection lost");
+                for a in &mut self.active {
+                    a.probe.on_down(a.sender.chunks_sent());
+                }
                 self.events.emit(SendEvent::Disconnected { reason });
             }
             ConnEvent::Message { topic, payload, .. } => {
@@ -523,13 +566,7 @@ impl Engine {
         if self.cancelled {
             return self.record(idx, None, Err(Error::Cancelled));
         }
-        let chunk_size = match config::settle_chunk_size(
-            self.opts.chunk_size,
-            self.version,
-            self.broker_max,
-            &self.prefix,
-            p.size,
-        ) {
+        let chunk_size = match self.chunk_size_for(p.size) {
             Ok(c) => c,
             Err(e) => return self.record(idx, None, Err(e)),
         };
@@ -573,7 +610,111 @@ impl Engine {
             complete: Vec::new(),
             local_failure: None,
             outcome: None,
+            probe: Probe::default(),
+            superseded: false,
         });
+    }
+
+    /// Publishes the abort and the cleared manifest of every transfer abandoned for
+    /// smaller chunks again, after a reconnect without a session: the connection
+    /// that carried them may have broken before they left (an oversized chunk ahead
+    /// of them breaks it, by design), and a receiver still holding the old
+    /// transfer open would refuse its successor, a file of the same name, as busy.
+    /// They go out before the successors' manifests, which the state machines
+    /// publish again next. Receivers ignore an abort of a transfer they ended.
+    fn abort_abandoned_again(&mut self) {
+        for &(id, run) in &self.abandoned {
+            let abort = proto::Ctl::Abort { run, reason: proto::AbortReason::Cancelled };
+            self.conn.out.publish(self.prefix.ctl(&id), proto::Qos::AtLeastOnce, false, abort.encode());
+            self.conn.out.publish(self.prefix.manifest(&id), proto::Qos::AtLeastOnce, true, Vec::new());
+        }
+    }
+
+    /// The chunk size for a file of `size` bytes: the setting, settled against the
+    /// broker; for `auto`, no larger than what was learned to get through it.
+    fn chunk_size_for(&self, size: u64) -> Result<u32, Error> {
+        let settle = |s| config::settle_chunk_size(s, self.version, self.broker_max, &self.prefix, size);
+        let chunk = settle(self.opts.chunk_size)?;
+        match (self.opts.chunk_size, self.sizes.ceiling(&self.broker)) {
+            (ChunkSize::Auto, Some(ceiling)) if ceiling < chunk => settle(ChunkSize::Fixed(ceiling)),
+            _ => Ok(chunk),
+        }
+    }
+
+    /// With `auto`: starts again, with smaller chunks, every transfer whose chunks
+    /// look too large for the broker (see [`autosize`]), and every one whose
+    /// chunks are larger than what another transfer learned gets through.
+    fn check_sizes(&mut self) {
+        if self.opts.chunk_size != ChunkSize::Auto || self.cancelled {
+            return;
+        }
+        for i in 0..self.active.len() {
+            let a = &self.active[i];
+            if a.superseded || a.sender.is_done() || a.probe.arrived {
+                continue;
+            }
+            let m = a.sender.manifest();
+            let largest = u64::from(m.chunk_size).min(m.size);
+            let next = if a.probe.too_large(a.sender.stalled_rounds()) {
+                autosize::smaller(m.chunk_size, m.size)
+            } else {
+                self.sizes.ceiling(&self.broker).filter(|&c| largest > u64::from(c))
+            };
+            if let Some(next) = next {
+                self.restart(i, next);
+            }
+        }
+    }
+
+    /// Abandons `active[i]` (an abort and a cleared manifest, as for a cancel) and
+    /// starts its file again as a new transfer with chunks of at most `next` bytes.
+    fn restart(&mut self, i: usize, next: u32) {
+        self.sizes.lower(&self.broker, next);
+        let a = &mut self.active[i];
+        a.superseded = true;
+        let now = now();
+        a.sender.cancel(now);
+        // The abort and the cleared manifest go out now, ahead of the new
+        // transfer's manifest in the one ordered queue: a receiver that takes one
+        // transfer at a time (`--once`) has let go of the old one when the new one
+        // is offered, rather than refusing it as busy.
+        while let Some(t) = a.sender.poll_transmit(now) {
+            self.conn.out.transmit(t);
+        }
+        let old = a.sender.manifest().clone();
+        let (idx, file) = (a.idx, a.file.clone());
+        if self.abandoned.len() == ABANDONED_MEMORY {
+            self.abandoned.pop_front();
+        }
+        self.abandoned.push_back((old.id, old.run));
+        let path = self.jobs[idx].path.clone();
+        info!(
+            path = %path.display(),
+            id = %old.id,
+            "chunks of {} do not get through this broker; retrying with {}",
+            autosize::human(old.chunk_size),
+            autosize::human(next),
+        );
+        self.events.emit(SendEvent::ChunkSizeLowered {
+            path: path.clone(),
+            transfer: old.id,
+            chunk_size: old.chunk_size,
+            retry_with: next,
+        });
+        let manifest = self.chunk_size_for(old.size).and_then(|chunk_size| {
+            Manifest::new(old.name.clone(), old.size, chunk_size, old.sha256, old.meta.clone(), rand::random())
+                .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))
+        });
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => return self.record(idx, None, Err(e)),
+        };
+        let p = Prepared { idx, file, sha256: old.sha256, size: old.size, modified_ms: old.meta.modified_ms };
+        if self.active.iter().any(|a| !a.superseded && a.sender.manifest().id == manifest.id) {
+            self.deferred.push((p, manifest));
+        } else {
+            self.start(p, manifest);
+        }
     }
 
     fn cancel_all(&mut self) {
@@ -599,6 +740,7 @@ impl Engine {
         loop {
             self.conn.out.flush();
             self.drain_events();
+            self.check_sizes();
             if !self.conn.out.has_room() {
                 return;
             }
@@ -654,10 +796,18 @@ impl Engine {
                     SenderEvent::ReceiverJoined { receiver, held } => {
                         SendEvent::ReceiverJoined { path, transfer, receiver, held_bytes: bytes(held) }
                     }
+                    // The sender's end of a transfer abandoned for smaller chunks:
+                    // the file goes on as another one.
+                    SenderEvent::Failed(SendFailure::Cancelled) if a.superseded => {
+                        a.outcome = Some(Err(Error::Cancelled));
+                        continue;
+                    }
                     SenderEvent::Progress { receiver, held } => {
+                        a.probe.arrived = true;
                         SendEvent::Progress { path, transfer, receiver, bytes: bytes(held), total: size }
                     }
                     SenderEvent::ReceiverComplete { receiver } => {
+                        a.probe.arrived = true;
                         a.complete.push(receiver.clone());
                         SendEvent::ReceiverComplete { path, transfer, receiver }
                     }
@@ -705,7 +855,7 @@ impl Engine {
         for mut a in done {
             self.conn.out.unsubscribe(std::mem::take(&mut a.ack_filter));
             let id = a.sender.manifest().id;
-            if let Some(outcome) = a.outcome.take() {
+            if let Some(outcome) = a.outcome.take().filter(|_| !a.superseded) {
                 self.results[a.idx] = Some(outcome);
             }
             if let Some(pos) = self.deferred.iter().position(|(_, m)| m.id == id) {
