@@ -106,6 +106,25 @@ pub enum SenderEvent {
         /// Chunks it already had.
         held: u64,
     },
+    /// A receiver holds the manifest in its queue of waiting offers: all its
+    /// transfer slots are taken. It answers `Ready` when one frees; the sender
+    /// waits for it within the join timeout. Reported when the position changes.
+    Queued {
+        /// Who.
+        receiver: ReceiverId,
+        /// Place in its queue, 1 for the head.
+        position: u32,
+    },
+    /// A receiver refused the offer for now (busy, or its queue is full); the
+    /// manifest is offered again after `retry_in`, until the join timeout.
+    Retrying {
+        /// Who.
+        receiver: ReceiverId,
+        /// Why it refused.
+        reason: RejectReason,
+        /// When the manifest goes out again.
+        retry_in: Duration,
+    },
     /// A receiver now holds `held` distinct chunks.
     Progress {
         /// Who.
@@ -144,12 +163,23 @@ pub enum SendFailure {
         wanted: usize,
     },
     /// A receiver that was waited for refused or gave up.
-    #[error("receiver {receiver} rejected the transfer: {reason}")]
+    #[error("receiver {receiver} rejected the transfer: {reason}{}", detail_suffix(detail))]
     Rejected {
         /// Who.
         receiver: ReceiverId,
         /// Why.
         reason: RejectReason,
+        /// What the receiver saw, as it said it (untrusted; escape it to print), or
+        /// empty.
+        detail: String,
+    },
+    /// The join timeout ended while a receiver still held the offer in its queue.
+    #[error("receiver {receiver} still had the transfer queued (position {position}) when the join timeout ended")]
+    StillQueued {
+        /// Who.
+        receiver: ReceiverId,
+        /// Its last reported place in the queue.
+        position: u32,
     },
     /// A receiver that was waited for reported a different SHA-256.
     #[error("receiver {receiver} reported a different sha-256")]
@@ -177,6 +207,21 @@ pub enum SendFailure {
     Cancelled,
 }
 
+/// ": detail", escaped, for a rejection's message; nothing without a detail.
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", detail.escape_debug())
+    }
+}
+
+/// The first pause before an offer refused as busy or queue-full goes out again;
+/// it doubles up to [`MAX_RETRY_DELAY`].
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// The longest pause between offers to a busy receiver.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 /// What the sender knows of one receiver.
 #[derive(Debug, Clone)]
 struct Peer {
@@ -193,6 +238,8 @@ struct Peer {
     best: u64,
     /// Most chunks it ever held at a round's end.
     best_held: u64,
+    /// The detail of its rejection, if it rejected.
+    detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +295,16 @@ pub struct Sender {
     /// Rounds in a row that ended with nothing missing but some receiver not yet
     /// complete.
     verify_rounds: u32,
+    /// Receivers that hold the offer in their queue, and their last position.
+    /// Bounded by [`SenderConfig::max_receivers`].
+    queued: BTreeMap<ReceiverId, u32>,
+    /// Receivers that refused the offer for now (busy, queue full), with the
+    /// refusal: the manifest is offered again with backoff, and the last refusal
+    /// is the failure if the join timeout ends with nobody joined. Bounded like
+    /// `queued`.
+    refused: BTreeMap<ReceiverId, (RejectReason, String)>,
+    /// Offers refused for now so far: drives the retry backoff.
+    busy_retries: u32,
 }
 
 impl Sender {
@@ -271,6 +328,9 @@ impl Sender {
             credit_in_drain: false,
             stalled_rounds: 0,
             verify_rounds: 0,
+            queued: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            busy_retries: 0,
         };
         s.publish_manifest(now);
         s
@@ -383,11 +443,42 @@ impl Sender {
                 }
                 self.after_peer_change(now);
             }
-            Ack::Rejected { reason } => {
+            Ack::Rejected { reason, detail }
+                if matches!(reason, RejectReason::Busy | RejectReason::QueueFull) && !self.peers.contains_key(from) =>
+            {
+                // A refusal of the offer for now, before the receiver took the
+                // transfer: offer it again later, within the join timeout.
+                if !self.has_room_for_waiting(from) {
+                    return Ok(());
+                }
+                self.queued.remove(from);
+                self.refused.insert(from.clone(), (reason, detail));
+                let retry_in = self.retry_delay();
+                self.busy_retries = self.busy_retries.saturating_add(1);
+                if now + retry_in < self.join_deadline {
+                    // Sooner than the join backoff would, never later.
+                    self.manifest_due = self.manifest_due.min(now + retry_in);
+                }
+                self.events.push_back(SenderEvent::Retrying { receiver: from.clone(), reason, retry_in });
+            }
+            Ack::Rejected { reason, detail } => {
                 if self.peers.get(from).is_none_or(|p| !p.is_gone()) && self.has_room_for(from) {
-                    self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq));
+                    self.queued.remove(from);
+                    self.refused.remove(from);
+                    let p = self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq));
+                    p.detail = detail;
                     self.peer_gone(from, Some(reason), now);
                     self.after_peer_change(now);
+                }
+            }
+            Ack::Queued { run: r, position } => {
+                // Only for this run's offer, from a receiver that has not taken it yet.
+                if r != run || self.peers.contains_key(from) || !self.has_room_for_waiting(from) {
+                    return Ok(());
+                }
+                self.refused.remove(from);
+                if self.queued.insert(from.clone(), position) != Some(position) {
+                    self.events.push_back(SenderEvent::Queued { receiver: from.clone(), position });
                 }
             }
         }
@@ -573,6 +664,27 @@ impl Sender {
         active.map(|(_, p)| p.acked).min()
     }
 
+    /// True when a receiver may be remembered as queued or refusing for now: the same
+    /// bound as joined receivers, so a flood of fake answers cannot grow memory.
+    fn has_room_for_waiting(&self, id: &ReceiverId) -> bool {
+        self.queued.contains_key(id)
+            || self.refused.contains_key(id)
+            || self.queued.len() + self.refused.len() < self.cfg.max_receivers
+            || self.waits_for(id)
+    }
+
+    /// The pause before the next offer to a receiver that refused it for now:
+    /// [`FIRST_RETRY_DELAY`] doubling to [`MAX_RETRY_DELAY`], plus up to a half
+    /// more of jitter so that senders refused together do not come back together.
+    /// The jitter derives from the run, a random number per sender, so the state
+    /// machine stays deterministic.
+    fn retry_delay(&self) -> Duration {
+        let base = FIRST_RETRY_DELAY.saturating_mul(1 << self.busy_retries.min(8)).min(MAX_RETRY_DELAY);
+        let mix = self.manifest.run.wrapping_add(self.busy_retries.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x85eb_ca6b);
+        let per_mille = (mix >> 16) % 500;
+        base + base * per_mille / 1000
+    }
+
     /// True when a receiver unknown so far may be tracked: while there is room, and
     /// always for a receiver waited for by id.
     fn has_room_for(&self, id: &ReceiverId) -> bool {
@@ -583,6 +695,8 @@ impl Sender {
         if !self.has_room_for(from) {
             return;
         }
+        self.queued.remove(from);
+        self.refused.remove(from);
         let mut peer = Peer::new(self.next_seq);
         peer.held = held;
         peer.missing = lacks.len();
@@ -699,11 +813,12 @@ impl Sender {
     fn mark_gone(&mut self, id: &ReceiverId, reason: Option<RejectReason>) -> Option<SendFailure> {
         let p = self.peers.get_mut(id)?;
         p.state = PeerState::Gone(reason);
+        let detail = p.detail.clone();
         self.events.push_back(SenderEvent::ReceiverFailed { receiver: id.clone(), reason });
         self.waits_for(id).then(|| match reason {
             None => SendFailure::ReceiverLost { receiver: id.clone() },
             Some(RejectReason::HashMismatch) => SendFailure::HashMismatch { receiver: id.clone() },
-            Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason },
+            Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason, detail },
         })
     }
 
@@ -762,14 +877,22 @@ impl Sender {
         let joined = self.peers.values().filter(|p| !p.is_gone()).count();
         // A receiver that refused or was lost is reported as such.
         let gone = self.peers.iter().find_map(|(id, p)| match p.state {
-            PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason)),
+            PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason, p.detail.clone())),
             _ => None,
         });
-        let failure = match gone {
-            Some((receiver, None)) => SendFailure::ReceiverLost { receiver },
-            Some((receiver, Some(RejectReason::HashMismatch))) => SendFailure::HashMismatch { receiver },
-            Some((receiver, Some(reason))) => SendFailure::Rejected { receiver, reason },
-            None => SendFailure::NoReceivers { joined, wanted },
+        // Then one still queued, then one that kept refusing for now: each says
+        // more than "nobody answered".
+        let queued = self.queued.iter().find(|(id, _)| self.matters(id));
+        let refused = self.refused.iter().find(|(id, _)| self.matters(id));
+        let failure = match (gone, queued, refused) {
+            (Some((receiver, None, _)), ..) => SendFailure::ReceiverLost { receiver },
+            (Some((receiver, Some(RejectReason::HashMismatch), _)), ..) => SendFailure::HashMismatch { receiver },
+            (Some((receiver, Some(reason), detail)), ..) => SendFailure::Rejected { receiver, reason, detail },
+            (None, Some((receiver, &position)), _) => SendFailure::StillQueued { receiver: receiver.clone(), position },
+            (None, None, Some((receiver, (reason, detail)))) => {
+                SendFailure::Rejected { receiver: receiver.clone(), reason: *reason, detail: detail.clone() }
+            }
+            (None, None, None) => SendFailure::NoReceivers { joined, wanted },
         };
         self.finish(Some(failure));
     }
@@ -814,6 +937,7 @@ impl Peer {
             held: 0,
             best: u64::MAX,
             best_held: 0,
+            detail: String::new(),
         }
     }
 
@@ -830,6 +954,7 @@ impl Peer {
             held: u64::from(chunks),
             best: 0,
             best_held: u64::from(chunks),
+            detail: String::new(),
         }
     }
 }

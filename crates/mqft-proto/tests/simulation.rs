@@ -271,7 +271,11 @@ fn rejection_reaches_the_sender() {
     sim.drive(HOUR);
     assert_eq!(
         sim.outcome(),
-        Some(Err(SendFailure::Rejected { receiver: sim.receivers[0].id.clone(), reason: RejectReason::TooLarge }))
+        Some(Err(SendFailure::Rejected {
+            receiver: sim.receivers[0].id.clone(),
+            reason: RejectReason::TooLarge,
+            detail: String::new()
+        }))
     );
 }
 
