@@ -14,6 +14,7 @@ mod faults;
 mod faults_net;
 mod harness;
 mod hostile;
+mod many;
 mod names;
 mod receivers;
 mod secrets;
