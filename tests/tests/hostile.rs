@@ -1224,11 +1224,8 @@ async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
         .filter(|e| e["event"] == "accepted")
         .map(|e| e["transfer"].as_str().unwrap().to_owned())
         .collect();
-    let queued: Vec<String> = events
-        .iter()
-        .filter(|e| e["event"] == "queued")
-        .map(|e| e["transfer"].as_str().unwrap().to_owned())
-        .collect();
+    let queued: Vec<String> =
+        events.iter().filter(|e| e["event"] == "queued").map(|e| e["transfer"].as_str().unwrap().to_owned()).collect();
     let full = events.iter().filter(|e| e["event"] == "rejected" && e["code"] == 10).count();
     assert_eq!(accepted.len(), MAX_CONCURRENT, "no more transfers open than allowed");
     assert_eq!(queued.len(), QUEUE, "no more offers waiting than the queue holds");

@@ -1038,6 +1038,143 @@ mod tests {
         );
     }
 
+    fn is_manifest(t: &Transmit) -> bool {
+        t.topic.ends_with("/manifest") && t.payload != Payload::Bytes(Vec::new())
+    }
+
+    /// A one-receiver sender of a 3-chunk file, run 7, join timeout 10 s.
+    fn lone_sender(now: Instant) -> Sender {
+        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let cfg = SenderConfig { join_timeout: Duration::from_secs(10), ..SenderConfig::default() };
+        Sender::new(cfg, Prefix::default(), m, now)
+    }
+
+    /// A receiver that holds the offer in its queue is waited for, past every
+    /// manifest re-publication, and joins when it answers Ready: the transfer
+    /// finishes.
+    #[test]
+    fn a_queued_receiver_is_waited_for_and_joins_later() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        let mut offers = 0;
+        let sha = tx.manifest().sha256;
+        let out = run(&mut tx, t0, |t| {
+            if !is_manifest(t) {
+                return match ctl(t) {
+                    Some(Ctl::EndRound { .. }) => vec![(r.clone(), Ack::Complete { sha256: sha })],
+                    _ => Vec::new(),
+                };
+            }
+            offers += 1;
+            // Queued at 3, then 1, then taken at the fourth offer (~7 s in).
+            match offers {
+                1 => vec![(r.clone(), Ack::Queued { run: 7, position: 3 })],
+                2 | 3 => vec![(r.clone(), Ack::Queued { run: 7, position: 1 })],
+                _ => vec![(r.clone(), Ack::Ready { run: 7, held: RangeSet::new() })],
+            }
+        });
+        assert!(out.iter().filter(|t| is_manifest(t)).count() >= 4);
+        let events: Vec<SenderEvent> =
+            std::iter::from_fn(|| tx.poll_event()).filter(|e| !matches!(e, SenderEvent::Progress { .. })).collect();
+        assert_eq!(
+            events,
+            [
+                SenderEvent::Queued { receiver: r.clone(), position: 3 },
+                SenderEvent::Queued { receiver: r.clone(), position: 1 },
+                SenderEvent::ReceiverJoined { receiver: r.clone(), held: 0 },
+                SenderEvent::ReceiverComplete { receiver: r },
+                SenderEvent::Finished,
+            ]
+        );
+    }
+
+    /// Still queued when the join timeout ends: the failure says so, not "no
+    /// receiver answered".
+    #[test]
+    fn a_receiver_still_queued_at_the_join_timeout_is_named() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        run(
+            &mut tx,
+            t0,
+            |t| if is_manifest(t) { vec![(r.clone(), Ack::Queued { run: 7, position: 2 })] } else { vec![] },
+        );
+        let last = std::iter::from_fn(|| tx.poll_event()).last();
+        assert_eq!(last, Some(SenderEvent::Failed(SendFailure::StillQueued { receiver: r, position: 2 })));
+    }
+
+    /// A Queued answer for another run, or from a receiver that joined, changes
+    /// nothing.
+    #[test]
+    fn stale_queued_answers_are_ignored() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        tx.handle_ack(&r, &Ack::Queued { run: 6, position: 1 }.encode(), t0).unwrap();
+        assert_eq!(tx.poll_event(), None);
+        tx.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::new() }.encode(), t0).unwrap();
+        tx.handle_ack(&r, &Ack::Queued { run: 7, position: 1 }.encode(), t0).unwrap();
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        assert_eq!(events, [SenderEvent::ReceiverJoined { receiver: r, held: 0 }]);
+    }
+
+    /// A receiver whose queue is full is offered the file again, 0.5 s doubling
+    /// to 5 s (plus up to half again of jitter), until the join timeout; then the
+    /// send fails with its refusal and detail.
+    #[test]
+    fn a_full_queue_is_retried_with_backoff_then_fails_with_its_reason() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        let refusal = || Ack::Rejected { reason: RejectReason::QueueFull, detail: "256 offers waiting".into() };
+        let mut offers = 0;
+        run(&mut tx, t0, |t| {
+            if is_manifest(t) {
+                offers += 1;
+                vec![(r.clone(), refusal())]
+            } else {
+                vec![]
+            }
+        });
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        let delays: Vec<Duration> = events
+            .iter()
+            .filter_map(|e| match e {
+                SenderEvent::Retrying { retry_in, reason: RejectReason::QueueFull, .. } => Some(*retry_in),
+                _ => None,
+            })
+            .collect();
+        // 0.5, 1, 2, 4 s (each up to 1.5 times that) fit in 10 s: at least 4 offers.
+        assert!(offers >= 4, "{offers} offers");
+        for (i, d) in delays.iter().enumerate() {
+            let base = (FIRST_RETRY_DELAY * (1 << i)).min(MAX_RETRY_DELAY);
+            assert!(*d >= base && *d <= base * 3 / 2, "retry {i} after {d:?}");
+        }
+        assert_eq!(
+            events.last(),
+            Some(&SenderEvent::Failed(SendFailure::Rejected {
+                receiver: r,
+                reason: RejectReason::QueueFull,
+                detail: "256 offers waiting".into()
+            }))
+        );
+    }
+
+    /// Senders refused together come back apart: the jitter depends on the run.
+    #[test]
+    fn retry_jitter_differs_between_runs() {
+        let t0 = Instant::now();
+        let delays: BTreeSet<Duration> = (0..20u32)
+            .map(|run| {
+                let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), run).unwrap();
+                Sender::new(SenderConfig::default(), Prefix::default(), m, t0).retry_delay()
+            })
+            .collect();
+        assert!(delays.len() > 10, "{delays:?}");
+    }
+
     /// Found by fuzzing (`fuzz/corpus/sender/regress-progress-held-past-chunk-count`):
     /// a receiver cannot make the sender report more chunks held than the file has.
     #[test]

@@ -97,10 +97,11 @@ pub struct ReceiveOptions {
     /// refused with [`RejectReason::Exists`] and never touched.
     pub overwrite: bool,
     /// Stop after the first file that arrives (or is found already here). A
-    /// transfer that fails for good here (SHA-256 mismatch, local I/O error) stops
-    /// it too, and [`Handle::wait`] returns that error. A sender that gives up or
-    /// goes silent does not: that is often a stale retained manifest, and a sender
-    /// that tries again resumes.
+    /// transfer that fails for good here (SHA-256 mismatch, local I/O error, its
+    /// sender cancelled it) stops it too, and [`Handle::wait`] returns that error
+    /// ([`Error::Transfer`] "the sender aborted <name>" for a cancelled sender). A
+    /// sender that gives up or goes silent does not: that is often a stale retained
+    /// manifest, and a sender that tries again resumes.
     pub once: bool,
     /// The protocol's tunables: ack cadence, idle and give-up timeouts.
     pub protocol: proto::ReceiverConfig,
@@ -852,10 +853,13 @@ impl Engine {
                     t.unsaved_since = None;
                     let err = failure_error(&path, &failure, t.local_error.take());
                     self.events.emit(ReceiveEvent::Failed { transfer: id, path, failure: failure.clone() });
-                    // A sender that aborts the transfer this receive took will not
-                    // bring the file: `once` would wait forever.
-                    let for_good = matches!(failure, ReceiveFailure::HashMismatch | ReceiveFailure::SenderAborted(_))
-                        || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
+                    // A sender whose user cancelled the transfer this receive took
+                    // will not bring the file: `once` would wait forever. One that
+                    // gave up may be run again and resume, so that one is waited out.
+                    let for_good = matches!(
+                        failure,
+                        ReceiveFailure::HashMismatch | ReceiveFailure::SenderAborted(AbortReason::Cancelled)
+                    ) || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
                     if self.opts.once && self.stopping.is_none() && for_good {
                         self.stopping = Some(Err(err));
                         self.cancel_queued();
