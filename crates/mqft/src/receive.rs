@@ -537,6 +537,13 @@ impl Engine {
             return self.enqueue(m);
         }
         if self.stopping.is_none() {
+            if !self.queue.is_empty() {
+                // First come, first served: a new offer goes behind those waiting,
+                // even if a slot just freed (the loop gives it to the head).
+                info!(%id, name = %crate::name::escape(&m.name), size = m.size, "offered");
+                self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
+                return self.enqueue(m);
+            }
             self.offer(m).await;
         }
     }
