@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use mqft_proto::ranges::{RangeError, WireRanges, MAX_WIRE_RANGES};
-use mqft_proto::wire::{ChunkWire, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN};
+use mqft_proto::wire::{MAX_REJECT_DETAIL_LEN, ChunkWire, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN};
 use mqft_proto::{integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, RangeSet, ReceiverId, Topic, TransferId};
 
 use crate::fixtures::fixture;
@@ -44,7 +44,8 @@ pub fn ack(data: &[u8]) {
         }
         // A receiver cannot hold more chunks than the file has.
         Ack::Progress { held, .. } => assert!(*held <= count, "progress holds {held} of {count}"),
-        Ack::Complete { .. } | Ack::Rejected { .. } => {}
+        Ack::Rejected { detail, .. } => assert!(detail.len() <= MAX_REJECT_DETAIL_LEN, "detail of {}", detail.len()),
+        Ack::Complete { .. } | Ack::Queued { .. } => {}
     }
     let enc = ack.encode();
     assert_eq!(Ack::decode(&enc, count), Ok(ack));

@@ -440,6 +440,8 @@ impl Harness {
                     assert!(self.rx.is_complete(), "complete before the file was finalized");
                 }
                 Ack::Rejected { .. } => assert!(self.failed, "rejected without reporting a failure"),
+                // Only the runtime queues offers, never a `Receiver`.
+                Ack::Queued { .. } => panic!("a receiver state machine answered Queued"),
             }
         }
     }

@@ -139,8 +139,16 @@ fn acks() -> Named {
             ack_seed(1100, &Ack::Missing { run: RUN, next_seq: 70_000, missing: sparse, more: false }),
         ),
         ("complete".into(), ack_seed(10, &Ack::Complete { sha256: fixture(0).manifest.sha256 })),
-        ("rejected".into(), ack_seed(10, &Ack::Rejected { reason: RejectReason::DiskFull })),
-        ("rejected-unknown".into(), ack_seed(10, &Ack::Rejected { reason: RejectReason::Other(999) })),
+        ("rejected".into(), ack_seed(10, &Ack::Rejected { reason: RejectReason::DiskFull, detail: String::new() })),
+        (
+            "rejected-unknown".into(),
+            ack_seed(10, &Ack::Rejected { reason: RejectReason::Other(999), detail: String::new() }),
+        ),
+        (
+            "rejected-detail".into(),
+            ack_seed(10, &Ack::Rejected { reason: RejectReason::Io, detail: "read-only file system".into() }),
+        ),
+        ("queued".into(), ack_seed(10, &Ack::Queued { run: RUN, position: 3 })),
     ]
 }
 
@@ -383,6 +391,18 @@ fn senders() -> Named {
         Op::Complete { from: 0, good: false },
     ];
     let nobody = vec![Op::Wait(1_000), Op::Reconnect(false), Op::Wait(2_000), Op::Wait(30_000)];
+    // Queued, then refused as queue-full (offered again with backoff), then
+    // queued again and finally accepted.
+    let queued = vec![
+        Op::Queued { from: 0, run: RUN, position: 3 },
+        Op::Wait(1_000),
+        Op::Rejected { from: 0, code: 10 },
+        Op::Wait(600),
+        Op::Queued { from: 0, run: RUN, position: 1 },
+        ready(0),
+        Op::Wait(600),
+        complete(0),
+    ];
     let cancel = vec![ready(2), Op::Wait(600), Op::Reconnect(true), Op::Cancel, complete(2)];
 
     let seeds: Vec<(&str, u8, u8, u8, Vec<Op<'_>>)> = vec![
@@ -391,6 +411,7 @@ fn senders() -> Named {
         ("lost-receiver", 0, 31, 2, lost),
         ("rejected", 1, 0, 1, rejected),
         ("no-receiver", 2, 0, 0, nobody),
+        ("queued", 0, 3, 0, queued),
         ("cancelled", 3, 15, 0, cancel),
     ];
     seeds
@@ -399,7 +420,7 @@ fn senders() -> Named {
             let data = sender_seed(selector, window, wait, &ops);
             let got = sender::run(&data);
             let ok = match name {
-                "one-receiver" | "two-receivers" => got.finished,
+                "one-receiver" | "two-receivers" | "queued" => got.finished,
                 "lost-receiver" => matches!(got.failed, Some(SendFailure::ReceiverLost { .. })),
                 "rejected" => {
                     matches!(got.failed, Some(SendFailure::Rejected { .. } | SendFailure::NoReceivers { .. }))

@@ -95,6 +95,15 @@ pub enum Op<'a> {
         /// The reason code.
         code: u16,
     },
+    /// `Queued` for this run at this position.
+    Queued {
+        /// Who.
+        from: u8,
+        /// The run answered.
+        run: u32,
+        /// The place in the queue.
+        position: u32,
+    },
     /// Time passes by this many milliseconds, then the timer fires.
     Wait(u32),
     /// The connection to the broker came back, with or without a session.
@@ -109,7 +118,7 @@ impl<'a> Op<'a> {
         if r.is_empty() {
             return None;
         }
-        Some(match r.u8() % 9 {
+        Some(match r.u8() % 10 {
             0 => Op::RawAck { from: r.u8(), payload: r.bytes() },
             1 => Op::Ready { from: r.u8(), run: r.u32(), start: r.u16(), len: r.u16() },
             2 => Op::Progress { from: r.u8(), run: r.u32(), next_seq: r.u32(), held: r.u32() },
@@ -125,6 +134,7 @@ impl<'a> Op<'a> {
             5 => Op::Rejected { from: r.u8(), code: r.u16() },
             6 => Op::Wait(r.u32()),
             7 => Op::Reconnect(r.u8() & 1 == 1),
+            9 => Op::Queued { from: r.u8(), run: r.u32(), position: r.u32() },
             _ => Op::Cancel,
         })
     }
@@ -143,6 +153,7 @@ impl<'a> Op<'a> {
             Op::Wait(ms) => w.u8(6).u32(ms),
             Op::Reconnect(session) => w.u8(7).u8(u8::from(session)),
             Op::Cancel => w.u8(8),
+            Op::Queued { from, run, position } => w.u8(9).u8(from).u32(run).u32(position),
         };
     }
 }
@@ -265,7 +276,11 @@ impl Harness {
                 self.ack(from, &Ack::Complete { sha256 }.encode());
             }
             Op::Rejected { from, code } => {
-                self.ack(from, &Ack::Rejected { reason: RejectReason::from_code(code) }.encode());
+                let detail = format!("code {code}");
+                self.ack(from, &Ack::Rejected { reason: RejectReason::from_code(code), detail }.encode());
+            }
+            Op::Queued { from, run, position } => {
+                self.ack(from, &Ack::Queued { run, position }.encode());
             }
             Op::Wait(ms) => {
                 self.now += Duration::from_millis(u64::from(ms));
@@ -286,7 +301,7 @@ impl Harness {
         assert_eq!(res.is_ok(), decoded.is_ok(), "handle_ack accepts exactly what decodes");
         match decoded {
             // A rejection never makes a receiver that grants credit.
-            Ok(Ack::Rejected { .. }) | Err(_) => {}
+            Ok(Ack::Rejected { .. } | Ack::Queued { .. }) | Err(_) => {}
             Ok(ack) => {
                 self.credit_base = self.sent;
                 if ack == (Ack::Complete { sha256: self.manifest().sha256 }) {
@@ -382,6 +397,10 @@ impl Harness {
                     assert!(self.completes.contains(&receiver), "{receiver} complete without saying so");
                 }
                 SenderEvent::ReceiverFailed { .. } => {}
+                SenderEvent::Queued { .. } => {}
+                SenderEvent::Retrying { retry_in, .. } => {
+                    assert!(retry_in <= mqft_proto::sender::MAX_RETRY_DELAY * 3 / 2, "retry in {retry_in:?}");
+                }
             }
         }
         assert_eq!(self.tx.is_done(), self.done(), "is_done disagrees with the events");

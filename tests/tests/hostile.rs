@@ -804,10 +804,13 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     let rx = start_receive(&broker, &client, small.path(), opts).await;
     // Above max_size: refused whatever the disk.
     let m = lie("huge.bin", 2 << 30);
-    assert_eq!(offer(&mut raw, &m, "rx-small").await, Ack::Rejected { reason: RejectReason::TooLarge });
+    assert_eq!(
+        offer(&mut raw, &m, "rx-small").await,
+        Ack::Rejected { reason: RejectReason::TooLarge, detail: String::new() }
+    );
     // Below max_size, above the free space.
     let m = lie("fat.bin", 8 << 20);
-    assert_eq!(offer(&mut raw, &m, "rx-small").await, Ack::Rejected { reason: RejectReason::DiskFull });
+    assert!(matches!(offer(&mut raw, &m, "rx-small").await, Ack::Rejected { reason: RejectReason::DiskFull, .. }));
     // Nothing was written, not even a hidden file.
     assert_eq!(fs::read_dir(small.path()).unwrap().count(), 0);
     // A file that fits still does.
@@ -824,7 +827,7 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     let big = tempfile::tempdir().unwrap();
     let rx = start_receive(&broker, &client, big.path(), receive_opts("rx-big")).await;
     let m = lie("galactic.bin", 1 << 46);
-    assert_eq!(offer(&mut raw, &m, "rx-big").await, Ack::Rejected { reason: RejectReason::DiskFull });
+    assert!(matches!(offer(&mut raw, &m, "rx-big").await, Ack::Rejected { reason: RejectReason::DiskFull, .. }));
     assert_eq!(fs::read_dir(big.path()).unwrap().count(), 0);
     rx.cancel();
     within("the receive", rx.wait()).await.unwrap();
@@ -859,7 +862,7 @@ async fn lying_chunks_and_manifests_mid_transfer_are_dropped_and_the_file_still_
     let mut trailing = good(5);
     trailing.push(0);
     let mut version = good(6);
-    version[0] = 2;
+    version[0] = proto::PROTOCOL_VERSION + 1;
     let lies: Vec<(u32, Vec<u8>)> = vec![
         (0, Chunk::encode(1, 0, 0, &[1; 100])),                // shorter than chunk 0 is
         (20, Chunk::encode(1, 0, 20, &[1; CHUNK as usize])),   // longer than the last chunk is
@@ -869,9 +872,9 @@ async fn lying_chunks_and_manifests_mid_transfer_are_dropped_and_the_file_still_
         (3, bad_crc),                                          // a flipped byte
         (4, truncated[..truncated.len() / 2].to_vec()),        // cut short
         (5, trailing),                                         // a byte too many
-        (6, version),                                          // protocol version 2
+        (6, version),                                          // a protocol version from the future
         (7, Vec::new()),                                       // empty
-        (8, vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]),      // a varint overflow
+        (8, vec![proto::PROTOCOL_VERSION, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]), // a varint overflow
     ];
     let corrupt = lies.len() as u64;
     for (index, payload) in &lies {
@@ -884,7 +887,7 @@ async fn lying_chunks_and_manifests_mid_transfer_are_dropped_and_the_file_still_
     raw.publish(&prefix.manifest(&m.id), other_size.encode()).await;
     let other = Manifest::new("other.bin".into(), 10, 4, [1; 32], Meta::default(), 1).unwrap();
     raw.publish(&prefix.manifest(&m.id), other.encode()).await; // another transfer's, under this id
-    raw.publish(&prefix.manifest(&m.id), b"\x01garbage".to_vec()).await;
+    raw.publish(&prefix.manifest(&m.id), [&[proto::PROTOCOL_VERSION][..], b"garbage"].concat()).await;
     // The same transfer with other metadata and a new run: the same transfer.
     let meta = Meta {
         content_type: Some("application/x-evil".into()),
@@ -937,20 +940,24 @@ fn junk(len: usize, seed: u64) -> Vec<u8> {
 /// alone, unknown versions, random bytes of several sizes, valid messages cut
 /// short or followed by more.
 fn garbage_payloads(valid: &[u8]) -> Vec<Vec<u8>> {
-    let mut v2 = valid.to_vec();
-    v2[0] = 2;
+    // The version this build speaks, and the ones on either side of it.
+    let v = proto::PROTOCOL_VERSION;
+    let (mut newer, mut older) = (valid.to_vec(), valid.to_vec());
+    newer[0] = v + 1;
+    older[0] = v - 1;
     let mut trailing = valid.to_vec();
     trailing.push(0);
     vec![
         Vec::new(),
-        vec![1],
+        vec![v],
         vec![0],
-        v2,
+        newer,
+        older,
         trailing,
         valid[..valid.len() / 2].to_vec(),
-        vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        vec![v, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
         junk(16, 1),
-        [&[1u8][..], &junk(1000, 2)].concat(),
+        [&[v][..], &junk(1000, 2)].concat(),
         junk(100 << 10, 3),
     ]
 }
@@ -1029,7 +1036,7 @@ async fn garbage_on_every_topic(version: MqttVersion) {
     // Refused as a bad manifest where the id is unknown.
     let unknown_m = Manifest { id: unknown, ..valid_manifest.clone() };
     let ack = raw.next_ack(&unknown_m, &rid, |_| true).await;
-    assert_eq!(ack, Ack::Rejected { reason: RejectReason::BadManifest });
+    assert!(matches!(ack, Ack::Rejected { reason: RejectReason::BadManifest, .. }), "{ack:?}");
 
     // Larger than the receiver takes, on topics it subscribes to. MQTT 5 tells
     // the broker the limit, and the broker drops these for the receiver; under
@@ -1160,6 +1167,8 @@ fn count(events: &[serde_json::Value], event: &str) -> usize {
 async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
     const FLOOD: usize = 3000;
     const MAX_CONCURRENT: usize = 4;
+    // Offers past the cap wait in a queue this long; the rest are refused.
+    const QUEUE: usize = 16;
     // No queue limit: mosquitto would otherwise drop what a busy subscriber
     // has not taken past 1000 messages, and this test is about the receiver.
     let broker = Broker::builder().max_queued_messages(0).start();
@@ -1170,6 +1179,8 @@ async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
         mqft_command().args(["receive", "--json", "--name", "rx-flood", "--out"]).arg(out.path()).args([
             "--max-concurrent",
             &MAX_CONCURRENT.to_string(),
+            "--queue",
+            &QUEUE.to_string(),
             "-h",
             HOST,
             "-p",
@@ -1213,17 +1224,22 @@ async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
         .filter(|e| e["event"] == "accepted")
         .map(|e| e["transfer"].as_str().unwrap().to_owned())
         .collect();
-    let busy = events.iter().filter(|e| e["event"] == "rejected" && e["code"] == 4).count();
+    let queued: Vec<String> =
+        events.iter().filter(|e| e["event"] == "queued").map(|e| e["transfer"].as_str().unwrap().to_owned()).collect();
+    let full = events.iter().filter(|e| e["event"] == "rejected" && e["code"] == 10).count();
     assert_eq!(accepted.len(), MAX_CONCURRENT, "no more transfers open than allowed");
-    assert_eq!(busy, FLOOD - MAX_CONCURRENT, "every other one refused as busy");
+    assert_eq!(queued.len(), QUEUE, "no more offers waiting than the queue holds");
+    assert_eq!(full, FLOOD - MAX_CONCURRENT - QUEUE, "every other one refused as queue full");
     // A .part and a .state per open transfer (and a state's temporary file).
     assert!(most_files <= 3 * MAX_CONCURRENT, "{most_files} files in the output directory");
     let grown = most_rss.saturating_sub(rss_before);
     assert!(grown < 16 << 10, "the receiver grew by {grown} KiB (from {rss_before} KiB)");
 
-    // The flood's senders give up (as a silent one would, in two minutes);
-    // then a real file goes through.
-    for m in manifests.iter().filter(|m| accepted.contains(&m.id.to_string())) {
+    // The flood's senders give up (as a silent one would, in two minutes): the
+    // open transfers end, and the queued offers are withdrawn (or, taken into a
+    // freed slot meanwhile, end too); then a real file goes through.
+    let held = |m: &&Manifest| accepted.contains(&m.id.to_string()) || queued.contains(&m.id.to_string());
+    for m in manifests.iter().filter(held) {
         raw.publish(&prefix.ctl(&m.id), Ctl::Abort { run: 1, reason: AbortReason::Failed }.encode()).await;
     }
     let client = client(&broker, MqttVersion::V5);

@@ -18,6 +18,7 @@ mod flood;
 mod harness;
 mod hostile;
 mod integrity;
+mod many;
 mod names;
 mod receivers;
 mod secrets;

@@ -177,9 +177,13 @@ pub struct ReceiveArgs {
     /// This receiver's id in ack topics (default: from the host name).
     #[arg(long = "name", value_name = "RECEIVER_ID")]
     pub receiver_id: Option<String>,
-    /// Transfers received at once; more are refused as busy.
+    /// Transfers received at once; more wait in a queue (see --queue).
     #[arg(long, default_value_t = 16)]
     pub max_concurrent: usize,
+    /// Offers that may wait for a free slot, first come first served; past it an
+    /// offer is refused as "receiver queue full" and its sender retries.
+    #[arg(long = "queue", value_name = "N", default_value_t = 256)]
+    pub queue: usize,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -290,6 +294,7 @@ impl ReceiveArgs {
         opts.once = self.once;
         opts.overwrite = self.overwrite;
         opts.max_concurrent = self.max_concurrent.max(1);
+        opts.queue = self.queue;
         opts.max_size = self.max_size.as_deref().map(parse_size).transpose()?;
         if let Some(id) = &self.receiver_id {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);

@@ -144,6 +144,15 @@ impl Reporter {
                     self.note(&format!("{}: receiver {receiver} failed: {why}", display_path(path)));
                 }
             }
+            SendEvent::Queued { path, receiver, position, .. } => {
+                self.note(&format!("{}{}: queued at position {position} at {receiver}", self.side, display_path(path)));
+            }
+            SendEvent::Retrying { path, receiver, reason, retry_in, .. } => self.note(&format!(
+                "{}{}: {receiver} refused it for now ({reason}); offering again in {:.1} s",
+                self.side,
+                display_path(path),
+                retry_in.as_secs_f64()
+            )),
             SendEvent::Finished { path, transfer } => {
                 if let Some(s) = self.waiting.remove(transfer) {
                     s.finish_and_clear();
@@ -205,6 +214,9 @@ impl Reporter {
             }
             ReceiveEvent::Rejected { name, reason, .. } => {
                 self.note(&format!("{}refused {}: {reason}", self.side, escape(name)));
+            }
+            ReceiveEvent::Queued { name, position, .. } => {
+                self.note(&format!("{}queued {} at position {position}: every slot is taken", self.side, escape(name)));
             }
             ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => {
                 let label = format!("{}{}", self.side, file_name(path));
@@ -335,6 +347,15 @@ pub fn send_json(e: &SendEvent) -> Value {
             "event": "receiver_failed", "path": path_json(path), "transfer": transfer.to_string(),
             "receiver": receiver.as_str(), "reason": reason.map(|r| r.to_string()),
         }),
+        SendEvent::Queued { path, transfer, receiver, position } => json!({
+            "event": "queued", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(), "position": position,
+        }),
+        SendEvent::Retrying { path, transfer, receiver, reason, retry_in } => json!({
+            "event": "retrying", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(), "reason": reason.to_string(), "code": reason.code(),
+            "retry_in_ms": u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+        }),
         SendEvent::Finished { path, transfer } => json!({
             "event": "finished", "path": path_json(path), "transfer": transfer.to_string(),
         }),
@@ -361,6 +382,9 @@ pub fn receive_json(e: &ReceiveEvent) -> Value {
         ReceiveEvent::Rejected { transfer, name, reason } => json!({
             "event": "rejected", "transfer": transfer.to_string(), "name": name,
             "reason": reason.to_string(), "code": reason.code(),
+        }),
+        ReceiveEvent::Queued { transfer, name, position } => json!({
+            "event": "queued", "transfer": transfer.to_string(), "name": name, "position": position,
         }),
         ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => json!({
             "event": "accepted", "transfer": transfer.to_string(), "path": path_json(path),

@@ -289,6 +289,8 @@ pub struct Receiver {
     events: VecDeque<ReceiverEvent>,
     corrupt: u64,
     duplicates: u64,
+    /// The detail sent with a local failure's `Rejected` (an OS error text).
+    detail: String,
 }
 
 impl Receiver {
@@ -352,6 +354,7 @@ impl Receiver {
             events: VecDeque::new(),
             corrupt: 0,
             duplicates: 0,
+            detail: String::new(),
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -362,7 +365,26 @@ impl Receiver {
 
     /// The transmit that refuses `manifest`, for a caller that will not accept it.
     pub fn reject(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, reason: RejectReason) -> Transmit {
-        ack_transmit(prefix, &manifest.id, id, &Ack::Rejected { reason })
+        Self::reject_with(prefix, id, manifest, reason, String::new())
+    }
+
+    /// [`Receiver::reject`] with a detail for people, such as the OS error text
+    /// behind [`RejectReason::Io`].
+    pub fn reject_with(
+        prefix: &Prefix,
+        id: &ReceiverId,
+        manifest: &Manifest,
+        reason: RejectReason,
+        detail: String,
+    ) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &Ack::Rejected { reason, detail })
+    }
+
+    /// The transmit that tells the sender of `manifest` that this receiver holds
+    /// its offer at `position` (1 for the head) of its queue, for a caller whose
+    /// transfer slots are all taken.
+    pub fn queued(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, position: u32) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &Ack::Queued { run: manifest.run, position })
     }
 
     /// The transmit that tells the sender of `manifest` that this receiver already has
@@ -561,8 +583,15 @@ impl Receiver {
 
     /// Fails the transfer for a local reason (disk full, I/O error, cancellation);
     /// the sender is told.
-    pub fn fail(&mut self, reason: RejectReason, _now: Instant) {
+    pub fn fail(&mut self, reason: RejectReason, now: Instant) {
+        self.fail_with(reason, String::new(), now);
+    }
+
+    /// [`Receiver::fail`] with a detail for the sender's user, such as the OS error
+    /// text ("read-only file system").
+    pub fn fail_with(&mut self, reason: RejectReason, detail: String, _now: Instant) {
         if !self.is_done() {
+            self.detail = detail;
             self.state = State::Failed(reason);
             self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::Local(reason)));
             self.answer();
@@ -640,7 +669,7 @@ impl Receiver {
                 Ack::Missing { run: self.seq_run, next_seq: self.next_seq, missing, more: false }
             }
             State::Complete => Ack::Complete { sha256: self.manifest.sha256 },
-            State::Failed(reason) => Ack::Rejected { reason },
+            State::Failed(reason) => Ack::Rejected { reason, detail: self.detail.clone() },
         };
         self.push(&ack);
     }

@@ -121,6 +121,25 @@ pub enum SenderEvent {
         /// Chunks it already had.
         held: u64,
     },
+    /// A receiver holds the manifest in its queue of waiting offers: all its
+    /// transfer slots are taken. It answers `Ready` when one frees; the sender
+    /// waits for it within the join timeout. Reported when the position changes.
+    Queued {
+        /// Who.
+        receiver: ReceiverId,
+        /// Place in its queue, 1 for the head.
+        position: u32,
+    },
+    /// A receiver refused the offer for now (busy, or its queue is full); the
+    /// manifest is offered again after `retry_in`, until the join timeout.
+    Retrying {
+        /// Who.
+        receiver: ReceiverId,
+        /// Why it refused.
+        reason: RejectReason,
+        /// When the manifest goes out again.
+        retry_in: Duration,
+    },
     /// A receiver now holds `held` distinct chunks.
     Progress {
         /// Who.
@@ -159,12 +178,23 @@ pub enum SendFailure {
         wanted: usize,
     },
     /// A receiver that was waited for refused or gave up.
-    #[error("receiver {receiver} rejected the transfer: {reason}")]
+    #[error("receiver {receiver} rejected the transfer: {reason}{}", detail_suffix(detail))]
     Rejected {
         /// Who.
         receiver: ReceiverId,
         /// Why.
         reason: RejectReason,
+        /// What the receiver saw, as it said it (untrusted; escape it to print), or
+        /// empty.
+        detail: String,
+    },
+    /// The join timeout ended while a receiver still held the offer in its queue.
+    #[error("receiver {receiver} still had the transfer queued (position {position}) when the join timeout ended")]
+    StillQueued {
+        /// Who.
+        receiver: ReceiverId,
+        /// Its last reported place in the queue.
+        position: u32,
     },
     /// A receiver that was waited for reported a different SHA-256.
     #[error("receiver {receiver} reported a different sha-256")]
@@ -192,6 +222,21 @@ pub enum SendFailure {
     Cancelled,
 }
 
+/// ": detail", escaped, for a rejection's message; nothing without a detail.
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", detail.escape_debug())
+    }
+}
+
+/// The first pause before an offer refused as busy or queue-full goes out again;
+/// it doubles up to [`MAX_RETRY_DELAY`].
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// The longest pause between offers to a busy receiver.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 /// What the sender knows of one receiver.
 #[derive(Debug, Clone)]
 struct Peer {
@@ -210,6 +255,8 @@ struct Peer {
     best_held: u64,
     /// When anything last came from it.
     heard: Instant,
+    /// The detail of its rejection, if it rejected.
+    detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +323,16 @@ pub struct Sender {
     /// Rounds in a row that ended with nothing missing but some receiver not yet
     /// complete.
     verify_rounds: u32,
+    /// Receivers that hold the offer in their queue, and their last position.
+    /// Bounded by [`SenderConfig::max_receivers`].
+    queued: BTreeMap<ReceiverId, u32>,
+    /// Receivers that refused the offer for now (busy, queue full), with the
+    /// refusal: the manifest is offered again with backoff, and the last refusal
+    /// is the failure if the join timeout ends with nobody joined. Bounded like
+    /// `queued`.
+    refused: BTreeMap<ReceiverId, (RejectReason, String)>,
+    /// Offers refused for now so far: drives the retry backoff.
+    busy_retries: u32,
 }
 
 impl Sender {
@@ -303,6 +360,9 @@ impl Sender {
             credit_in_drain: false,
             stalled_rounds: 0,
             verify_rounds: 0,
+            queued: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            busy_retries: 0,
         };
         s.publish_manifest(now);
         s
@@ -441,11 +501,42 @@ impl Sender {
                 }
                 self.after_peer_change(now);
             }
-            Ack::Rejected { reason } => {
+            Ack::Rejected { reason, detail }
+                if matches!(reason, RejectReason::Busy | RejectReason::QueueFull) && !self.peers.contains_key(from) =>
+            {
+                // A refusal of the offer for now, before the receiver took the
+                // transfer: offer it again later, within the join timeout.
+                if !self.has_room_for_waiting(from) {
+                    return Ok(());
+                }
+                self.queued.remove(from);
+                self.refused.insert(from.clone(), (reason, detail));
+                let retry_in = self.retry_delay();
+                self.busy_retries = self.busy_retries.saturating_add(1);
+                if now + retry_in < self.join_deadline {
+                    // Sooner than the join backoff would, never later.
+                    self.manifest_due = self.manifest_due.min(now + retry_in);
+                }
+                self.events.push_back(SenderEvent::Retrying { receiver: from.clone(), reason, retry_in });
+            }
+            Ack::Rejected { reason, detail } => {
                 if self.peers.get(from).is_none_or(|p| !p.is_gone()) && self.has_room_for(from) {
-                    self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq, now));
+                    self.queued.remove(from);
+                    self.refused.remove(from);
+                    let p = self.peers.entry(from.clone()).or_insert_with(|| Peer::new(self.next_seq, now));
+                    p.detail = detail;
                     self.peer_gone(from, Some(reason), now);
                     self.after_peer_change(now);
+                }
+            }
+            Ack::Queued { run: r, position } => {
+                // Only for this run's offer, from a receiver that has not taken it yet.
+                if r != run || self.peers.contains_key(from) || !self.has_room_for_waiting(from) {
+                    return Ok(());
+                }
+                self.refused.remove(from);
+                if self.queued.insert(from.clone(), position) != Some(position) {
+                    self.events.push_back(SenderEvent::Queued { receiver: from.clone(), position });
                 }
             }
         }
@@ -702,6 +793,27 @@ impl Sender {
         active.map(|(_, p)| p.acked).min()
     }
 
+    /// True when a receiver may be remembered as queued or refusing for now: the same
+    /// bound as joined receivers, so a flood of fake answers cannot grow memory.
+    fn has_room_for_waiting(&self, id: &ReceiverId) -> bool {
+        self.queued.contains_key(id)
+            || self.refused.contains_key(id)
+            || self.queued.len() + self.refused.len() < self.cfg.max_receivers
+            || self.waits_for(id)
+    }
+
+    /// The pause before the next offer to a receiver that refused it for now:
+    /// [`FIRST_RETRY_DELAY`] doubling to [`MAX_RETRY_DELAY`], plus up to a half
+    /// more of jitter so that senders refused together do not come back together.
+    /// The jitter derives from the run, a random number per sender, so the state
+    /// machine stays deterministic.
+    fn retry_delay(&self) -> Duration {
+        let base = FIRST_RETRY_DELAY.saturating_mul(1 << self.busy_retries.min(8)).min(MAX_RETRY_DELAY);
+        let mix = self.manifest.run.wrapping_add(self.busy_retries.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x85eb_ca6b);
+        let per_mille = (mix >> 16) % 500;
+        base + base * per_mille / 1000
+    }
+
     /// True when a receiver unknown so far may be tracked: while there is room, and
     /// always for a receiver waited for by id.
     fn has_room_for(&self, id: &ReceiverId) -> bool {
@@ -712,6 +824,8 @@ impl Sender {
         if !self.has_room_for(from) {
             return;
         }
+        self.queued.remove(from);
+        self.refused.remove(from);
         let mut peer = Peer::new(self.next_seq, now);
         peer.held = held;
         peer.missing = lacks.len();
@@ -832,11 +946,12 @@ impl Sender {
     fn mark_gone(&mut self, id: &ReceiverId, reason: Option<RejectReason>) -> Option<SendFailure> {
         let p = self.peers.get_mut(id)?;
         p.state = PeerState::Gone(reason);
+        let detail = p.detail.clone();
         self.events.push_back(SenderEvent::ReceiverFailed { receiver: id.clone(), reason });
         self.waits_for(id).then(|| match reason {
             None => SendFailure::ReceiverLost { receiver: id.clone() },
             Some(RejectReason::HashMismatch) => SendFailure::HashMismatch { receiver: id.clone() },
-            Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason },
+            Some(reason) => SendFailure::Rejected { receiver: id.clone(), reason, detail },
         })
     }
 
@@ -895,14 +1010,22 @@ impl Sender {
         let joined = self.peers.values().filter(|p| !p.is_gone()).count();
         // A receiver that refused or was lost is reported as such.
         let gone = self.peers.iter().find_map(|(id, p)| match p.state {
-            PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason)),
+            PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason, p.detail.clone())),
             _ => None,
         });
-        let failure = match gone {
-            Some((receiver, None)) => SendFailure::ReceiverLost { receiver },
-            Some((receiver, Some(RejectReason::HashMismatch))) => SendFailure::HashMismatch { receiver },
-            Some((receiver, Some(reason))) => SendFailure::Rejected { receiver, reason },
-            None => SendFailure::NoReceivers { joined, wanted },
+        // Then one still queued, then one that kept refusing for now: each says
+        // more than "nobody answered".
+        let queued = self.queued.iter().find(|(id, _)| self.matters(id));
+        let refused = self.refused.iter().find(|(id, _)| self.matters(id));
+        let failure = match (gone, queued, refused) {
+            (Some((receiver, None, _)), ..) => SendFailure::ReceiverLost { receiver },
+            (Some((receiver, Some(RejectReason::HashMismatch), _)), ..) => SendFailure::HashMismatch { receiver },
+            (Some((receiver, Some(reason), detail)), ..) => SendFailure::Rejected { receiver, reason, detail },
+            (None, Some((receiver, &position)), _) => SendFailure::StillQueued { receiver: receiver.clone(), position },
+            (None, None, Some((receiver, (reason, detail)))) => {
+                SendFailure::Rejected { receiver: receiver.clone(), reason: *reason, detail: detail.clone() }
+            }
+            (None, None, None) => SendFailure::NoReceivers { joined, wanted },
         };
         self.finish(Some(failure));
     }
@@ -948,6 +1071,7 @@ impl Peer {
             held: 0,
             best: u64::MAX,
             best_held: 0,
+            detail: String::new(),
         }
     }
 
@@ -965,6 +1089,7 @@ impl Peer {
             held: u64::from(chunks),
             best: 0,
             best_held: u64::from(chunks),
+            detail: String::new(),
         }
     }
 }
@@ -1083,6 +1208,143 @@ mod tests {
         tx.handle_ack(&rid("r1"), &missing, later).unwrap();
         tx.handle_ack(&r0, &missing, later).unwrap();
         assert_eq!(count_end_rounds(&mut tx, later), 0, "the drain ended; a verify round waits");
+    }
+
+    fn is_manifest(t: &Transmit) -> bool {
+        t.topic.ends_with("/manifest") && t.payload != Payload::Bytes(Vec::new())
+    }
+
+    /// A one-receiver sender of a 3-chunk file, run 7, join timeout 10 s.
+    fn lone_sender(now: Instant) -> Sender {
+        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let cfg = SenderConfig { join_timeout: Duration::from_secs(10), ..SenderConfig::default() };
+        Sender::new(cfg, Prefix::default(), m, now)
+    }
+
+    /// A receiver that holds the offer in its queue is waited for, past every
+    /// manifest re-publication, and joins when it answers Ready: the transfer
+    /// finishes.
+    #[test]
+    fn a_queued_receiver_is_waited_for_and_joins_later() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        let mut offers = 0;
+        let sha = tx.manifest().sha256;
+        let out = run(&mut tx, t0, |t| {
+            if !is_manifest(t) {
+                return match ctl(t) {
+                    Some(Ctl::EndRound { .. }) => vec![(r.clone(), Ack::Complete { sha256: sha })],
+                    _ => Vec::new(),
+                };
+            }
+            offers += 1;
+            // Queued at 3, then 1, then taken at the fourth offer (~7 s in).
+            match offers {
+                1 => vec![(r.clone(), Ack::Queued { run: 7, position: 3 })],
+                2 | 3 => vec![(r.clone(), Ack::Queued { run: 7, position: 1 })],
+                _ => vec![(r.clone(), Ack::Ready { run: 7, held: RangeSet::new() })],
+            }
+        });
+        assert!(out.iter().filter(|t| is_manifest(t)).count() >= 4);
+        let events: Vec<SenderEvent> =
+            std::iter::from_fn(|| tx.poll_event()).filter(|e| !matches!(e, SenderEvent::Progress { .. })).collect();
+        assert_eq!(
+            events,
+            [
+                SenderEvent::Queued { receiver: r.clone(), position: 3 },
+                SenderEvent::Queued { receiver: r.clone(), position: 1 },
+                SenderEvent::ReceiverJoined { receiver: r.clone(), held: 0 },
+                SenderEvent::ReceiverComplete { receiver: r },
+                SenderEvent::Finished,
+            ]
+        );
+    }
+
+    /// Still queued when the join timeout ends: the failure says so, not "no
+    /// receiver answered".
+    #[test]
+    fn a_receiver_still_queued_at_the_join_timeout_is_named() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        run(
+            &mut tx,
+            t0,
+            |t| if is_manifest(t) { vec![(r.clone(), Ack::Queued { run: 7, position: 2 })] } else { vec![] },
+        );
+        let last = std::iter::from_fn(|| tx.poll_event()).last();
+        assert_eq!(last, Some(SenderEvent::Failed(SendFailure::StillQueued { receiver: r, position: 2 })));
+    }
+
+    /// A Queued answer for another run, or from a receiver that joined, changes
+    /// nothing.
+    #[test]
+    fn stale_queued_answers_are_ignored() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        tx.handle_ack(&r, &Ack::Queued { run: 6, position: 1 }.encode(), t0).unwrap();
+        assert_eq!(tx.poll_event(), None);
+        tx.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::new() }.encode(), t0).unwrap();
+        tx.handle_ack(&r, &Ack::Queued { run: 7, position: 1 }.encode(), t0).unwrap();
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        assert_eq!(events, [SenderEvent::ReceiverJoined { receiver: r, held: 0 }]);
+    }
+
+    /// A receiver whose queue is full is offered the file again, 0.5 s doubling
+    /// to 5 s (plus up to half again of jitter), until the join timeout; then the
+    /// send fails with its refusal and detail.
+    #[test]
+    fn a_full_queue_is_retried_with_backoff_then_fails_with_its_reason() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        let refusal = || Ack::Rejected { reason: RejectReason::QueueFull, detail: "256 offers waiting".into() };
+        let mut offers = 0;
+        run(&mut tx, t0, |t| {
+            if is_manifest(t) {
+                offers += 1;
+                vec![(r.clone(), refusal())]
+            } else {
+                vec![]
+            }
+        });
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        let delays: Vec<Duration> = events
+            .iter()
+            .filter_map(|e| match e {
+                SenderEvent::Retrying { retry_in, reason: RejectReason::QueueFull, .. } => Some(*retry_in),
+                _ => None,
+            })
+            .collect();
+        // 0.5, 1, 2, 4 s (each up to 1.5 times that) fit in 10 s: at least 4 offers.
+        assert!(offers >= 4, "{offers} offers");
+        for (i, d) in delays.iter().enumerate() {
+            let base = (FIRST_RETRY_DELAY * (1 << i)).min(MAX_RETRY_DELAY);
+            assert!(*d >= base && *d <= base * 3 / 2, "retry {i} after {d:?}");
+        }
+        assert_eq!(
+            events.last(),
+            Some(&SenderEvent::Failed(SendFailure::Rejected {
+                receiver: r,
+                reason: RejectReason::QueueFull,
+                detail: "256 offers waiting".into()
+            }))
+        );
+    }
+
+    /// Senders refused together come back apart: the jitter depends on the run.
+    #[test]
+    fn retry_jitter_differs_between_runs() {
+        let t0 = Instant::now();
+        let delays: BTreeSet<Duration> = (0..20u32)
+            .map(|run| {
+                let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), run).unwrap();
+                Sender::new(SenderConfig::default(), Prefix::default(), m, t0).retry_delay()
+            })
+            .collect();
+        assert!(delays.len() > 10, "{delays:?}");
     }
 
     /// Found by fuzzing (`fuzz/corpus/sender/regress-progress-held-past-chunk-count`):

@@ -18,7 +18,7 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// The longest content type, in bytes.
@@ -37,6 +37,10 @@ pub const MAX_CHUNK_COUNT: u32 = 1 << 22;
 pub const MAX_MANIFEST_LEN: usize = 8 << 10;
 /// The largest ack or control payload, in bytes.
 pub const MAX_CONTROL_LEN: usize = 8 << 10;
+/// The longest human-readable detail of an [`Ack::Rejected`], in bytes of UTF-8:
+/// room for an OS error text ("read-only file system") without letting a peer
+/// make the sender print pages.
+pub const MAX_REJECT_DETAIL_LEN: usize = 200;
 /// The most bytes a chunk header takes: version, run, seq and index as varints,
 /// the CRC and the data length.
 pub const MAX_CHUNK_HEADER_LEN: usize = 1 + 5 + 5 + 5 + 4 + 5;
@@ -49,7 +53,7 @@ pub enum DecodeError {
     #[error("empty payload")]
     Empty,
     /// The first byte names a protocol version this crate does not speak.
-    #[error("unsupported protocol version {0}")]
+    #[error("protocol version {0}, this peer speaks {PROTOCOL_VERSION}")]
     UnsupportedVersion(u8),
     /// The payload is larger than its message kind allows.
     #[error("payload of {0} bytes is too large")]
@@ -112,6 +116,9 @@ pub enum DecodeError {
     /// A range list is malformed or reaches past the last chunk.
     #[error(transparent)]
     Ranges(#[from] RangeError),
+    /// The detail of an [`Ack::Rejected`] is longer than [`MAX_REJECT_DETAIL_LEN`].
+    #[error("rejection detail of {0} bytes is too long")]
+    BadDetail(usize),
     /// An [`Ack::Progress`] claims more chunks held than the transfer has.
     #[error("progress reports {held} chunks held of {count}")]
     HeldOutOfRange {
@@ -406,6 +413,9 @@ pub enum RejectReason {
     Exists,
     /// The receiver was told to stop (code 9).
     Cancelled,
+    /// The receiver has too many transfers open and its queue of waiting offers
+    /// is full too (code 10): try again later.
+    QueueFull,
     /// A code this version does not know.
     Other(u16),
 }
@@ -423,6 +433,7 @@ impl RejectReason {
             RejectReason::Io => 7,
             RejectReason::Exists => 8,
             RejectReason::Cancelled => 9,
+            RejectReason::QueueFull => 10,
             RejectReason::Other(c) => c,
         }
     }
@@ -439,6 +450,7 @@ impl RejectReason {
             7 => RejectReason::Io,
             8 => RejectReason::Exists,
             9 => RejectReason::Cancelled,
+            10 => RejectReason::QueueFull,
             c => RejectReason::Other(c),
         }
     }
@@ -456,6 +468,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Io => f.write_str("i/o error"),
             RejectReason::Exists => f.write_str("file exists"),
             RejectReason::Cancelled => f.write_str("cancelled"),
+            RejectReason::QueueFull => f.write_str("receiver queue full"),
             RejectReason::Other(c) => write!(f, "reason code {c}"),
         }
     }
@@ -540,7 +553,8 @@ enum AckWire {
     Progress { run: u32, next_seq: u32, held: u32 },
     Missing { run: u32, next_seq: u32, missing: WireRanges, more: bool },
     Complete { sha256: [u8; 32] },
-    Rejected { reason: RejectReason },
+    Rejected { reason: RejectReason, detail: String },
+    Queued { run: u32, position: u32 },
 }
 
 /// A receiver's report, published on `<prefix>/<id>/ack/<receiver>`.
@@ -586,6 +600,20 @@ pub enum Ack {
     Rejected {
         /// Why.
         reason: RejectReason,
+        /// What the receiver saw, for people: an OS error text such as "read-only
+        /// file system", or empty. At most [`MAX_REJECT_DETAIL_LEN`] bytes on the
+        /// wire (the encoder cuts a longer one at a character boundary). Untrusted:
+        /// print it escaped.
+        detail: String,
+    },
+    /// The receiver holds the manifest of run `run` in its queue of waiting offers
+    /// (all its transfer slots are taken) and will answer [`Ack::Ready`] when one
+    /// frees. Not a refusal: the sender keeps waiting, within its join timeout.
+    Queued {
+        /// The run of the manifest being answered.
+        run: u32,
+        /// Place in the receiver's queue, 1 for the head.
+        position: u32,
     },
 }
 
@@ -600,7 +628,10 @@ impl Ack {
                 AckWire::Missing { run: *run, next_seq: *next_seq, missing, more: *more || cut }
             }
             Ack::Complete { sha256 } => AckWire::Complete { sha256: *sha256 },
-            Ack::Rejected { reason } => AckWire::Rejected { reason: *reason },
+            Ack::Rejected { reason, detail } => {
+                AckWire::Rejected { reason: *reason, detail: cut_detail(detail).to_owned() }
+            }
+            Ack::Queued { run, position } => AckWire::Queued { run: *run, position: *position },
         };
         seal(&wire)
     }
@@ -618,9 +649,22 @@ impl Ack {
                 Ack::Missing { run, next_seq, missing: missing.to_set(chunk_count)?, more }
             }
             AckWire::Complete { sha256 } => Ack::Complete { sha256 },
-            AckWire::Rejected { reason } => Ack::Rejected { reason },
+            AckWire::Rejected { detail, .. } if detail.len() > MAX_REJECT_DETAIL_LEN => {
+                return Err(DecodeError::BadDetail(detail.len()));
+            }
+            AckWire::Rejected { reason, detail } => Ack::Rejected { reason, detail },
+            AckWire::Queued { run, position } => Ack::Queued { run, position },
         })
     }
+}
+
+/// `detail` cut to at most [`MAX_REJECT_DETAIL_LEN`] bytes, at a character boundary.
+fn cut_detail(detail: &str) -> &str {
+    let mut end = detail.len().min(MAX_REJECT_DETAIL_LEN);
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    &detail[..end]
 }
 
 /// The sender's control message, published on `<prefix>/<id>/ctl`.
@@ -692,9 +736,9 @@ mod tests {
         let mut trailing = ok.clone();
         trailing.push(0);
         assert_eq!(Chunk::decode(&trailing, 2, &m), Err(DecodeError::TrailingBytes(1)));
-        let mut v2 = ok.clone();
-        v2[0] = 2;
-        assert_eq!(Chunk::decode(&v2, 2, &m), Err(DecodeError::UnsupportedVersion(2)));
+        let mut v1 = ok.clone();
+        v1[0] = 1;
+        assert_eq!(Chunk::decode(&v1, 2, &m), Err(DecodeError::UnsupportedVersion(1)));
         assert_eq!(Chunk::decode(&[], 2, &m), Err(DecodeError::Empty));
         assert_eq!(Chunk::decode(&ok[..ok.len() - 1], 2, &m), Err(DecodeError::Malformed));
     }
@@ -751,8 +795,10 @@ mod tests {
             Ack::Progress { run: 1, next_seq: 99, held: 4 },
             Ack::Missing { run: 1, next_seq: 5, missing: all.clone(), more: true },
             Ack::Complete { sha256: [3; 32] },
-            Ack::Rejected { reason: RejectReason::DiskFull },
-            Ack::Rejected { reason: RejectReason::Other(999) },
+            Ack::Rejected { reason: RejectReason::DiskFull, detail: String::new() },
+            Ack::Rejected { reason: RejectReason::Other(999), detail: "read-only file system".into() },
+            Ack::Rejected { reason: RejectReason::QueueFull, detail: "é".repeat(MAX_REJECT_DETAIL_LEN / 2) },
+            Ack::Queued { run: 1, position: 300 },
         ] {
             assert_eq!(Ack::decode(&ack.encode(), 8).unwrap(), ack);
         }
@@ -790,21 +836,21 @@ mod tests {
     #[test]
     fn non_minimal_varints_are_refused() {
         let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
-        assert_eq!(end_round, [1, 0, 0xac, 0x02, 3]);
+        assert_eq!(end_round, [2, 0, 0xac, 0x02, 3]);
         for at in [1, 3, 4] {
             assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // As long as a u32 can be, and still 0.
-        assert_eq!(Ctl::decode(&[1, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(Ctl::decode(&[2, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
 
         let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
-        assert_eq!(progress, [1, 1, 1, 0xac, 0x02, 2]);
+        assert_eq!(progress, [2, 1, 1, 0xac, 0x02, 2]);
         for at in [1, 2, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // A range list's count, gap and length.
         let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
-        assert_eq!(ready, [1, 0, 1, 1, 2, 1]);
+        assert_eq!(ready, [2, 0, 1, 1, 2, 1]);
         for at in [3, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -819,11 +865,37 @@ mod tests {
 
         // A chunk's run, seq, index and data length; the data is not copied to check.
         let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
-        assert_eq!(chunk[..4], [1, 1, 2, 2]);
+        assert_eq!(chunk[..4], [2, 1, 2, 2]);
         for at in [1, 2, 3, 8] {
             assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         assert!(Chunk::decode(&chunk, 2, &m).is_ok());
+    }
+
+    /// A v1 peer's message is refused with an error that names both versions, so a
+    /// mixed deployment says what is wrong instead of "malformed".
+    #[test]
+    fn a_v1_message_names_both_versions() {
+        let v1 = [1, 0, 0xac, 0x02, 3];
+        let err = Ctl::decode(&v1).unwrap_err();
+        assert_eq!(err, DecodeError::UnsupportedVersion(1));
+        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 2");
+    }
+
+    /// A rejection's detail is bounded: the encoder cuts a long one at a character
+    /// boundary, and a decoder refuses one past the cap.
+    #[test]
+    fn rejection_details_are_bounded() {
+        let long = Ack::Rejected { reason: RejectReason::Io, detail: "é".repeat(MAX_REJECT_DETAIL_LEN) };
+        let Ack::Rejected { detail, .. } = Ack::decode(&long.encode(), 1).unwrap() else { panic!() };
+        assert_eq!(detail, "é".repeat(MAX_REJECT_DETAIL_LEN / 2));
+        // By hand: Rejected (4), reason 7, then a string of 201 bytes.
+        let mut over = vec![PROTOCOL_VERSION, 4, 7, 0xc9, 0x01];
+        over.extend(std::iter::repeat_n(b'a', MAX_REJECT_DETAIL_LEN + 1));
+        assert_eq!(Ack::decode(&over, 1), Err(DecodeError::BadDetail(MAX_REJECT_DETAIL_LEN + 1)));
+        over.truncate(over.len() - 1);
+        over[3] = 0xc8;
+        assert!(matches!(Ack::decode(&over, 1), Ok(Ack::Rejected { reason: RejectReason::Io, .. })));
     }
 
     #[test]
@@ -834,6 +906,6 @@ mod tests {
         let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
         t.push(0);
         assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
-        assert_eq!(Ctl::decode(&[1, 9]), Err(DecodeError::Malformed));
+        assert_eq!(Ctl::decode(&[2, 9]), Err(DecodeError::Malformed));
     }
 }

@@ -39,23 +39,25 @@ const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b5
 const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
 const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
 
-const MANIFEST: &str = "01895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32";
-const MANIFEST_NO_META: &str = "01895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
+const MANIFEST: &str = "02895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32";
+const MANIFEST_NO_META: &str = "02895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
 
-const CHUNK_0: &str = "01ac0200008289d1f70548656c6c6f";
-const CHUNK_1: &str = "01ac0201018f4edbb0052c206d7166";
-const CHUNK_2_REPAIR: &str = "01ac02030263e5f3c00374210a";
+const CHUNK_0: &str = "02ac0200008289d1f70548656c6c6f";
+const CHUNK_1: &str = "02ac0201018f4edbb0052c206d7166";
+const CHUNK_2_REPAIR: &str = "02ac02030263e5f3c00374210a";
 
-const ACK_READY_EMPTY: &str = "0100ac0200";
-const ACK_READY: &str = "0100ac020200010101";
-const ACK_PROGRESS: &str = "0101ac020202";
-const ACK_MISSING: &str = "0102ac020301020100";
-const ACK_COMPLETE: &str = "0103d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const ACK_REJECTED: &str = "010403";
-const ACK_REJECTED_UNKNOWN: &str = "0104e807";
+const ACK_READY_EMPTY: &str = "0200ac0200";
+const ACK_READY: &str = "0200ac020200010101";
+const ACK_PROGRESS: &str = "0201ac020202";
+const ACK_MISSING: &str = "0202ac020301020100";
+const ACK_COMPLETE: &str = "0203d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
+const ACK_REJECTED: &str = "02040300";
+const ACK_REJECTED_UNKNOWN: &str = "0204e80700";
+const ACK_REJECTED_DETAIL: &str = "02040715726561642d6f6e6c792066696c652073797374656d";
+const ACK_QUEUED: &str = "0205ac0203";
 
-const CTL_END_ROUND: &str = "0100ac0203";
-const CTL_ABORT: &str = "0101ac0203";
+const CTL_END_ROUND: &str = "0200ac0203";
+const CTL_ABORT: &str = "0201ac0203";
 
 const RANGES: &str = "0301020401020a";
 
@@ -73,6 +75,8 @@ const BLOCKS: &[(&str, &str)] = &[
     ("ack-complete", ACK_COMPLETE),
     ("ack-rejected", ACK_REJECTED),
     ("ack-rejected-unknown", ACK_REJECTED_UNKNOWN),
+    ("ack-rejected-detail", ACK_REJECTED_DETAIL),
+    ("ack-queued", ACK_QUEUED),
     ("ctl-end-round", CTL_END_ROUND),
     ("ctl-abort", CTL_ABORT),
     ("ranges", RANGES),
@@ -246,8 +250,10 @@ fn ack_vectors() {
         (Ack::Progress { run: RUN, next_seq: 2, held: 2 }, ACK_PROGRESS),
         (Ack::Missing { run: RUN, next_seq: 3, missing: [2].into_iter().collect(), more: false }, ACK_MISSING),
         (Ack::Complete { sha256: sha() }, ACK_COMPLETE),
-        (Ack::Rejected { reason: RejectReason::DiskFull }, ACK_REJECTED),
-        (Ack::Rejected { reason: RejectReason::Other(1000) }, ACK_REJECTED_UNKNOWN),
+        (Ack::Rejected { reason: RejectReason::DiskFull, detail: String::new() }, ACK_REJECTED),
+        (Ack::Rejected { reason: RejectReason::Other(1000), detail: String::new() }, ACK_REJECTED_UNKNOWN),
+        (Ack::Rejected { reason: RejectReason::Io, detail: "read-only file system".into() }, ACK_REJECTED_DETAIL),
+        (Ack::Queued { run: RUN, position: 3 }, ACK_QUEUED),
     ];
     for (ack, hex) in vectors {
         assert_eq!(hex::encode(ack.encode()), hex, "{ack:?}");
@@ -261,6 +267,7 @@ fn ack_vectors() {
         (2, "Missing", ACK_MISSING),
         (3, "Complete", ACK_COMPLETE),
         (4, "Rejected", ACK_REJECTED),
+        (5, "Queued", ACK_QUEUED),
     ] {
         assert_eq!(unhex(hex)[1], index);
         assert_in_doc(&format!("| {index} | `{name}` |"));
@@ -343,34 +350,34 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "01885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
+const BAD_ID_MANIFEST: &str = "02885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "01895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
+const BAD_COUNT_MANIFEST: &str = "02895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
 /// Chunk 3 of a 3-chunk file.
-const PAST_END_CHUNK: &str = "01ac0204038316dc8c0178";
+const PAST_END_CHUNK: &str = "02ac0204038316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
-const LONG_CHUNK: &str = "01ac02020222f99f1f0574210a2121";
+const LONG_CHUNK: &str = "02ac02020222f99f1f0574210a2121";
 
 #[test]
 fn rejected_payloads() {
     let m = manifest();
     let cases = [
-        ("02ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(2)),
-        ("01ac0200008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
-        ("01ac0200008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
-        ("01ac020080008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
+        ("01ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(1)),
+        ("02ac0200008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
+        ("02ac0200008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
+        ("02ac020080008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
         (CHUNK_0, Kind::Chunk(1), DecodeError::IndexMismatch { topic: 1, payload: 0 }),
         (PAST_END_CHUNK, Kind::Chunk(3), DecodeError::IndexOutOfRange { index: 3, count: 3 }),
         (LONG_CHUNK, Kind::Chunk(2), DecodeError::BadChunkLength { index: 2, len: 5, expected: 3 }),
         (BAD_ID_MANIFEST, Kind::Manifest, DecodeError::IdMismatch),
         (BAD_COUNT_MANIFEST, Kind::Manifest, DecodeError::BadChunkCount),
-        ("0100ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
-        ("0100ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
-        ("0101ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
-        ("0102ac0203010102", Kind::Ack, DecodeError::Malformed),
-        ("0105", Kind::Ack, DecodeError::Malformed),
-        ("0100ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
-        ("0100ac028300", Kind::Ctl, DecodeError::NonMinimalVarint),
+        ("0200ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
+        ("0200ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
+        ("0201ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
+        ("0202ac0203010102", Kind::Ack, DecodeError::Malformed),
+        ("0206", Kind::Ack, DecodeError::Malformed),
+        ("0200ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
+        ("0200ac028300", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
     for (hex, kind, want) in cases {
         let payload = unhex(hex);
@@ -392,10 +399,10 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(bad_id), BAD_ID_MANIFEST);
     let bare = Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap();
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
-    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0101ac020304");
+    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0201ac020304");
     // The non-minimal ones spell one varint of a good payload a byte longer.
-    assert_eq!(CHUNK_0.replacen("01ac020000", "01ac02008000", 1), "01ac020080008289d1f70548656c6c6f");
-    assert_eq!(format!("{}00", CTL_END_ROUND.replacen("03", "83", 1)), "0100ac028300");
+    assert_eq!(CHUNK_0.replacen("02ac020000", "02ac02008000", 1), "02ac020080008289d1f70548656c6c6f");
+    assert_eq!(format!("{}00", CTL_END_ROUND.replacen("03", "83", 1)), "0200ac028300");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use harness::{Action, Link, Retained, Sim, SimBuilder};
 use mqft_proto::receiver::ReceiveFailure;
-use mqft_proto::{RejectReason, SendFailure, Wait};
+use mqft_proto::{RejectReason, SendFailure, SenderEvent, Wait};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -275,7 +275,11 @@ fn rejection_reaches_the_sender() {
     sim.drive(HOUR);
     assert_eq!(
         sim.outcome(),
-        Some(Err(SendFailure::Rejected { receiver: sim.receivers[0].id.clone(), reason: RejectReason::TooLarge }))
+        Some(Err(SendFailure::Rejected {
+            receiver: sim.receivers[0].id.clone(),
+            reason: RejectReason::TooLarge,
+            detail: String::new()
+        }))
     );
 }
 
@@ -427,4 +431,63 @@ fn manifest_answered_twice_sends_each_chunk_once() {
         let per_chunk = sim.chunk_transmissions as f64 / 320.0;
         assert!(per_chunk < 1.1, "start at {start_ms} ms: {per_chunk:.2} transmissions per chunk");
     }
+}
+
+/// A receiver with every slot taken queues the offer: the sender waits for it,
+/// past several re-publications of the manifest, and the file arrives once a slot
+/// frees (issue 9, item 7).
+#[test]
+fn a_queued_receiver_gets_the_file_when_a_slot_frees() {
+    let mut sim = SimBuilder::new(31, 50_000, 1000).receivers(1).build();
+    sim.receivers[0].slots_full = true;
+    sim.schedule(Duration::from_secs(8), Action::FreeSlot(0));
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    let queued = sim.sender_events.iter().filter(|e| matches!(e, SenderEvent::Queued { position: 1, .. })).count();
+    assert_eq!(queued, 1, "one Queued event per new position: {:?}", sim.sender_events);
+    assert!(sim.finished_at.unwrap() >= sim.start + Duration::from_secs(8), "finished before the slot freed");
+}
+
+/// Several receivers, one of them queued: the others are served first, and the
+/// queued one joins late and still gets the file, also on a lossy link.
+#[test]
+fn a_queued_receiver_among_others_joins_late() {
+    let mut sim = SimBuilder::new(32, 200_000, 1000).receivers(3).link(Link { loss: 0.1, ..Link::default() }).build();
+    sim.sender_cfg.wait = Wait::Count(3);
+    sim.receivers[2].slots_full = true;
+    sim.schedule(Duration::from_secs(3), Action::FreeSlot(2));
+    let sim = run(sim);
+    sim.assert_delivered([0, 1, 2]);
+}
+
+/// A full queue is offered again with backoff: once the queue has room the offer is
+/// queued, then accepted when a slot frees.
+#[test]
+fn a_full_queue_is_retried_until_it_has_room() {
+    let mut sim = SimBuilder::new(33, 20_000, 1000).receivers(1).build();
+    sim.receivers[0].slots_full = true;
+    sim.receivers[0].queue_full = true;
+    sim.schedule(Duration::from_secs(2), Action::QueueRoom(0));
+    sim.schedule(Duration::from_secs(6), Action::FreeSlot(0));
+    let sim = run(sim);
+    sim.assert_delivered([0]);
+    let retries = sim
+        .sender_events
+        .iter()
+        .filter(|e| matches!(e, SenderEvent::Retrying { reason: RejectReason::QueueFull, .. }))
+        .count();
+    // Refused at 0, ~0.5, ~1.5 s: at least twice before the queue had room.
+    assert!(retries >= 2, "{retries} retries: {:?}", sim.sender_events);
+}
+
+/// Still queued at the join timeout: the failure names the receiver and its place.
+#[test]
+fn a_receiver_queued_past_the_join_timeout_fails_the_send_clearly() {
+    let mut sim = SimBuilder::new(34, 20_000, 1000).receivers(1).build();
+    sim.receivers[0].slots_full = true;
+    sim.sender_cfg.join_timeout = Duration::from_secs(5);
+    let sim = run(sim);
+    let receiver = sim.receivers[0].id.clone();
+    assert_eq!(sim.outcome(), Some(Err(SendFailure::StillQueued { receiver, position: 1 })));
+    assert!(sim.receivers[0].final_file.is_none());
 }

@@ -89,8 +89,19 @@ pub enum Error {
         /// How many were waited for.
         wanted: usize,
     },
+    /// The timeout ended while a receiver still held the file in its queue of
+    /// waiting offers: nobody took it.
+    #[error("{}: receiver {receiver} still had it queued (position {position}) when the timeout ended", path.display())]
+    StillQueued {
+        /// The file being sent.
+        path: PathBuf,
+        /// Who.
+        receiver: ReceiverId,
+        /// Its last place in the queue.
+        position: u32,
+    },
     /// A receiver refused the file or gave up on it.
-    #[error("receiver {receiver} rejected {}: {reason}", path.display())]
+    #[error("receiver {receiver} rejected {}: {reason}{}", path.display(), detail_suffix(detail))]
     Rejected {
         /// The file being sent.
         path: PathBuf,
@@ -98,6 +109,9 @@ pub enum Error {
         receiver: ReceiverId,
         /// Why.
         reason: RejectReason,
+        /// What the receiver saw (an OS error text), as it said it, or empty.
+        /// Untrusted: printed escaped.
+        detail: String,
     },
     /// A SHA-256 did not match.
     #[error("integrity check failed for {}: {detail}", path.display())]
@@ -140,7 +154,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::ChunkTooLarge { .. } => ErrorKind::Usage,
             Error::Unreachable { .. } | Error::Refused { .. } | Error::BrokerLost { .. } => ErrorKind::Broker,
-            Error::NoReceiver { .. } => ErrorKind::NoReceiver,
+            Error::NoReceiver { .. } | Error::StillQueued { .. } => ErrorKind::NoReceiver,
             Error::Rejected { .. } => ErrorKind::Rejected,
             Error::Integrity { .. } => ErrorKind::Integrity,
             Error::Transfer { .. } | Error::Internal(_) => ErrorKind::Transfer,
@@ -171,4 +185,13 @@ pub enum ConnectError {
     /// The MQTT conversation went wrong (a protocol error, or the broker closed it).
     #[error("mqtt: {0}")]
     Protocol(String),
+}
+
+/// ": detail", escaped (a receiver's text is untrusted), or nothing.
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", detail.escape_debug())
+    }
 }

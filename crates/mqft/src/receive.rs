@@ -57,6 +57,8 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod queue;
+
 use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
@@ -89,16 +91,23 @@ pub struct ReceiveOptions {
     pub receiver_id: Option<ReceiverId>,
     /// Refuse files larger than this many bytes ([`RejectReason::TooLarge`]).
     pub max_size: Option<u64>,
-    /// Refuse new transfers while this many are open ([`RejectReason::Busy`]).
+    /// Keep at most this many transfers open. Offers past it wait in a queue
+    /// (answered [`proto::Ack::Queued`]) and are taken, oldest first, as transfers end.
     pub max_concurrent: usize,
+    /// The most offers waiting for a slot; past it (or [`ReceiveOptions::queue_bytes`])
+    /// an offer is refused with [`RejectReason::QueueFull`] and its sender retries.
+    pub queue: usize,
+    /// The most bytes of manifests the queue holds.
+    pub queue_bytes: usize,
     /// Replace an existing file of the same name. Without it such a file is
     /// refused with [`RejectReason::Exists`] and never touched.
     pub overwrite: bool,
     /// Stop after the first file that arrives (or is found already here). A
-    /// transfer that fails for good here (SHA-256 mismatch, local I/O error) stops
-    /// it too, and [`Handle::wait`] returns that error. A sender that gives up or
-    /// goes silent does not: that is often a stale retained manifest, and a sender
-    /// that tries again resumes.
+    /// transfer that fails for good here (SHA-256 mismatch, local I/O error, its
+    /// sender cancelled it) stops it too, and [`Handle::wait`] returns that error
+    /// ([`Error::Transfer`] "the sender aborted <name>" for a cancelled sender). A
+    /// sender that gives up or goes silent does not: that is often a stale retained
+    /// manifest, and a sender that tries again resumes.
     pub once: bool,
     /// The protocol's tunables: ack cadence, idle and give-up timeouts.
     pub protocol: proto::ReceiverConfig,
@@ -114,6 +123,9 @@ impl Default for ReceiveOptions {
             receiver_id: None,
             max_size: None,
             max_concurrent: 16,
+            queue: 256,
+            // 256 manifests of up to 8 KiB would be 2 MiB; the common one is ~100 bytes.
+            queue_bytes: 1 << 20,
             overwrite: false,
             once: false,
             protocol: proto::ReceiverConfig::default(),
@@ -145,6 +157,16 @@ pub enum ReceiveEvent {
         name: String,
         /// Its size in bytes.
         size: u64,
+    },
+    /// Every transfer slot is taken: the offer waits in the queue at `position`
+    /// (1 for the head), and the sender is told so.
+    Queued {
+        /// The transfer id.
+        transfer: TransferId,
+        /// The name as the sender gave it: untrusted, not yet sanitized.
+        name: String,
+        /// Place in the queue.
+        position: u32,
     },
     /// The offer is refused; the sender is told why.
     Rejected {
@@ -256,6 +278,10 @@ async fn run(
     if !meta.is_dir() {
         return Err(Error::usage(format!("{} is not a directory", dir.display())));
     }
+    // A directory where nothing can be created (read-only mount, permissions) would
+    // refuse every file later, one i/o error at a time: say so now, with the reason.
+    let probe_dir = dir.clone();
+    blocking(move || queue::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
     // Stable across restarts, so the broker keeps the session; the directory is part
     // of it so that two receivers on one host do not take each other's session.
@@ -293,6 +319,7 @@ async fn run(
         events,
         report: ReceiveReport::default(),
         stopping: None,
+        queue: queue::OfferQueue::default(),
     };
     let outcome = engine.run(&cancel).await;
     let Engine { conn, report, stopping, transfers, mut finishing, .. } = engine;
@@ -374,6 +401,8 @@ struct Engine {
     report: ReceiveReport,
     /// Set when the receive is ending: cancelled (`Ok`), or `once` met.
     stopping: Option<Result<(), Error>>,
+    /// Offers waiting for a transfer slot.
+    queue: queue::OfferQueue,
 }
 
 impl Engine {
@@ -381,6 +410,11 @@ impl Engine {
         let mut give_up_at: Option<tokio::time::Instant> = None;
         loop {
             self.pump();
+            // Transfers that ended free their slots for the offers waiting.
+            if !self.queue.is_empty() {
+                self.admit_queued().await;
+                self.pump();
+            }
             if self.stopping.is_some() {
                 if self.transfers.is_empty() {
                     return Ok(());
@@ -477,7 +511,8 @@ impl Engine {
 
     async fn on_manifest(&mut self, id: TransferId, payload: Bytes) {
         if payload.is_empty() {
-            return; // a sender cleared its retained manifest
+            // A sender cleared its retained manifest: it serves the transfer no more.
+            return self.unqueue(&id);
         }
         let m = match Manifest::decode(&payload) {
             Ok(m) if m.id == id => m,
@@ -489,7 +524,8 @@ impl Engine {
             }
             Err(e) => {
                 debug!(%id, error = %e, "bad manifest refused");
-                let ack = Ack::Rejected { reason: RejectReason::BadManifest };
+                // The decode error says why, e.g. "protocol version 1, this peer speaks 2".
+                let ack = Ack::Rejected { reason: RejectReason::BadManifest, detail: e.to_string() };
                 return self.conn.out.transmit(proto::receiver::ack_transmit(&self.prefix, &id, &self.rid, &ack));
             }
         };
@@ -506,7 +542,18 @@ impl Engine {
             // decides (refused as existing, or received again with overwrite).
             self.forget_completed(&id);
         }
+        if self.queued_position(&id).is_some() {
+            // Offered again while waiting: it keeps its place, and is told it.
+            return self.enqueue(m);
+        }
         if self.stopping.is_none() {
+            if !self.queue.is_empty() {
+                // First come, first served: a new offer goes behind those waiting,
+                // even if a slot just freed (the loop gives it to the head).
+                info!(%id, name = %crate::name::escape(&m.name), size = m.size, "offered");
+                self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
+                return self.enqueue(m);
+            }
             self.offer(m).await;
         }
     }
@@ -516,9 +563,8 @@ impl Engine {
         let id = m.id;
         info!(%id, name = %crate::name::escape(&m.name), size = m.size, "offered");
         self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
-        let open = self.transfers.values().filter(|t| !t.ended).count();
-        if open >= self.opts.max_concurrent.max(1) {
-            return self.reject(&m, RejectReason::Busy);
+        if self.slots_full() {
+            return self.enqueue(m);
         }
         if self.opts.max_size.is_some_and(|max| m.size > max) {
             return self.reject(&m, RejectReason::TooLarge);
@@ -587,7 +633,7 @@ impl Engine {
             Ok(Decision::Open(file, saved)) => (file, saved.map(|s| *s)),
             Err(e) => {
                 warn!(%id, path = %paths.part.display(), error = %e, "cannot open the partial file");
-                return self.reject(&m, reject_reason(&e));
+                return self.reject_io(&m, &e);
             }
         };
         let cfg = self.opts.protocol.clone();
@@ -602,7 +648,7 @@ impl Engine {
                     blocking(move || store::fresh_part(&paths, &m)).await
                 };
                 if let Err(e) = fresh {
-                    return self.reject(&m, reject_reason(&e));
+                    return self.reject_io(&m, &e);
                 }
                 proto::Receiver::new(cfg, self.prefix.clone(), self.rid.clone(), m.clone(), None, now())
                     .expect("a receiver without saved state always starts")
@@ -612,7 +658,7 @@ impl Engine {
             Ok(w) => w,
             Err(e) => {
                 warn!(%id, error = %e, "cannot start a writer thread");
-                return self.reject(&m, reject_reason(&e));
+                return self.reject_io(&m, &e);
             }
         };
         // Subscribed before the state machine's Ready goes out, through the same
@@ -650,8 +696,17 @@ impl Engine {
     }
 
     fn reject(&mut self, m: &Manifest, reason: RejectReason) {
-        info!(id = %m.id, name = %crate::name::escape(&m.name), %reason, "rejected");
-        self.conn.out.transmit(proto::Receiver::reject(&self.prefix, &self.rid, m, reason));
+        self.reject_with(m, reason, String::new());
+    }
+
+    /// Refuses an offer for a local I/O error, telling the sender the OS's words.
+    fn reject_io(&mut self, m: &Manifest, e: &io::Error) {
+        self.reject_with(m, reject_reason(e), queue::os_reason(e));
+    }
+
+    fn reject_with(&mut self, m: &Manifest, reason: RejectReason, detail: String) {
+        info!(id = %m.id, name = %crate::name::escape(&m.name), %reason, detail, "rejected");
+        self.conn.out.transmit(proto::Receiver::reject_with(&self.prefix, &self.rid, m, reason, detail));
         self.events.emit(ReceiveEvent::Rejected { transfer: m.id, name: m.name.clone(), reason });
     }
 
@@ -689,6 +744,10 @@ impl Engine {
             }
             return self.after_input(id).await;
         }
+        if let Ok(Ctl::Abort { .. }) = Ctl::decode(payload) {
+            // A sender that stops serving its transfer withdraws a queued offer.
+            self.unqueue(&id);
+        }
         // The sender asks a receiver that already finished: its Complete was lost.
         let remembered = self.completed.iter().find(|m| m.id == id).cloned();
         if let (Some(m), Ok(Ctl::EndRound { .. })) = (remembered, Ctl::decode(payload)) {
@@ -724,7 +783,7 @@ impl Engine {
                 // A transfer that already ended has said all it will say.
                 let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
                 warn!(%id, path = %path.display(), %error, "{op} failed");
-                t.rx.fail(reject_reason(&error), now());
+                t.rx.fail_with(reject_reason(&error), queue::os_reason(&error), now());
                 t.local_error.get_or_insert(Error::io(op, &path, error));
                 self.after_input(id).await;
             }
@@ -737,7 +796,7 @@ impl Engine {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
         if let Err(e) = result {
             warn!(%id, error = %e, "cannot give the file its name");
-            t.rx.fail(reject_reason(&e), now());
+            t.rx.fail_with(reject_reason(&e), queue::os_reason(&e), now());
             t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
             return self.after_input(id).await;
         }
@@ -759,7 +818,8 @@ impl Engine {
         self.remember_completed(manifest);
         if self.opts.once && self.stopping.is_none() {
             self.stopping = Some(Ok(()));
-            // The other transfers are told and saved.
+            // The other transfers are told and saved, and queued senders told.
+            self.cancel_queued();
             self.stop_others(Some(id)).await;
         }
     }
@@ -781,7 +841,7 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    t.rx.fail(reject_reason(&e), now());
+                    t.rx.fail_with(reject_reason(&e), queue::os_reason(&e), now());
                     t.local_error = Some(Error::io("read", &t.paths.part, e));
                     break;
                 }
@@ -821,10 +881,16 @@ impl Engine {
                     t.unsaved_since = None;
                     let err = failure_error(&path, &failure, t.local_error.take());
                     self.events.emit(ReceiveEvent::Failed { transfer: id, path, failure: failure.clone() });
-                    let for_good = matches!(failure, ReceiveFailure::HashMismatch)
-                        || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
+                    // A sender whose user cancelled the transfer this receive took
+                    // will not bring the file: `once` would wait forever. One that
+                    // gave up may be run again and resume, so that one is waited out.
+                    let for_good = matches!(
+                        failure,
+                        ReceiveFailure::HashMismatch | ReceiveFailure::SenderAborted(AbortReason::Cancelled)
+                    ) || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
                     if self.opts.once && self.stopping.is_none() && for_good {
                         self.stopping = Some(Err(err));
+                        self.cancel_queued();
                         self.stop_others(Some(id)).await;
                     }
                     return;
@@ -854,6 +920,7 @@ impl Engine {
     /// Ends the receive: every open transfer is saved, and its sender told.
     async fn stop(&mut self, outcome: Result<(), Error>) {
         self.stopping.get_or_insert(outcome);
+        self.cancel_queued();
         self.stop_others(None).await;
     }
 
@@ -958,12 +1025,14 @@ fn failure_error(path: &std::path::Path, failure: &ReceiveFailure, local: Option
             Error::Integrity { path, detail: "sha-256 of the received bytes does not match the manifest".into() }
         }
         ReceiveFailure::SenderAborted(reason) => {
-            let detail = match reason {
-                AbortReason::Cancelled => "the sender cancelled".to_owned(),
-                AbortReason::Failed => "the sender gave up".to_owned(),
-                AbortReason::Finished => "the sender finished with other receivers".to_owned(),
-                other => format!("the sender stopped (code {})", other.code()),
+            let why = match reason {
+                AbortReason::Cancelled => "it was cancelled".to_owned(),
+                AbortReason::Failed => "it gave up".to_owned(),
+                AbortReason::Finished => "it finished with other receivers".to_owned(),
+                other => format!("reason code {}", other.code()),
             };
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let detail = format!("the sender aborted {}: {why}", crate::name::escape(&name));
             Error::Transfer { path, detail }
         }
         ReceiveFailure::SenderGone => Error::Transfer { path, detail: "the sender went silent".into() },

@@ -220,6 +220,32 @@ pub enum SendEvent {
         /// Its reason; `None` when it stopped answering.
         reason: Option<RejectReason>,
     },
+    /// A receiver holds the offer in its queue: all its transfer slots are taken.
+    /// The send waits for it, within its timeout.
+    Queued {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// Place in its queue, 1 for the head.
+        position: u32,
+    },
+    /// A receiver refused the offer for now (busy, queue full); it is offered again
+    /// after `retry_in`, until the timeout.
+    Retrying {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// Why it refused.
+        reason: RejectReason,
+        /// When the offer goes out again.
+        retry_in: Duration,
+    },
     /// The receivers waited for have the file.
     Finished {
         /// The file.
@@ -814,6 +840,12 @@ impl Engine {
                     SenderEvent::ReceiverFailed { receiver, reason } => {
                         SendEvent::ReceiverFailed { path, transfer, receiver, reason }
                     }
+                    SenderEvent::Queued { receiver, position } => {
+                        SendEvent::Queued { path, transfer, receiver, position }
+                    }
+                    SenderEvent::Retrying { receiver, reason, retry_in } => {
+                        SendEvent::Retrying { path, transfer, receiver, reason, retry_in }
+                    }
                     SenderEvent::Finished => {
                         info!(path = %path.display(), id = %transfer, "sent");
                         let receivers = a.complete.clone();
@@ -892,7 +924,9 @@ fn failure_error(path: &Path, f: SendFailure) -> Error {
     let path = path.to_owned();
     match f {
         SendFailure::NoReceivers { joined, wanted } => Error::NoReceiver { path, joined, wanted },
-        SendFailure::Rejected { receiver, reason } => Error::Rejected { path, receiver, reason },
+        SendFailure::Rejected { receiver, reason, detail } => Error::Rejected { path, receiver, reason, detail },
+        // Still waiting in a receiver's queue when time ran out: nobody took the file.
+        SendFailure::StillQueued { receiver, position } => Error::StillQueued { path, receiver, position },
         SendFailure::HashMismatch { receiver } => {
             Error::Integrity { path, detail: format!("receiver {receiver} computed a different sha-256") }
         }

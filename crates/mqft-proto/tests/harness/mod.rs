@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use mqft_proto::receiver::ReceiveFailure;
 use mqft_proto::{
-    integrity, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, ResumeState,
-    SendFailure, Sender, SenderConfig, SenderEvent, Topic,
+    integrity, Ack, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, RejectReason,
+    ResumeState, SendFailure, Sender, SenderConfig, SenderEvent, Topic,
 };
 
 /// A small, fast, seeded PRNG (SplitMix64).
@@ -141,6 +141,14 @@ pub struct SimReceiver {
     pub session: Vec<(String, Vec<u8>)>,
     /// When it was last started by [`Action::StartReceiver`].
     pub started_at: Option<Instant>,
+    /// Every transfer slot is taken (by transfers outside the simulation): a new
+    /// offer waits in the queue, answered `Queued`, until [`Action::FreeSlot`]; or,
+    /// with `queue_full`, is refused with `QueueFull`. The runtime's queue, for one
+    /// transfer.
+    pub slots_full: bool,
+    pub queue_full: bool,
+    /// The offer held in the queue.
+    pub queued_offer: Option<Manifest>,
     handled: u32,
 }
 
@@ -191,6 +199,11 @@ pub enum Action {
     StartReceiver(usize),
     KillSender,
     StartSender,
+    /// A slot frees at receiver `i` (see [`SimReceiver::slots_full`]): its queued
+    /// offer, if any, is accepted.
+    FreeSlot(usize),
+    /// Receiver `i`'s queue empties: offers are queued again, not refused.
+    QueueRoom(usize),
 }
 
 pub struct SimBuilder {
@@ -262,6 +275,9 @@ impl SimBuilder {
                 subscribed: true,
                 session: Vec::new(),
                 started_at: None,
+                slots_full: false,
+                queue_full: false,
+                queued_offer: None,
                 handled: 0,
             })
             .collect();
@@ -525,6 +541,15 @@ impl Sim {
                 }
                 Action::KillSender => self.sender = None,
                 Action::StartSender => self.start_sender(),
+                Action::FreeSlot(i) => {
+                    let (prefix, cfg, now) = (self.prefix.clone(), self.receiver_cfg.clone(), self.now);
+                    let r = &mut self.receivers[i];
+                    r.slots_full = false;
+                    if let (Some(m), true) = (r.queued_offer.take(), r.online && r.rx.is_none()) {
+                        r.rx = Some(Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now).unwrap());
+                    }
+                }
+                Action::QueueRoom(i) => self.receivers[i].queue_full = false,
             }
         }
     }
@@ -593,6 +618,18 @@ impl Sim {
                     return;
                 }
                 let Ok(m) = Manifest::decode(payload) else { return };
+                if r.rx.is_none() && r.slots_full {
+                    let ack = if r.queue_full {
+                        Ack::Rejected { reason: RejectReason::QueueFull, detail: String::new() }
+                    } else {
+                        let ack = Ack::Queued { run: m.run, position: 1 };
+                        r.queued_offer = Some(m.clone());
+                        ack
+                    };
+                    let t = mqft_proto::receiver::ack_transmit(&prefix, &m.id, &r.id.clone(), &ack);
+                    let Payload::Bytes(b) = t.payload else { unreachable!("acks are bytes") };
+                    return self.receiver_publish(i, t.topic, b);
+                }
                 match r.rx.as_mut() {
                     Some(rx) => {
                         let _ = rx.handle_manifest(&m, now);
