@@ -606,6 +606,18 @@ impl Sender {
         }
     }
 
+    /// Replaces the transfer: the runtime starts the same file again as a new
+    /// transfer with smaller chunks, because this one's did not get through the
+    /// broker. Like [`Sender::cancel`], receivers are told and the retained
+    /// manifest cleared, but the abort says `Superseded`: a receiver that takes
+    /// one file (`--once`) waits for the successor instead of ending. Reported as
+    /// [`SendFailure::Cancelled`].
+    pub fn supersede(&mut self, _now: Instant) {
+        if self.phase != Phase::Done {
+            self.finish_as(AbortReason::Superseded, Some(SendFailure::Cancelled));
+        }
+    }
+
     // ---- output ----
 
     /// The next message to publish, if any. Call until `None` after every input.
@@ -1034,14 +1046,19 @@ impl Sender {
     /// reports the one terminal event. Once done, later calls do nothing, so that
     /// an outcome is reported, and the abort published, exactly once.
     fn finish(&mut self, failure: Option<SendFailure>) {
-        if self.phase == Phase::Done {
-            return;
-        }
         let reason = match &failure {
             None => AbortReason::Finished,
             Some(SendFailure::Cancelled) => AbortReason::Cancelled,
             Some(_) => AbortReason::Failed,
         };
+        self.finish_as(reason, failure);
+    }
+
+    /// Ends the transfer with an abort of `reason` to the receivers.
+    fn finish_as(&mut self, reason: AbortReason, failure: Option<SendFailure>) {
+        if self.phase == Phase::Done {
+            return;
+        }
         self.push_ctl(Ctl::Abort { run: self.manifest.run, reason });
         // Clear the retained manifest so that receivers starting later do not find a
         // transfer nobody serves.

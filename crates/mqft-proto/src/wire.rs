@@ -497,6 +497,10 @@ pub enum AbortReason {
     /// The receivers the sender waited for are done; others must resume with a new
     /// send (code 3).
     Finished,
+    /// The sender started the same file again as a new transfer, with smaller chunks
+    /// (those of this one did not get through the broker); a receiver drops this
+    /// one and takes its successor (code 4).
+    Superseded,
     /// A code this version does not know.
     Other(u16),
 }
@@ -508,6 +512,7 @@ impl AbortReason {
             AbortReason::Cancelled => 1,
             AbortReason::Failed => 2,
             AbortReason::Finished => 3,
+            AbortReason::Superseded => 4,
             AbortReason::Other(c) => c,
         }
     }
@@ -518,6 +523,7 @@ impl AbortReason {
             1 => AbortReason::Cancelled,
             2 => AbortReason::Failed,
             3 => AbortReason::Finished,
+            4 => AbortReason::Superseded,
             c => AbortReason::Other(c),
         }
     }
@@ -529,6 +535,7 @@ impl std::fmt::Display for AbortReason {
             AbortReason::Cancelled => f.write_str("cancelled"),
             AbortReason::Failed => f.write_str("gave up"),
             AbortReason::Finished => f.write_str("finished with the receivers it waited for"),
+            AbortReason::Superseded => f.write_str("started again with smaller chunks"),
             AbortReason::Other(c) => write!(f, "reason code {c}"),
         }
     }

@@ -295,7 +295,7 @@ fn reason_code_tables() {
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
     }
-    for code in 1..=3 {
+    for code in 1..=4 {
         let reason = AbortReason::from_code(code);
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));

@@ -1029,6 +1029,7 @@ fn failure_error(path: &std::path::Path, failure: &ReceiveFailure, local: Option
                 AbortReason::Cancelled => "it was cancelled".to_owned(),
                 AbortReason::Failed => "it gave up".to_owned(),
                 AbortReason::Finished => "it finished with other receivers".to_owned(),
+                AbortReason::Superseded => "it started the file again with smaller chunks".to_owned(),
                 other => format!("reason code {}", other.code()),
             };
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

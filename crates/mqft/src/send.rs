@@ -650,7 +650,7 @@ impl Engine {
     /// publish again next. Receivers ignore an abort of a transfer they ended.
     fn abort_abandoned_again(&mut self) {
         for &(id, run) in &self.abandoned {
-            let abort = proto::Ctl::Abort { run, reason: proto::AbortReason::Cancelled };
+            let abort = proto::Ctl::Abort { run, reason: proto::AbortReason::Superseded };
             self.conn.out.publish(self.prefix.ctl(&id), proto::Qos::AtLeastOnce, false, abort.encode());
             self.conn.out.publish(self.prefix.manifest(&id), proto::Qos::AtLeastOnce, true, Vec::new());
         }
@@ -699,7 +699,7 @@ impl Engine {
         let a = &mut self.active[i];
         a.superseded = true;
         let now = now();
-        a.sender.cancel(now);
+        a.sender.supersede(now);
         // The abort and the cleared manifest go out now, ahead of the new
         // transfer's manifest in the one ordered queue: a receiver that takes one
         // transfer at a time (`--once`) has let go of the old one when the new one
