@@ -233,6 +233,9 @@ fn log_outcome(what: &str, outcome: &Outcome) {
 
 /// A passed cell: the end-to-end time, and what else the case measured.
 fn cell_text(m: &Measured) -> String {
+    if let Some(note) = &m.note {
+        return note.clone();
+    }
     let mut text = format!("{:.2} s", m.secs);
     if let Some(restart) = m.restart_secs {
         let _ = write!(text, " (restart to done {restart:.2} s)");
