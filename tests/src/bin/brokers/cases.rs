@@ -257,7 +257,7 @@ fn expect_exit(what: &str, process: &mut Process, timeout: Duration, code: i32) 
             Err(format!("{what} did not exit within {timeout:?} (killed)\n{shown}"))
         }
         Some(status) if status.code() == Some(code) => Ok(()),
-        Some(_) => Err(format!("{what} exited with another code than {code}\n{}", show(process))),
+        Some(status) => Err(format!("{what} exited with {status}, not {code}\n{}", show(process))),
     }
 }
 
