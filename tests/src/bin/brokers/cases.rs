@@ -328,7 +328,7 @@ fn two_receivers(ctx: &Ctx<'_>, late: bool) -> Outcome {
     let mut rx_a = receiver(ctx, "rx-a", &out_a, true)?;
     let mut rx_b = if late { None } else { Some(receiver(ctx, "rx-b", &out_b, true)?) };
     let started = Instant::now();
-    let mut tx = sender(ctx, &[file.clone()], 2);
+    let mut tx = sender(ctx, std::slice::from_ref(&file), 2);
     if late {
         let joined =
             wait_until(CONNECT_WAIT, || tx.stdout().contains(r#""event":"receiver_joined""#) || !tx.is_running());
@@ -344,7 +344,7 @@ fn two_receivers(ctx: &Ctx<'_>, late: bool) -> Outcome {
     expect_exit("receiver a", &mut rx_a, wait, 0)?;
     expect_exit("receiver b", &mut rx_b, wait, 0)?;
     let mut m = Measured { secs: started.elapsed().as_secs_f64(), ..Measured::default() };
-    same_files(&[file.clone()], &out_a)?;
+    same_files(std::slice::from_ref(&file), &out_a)?;
     same_files(&[file], &out_b)?;
     account(&mut m, &tx, &[&rx_a, &rx_b]);
     Ok(m)
@@ -384,7 +384,7 @@ fn kill_restart(ctx: &Ctx<'_>) -> Outcome {
     let out = ctx.work.join("out");
     let mut rx = receiver(ctx, "rx", &out, true)?;
     let started = Instant::now();
-    let mut tx = sender(ctx, &[file.clone()], 1);
+    let mut tx = sender(ctx, std::slice::from_ref(&file), 1);
     let wait = transfer_wait(total);
     // Kill once a progress event shows a part of the file, neither none nor all.
     let partial = |rx: &Process| {
@@ -433,7 +433,7 @@ fn oversize(ctx: &Ctx<'_>) -> Outcome {
     let out = ctx.work.join("out");
     let mut rx = receiver(ctx, "rx", &out, true)?;
     let started = Instant::now();
-    let mut tx = sender_with(ctx, &[file.clone()], 1, &["--chunk-size", "256k"]);
+    let mut tx = sender_with(ctx, std::slice::from_ref(&file), 1, &["--chunk-size", "256k"]);
     // The sender's --timeout plus its stall detection's rounds.
     let bound = Duration::from_secs(SEND_TIMEOUT_SECS + 15);
     let Some(status) = tx.wait_within(bound) else {
