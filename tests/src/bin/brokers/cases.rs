@@ -270,7 +270,8 @@ fn events(process: &Process) -> Vec<Value> {
 fn account(m: &mut Measured, sender: &Process, receivers: &[&Process]) {
     for event in events(sender) {
         match event["event"].as_str() {
-            Some("started") if m.chunk_size.is_none() => m.chunk_size = event["chunk_size"].as_u64(),
+            // The last one: `auto` may start a file again with smaller chunks.
+            Some("started") => m.chunk_size = event["chunk_size"].as_u64(),
             Some("summary") => {
                 for file in event["files"].as_array().into_iter().flatten() {
                     m.chunks += file["chunks"].as_u64().unwrap_or(0);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mqft_tests::{find_program, free_port, wait_until, Broker, Process, HOST};
+use mqft_tests::{find_program, wait_until, Broker, Process, HOST};
 use tempfile::TempDir;
 
 /// The packet limit of the packet-limited brokers: 128 KiB, AWS IoT's message size
@@ -101,13 +101,13 @@ impl Kind {
                 let port = broker.port();
                 Ok(Server { v311: port, v5: Some(port), nodes: vec![Node::Mosquitto(broker)] })
             }
-            Kind::Rumqttd => start_rumqttd(limited),
+            Kind::Rumqttd => with_retries(|| start_rumqttd(limited)),
             Kind::Nats => {
-                let mut nodes = start_nats_nodes(1, limited)?;
+                let mut nodes = with_retries(|| start_nats_nodes(1, limited))?;
                 let node = nodes.remove(0);
                 Ok(Server { v311: node.mqtt_port, v5: None, nodes: vec![Node::Daemon(node.daemon)] })
             }
-            Kind::RabbitMq => start_rabbitmq(limited),
+            Kind::RabbitMq => with_retries(|| start_rabbitmq(limited)),
         }
     }
 }
@@ -249,6 +249,46 @@ impl Drop for Daemon {
     }
 }
 
+/// `n` distinct TCP ports on `127.0.0.1` that were free a moment ago: all bound
+/// at once, so that none repeats, then released for the broker to bind. Another
+/// process may still take one meanwhile; [`with_retries`] starts again then.
+fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind((HOST, 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot bind {HOST}:0: {e}"))?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr().map_err(|e| format!("no local address: {e}"))?.port();
+    }
+    Ok(ports)
+}
+
+/// How many times a broker is started on fresh ports when one of its ports was
+/// taken between [`free_ports`] and its `bind` (other tests run on this machine).
+const START_ATTEMPTS: usize = 4;
+
+/// Run `start` until it does not fail for a port in use, at most
+/// [`START_ATTEMPTS`] times.
+fn with_retries<T>(mut start: impl FnMut() -> Result<T, String>) -> Result<T, String> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(e) if attempt < START_ATTEMPTS && port_taken(&e) => {
+                eprintln!("brokers: a port was taken, starting again on others");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether a start failure's message (with the broker's log) says a port was in use.
+fn port_taken(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("address already in use") || lower.contains("eaddrinuse")
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -265,7 +305,7 @@ fn start_rumqttd(limited: bool) -> Result<Server, String> {
     if !program.exists() {
         return Err(format!("no {}: build it with cargo build -p mqft-tests --bins", program.display()));
     }
-    let (v4, v5) = (free_port(), free_port());
+    let [v4, v5] = free_ports()?;
     let mut command = Command::new(&program);
     command.args(["--v4", &v4.to_string(), "--v5", &v5.to_string()]);
     if limited {
@@ -291,12 +331,17 @@ pub struct NatsNode {
 /// store; ready when each accepts an MQTT QoS 1 publish (in a cluster that takes
 /// the JetStream meta leader's election).
 fn start_nats_nodes(count: usize, limited: bool) -> Result<Vec<NatsNode>, String> {
+    if count > 3 {
+        return Err(format!("at most 3 NATS nodes, not {count}"));
+    }
     let program = find_program("nats-server").ok_or("nats-server not found: apt-get install nats-server")?;
-    let cluster_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    // Three ports a node: cluster routes, NATS clients, MQTT.
+    let ports: [u16; 9] = free_ports()?;
+    let cluster_ports = &ports[..count];
     let mut nodes = Vec::new();
     for i in 0..count {
         let dir = temp_dir("mqft-nats-")?;
-        let (client_port, mqtt_port) = (free_port(), free_port());
+        let (client_port, mqtt_port) = (ports[3 + 2 * i], ports[4 + 2 * i]);
         let mut config = String::new();
         let _ = writeln!(config, "server_name: mqft-n{i}");
         let _ = writeln!(config, "listen: {HOST}:{client_port}");
@@ -339,7 +384,7 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start() -> Result<NatsCluster, String> {
-        Ok(NatsCluster { nodes: start_nats_nodes(3, false)? })
+        Ok(NatsCluster { nodes: with_retries(|| start_nats_nodes(3, false))? })
     }
 
     pub fn port(&self, node: usize) -> u16 {
@@ -362,7 +407,7 @@ fn start_rabbitmq(limited: bool) -> Result<Server, String> {
         return Err("rabbitmq-server not found: apt-get install rabbitmq-server".into());
     }
     let dir = temp_dir("mqft-rabbitmq-")?;
-    let (amqp, dist, epmd, mqtt) = (free_port(), free_port(), free_port(), free_port());
+    let [amqp, dist, epmd, mqtt] = free_ports()?;
     let mut config = String::new();
     let _ = writeln!(config, "listeners.tcp.default = {HOST}:{amqp}");
     let _ = writeln!(config, "mqtt.listeners.tcp.default = {HOST}:{mqtt}");
