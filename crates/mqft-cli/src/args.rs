@@ -53,6 +53,7 @@ pub enum Command {
     /// See it work with no broker installed: starts an embedded broker, a receiver
     /// and a sender in this process, and moves a file (a 20 MiB test image if none
     /// is given).
+    #[cfg(feature = "demo")]
     #[command(disable_help_flag = true)]
     Demo(DemoArgs),
 }
@@ -185,6 +186,7 @@ pub struct ReceiveArgs {
     pub output: OutputArgs,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// File to send (default: a 20 MiB generated test image).
