@@ -15,11 +15,11 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5 as p5;
-use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::tokio_rustls::rustls::pki_types::pem::PemObject;
 use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{TlsConfiguration, Transport};
 
 use crate::config::{Config, MqttVersion, Tls};
