@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mqft::proto::ReceiverId;
 use mqft::{Client, Config, ErrorKind, ReceiveOptions, SendOptions, Tls};
-use mqft_tests::{Broker, HOST};
+use mqft_tests::{mqft_command, Broker, Process, HOST};
 use tokio::time::timeout;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -202,4 +202,37 @@ async fn no_client_certificate_or_a_wrong_host_name_is_refused() {
     let err = send(cfg).await.unwrap_err();
     assert!(matches!(err, mqft::Error::Unreachable { source: mqft::ConnectError::Tls(_), .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10), "a tls failure is not retried");
+}
+
+/// With no CA file, the system's CA certificates are trusted, found the way
+/// OpenSSL finds them: here through `SSL_CERT_DIR`, a directory holding only the
+/// test CA (the hand-written search before rustls-native-certs knew
+/// `SSL_CERT_FILE` and fixed paths only, so it failed the handshake: exit 3). The
+/// client certificate is presented too, parsed by the same path. Connected, the
+/// send waits for a receiver that never comes: exit 4.
+#[test]
+fn without_a_ca_file_the_system_roots_from_ssl_cert_dir_are_trusted() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let p = pki_dir.path();
+    pki(p);
+    let roots = p.join("roots");
+    fs::create_dir(&roots).unwrap();
+    fs::copy(p.join("ca.crt"), roots.join("test-ca.pem")).unwrap();
+    let broker = tls_broker(p);
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("x.bin");
+    fs::write(&file, b"x").unwrap();
+    let url = format!("mqtts://{HOST}:{}", broker.port());
+    let mut command = mqft_command(["send".as_ref(), file.as_os_str(), "-b".as_ref(), url.as_ref()]);
+    command
+        .args(["--timeout", "1", "--connect-timeout", "5", "--cert"])
+        .arg(p.join("client.crt"))
+        .arg("--key")
+        .arg(p.join("client.key"))
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", &roots);
+    let output = Process::spawn(&mut command).finish_within(Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "connected, then no receiver; stderr:\n{stderr}");
+    assert!(stderr.contains("no receiver"), "{stderr}");
 }

@@ -53,6 +53,7 @@ pub enum Command {
     /// See it work with no broker installed: starts an embedded broker, a receiver
     /// and a sender in this process, and moves a file (a 20 MiB test image if none
     /// is given).
+    #[cfg(feature = "demo")]
     #[command(disable_help_flag = true)]
     Demo(DemoArgs),
 }
@@ -83,7 +84,7 @@ pub struct BrokerArgs {
     pub client_id: Option<String>,
     /// MQTT version: 5 or 311.
     #[arg(short = 'V', long = "mqtt-version", default_value = "5", value_name = "5|311")]
-    pub version: String,
+    pub version: MqttVersion,
     /// CA certificates (PEM) to verify the broker with; turns TLS on.
     #[arg(long, value_name = "PATH")]
     pub cafile: Option<PathBuf>,
@@ -136,7 +137,7 @@ pub struct SendArgs {
     /// Chunk size: auto (from the broker's limit under MQTT 5, halved while chunks do
     /// not get through), or bytes: 65536, 64k, 1m.
     #[arg(long, default_value = "auto")]
-    pub chunk_size: String,
+    pub chunk_size: ChunkSize,
     /// Chunks in flight that the slowest receiver has not acknowledged. By default
     /// 256, and no more than 64 MiB of chunks.
     #[arg(long)]
@@ -169,8 +170,8 @@ pub struct ReceiveArgs {
     #[arg(long)]
     pub timeout: Option<u64>,
     /// Refuse files larger than this: bytes, or with k, m, g (binary units).
-    #[arg(long, value_name = "SIZE")]
-    pub max_size: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
     /// Replace existing files of the same name.
     #[arg(long)]
     pub overwrite: bool,
@@ -190,6 +191,7 @@ pub struct ReceiveArgs {
     pub output: OutputArgs,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// File to send (default: a 20 MiB generated test image).
@@ -198,8 +200,8 @@ pub struct DemoArgs {
     #[arg(short = 'o', long, default_value = "mqft-demo")]
     pub out: PathBuf,
     /// Size of the generated test file: bytes, or with k, m, g.
-    #[arg(long, default_value = "20m")]
-    pub size: String,
+    #[arg(long, default_value = "20m", value_parser = parse_size)]
+    pub size: u64,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -244,7 +246,7 @@ impl BrokerArgs {
                 cfg.port = mqft::config::DEFAULT_TLS_PORT;
             }
         }
-        cfg.version = self.version.parse::<MqttVersion>()?;
+        cfg.version = self.version;
         cfg.prefix = Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
         cfg.client_id = self.client_id.clone();
         cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
@@ -258,7 +260,7 @@ impl SendArgs {
     /// The library's send options.
     pub fn options(&self) -> Result<mqft::SendOptions> {
         let mut opts = mqft::SendOptions::default();
-        opts.chunk_size = self.chunk_size.parse::<ChunkSize>()?;
+        opts.chunk_size = self.chunk_size;
         if let Some(w) = self.window {
             if w == 0 {
                 bail!(usage("--window must be at least 1"));
@@ -295,7 +297,7 @@ impl ReceiveArgs {
         opts.overwrite = self.overwrite;
         opts.max_concurrent = self.max_concurrent.max(1);
         opts.queue = self.queue;
-        opts.max_size = self.max_size.as_deref().map(parse_size).transpose()?;
+        opts.max_size = self.max_size;
         if let Some(id) = &self.receiver_id {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
         }
@@ -312,20 +314,10 @@ pub fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
-/// `123`, `64k`, `10m`, `2g` (binary units).
-pub fn parse_size(s: &str) -> Result<u64> {
-    let lower = s.trim().to_ascii_lowercase();
-    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
-    let (num, unit) = lower.split_at(split);
-    let n: u64 = num.parse().map_err(|_| usage(format!("bad size '{s}': use bytes like 1048576, 64k, 10m, 2g")))?;
-    let mult: u64 = match unit {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => bail!(usage(format!("bad size '{s}': use bytes like 1048576, 64k, 10m, 2g"))),
-    };
-    n.checked_mul(mult).ok_or_else(|| usage(format!("size '{s}' is too large")).into())
+/// `123`, `64k`, `10m`, `2g` (binary units; [`mqft::config::parse_bytes`]), as a
+/// clap value parser: a bad size is a usage error before anything starts.
+pub fn parse_size(s: &str) -> Result<u64, UsageError> {
+    mqft::config::parse_bytes(s).ok_or_else(|| usage(format!("bad size '{s}': use bytes like 1048576, 64k, 10m, 2g")))
 }
 
 #[cfg(test)]
@@ -380,5 +372,9 @@ mod tests {
         let Command::Send(args) = cli.command else { panic!() };
         assert!(args.broker.config().is_err());
         assert!(Cli::try_parse_from(["mqft", "send", "a", "-q", "2"]).is_err());
+        // Parsed by clap, with the library's FromStr: refused before anything runs.
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "--chunk-size", "17x"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "-V", "3"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "receive", "--max-size", "5t"]).is_err());
     }
 }

@@ -17,7 +17,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use mqft::proto::{HashState, ReceiverId};
 use mqft::{Client, Config, MqttVersion, ReceiveEvent};
 
-use crate::args::{parse_size, DemoArgs};
+use crate::args::DemoArgs;
 use crate::report::{display_path, Reporter};
 
 pub async fn run(a: DemoArgs) -> Result<()> {
@@ -33,7 +33,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let source = match &a.file {
         Some(f) => f.clone(),
         None => {
-            let size = parse_size(&a.size)?;
+            let size = a.size;
             std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
             let path = scratch.join("camera-0001.raw");
             generate(&path, size)?;

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+#[cfg(feature = "demo")]
 mod demo;
 mod report;
 
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
     let output = match &cli.command {
         Command::Send(a) => a.output,
         Command::Receive(a) => a.output,
+        #[cfg(feature = "demo")]
         Command::Demo(a) => a.output,
     };
     init_logging(output);
@@ -136,6 +138,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Send(a) => send(a).await,
         Command::Receive(a) => receive(a).await,
+        #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(a).await,
     }
 }

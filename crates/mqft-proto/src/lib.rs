@@ -27,6 +27,104 @@
 //! deadline from `poll_timeout` has passed), then drain `poll_transmit` until it
 //! returns `None` and `poll_event` likewise, then wait for the next input or the
 //! deadline. `docs/PROTOCOL.md` in the repository is the normative description.
+//!
+//! The loop below is the whole of a driver, with a lossless in-memory broker and
+//! simulated time in place of sockets and a clock: it moves a file from a
+//! [`Sender`] to one [`Receiver`] and stops when the sender reports
+//! [`SenderEvent::Finished`]. The runtime crate `mqft` does the same over rumqttc
+//! and tokio, with files on disk.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::time::Instant;
+//! use mqft_proto::{integrity, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig,
+//!                  ReceiverEvent, ReceiverId, Sender, SenderConfig, SenderEvent, Topic};
+//!
+//! let file: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+//! let prefix = Prefix::new("files")?;
+//! let manifest = Manifest::new("demo.bin".into(), file.len() as u64, 1024,
+//!                              integrity::sha256(&file), Meta::default(), 1)?;
+//! let mut now = Instant::now();
+//! let mut sender = Sender::new(SenderConfig::default(), prefix.clone(), manifest, now);
+//! let rx_id = ReceiverId::new("rx")?;
+//! let mut receiver: Option<Receiver> = None; // made when the manifest arrives
+//! let mut disk = vec![0u8; file.len()]; // the receiver's partial file
+//! // The "broker": publishes on their way, as (topic, payload).
+//! let (mut to_receiver, mut to_sender) = (VecDeque::new(), VecDeque::new());
+//!
+//! let mut finished = false;
+//! for _ in 0..10_000 { // a bound, so that a live-lock fails instead of hanging
+//!     // Output: drain transmits, then events, from both sides.
+//!     while let Some(t) = sender.poll_transmit(now) {
+//!         let payload = match t.payload {
+//!             Payload::Bytes(b) => b,
+//!             // The state machine names the bytes; reading them is the caller's job.
+//!             Payload::Chunk(c) => c.encode(&file[c.offset as usize..][..c.len as usize]),
+//!         };
+//!         to_receiver.push_back((t.topic, payload));
+//!     }
+//!     while let Some(e) = sender.poll_event() {
+//!         finished |= e == SenderEvent::Finished;
+//!     }
+//!     if let Some(rx) = receiver.as_mut() {
+//!         while let Some(t) = rx.poll_transmit() {
+//!             let Payload::Bytes(b) = t.payload else { unreachable!("receivers send no chunks") };
+//!             to_sender.push_back((t.topic, b));
+//!         }
+//!         while let Some(e) = rx.poll_event() {
+//!             // Verified: the runtime moves the file to its final name here.
+//!             assert_eq!(e, ReceiverEvent::Verified);
+//!             rx.finalized(now);
+//!         }
+//!     }
+//!     if finished {
+//!         break;
+//!     }
+//!     // Input: deliver one message each way, or else let time pass to the
+//!     // earliest deadline and handle the timeouts.
+//!     let (a, b) = (to_receiver.pop_front(), to_sender.pop_front());
+//!     if let Some((topic, payload)) = &a {
+//!         match prefix.parse(topic) {
+//!             Some(Topic::Manifest(_)) => {
+//!                 let m = Manifest::decode(payload)?;
+//!                 match receiver.as_mut() {
+//!                     Some(rx) => rx.handle_manifest(&m, now)?,
+//!                     None => receiver = Some(Receiver::new(
+//!                         ReceiverConfig::default(), prefix.clone(), rx_id.clone(), m, None, now)?),
+//!                 }
+//!             }
+//!             Some(Topic::Chunk(_, n)) => {
+//!                 let rx = receiver.as_mut().expect("the manifest comes first");
+//!                 if let Some(w) = rx.handle_chunk(n, payload, now)? {
+//!                     disk[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+//!                 }
+//!                 // Chunks that arrived ahead of order are hashed once the gap fills.
+//!                 while let Some(h) = rx.next_hash_read() {
+//!                     rx.hash_chunk(h.index, &disk[h.offset as usize..][..h.len as usize])?;
+//!                 }
+//!             }
+//!             Some(Topic::Ctl(_)) => receiver.as_mut().expect("after the manifest").handle_ctl(payload, now)?,
+//!             _ => {}
+//!         }
+//!     }
+//!     if let Some((topic, payload)) = &b {
+//!         if let Some(Topic::Ack(_, from)) = prefix.parse(topic) {
+//!             sender.handle_ack(&from, payload, now)?;
+//!         }
+//!     }
+//!     if a.is_none() && b.is_none() {
+//!         let deadlines = [sender.poll_timeout(), receiver.as_ref().and_then(|r| r.poll_timeout())];
+//!         now = deadlines.into_iter().flatten().min().expect("someone waits for something");
+//!         sender.handle_timeout(now);
+//!         if let Some(rx) = receiver.as_mut() {
+//!             rx.handle_timeout(now);
+//!         }
+//!     }
+//! }
+//! assert!(finished, "the transfer did not finish");
+//! assert_eq!(disk, file);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 

@@ -311,20 +311,10 @@ impl FromStr for ChunkSize {
     /// (binary units): `65536`, `64k`, `1MiB`.
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || Error::usage(format!("bad chunk size '{s}': use auto, or bytes like 65536, 64k, 1m"));
-        let lower = s.trim().to_ascii_lowercase();
-        if lower == "auto" {
+        if s.trim().eq_ignore_ascii_case("auto") {
             return Ok(ChunkSize::Auto);
         }
-        let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
-        let (num, unit) = lower.split_at(split);
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        let mult = match unit.trim() {
-            "" | "b" => 1,
-            "k" | "kb" | "kib" => 1 << 10,
-            "m" | "mb" | "mib" => 1 << 20,
-            _ => return Err(bad()),
-        };
-        let bytes = n.checked_mul(mult).and_then(|b| u32::try_from(b).ok()).ok_or_else(bad)?;
+        let bytes = parse_bytes(s).and_then(|b| u32::try_from(b).ok()).ok_or_else(bad)?;
         if bytes == 0 || bytes > proto::wire::MAX_CHUNK_SIZE {
             return Err(Error::usage(format!(
                 "chunk size must be 1 to {} bytes, not {s}",
@@ -333,6 +323,25 @@ impl FromStr for ChunkSize {
         }
         Ok(ChunkSize::Fixed(bytes))
     }
+}
+
+/// A byte count: digits, then optionally a binary unit, in any case and with or
+/// without a space: `b`, `k`/`kb`/`kib`, `m`/`mb`/`mib`, `g`/`gb`/`gib`. So
+/// `65536`, `64k` and `64 KiB` are the same. `None` for anything else, or a count
+/// past `u64::MAX`. The one parser for every size the library and the CLI take.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// Bytes an MQTT variable byte integer takes for `n`.
@@ -554,6 +563,19 @@ mod tests {
         assert_eq!("1MiB".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(1 << 20));
         for bad in ["0", "", "k", "17m", "5x", "-1", "99999999999999999999"] {
             assert!(bad.parse::<ChunkSize>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn byte_counts_parse_in_binary_units() {
+        assert_eq!(parse_bytes("123"), Some(123));
+        assert_eq!(parse_bytes("64k"), Some(65536));
+        assert_eq!(parse_bytes(" 64 KiB "), Some(65536));
+        assert_eq!(parse_bytes("20M"), Some(20 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("7b"), Some(7));
+        for bad in ["", "x", "k", "5t", "-1", "1.5m", "99999999999999999999", "17179869184g"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
         }
     }
 

@@ -15,6 +15,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rumqttc::tokio_rustls::rustls::pki_types::pem::PemObject;
+use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{TlsConfiguration, Transport};
@@ -194,38 +197,51 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
     })
 }
 
-/// rustls settings from file names. Without a CA file, the system's CA bundle.
+/// rustls settings from file names. Without a CA file, the system's trusted CAs.
 fn tls_config(tls: &Tls) -> Result<TlsConfiguration, Error> {
     let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| Error::io("read", path, e));
-    let ca = match &tls.ca_file {
-        Some(path) => read(path)?,
-        None => system_ca_bundle()?,
-    };
     let client_auth = match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
         (None, None) => None,
         _ => return Err(Error::usage("a client certificate needs both a certificate and a key file")),
     };
-    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth })
+    match &tls.ca_file {
+        Some(path) => Ok(TlsConfiguration::Simple { ca: read(path)?, alpn: None, client_auth }),
+        None => Ok(TlsConfiguration::Rustls(std::sync::Arc::new(system_roots_config(tls, client_auth)?))),
+    }
 }
 
-/// The system's CA certificates as one PEM bundle: `SSL_CERT_FILE`, or the first
-/// of the usual locations. (rumqttc's own default panics when it finds none.)
-fn system_ca_bundle() -> Result<Vec<u8>, Error> {
-    let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
-    let known = [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/ca-bundle.pem",
-        "/etc/ssl/cert.pem",
-        "/usr/local/etc/openssl/cert.pem",
-    ];
-    for path in env.into_iter().chain(known.iter().map(std::path::PathBuf::from)) {
-        if let Ok(pem) = std::fs::read(&path) {
-            return Ok(pem);
-        }
+/// A rustls client trusting the system's CA certificates, as rustls-native-certs
+/// finds them: the files in `SSL_CERT_FILE` and `SSL_CERT_DIR` when either is set,
+/// else the platform's store (OpenSSL's locations on Linux, the keychain on macOS,
+/// the Windows store). rumqttc's own default panics when it finds none; this is a
+/// usage error instead, as is a client certificate or key that does not parse.
+fn system_roots_config(tls: &Tls, client_auth: Option<(Vec<u8>, Vec<u8>)>) -> Result<ClientConfig, Error> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    // Certificates rustls cannot use, and unreadable files among many, are skipped
+    // the way a TLS library skips them in a system store; none at all is an error.
+    roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        return Err(Error::usage("no CA file given and no system CA certificates found; set a CA file"));
     }
-    Err(Error::usage("no CA file given and no system CA bundle found; set a CA file"))
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let Some((cert, key)) = client_auth else {
+        return Ok(builder.with_no_client_auth());
+    };
+    // `client_auth` is only Some when both paths are.
+    let (cert_path, key_path) = (tls.client_cert.as_deref(), tls.client_key.as_deref());
+    let shown = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    let chain = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::usage(format!("no PEM certificate in {}", shown(cert_path))))?;
+    let key = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|_| Error::usage(format!("no PEM private key in {}", shown(key_path))))?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| Error::usage(format!("client certificate {}: {e}", shown(cert_path))))
 }
 
 impl Client {
