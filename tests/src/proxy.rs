@@ -25,7 +25,7 @@
 //! - [`Proxy::cut_publishes_over`]: a connection whose client sends an MQTT
 //!   PUBLISH larger than a limit is reset before the packet is forwarded, as
 //!   rumqttd does with an oversized publish. The client-to-server stream is
-//!   followed packet by packet from its fixed headers ([`PacketScanner`]);
+//!   followed packet by packet from its fixed headers (`PacketScanner`);
 //! - [`Proxy::down_for`]: the link goes down: every connection is reset, and
 //!   new ones are reset as soon as they are accepted, until the time is up.
 //!   (A client sees its connect succeed and the connection reset before

@@ -105,7 +105,7 @@ pub struct ReceiveOptions {
     /// Stop after the first file that arrives (or is found already here). A
     /// transfer that fails for good here (SHA-256 mismatch, local I/O error, its
     /// sender cancelled it) stops it too, and [`Handle::wait`] returns that error
-    /// ([`Error::Transfer`] "the sender aborted <name>" for a cancelled sender). A
+    /// ([`Error::Transfer`] "the sender aborted NAME" for a cancelled sender). A
     /// sender that gives up or goes silent does not: that is often a stale retained
     /// manifest, and a sender that tries again resumes.
     pub once: bool,
