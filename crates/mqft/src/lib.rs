@@ -79,6 +79,7 @@ pub mod name;
 pub mod receive;
 pub mod send;
 mod store;
+mod tls;
 mod writer;
 
 use std::path::PathBuf;
@@ -89,6 +90,7 @@ pub use handle::Handle;
 pub use name::{sanitize_file_name, NameError, SafeName};
 pub use receive::{ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile};
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
+pub use tls::TlsVersion;
 pub use tokio_util::sync::CancellationToken;
 
 /// The entry point: broker settings, from which sends and receives start.

@@ -196,6 +196,9 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
 
 /// rustls settings from file names. Without a CA file, the system's CA bundle.
 fn tls_config(tls: &Tls) -> Result<TlsConfiguration, Error> {
+    if crate::tls::needs_own_config(tls) {
+        return Ok(TlsConfiguration::Rustls(std::sync::Arc::new(crate::tls::client_config(tls)?)));
+    }
     let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| Error::io("read", path, e));
     let ca = match &tls.ca_file {
         Some(path) => read(path)?,
@@ -211,7 +214,7 @@ fn tls_config(tls: &Tls) -> Result<TlsConfiguration, Error> {
 
 /// The system's CA certificates as one PEM bundle: `SSL_CERT_FILE`, or the first
 /// of the usual locations. (rumqttc's own default panics when it finds none.)
-fn system_ca_bundle() -> Result<Vec<u8>, Error> {
+pub(crate) fn system_ca_bundle() -> Result<Vec<u8>, Error> {
     let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
     let known = [
         "/etc/ssl/certs/ca-certificates.crt",
