@@ -440,6 +440,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_turn_tls_on() {
+        let cli = Cli::try_parse_from([
+            "mqft",
+            "send",
+            "a",
+            "--insecure",
+            "--capath",
+            "/etc/ssl/certs",
+            "--tls-version",
+            "tlsv1.3",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        let cfg = args.broker.config().unwrap();
+        assert_eq!(cfg.port, mqft::config::DEFAULT_TLS_PORT);
+        let tls = cfg.tls.unwrap();
+        assert!(tls.insecure);
+        assert_eq!(tls.ca_path.as_deref(), Some(std::path::Path::new("/etc/ssl/certs")));
+        assert_eq!(tls.version, Some(mqft::TlsVersion::Tls13));
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "-k", "4"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "-k", "5"]).is_ok());
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         let cli = Cli::try_parse_from(["mqft", "send", "a", "--prefix", "Bad.Prefix"]).unwrap();
         let Command::Send(args) = cli.command else { panic!() };

@@ -563,6 +563,9 @@ mod tests {
         assert_eq!("5".parse::<MqttVersion>().unwrap(), MqttVersion::V5);
         assert_eq!("v3.1.1".parse::<MqttVersion>().unwrap(), MqttVersion::V311);
         assert!("3".parse::<MqttVersion>().is_err());
+        assert_eq!("mqttv5".parse::<MqttVersion>().unwrap(), MqttVersion::V5);
+        assert_eq!("MQTTv311".parse::<MqttVersion>().unwrap(), MqttVersion::V311);
+        assert!("mqttv31".parse::<MqttVersion>().unwrap_err().to_string().contains("not supported"));
         assert_eq!("auto".parse::<ChunkSize>().unwrap(), ChunkSize::Auto);
         assert_eq!("65536".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(65536));
         assert_eq!("64k".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(65536));

@@ -61,7 +61,8 @@
 //!
 //! # Modules, in the order data flows
 //! [`config`] (settings, URLs, chunk size), [`send`], `conn` and `mqtt` (the
-//! connection, internal), [`receive`], [`name`] (untrusted names), `store` (the
+//! connection, internal; `tls` builds the rustls settings rumqttc's simple ones
+//! cannot express), [`receive`], [`name`] (untrusted names), `store` (the
 //! receiver's files, internal; its layout is described under [`receive`]), and
 //! [`error`]. [`handle`] is the caller's end of a running send or receive.
 
