@@ -14,6 +14,7 @@ mod constrained;
 mod fault_util;
 mod faults;
 mod faults_net;
+mod flags;
 mod flood;
 mod harness;
 mod hostile;

@@ -50,7 +50,7 @@ fn issue(dir: &Path, name: &str, cn: &str, ext: &str) {
     );
 }
 
-fn pki(dir: &Path) {
+pub(crate) fn pki(dir: &Path) {
     openssl(
         dir,
         &[

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mqft::proto::{self, Prefix, ReceiverId, Wait};
 use mqft::{ChunkSize, Config, Credentials, MqttVersion};
@@ -25,7 +25,18 @@ pub struct Cli {
     /// Print help.
     #[arg(long, action = ArgAction::Help, global = true)]
     help: Option<bool>,
+
+    /// `mqft -h` prints help too, as `mosquitto_pub -h` does not but users type
+    /// anyway. Only before a subcommand: after one, `-h` is the broker host.
+    #[arg(short = 'h', action = ArgAction::Help, hide = true)]
+    short_help: Option<bool>,
 }
+
+/// The smallest `-k`. The library raises a shorter keep-alive to 5 s (mqtt.rs):
+/// refusing it says so instead of silently running with another value.
+pub const MIN_KEEPALIVE: u64 = 5;
+/// The largest `-k`: MQTT carries the keep-alive in 16 bits.
+pub const MAX_KEEPALIVE: u64 = 65535;
 
 /// Shown under `--help`.
 pub const EXIT_CODES: &str = "\
@@ -56,6 +67,26 @@ pub enum Command {
     #[cfg(feature = "demo")]
     #[command(disable_help_flag = true)]
     Demo(DemoArgs),
+    /// Print a shell completion script: `mqft completions bash > /etc/bash_completion.d/mqft`.
+    #[command(disable_help_flag = true)]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `mqft man | man -l -`; with --dir, write the
+    /// pages of mqft and of each subcommand there.
+    #[command(disable_help_flag = true)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write mqft.1, mqft-send.1, ... into this directory instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    pub shell: clap_complete::Shell,
 }
 
 /// How to reach the broker.
@@ -76,14 +107,16 @@ pub struct BrokerArgs {
     /// Password. Prefer MQFT_PASSWORD or --password-file: a flag shows in `ps`.
     #[arg(short = 'P', long, env = "MQFT_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Read the password from this file (first line).
+    /// Read the password from this file (first line). A file that cannot be read
+    /// is a usage error (exit 2).
     #[arg(long, env = "MQFT_PASSWORD_FILE", value_name = "PATH")]
     pub password_file: Option<PathBuf>,
     /// MQTT client id (default: random for senders, stable for receivers).
     #[arg(short = 'i', long = "id", value_name = "CLIENT_ID")]
     pub client_id: Option<String>,
-    /// MQTT version: 5 or 311.
-    #[arg(short = 'V', long = "mqtt-version", default_value = "5", value_name = "5|311")]
+    /// MQTT version: 5 (or mqttv5) or 311 (or mqttv311), as mosquitto_pub -V takes
+    /// them. MQTT 3.1 (mqttv31) is not supported.
+    #[arg(short = 'V', long = "mqtt-version", default_value = "5", value_name = "VERSION")]
     pub version: MqttVersion,
     /// CA certificates (PEM) to verify the broker with; turns TLS on.
     #[arg(long, value_name = "PATH")]
@@ -94,6 +127,20 @@ pub struct BrokerArgs {
     /// Client private key (PEM).
     #[arg(long, value_name = "PATH")]
     pub key: Option<PathBuf>,
+    /// A directory of CA certificates (PEM, one or more per file, any file names)
+    /// to verify the broker with; turns TLS on.
+    #[arg(long, value_name = "DIR")]
+    pub capath: Option<PathBuf>,
+    /// UNSAFE: do not verify the broker's certificate or host name; turns TLS on.
+    /// The connection is encrypted, but anyone on the path can pose as the broker
+    /// and read the files and the password. For a test broker with a self-made
+    /// certificate only: prefer --cafile with its CA.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Speak only this TLS version: tlsv1.2 or tlsv1.3 (default: 1.3, else 1.2);
+    /// turns TLS on.
+    #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(mqft::TlsVersion))]
+    pub tls_version: Option<mqft::TlsVersion>,
     /// Topic prefix the transfers live under.
     #[arg(long, env = "MQFT_PREFIX", default_value = "files")]
     pub prefix: String,
@@ -104,9 +151,10 @@ pub struct BrokerArgs {
     /// (exit 3). Default: 60 for send; a receive keeps retrying unless this is given.
     #[arg(long, value_name = "SECS")]
     pub broker_timeout: Option<u64>,
-    /// MQTT keep-alive in seconds (at least 5): a dead connection is noticed within
-    /// about one and a half of these.
-    #[arg(short = 'k', long, default_value_t = 30, value_name = "SECS")]
+    /// MQTT keep-alive in seconds, 5 to 65535 (outside is a usage error): a dead
+    /// connection is noticed within about one and a half of these.
+    #[arg(short = 'k', long, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(MIN_KEEPALIVE..=MAX_KEEPALIVE))]
     pub keepalive: u64,
 }
 
@@ -196,9 +244,10 @@ pub struct ReceiveArgs {
 pub struct DemoArgs {
     /// File to send (default: a 20 MiB generated test image).
     pub file: Option<PathBuf>,
-    /// Where the received copy goes.
-    #[arg(short = 'o', long, default_value = "mqft-demo")]
-    pub out: PathBuf,
+    /// Where the received copy goes (default: a temporary directory, removed
+    /// afterwards).
+    #[arg(short = 'o', long)]
+    pub out: Option<PathBuf>,
     /// Size of the generated test file: bytes, or with k, m, g.
     #[arg(long, default_value = "20m", value_parser = parse_size)]
     pub size: u64,
@@ -221,8 +270,9 @@ impl BrokerArgs {
         }
         let password = match (&self.password, &self.password_file) {
             (_, Some(path)) => {
+                // A wrong path is a mistake in the command, like a bad flag.
                 let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read password file {}", path.display()))?;
+                    .map_err(|e| usage(format!("cannot read password file {}: {e}", path.display())))?;
                 Some(text.lines().next().unwrap_or_default().to_owned())
             }
             (Some(p), None) => Some(p.clone()),
@@ -233,11 +283,20 @@ impl BrokerArgs {
         } else if password.is_some() {
             bail!(usage("a password needs a user name (-u or MQFT_USERNAME)"));
         }
-        if self.cafile.is_some() || self.cert.is_some() || self.key.is_some() {
+        if self.cafile.is_some()
+            || self.cert.is_some()
+            || self.key.is_some()
+            || self.capath.is_some()
+            || self.insecure
+            || self.tls_version.is_some()
+        {
             let mut tls = cfg.tls.take().unwrap_or_default();
             tls.ca_file = self.cafile.clone().or(tls.ca_file);
             tls.client_cert = self.cert.clone().or(tls.client_cert);
             tls.client_key = self.key.clone().or(tls.client_key);
+            tls.ca_path = self.capath.clone().or(tls.ca_path);
+            tls.insecure |= self.insecure;
+            tls.version = self.tls_version.or(tls.version);
             if tls.client_cert.is_some() != tls.client_key.is_some() {
                 bail!(usage("--cert and --key go together"));
             }
@@ -250,7 +309,7 @@ impl BrokerArgs {
         cfg.prefix = Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
         cfg.client_id = self.client_id.clone();
         cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
-        cfg.keep_alive = Duration::from_secs(self.keepalive.max(1));
+        cfg.keep_alive = Duration::from_secs(self.keepalive);
         cfg.broker_timeout = self.broker_timeout.map(|s| Duration::from_secs(s.max(1)));
         Ok(cfg)
     }
@@ -302,6 +361,15 @@ impl ReceiveArgs {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
         }
         Ok(opts)
+    }
+}
+
+/// `-o PATH` must name a directory, or nothing yet (it is created): a file there
+/// is a usage error that says so, rather than `create_dir_all`'s "File exists".
+pub fn check_out_dir(out: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(out) {
+        Ok(meta) if !meta.is_dir() => bail!(usage(format!("--out {}: not a directory", out.display()))),
+        _ => Ok(()),
     }
 }
 
@@ -361,6 +429,30 @@ mod tests {
         assert_eq!(cfg.prefix.as_str(), "site/cams");
         assert_eq!(cfg.credentials.unwrap().username, "cam");
         assert_eq!(args.options().unwrap().protocol.wait, Wait::Count(3));
+    }
+
+    #[test]
+    fn tls_flags_turn_tls_on() {
+        let cli = Cli::try_parse_from([
+            "mqft",
+            "send",
+            "a",
+            "--insecure",
+            "--capath",
+            "/etc/ssl/certs",
+            "--tls-version",
+            "tlsv1.3",
+        ])
+        .unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        let cfg = args.broker.config().unwrap();
+        assert_eq!(cfg.port, mqft::config::DEFAULT_TLS_PORT);
+        let tls = cfg.tls.unwrap();
+        assert!(tls.insecure);
+        assert_eq!(tls.ca_path.as_deref(), Some(std::path::Path::new("/etc/ssl/certs")));
+        assert_eq!(tls.version, Some(mqft::TlsVersion::Tls13));
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "-k", "4"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "send", "a", "-k", "5"]).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use mqft::proto::{HashState, ReceiverId};
 use mqft::{Client, Config, MqttVersion, ReceiveEvent};
 
-use crate::args::DemoArgs;
+use crate::args::{check_out_dir, DemoArgs};
 use crate::report::{display_path, Reporter};
 
 pub async fn run(a: DemoArgs) -> Result<()> {
@@ -28,20 +28,35 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let mut rx_report = Reporter::with_multi(a.output, multi, "recv ");
     rx_report.note(&format!("embedded broker (rumqttd) listening on 127.0.0.1:{port}"));
 
-    // The file to send: the user's, or a generated test image.
-    let scratch = std::env::temp_dir().join(format!("mqft-demo-{}", std::process::id()));
+    // Everything the demo makes goes into a temporary directory, removed when
+    // `scratch` drops (on errors too): the generated file, and the received copy
+    // unless `--out` says where to keep it. Nothing lands in the working tree.
+    let scratch = tempfile::Builder::new()
+        .prefix("mqft-demo-")
+        .tempdir()
+        .with_context(|| format!("cannot create a directory in {}", std::env::temp_dir().display()))?;
     let source = match &a.file {
         Some(f) => f.clone(),
         None => {
             let size = a.size;
-            std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
-            let path = scratch.join("camera-0001.raw");
+            let path = scratch.path().join("camera-0001.raw");
             generate(&path, size)?;
             rx_report.note(&format!("generated a {} test image", indicatif::HumanBytes(size)));
             path
         }
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let out = match &a.out {
+        Some(out) => {
+            check_out_dir(out)?;
+            std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+            out.clone()
+        }
+        None => {
+            let out = scratch.path().join("received");
+            std::fs::create_dir(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            out
+        }
+    };
 
     let mut cfg = Config::new("127.0.0.1", port);
     cfg.version = MqttVersion::V311;
@@ -52,7 +67,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     ropts.once = true;
     ropts.overwrite = true;
     ropts.receiver_id = Some(ReceiverId::new("demo-receiver").expect("a valid receiver id"));
-    let mut receiver = client.receive(a.out.clone(), ropts);
+    let mut receiver = client.receive(out, ropts);
     loop {
         match receiver.next_event().await {
             Some(e @ ReceiveEvent::Connected { .. }) => {
@@ -97,10 +112,10 @@ pub async fn run(a: DemoArgs) -> Result<()> {
             secs,
             hex(&b_hash),
         );
+        if a.out.is_none() {
+            eprintln!("(a temporary copy, removed now; -o DIR keeps one)");
+        }
         eprintln!("next: run `mqft receive` and `mqft send FILE` against your own broker (see README.md)");
-    }
-    if a.file.is_none() {
-        let _ = std::fs::remove_dir_all(&scratch);
     }
     Ok(())
 }

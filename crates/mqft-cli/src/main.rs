@@ -9,6 +9,7 @@
 mod args;
 #[cfg(feature = "demo")]
 mod demo;
+mod generate;
 mod report;
 
 use std::io::IsTerminal;
@@ -60,6 +61,9 @@ fn main() -> ExitCode {
         Command::Receive(a) => a.output,
         #[cfg(feature = "demo")]
         Command::Demo(a) => a.output,
+        // Text for the shell or `man`, written out before any runtime starts.
+        Command::Completions(a) => return generate::completions(a.shell),
+        Command::Man(a) => return generate::man(a.dir.as_deref()),
     };
     init_logging(output);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -93,8 +97,11 @@ fn main() -> ExitCode {
 /// Colours only on a terminal, and not when `NO_COLOR` is set: a log redirected to a
 /// file or read by a supervisor gets plain text, not escape codes.
 fn init_logging(out: OutputArgs) {
+    // By default rumqttc shows only errors: its warnings (an UnsubAck with
+    // NoSubscriptionExisted after a broker restart, ...) are about its own
+    // bookkeeping, which mqft handles, and read like faults to a user.
     let level = match out.verbose {
-        0 => "warn,rumqttd=off",
+        0 => "warn,rumqttc=error,rumqttd=off",
         1 => "info,rumqttd=warn",
         _ => "debug,rumqttd=info",
     };
@@ -140,6 +147,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Receive(a) => receive(a).await,
         #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(a).await,
+        // Handled in `main`, before the runtime starts.
+        Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
 
@@ -187,6 +196,7 @@ async fn send(a: SendArgs) -> Result<()> {
 async fn receive(a: ReceiveArgs) -> Result<()> {
     let cfg = a.broker.config()?;
     let opts = a.options()?;
+    args::check_out_dir(&a.out)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut reporter = Reporter::new(a.output);
     reporter.connecting(&cfg.addr());

@@ -255,6 +255,15 @@ pub struct Tls {
     pub client_cert: Option<PathBuf>,
     /// PEM file of the client's private key (PKCS#8, PKCS#1 or SEC1).
     pub client_key: Option<PathBuf>,
+    /// A directory whose files hold CA certificates (PEM) to trust, with
+    /// `ca_file`'s if both are given (instead of the system's).
+    pub ca_path: Option<PathBuf>,
+    /// Verify nothing: any certificate, for any host name, is accepted. The
+    /// connection is encrypted but anyone on the path can pose as the broker;
+    /// for testing against a broker with a self-made certificate only.
+    pub insecure: bool,
+    /// The one TLS version to speak; `None` lets rustls pick (1.3, else 1.2).
+    pub version: Option<crate::TlsVersion>,
 }
 
 /// The MQTT protocol version to speak.
@@ -269,12 +278,18 @@ pub enum MqttVersion {
 
 impl FromStr for MqttVersion {
     type Err = Error;
-    /// Accepts `5`, `v5`, `5.0`, `3.1.1`, `311`, `v3.1.1` and `4`.
+    /// Accepts `5`, `v5`, `5.0`, `3.1.1`, `311`, `v3.1.1` and `4`, and
+    /// `mosquitto_pub -V`'s `mqttv5` and `mqttv311`. MQTT 3.1 (`mqttv31`) is
+    /// refused: rumqttc does not speak it.
     fn from_str(s: &str) -> Result<Self, Error> {
-        match s.to_ascii_lowercase().trim_start_matches('v') {
+        let lower = s.to_ascii_lowercase();
+        match lower.strip_prefix("mqtt").unwrap_or(&lower).trim_start_matches('v') {
             "5" | "5.0" => Ok(MqttVersion::V5),
             "3.1.1" | "311" | "4" => Ok(MqttVersion::V311),
-            _ => Err(Error::usage(format!("unknown mqtt version '{s}': use 5 or 3.1.1"))),
+            "31" | "3.1" | "3" => {
+                Err(Error::usage(format!("mqtt version '{s}' (3.1) is not supported: use 5 or 311 (3.1.1)")))
+            }
+            _ => Err(Error::usage(format!("unknown mqtt version '{s}': use 5, 311, mqttv5 or mqttv311"))),
         }
     }
 }
@@ -557,6 +572,9 @@ mod tests {
         assert_eq!("5".parse::<MqttVersion>().unwrap(), MqttVersion::V5);
         assert_eq!("v3.1.1".parse::<MqttVersion>().unwrap(), MqttVersion::V311);
         assert!("3".parse::<MqttVersion>().is_err());
+        assert_eq!("mqttv5".parse::<MqttVersion>().unwrap(), MqttVersion::V5);
+        assert_eq!("MQTTv311".parse::<MqttVersion>().unwrap(), MqttVersion::V311);
+        assert!("mqttv31".parse::<MqttVersion>().unwrap_err().to_string().contains("not supported"));
         assert_eq!("auto".parse::<ChunkSize>().unwrap(), ChunkSize::Auto);
         assert_eq!("65536".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(65536));
         assert_eq!("64k".parse::<ChunkSize>().unwrap(), ChunkSize::Fixed(65536));

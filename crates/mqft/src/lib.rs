@@ -61,7 +61,8 @@
 //!
 //! # Modules, in the order data flows
 //! [`config`] (settings, URLs, chunk size), [`send`], `conn` and `mqtt` (the
-//! connection, internal), [`receive`], [`name`] (untrusted names), `store` (the
+//! connection, internal; `tls` builds the rustls settings rumqttc's simple ones
+//! cannot express), [`receive`], [`name`] (untrusted names), `store` (the
 //! receiver's files, internal; its layout is described under [`receive`]), and
 //! [`error`]. [`handle`] is the caller's end of a running send or receive.
 
@@ -79,6 +80,7 @@ pub mod name;
 pub mod receive;
 pub mod send;
 mod store;
+mod tls;
 mod writer;
 
 use std::path::PathBuf;
@@ -89,6 +91,7 @@ pub use handle::Handle;
 pub use name::{sanitize_file_name, NameError, SafeName};
 pub use receive::{ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile};
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
+pub use tls::TlsVersion;
 pub use tokio_util::sync::CancellationToken;
 
 /// The entry point: broker settings, from which sends and receives start.

@@ -199,6 +199,9 @@ pub(crate) fn new(cfg: &Config, o: &Options) -> Result<(Client, EventLoop), Erro
 
 /// rustls settings from file names. Without a CA file, the system's trusted CAs.
 fn tls_config(tls: &Tls) -> Result<TlsConfiguration, Error> {
+    if crate::tls::needs_own_config(tls) {
+        return Ok(TlsConfiguration::Rustls(std::sync::Arc::new(crate::tls::client_config(tls)?)));
+    }
     let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| Error::io("read", path, e));
     let client_auth = match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
