@@ -288,6 +288,11 @@ impl ReceiverEndpoint {
     /// may come back as [`Routed::Offer`] (refused as existing, or received again
     /// where files are replaced).
     pub fn history_checked(&mut self, m: Manifest, still_complete: bool) -> Option<Routed> {
+        if self.open.contains_key(&m.id) {
+            // Taken meanwhile (a caller that checks later than at once): the
+            // transfer's own machine answers its sender now.
+            return None;
+        }
         if still_complete {
             self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
             return None;
@@ -367,6 +372,9 @@ impl ReceiverEndpoint {
     /// The caller took the offer: its messages are routed to it from now on, and it
     /// holds a slot.
     pub fn accept(&mut self, id: TransferId) {
+        // An offer of it that queued meanwhile (a caller that decides later than
+        // at once) has been answered by this.
+        self.queue.remove(&id);
         self.open.insert(id, true);
     }
 
@@ -653,6 +661,45 @@ mod tests {
         let m = manifest("a");
         assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), None);
         assert!(matches!(&acks(&mut ep, 3)[..], [Ack::Rejected { reason: RejectReason::TooLarge, .. }]));
+    }
+
+    /// Fuzz finding (`receiver_endpoint`): a caller that decides on an offer later
+    /// than at once, while the same transfer queued again, was handed it once more
+    /// when a slot freed, though it was open.
+    #[test]
+    fn an_accepted_offer_leaves_the_queue() {
+        let mut limits = Limits::default();
+        limits.max_concurrent = 2;
+        let (mut ep, p) = endpoint(limits);
+        let [a, b] = ["a", "b"].map(manifest);
+        ep.accept(a.id);
+        assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), Some(Routed::Offer(b.clone())));
+        ep.accept(manifest("c").id);
+        // Slots full now: b offered again queues, then the first offer is accepted.
+        assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), None);
+        assert_eq!(ep.queued_position(&b.id), Some(1));
+        ep.ended(&a.id);
+        ep.accept(b.id);
+        assert_eq!(ep.queued(), 0);
+        ep.ended(&b.id);
+        assert_eq!(ep.next_admitted(), None);
+    }
+
+    /// Fuzz finding (`receiver_endpoint`): a history check answered after the
+    /// transfer was taken again offered it a second time, open.
+    #[test]
+    fn a_late_history_check_of_an_open_transfer_does_nothing() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let m = manifest("a");
+        ep.completed(m.clone());
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::CheckHistory(m.clone())));
+        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
+        assert_eq!(ep.history_checked(m.clone(), false), Some(Routed::Offer(m.clone())));
+        ep.accept(m.id);
+        assert_eq!(ep.history_checked(m.clone(), false), None);
+        assert_eq!(ep.history_checked(m, true), None);
+        assert!(ep.poll_transmit().is_none());
     }
 
     #[test]
