@@ -36,6 +36,10 @@
 //! gone ([`ReceiverEndpoint::closed`]), and then ask [`ReceiverEndpoint::next_admitted`]
 //! for the offers that may take the freed slots. [`ReceiverEndpoint::stop`] ends it:
 //! every queued sender is told `Cancelled`.
+//!
+//! A sending process has its own, smaller [`SenderEndpoint`]: it routes each ack to
+//! the transfer it answers, by the id in its topic, and names the receiver that
+//! sent it.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -175,12 +179,6 @@ impl ReceiverEndpoint {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
-    }
-
-    /// Changes the limits; they apply from the next offer on. Offers already queued
-    /// stay, whatever the new bounds.
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
     }
 
     /// Transfers that hold a slot: accepted and not yet ended.
@@ -369,6 +367,12 @@ impl ReceiverEndpoint {
 
     // Commands: the caller's answers and news.
 
+    /// Changes the limits; they apply from the next offer on. Offers already queued
+    /// stay, whatever the new bounds.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The caller took the offer: its messages are routed to it from now on, and it
     /// holds a slot.
     pub fn accept(&mut self, id: TransferId) {
@@ -451,6 +455,63 @@ impl ReceiverEndpoint {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<EndpointEvent> {
         self.events.pop_front()
+    }
+}
+
+/// Routes a sending process's acks to its transfers.
+#[derive(Debug, Clone)]
+pub struct SenderEndpoint {
+    prefix: Prefix,
+    /// Transfers open, with how many senders of the caller's each id has (one, but
+    /// a caller that overlaps two runs of one transfer must not lose the routing
+    /// when the first is dropped).
+    open: BTreeMap<TransferId, u32>,
+}
+
+/// An ack for an open transfer: feed the payload to its `Sender::handle_ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct AckFor {
+    /// The transfer it answers.
+    pub id: TransferId,
+    /// The receiver that sent it.
+    pub from: ReceiverId,
+}
+
+impl SenderEndpoint {
+    /// An endpoint for transfers under `prefix`.
+    pub fn new(prefix: Prefix) -> Self {
+        SenderEndpoint { prefix, open: BTreeMap::new() }
+    }
+
+    /// True while a transfer of `id` is open: another of the same id must wait,
+    /// since acks name only the id.
+    pub fn is_open(&self, id: &TransferId) -> bool {
+        self.open.contains_key(id)
+    }
+
+    /// Routes a message: an ack of an open transfer, or nothing (another topic,
+    /// or a transfer not open here).
+    pub fn handle(&self, topic: &str) -> Option<AckFor> {
+        match self.prefix.parse(topic)? {
+            Topic::Ack(id, from) if self.open.contains_key(&id) => Some(AckFor { id, from }),
+            _ => None,
+        }
+    }
+
+    /// A transfer of `id` starts: its acks are routed from now on.
+    pub fn opened(&mut self, id: TransferId) {
+        *self.open.entry(id).or_default() += 1;
+    }
+
+    /// A transfer of `id` was dropped.
+    pub fn closed(&mut self, id: &TransferId) {
+        if let Some(n) = self.open.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(id);
+            }
+        }
     }
 }
 
@@ -700,6 +761,23 @@ mod tests {
         assert_eq!(ep.history_checked(m.clone(), false), None);
         assert_eq!(ep.history_checked(m, true), None);
         assert!(ep.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn a_sender_endpoint_routes_acks_of_open_transfers() {
+        let p = Prefix::new("mqft").unwrap();
+        let mut ep = SenderEndpoint::new(p.clone());
+        let (m, rid) = (manifest("a"), ReceiverId::new("r1").unwrap());
+        assert_eq!(ep.handle(&p.ack(&m.id, &rid)), None);
+        ep.opened(m.id);
+        ep.opened(m.id);
+        assert_eq!(ep.handle(&p.ack(&m.id, &rid)), Some(AckFor { id: m.id, from: rid.clone() }));
+        assert_eq!(ep.handle(&p.manifest(&m.id)), None);
+        assert_eq!(ep.handle(&p.ctl(&m.id)), None);
+        ep.closed(&m.id);
+        assert!(ep.is_open(&m.id), "one run of it is still open");
+        ep.closed(&m.id);
+        assert_eq!(ep.handle(&p.ack(&m.id, &rid)), None);
     }
 
     #[test]

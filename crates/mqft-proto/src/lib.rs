@@ -24,7 +24,7 @@
 //! - [`endpoint`]: one receiver's many transfers: routes each message by its topic to
 //!   the transfer it belongs to, decides on new offers what needs no I/O (PROTOCOL.md
 //!   9.2), holds the offers waiting for a slot, and remembers finished transfers, in
-//!   the manner of quinn-proto's `Endpoint`.
+//!   the manner of quinn-proto's `Endpoint`; and a sender's, which routes acks.
 //!
 //! # Driving a state machine
 //! Feed input with `handle_*` (a message with its topic, or `handle_timeout` once the
@@ -42,7 +42,7 @@ pub mod sender;
 pub mod topic;
 pub mod wire;
 
-pub use endpoint::{EndpointEvent, Limits, ReceiverEndpoint, Routed};
+pub use endpoint::{AckFor, EndpointEvent, Limits, ReceiverEndpoint, Routed, SenderEndpoint};
 pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
 pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};

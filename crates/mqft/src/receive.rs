@@ -1,9 +1,13 @@
 //! The receiving side: manifests and chunks in, files out.
 //!
-//! One engine task subscribes `<prefix>/+/manifest` and `<prefix>/+/ctl` and decides
-//! on every manifest: refuse it (too many transfers, too large, a bad name, a file
-//! of that name exists, not enough free space for it and the transfers already
-//! open), answer that the file is already here, or accept it. Every refusal comes
+//! One engine task subscribes `<prefix>/+/manifest` and `<prefix>/+/ctl` and hands
+//! every message to a [`proto::ReceiverEndpoint`], which routes it by topic to the
+//! transfer it belongs to and decides on offers what needs no I/O (queued past
+//! `max_concurrent`, too large, bad or misplaced manifests, finished transfers asked
+//! about again, pending a check of the file). On an offer the endpoint lets through
+//! the engine decides the rest: refuse it (a bad name, a file of that name exists,
+//! not enough free space for it and the transfers already open), answer that the
+//! file is already here, or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
 //! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.

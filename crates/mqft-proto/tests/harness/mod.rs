@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mqft_proto::receiver::ReceiveFailure;
 use mqft_proto::{
     integrity, Limits, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEndpoint, ReceiverEvent,
-    ReceiverId, ResumeState, Routed, SendFailure, Sender, SenderConfig, SenderEvent, Topic,
+    ReceiverId, ResumeState, Routed, SendFailure, Sender, SenderConfig, SenderEndpoint, SenderEvent,
 };
 
 /// A small, fast, seeded PRNG (SplitMix64).
@@ -210,6 +210,8 @@ pub struct Sim {
     pub sender_cfg: SenderConfig,
     pub receiver_cfg: ReceiverConfig,
     pub sender: Option<Sender>,
+    /// Routes the acks to `sender`.
+    pub sender_endpoint: SenderEndpoint,
     pub sender_events: Vec<SenderEvent>,
     pub receivers: Vec<SimReceiver>,
     pub link: Link,
@@ -333,13 +335,14 @@ impl SimBuilder {
             now,
             start: now,
             rng,
-            prefix,
+            prefix: prefix.clone(),
             source: file.clone(),
             file,
             manifest,
             sender_cfg: self.sender_cfg,
             receiver_cfg: self.receiver_cfg,
             sender: None,
+            sender_endpoint: SenderEndpoint::new(prefix.clone()),
             sender_events: Vec::new(),
             receivers,
             link: self.link,
@@ -375,6 +378,9 @@ impl Sim {
     pub fn start_sender(&mut self) {
         let mut m = self.manifest.clone();
         m.run = self.rng.next_u64() as u32;
+        // A new process: a new endpoint, with this one transfer open.
+        self.sender_endpoint = SenderEndpoint::new(self.prefix.clone());
+        self.sender_endpoint.opened(m.id);
         self.sender = Some(Sender::new(self.sender_cfg.clone(), self.prefix.clone(), m, self.now));
     }
 
@@ -653,8 +659,10 @@ impl Sim {
             }
             Ev::ToSender(topic, payload) => {
                 let Some(s) = self.sender.as_mut() else { return };
-                if let Some(Topic::Ack(_, rid)) = self.prefix.parse(&topic) {
-                    let _ = s.handle_ack(&rid, &payload, self.now);
+                // Routed as the runtime routes them: by the id in the topic, to the
+                // transfer open under it.
+                if let Some(ack) = self.sender_endpoint.handle(&topic) {
+                    let _ = s.handle_ack(&ack.from, &payload, self.now);
                 }
             }
             Ev::ToReceiver(i, topic, payload) => {
