@@ -664,10 +664,7 @@ mod tests {
 
     #[test]
     fn offers_past_the_slots_wait_in_order_and_leave_when_withdrawn() {
-        let mut limits = Limits::default();
-        limits.max_concurrent = 1;
-        limits.queue = 2;
-        let (mut ep, p) = endpoint(limits);
+        let (mut ep, p) = endpoint(Limits { max_concurrent: 1, queue: 2, ..Limits::default() });
         let [a, b, c, d] = ["a", "b", "c", "d"].map(manifest);
         assert_eq!(ep.handle(&p.manifest(&a.id), &a.encode()), Some(Routed::Offer(a.clone())));
         ep.accept(a.id);
@@ -697,9 +694,7 @@ mod tests {
 
     #[test]
     fn stopping_tells_every_queued_sender() {
-        let mut limits = Limits::default();
-        limits.max_concurrent = 1;
-        let (mut ep, p) = endpoint(limits);
+        let (mut ep, p) = endpoint(Limits { max_concurrent: 1, ..Limits::default() });
         let [a, b] = ["a", "b"].map(manifest);
         ep.accept(a.id);
         assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), None);
@@ -716,9 +711,7 @@ mod tests {
 
     #[test]
     fn too_large_is_refused_without_io() {
-        let mut limits = Limits::default();
-        limits.max_size = Some(9);
-        let (mut ep, p) = endpoint(limits);
+        let (mut ep, p) = endpoint(Limits { max_size: Some(9), ..Limits::default() });
         let m = manifest("a");
         assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), None);
         assert!(matches!(&acks(&mut ep, 3)[..], [Ack::Rejected { reason: RejectReason::TooLarge, .. }]));
@@ -729,9 +722,7 @@ mod tests {
     /// when a slot freed, though it was open.
     #[test]
     fn an_accepted_offer_leaves_the_queue() {
-        let mut limits = Limits::default();
-        limits.max_concurrent = 2;
-        let (mut ep, p) = endpoint(limits);
+        let (mut ep, p) = endpoint(Limits { max_concurrent: 2, ..Limits::default() });
         let [a, b] = ["a", "b"].map(manifest);
         ep.accept(a.id);
         assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), Some(Routed::Offer(b.clone())));
