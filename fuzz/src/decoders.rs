@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use mqft_proto::ranges::{RangeError, WireRanges, MAX_WIRE_RANGES};
-use mqft_proto::wire::{MAX_REJECT_DETAIL_LEN, ChunkWire, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN};
+use mqft_proto::wire::{ChunkWire, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN};
 use mqft_proto::{integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, RangeSet, ReceiverId, Topic, TransferId};
 
 use crate::fixtures::fixture;

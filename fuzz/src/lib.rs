@@ -18,6 +18,8 @@
 //! - [`decoders`]: one function per wire decoder.
 //! - [`receiver`] and [`sender`]: a state machine driven by a sequence of messages,
 //!   timer ticks and commands; [`resume`]: a receiver restarted from saved state.
+//! - [`receiver_endpoint`]: the endpoint that routes a receiver's messages by
+//!   topic, fed arbitrary (topic, payload) sequences and the runtime's answers.
 //! - [`seeds`]: the seed corpus, built from real encodings.
 
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod decoders;
 pub mod fixtures;
 pub mod input;
 pub mod receiver;
+pub mod receiver_endpoint;
 pub mod resume;
 pub mod seeds;
 pub mod sender;

@@ -23,7 +23,9 @@
 use std::time::Instant;
 
 use mqft_proto::receiver::{ReceiveFailure, ResumeError};
-use mqft_proto::{integrity, Chunk, HashState, Manifest, Prefix, Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, ResumeState};
+use mqft_proto::{
+    integrity, Chunk, HashState, Manifest, Prefix, Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, ResumeState,
+};
 
 use crate::decoders::check_set;
 use crate::fixtures::{fixture, RUN};

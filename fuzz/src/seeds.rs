@@ -18,7 +18,7 @@ use mqft_proto::{
 
 use crate::fixtures::{fixture, RUN};
 use crate::input::Writer;
-use crate::{decoders, receiver, resume, sender};
+use crate::{decoders, receiver, receiver_endpoint, resume, sender};
 
 /// Every target, by name.
 pub const TARGETS: &[&str] = &[
@@ -30,6 +30,7 @@ pub const TARGETS: &[&str] = &[
     "parse_topic",
     "resume",
     "receiver",
+    "receiver_endpoint",
     "sender",
 ];
 
@@ -56,6 +57,9 @@ pub fn run_target(target: &str, data: &[u8]) {
         "resume" => resume::run(data),
         "receiver" => {
             receiver::run(data);
+        }
+        "receiver_endpoint" => {
+            receiver_endpoint::run(data);
         }
         "sender" => {
             sender::run(data);
@@ -93,6 +97,9 @@ pub fn all() -> Vec<Seed> {
     }
     for (name, data) in receivers() {
         add("receiver", &name, data);
+    }
+    for (name, data) in endpoints() {
+        add("receiver_endpoint", &name, data);
     }
     for (name, data) in senders() {
         add("sender", &name, data);
@@ -429,6 +436,91 @@ fn senders() -> Named {
                 _ => got.failed == Some(SendFailure::Cancelled),
             };
             assert!(ok, "sender seed {name} ended as {got:?}");
+            (name.to_owned(), data)
+        })
+        .collect()
+}
+
+/// A receiver endpoint input: `max_concurrent`, `queue`, `max_size`, ops.
+fn endpoint_seed(slots: u8, queue: u8, max_size: u16, ops: &[receiver_endpoint::Op<'_>]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(slots).u8(queue).u16(max_size);
+    for op in ops {
+        op.write(&mut w);
+    }
+    w.finish()
+}
+
+fn endpoints() -> Named {
+    use receiver_endpoint::Op;
+    let offer = |which: u8| Op::Offer { which, run: RUN };
+    let chunk = Chunk::encode(RUN, 0, 0, fixture(0).chunk(0));
+    let end_round = Ctl::EndRound { run: RUN, next_seq: 10 }.encode();
+    let abort = Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode();
+    let other = fixture(1).manifest.encode();
+    // Max concurrent is `slots % 4 + 1`.
+    let routed = vec![
+        offer(0),
+        Op::Decide(0),
+        Op::Message { kind: 1, which: 0, index: 0, payload: &chunk },
+        Op::Message { kind: 2, which: 0, index: 0, payload: &end_round },
+        offer(0),
+    ];
+    let queue = vec![
+        offer(0),
+        Op::Decide(0),
+        offer(1),
+        offer(2),
+        offer(3),
+        Op::Message { kind: 2, which: 1, index: 0, payload: &abort },
+        Op::End { which: 0, completed: false },
+        Op::Close(0),
+        Op::Admit,
+        Op::Decide(0),
+    ];
+    let history = vec![
+        offer(0),
+        Op::Decide(0),
+        Op::End { which: 0, completed: true },
+        Op::Close(0),
+        offer(0),
+        Op::Checked(true),
+        Op::Message { kind: 2, which: 0, index: 0, payload: &end_round },
+        Op::Checked(false),
+        Op::Decide(2),
+    ];
+    let hostile = vec![
+        Op::Message { kind: 0, which: 0, index: 0, payload: &[2, 0xff] },
+        Op::Message { kind: 0, which: 0, index: 0, payload: &other },
+        Op::Message { kind: 0, which: 4, index: 0, payload: &[] },
+        Op::Message { kind: 1, which: 4, index: 3, payload: &chunk },
+        Op::Message { kind: 1, which: 4, index: 4, payload: &chunk },
+        Op::Message { kind: 3, which: 0, index: 0, payload: &[1] },
+        Op::RawTopic { topic: b"files/../manifest", payload: &other },
+        Op::Stop,
+        offer(0),
+    ];
+    let too_large = vec![offer(0), offer(1), offer(2)];
+    let seeds: Vec<(&str, u8, u8, u16, Vec<Op<'_>>)> = vec![
+        ("routed", 0, 4, 0, routed),
+        ("queue", 0, 2, 0, queue),
+        ("history", 1, 4, 0, history),
+        ("hostile", 0, 4, 0, hostile),
+        ("too-large", 3, 4, 50, too_large),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, slots, queue, max_size, ops)| {
+            let data = endpoint_seed(slots, queue, max_size, &ops);
+            let got = receiver_endpoint::run(&data);
+            let ok = match name {
+                "routed" => got.routed == 3 && got.offers == 1,
+                "queue" => got.queued == 2 && got.refused == 1 && got.offers == 2,
+                "history" => got.completes == 2 && got.offers == 2,
+                "hostile" => got.refused == 1 && got.offers == 0 && got.routed == 0,
+                _ => got.refused == 2 && got.offers == 1,
+            };
+            assert!(ok, "receiver endpoint seed {name} ended as {got:?}");
             (name.to_owned(), data)
         })
         .collect()

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use mqft_proto::{
     Ack, Ctl, Manifest, Payload, Prefix, RangeSet, ReceiverId, RejectReason, SendFailure, Sender, SenderConfig,
-    SenderEvent, Wait,
+    SenderEndpoint, SenderEvent, Wait,
 };
 
 use crate::fixtures::{fixture, Fixture};
@@ -199,6 +199,8 @@ struct Harness {
     fx: Fixture,
     cfg: SenderConfig,
     prefix: Prefix,
+    /// Routes every ack to `tx`, as the runtime does, by the topic it came on.
+    endpoint: SenderEndpoint,
     tx: Sender,
     now: Instant,
     /// Chunk transmissions seen.
@@ -220,9 +222,12 @@ impl Harness {
         let now = Instant::now();
         let prefix = Prefix::default();
         let tx = Sender::new(cfg.clone(), prefix.clone(), fx.manifest.clone(), now);
+        let mut endpoint = SenderEndpoint::new(prefix.clone());
+        endpoint.opened(fx.manifest.id);
         Harness {
             fx,
             cfg,
+            endpoint,
             prefix,
             tx,
             now,
@@ -295,7 +300,10 @@ impl Harness {
     }
 
     fn ack(&mut self, from: u8, payload: &[u8]) {
-        let from = rid(from);
+        let topic = self.prefix.ack(&self.manifest().id, &rid(from));
+        let routed = self.endpoint.handle(&topic).expect("an ack of the open transfer is routed");
+        assert_eq!(routed.id, self.manifest().id, "routed to the transfer in its topic");
+        let from = routed.from;
         let decoded = Ack::decode(payload, self.manifest().chunk_count);
         let res = self.tx.handle_ack(&from, payload, self.now);
         assert_eq!(res.is_ok(), decoded.is_ok(), "handle_ack accepts exactly what decodes");

@@ -21,6 +21,10 @@
 //! - [`receiver`]: checks each chunk, hands it out to be written at its offset, hashes
 //!   in file order, grants credit, answers rounds with missing ranges, and reports the
 //!   file complete only when the SHA-256 matches.
+//! - [`endpoint`]: one receiver's many transfers: routes each message by its topic to
+//!   the transfer it belongs to, decides on new offers what needs no I/O (PROTOCOL.md
+//!   9.2), holds the offers waiting for a slot, and remembers finished transfers, in
+//!   the manner of quinn-proto's `Endpoint`; and a sender's, which routes acks.
 //!
 //! # Driving a state machine
 //! Feed input with `handle_*` (a message with its topic, or `handle_timeout` once the
@@ -128,6 +132,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod endpoint;
 pub mod integrity;
 pub mod ranges;
 pub mod receiver;
@@ -135,6 +140,7 @@ pub mod sender;
 pub mod topic;
 pub mod wire;
 
+pub use endpoint::{AckFor, EndpointEvent, Limits, ReceiverEndpoint, Routed, SenderEndpoint};
 pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
 pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};

@@ -491,3 +491,23 @@ fn a_receiver_queued_past_the_join_timeout_fails_the_send_clearly() {
     assert_eq!(sim.outcome(), Some(Err(SendFailure::StillQueued { receiver, position: 1 })));
     assert!(sim.receivers[0].final_file.is_none());
 }
+
+/// A receiver remembers the transfers it finished, but confirms one offered again
+/// only once its file checks out on disk (PROTOCOL.md 9.2, step 5): here the file was
+/// changed since, so the transfer is taken anew and every chunk sent again, rather
+/// than answered `Complete` from memory.
+#[test]
+fn a_finished_transfer_offered_again_is_confirmed_only_from_the_disk() {
+    let mut sim = run(SimBuilder::new(35, 10_000, 1000).build());
+    sim.assert_delivered([0]);
+    let first = sim.chunk_transmissions;
+    let r = &mut sim.receivers[0];
+    r.final_file.as_mut().unwrap()[0] ^= 1;
+    // Nothing to resume from either: the bytes must come again.
+    (r.saved, r.disk) = (None, vec![0; r.disk.len()]);
+    sim.sender_events.clear();
+    sim.start_sender();
+    sim.drive(HOUR);
+    sim.assert_delivered([0]);
+    assert_eq!(sim.chunk_transmissions, 2 * first, "every chunk sent again");
+}

@@ -1,9 +1,13 @@
 //! The receiving side: manifests and chunks in, files out.
 //!
-//! One engine task subscribes `<prefix>/+/manifest` and `<prefix>/+/ctl` and decides
-//! on every manifest: refuse it (too many transfers, too large, a bad name, a file
-//! of that name exists, not enough free space for it and the transfers already
-//! open), answer that the file is already here, or accept it. Every refusal comes
+//! One engine task subscribes `<prefix>/+/manifest` and `<prefix>/+/ctl` and hands
+//! every message to a [`proto::ReceiverEndpoint`], which routes it by topic to the
+//! transfer it belongs to and decides on offers what needs no I/O (queued past
+//! `max_concurrent`, too large, bad or misplaced manifests, finished transfers asked
+//! about again, pending a check of the file). On an offer the endpoint lets through
+//! the engine decides the rest: refuse it (a bad name, a file of that name exists,
+//! not enough free space for it and the transfers already open), answer that the
+//! file is already here, or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
 //! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.
@@ -43,7 +47,7 @@
 //! sees bytes that are in the file. Memory stays within the connection's budget for
 //! received payloads and each writer's queue, whatever the file size.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -57,7 +61,7 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-mod queue;
+mod local;
 
 use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
@@ -65,8 +69,8 @@ use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
 use crate::name::sanitize_file_name;
 use crate::proto::{
-    self, AbortReason, Ack, Ctl, Manifest, Prefix, ReceiveFailure, ReceiverEvent, ReceiverId, RejectReason, Topic,
-    TransferId,
+    self, AbortReason, EndpointEvent, Manifest, Prefix, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
+    RejectReason, Routed, TransferId,
 };
 use crate::store::{self, Paths};
 use crate::writer::{Job, Writer, WriterEvent};
@@ -74,12 +78,6 @@ use crate::{now, to_tokio, Error};
 
 /// How long a stopping receiver may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How many completed transfers' manifests are remembered (8 KiB each at most), to
-/// answer a repeated manifest with `Complete` without a new offer, once the file
-/// on disk is checked again.
-const COMPLETED_MEMORY: usize = 256;
-/// How many unknown transfers' chunk subscriptions are remembered as dropped.
-const STALE_MEMORY: usize = 1024;
 /// The least time between two progress events of one transfer.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -281,7 +279,7 @@ async fn run(
     // A directory where nothing can be created (read-only mount, permissions) would
     // refuse every file later, one i/o error at a time: say so now, with the reason.
     let probe_dir = dir.clone();
-    blocking(move || queue::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
+    blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
     // Stable across restarts, so the broker keeps the session; the directory is part
     // of it so that two receivers on one host do not take each other's session.
@@ -304,6 +302,12 @@ async fn run(
     conn.out.subscribe(cfg.prefix.ctl_filter());
 
     let (writer_tx, writer_events) = mpsc::unbounded_channel();
+    let mut limits = proto::Limits::default();
+    limits.max_concurrent = opts.max_concurrent;
+    limits.max_size = opts.max_size;
+    limits.queue = opts.queue;
+    limits.queue_bytes = opts.queue_bytes;
+    let endpoint = ReceiverEndpoint::new(cfg.prefix.clone(), rid.clone(), limits);
     let mut engine = Engine {
         conn,
         writer_tx,
@@ -314,12 +318,10 @@ async fn run(
         dir,
         opts,
         transfers: BTreeMap::new(),
-        completed: VecDeque::new(),
-        stale: HashSet::new(),
+        endpoint,
         events,
         report: ReceiveReport::default(),
         stopping: None,
-        queue: queue::OfferQueue::default(),
     };
     let outcome = engine.run(&cancel).await;
     let Engine { conn, report, stopping, transfers, mut finishing, .. } = engine;
@@ -392,17 +394,14 @@ struct Engine {
     dir: PathBuf,
     opts: ReceiveOptions,
     transfers: BTreeMap<TransferId, Transfer>,
-    /// The manifests of recently completed transfers, oldest first.
-    completed: VecDeque<Manifest>,
-    /// Unknown transfers whose chunk subscription was dropped (left over from a
-    /// persistent session).
-    stale: HashSet<TransferId>,
+    /// Routes messages to `transfers` by topic, and keeps the rules that span them:
+    /// what to do with an offer, the queue of offers waiting for a slot, the memory
+    /// of finished transfers. It is told of every transfer opened, ended and dropped.
+    endpoint: ReceiverEndpoint,
     events: Events<ReceiveEvent>,
     report: ReceiveReport,
     /// Set when the receive is ending: cancelled (`Ok`), or `once` met.
     stopping: Option<Result<(), Error>>,
-    /// Offers waiting for a transfer slot.
-    queue: queue::OfferQueue,
 }
 
 impl Engine {
@@ -411,7 +410,7 @@ impl Engine {
         loop {
             self.pump();
             // Transfers that ended free their slots for the offers waiting.
-            if !self.queue.is_empty() {
+            if self.endpoint.queued() > 0 {
                 self.admit_queued().await;
                 self.pump();
             }
@@ -456,6 +455,7 @@ impl Engine {
     /// Sends what the state machines have to say while the outbox has room, and
     /// drops the transfers that ended once they said it.
     fn pump(&mut self) {
+        self.drain_endpoint();
         self.conn.out.flush();
         let mut ended = Vec::new();
         for (id, t) in &mut self.transfers {
@@ -474,6 +474,7 @@ impl Engine {
         }
         for id in ended {
             if let Some(t) = self.transfers.remove(&id) {
+                self.endpoint.closed(&id);
                 self.conn.out.unsubscribe(t.chunk_filter);
                 self.finishing.push(t.writer.finish());
             }
@@ -500,75 +501,86 @@ impl Engine {
                 info!(%reason, "connection lost");
                 self.events.emit(ReceiveEvent::Disconnected { reason });
             }
-            ConnEvent::Message { topic, payload, .. } => match self.prefix.parse(&topic) {
-                Some(Topic::Manifest(id)) => self.on_manifest(id, payload).await,
-                Some(Topic::Chunk(id, index)) => self.on_chunk(id, index, payload).await,
-                Some(Topic::Ctl(id)) => self.on_ctl(id, &payload).await,
-                Some(Topic::Ack(..)) | None => {}
-            },
+            ConnEvent::Message { topic, payload, .. } => self.on_message(&topic, payload).await,
         }
     }
 
-    async fn on_manifest(&mut self, id: TransferId, payload: Bytes) {
-        if payload.is_empty() {
-            // A sender cleared its retained manifest: it serves the transfer no more.
-            return self.unqueue(&id);
-        }
-        let m = match Manifest::decode(&payload) {
-            Ok(m) if m.id == id => m,
-            Ok(_) => return debug!(%id, "manifest under another transfer's topic ignored"),
-            Err(e) if self.transfers.contains_key(&id) => {
-                // Garbage under a transfer in progress is not the sender's word:
-                // ignore it rather than drop out of the transfer.
-                return debug!(%id, error = %e, "bad manifest for a transfer in progress ignored");
+    /// Routes a message through the endpoint, and does what it asks.
+    async fn on_message(&mut self, topic: &str, payload: Bytes) {
+        let routed = self.endpoint.handle(topic, &payload);
+        self.drain_endpoint();
+        match routed {
+            Some(Routed::Manifest(m)) => {
+                if let Some(t) = self.transfers.get_mut(&m.id) {
+                    // The sender restarted or re-published: the state machine answers.
+                    let _ = t.rx.handle_manifest(&m, now());
+                }
             }
-            Err(e) => {
-                debug!(%id, error = %e, "bad manifest refused");
-                // The decode error says why, e.g. "protocol version 1, this peer speaks 2".
-                let ack = Ack::Rejected { reason: RejectReason::BadManifest, detail: e.to_string() };
-                return self.conn.out.transmit(proto::receiver::ack_transmit(&self.prefix, &id, &self.rid, &ack));
+            Some(Routed::Chunk(id, index)) => self.on_chunk(id, index, payload).await,
+            Some(Routed::Ctl(id)) => self.on_ctl(id, &payload).await,
+            Some(Routed::Offer(m)) => self.offer(m).await,
+            Some(Routed::CheckHistory(m)) => {
+                // Remembering that the file was received proves nothing about the
+                // disk now: the endpoint answers `Complete` only once it is checked.
+                let still = self.still_complete(&m).await;
+                let next = self.endpoint.history_checked(m, still);
+                self.drain_endpoint();
+                if let Some(Routed::Offer(m)) = next {
+                    self.offer(m).await;
+                }
             }
-        };
-        if let Some(t) = self.transfers.get_mut(&id) {
-            // The sender restarted or re-published: the state machine answers.
-            let _ = t.rx.handle_manifest(&m, now());
-            return;
-        }
-        if self.completed_sha(&id).is_some() {
-            if self.still_complete(&m).await {
-                return self.send_complete(&id, m.sha256);
+            Some(Routed::Unsubscribe(filter)) => {
+                debug!(filter, "unsubscribing a stale chunk subscription");
+                self.conn.out.unsubscribe(filter);
             }
-            // The file changed since: not this transfer's any more. A new offer
-            // decides (refused as existing, or received again with overwrite).
-            self.forget_completed(&id);
+            None => {}
         }
-        if self.queued_position(&id).is_some() {
-            // Offered again while waiting: it keeps its place, and is told it.
-            return self.enqueue(m);
+    }
+
+    /// Sends what the endpoint answered itself, and reports what it did.
+    fn drain_endpoint(&mut self) {
+        while let Some(tx) = self.endpoint.poll_transmit() {
+            self.conn.out.transmit(tx);
         }
-        if self.stopping.is_none() {
-            if !self.queue.is_empty() {
-                // First come, first served: a new offer goes behind those waiting,
-                // even if a slot just freed (the loop gives it to the head).
-                info!(%id, name = %crate::name::escape(&m.name), size = m.size, "offered");
-                self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
-                return self.enqueue(m);
+        while let Some(ev) = self.endpoint.poll_event() {
+            match ev {
+                EndpointEvent::Offered { id, name, size } => {
+                    info!(%id, name = %crate::name::escape(&name), size, "offered");
+                    self.events.emit(ReceiveEvent::Offered { transfer: id, name, size });
+                }
+                EndpointEvent::Queued { id, name, position } => {
+                    info!(%id, name = %crate::name::escape(&name), position, "queued");
+                    self.events.emit(ReceiveEvent::Queued { transfer: id, name, position });
+                }
+                EndpointEvent::Refused { id, name, reason, detail } => {
+                    info!(%id, name = %crate::name::escape(&name), %reason, detail, "rejected");
+                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason });
+                }
+                EndpointEvent::Withdrawn { id } => info!(%id, "queued offer withdrawn by its sender"),
+                // Events added to the endpoint later are news for the log only.
+                other => debug!(?other, "endpoint event"),
             }
+        }
+    }
+
+    /// Offers the queue's head again while a slot is free: each goes through the
+    /// whole decision, and may still be refused (a file of that name arrived
+    /// meanwhile, the disk filled...).
+    async fn admit_queued(&mut self) {
+        while self.stopping.is_none() && self.conn.out.has_room() {
+            let next = self.endpoint.next_admitted();
+            self.drain_endpoint();
+            let Some(Routed::Offer(m)) = next else { return };
+            debug!(id = %m.id, "a slot freed: offering the head of the queue again");
             self.offer(m).await;
         }
     }
 
-    /// Decides on a new transfer.
+    /// Decides on a new transfer what needs the disk, once the endpoint has decided
+    /// the rest ([`Routed::Offer`]): a safe local name, no other transfer writing
+    /// it, not already here, room for it.
     async fn offer(&mut self, m: Manifest) {
         let id = m.id;
-        info!(%id, name = %crate::name::escape(&m.name), size = m.size, "offered");
-        self.events.emit(ReceiveEvent::Offered { transfer: id, name: m.name.clone(), size: m.size });
-        if self.slots_full() {
-            return self.enqueue(m);
-        }
-        if self.opts.max_size.is_some_and(|max| m.size > max) {
-            return self.reject(&m, RejectReason::TooLarge);
-        }
         let name = match sanitize_file_name(&m.name) {
             Ok(n) => n,
             Err(e) => {
@@ -612,8 +624,8 @@ impl Engine {
         let (file, saved) = match decision {
             Ok(Decision::AlreadyComplete) => {
                 info!(%id, path = %paths.final_path.display(), "already complete");
-                self.remember_completed(m.clone());
-                self.send_complete(&id, m.sha256);
+                self.endpoint.already_complete(m.clone());
+                self.drain_endpoint();
                 self.events.emit(ReceiveEvent::AlreadyComplete { transfer: id, path: paths.final_path.clone() });
                 self.report.files.push(ReceivedFile {
                     transfer: id,
@@ -673,6 +685,7 @@ impl Engine {
             size: m.size,
             resumed_bytes,
         });
+        self.endpoint.accept(id);
         self.transfers.insert(
             id,
             Transfer {
@@ -701,28 +714,17 @@ impl Engine {
 
     /// Refuses an offer for a local I/O error, telling the sender the OS's words.
     fn reject_io(&mut self, m: &Manifest, e: &io::Error) {
-        self.reject_with(m, reject_reason(e), queue::os_reason(e));
+        self.reject_with(m, reject_reason(e), local::os_reason(e));
     }
 
     fn reject_with(&mut self, m: &Manifest, reason: RejectReason, detail: String) {
-        info!(id = %m.id, name = %crate::name::escape(&m.name), %reason, detail, "rejected");
-        self.conn.out.transmit(proto::Receiver::reject_with(&self.prefix, &self.rid, m, reason, detail));
-        self.events.emit(ReceiveEvent::Rejected { transfer: m.id, name: m.name.clone(), reason });
+        self.endpoint.refuse(m, reason, detail);
+        self.drain_endpoint();
     }
 
     async fn on_chunk(&mut self, id: TransferId, index: u32, payload: Bytes) {
-        let Some(t) = self.transfers.get_mut(&id) else {
-            // A chunk of a transfer this process does not know: a subscription left
-            // in the broker's session by an earlier run. Drop it, once.
-            if self.stale.len() >= STALE_MEMORY {
-                self.stale.clear();
-            }
-            if self.stale.insert(id) {
-                debug!(%id, "unsubscribing a stale chunk subscription");
-                self.conn.out.unsubscribe(self.prefix.chunk_filter(&id));
-            }
-            return;
-        };
+        // The endpoint routes here only chunks of transfers in the map.
+        let Some(t) = self.transfers.get_mut(&id) else { return };
         match t.rx.handle_chunk(index, &payload, now()) {
             Ok(Some(w)) => {
                 // A failed write comes back as a `WriterEvent::Failed`.
@@ -738,28 +740,12 @@ impl Engine {
     }
 
     async fn on_ctl(&mut self, id: TransferId, payload: &[u8]) {
-        if let Some(t) = self.transfers.get_mut(&id) {
-            if let Err(e) = t.rx.handle_ctl(payload, now()) {
-                debug!(%id, error = %e, "bad control message");
-            }
-            return self.after_input(id).await;
+        // The endpoint answers control messages of transfers not in the map itself.
+        let Some(t) = self.transfers.get_mut(&id) else { return };
+        if let Err(e) = t.rx.handle_ctl(payload, now()) {
+            debug!(%id, error = %e, "bad control message");
         }
-        if let Ok(Ctl::Abort { .. }) = Ctl::decode(payload) {
-            // A sender that stops serving its transfer withdraws a queued offer.
-            self.unqueue(&id);
-        }
-        // The sender asks a receiver that already finished: its Complete was lost.
-        let remembered = self.completed.iter().find(|m| m.id == id).cloned();
-        if let (Some(m), Ok(Ctl::EndRound { .. })) = (remembered, Ctl::decode(payload)) {
-            if self.still_complete(&m).await {
-                return self.send_complete(&id, m.sha256);
-            }
-            // The file changed since: offer the transfer anew rather than confirm.
-            self.forget_completed(&id);
-            if self.stopping.is_none() {
-                self.offer(m).await;
-            }
-        }
+        self.after_input(id).await;
     }
 
     async fn on_timer(&mut self) {
@@ -783,7 +769,7 @@ impl Engine {
                 // A transfer that already ended has said all it will say.
                 let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
                 warn!(%id, path = %path.display(), %error, "{op} failed");
-                t.rx.fail_with(reject_reason(&error), queue::os_reason(&error), now());
+                t.rx.fail_with(reject_reason(&error), local::os_reason(&error), now());
                 t.local_error.get_or_insert(Error::io(op, &path, error));
                 self.after_input(id).await;
             }
@@ -796,12 +782,13 @@ impl Engine {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
         if let Err(e) = result {
             warn!(%id, error = %e, "cannot give the file its name");
-            t.rx.fail_with(reject_reason(&e), queue::os_reason(&e), now());
+            t.rx.fail_with(reject_reason(&e), local::os_reason(&e), now());
             t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
             return self.after_input(id).await;
         }
         t.rx.finalized(now());
         t.ended = true;
+        self.endpoint.ended(&id);
         t.unsaved_since = None;
         let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
         info!(%id, path = %path.display(), size, "received");
@@ -815,11 +802,11 @@ impl Engine {
             corrupt_chunks: t.rx.corrupt_chunks(),
             duplicate_chunks: t.rx.duplicate_chunks(),
         });
-        self.remember_completed(manifest);
+        self.endpoint.completed(manifest);
         if self.opts.once && self.stopping.is_none() {
             self.stopping = Some(Ok(()));
             // The other transfers are told and saved, and queued senders told.
-            self.cancel_queued();
+            self.stop_endpoint();
             self.stop_others(Some(id)).await;
         }
     }
@@ -841,7 +828,7 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    t.rx.fail_with(reject_reason(&e), queue::os_reason(&e), now());
+                    t.rx.fail_with(reject_reason(&e), local::os_reason(&e), now());
                     t.local_error = Some(Error::io("read", &t.paths.part, e));
                     break;
                 }
@@ -864,6 +851,7 @@ impl Engine {
                 }
                 ReceiverEvent::Failed(failure) => {
                     t.ended = true;
+                    self.endpoint.ended(&id);
                     let path = t.paths.final_path.clone();
                     info!(%id, path = %path.display(), %failure, "receive failed");
                     let aborted_empty = matches!(failure, ReceiveFailure::SenderAborted(_)) && t.rx.bytes_held() == 0;
@@ -890,7 +878,7 @@ impl Engine {
                     ) || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
                     if self.opts.once && self.stopping.is_none() && for_good {
                         self.stopping = Some(Err(err));
-                        self.cancel_queued();
+                        self.stop_endpoint();
                         self.stop_others(Some(id)).await;
                     }
                     return;
@@ -920,7 +908,7 @@ impl Engine {
     /// Ends the receive: every open transfer is saved, and its sender told.
     async fn stop(&mut self, outcome: Result<(), Error>) {
         self.stopping.get_or_insert(outcome);
-        self.cancel_queued();
+        self.stop_endpoint();
         self.stop_others(None).await;
     }
 
@@ -942,21 +930,10 @@ impl Engine {
         }
     }
 
-    fn completed_sha(&self, id: &TransferId) -> Option<[u8; 32]> {
-        self.completed.iter().find(|m| m.id == *id).map(|m| m.sha256)
-    }
-
-    fn remember_completed(&mut self, m: Manifest) {
-        if self.completed_sha(&m.id).is_none() {
-            if self.completed.len() >= COMPLETED_MEMORY {
-                self.completed.pop_front();
-            }
-            self.completed.push_back(m);
-        }
-    }
-
-    fn forget_completed(&mut self, id: &TransferId) {
-        self.completed.retain(|m| m.id != *id);
+    /// No new offers; every queued sender is told `Cancelled`.
+    fn stop_endpoint(&mut self) {
+        self.endpoint.stop();
+        self.drain_endpoint();
     }
 
     /// True when the file of a transfer completed earlier is still there, with
@@ -973,11 +950,6 @@ impl Engine {
                 false
             }
         }
-    }
-
-    fn send_complete(&mut self, id: &TransferId, sha256: [u8; 32]) {
-        let ack = Ack::Complete { sha256 };
-        self.conn.out.transmit(proto::receiver::ack_transmit(&self.prefix, id, &self.rid, &ack));
     }
 }
 

@@ -377,6 +377,7 @@ async fn run(
     let mut engine = Engine {
         conn,
         prefix: cfg.prefix.clone(),
+        endpoint: proto::SenderEndpoint::new(cfg.prefix.clone()),
         version: cfg.version,
         broker_max: info.max_packet_size,
         broker: cfg.addr(),
@@ -456,6 +457,8 @@ fn hash_file(idx: usize, path: &Path, cancel: &CancellationToken) -> io::Result<
 struct Engine {
     conn: Connection,
     prefix: Prefix,
+    /// Routes acks to `active` by the transfer id in their topic.
+    endpoint: proto::SenderEndpoint,
     version: MqttVersion,
     broker_max: Option<u32>,
     /// `host:port`, the key of `sizes`.
@@ -572,7 +575,7 @@ impl Engine {
                 self.events.emit(SendEvent::Disconnected { reason });
             }
             ConnEvent::Message { topic, payload, .. } => {
-                let Some(proto::Topic::Ack(id, from)) = self.prefix.parse(&topic) else { return };
+                let Some(proto::AckFor { id, from }) = self.endpoint.handle(&topic) else { return };
                 let now = now();
                 if let Some(a) = self.active.iter_mut().find(|a| a.sender.manifest().id == id) {
                     if let Err(e) = a.sender.handle_ack(&from, &payload, now) {
@@ -627,6 +630,7 @@ impl Engine {
         });
         let mut cfg = self.opts.protocol.clone();
         cfg.window = window_for(cfg.window, self.opts.window_bytes, manifest.chunk_size);
+        self.endpoint.opened(manifest.id);
         let sender = proto::Sender::new(cfg, self.prefix.clone(), manifest, now());
         self.active.push(Active {
             idx: p.idx,
@@ -887,6 +891,7 @@ impl Engine {
         for mut a in done {
             self.conn.out.unsubscribe(std::mem::take(&mut a.ack_filter));
             let id = a.sender.manifest().id;
+            self.endpoint.closed(&id);
             if let Some(outcome) = a.outcome.take().filter(|_| !a.superseded) {
                 self.results[a.idx] = Some(outcome);
             }

@@ -10,6 +10,12 @@
 //! killed and started again: a receiver comes back with its last snapshot and the
 //! bytes it had written, a sender comes back from scratch with a new run.
 //!
+//! Each receiver is driven as the runtime drives it: every message goes through its
+//! [`ReceiverEndpoint`], which routes it to the transfer's [`Receiver`] or decides on
+//! it (offers, the queue, answers from the memory of finished transfers), and the
+//! simulation does only what the runtime does with files: accept an offer, check
+//! that a finished file is still there, drop a transfer that ended.
+//!
 //! `drive` runs until nothing is scheduled and fails on a live-lock: a step or time
 //! budget that runs out.
 
@@ -21,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use mqft_proto::receiver::ReceiveFailure;
 use mqft_proto::{
-    integrity, Ack, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, RejectReason,
-    ResumeState, SendFailure, Sender, SenderConfig, SenderEvent, Topic,
+    integrity, Limits, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEndpoint, ReceiverEvent,
+    ReceiverId, ResumeState, Routed, SendFailure, Sender, SenderConfig, SenderEndpoint, SenderEvent,
 };
 
 /// A small, fast, seeded PRNG (SplitMix64).
@@ -110,7 +116,12 @@ enum Ev {
 
 pub struct SimReceiver {
     pub id: ReceiverId,
+    /// Routes its messages and decides on offers; a new one at each start, as a
+    /// restarted process forgets.
+    pub endpoint: ReceiverEndpoint,
     pub rx: Option<Receiver>,
+    /// The transfer moved its file into place: dropped once its last words are out.
+    closing: bool,
     /// Loss and the like on this receiver's side, on top of the common link.
     pub link: Link,
     /// The bytes written to the "partial file".
@@ -147,9 +158,43 @@ pub struct SimReceiver {
     /// transfer.
     pub slots_full: bool,
     pub queue_full: bool,
-    /// The offer held in the queue.
-    pub queued_offer: Option<Manifest>,
+    /// The endpoint holds the transfer that stands for `slots_full`.
+    phantom_open: bool,
     handled: u32,
+}
+
+impl SimReceiver {
+    /// An endpoint with one slot, so that [`SimReceiver::slots_full`] can take it.
+    fn new_endpoint(prefix: &Prefix, id: &ReceiverId) -> ReceiverEndpoint {
+        let mut limits = Limits::default();
+        limits.max_concurrent = 1;
+        ReceiverEndpoint::new(prefix.clone(), id.clone(), limits)
+    }
+
+    /// Brings the endpoint in line with `slots_full` and `queue_full`: a transfer
+    /// from outside the simulation holds the one slot, and a full queue has room
+    /// for nothing.
+    fn sync_slots(&mut self) {
+        let phantom = integrity::transfer_id(&[0; 32], 0, 1, "outside the simulation");
+        if self.slots_full != self.phantom_open {
+            if self.slots_full {
+                self.endpoint.accept(phantom);
+            } else {
+                self.endpoint.ended(&phantom);
+                self.endpoint.closed(&phantom);
+            }
+            self.phantom_open = self.slots_full;
+        }
+        let mut limits = self.endpoint.limits().clone();
+        limits.queue = if self.queue_full { 0 } else { Limits::default().queue };
+        self.endpoint.set_limits(limits);
+    }
+
+    /// What the runtime's `store::already_complete` finds: the final file holds the
+    /// manifest's bytes.
+    fn has_file(&self, m: &Manifest) -> bool {
+        self.final_file.as_ref().is_some_and(|f| integrity::sha256(f) == m.sha256)
+    }
 }
 
 pub struct Sim {
@@ -165,6 +210,8 @@ pub struct Sim {
     pub sender_cfg: SenderConfig,
     pub receiver_cfg: ReceiverConfig,
     pub sender: Option<Sender>,
+    /// Routes the acks to `sender`.
+    pub sender_endpoint: SenderEndpoint,
     pub sender_events: Vec<SenderEvent>,
     pub receivers: Vec<SimReceiver>,
     pub link: Link,
@@ -254,10 +301,13 @@ impl SimBuilder {
         )
         .unwrap();
         let now = Instant::now();
+        let prefix = Prefix::default();
         let receivers = (0..self.receivers)
             .map(|i| SimReceiver {
                 id: ReceiverId::new(&format!("rx{i}")).unwrap(),
+                endpoint: SimReceiver::new_endpoint(&prefix, &ReceiverId::new(&format!("rx{i}")).unwrap()),
                 rx: None,
+                closing: false,
                 link: Link { delay: Duration::ZERO, ..Link::default() },
                 disk: vec![0; file.len()],
                 saved: None,
@@ -277,7 +327,7 @@ impl SimBuilder {
                 started_at: None,
                 slots_full: false,
                 queue_full: false,
-                queued_offer: None,
+                phantom_open: false,
                 handled: 0,
             })
             .collect();
@@ -285,13 +335,14 @@ impl SimBuilder {
             now,
             start: now,
             rng,
-            prefix: Prefix::default(),
+            prefix: prefix.clone(),
             source: file.clone(),
             file,
             manifest,
             sender_cfg: self.sender_cfg,
             receiver_cfg: self.receiver_cfg,
             sender: None,
+            sender_endpoint: SenderEndpoint::new(prefix.clone()),
             sender_events: Vec::new(),
             receivers,
             link: self.link,
@@ -327,6 +378,9 @@ impl Sim {
     pub fn start_sender(&mut self) {
         let mut m = self.manifest.clone();
         m.run = self.rng.next_u64() as u32;
+        // A new process: a new endpoint, with this one transfer open.
+        self.sender_endpoint = SenderEndpoint::new(self.prefix.clone());
+        self.sender_endpoint.opened(m.id);
         self.sender = Some(Sender::new(self.sender_cfg.clone(), self.prefix.clone(), m, self.now));
     }
 
@@ -405,6 +459,7 @@ impl Sim {
             self.sender = Some(s);
         }
         for i in 0..self.receivers.len() {
+            self.flush_endpoint(i);
             let Some(mut rx) = self.receivers[i].rx.take() else { continue };
             while let Some(t) = rx.poll_transmit() {
                 let Payload::Bytes(b) = t.payload else { panic!("receivers send no chunks") };
@@ -420,15 +475,44 @@ impl Sim {
                     }
                     ReceiverEvent::Failed(f) => {
                         self.receivers[i].failure = Some(f);
+                        self.receivers[i].endpoint.ended(&rx.manifest().id);
                         keep = false;
                     }
                 }
             }
-            // A failed receiver is dropped, as the runtime does; its saved state stays.
-            if keep {
-                self.receivers[i].rx = Some(rx);
+            // A transfer that ended is dropped once its last transmits are out, as the
+            // runtime does; its saved state stays.
+            let r = &mut self.receivers[i];
+            if keep && !std::mem::take(&mut r.closing) {
+                r.rx = Some(rx);
+            } else {
+                r.endpoint.closed(&rx.manifest().id);
             }
         }
+    }
+
+    /// Publishes what receiver `i`'s endpoint answered itself.
+    fn flush_endpoint(&mut self, i: usize) {
+        let out: Vec<_> = std::iter::from_fn(|| self.receivers[i].endpoint.poll_transmit()).collect();
+        for t in out {
+            let Payload::Bytes(b) = t.payload else { panic!("receivers send no chunks") };
+            self.receiver_publish(i, t.topic, b);
+        }
+        while self.receivers[i].endpoint.poll_event().is_some() {}
+    }
+
+    /// Receiver `i` decides on an offer the endpoint let through, as the runtime
+    /// would: a file already here is confirmed, anything else accepted (resuming
+    /// from the saved state).
+    fn take_offer(&mut self, i: usize, m: Manifest) {
+        let (prefix, cfg, now) = (self.prefix.clone(), self.receiver_cfg.clone(), self.now);
+        let r = &mut self.receivers[i];
+        if r.has_file(&m) {
+            return r.endpoint.already_complete(m);
+        }
+        r.failure = None;
+        r.endpoint.accept(m.id);
+        r.rx = Some(Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now).unwrap());
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -517,6 +601,8 @@ impl Sim {
                 }
                 Action::StartReceiver(i) => {
                     let r = &mut self.receivers[i];
+                    r.endpoint = SimReceiver::new_endpoint(&self.prefix, &r.id);
+                    r.phantom_open = false;
                     r.online = true;
                     r.started_at = Some(self.now);
                     // The broker hands a subscriber the retained manifest, unless it
@@ -542,11 +628,14 @@ impl Sim {
                 Action::KillSender => self.sender = None,
                 Action::StartSender => self.start_sender(),
                 Action::FreeSlot(i) => {
-                    let (prefix, cfg, now) = (self.prefix.clone(), self.receiver_cfg.clone(), self.now);
                     let r = &mut self.receivers[i];
                     r.slots_full = false;
-                    if let (Some(m), true) = (r.queued_offer.take(), r.online && r.rx.is_none()) {
-                        r.rx = Some(Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now).unwrap());
+                    if r.online {
+                        r.sync_slots();
+                        if let Some(Routed::Offer(m)) = r.endpoint.next_admitted() {
+                            self.take_offer(i, m);
+                        }
+                        self.flush_endpoint(i);
                     }
                 }
                 Action::QueueRoom(i) => self.receivers[i].queue_full = false,
@@ -562,12 +651,18 @@ impl Sim {
                 if let Some(rx) = r.rx.as_mut() {
                     r.final_file = Some(r.disk.clone());
                     rx.finalized(self.now);
+                    r.saved = Some(rx.snapshot());
+                    r.endpoint.ended(&rx.manifest().id);
+                    r.endpoint.completed(rx.manifest().clone());
+                    r.closing = true;
                 }
             }
             Ev::ToSender(topic, payload) => {
                 let Some(s) = self.sender.as_mut() else { return };
-                if let Some(Topic::Ack(_, rid)) = self.prefix.parse(&topic) {
-                    let _ = s.handle_ack(&rid, &payload, self.now);
+                // Routed as the runtime routes them: by the id in the topic, to the
+                // transfer open under it.
+                if let Some(ack) = self.sender_endpoint.handle(&topic) {
+                    let _ = s.handle_ack(&ack.from, &payload, self.now);
                 }
             }
             Ev::ToReceiver(i, topic, payload) => {
@@ -607,70 +702,50 @@ impl Sim {
     /// Receiver `i` handles one message, as the runtime would.
     fn deliver(&mut self, i: usize, topic: &str, payload: &[u8]) {
         let now = self.now;
-        let (prefix, cfg) = (self.prefix.clone(), self.receiver_cfg.clone());
         let r = &mut self.receivers[i];
         if !r.online {
             return;
         }
-        match prefix.parse(topic) {
-            Some(Topic::Manifest(_)) => {
-                if payload.is_empty() {
-                    return;
+        r.sync_slots();
+        match r.endpoint.handle(topic, payload) {
+            Some(Routed::Manifest(m)) => {
+                if let Some(rx) = r.rx.as_mut() {
+                    let _ = rx.handle_manifest(&m, now);
                 }
-                let Ok(m) = Manifest::decode(payload) else { return };
-                if r.rx.is_none() && r.slots_full {
-                    let ack = if r.queue_full {
-                        Ack::Rejected { reason: RejectReason::QueueFull, detail: String::new() }
-                    } else {
-                        let ack = Ack::Queued { run: m.run, position: 1 };
-                        r.queued_offer = Some(m.clone());
-                        ack
-                    };
-                    let t = mqft_proto::receiver::ack_transmit(&prefix, &m.id, &r.id.clone(), &ack);
-                    let Payload::Bytes(b) = t.payload else { unreachable!("acks are bytes") };
-                    return self.receiver_publish(i, t.topic, b);
-                }
-                match r.rx.as_mut() {
-                    Some(rx) => {
-                        let _ = rx.handle_manifest(&m, now);
-                    }
-                    None => {
-                        if r.final_file.is_some() {
-                            // A receiver that has the file answers at once.
-                            let mut rx = Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now)
-                                .expect("saved state fits");
-                            rx.finalized(now);
-                            r.rx = Some(rx);
-                        } else {
-                            r.failure = None;
-                            r.rx = Some(Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now).unwrap());
+            }
+            Some(Routed::Chunk(_, n)) => {
+                if let Some(rx) = r.rx.as_mut() {
+                    r.chunks_seen += 1;
+                    match rx.handle_chunk(n, payload, now) {
+                        Ok(Some(w)) => {
+                            let at = w.offset as usize;
+                            r.disk[at..at + w.data.len()].copy_from_slice(w.data);
                         }
+                        Ok(None) => {}
+                        Err(_) => r.corrupt_seen += 1,
+                    }
+                    while let Some(h) = rx.next_hash_read() {
+                        let range = h.offset as usize..(h.offset + h.len) as usize;
+                        rx.hash_chunk(h.index, &r.disk[range]).unwrap();
                     }
                 }
             }
-            Some(Topic::Chunk(_, n)) => {
-                let Some(rx) = r.rx.as_mut() else { return };
-                r.chunks_seen += 1;
-                match rx.handle_chunk(n, payload, now) {
-                    Ok(Some(w)) => {
-                        let at = w.offset as usize;
-                        r.disk[at..at + w.data.len()].copy_from_slice(w.data);
-                    }
-                    Ok(None) => {}
-                    Err(_) => r.corrupt_seen += 1,
-                }
-                while let Some(h) = rx.next_hash_read() {
-                    let range = h.offset as usize..(h.offset + h.len) as usize;
-                    rx.hash_chunk(h.index, &r.disk[range]).unwrap();
-                }
-            }
-            Some(Topic::Ctl(_)) => {
+            Some(Routed::Ctl(_)) => {
                 if let Some(rx) = r.rx.as_mut() {
                     let _ = rx.handle_ctl(payload, now);
                 }
             }
-            _ => {}
+            Some(Routed::Offer(m)) => self.take_offer(i, m),
+            Some(Routed::CheckHistory(m)) => {
+                let still = r.has_file(&m);
+                if let Some(Routed::Offer(m)) = r.endpoint.history_checked(m, still) {
+                    self.take_offer(i, m);
+                }
+            }
+            Some(Routed::Unsubscribe(_)) | None => {}
         }
+        self.flush_endpoint(i);
+        let r = &mut self.receivers[i];
         r.handled += 1;
         if r.handled.is_multiple_of(r.snapshot_every.max(1)) {
             if let Some(rx) = r.rx.as_ref() {

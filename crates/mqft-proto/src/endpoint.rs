@@ -1,0 +1,801 @@
+//! One receiver's many transfers: routing by topic, the offer rules, the queue.
+//!
+//! A [`Receiver`](crate::Receiver) knows one transfer. A receiving process sees every
+//! message under its prefix: manifests of transfers it never heard of, chunks left
+//! over from an earlier run's subscriptions, control messages for transfers it
+//! finished long ago. [`ReceiverEndpoint`] takes each of them with its topic and
+//! decides, in the manner of quinn-proto's `Endpoint`, what it is:
+//!
+//! - input for a transfer that is open here ([`Routed::Manifest`], [`Routed::Chunk`],
+//!   [`Routed::Ctl`]): the caller feeds it to that transfer's `Receiver`, which the
+//!   caller owns, next to its file;
+//! - a new offer ([`Routed::Offer`]) that passed every rule needing no I/O: the caller
+//!   looks at its disk and calls [`ReceiverEndpoint::accept`],
+//!   [`ReceiverEndpoint::refuse`] or [`ReceiverEndpoint::already_complete`];
+//! - a transfer finished here before ([`Routed::CheckHistory`]): the endpoint would
+//!   answer `Complete` from memory, but remembering proves nothing about the disk now
+//!   (PROTOCOL.md 9.2, step 5). The caller checks the file and hands the result to
+//!   [`ReceiverEndpoint::history_checked`];
+//! - chunks of a transfer nobody here knows ([`Routed::Unsubscribe`]): a subscription
+//!   left in the broker's session by an earlier run, to drop once;
+//! - or nothing for the caller: ignored, or answered by the endpoint itself (a bad
+//!   manifest refused, a queued offer told its place again, a queued offer
+//!   withdrawn).
+//!
+//! The endpoint also holds the offers that find every slot taken, first come first
+//! served, bounded by a count and by bytes ([`Limits`]); [`ReceiverEndpoint::next_admitted`]
+//! hands out the head when a slot frees. Its memories (finished transfers, dropped
+//! chunk subscriptions) are bounded too, so no sequence of messages grows it without
+//! bound.
+//!
+//! # Driving it
+//! For each message: [`ReceiverEndpoint::handle`], act on the [`Routed`] it returns,
+//! then drain [`ReceiverEndpoint::poll_transmit`] and [`ReceiverEndpoint::poll_event`].
+//! Tell it when a transfer stops holding a slot ([`ReceiverEndpoint::ended`], with
+//! [`ReceiverEndpoint::completed`] for one that delivered its file), when it is
+//! gone ([`ReceiverEndpoint::closed`]), and then ask [`ReceiverEndpoint::next_admitted`]
+//! for the offers that may take the freed slots. [`ReceiverEndpoint::stop`] ends it:
+//! every queued sender is told `Cancelled`.
+//!
+//! A sending process has its own, smaller [`SenderEndpoint`]: it routes each ack to
+//! the transfer it answers, by the id in its topic, and names the receiver that
+//! sent it.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use crate::receiver::ack_transmit;
+use crate::{Ack, Ctl, Manifest, Prefix, Receiver, ReceiverId, RejectReason, Topic, TransferId, Transmit};
+
+/// How many completed transfers' manifests are remembered (8 KiB each at most), to
+/// answer a repeated manifest with `Complete` without a new offer, once the file on
+/// disk is checked again.
+pub const COMPLETED_MEMORY: usize = 256;
+/// How many unknown transfers' chunk subscriptions are remembered as dropped.
+pub const STALE_MEMORY: usize = 1024;
+
+/// What a receiver takes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Transfers open at once; offers past it wait in the queue. At least 1.
+    pub max_concurrent: usize,
+    /// Refuse files larger than this many bytes ([`RejectReason::TooLarge`]).
+    pub max_size: Option<u64>,
+    /// The most offers waiting for a slot; past it (or `queue_bytes`) an offer is
+    /// refused with [`RejectReason::QueueFull`].
+    pub queue: usize,
+    /// The most bytes of manifests the queue holds.
+    pub queue_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 256 manifests of up to 8 KiB would be 2 MiB; the common one is ~100 bytes.
+        Limits { max_concurrent: 16, max_size: None, queue: 256, queue_bytes: 1 << 20 }
+    }
+}
+
+/// What a message is, for the caller. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Routed {
+    /// A manifest of a transfer open here: feed it to its `Receiver::handle_manifest`.
+    Manifest(Manifest),
+    /// A chunk of a transfer open here: feed the payload to its
+    /// `Receiver::handle_chunk` with this index.
+    Chunk(TransferId, u32),
+    /// A control message of a transfer open here: feed the payload to its
+    /// `Receiver::handle_ctl`.
+    Ctl(TransferId),
+    /// A new offer: decide with what only the caller can see (the name as a local
+    /// path, the disk) and answer with [`ReceiverEndpoint::accept`],
+    /// [`ReceiverEndpoint::refuse`] or [`ReceiverEndpoint::already_complete`].
+    Offer(Manifest),
+    /// A transfer completed here earlier is asked about again: check that its file
+    /// still holds the manifest's bytes, then call [`ReceiverEndpoint::history_checked`].
+    CheckHistory(Manifest),
+    /// Chunks of a transfer unknown here: unsubscribe this filter.
+    Unsubscribe(String),
+}
+
+/// What the endpoint did on its own, for the caller's log and its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndpointEvent {
+    /// An offer is being decided on: new, or the head of the queue given a slot.
+    Offered {
+        /// The transfer.
+        id: TransferId,
+        /// The name as the sender gave it: untrusted.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A new offer waits in the queue at `position` (1 for the head).
+    Queued {
+        /// The transfer.
+        id: TransferId,
+        /// The name as the sender gave it: untrusted.
+        name: String,
+        /// Its place.
+        position: u32,
+    },
+    /// An offer was refused, by the endpoint or through [`ReceiverEndpoint::refuse`].
+    Refused {
+        /// The transfer.
+        id: TransferId,
+        /// The name as the sender gave it: untrusted.
+        name: String,
+        /// Why.
+        reason: RejectReason,
+        /// The detail sent along.
+        detail: String,
+    },
+    /// A queued offer left the queue: its sender aborted or cleared its manifest.
+    Withdrawn {
+        /// The transfer.
+        id: TransferId,
+    },
+}
+
+/// Routes one receiver's messages by topic and keeps the rules that span transfers.
+#[derive(Debug)]
+pub struct ReceiverEndpoint {
+    prefix: Prefix,
+    rid: ReceiverId,
+    limits: Limits,
+    /// Transfers the caller accepted and has not closed; `true` while the transfer
+    /// holds a slot (not yet ended).
+    open: BTreeMap<TransferId, bool>,
+    /// The manifests of recently completed transfers, oldest first.
+    completed: VecDeque<Manifest>,
+    /// Unknown transfers whose chunk subscription was dropped.
+    stale: HashSet<TransferId>,
+    queue: OfferQueue,
+    stopping: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EndpointEvent>,
+}
+
+impl ReceiverEndpoint {
+    /// An endpoint for receiver `rid` under `prefix`.
+    pub fn new(prefix: Prefix, rid: ReceiverId, limits: Limits) -> Self {
+        ReceiverEndpoint {
+            prefix,
+            rid,
+            limits,
+            open: BTreeMap::new(),
+            completed: VecDeque::new(),
+            stale: HashSet::new(),
+            queue: OfferQueue::default(),
+            stopping: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // Getters.
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Transfers that hold a slot: accepted and not yet ended.
+    pub fn open_transfers(&self) -> usize {
+        self.open.values().filter(|holds| **holds).count()
+    }
+
+    /// True while every slot is taken.
+    pub fn slots_full(&self) -> bool {
+        self.open_transfers() >= self.limits.max_concurrent.max(1)
+    }
+
+    /// The place of `id` in the queue, 1 for the head.
+    pub fn queued_position(&self, id: &TransferId) -> Option<u32> {
+        self.queue.position(id)
+    }
+
+    /// Offers waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.queue.offers.len()
+    }
+
+    /// True once [`ReceiverEndpoint::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+
+    // Input.
+
+    /// Takes one message under the prefix. See [`Routed`] for what comes back; what
+    /// the endpoint answers itself goes out through
+    /// [`ReceiverEndpoint::poll_transmit`].
+    pub fn handle(&mut self, topic: &str, payload: &[u8]) -> Option<Routed> {
+        match self.prefix.parse(topic)? {
+            Topic::Manifest(id) => self.on_manifest(id, payload),
+            Topic::Chunk(id, index) => self.on_chunk(id, index),
+            Topic::Ctl(id) => self.on_ctl(id, payload),
+            // Other receivers' acks: not ours to read.
+            Topic::Ack(..) => None,
+        }
+    }
+
+    fn on_manifest(&mut self, id: TransferId, payload: &[u8]) -> Option<Routed> {
+        if payload.is_empty() {
+            // A sender cleared its retained manifest: it serves the transfer no more.
+            self.unqueue(&id);
+            return None;
+        }
+        let m = match Manifest::decode(payload) {
+            Ok(m) if m.id == id => m,
+            // Published under another transfer's topic.
+            Ok(_) => return None,
+            // Garbage under a transfer in progress is not the sender's word: ignore
+            // it rather than drop out of the transfer.
+            Err(_) if self.open.contains_key(&id) => return None,
+            Err(e) => {
+                // The decode error says why, e.g. "protocol version 1, this peer speaks 2".
+                let ack = Ack::Rejected { reason: RejectReason::BadManifest, detail: e.to_string() };
+                self.transmits.push_back(ack_transmit(&self.prefix, &id, &self.rid, &ack));
+                return None;
+            }
+        };
+        if self.open.contains_key(&id) {
+            // The sender restarted or re-published: the transfer's machine answers.
+            return Some(Routed::Manifest(m));
+        }
+        if self.completed.iter().any(|c| c.id == id) {
+            return Some(Routed::CheckHistory(m));
+        }
+        self.route_offer(m)
+    }
+
+    fn on_chunk(&mut self, id: TransferId, index: u32) -> Option<Routed> {
+        if self.open.contains_key(&id) {
+            return Some(Routed::Chunk(id, index));
+        }
+        // A chunk of a transfer this endpoint does not know: a subscription left in
+        // the broker's session by an earlier run. Dropped once; the memory is
+        // bounded, and forgetting only costs one more unsubscribe.
+        if self.stale.len() >= STALE_MEMORY {
+            self.stale.clear();
+        }
+        self.stale.insert(id).then(|| Routed::Unsubscribe(self.prefix.chunk_filter(&id)))
+    }
+
+    fn on_ctl(&mut self, id: TransferId, payload: &[u8]) -> Option<Routed> {
+        if self.open.contains_key(&id) {
+            return Some(Routed::Ctl(id));
+        }
+        match Ctl::decode(payload) {
+            // A sender that stops serving its transfer withdraws a queued offer.
+            Ok(Ctl::Abort { .. }) => {
+                self.unqueue(&id);
+                None
+            }
+            // The sender asks a receiver that already finished: its Complete was lost.
+            Ok(Ctl::EndRound { .. }) => self.completed.iter().find(|m| m.id == id).cloned().map(Routed::CheckHistory),
+            _ => None,
+        }
+    }
+
+    /// The answer to a [`Routed::CheckHistory`]: whether the file of that transfer
+    /// still holds the manifest's bytes. If it does, the sender is told `Complete`;
+    /// if not, the transfer is forgotten and `m` decided on as a new offer, which
+    /// may come back as [`Routed::Offer`] (refused as existing, or received again
+    /// where files are replaced).
+    pub fn history_checked(&mut self, m: Manifest, still_complete: bool) -> Option<Routed> {
+        if self.open.contains_key(&m.id) {
+            // Taken meanwhile (a caller that checks later than at once): the
+            // transfer's own machine answers its sender now.
+            return None;
+        }
+        if still_complete {
+            self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
+            return None;
+        }
+        self.completed.retain(|c| c.id != m.id);
+        self.route_offer(m)
+    }
+
+    /// A manifest of a transfer not open here: the queue's rules, then the offer.
+    fn route_offer(&mut self, m: Manifest) -> Option<Routed> {
+        if self.queue.position(&m.id).is_some() {
+            // Offered again while waiting: it keeps its place, and is told it.
+            self.enqueue(m);
+            return None;
+        }
+        if self.stopping {
+            return None;
+        }
+        if !self.queue.offers.is_empty() {
+            // First come, first served: a new offer goes behind those waiting, even
+            // if a slot just freed (`next_admitted` gives it to the head).
+            self.events.push_back(offered(&m));
+            self.enqueue(m);
+            return None;
+        }
+        self.offer(m)
+    }
+
+    /// Decides what needs no I/O on an offer; the rest is the caller's.
+    fn offer(&mut self, m: Manifest) -> Option<Routed> {
+        self.events.push_back(offered(&m));
+        if self.slots_full() {
+            self.enqueue(m);
+            return None;
+        }
+        if self.limits.max_size.is_some_and(|max| m.size > max) {
+            self.refuse(&m, RejectReason::TooLarge, String::new());
+            return None;
+        }
+        Some(Routed::Offer(m))
+    }
+
+    /// Holds an offer that found every slot taken, or refuses it when the queue is
+    /// full. The same transfer offered again keeps its place and is told it again.
+    fn enqueue(&mut self, m: Manifest) {
+        if let Some(at) = self.queue.offers.iter().position(|q| q.id == m.id) {
+            // The newest run is the one to answer with `Ready` later.
+            self.queue.replace(at, m);
+            return self.send_queued(at);
+        }
+        let fits = self.queue.offers.len() < self.limits.queue
+            && self.queue.bytes.saturating_add(cost(&m)) <= self.limits.queue_bytes;
+        if !fits {
+            return self.refuse(&m, RejectReason::QueueFull, String::new());
+        }
+        self.queue.push(m);
+        let at = self.queue.offers.len() - 1;
+        let m = &self.queue.offers[at];
+        let position = position_of(at);
+        self.events.push_back(EndpointEvent::Queued { id: m.id, name: m.name.clone(), position });
+        self.send_queued(at);
+    }
+
+    fn send_queued(&mut self, at: usize) {
+        let m = &self.queue.offers[at];
+        self.transmits.push_back(Receiver::queued(&self.prefix, &self.rid, m, position_of(at)));
+    }
+
+    fn unqueue(&mut self, id: &TransferId) {
+        if self.queue.remove(id).is_some() {
+            self.events.push_back(EndpointEvent::Withdrawn { id: *id });
+        }
+    }
+
+    // Commands: the caller's answers and news.
+
+    /// Changes the limits; they apply from the next offer on. Offers already queued
+    /// stay, whatever the new bounds.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// The caller took the offer: its messages are routed to it from now on, and it
+    /// holds a slot.
+    pub fn accept(&mut self, id: TransferId) {
+        // An offer of it that queued meanwhile (a caller that decides later than
+        // at once) has been answered by this.
+        self.queue.remove(&id);
+        self.open.insert(id, true);
+    }
+
+    /// The caller refuses the offer `m`; the sender is told why, with `detail` for
+    /// people (never a local path).
+    pub fn refuse(&mut self, m: &Manifest, reason: RejectReason, detail: String) {
+        self.transmits.push_back(Receiver::reject_with(&self.prefix, &self.rid, m, reason, detail.clone()));
+        self.events.push_back(EndpointEvent::Refused { id: m.id, name: m.name.clone(), reason, detail });
+    }
+
+    /// The caller found the offered file already here, verified: the sender is told
+    /// `Complete`, and the transfer remembered.
+    pub fn already_complete(&mut self, m: Manifest) {
+        self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
+        self.completed(m);
+    }
+
+    /// The transfer of `m` delivered its file: remembered, so that the same offer
+    /// again is answered from history (after a check of the disk).
+    pub fn completed(&mut self, m: Manifest) {
+        if self.completed.iter().any(|c| c.id == m.id) {
+            return;
+        }
+        if self.completed.len() >= COMPLETED_MEMORY {
+            self.completed.pop_front();
+        }
+        self.completed.push_back(m);
+    }
+
+    /// An open transfer ended (completed or failed): it frees its slot, and its
+    /// messages still reach it until [`ReceiverEndpoint::closed`].
+    pub fn ended(&mut self, id: &TransferId) {
+        if let Some(holds) = self.open.get_mut(id) {
+            *holds = false;
+        }
+    }
+
+    /// The caller dropped the transfer: its messages are no longer routed to it.
+    pub fn closed(&mut self, id: &TransferId) {
+        self.open.remove(id);
+    }
+
+    /// The head of the queue, decided on again as a new offer, while a slot is free.
+    /// Call it until `None` after transfers end; each offer may still be refused.
+    pub fn next_admitted(&mut self) -> Option<Routed> {
+        while !self.stopping && !self.slots_full() {
+            let m = self.queue.pop()?;
+            if let Some(routed) = self.offer(m) {
+                return Some(routed);
+            }
+        }
+        None
+    }
+
+    /// The receive is stopping: no new offers, and every queued sender is told
+    /// `Cancelled`, so none waits for a slot that will not come.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+        let ack = Ack::Rejected { reason: RejectReason::Cancelled, detail: String::new() };
+        for m in self.queue.drain() {
+            self.transmits.push_back(ack_transmit(&self.prefix, &m.id, &self.rid, &ack));
+        }
+    }
+
+    // Output.
+
+    /// The next message to publish: the endpoint's own answers, in order.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing the endpoint did on its own.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+}
+
+/// Routes a sending process's acks to its transfers.
+#[derive(Debug, Clone)]
+pub struct SenderEndpoint {
+    prefix: Prefix,
+    /// Transfers open, with how many senders of the caller's each id has (one, but
+    /// a caller that overlaps two runs of one transfer must not lose the routing
+    /// when the first is dropped).
+    open: BTreeMap<TransferId, u32>,
+}
+
+/// An ack for an open transfer: feed the payload to its `Sender::handle_ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct AckFor {
+    /// The transfer it answers.
+    pub id: TransferId,
+    /// The receiver that sent it.
+    pub from: ReceiverId,
+}
+
+impl SenderEndpoint {
+    /// An endpoint for transfers under `prefix`.
+    pub fn new(prefix: Prefix) -> Self {
+        SenderEndpoint { prefix, open: BTreeMap::new() }
+    }
+
+    /// True while a transfer of `id` is open: another of the same id must wait,
+    /// since acks name only the id.
+    pub fn is_open(&self, id: &TransferId) -> bool {
+        self.open.contains_key(id)
+    }
+
+    /// Routes a message: an ack of an open transfer, or nothing (another topic,
+    /// or a transfer not open here).
+    pub fn handle(&self, topic: &str) -> Option<AckFor> {
+        match self.prefix.parse(topic)? {
+            Topic::Ack(id, from) if self.open.contains_key(&id) => Some(AckFor { id, from }),
+            _ => None,
+        }
+    }
+
+    /// A transfer of `id` starts: its acks are routed from now on.
+    pub fn opened(&mut self, id: TransferId) {
+        *self.open.entry(id).or_default() += 1;
+    }
+
+    /// A transfer of `id` was dropped.
+    pub fn closed(&mut self, id: &TransferId) {
+        if let Some(n) = self.open.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(id);
+            }
+        }
+    }
+}
+
+/// Offers waiting for a slot, oldest first, with the bytes they hold.
+#[derive(Debug, Default)]
+struct OfferQueue {
+    offers: VecDeque<Manifest>,
+    /// Bytes of the manifests held, as encoded on the wire.
+    bytes: usize,
+}
+
+impl OfferQueue {
+    fn position(&self, id: &TransferId) -> Option<u32> {
+        self.offers.iter().position(|m| m.id == *id).map(position_of)
+    }
+
+    fn push(&mut self, m: Manifest) {
+        self.bytes += cost(&m);
+        self.offers.push_back(m);
+    }
+
+    fn replace(&mut self, at: usize, m: Manifest) {
+        self.bytes += cost(&m);
+        let old = std::mem::replace(&mut self.offers[at], m);
+        self.bytes -= cost(&old);
+    }
+
+    fn remove(&mut self, id: &TransferId) -> Option<Manifest> {
+        let at = self.offers.iter().position(|m| m.id == *id)?;
+        let m = self.offers.remove(at)?;
+        self.bytes -= cost(&m);
+        Some(m)
+    }
+
+    fn pop(&mut self) -> Option<Manifest> {
+        let m = self.offers.pop_front()?;
+        self.bytes -= cost(&m);
+        Some(m)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Manifest> + '_ {
+        self.bytes = 0;
+        self.offers.drain(..)
+    }
+}
+
+/// The bytes a queued manifest counts for: its encoding.
+fn cost(m: &Manifest) -> usize {
+    m.encode().len()
+}
+
+/// A queue index as the 1-based place the sender is told.
+fn position_of(at: usize) -> u32 {
+    u32::try_from(at + 1).unwrap_or(u32::MAX)
+}
+
+fn offered(m: &Manifest) -> EndpointEvent {
+    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size }
+}
+
+fn complete(prefix: &Prefix, rid: &ReceiverId, m: &Manifest) -> Transmit {
+    ack_transmit(prefix, &m.id, rid, &Ack::Complete { sha256: m.sha256 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AbortReason, Meta, Payload};
+
+    fn manifest(name: &str) -> Manifest {
+        Manifest::new(name.into(), 10, 4, [7; 32], Meta::default(), 1).unwrap()
+    }
+
+    fn endpoint(limits: Limits) -> (ReceiverEndpoint, Prefix) {
+        let prefix = Prefix::new("mqft").unwrap();
+        (ReceiverEndpoint::new(prefix.clone(), ReceiverId::new("r1").unwrap(), limits), prefix)
+    }
+
+    /// The acks the endpoint sent, decoded.
+    fn acks(ep: &mut ReceiverEndpoint, chunk_count: u32) -> Vec<Ack> {
+        std::iter::from_fn(|| ep.poll_transmit())
+            .map(|t| match t.payload {
+                Payload::Bytes(b) => Ack::decode(&b, chunk_count).unwrap(),
+                Payload::Chunk(_) => panic!("an endpoint sends no chunks"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn messages_of_open_transfers_are_routed_to_them() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let m = manifest("a");
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::Offer(m.clone())));
+        ep.accept(m.id);
+        assert_eq!(ep.handle(&p.chunk(&m.id, 2), b"x"), Some(Routed::Chunk(m.id, 2)));
+        assert_eq!(ep.handle(&p.ctl(&m.id), b"x"), Some(Routed::Ctl(m.id)));
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::Manifest(m.clone())));
+        // Garbage under a transfer in progress is ignored, not refused.
+        assert_eq!(ep.handle(&p.manifest(&m.id), b"\x02junk"), None);
+        assert!(ep.poll_transmit().is_none());
+        // Other receivers' acks and other prefixes are none of ours.
+        assert_eq!(ep.handle(&p.ack(&m.id, &ReceiverId::new("r2").unwrap()), b""), None);
+        assert_eq!(ep.handle("other/x", b""), None);
+    }
+
+    #[test]
+    fn bad_and_misplaced_manifests() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let (a, b) = (manifest("a"), manifest("b"));
+        // Under another transfer's topic: ignored without an answer.
+        assert_eq!(ep.handle(&p.manifest(&a.id), &b.encode()), None);
+        assert!(ep.poll_transmit().is_none());
+        // A cleared manifest is never answered.
+        assert_eq!(ep.handle(&p.manifest(&a.id), b""), None);
+        assert!(ep.poll_transmit().is_none());
+        // Undecodable: refused as BadManifest, with the decoder's words.
+        assert_eq!(ep.handle(&p.manifest(&a.id), b"\x01"), None);
+        assert!(matches!(&acks(&mut ep, 3)[..], [Ack::Rejected { reason: RejectReason::BadManifest, detail }]
+            if !detail.is_empty()));
+    }
+
+    #[test]
+    fn a_completed_transfer_is_answered_from_history_only_after_a_check() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let m = manifest("a");
+        ep.accept(m.id);
+        ep.ended(&m.id);
+        ep.completed(m.clone());
+        ep.closed(&m.id);
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::CheckHistory(m.clone())));
+        assert!(ep.poll_transmit().is_none(), "nothing is confirmed before the disk is checked");
+        assert_eq!(ep.history_checked(m.clone(), true), None);
+        assert_eq!(acks(&mut ep, m.chunk_count), [Ack::Complete { sha256: m.sha256 }]);
+        // A lost Complete: the sender's end of round asks again.
+        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
+        // The file changed since: forgotten, and offered anew.
+        assert_eq!(ep.history_checked(m.clone(), false), Some(Routed::Offer(m.clone())));
+        assert!(ep.poll_transmit().is_none());
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::Offer(m)));
+    }
+
+    #[test]
+    fn stale_chunk_subscriptions_are_dropped_once() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let m = manifest("a");
+        assert_eq!(ep.handle(&p.chunk(&m.id, 0), b""), Some(Routed::Unsubscribe(p.chunk_filter(&m.id))));
+        assert_eq!(ep.handle(&p.chunk(&m.id, 1), b""), None);
+    }
+
+    #[test]
+    fn offers_past_the_slots_wait_in_order_and_leave_when_withdrawn() {
+        let (mut ep, p) = endpoint(Limits { max_concurrent: 1, queue: 2, ..Limits::default() });
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(manifest);
+        assert_eq!(ep.handle(&p.manifest(&a.id), &a.encode()), Some(Routed::Offer(a.clone())));
+        ep.accept(a.id);
+        for m in [&b, &c, &d] {
+            assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), None);
+        }
+        let [ack_b, ack_c, ack_d] = <[Ack; 3]>::try_from(acks(&mut ep, 3)).unwrap();
+        assert_eq!((ack_b, ack_c), (Ack::Queued { run: 1, position: 1 }, Ack::Queued { run: 1, position: 2 }));
+        assert!(matches!(ack_d, Ack::Rejected { reason: RejectReason::QueueFull, .. }));
+        // A re-published manifest keeps its place and takes the new run.
+        let c2 = Manifest { run: 5, ..c.clone() };
+        assert_eq!(ep.handle(&p.manifest(&c.id), &c2.encode()), None);
+        assert_eq!(acks(&mut ep, 3), [Ack::Queued { run: 5, position: 2 }]);
+        // No slot yet.
+        assert_eq!(ep.next_admitted(), None);
+        // b's sender aborts: it leaves the queue, unanswered.
+        let abort = Ctl::Abort { run: 1, reason: AbortReason::Cancelled }.encode();
+        assert_eq!(ep.handle(&p.ctl(&b.id), &abort), None);
+        assert_eq!(ep.queued_position(&c.id), Some(1));
+        assert!(ep.poll_transmit().is_none());
+        // a ends: c takes the slot, with its newest run.
+        ep.ended(&a.id);
+        assert_eq!(ep.next_admitted(), Some(Routed::Offer(c2)));
+        ep.accept(c.id);
+        assert_eq!(ep.next_admitted(), None);
+    }
+
+    #[test]
+    fn stopping_tells_every_queued_sender() {
+        let (mut ep, p) = endpoint(Limits { max_concurrent: 1, ..Limits::default() });
+        let [a, b] = ["a", "b"].map(manifest);
+        ep.accept(a.id);
+        assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), None);
+        let _ = acks(&mut ep, 3);
+        ep.stop();
+        assert!(matches!(&acks(&mut ep, 3)[..], [Ack::Rejected { reason: RejectReason::Cancelled, .. }]));
+        assert_eq!(ep.queued(), 0);
+        // No new offers once stopping.
+        ep.ended(&a.id);
+        let c = manifest("c");
+        assert_eq!(ep.handle(&p.manifest(&c.id), &c.encode()), None);
+        assert!(ep.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn too_large_is_refused_without_io() {
+        let (mut ep, p) = endpoint(Limits { max_size: Some(9), ..Limits::default() });
+        let m = manifest("a");
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), None);
+        assert!(matches!(&acks(&mut ep, 3)[..], [Ack::Rejected { reason: RejectReason::TooLarge, .. }]));
+    }
+
+    /// Fuzz finding (`receiver_endpoint`): a caller that decides on an offer later
+    /// than at once, while the same transfer queued again, was handed it once more
+    /// when a slot freed, though it was open.
+    #[test]
+    fn an_accepted_offer_leaves_the_queue() {
+        let (mut ep, p) = endpoint(Limits { max_concurrent: 2, ..Limits::default() });
+        let [a, b] = ["a", "b"].map(manifest);
+        ep.accept(a.id);
+        assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), Some(Routed::Offer(b.clone())));
+        ep.accept(manifest("c").id);
+        // Slots full now: b offered again queues, then the first offer is accepted.
+        assert_eq!(ep.handle(&p.manifest(&b.id), &b.encode()), None);
+        assert_eq!(ep.queued_position(&b.id), Some(1));
+        ep.ended(&a.id);
+        ep.accept(b.id);
+        assert_eq!(ep.queued(), 0);
+        ep.ended(&b.id);
+        assert_eq!(ep.next_admitted(), None);
+    }
+
+    /// Fuzz finding (`receiver_endpoint`): a history check answered after the
+    /// transfer was taken again offered it a second time, open.
+    #[test]
+    fn a_late_history_check_of_an_open_transfer_does_nothing() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let m = manifest("a");
+        ep.completed(m.clone());
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::CheckHistory(m.clone())));
+        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
+        assert_eq!(ep.history_checked(m.clone(), false), Some(Routed::Offer(m.clone())));
+        ep.accept(m.id);
+        assert_eq!(ep.history_checked(m.clone(), false), None);
+        assert_eq!(ep.history_checked(m, true), None);
+        assert!(ep.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn a_sender_endpoint_routes_acks_of_open_transfers() {
+        let p = Prefix::new("mqft").unwrap();
+        let mut ep = SenderEndpoint::new(p.clone());
+        let (m, rid) = (manifest("a"), ReceiverId::new("r1").unwrap());
+        assert_eq!(ep.handle(&p.ack(&m.id, &rid)), None);
+        ep.opened(m.id);
+        ep.opened(m.id);
+        assert_eq!(ep.handle(&p.ack(&m.id, &rid)), Some(AckFor { id: m.id, from: rid.clone() }));
+        assert_eq!(ep.handle(&p.manifest(&m.id)), None);
+        assert_eq!(ep.handle(&p.ctl(&m.id)), None);
+        ep.closed(&m.id);
+        assert!(ep.is_open(&m.id), "one run of it is still open");
+        ep.closed(&m.id);
+        assert_eq!(ep.handle(&p.ack(&m.id, &rid)), None);
+    }
+
+    #[test]
+    fn the_queue_counts_bytes() {
+        let mut q = OfferQueue::default();
+        let (a, b) = (manifest("a"), manifest("bb"));
+        q.push(a.clone());
+        q.push(b.clone());
+        assert_eq!(q.position(&b.id), Some(2));
+        assert_eq!(q.remove(&a.id), Some(a));
+        assert_eq!(q.position(&b.id), Some(1));
+        assert_eq!(q.bytes, cost(&b));
+        assert_eq!(q.pop(), Some(b));
+        assert_eq!(q.bytes, 0);
+    }
+
+    #[test]
+    fn memories_stay_bounded() {
+        let (mut ep, p) = endpoint(Limits::default());
+        for i in 0..(COMPLETED_MEMORY + 10) {
+            ep.completed(manifest(&format!("f{i}")));
+        }
+        assert_eq!(ep.completed.len(), COMPLETED_MEMORY);
+        for i in 0..(STALE_MEMORY as u64 + 10) {
+            let id = crate::transfer_id(&[0; 32], i, 1, "x");
+            let _ = ep.handle(&p.chunk(&id, 0), b"");
+        }
+        assert!(ep.stale.len() <= STALE_MEMORY);
+    }
+}
