@@ -1,6 +1,6 @@
 //! One receiver's many transfers: routing by topic, the offer rules, the queue.
 //!
-//! A [`Receiver`](crate::Receiver) knows one transfer. A receiving process sees every
+//! A [`Receiver`] knows one transfer. A receiving process sees every
 //! message under its prefix: manifests of transfers it never heard of, chunks left
 //! over from an earlier run's subscriptions, control messages for transfers it
 //! finished long ago. [`ReceiverEndpoint`] takes each of them with its topic and
