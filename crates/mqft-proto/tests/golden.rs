@@ -16,7 +16,7 @@ use mqft_proto::receiver::ResumeState;
 use mqft_proto::topic::{MAX_PREFIX_LEN, MAX_RECEIVER_ID_LEN};
 use mqft_proto::wire::{
     MAX_CHUNK_COUNT, MAX_CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_CONTENT_TYPE_LEN, MAX_CONTROL_LEN, MAX_MANIFEST_LEN,
-    MAX_NAME_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
+    MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
 };
 use mqft_proto::{
     transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Payload, Prefix, Qos, RangeSet, Receiver,
@@ -433,9 +433,21 @@ fn limits_table_matches_the_constants() {
         ("MAX_CONTROL_LEN", MAX_CONTROL_LEN as u64),
         ("MAX_CHUNK_HEADER_LEN", MAX_CHUNK_HEADER_LEN as u64),
         ("MAX_WIRE_RANGES", MAX_WIRE_RANGES as u64),
+        ("MAX_REJECT_DETAIL_LEN", MAX_REJECT_DETAIL_LEN as u64),
     ] {
         assert_in_doc(&format!("| `{name}` | {value} "));
     }
+}
+
+/// Every place the prose names the version byte names this version's: a version
+/// bump once left "`01` for this version" behind in two sections.
+#[test]
+fn prose_names_the_current_version_byte() {
+    let byte = format!("`{PROTOCOL_VERSION:02x}`");
+    assert_in_doc(&format!("**version byte**, {byte} for this version"));
+    assert_in_doc(&format!("a version byte other than {byte} (`UnsupportedVersion`)"));
+    assert_in_doc(&format!("The first byte of every payload is the protocol version, {byte} here."));
+    assert_in_doc(&format!("# The mqft protocol, version {PROTOCOL_VERSION}\n"));
 }
 
 #[test]
