@@ -662,3 +662,28 @@ fn resumed_and_refusing_receivers() {
     assert_eq!((&t.topic, t.qos, t.retain), (&prefix.ack(&m.id, &receiver_id()), Qos::AtLeastOnce, false));
     assert_eq!(hex::encode(bytes(&t)), ACK_REJECTED);
 }
+
+#[test]
+fn queued_receiver_diagram() {
+    let now = Instant::now();
+    let prefix = Prefix::default();
+    let m = manifest();
+    let mut sender = Sender::new(SenderConfig::default(), prefix.clone(), m.clone(), now);
+    assert_eq!(hex::encode(bytes(&sender.poll_transmit(now).expect("manifest"))), MANIFEST);
+
+    // Every slot of gw-7 is taken: it holds the offer at the head of its queue.
+    let t = Receiver::queued(&prefix, &receiver_id(), &m, 1);
+    assert_eq!(hex::encode(bytes(&t)), "0205ac0201");
+    sender.handle_ack(&receiver_id(), bytes(&t), now).unwrap();
+    assert!(matches!(sender.poll_event(), Some(SenderEvent::Queued { position: 1, .. })));
+    assert!(sender.poll_transmit(now).is_none(), "a queued receiver has not joined: no chunk goes out");
+
+    // A slot frees: gw-7 accepts the offer as a new manifest and announces itself.
+    let mut receiver = Receiver::new(ReceiverConfig::default(), prefix.clone(), receiver_id(), m, None, now).unwrap();
+    let ready = receiver.poll_transmit().expect("Ready");
+    assert_eq!(hex::encode(bytes(&ready)), ACK_READY_EMPTY);
+    sender.handle_ack(&receiver_id(), bytes(&ready), now).unwrap();
+    assert!(matches!(sender.poll_event(), Some(SenderEvent::ReceiverJoined { held: 0, .. })));
+    let first = sender.poll_transmit(now).expect("the first chunk");
+    assert!(matches!(first.payload, Payload::Chunk(ref c) if c.index == 0 && c.seq == 0));
+}
