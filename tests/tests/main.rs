@@ -23,6 +23,7 @@ mod many;
 mod names;
 mod receivers;
 mod secrets;
+mod send_concurrency;
 mod sizes;
 mod tls;
 mod transfer;

@@ -16,7 +16,7 @@ use mqft_proto::receiver::ResumeState;
 use mqft_proto::topic::{MAX_PREFIX_LEN, MAX_RECEIVER_ID_LEN};
 use mqft_proto::wire::{
     MAX_CHUNK_COUNT, MAX_CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_CONTENT_TYPE_LEN, MAX_CONTROL_LEN, MAX_MANIFEST_LEN,
-    MAX_NAME_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
+    MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
 };
 use mqft_proto::{
     transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Payload, Prefix, Qos, RangeSet, Receiver,
@@ -433,9 +433,21 @@ fn limits_table_matches_the_constants() {
         ("MAX_CONTROL_LEN", MAX_CONTROL_LEN as u64),
         ("MAX_CHUNK_HEADER_LEN", MAX_CHUNK_HEADER_LEN as u64),
         ("MAX_WIRE_RANGES", MAX_WIRE_RANGES as u64),
+        ("MAX_REJECT_DETAIL_LEN", MAX_REJECT_DETAIL_LEN as u64),
     ] {
         assert_in_doc(&format!("| `{name}` | {value} "));
     }
+}
+
+/// Every place the prose names the version byte names this version's: a version
+/// bump once left "`01` for this version" behind in two sections.
+#[test]
+fn prose_names_the_current_version_byte() {
+    let byte = format!("`{PROTOCOL_VERSION:02x}`");
+    assert_in_doc(&format!("**version byte**, {byte} for this version"));
+    assert_in_doc(&format!("a version byte other than {byte} (`UnsupportedVersion`)"));
+    assert_in_doc(&format!("The first byte of every payload is the protocol version, {byte} here."));
+    assert_in_doc(&format!("# The mqft protocol, version {PROTOCOL_VERSION}\n"));
 }
 
 #[test]
@@ -649,4 +661,29 @@ fn resumed_and_refusing_receivers() {
     let t = Receiver::reject(&prefix, &receiver_id(), &m, RejectReason::DiskFull);
     assert_eq!((&t.topic, t.qos, t.retain), (&prefix.ack(&m.id, &receiver_id()), Qos::AtLeastOnce, false));
     assert_eq!(hex::encode(bytes(&t)), ACK_REJECTED);
+}
+
+#[test]
+fn queued_receiver_diagram() {
+    let now = Instant::now();
+    let prefix = Prefix::default();
+    let m = manifest();
+    let mut sender = Sender::new(SenderConfig::default(), prefix.clone(), m.clone(), now);
+    assert_eq!(hex::encode(bytes(&sender.poll_transmit(now).expect("manifest"))), MANIFEST);
+
+    // Every slot of gw-7 is taken: it holds the offer at the head of its queue.
+    let t = Receiver::queued(&prefix, &receiver_id(), &m, 1);
+    assert_eq!(hex::encode(bytes(&t)), "0205ac0201");
+    sender.handle_ack(&receiver_id(), bytes(&t), now).unwrap();
+    assert!(matches!(sender.poll_event(), Some(SenderEvent::Queued { position: 1, .. })));
+    assert!(sender.poll_transmit(now).is_none(), "a queued receiver has not joined: no chunk goes out");
+
+    // A slot frees: gw-7 accepts the offer as a new manifest and announces itself.
+    let mut receiver = Receiver::new(ReceiverConfig::default(), prefix.clone(), receiver_id(), m, None, now).unwrap();
+    let ready = receiver.poll_transmit().expect("Ready");
+    assert_eq!(hex::encode(bytes(&ready)), ACK_READY_EMPTY);
+    sender.handle_ack(&receiver_id(), bytes(&ready), now).unwrap();
+    assert!(matches!(sender.poll_event(), Some(SenderEvent::ReceiverJoined { held: 0, .. })));
+    let first = sender.poll_transmit(now).expect("the first chunk");
+    assert!(matches!(first.payload, Payload::Chunk(ref c) if c.index == 0 && c.seq == 0));
 }

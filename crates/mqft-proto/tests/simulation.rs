@@ -511,3 +511,45 @@ fn a_finished_transfer_offered_again_is_confirmed_only_from_the_disk() {
     sim.assert_delivered([0]);
     assert_eq!(sim.chunk_transmissions, 2 * first, "every chunk sent again");
 }
+
+/// PROTOCOL.md 8.9 rule 2 and 11: under Count(n), when no receiver is left active
+/// and fewer than `n` completed, the sender fails at once only if one of them went;
+/// if every receiver that came completed, it waits for more until the join deadline.
+#[test]
+fn count_policy_fails_early_only_when_a_receiver_went() {
+    let join_timeout = Duration::from_secs(20);
+    let build = || {
+        let mut sim = SimBuilder::new(18, 10_000, 1000).receivers(2).build();
+        sim.receivers[1].online = false;
+        sim.sender_cfg.wait = Wait::Count(2);
+        sim.sender_cfg.join_timeout = join_timeout;
+        sim.start_sender();
+        sim.run_until(Duration::from_secs(5));
+        assert_eq!(sim.receivers[0].final_file.as_ref(), Some(&sim.file), "the first receiver completes early");
+        assert_eq!(sim.outcome(), None, "one of two complete is not a failure yet");
+        sim
+    };
+
+    // Nobody went: the sender waits for a second receiver until the join deadline.
+    let mut sim = build();
+    sim.drive(HOUR);
+    assert_eq!(sim.outcome(), Some(Err(SendFailure::NoReceivers { joined: 1, wanted: 2 })));
+    let ended = sim.finished_at.unwrap() - sim.start;
+    assert!(ended >= join_timeout, "failed after {ended:?}, before the join deadline");
+
+    // The second receiver refuses: nobody is active, one went, so the send fails now.
+    let mut sim = build();
+    let refusing = sim.receivers[1].id.clone();
+    let m = sim.manifest.clone();
+    let t = mqft_proto::Receiver::reject(&sim.prefix, &refusing, &m, RejectReason::TooLarge);
+    let mqft_proto::Payload::Bytes(b) = t.payload else { unreachable!() };
+    let now = sim.now;
+    sim.sender.as_mut().unwrap().handle_ack(&refusing, &b, now).unwrap();
+    sim.drive(HOUR);
+    assert_eq!(
+        sim.outcome(),
+        Some(Err(SendFailure::Rejected { receiver: refusing, reason: RejectReason::TooLarge, detail: String::new() }))
+    );
+    let ended = sim.finished_at.unwrap() - sim.start;
+    assert!(ended < Duration::from_secs(6), "failed after {ended:?}: it should not wait for the join deadline");
+}

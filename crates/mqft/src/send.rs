@@ -491,6 +491,11 @@ impl Engine {
         loop {
             self.start_preparing();
             self.pump().await;
+            // `pump` may have reaped finished transfers: their slots go to the next
+            // files now, before the wait below, which nothing else would end while
+            // no transfer is active (with `concurrency` 1, the second file never
+            // started).
+            self.start_preparing();
             let idle = self.next_job == self.jobs.len()
                 && self.preparing.is_empty()
                 && self.deferred.is_empty()
