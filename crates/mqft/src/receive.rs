@@ -207,6 +207,8 @@ pub enum ReceiveEvent {
         path: PathBuf,
         /// Its size in bytes.
         size: u64,
+        /// Its SHA-256, as the manifest named it and the received bytes matched.
+        sha256: [u8; 32],
     },
     /// A file offered again is already here, complete; the sender is told so.
     AlreadyComplete {
@@ -214,6 +216,10 @@ pub enum ReceiveEvent {
         transfer: TransferId,
         /// The file.
         path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// Its SHA-256, which the file on disk was found to have.
+        sha256: [u8; 32],
     },
     /// An accepted transfer failed. Unless the bytes were bad, its partial file and
     /// state stay for a resume when the sender tries again.
@@ -614,7 +620,12 @@ impl Engine {
                 info!(%id, path = %paths.final_path.display(), "already complete");
                 self.remember_completed(m.clone());
                 self.send_complete(&id, m.sha256);
-                self.events.emit(ReceiveEvent::AlreadyComplete { transfer: id, path: paths.final_path.clone() });
+                self.events.emit(ReceiveEvent::AlreadyComplete {
+                    transfer: id,
+                    path: paths.final_path.clone(),
+                    size: m.size,
+                    sha256: m.sha256,
+                });
                 self.report.files.push(ReceivedFile {
                     transfer: id,
                     path: paths.final_path,
@@ -805,7 +816,8 @@ impl Engine {
         t.unsaved_since = None;
         let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
         info!(%id, path = %path.display(), size, "received");
-        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
+        let sha256 = manifest.sha256;
+        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size, sha256 });
         self.report.files.push(ReceivedFile {
             transfer: id,
             path,
