@@ -22,6 +22,7 @@ mod many;
 mod names;
 mod receivers;
 mod secrets;
+mod service;
 mod sizes;
 mod tls;
 mod transfer;
