@@ -59,7 +59,7 @@ fn start_receiver(broker: &Broker, prefix: &str, command: &mut Command) -> Proce
 
 /// `mqft send FILE` to the broker, which must succeed.
 fn send(broker: &Broker, file: &Path, extra: &[&str]) -> Output {
-    let sent = run(&mut mqft(["send".as_ref(), file.as_os_str()]).args(at(broker.port())).args(extra));
+    let sent = run(mqft(["send".as_ref(), file.as_os_str()]).args(at(broker.port())).args(extra));
     assert_eq!(sent.status.code(), Some(0), "mqft send\n{}", show(&sent));
     sent
 }
@@ -391,7 +391,7 @@ fn a_resumed_send_says_so_and_its_summary_counts_only_the_bytes_it_sent() {
     let held = rx.wait_held(LEN / 2);
     first.kill();
 
-    let again = run(&mut mqft(["send".as_ref(), path.as_os_str()]).args(at(broker.port())).args(windowed_flags()));
+    let again = run(mqft(["send".as_ref(), path.as_os_str()]).args(at(broker.port())).args(windowed_flags()));
     assert_eq!(again.status.code(), Some(0), "{}", show(&again));
     let received = rx.finish_within(WAIT);
     assert_eq!(received.code, Some(0), "{}", received.text);

@@ -67,8 +67,7 @@ pub fn apply(raw: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
         Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => return Ok(raw),
         Err(e) => return Err(usage(format!("cannot read config file {}: {e}", path.display()))),
     };
-    let table: toml::Table =
-        text.parse().map_err(|e| usage(format!("config file {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e| usage(format!("config file {}: {e}", path.display())))?;
     let flags = Flags::of(&cmd);
     let settings = flags.settings(&table).map_err(|e| usage(format!("config file {}: {e}", path.display())))?;
     if settings.iter().any(|(section, key, _)| key == "password" && section_applies(section, name)) {
@@ -97,10 +96,7 @@ fn section_applies(section: &str, command: &str) -> bool {
 
 /// Whether the flag was set on the command line or through its environment variable.
 fn given(matches: &ArgMatches, arg: &Arg) -> bool {
-    matches!(
-        matches.value_source(arg.get_id().as_str()),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
+    matches!(matches.value_source(arg.get_id().as_str()), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
 }
 
 /// `extra` goes before a `--` (after it, flags would be file names), else at the end.
