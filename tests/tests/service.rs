@@ -250,7 +250,7 @@ fn a_config_file_sets_the_flags_and_env_vars_and_flags_override_it() {
     let cfg = config(
         work.path(),
         &format!(
-            "broker = \"mqtt://{HOST}:{}\"\nprefix = \"from/file\"\n\n[receive]\nout = \"{}\"\nonce = true\n",
+            "broker = \"mqtt://{HOST}:{}\"\nprefix = \"from/file\"\n\n[receive]\nout = \"{}\"\nonce = true\nquiet = true\n",
             broker.port(),
             out.path().display()
         ),
@@ -262,13 +262,19 @@ fn a_config_file_sets_the_flags_and_env_vars_and_flags_override_it() {
     let received = receiver.finish_within(WAIT);
     assert_eq!(received.status.code(), Some(0), "--once from the file\n{}", show(&received));
     assert!(files_equal(&file, &out.path().join("conf.bin")));
+    assert!(
+        !String::from_utf8_lossy(&received.stderr).contains("listening"),
+        "quiet from the file\n{}",
+        show(&received)
+    );
 
-    // An environment variable beats the file, and a flag beats both.
+    // An environment variable beats the file, and a flag beats both (`--json`
+    // given beats `quiet` in the file rather than clashing with it).
     let mut by_env = mqft(["receive".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     by_env.env("MQFT_PREFIX", "from/env");
     let receiver = start_receiver(&broker, "from/env", &mut by_env);
     drop(receiver);
-    let mut by_flag = mqft(["receive", "--prefix", "from/flag"]);
+    let mut by_flag = mqft(["receive", "--json", "--prefix", "from/flag"]);
     by_flag.env("MQFT_CONFIG", &cfg).env("MQFT_PREFIX", "from/env");
     let receiver = start_receiver(&broker, "from/flag", &mut by_flag);
     drop(receiver);

@@ -81,7 +81,10 @@ pub fn apply(raw: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
         }
         // Looked up when the settings were checked.
         let Some(arg) = args.get(key.as_str()) else { continue };
-        if given(sub, arg) {
+        // Nor when a flag given conflicts with it: `--json` on the command line
+        // beats `quiet = true` in the file, rather than clashing with it.
+        let conflicts = cmd.find_subcommand(name).map(|c| c.get_arg_conflicts_with(arg)).unwrap_or_default();
+        if given(sub, arg) || conflicts.iter().any(|c| given(sub, c)) {
             continue;
         }
         extra.extend(as_flags(arg, key, value).map_err(|e| usage(format!("config file {}: {e}", path.display())))?);
