@@ -542,6 +542,18 @@ impl Engine {
         }
         if self.completed_sha(&id).is_some() {
             if self.still_complete(&m).await {
+                // Said, as for an offer answered from the marker on disk: a hook
+                // or log that watches for "already have" sees every one.
+                if let Ok(name) = sanitize_file_name(&m.name) {
+                    info!(%id, "offered again: already complete");
+                    let path = name.in_dir(&self.dir);
+                    self.events.emit(ReceiveEvent::AlreadyComplete {
+                        transfer: id,
+                        path,
+                        size: m.size,
+                        sha256: m.sha256,
+                    });
+                }
                 return self.send_complete(&id, m.sha256);
             }
             // The file changed since: not this transfer's any more. A new offer
