@@ -179,6 +179,39 @@ fn a_hook_cut_short_by_a_crash_runs_again_at_the_next_start_and_then_never() {
 }
 
 #[test]
+fn a_hook_killed_by_a_signal_runs_again_at_the_next_start() {
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (log, go) = (work.path().join("hooks.log"), work.path().join("go"));
+    let file = random_file(src.path(), "sig.bin", 100_000, 7151);
+    // Killed by SIGKILL (as Ctrl-C or a shutdown would end it) until `go` exists.
+    let hook = format!(
+        "echo run >> '{log}'; [ -e '{go}' ] || kill -KILL $$; echo end >> '{log}'",
+        log = log.display(),
+        go = go.display()
+    );
+    let receiver_command = || {
+        let mut c = mqft(["receive", "--exec", &hook, "--out"]);
+        c.arg(out.path()).args(at(broker.port()));
+        c
+    };
+    let receiver = start_receiver(&broker, "files", &mut receiver_command());
+    send(&broker, &file, &[]);
+    assert!(wait_until(WAIT, || lines(&log) == ["run"]), "{:?}", lines(&log));
+    let first = signal(receiver, Signal::TERM);
+    assert_eq!(first.status.code(), Some(0), "{}", show(&first));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("killed by signal 9"), "{}", show(&first));
+
+    std::fs::write(&go, "").unwrap();
+    let receiver = Process::spawn(&mut receiver_command());
+    assert!(wait_until(WAIT, || lines(&log) == ["run", "run", "end"]), "not run again: {:?}", lines(&log));
+    let second = signal(receiver, Signal::TERM);
+    assert_eq!(second.status.code(), Some(0), "{}", show(&second));
+}
+
+#[test]
 fn the_completed_event_carries_the_sha256_and_a_file_held_already_is_an_event() {
     let broker = Broker::start();
     let src = tempfile::tempdir().unwrap();

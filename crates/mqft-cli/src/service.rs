@@ -15,9 +15,10 @@
 //!
 //! - a receiver stopped while hooks ran waits for them; hooks still waiting for a
 //!   slot keep their `.pending` record and run when the receiver starts again;
-//! - after a crash or SIGKILL, every `.pending` hook runs again at the next start:
-//!   a hook cut short is run again, so hooks should be safe to repeat (at least
-//!   once, never lost);
+//! - after a crash or SIGKILL, every `.pending` hook runs again at the next start,
+//!   and so does a hook that a signal killed (Ctrl-C in a terminal reaches the
+//!   hooks too): a hook cut short is run again, so hooks should be safe to repeat
+//!   (at least once, never lost); an exit status, 0 or not, counts as done;
 //! - a crash after the file got its name but before its record was written leaves
 //!   no record: the next "already have it" for that transfer runs the hook, as does
 //!   any "already have it" with no `.done` record (for example for files received
@@ -174,8 +175,17 @@ impl Exec {
             // The semaphore is never closed, so this waits for a slot.
             let Ok(_slot) = slots.acquire_owned().await else { return };
             let outcome = run_hook(&command, &done).await;
-            let pending = journal.join(format!("{}.pending", done.transfer));
-            let _ = std::fs::rename(&pending, journal.join(format!("{}.done", done.transfer)));
+            // A hook killed by a signal (Ctrl-C reaches the whole process group,
+            // a shutdown kills what is left) did not finish: it stays pending and
+            // runs again at the next start. An exit status, 0 or not, is its word.
+            let killed = outcome.as_ref().is_ok_and(|s| {
+                use std::os::unix::process::ExitStatusExt;
+                s.signal().is_some()
+            });
+            if !killed {
+                let pending = journal.join(format!("{}.pending", done.transfer));
+                let _ = std::fs::rename(&pending, journal.join(format!("{}.done", done.transfer)));
+            }
             report(show, &done, &command, outcome);
         });
     }
@@ -225,7 +235,7 @@ fn report(show: Show, done: &Done, command: &str, outcome: std::io::Result<std::
             let how = match (code, signal, error) {
                 (_, _, Some(e)) => format!("could not start: {e}"),
                 (Some(c), _, _) => format!("exit status {c}"),
-                (None, Some(s), _) => format!("killed by signal {s}"),
+                (None, Some(s), _) => format!("killed by signal {s}; it runs again at the next start"),
                 _ => "ended".to_owned(),
             };
             let path = display_path(&done.path);
