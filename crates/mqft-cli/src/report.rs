@@ -35,6 +35,8 @@ pub struct Reporter {
     started: Instant,
     /// Receive: when the first transfer was accepted (idle time is no transfer time).
     first_accepted: Option<Instant>,
+    /// Receive: when the last transfer ended (time idle after it is no transfer time).
+    last_ended: Option<Instant>,
     /// Send: each file's size and the least any receiver held already, for the
     /// bytes this send really sent.
     sent: HashMap<TransferId, (u64, Option<u64>)>,
@@ -71,6 +73,7 @@ impl Reporter {
             print_already_complete: false,
             started: Instant::now(),
             first_accepted: None,
+            last_ended: None,
             sent: HashMap::new(),
         }
     }
@@ -275,6 +278,9 @@ impl Reporter {
         if matches!(e, ReceiveEvent::Accepted { .. }) && self.first_accepted.is_none() {
             self.first_accepted = Some(Instant::now());
         }
+        if matches!(e, ReceiveEvent::Completed { .. } | ReceiveEvent::Failed { .. }) {
+            self.last_ended = Some(Instant::now());
+        }
         let print = match e {
             ReceiveEvent::Completed { path, .. } => Some(path),
             ReceiveEvent::AlreadyComplete { path, .. } if self.print_already_complete => Some(path),
@@ -351,10 +357,14 @@ impl Reporter {
     }
 
     /// The receiver's last line: files, bytes received (resumed bytes not counted),
-    /// time from the first accepted offer, and rate.
+    /// time from the first accepted offer to the last transfer's end, and rate.
     pub fn receive_summary(&self, report: &mqft::ReceiveReport) {
         let moved = received_bytes(report);
-        let took = self.first_accepted.map_or(Duration::ZERO, |t| t.elapsed());
+        let took = match (self.first_accepted, self.last_ended) {
+            (Some(first), Some(last)) if last >= first => last - first,
+            (Some(first), _) => first.elapsed(),
+            _ => Duration::ZERO,
+        };
         if self.mode == Mode::Bars {
             self.note(&summary_line("received", report.files.len(), moved, took));
         }
