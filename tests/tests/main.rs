@@ -24,6 +24,7 @@ mod names;
 mod receivers;
 mod secrets;
 mod send_concurrency;
+mod service;
 mod sizes;
 mod tls;
 mod transfer;

@@ -30,6 +30,17 @@ pub struct Cli {
     /// anyway. Only before a subcommand: after one, `-h` is the broker host.
     #[arg(short = 'h', action = ArgAction::Help, hide = true)]
     short_help: Option<bool>,
+
+    /// Settings from this TOML file (see README "Run it as a service"); flags and
+    /// environment variables override it. Default: $XDG_CONFIG_HOME/mqft/mqft.toml,
+    /// else /etc/mqft/mqft.toml, whichever exists first.
+    #[arg(long, global = true, env = "MQFT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Append everything this program writes to stderr (logs, notes, errors, the
+    /// output of --exec commands) to this file instead.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// The smallest `-k`. The library raises a shorter keep-alive to 5 s (mqtt.rs):
@@ -233,6 +244,15 @@ pub struct ReceiveArgs {
     /// offer is refused as "receiver queue full" and its sender retries.
     #[arg(long = "queue", value_name = "N", default_value_t = 256)]
     pub queue: usize,
+    /// Run this shell command for each completed file, once (not again for a file
+    /// offered again, nor after a restart, unless a crash cut it short); `{}` is the
+    /// file's path, quoted. Its environment has MQFT_PATH, MQFT_SIZE, MQFT_SHA256,
+    /// MQFT_TRANSFER and MQFT_SENDER (empty: not known yet).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// --exec commands run at once; more wait their turn.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub exec_jobs: usize,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]

@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod config_file;
 #[cfg(feature = "demo")]
 mod demo;
 mod generate;
 mod report;
+mod service;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -43,13 +45,27 @@ mod code {
 #[error("interrupted")]
 struct Interrupted;
 
+/// A receive stopped by Ctrl-C: it stopped cleanly (saved, disconnected), so this
+/// is no error, but the exit status says it was interrupted, as shells expect.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; stopped cleanly")]
+struct StoppedByCtrlC;
+
 /// `receive --timeout` ran out with nothing received.
 #[derive(Debug, thiserror::Error)]
 #[error("nothing arrived within {0} s")]
 struct NothingArrived(u64);
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // The config file's settings become flags, so that they are checked as flags are.
+    let raw = match config_file::apply(std::env::args_os().collect()) {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("mqft: error: {e}");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(raw) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -65,6 +81,12 @@ fn main() -> ExitCode {
         Command::Completions(a) => return generate::completions(a.shell),
         Command::Man(a) => return generate::man(a.dir.as_deref()),
     };
+    if let Some(path) = &cli.log_file {
+        if let Err(e) = log_to_file(path) {
+            eprintln!("mqft: error: cannot log to {}: {e}", path.display());
+            return ExitCode::from(code::IO);
+        }
+    }
     init_logging(output);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -78,6 +100,14 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<StoppedByCtrlC>().is_some() => {
+            if output.json {
+                println!("{}", serde_json::json!({"event": "stopped", "signal": "SIGINT"}));
+            } else {
+                eprintln!("mqft: {e}");
+            }
+            ExitCode::from(code::INTERRUPTED)
+        }
         Err(e) => {
             if !output.json {
                 eprintln!("mqft: error: {e:#}");
@@ -90,6 +120,14 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `--log-file`: stderr (logs, notes, errors, panics, the output of hooks) goes to
+/// the end of `path` from here on.
+fn log_to_file(path: &std::path::Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    rustix::stdio::dup2_stderr(&file)?;
+    Ok(())
 }
 
 /// `-v` shows this program's and the library's logs; `RUST_LOG` overrides.
@@ -109,14 +147,20 @@ fn init_logging(out: OutputArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let ansi = std::io::stderr().is_terminal() && !no_color;
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // Under systemd, stderr goes to the journal, which stamps each line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        let _ = builder.without_time().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         return code::USAGE;
     }
-    if e.downcast_ref::<Interrupted>().is_some() {
+    if e.downcast_ref::<Interrupted>().is_some() || e.downcast_ref::<StoppedByCtrlC>().is_some() {
         return code::INTERRUPTED;
     }
     if e.downcast_ref::<NothingArrived>().is_some() {
@@ -174,6 +218,7 @@ async fn send(a: SendArgs) -> Result<()> {
             return Err(UsageError(format!("cannot send {}: not a regular file", f.display())).into());
         }
     }
+    let started = std::time::Instant::now();
     let mut reporter = Reporter::new(a.output);
     reporter.connecting(&cfg.addr());
     let mut handle = Client::new(cfg).send(a.files.clone(), opts);
@@ -187,8 +232,9 @@ async fn send(a: SendArgs) -> Result<()> {
         return Err(Interrupted.into());
     }
     let report = result?;
+    reporter.send_summary(&report);
     if a.output.json {
-        println!("{}", report::send_summary(&report));
+        println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
     }
     Ok(())
 }
@@ -198,11 +244,26 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let opts = a.options()?;
     args::check_out_dir(&a.out)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut exec = match &a.exec {
+        Some(command) => {
+            let show = if a.output.json {
+                service::Show::Json
+            } else if a.output.quiet {
+                service::Show::Quiet
+            } else {
+                service::Show::Text
+            };
+            Some(service::Exec::start(command.clone(), a.exec_jobs, &a.out, show)?)
+        }
+        None => None,
+    };
     let mut reporter = Reporter::new(a.output);
+    // With --once the one path printed is the answer, even for a file already here.
+    reporter.print_already_complete(a.once);
     reporter.connecting(&cfg.addr());
     let mut handle = Client::new(cfg).receive(a.out.clone(), opts);
     let token = handle.cancellation_token();
-    let interrupted = on_ctrl_c(token.clone());
+    let stopped_by = service::on_stop_signals(token.clone());
     let deadline = a.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut got_one = false;
     let mut timed_out = false;
@@ -218,6 +279,17 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
                 got_one |=
                     matches!(e, mqft::ReceiveEvent::Completed { .. } | mqft::ReceiveEvent::AlreadyComplete { .. });
                 reporter.receive_event(&e);
+                if let Some(exec) = &mut exec {
+                    match &e {
+                        mqft::ReceiveEvent::Completed { transfer, path, size, sha256 } => {
+                            exec.completed(service::Done::new(transfer, path, *size, sha256))
+                        }
+                        mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => {
+                            exec.already_complete(service::Done::new(transfer, path, *size, sha256))
+                        }
+                        _ => {}
+                    }
+                }
             }
             Some(None) => break,
             None => {
@@ -233,12 +305,23 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     }
     reporter.finish();
     let result = handle.wait().await;
-    if interrupted.load(Ordering::SeqCst) {
-        return Err(Interrupted.into());
+    // Hooks already started finish; a stop does not cut them short.
+    if let Some(exec) = exec {
+        exec.finish().await;
     }
-    let report = result?;
+    let stopped_by = stopped_by.load(Ordering::SeqCst);
+    let report = match result {
+        Ok(report) => report,
+        // Stopped before it was connected: nothing received, nothing to save.
+        Err(e) if stopped_by != 0 && e.kind() == ErrorKind::Cancelled => mqft::ReceiveReport::default(),
+        Err(e) => return Err(e.into()),
+    };
+    reporter.receive_summary(&report);
     if a.output.json {
         println!("{}", report::receive_summary(&report));
+    }
+    if stopped_by == service::SIGINT {
+        return Err(StoppedByCtrlC.into());
     }
     if timed_out {
         return Err(NothingArrived(a.timeout.unwrap_or_default()).into());

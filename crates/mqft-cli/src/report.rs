@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mqft::proto::TransferId;
@@ -29,6 +29,17 @@ pub struct Reporter {
     /// A spinner while the first connection is on its way, so that a closed port
     /// or a silent broker does not look like a hang.
     connecting: Option<ProgressBar>,
+    /// Print the path of a file found already complete on stdout too (`--once`).
+    print_already_complete: bool,
+    /// When this command started, for the summary's rate.
+    started: Instant,
+    /// Receive: when the first transfer was accepted (idle time is no transfer time).
+    first_accepted: Option<Instant>,
+    /// Receive: when the last transfer ended (time idle after it is no transfer time).
+    last_ended: Option<Instant>,
+    /// Send: each file's size and the least any receiver held already, for the
+    /// bytes this send really sent.
+    sent: HashMap<TransferId, (u64, Option<u64>)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,7 +63,27 @@ impl Reporter {
         } else {
             Mode::Bars
         };
-        Reporter { mode, multi, bars: HashMap::new(), waiting: HashMap::new(), side, connecting: None }
+        Reporter {
+            mode,
+            multi,
+            bars: HashMap::new(),
+            waiting: HashMap::new(),
+            side,
+            connecting: None,
+            print_already_complete: false,
+            started: Instant::now(),
+            first_accepted: None,
+            last_ended: None,
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Whether a file found already complete has its path printed on stdout: only
+    /// when that path is the command's one answer (`--once`). A long-running
+    /// receiver prints each path once, when the file completes, so that a
+    /// `| while read` loop does not act on it twice.
+    pub fn print_already_complete(&mut self, on: bool) {
+        self.print_already_complete = on;
     }
 
     /// Shows "connecting to `addr` ..." until the first `Connected` event (on a
@@ -83,15 +114,42 @@ impl Reporter {
         }
     }
 
-    fn bar(&mut self, transfer: TransferId, who: &str, total: u64, label: String) -> &ProgressBar {
+    /// The bar of `transfer` (and receiver `who`), made at position `start` if new.
+    ///
+    /// Its rate and eta count only the bytes that moved since: a resumed file's
+    /// bytes already held are no speed (indicatif's own rate would count them as
+    /// moved in an instant: "869 GiB/s eta 0s").
+    fn bar(&mut self, transfer: TransferId, who: &str, total: u64, start: u64, label: String) -> &ProgressBar {
         let multi = &self.multi;
         self.bars.entry((transfer, who.to_owned())).or_insert_with(|| {
+            let rate = move |state: &indicatif::ProgressState| {
+                let secs = state.elapsed().as_secs_f64();
+                let moved = state.pos().saturating_sub(start);
+                if secs > 0.2 && moved > 0 {
+                    Some(moved as f64 / secs)
+                } else {
+                    None
+                }
+            };
             let style = ProgressStyle::with_template(
-                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {rate} eta {left} {msg}",
             )
             .expect("the template is valid")
+            .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = match rate(state) {
+                    Some(r) => write!(w, "{}/s", indicatif::HumanBytes(r as u64)),
+                    None => write!(w, "-"),
+                };
+            })
+            .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let left = state.len().unwrap_or(0).saturating_sub(state.pos());
+                let _ = match rate(state) {
+                    Some(r) => write!(w, "{}", indicatif::HumanDuration(Duration::from_secs_f64(left as f64 / r))),
+                    None => write!(w, "-"),
+                };
+            })
             .progress_chars("=> ");
-            let bar = multi.add(ProgressBar::new(total).with_style(style).with_prefix(label));
+            let bar = multi.add(ProgressBar::new(total).with_style(style).with_prefix(label).with_position(start));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         })
@@ -100,6 +158,17 @@ impl Reporter {
     pub fn send_event(&mut self, e: &SendEvent) {
         if matches!(e, SendEvent::Connected) {
             self.connected();
+        }
+        match e {
+            SendEvent::Started { transfer, size, .. } => {
+                self.sent.insert(*transfer, (*size, None));
+            }
+            SendEvent::ReceiverJoined { transfer, held_bytes, .. } => {
+                if let Some((_, held)) = self.sent.get_mut(transfer) {
+                    *held = Some(held.map_or(*held_bytes, |h| h.min(*held_bytes)));
+                }
+            }
+            _ => {}
         }
         if self.mode == Mode::Json {
             println!("{}", send_json(e));
@@ -119,14 +188,22 @@ impl Reporter {
                 if let Some(s) = self.waiting.remove(transfer) {
                     s.finish_and_clear();
                 }
+                if *held_bytes > 0 {
+                    self.note(&format!(
+                        "{}{}: resuming: {} already held by {receiver}",
+                        self.side,
+                        display_path(path),
+                        bytes(*held_bytes)
+                    ));
+                }
                 let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                 let label = format!("{}{} -> {}", self.side, file_name(path), receiver);
-                let bar = self.bar(*transfer, receiver.as_str(), total, label);
+                let bar = self.bar(*transfer, receiver.as_str(), total, *held_bytes, label);
                 bar.set_position(*held_bytes);
             }
             SendEvent::Progress { transfer, receiver, bytes, total, path } => {
                 let label = format!("{}{} -> {}", self.side, file_name(path), receiver);
-                let bar = self.bar(*transfer, receiver.as_str(), *total, label);
+                let bar = self.bar(*transfer, receiver.as_str(), *total, *bytes, label);
                 bar.set_length(*total);
                 bar.set_position(*bytes);
             }
@@ -198,7 +275,18 @@ impl Reporter {
             println!("{}", receive_json(e));
             return;
         }
-        if let ReceiveEvent::Completed { path, .. } | ReceiveEvent::AlreadyComplete { path, .. } = e {
+        if matches!(e, ReceiveEvent::Accepted { .. }) && self.first_accepted.is_none() {
+            self.first_accepted = Some(Instant::now());
+        }
+        if matches!(e, ReceiveEvent::Completed { .. } | ReceiveEvent::Failed { .. }) {
+            self.last_ended = Some(Instant::now());
+        }
+        let print = match e {
+            ReceiveEvent::Completed { path, .. } => Some(path),
+            ReceiveEvent::AlreadyComplete { path, .. } if self.print_already_complete => Some(path),
+            _ => None,
+        };
+        if let Some(path) = print {
             // The one line a script wants: where the file is.
             if self.side.is_empty() {
                 // Hide the bars while printing, or the line tears them.
@@ -220,7 +308,7 @@ impl Reporter {
             }
             ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => {
                 let label = format!("{}{}", self.side, file_name(path));
-                let bar = self.bar(*transfer, "", *size, label);
+                let bar = self.bar(*transfer, "", *size, *resumed_bytes, label);
                 bar.set_position(*resumed_bytes);
                 if *resumed_bytes > 0 {
                     bar.set_message(format!("(resumed at {})", bytes(*resumed_bytes)));
@@ -228,7 +316,7 @@ impl Reporter {
             }
             ReceiveEvent::Progress { transfer, path, bytes, total } => {
                 let label = format!("{}{}", self.side, file_name(path));
-                let bar = self.bar(*transfer, "", *total, label);
+                let bar = self.bar(*transfer, "", *total, *bytes, label);
                 bar.set_position(*bytes);
             }
             ReceiveEvent::Completed { transfer, path, .. } => match self.bars.get(&(*transfer, String::new())) {
@@ -249,6 +337,36 @@ impl Reporter {
                 self.note(&format!("{}disconnected: {reason}; reconnecting", self.side))
             }
             _ => {}
+        }
+    }
+
+    /// The sender's last line: files, the bytes this send really sent (not those
+    /// receivers held already), time and rate, as rsync and croc end.
+    pub fn send_summary(&self, report: &mqft::SendReport) {
+        let moved = self.sent_bytes();
+        let line = summary_line("sent", report.files.len(), moved, self.started.elapsed());
+        if self.mode == Mode::Bars {
+            self.note(&line);
+        }
+    }
+
+    /// Bytes a send moved: per file, its size less what the receiver holding the
+    /// least had already.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent.values().filter_map(|(size, held)| held.map(|h| size.saturating_sub(h))).sum()
+    }
+
+    /// The receiver's last line: files, bytes received (resumed bytes not counted),
+    /// time from the first accepted offer to the last transfer's end, and rate.
+    pub fn receive_summary(&self, report: &mqft::ReceiveReport) {
+        let moved = received_bytes(report);
+        let took = match (self.first_accepted, self.last_ended) {
+            (Some(first), Some(last)) if last >= first => last - first,
+            (Some(first), _) => first.elapsed(),
+            _ => Duration::ZERO,
+        };
+        if self.mode == Mode::Bars {
+            self.note(&summary_line("received", report.files.len(), moved, took));
         }
     }
 
@@ -281,6 +399,19 @@ fn file_name(p: &Path) -> String {
     escape(&p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string()))
 }
 
+/// "sent 2 files, 3.00 MiB in 1.2 s (2.50 MiB/s)".
+fn summary_line(verb: &str, files: usize, moved: u64, took: Duration) -> String {
+    let secs = took.as_secs_f64();
+    let rate = if secs > 0.0 { bytes((moved as f64 / secs) as u64) + "/s" } else { "-".to_owned() };
+    let plural = if files == 1 { "" } else { "s" };
+    format!("{verb} {files} file{plural}, {} in {secs:.1} s ({rate})", bytes(moved))
+}
+
+/// Bytes a receive took in: each file's size less what it resumed with.
+pub fn received_bytes(report: &mqft::ReceiveReport) -> u64 {
+    report.files.iter().map(|f| f.size.saturating_sub(f.resumed_bytes)).sum()
+}
+
 fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
@@ -290,7 +421,7 @@ fn path_json(p: &Path) -> Value {
 }
 
 /// The last line of `send --json`: per file, how many chunk publishes it took.
-pub fn send_summary(r: &mqft::SendReport) -> Value {
+pub fn send_summary(r: &mqft::SendReport, sent_bytes: u64, took: Duration) -> Value {
     let files: Vec<Value> = r
         .files
         .iter()
@@ -302,7 +433,7 @@ pub fn send_summary(r: &mqft::SendReport) -> Value {
             })
         })
         .collect();
-    json!({"event": "summary", "files": files})
+    json!({"event": "summary", "files": files, "bytes": sent_bytes, "seconds": took.as_secs_f64()})
 }
 
 /// The last line of `receive --json`: per file, what was resumed, read back,
@@ -319,7 +450,7 @@ pub fn receive_summary(r: &mqft::ReceiveReport) -> Value {
             })
         })
         .collect();
-    json!({"event": "summary", "files": files})
+    json!({"event": "summary", "files": files, "bytes": received_bytes(r)})
 }
 
 /// A send event as JSON.
@@ -394,11 +525,14 @@ pub fn receive_json(e: &ReceiveEvent) -> Value {
             "event": "progress", "transfer": transfer.to_string(), "path": path_json(path),
             "bytes": bytes, "total": total,
         }),
-        ReceiveEvent::Completed { transfer, path, size } => json!({
+        // "sender": who sent it is not on the wire yet; null until it is.
+        ReceiveEvent::Completed { transfer, path, size, sha256 } => json!({
             "event": "completed", "transfer": transfer.to_string(), "path": path_json(path), "size": size,
+            "sha256": crate::service::hex(sha256), "sender": Value::Null,
         }),
-        ReceiveEvent::AlreadyComplete { transfer, path } => json!({
+        ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => json!({
             "event": "already_complete", "transfer": transfer.to_string(), "path": path_json(path),
+            "size": size, "sha256": crate::service::hex(sha256), "sender": Value::Null,
         }),
         ReceiveEvent::Failed { transfer, path, failure } => json!({
             "event": "failed", "transfer": transfer.to_string(), "path": path_json(path),

@@ -205,6 +205,8 @@ pub enum ReceiveEvent {
         path: PathBuf,
         /// Its size in bytes.
         size: u64,
+        /// Its SHA-256, as the manifest named it and the received bytes matched.
+        sha256: [u8; 32],
     },
     /// A file offered again is already here, complete; the sender is told so.
     AlreadyComplete {
@@ -212,6 +214,10 @@ pub enum ReceiveEvent {
         transfer: TransferId,
         /// The file.
         path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// Its SHA-256, which the file on disk was found to have.
+        sha256: [u8; 32],
     },
     /// An accepted transfer failed. Unless the bytes were bad, its partial file and
     /// state stay for a resume when the sender tries again.
@@ -523,6 +529,19 @@ impl Engine {
                 // Remembering that the file was received proves nothing about the
                 // disk now: the endpoint answers `Complete` only once it is checked.
                 let still = self.still_complete(&m).await;
+                if still {
+                    // Said, as for an offer answered from the marker on disk: a hook
+                    // or log that watches for "already have" sees every one.
+                    if let Ok(name) = sanitize_file_name(&m.name) {
+                        info!(id = %m.id, "offered again: already complete");
+                        self.events.emit(ReceiveEvent::AlreadyComplete {
+                            transfer: m.id,
+                            path: name.in_dir(&self.dir),
+                            size: m.size,
+                            sha256: m.sha256,
+                        });
+                    }
+                }
                 let next = self.endpoint.history_checked(m, still);
                 self.drain_endpoint();
                 if let Some(Routed::Offer(m)) = next {
@@ -626,7 +645,12 @@ impl Engine {
                 info!(%id, path = %paths.final_path.display(), "already complete");
                 self.endpoint.already_complete(m.clone());
                 self.drain_endpoint();
-                self.events.emit(ReceiveEvent::AlreadyComplete { transfer: id, path: paths.final_path.clone() });
+                self.events.emit(ReceiveEvent::AlreadyComplete {
+                    transfer: id,
+                    path: paths.final_path.clone(),
+                    size: m.size,
+                    sha256: m.sha256,
+                });
                 self.report.files.push(ReceivedFile {
                     transfer: id,
                     path: paths.final_path,
@@ -792,7 +816,8 @@ impl Engine {
         t.unsaved_since = None;
         let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
         info!(%id, path = %path.display(), size, "received");
-        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size });
+        let sha256 = manifest.sha256;
+        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size, sha256 });
         self.report.files.push(ReceivedFile {
             transfer: id,
             path,

@@ -1,0 +1,299 @@
+//! What a receiver running as a service needs beyond receiving: `--exec` hooks that
+//! run once per completed file, and stopping cleanly on SIGTERM.
+//!
+//! # Once per completed file
+//!
+//! A hook runs when a transfer completes. A transfer offered again later (a second
+//! send, a sender that missed the receiver's answer, a restarted receiver) is
+//! answered "already have it" by the library: that is an event in the logs and the
+//! JSON, not a new hook run, and not a new path on stdout.
+//!
+//! Across restarts and crashes a journal in `<out>/.mqft-exec/` decides (a leading
+//! dot: no received file can have that name). When a file completes, the record
+//! `<transfer>.pending` is written before its hook starts; when the hook has exited
+//! (whatever its status) the record is renamed to `<transfer>.done`. So:
+//!
+//! - a receiver stopped while hooks ran waits for them; hooks still waiting for a
+//!   slot keep their `.pending` record and run when the receiver starts again;
+//! - after a crash or SIGKILL, every `.pending` hook runs again at the next start,
+//!   and so does a hook that a signal killed (Ctrl-C in a terminal reaches the
+//!   hooks too): a hook cut short is run again, so hooks should be safe to repeat
+//!   (at least once, never lost); an exit status, 0 or not, counts as done;
+//! - a crash after the file got its name but before its record was written leaves
+//!   no record: the next "already have it" for that transfer runs the hook, as does
+//!   any "already have it" with no `.done` record (for example for files received
+//!   before `--exec` was configured).
+//!
+//! One record of a few hundred bytes stays per transfer, next to the library's own
+//! completed-transfer marker; delete both with the file when it is no longer wanted.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use mqft::proto::TransferId;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::report::display_path;
+
+/// The journal directory under the output directory.
+pub const JOURNAL_DIR: &str = ".mqft-exec";
+
+/// A completed file, as a hook sees it.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub transfer: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Done {
+    pub fn new(transfer: &TransferId, path: &Path, size: u64, sha256: &[u8; 32]) -> Done {
+        Done { transfer: transfer.to_string(), path: path.to_owned(), size, sha256: hex(sha256) }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "transfer": self.transfer, "path": self.path.to_string_lossy(), "size": self.size,
+            "sha256": self.sha256,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<Done> {
+        Some(Done {
+            transfer: v["transfer"].as_str()?.to_owned(),
+            path: PathBuf::from(v["path"].as_str()?),
+            size: v["size"].as_u64()?,
+            sha256: v["sha256"].as_str()?.to_owned(),
+        })
+    }
+}
+
+/// Lower-case hex, as `sha256sum` prints it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How the outcome of a hook is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    Json,
+    Text,
+    /// Only failures, on stderr.
+    Quiet,
+}
+
+/// Runs `--exec` hooks, at most `jobs` at once.
+pub struct Exec {
+    command: String,
+    slots: Arc<Semaphore>,
+    journal: PathBuf,
+    running: JoinSet<()>,
+    show: Show,
+}
+
+impl Exec {
+    /// Hooks for files received into `out`; runs those a crash left pending.
+    pub fn start(command: String, jobs: usize, out: &Path, show: Show) -> Result<Exec> {
+        let journal = out.join(JOURNAL_DIR);
+        std::fs::create_dir_all(&journal).with_context(|| format!("cannot create {}", journal.display()))?;
+        let mut exec =
+            Exec { command, slots: Arc::new(Semaphore::new(jobs.max(1))), journal, running: JoinSet::new(), show };
+        exec.run_pending()?;
+        Ok(exec)
+    }
+
+    /// A file completed: its hook runs (again, if it completed anew).
+    pub fn completed(&mut self, done: Done) {
+        let pending = self.record(&done.transfer, "pending");
+        let _ = std::fs::remove_file(self.record(&done.transfer, "done"));
+        if let Err(e) = std::fs::write(&pending, done.to_json().to_string()) {
+            // The hook still runs; only a crash before it ends would lose it.
+            tracing::warn!(path = %pending.display(), error = %e, "cannot write the exec journal");
+        }
+        self.spawn(done);
+    }
+
+    /// A file offered again is already here: its hook runs only if there is no
+    /// record that it ran (see the module docs).
+    pub fn already_complete(&mut self, done: Done) {
+        let known = ["done", "pending"].iter().any(|ext| self.record(&done.transfer, ext).exists());
+        if !known {
+            self.completed(done);
+        }
+    }
+
+    /// Waits for every hook started or waiting to end.
+    pub async fn finish(mut self) {
+        while self.running.join_next().await.is_some() {}
+    }
+
+    fn record(&self, transfer: &str, ext: &str) -> PathBuf {
+        self.journal.join(format!("{transfer}.{ext}"))
+    }
+
+    fn run_pending(&mut self) -> Result<()> {
+        let entries =
+            std::fs::read_dir(&self.journal).with_context(|| format!("cannot read {}", self.journal.display()))?;
+        let mut pending: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "pending"))
+            .collect();
+        pending.sort();
+        for record in pending {
+            let done = std::fs::read_to_string(&record)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| Done::from_json(&v));
+            match done {
+                Some(done) if done.path.is_file() => {
+                    tracing::info!(path = %done.path.display(), "running the hook a stop cut short");
+                    self.spawn(done);
+                }
+                // A record cut short by a crash while it was written, or for a file
+                // deleted since: nothing to run it for.
+                _ => {
+                    tracing::warn!(record = %record.display(), "dropping an exec record with no file");
+                    let _ = std::fs::remove_file(&record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, done: Done) {
+        let slots = Arc::clone(&self.slots);
+        let command = self.command.clone();
+        let journal = self.journal.clone();
+        let show = self.show;
+        self.running.spawn(async move {
+            // The semaphore is never closed, so this waits for a slot.
+            let Ok(_slot) = slots.acquire_owned().await else { return };
+            let outcome = run_hook(&command, &done).await;
+            // A hook killed by a signal (Ctrl-C reaches the whole process group,
+            // a shutdown kills what is left) did not finish: it stays pending and
+            // runs again at the next start. An exit status, 0 or not, is its word.
+            let killed = outcome.as_ref().is_ok_and(|s| {
+                use std::os::unix::process::ExitStatusExt;
+                s.signal().is_some()
+            });
+            if !killed {
+                let pending = journal.join(format!("{}.pending", done.transfer));
+                let _ = std::fs::rename(&pending, journal.join(format!("{}.done", done.transfer)));
+            }
+            report(show, &done, &command, outcome);
+        });
+    }
+}
+
+/// `sh -c` with `{}` replaced by the quoted path, and the file's facts in the
+/// environment. Its stdout goes to stderr: stdout is the receiver's list of paths.
+async fn run_hook(command: &str, done: &Done) -> std::io::Result<std::process::ExitStatus> {
+    let line = command.replace("{}", &shell_quote(&done.path.to_string_lossy()));
+    let name = done.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut child = tokio::process::Command::new("sh");
+    child
+        .arg("-c")
+        .arg(line)
+        .env("MQFT_PATH", &done.path)
+        .env("MQFT_NAME", name)
+        .env("MQFT_SIZE", done.size.to_string())
+        .env("MQFT_SHA256", &done.sha256)
+        .env("MQFT_TRANSFER", &done.transfer)
+        // Who sent it is not on the wire yet: empty until senders name themselves.
+        .env("MQFT_SENDER", "")
+        // The broker password is the receiver's, not the hook's.
+        .env_remove("MQFT_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(std::io::stderr())
+        .kill_on_drop(false);
+    child.status().await
+}
+
+fn report(show: Show, done: &Done, command: &str, outcome: std::io::Result<std::process::ExitStatus>) {
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal, error) = match &outcome {
+        Ok(s) => (s.code(), s.signal(), None),
+        Err(e) => (None, None, Some(e.to_string())),
+    };
+    let ok = code == Some(0);
+    match show {
+        Show::Json => println!(
+            "{}",
+            json!({
+                "event": "exec", "transfer": done.transfer, "path": done.path.to_string_lossy(),
+                "status": code, "signal": signal, "error": error,
+            })
+        ),
+        _ if ok && show == Show::Quiet => {}
+        _ => {
+            let how = match (code, signal, error) {
+                (_, _, Some(e)) => format!("could not start: {e}"),
+                (Some(c), _, _) => format!("exit status {c}"),
+                (None, Some(s), _) => format!("killed by signal {s}; it runs again at the next start"),
+                _ => "ended".to_owned(),
+            };
+            let path = display_path(&done.path);
+            if ok {
+                eprintln!("exec for {path}: {how}");
+            } else {
+                eprintln!("mqft: warning: exec `{}` for {path}: {how}", crate::report::escape(command));
+            }
+        }
+    }
+}
+
+/// `'...'` with every `'` as `'\''`: one word for `sh`, whatever the name holds.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Which signal asked this process to stop.
+pub const SIGINT: u8 = 2;
+pub const SIGTERM: u8 = 15;
+
+/// Cancels `token` on Ctrl-C (SIGINT) or SIGTERM, and remembers which came first
+/// (0 while none has).
+pub fn on_stop_signals(token: mqft::CancellationToken) -> Arc<AtomicU8> {
+    let hit = Arc::new(AtomicU8::new(0));
+    let (flag, t) = (hit.clone(), token.clone());
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = flag.compare_exchange(0, SIGINT, Ordering::SeqCst, Ordering::SeqCst);
+            t.cancel();
+        }
+    });
+    let flag = hit.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Without a handler SIGTERM would kill the process, unsaved: if none can be
+        // installed, say so.
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                if term.recv().await.is_some() {
+                    let _ = flag.compare_exchange(0, SIGTERM, Ordering::SeqCst, Ordering::SeqCst);
+                    token.cancel();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot handle SIGTERM"),
+        }
+    });
+    hit
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_a_name_one_word() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's $(x)"), "'it'\\''s $(x)'");
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+    }
+}
