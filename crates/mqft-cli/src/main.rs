@@ -267,6 +267,26 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let deadline = a.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut got_one = false;
     let mut timed_out = false;
+    // Every event goes to the reporter and, for a file that arrived, to the hook
+    // runner; true for a file that arrived.
+    let mut on_event = |e: &mqft::ReceiveEvent| {
+        reporter.receive_event(e);
+        match e {
+            mqft::ReceiveEvent::Completed { transfer, path, size, sha256 } => {
+                if let Some(exec) = &mut exec {
+                    exec.completed(service::Done::new(transfer, path, *size, sha256));
+                }
+                true
+            }
+            mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => {
+                if let Some(exec) = &mut exec {
+                    exec.already_complete(service::Done::new(transfer, path, *size, sha256));
+                }
+                true
+            }
+            _ => false,
+        }
+    };
     loop {
         let next = async {
             match deadline {
@@ -275,30 +295,18 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
             }
         };
         match next.await {
-            Some(Some(e)) => {
-                got_one |=
-                    matches!(e, mqft::ReceiveEvent::Completed { .. } | mqft::ReceiveEvent::AlreadyComplete { .. });
-                reporter.receive_event(&e);
-                if let Some(exec) = &mut exec {
-                    match &e {
-                        mqft::ReceiveEvent::Completed { transfer, path, size, sha256 } => {
-                            exec.completed(service::Done::new(transfer, path, *size, sha256))
-                        }
-                        mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => {
-                            exec.already_complete(service::Done::new(transfer, path, *size, sha256))
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            Some(Some(e)) => got_one |= on_event(&e),
             Some(None) => break,
             None => {
-                // The deadline passed with nothing received.
-                timed_out = true;
+                // The deadline passed with nothing received. A transfer already
+                // being moved into place still finishes as the receive stops: its
+                // file did arrive, and its hook runs.
                 token.cancel();
+                let mut arrived = false;
                 while let Some(e) = handle.next_event().await {
-                    reporter.receive_event(&e);
+                    arrived |= on_event(&e);
                 }
+                timed_out = !arrived;
                 break;
             }
         }

@@ -618,6 +618,17 @@ impl Sender {
         }
     }
 
+    /// Gives up on the transfer for a reason of the sender's own (its file became
+    /// unreadable): receivers are told `Abort(Failed)`, as for any sender that gives
+    /// up, and keep what they hold for a later send; unlike [`Sender::cancel`], a
+    /// receiver that takes one file (`--once`) does not end on it. Reported as
+    /// [`SendFailure::Cancelled`]: the runtime reports its own error.
+    pub fn abandon(&mut self, _now: Instant) {
+        if self.phase != Phase::Done {
+            self.finish_as(AbortReason::Failed, Some(SendFailure::Cancelled));
+        }
+    }
+
     // ---- output ----
 
     /// The next message to publish, if any. Call until `None` after every input.
@@ -1377,6 +1388,26 @@ mod tests {
         let progress: Vec<SenderEvent> =
             std::iter::from_fn(|| tx.poll_event()).filter(|e| matches!(e, SenderEvent::Progress { .. })).collect();
         assert_eq!(progress, [SenderEvent::Progress { receiver: r0, held: 3 }]);
+    }
+
+    /// A sender that cancels tells receivers `Cancelled`; one that gives up for a
+    /// reason of its own (an unreadable file) or starts again with smaller chunks
+    /// says so, and a `--once` receiver waits on for those.
+    #[test]
+    fn cancel_abandon_and_supersede_say_why() {
+        let t0 = Instant::now();
+        for (end, reason) in [
+            (Sender::cancel as fn(&mut Sender, Instant), AbortReason::Cancelled),
+            (Sender::abandon, AbortReason::Failed),
+            (Sender::supersede, AbortReason::Superseded),
+        ] {
+            let mut tx = lone_sender(t0);
+            while tx.poll_transmit(t0).is_some() {}
+            end(&mut tx, t0);
+            let aborts: Vec<Ctl> = std::iter::from_fn(|| tx.poll_transmit(t0)).filter_map(|t| ctl(&t)).collect();
+            assert_eq!(aborts, [Ctl::Abort { run: 7, reason }]);
+            assert_eq!(tx.poll_event(), Some(SenderEvent::Failed(SendFailure::Cancelled)));
+        }
     }
 
     /// Found by fuzzing (`fuzz/corpus/sender/regress-two-lost-receivers-fail-twice`):

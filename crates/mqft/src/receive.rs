@@ -529,7 +529,9 @@ impl Engine {
                 // Remembering that the file was received proves nothing about the
                 // disk now: the endpoint answers `Complete` only once it is checked.
                 let still = self.still_complete(&m).await;
-                if still {
+                // A manifest offered again is news ("already have"); an end of round
+                // that asks again after a lost Complete is not.
+                if still && topic.ends_with("/manifest") {
                     // Said, as for an offer answered from the marker on disk: a hook
                     // or log that watches for "already have" sees every one.
                     if let Ok(name) = sanitize_file_name(&m.name) {

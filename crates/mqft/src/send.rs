@@ -813,7 +813,7 @@ impl Engine {
                 let a = &mut self.active[i];
                 let path = &self.jobs[a.idx].path;
                 a.local_failure = Some(Error::io("read", path, e));
-                a.sender.cancel(now());
+                a.sender.abandon(now());
             }
         }
     }
