@@ -23,6 +23,7 @@ mod names;
 mod receivers;
 mod secrets;
 mod sizes;
+mod stall;
 mod tls;
 mod transfer;
 mod util;
