@@ -436,15 +436,17 @@ fn oversize(ctx: &Ctx<'_>) -> Outcome {
     let out = ctx.work.join("out");
     let mut rx = receiver(ctx, "rx", &out, true)?;
     let started = Instant::now();
-    // A keep-alive of 10 s: a broker that stops acknowledging is given up on
+    // A keep-alive of 5 s: a broker that stops acknowledging is given up on
     // after one keep-alive without a PUBACK, and an explicit size after three
-    // such breaks, about 30 s.
-    let keepalive = 10;
-    let flags = ["--chunk-size", "256k", "--keepalive", "10"];
+    // such breaks right after new chunks went out (a reconnect that only sends
+    // the old ones again does not count): four or five keep-alives, then the
+    // close's 5 s grace for the abort.
+    let keepalive = 5;
+    let flags = ["--chunk-size", "256k", "--keepalive", "5"];
     let mut tx = sender_with(ctx, std::slice::from_ref(&file), 1, &flags);
-    // The sender's --timeout plus its stall detection's rounds, or three
-    // keep-alives plus the reconnections' backoff.
-    let bound = Duration::from_secs((SEND_TIMEOUT_SECS).max(3 * keepalive) + 15);
+    // The sender's --timeout plus its stall detection's rounds, or six
+    // keep-alives plus the reconnections' backoff and the close.
+    let bound = Duration::from_secs(SEND_TIMEOUT_SECS.max(6 * keepalive) + 15);
     let Some(status) = tx.wait_within(bound) else {
         let shown = show(&mut tx);
         tx.kill();
