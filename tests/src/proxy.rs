@@ -551,9 +551,10 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
 
 /// Passes a client's byte stream on packet by packet, without its PUBLISH
 /// packets from the first one over a limit on (see
-/// [`Proxy::stall_publishes_over`]). A fixed header split over reads is held
-/// until it is whole, so that the packet's fate is known before any of it goes
-/// on; it never holds more than a header.
+/// [`Proxy::stall_publishes_over`]). While a limit is set, a fixed header split
+/// over reads is held until it is whole, so that the packet's fate is known
+/// before any of it goes on; it never holds more than a header. Without one,
+/// bytes go on as they come (the proxy also carries streams that are not MQTT).
 #[derive(Debug, Default)]
 struct Swallow {
     /// A PUBLISH was over the limit: every PUBLISH from now on is swallowed.
@@ -563,6 +564,8 @@ struct Swallow {
     /// ...and whether they are swallowed.
     dropping: bool,
     header: Vec<u8>,
+    /// Bytes of `header` already forwarded (no limit was set when they came).
+    forwarded: usize,
     /// The stream is not MQTT (a bad length): forward it as it comes.
     lost: bool,
 }
@@ -570,6 +573,7 @@ struct Swallow {
 impl Swallow {
     /// Takes the next bytes of the stream; returns those to forward.
     fn feed(&mut self, mut bytes: &[u8], limit: Option<u64>) -> Vec<u8> {
+        let passthrough = limit.is_none() && !self.on;
         let mut out = Vec::with_capacity(bytes.len());
         while !bytes.is_empty() {
             if self.lost {
@@ -586,27 +590,33 @@ impl Swallow {
                 continue;
             }
             self.header.push(bytes[0]);
+            if passthrough {
+                out.push(bytes[0]);
+                self.forwarded += 1;
+            }
             bytes = &bytes[1..];
             let length = &self.header[1..];
             if length.is_empty() || length.last().is_some_and(|b| b & 0x80 != 0) {
                 if length.len() >= 4 {
                     self.lost = true;
-                    out.append(&mut self.header);
+                    out.extend_from_slice(&self.header[self.forwarded..]);
                 }
                 continue;
             }
             let remaining = length.iter().rev().fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7f));
             let total = self.header.len() as u64 + remaining;
             let publish = self.header[0] >> 4 == 3;
-            if publish && limit.is_some_and(|limit| total > limit) {
+            // A packet whose header went on already goes on whole.
+            let whole = self.forwarded == 0;
+            if publish && whole && limit.is_some_and(|limit| total > limit) {
                 self.on = true;
             }
-            self.dropping = publish && self.on;
-            if self.dropping {
-                self.header.clear();
-            } else {
-                out.append(&mut self.header);
+            self.dropping = publish && whole && self.on;
+            if !self.dropping {
+                out.extend_from_slice(&self.header[self.forwarded..]);
             }
+            self.header.clear();
+            self.forwarded = 0;
             self.skip = remaining;
         }
         out
@@ -892,9 +902,10 @@ mod tests {
             assert_eq!(out, expected, "split at {split}");
             assert!(swallow.on);
         }
-        // Without a limit, everything goes on.
+        // Without a limit, everything goes on, as it comes: half a header too.
         let mut open = Swallow::default();
-        assert_eq!(open.feed(&stream, None), stream);
+        assert_eq!(open.feed(&stream[..8], None), stream[..8]);
+        assert_eq!(open.feed(&stream[8..], None), stream[8..]);
         assert!(!open.on);
     }
 
