@@ -175,8 +175,7 @@ impl Connection {
             acked_tx,
             closing.clone(),
             stop.clone(),
-            cfg.max_backoff.max(MIN_BACKOFF),
-            ack_limit(cfg),
+            Limits { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg) },
         ));
         let taken = Arc::new(AtomicU64::new(0));
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone()));
@@ -526,8 +525,7 @@ async fn poll_loop(
     acked: watch::Sender<u64>,
     closing: CancellationToken,
     stop: CancellationToken,
-    max_backoff: Duration,
-    ack_limit: Duration,
+    Limits { max_backoff, ack_limit }: Limits,
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut owed = Owed::default();
@@ -672,6 +670,14 @@ async fn poll_loop(
 /// A slower link raises `--keep-alive`.
 fn ack_limit(cfg: &Config) -> Duration {
     cfg.keep_alive.max(Duration::from_secs(5))
+}
+
+/// The poll task's times.
+struct Limits {
+    /// The longest pause between connection attempts.
+    max_backoff: Duration,
+    /// See [`ack_limit`].
+    ack_limit: Duration,
 }
 
 /// Our QoS 1 publishes written to the current connection and not yet
