@@ -328,8 +328,9 @@ struct Active {
     file: Arc<File>,
     ack_filter: String,
     complete: Vec<ReceiverId>,
-    /// A local failure (the file could not be read) that the sender's own
-    /// `Cancelled` stands for.
+    /// A local failure that the sender's own `Cancelled` (the file could not be
+    /// read) or `NoProgress` (chunks never got through, see `fail_oversized`)
+    /// stands for.
     local_failure: Option<Error>,
     /// Set once the state machine reported its end; the entry is dropped once its
     /// last transmits (the abort, the cleared manifest) are out.
@@ -714,12 +715,12 @@ impl Engine {
             let chunk_size = a.sender.manifest().chunk_size;
             let detail = format!(
                 "no chunk got through: the connection broke {} times right after chunks of {} ({chunk_size} bytes) went out; \
-                 the broker may not take messages this large: try a smaller --chunk-size, or auto",
+                 the broker may drop messages this large: try a smaller --chunk-size, or auto",
                 a.probe.breaks,
                 autosize::human(chunk_size),
             );
             a.local_failure = Some(Error::Transfer { path, detail });
-            a.sender.cancel(now());
+            a.sender.give_up(now());
         }
     }
 
@@ -887,7 +888,9 @@ impl Engine {
                     }
                     SenderEvent::Failed(f) => {
                         let err = match (f, a.local_failure.take()) {
-                            (SendFailure::Cancelled, Some(local)) => local,
+                            // The runtime's own reason (a read failure, chunks
+                            // that never got through) for the state machine's.
+                            (SendFailure::Cancelled | SendFailure::NoProgress { .. }, Some(local)) => local,
                             (f, _) => failure_error(&path, f),
                         };
                         info!(path = %path.display(), id = %transfer, error = %err, "send failed");
