@@ -26,6 +26,12 @@
 //!   PUBLISH larger than a limit is reset before the packet is forwarded, as
 //!   rumqttd does with an oversized publish. The client-to-server stream is
 //!   followed packet by packet from its fixed headers (`PacketScanner`);
+//! - [`Proxy::stall_publishes_over`]: a connection whose client sends an MQTT
+//!   PUBLISH larger than a limit goes on forwarding everything but PUBLISH
+//!   packets: that one and every later one are swallowed, so the broker never
+//!   acknowledges them, while pings (and their answers) still pass and the TCP
+//!   connection stays open. RabbitMQ 3.10 does this with a publish over its
+//!   `max_message_size`: it closes the AMQP channel behind the MQTT connection;
 //! - [`Proxy::down_for`]: the link goes down: every connection is reset, and
 //!   new ones are reset as soon as they are accepted, until the time is up.
 //!   (A client sees its connect succeed and the connection reset before
@@ -134,6 +140,7 @@ impl Proxy {
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
             received: [AtomicU64::new(0), AtomicU64::new(0)],
             forwarded: [AtomicU64::new(0), AtomicU64::new(0)],
             captures: Mutex::new([None, None]),
@@ -181,6 +188,21 @@ impl Proxy {
     /// [`Proxy::resets`].
     pub fn cut_publishes_over(&self, bytes: Option<u64>) {
         self.shared.faults().max_publish = bytes;
+    }
+
+    /// From now on, swallow every PUBLISH packet of a connection from the first
+    /// one of more than `bytes` bytes (fixed header included) on, forwarding
+    /// the rest of its packets both ways: a broker that stops acknowledging
+    /// publishes but answers pings. `None` lifts the limit for publishes to
+    /// come; a connection already stalled stays so. Each connection stalled
+    /// counts in [`Proxy::stalls`].
+    pub fn stall_publishes_over(&self, bytes: Option<u64>) {
+        self.shared.faults().stall_publish = bytes;
+    }
+
+    /// Connections stalled by [`Proxy::stall_publishes_over`] so far.
+    pub fn stalls(&self) -> u64 {
+        self.shared.stalls.load(Ordering::SeqCst)
     }
 
     /// Reset every open connection now (`RST` to both ends). Returns how many.
@@ -288,6 +310,7 @@ struct Shared {
     accepted: AtomicU64,
     refused: AtomicU64,
     resets: AtomicU64,
+    stalls: AtomicU64,
     received: [AtomicU64; 2],
     forwarded: [AtomicU64; 2],
     /// Bytes read since a capture started, per [`Direction::index`].
@@ -357,6 +380,8 @@ struct Faults {
     cut: [bool; 2],
     /// Connections sending larger PUBLISH packets are reset.
     max_publish: Option<u64>,
+    /// Connections sending larger PUBLISH packets stall.
+    stall_publish: Option<u64>,
 }
 
 /// One proxied connection: the client's socket and ours to the upstream.
@@ -466,6 +491,7 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
     // Follows the client's packets from the first byte, so that a limit set
     // later applies to the same connection.
     let mut packets = PacketScanner::default();
+    let mut swallow = Swallow::default();
     loop {
         if shared.stopping() || link.state() == DEAD {
             return;
@@ -490,6 +516,7 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
         };
         let now = Instant::now();
         shared.note_read(direction, &buf[..n]);
+        let mut data = buf[..n].to_vec();
         if direction == Direction::ClientToServer {
             let largest = packets.feed(&buf[..n]);
             let limit = shared.faults().max_publish;
@@ -498,17 +525,101 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
                 let _ = tx.send(Piece::Reset);
                 return;
             }
+            let was = swallow.on;
+            data = swallow.feed(&buf[..n], shared.faults().stall_publish);
+            if swallow.on && !was {
+                shared.stalls.fetch_add(1, Ordering::SeqCst);
+            }
+            if data.is_empty() {
+                continue;
+            }
         }
+        let n = data.len();
         let cut = n >= CUT_MIN && std::mem::take(&mut shared.faults().cut[direction.index()]);
         let sent = if cut {
-            tx.send(Piece::Data(now, buf[..n / 2].to_vec())).and_then(|()| tx.send(Piece::Reset))
+            data.truncate(n / 2);
+            tx.send(Piece::Data(now, data)).and_then(|()| tx.send(Piece::Reset))
         } else {
-            tx.send(Piece::Data(now, buf[..n].to_vec()))
+            tx.send(Piece::Data(now, data))
         };
         if cut || sent.is_err() {
             // A cut is the writer's to carry out; a gone writer means the link died.
             return;
         }
+    }
+}
+
+/// Passes a client's byte stream on packet by packet, without its PUBLISH
+/// packets from the first one over a limit on (see
+/// [`Proxy::stall_publishes_over`]). While a limit is set, a fixed header split
+/// over reads is held until it is whole, so that the packet's fate is known
+/// before any of it goes on; it never holds more than a header. Without one,
+/// bytes go on as they come (the proxy also carries streams that are not MQTT).
+#[derive(Debug, Default)]
+struct Swallow {
+    /// A PUBLISH was over the limit: every PUBLISH from now on is swallowed.
+    on: bool,
+    /// Bytes of the current packet's body still to pass over or on...
+    skip: u64,
+    /// ...and whether they are swallowed.
+    dropping: bool,
+    header: Vec<u8>,
+    /// Bytes of `header` already forwarded (no limit was set when they came).
+    forwarded: usize,
+    /// The stream is not MQTT (a bad length): forward it as it comes.
+    lost: bool,
+}
+
+impl Swallow {
+    /// Takes the next bytes of the stream; returns those to forward.
+    fn feed(&mut self, mut bytes: &[u8], limit: Option<u64>) -> Vec<u8> {
+        let passthrough = limit.is_none() && !self.on;
+        let mut out = Vec::with_capacity(bytes.len());
+        while !bytes.is_empty() {
+            if self.lost {
+                out.extend_from_slice(bytes);
+                break;
+            }
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(bytes.len());
+                if !self.dropping {
+                    out.extend_from_slice(&bytes[..n]);
+                }
+                self.skip -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            self.header.push(bytes[0]);
+            if passthrough {
+                out.push(bytes[0]);
+                self.forwarded += 1;
+            }
+            bytes = &bytes[1..];
+            let length = &self.header[1..];
+            if length.is_empty() || length.last().is_some_and(|b| b & 0x80 != 0) {
+                if length.len() >= 4 {
+                    self.lost = true;
+                    out.extend_from_slice(&self.header[self.forwarded..]);
+                }
+                continue;
+            }
+            let remaining = length.iter().rev().fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7f));
+            let total = self.header.len() as u64 + remaining;
+            let publish = self.header[0] >> 4 == 3;
+            // A packet whose header went on already goes on whole.
+            let whole = self.forwarded == 0;
+            if publish && whole && limit.is_some_and(|limit| total > limit) {
+                self.on = true;
+            }
+            self.dropping = publish && whole && self.on;
+            if !self.dropping {
+                out.extend_from_slice(&self.header[self.forwarded..]);
+            }
+            self.header.clear();
+            self.forwarded = 0;
+            self.skip = remaining;
+        }
+        out
     }
 }
 
@@ -768,6 +879,34 @@ mod tests {
         let mut bad = PacketScanner::default();
         assert_eq!(bad.feed(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), None);
         assert!(bad.lost);
+    }
+
+    #[test]
+    fn swallow_drops_publishes_from_the_first_oversized_one_on() {
+        // A small PUBLISH (2 + 5), a large one (3 + 200), a PINGREQ, a small
+        // PUBLISH again, a PUBACK (2 + 2).
+        let small = [0x32, 5, 0, 1, b't', 0, 1];
+        let mut stream = small.to_vec();
+        stream.extend([0x32, 0xC8, 0x01]);
+        stream.extend([7u8; 200]);
+        stream.extend([0xC0, 0x00]);
+        stream.extend(small);
+        stream.extend([0x40, 2, 0, 9]);
+        let mut expected = small.to_vec();
+        expected.extend([0xC0, 0x00, 0x40, 2, 0, 9]);
+        for split in [1, 7, 8, 9, 10, 100, 210, 211, 212, stream.len()] {
+            let mut swallow = Swallow::default();
+            let (a, b) = stream.split_at(split);
+            let mut out = swallow.feed(a, Some(100));
+            out.extend(swallow.feed(b, Some(100)));
+            assert_eq!(out, expected, "split at {split}");
+            assert!(swallow.on);
+        }
+        // Without a limit, everything goes on, as it comes: half a header too.
+        let mut open = Swallow::default();
+        assert_eq!(open.feed(&stream[..8], None), stream[..8]);
+        assert_eq!(open.feed(&stream[8..], None), stream[8..]);
+        assert!(!open.on);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod secrets;
 mod send_concurrency;
 mod service;
 mod sizes;
+mod stall;
 mod tls;
 mod transfer;
 mod util;

@@ -606,6 +606,19 @@ impl Sender {
         }
     }
 
+    /// Gives up on the transfer because its chunks do not get through: the
+    /// runtime saw the connection break again and again right after they went
+    /// out (a broker that cuts or stalls the connection at an oversized publish),
+    /// which no round may ever show. Receivers are told with an abort of reason
+    /// `Failed`, not `Cancelled`, so that one taking one file (`--once`) stays for
+    /// the next send; reported as [`SendFailure::NoProgress`].
+    pub fn give_up(&mut self, _now: Instant) {
+        if self.phase != Phase::Done {
+            let chunk_size = self.manifest.chunk_size;
+            self.finish(Some(SendFailure::NoProgress { rounds: self.stalled_rounds, chunk_size }));
+        }
+    }
+
     /// Replaces the transfer: the runtime starts the same file again as a new
     /// transfer with smaller chunks, because this one's did not get through the
     /// broker. Like [`Sender::cancel`], receivers are told and the retained

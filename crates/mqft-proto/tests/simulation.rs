@@ -262,6 +262,30 @@ fn cancelled_sender_tells_receivers() {
 }
 
 #[test]
+fn a_sender_that_gives_up_aborts_as_failed_not_cancelled() {
+    // The runtime gives up on chunks that never get through (the connection breaks
+    // after each): receivers must not take it for a cancel, which ends `--once`.
+    let mut sim = SimBuilder::new(18, 1_000_000, 1000).build();
+    sim.receivers[0].service = Duration::from_millis(1);
+    sim.start_sender();
+    sim.run_until(Duration::from_millis(20));
+    let now = sim.now;
+    sim.sender.as_mut().unwrap().give_up(now);
+    sim.drive(HOUR);
+    assert!(
+        matches!(sim.outcome(), Some(Err(SendFailure::NoProgress { chunk_size: 1000, .. }))),
+        "{:?}",
+        sim.outcome()
+    );
+    assert!(
+        matches!(sim.receivers[0].failure, Some(ReceiveFailure::SenderAborted(mqft_proto::AbortReason::Failed))),
+        "{:?}",
+        sim.receivers[0].failure
+    );
+    assert!(sim.retained.is_none(), "retained manifest cleared");
+}
+
+#[test]
 fn rejection_reaches_the_sender() {
     let mut sim = SimBuilder::new(16, 1000, 100).build();
     sim.start_sender();

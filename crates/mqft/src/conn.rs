@@ -175,7 +175,7 @@ impl Connection {
             acked_tx,
             closing.clone(),
             stop.clone(),
-            cfg.max_backoff.max(MIN_BACKOFF),
+            Limits { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg) },
         ));
         let taken = Arc::new(AtomicU64::new(0));
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone()));
@@ -525,9 +525,10 @@ async fn poll_loop(
     acked: watch::Sender<u64>,
     closing: CancellationToken,
     stop: CancellationToken,
-    max_backoff: Duration,
+    Limits { max_backoff, ack_limit }: Limits,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut owed = Owed::default();
     // After our DISCONNECT is written, keep reading until the broker closes the
     // connection. Dropping a socket with unread input makes the kernel send a reset,
     // and a broker that gets a reset discards what it had not read yet: the last
@@ -544,12 +545,31 @@ async fn poll_loop(
         // allows no packet at all.
         let keeping_up = acks.waiting.load(Ordering::SeqCst) == 0 && acks.budget.used() <= MAX_BUFFERED;
         el.set_auto_ack(keeping_up && !closing.is_cancelled());
+        let overdue = owed.deadline(ack_limit);
         let polled = tokio::select! {
             _ = stop.cancelled() => return,
             r = el.poll() => r,
+            // Cancels a poll that may be halfway through writing: harmless, the
+            // connection is dropped and everything unacknowledged sent again.
+            _ = sleep_until(overdue.unwrap_or_else(Instant::now)), if overdue.is_some() => {
+                let secs = ack_limit.as_secs();
+                warn!(owed = owed.count, "broker stopped acknowledging publishes (none for {secs} s); reconnecting");
+                el.abandon();
+                Err(Failure::Connect(ConnectError::Protocol(format!(
+                    "broker stopped acknowledging publishes (none for {secs} s)"
+                ))))
+            }
         };
+        match &polled {
+            Ok(Some(Incoming::PublishSent)) => owed.sent(Instant::now()),
+            Ok(Some(Incoming::PubAck)) => owed.acked(Instant::now()),
+            // A new connection: rumqttc sends what is still unacknowledged again,
+            // and each copy counts as it goes out.
+            Ok(Some(Incoming::ConnAck { .. })) | Err(_) => owed = Owed::default(),
+            _ => {}
+        }
         let event = match polled {
-            Ok(None) => continue,
+            Ok(None) | Ok(Some(Incoming::PublishSent)) => continue,
             Ok(Some(Incoming::ConnAck { .. })) if disconnecting => return,
             Ok(Some(Incoming::ConnAck { info, dropped })) => {
                 backoff = MIN_BACKOFF;
@@ -631,6 +651,58 @@ async fn poll_loop(
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return, // the engine is gone
         }
+    }
+}
+
+/// How long the broker may leave our QoS 1 publishes unacknowledged, without
+/// acknowledging any of them, before the connection counts as broken: the
+/// keep-alive (at least 5 s, as rumqttc has it; 30 s by default).
+///
+/// A broker can stop acknowledging while the connection stays up: RabbitMQ 3.10
+/// closes the AMQP channel behind an MQTT connection at a publish over its
+/// `max_message_size` and from then on answers PINGREQs but nothing else, so
+/// neither rumqttc's keep-alive nor a broken socket ever ends the wait, and a send
+/// would wait for ever. The keep-alive is the user's own statement of how long the
+/// broker may go quiet before it is taken for dead (rumqttc gives up on a
+/// PINGRESP after one keep-alive), and it is long enough for a healthy broker:
+/// the clock restarts at every PUBACK, so it bounds the time one chunk takes to
+/// go out and be taken (a 1 MiB chunk in 30 s is 280 kbit/s), not the window's.
+/// A slower link raises `--keep-alive`.
+fn ack_limit(cfg: &Config) -> Duration {
+    cfg.keep_alive.max(Duration::from_secs(5))
+}
+
+/// The poll task's times.
+struct Limits {
+    /// The longest pause between connection attempts.
+    max_backoff: Duration,
+    /// See [`ack_limit`].
+    ack_limit: Duration,
+}
+
+/// Our QoS 1 publishes written to the current connection and not yet
+/// acknowledged, and since when the broker has acknowledged none of them.
+#[derive(Debug, Default)]
+struct Owed {
+    count: u64,
+    /// When the oldest one went out, or the last PUBACK came, whichever is later.
+    since: Option<Instant>,
+}
+
+impl Owed {
+    fn sent(&mut self, now: Instant) {
+        self.count += 1;
+        self.since.get_or_insert(now);
+    }
+
+    fn acked(&mut self, now: Instant) {
+        self.count = self.count.saturating_sub(1);
+        self.since = (self.count > 0).then_some(now);
+    }
+
+    /// When the connection counts as broken unless a PUBACK comes first.
+    fn deadline(&self, limit: Duration) -> Option<Instant> {
+        self.since.map(|since| since + limit)
     }
 }
 
@@ -1056,6 +1128,31 @@ mod tests {
         // Closing stops the acks for good.
         closing.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn owed_publishes_fall_due_a_keep_alive_after_the_last_puback() {
+        let limit = Duration::from_secs(30);
+        let mut owed = Owed::default();
+        assert_eq!(owed.deadline(limit), None, "nothing owed, nothing due");
+        let t0 = Instant::now();
+        owed.sent(t0);
+        owed.sent(t0 + Duration::from_secs(10));
+        // Due from the oldest, not from the newest.
+        assert_eq!(owed.deadline(limit), Some(t0 + limit));
+        // A PUBACK is progress: the clock starts again.
+        owed.acked(t0 + Duration::from_secs(20));
+        assert_eq!(owed.deadline(limit), Some(t0 + Duration::from_secs(50)));
+        owed.acked(t0 + Duration::from_secs(25));
+        assert_eq!(owed.deadline(limit), None, "all acked");
+        // A stray PUBACK (one of a connection before) never underflows.
+        owed.acked(t0 + Duration::from_secs(26));
+        assert_eq!((owed.count, owed.deadline(limit)), (0, None));
+        // The bound is the keep-alive, at least rumqttc's 5 s.
+        let mut cfg = Config::new("127.0.0.1", 1883);
+        assert_eq!(ack_limit(&cfg), Duration::from_secs(30));
+        cfg.keep_alive = Duration::from_secs(1);
+        assert_eq!(ack_limit(&cfg), Duration::from_secs(5));
     }
 
     #[tokio::test]

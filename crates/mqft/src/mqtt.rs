@@ -55,6 +55,9 @@ pub(crate) enum Incoming {
     /// it, in the order received.
     /// A topic that is not UTF-8 comes as an empty one (it matches nothing).
     Publish { topic: String, payload: Bytes, qos: Qos, ack: Option<u16> },
+    /// One of our QoS 1 publishes was written to the connection (a new one, or
+    /// one sent again after a reconnect): the broker owes its PUBACK.
+    PublishSent,
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
     /// Our DISCONNECT went out: the event loop is done.
@@ -341,15 +344,13 @@ impl EventLoop {
                         Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, qos, ack }))
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
+                    // QoS 0 publishes have no packet id.
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => Ok(Some(Incoming::PublishSent)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
                     Err(e) => {
-                        // rumqttc has just moved what it will send again into `pending`,
-                        // except a publish parked on a packet-id collision.
-                        if let Some(p) = el.state.collision.take() {
-                            el.pending.push_back(rumqttc::Request::Publish(p));
-                        }
-                        *held = el.pending.iter().filter(|r| held4(r)).cloned().collect();
+                        // rumqttc has just moved what it will send again into `pending`.
+                        keep4(el, held);
                         if *persistent && is_oversized4(&e) {
                             tracing::debug!("oversized packet from the broker; the next session starts clean");
                             el.mqtt_options.set_clean_session(true);
@@ -389,18 +390,31 @@ impl EventLoop {
                     // With an error reason too: the broker has decided, and sending
                     // the publish again would not change its mind.
                     Ok(Event::Incoming(p5::Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => Ok(Some(Incoming::PublishSent)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
                     Err(e) => {
-                        // See the 3.1.1 arm: a publish parked on a collision goes back
-                        // with the rest.
-                        if let Some(p) = el.state.collision.take() {
-                            el.pending.push_back(rumqttc::v5::Request::Publish(p));
-                        }
-                        *held = el.pending.iter().filter(|r| held5(r)).cloned().collect();
+                        keep5(el, held);
                         Err(failure5(e))
                     }
                 }
+            }
+        }
+    }
+
+    /// Drops the connection although it has not failed (the broker stopped
+    /// acknowledging our publishes, see `conn.rs`): the next [`EventLoop::poll`]
+    /// connects again, after which everything unacknowledged is sent again, as
+    /// after an error.
+    pub fn abandon(&mut self) {
+        match self {
+            EventLoop::V311 { el, held, .. } => {
+                el.clean();
+                keep4(el, held);
+            }
+            EventLoop::V5 { el, held, .. } => {
+                el.clean();
+                keep5(el, held);
             }
         }
     }
@@ -454,6 +468,25 @@ impl Dropped {
             Dropped::V5(r) => r.iter().filter(|r| matches!(r, rumqttc::v5::Request::Publish(_))).count(),
         }
     }
+}
+
+/// After rumqttc's clean-up (an error, or [`EventLoop::abandon`]), which moved what
+/// it will send again into `pending`: adds a publish parked on a packet-id
+/// collision (see [`EventLoop::poll`]) and copies what is worth keeping into
+/// `held`.
+fn keep4(el: &mut rumqttc::EventLoop, held: &mut Vec<rumqttc::Request>) {
+    if let Some(p) = el.state.collision.take() {
+        el.pending.push_back(rumqttc::Request::Publish(p));
+    }
+    *held = el.pending.iter().filter(|r| held4(r)).cloned().collect();
+}
+
+/// [`keep4`] for MQTT 5.
+fn keep5(el: &mut rumqttc::v5::EventLoop, held: &mut Vec<rumqttc::v5::Request>) {
+    if let Some(p) = el.state.collision.take() {
+        el.pending.push_back(rumqttc::v5::Request::Publish(p));
+    }
+    *held = el.pending.iter().filter(|r| held5(r)).cloned().collect();
 }
 
 /// True for the 3.1.1 requests worth keeping from a dropped session: QoS 1 publishes,

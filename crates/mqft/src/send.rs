@@ -328,8 +328,9 @@ struct Active {
     file: Arc<File>,
     ack_filter: String,
     complete: Vec<ReceiverId>,
-    /// A local failure (the file could not be read) that the sender's own
-    /// `Cancelled` stands for.
+    /// A local failure that the sender's own `Cancelled` (the file could not be
+    /// read) or `NoProgress` (chunks never got through, see `fail_oversized`)
+    /// stands for.
     local_failure: Option<Error>,
     /// Set once the state machine reported its end; the entry is dropped once its
     /// last transmits (the abort, the cleared manifest) are out.
@@ -680,8 +681,11 @@ impl Engine {
     /// look too large for the broker (see [`autosize`]), and every one whose
     /// chunks are larger than what another transfer learned gets through.
     fn check_sizes(&mut self) {
-        if self.opts.chunk_size != ChunkSize::Auto || self.cancelled {
+        if self.cancelled {
             return;
+        }
+        if self.opts.chunk_size != ChunkSize::Auto {
+            return self.fail_oversized();
         }
         for i in 0..self.active.len() {
             let a = &self.active[i];
@@ -698,6 +702,34 @@ impl Engine {
             if let Some(next) = next {
                 self.restart(i, next);
             }
+        }
+    }
+
+    /// With an explicit chunk size: ends every transfer whose connection broke
+    /// again and again right after its chunks went out, none of them arrived
+    /// (see [`autosize::BREAKS_LIMIT`]). A broker that cuts the connection at each
+    /// oversized chunk also stalls the rounds, which end the send after their own
+    /// limit; one that stops acknowledging publishes (RabbitMQ) stalls the
+    /// connection for a keep-alive at each chunk, so that no round ever ends, and
+    /// without this the send would go on for ever.
+    fn fail_oversized(&mut self) {
+        for a in &mut self.active {
+            if a.superseded || a.sender.is_done() || a.probe.arrived || a.local_failure.is_some() {
+                continue;
+            }
+            if a.probe.breaks < autosize::BREAKS_LIMIT {
+                continue;
+            }
+            let path = self.jobs[a.idx].path.clone();
+            let chunk_size = a.sender.manifest().chunk_size;
+            let detail = format!(
+                "no chunk got through: the connection broke {} times right after chunks of {} ({chunk_size} bytes) went out; \
+                 the broker may drop messages this large: try a smaller --chunk-size, or auto",
+                a.probe.breaks,
+                autosize::human(chunk_size),
+            );
+            a.local_failure = Some(Error::Transfer { path, detail });
+            a.sender.give_up(now());
         }
     }
 
@@ -865,7 +897,9 @@ impl Engine {
                     }
                     SenderEvent::Failed(f) => {
                         let err = match (f, a.local_failure.take()) {
-                            (SendFailure::Cancelled, Some(local)) => local,
+                            // The runtime's own reason (a read failure, chunks
+                            // that never got through) for the state machine's.
+                            (SendFailure::Cancelled | SendFailure::NoProgress { .. }, Some(local)) => local,
                             (f, _) => failure_error(&path, f),
                         };
                         info!(path = %path.display(), id = %transfer, error = %err, "send failed");
