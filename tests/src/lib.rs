@@ -745,6 +745,21 @@ where
     command
 }
 
+/// `-h 127.0.0.1 -p <port>`: the broker flags of a CLI test.
+pub fn broker_flags(port: u16) -> [String; 4] {
+    ["-h".into(), HOST.into(), "-p".into(), port.to_string()]
+}
+
+/// A finished process's exit status and output as text, for assertion messages.
+pub fn show_output(output: &Output) -> String {
+    format!(
+        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Write `len` deterministic pseudo-random bytes to `dir/name` and return the
 /// path.
 ///

@@ -7,25 +7,14 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use mqft_tests::{mqft_command as mqft, random_file, wait_until, Broker, ClosedPort, Process, HOST};
+use mqft_tests::{
+    broker_flags as at, mqft_command as mqft, random_file, show_output as show, wait_until, Broker, ClosedPort,
+    Process, HOST,
+};
 use rustix::process::{kill_process, Pid, Signal};
 
 /// The bound on waits for a process's output; each step takes a second or two.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// `-h 127.0.0.1 -p <port>`.
-fn at(port: u16) -> [String; 4] {
-    ["-h".into(), HOST.into(), "-p".into(), port.to_string()]
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// `mqft send --json <file>` to `port` with `extra` flags. Nobody receives: the
 /// send waits for receivers for 30 s, far longer than these tests take.

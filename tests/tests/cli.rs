@@ -10,26 +10,14 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use mqft::proto::Prefix;
-use mqft_tests::{files_equal, mqft_command as mqft, random_file, wait_until, Broker, ClosedPort, Process, HOST};
+use mqft_tests::{
+    broker_flags as at, files_equal, mqft_command as mqft, random_file, show_output as show, wait_until, Broker,
+    ClosedPort, Process, HOST,
+};
 use serde_json::Value;
 
 /// The bound on each process's run; each takes a few seconds at most.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `-h 127.0.0.1 -p <port>`.
-fn at(port: u16) -> [String; 4] {
-    ["-h".into(), HOST.into(), "-p".into(), port.to_string()]
-}
-
-/// The process's output as text, for assertion messages.
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Starts `mqft receive` with `extra` flags into `out`, and waits until it has
 /// subscribed to the manifests, so that the sender started next finds it.

@@ -14,22 +14,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use mqft::proto::Prefix;
-use mqft_tests::{mosquitto_client, mqft_command as mqft, random_file, Broker, Process, HOST};
+use mqft_tests::{mosquitto_client, mqft_command as mqft, random_file, show_output as show, Broker, Process, HOST};
 
 use crate::tls::pki;
 
 /// The bound on each process's run; each takes a few seconds at most.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The process's output as text, for assertion messages.
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn run(command: &mut Command) -> Output {
     Process::spawn(command).finish_within(WAIT)

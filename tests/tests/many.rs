@@ -10,23 +10,13 @@ use std::process::Output;
 use std::time::Duration;
 
 use mqft::proto::{AbortReason, Ctl, Manifest, Meta, Prefix};
-use mqft_tests::{files_equal, mqft_command as mqft, random_file, wait_until, Broker, Process, HOST};
+use mqft_tests::{
+    broker_flags as at, files_equal, mqft_command as mqft, random_file, show_output as show, wait_until, Broker,
+    Process, HOST,
+};
 
 /// The bound on one whole test's processes.
 const WAIT: Duration = Duration::from_secs(240);
-
-fn at(port: u16) -> [String; 4] {
-    ["-h".into(), HOST.into(), "-p".into(), port.to_string()]
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Starts `mqft receive` into `out` and waits until it subscribed to manifests.
 fn start_receiver(broker: &Broker, out: &Path, extra: &[&str]) -> Process {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use mqft::proto::Prefix;
 use mqft_tests::{
-    files_equal, find_program, mqft_bin, mqft_command as mqft, random_file, wait_until, Broker, ClosedPort, Process,
-    HOST,
+    broker_flags as at, files_equal, find_program, mqft_bin, mqft_command as mqft, random_file, show_output as show,
+    wait_until, Broker, ClosedPort, Process, HOST,
 };
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
@@ -22,20 +22,6 @@ use crate::fault_util::{paced_link, windowed_flags, Cli};
 
 /// The bound on each wait; each step takes a second or two.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `-h 127.0.0.1 -p <port>`.
-fn at(port: u16) -> [String; 4] {
-    ["-h".into(), HOST.into(), "-p".into(), port.to_string()]
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// Runs `command` to its end.
 fn run(command: &mut Command) -> Output {
