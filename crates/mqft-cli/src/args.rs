@@ -72,6 +72,10 @@ pub enum Command {
     /// Receive files into a directory.
     #[command(disable_help_flag = true)]
     Receive(ReceiveArgs),
+    /// Write a new Ed25519 key pair for signed transfers: the secret key to PATH
+    /// (mode 0600), the public key to PATH.pub, which receivers --trust.
+    #[command(disable_help_flag = true)]
+    Keygen(KeygenArgs),
     /// See it work with no broker installed: starts an embedded broker, a receiver
     /// and a sender in this process, and moves a file (a 20 MiB test image if none
     /// is given).
@@ -85,6 +89,18 @@ pub enum Command {
     /// pages of mqft and of each subcommand there.
     #[command(disable_help_flag = true)]
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where the secret key goes; the public key goes to PATH.pub. Neither may
+    /// exist.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// The name written after the public key, which receivers show as the signer
+    /// (they may rename it in their trusted-keys file). Default: the host name.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +229,10 @@ pub struct SendArgs {
     /// Files in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Sign each file's manifest with this secret key (from `mqft keygen`):
+    /// receivers that --trust its public key accept it.
+    #[arg(long, value_name = "KEYFILE")]
+    pub sign: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -253,6 +273,15 @@ pub struct ReceiveArgs {
     /// --exec commands run at once; more wait their turn.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub exec_jobs: usize,
+    /// Accept only files signed by this key: a public key (mqft-ed25519:...), a
+    /// .pub file, or a file of such lines; repeatable. Unsigned files, other keys'
+    /// signatures, changed manifests or chunks, and replays are refused.
+    #[arg(long, value_name = "PUBKEY_OR_FILE")]
+    pub trust: Vec<String>,
+    /// With --trust: refuse signatures older than this many seconds, so that a
+    /// captured transfer cannot be replayed later.
+    #[arg(long, value_name = "SECS", default_value_t = 86400, requires = "trust")]
+    pub max_age: u64,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -364,6 +393,9 @@ impl SendArgs {
             Wait::Ids(ids)
         };
         opts.concurrency = self.concurrency.max(1);
+        if let Some(path) = &self.sign {
+            opts.sign = Some(mqft::keys::SecretKey::read(path).map_err(|e| usage(format!("--sign: {e}")))?);
+        }
         Ok(opts)
     }
 }
@@ -380,6 +412,10 @@ impl ReceiveArgs {
         if let Some(id) = &self.receiver_id {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
         }
+        for t in &self.trust {
+            opts.trust.extend(mqft::keys::PublicKey::from_arg(t).map_err(|e| usage(format!("--trust: {e}")))?);
+        }
+        opts.max_age = Duration::from_secs(self.max_age);
         Ok(opts)
     }
 }

@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         // Text for the shell or `man`, written out before any runtime starts.
         Command::Completions(a) => return generate::completions(a.shell),
         Command::Man(a) => return generate::man(a.dir.as_deref()),
+        Command::Keygen(a) => return keygen(a),
     };
     if let Some(path) = &cli.log_file {
         if let Err(e) = log_to_file(path) {
@@ -192,7 +193,28 @@ async fn run(cli: Cli) -> Result<()> {
         #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(a).await,
         // Handled in `main`, before the runtime starts.
-        Command::Completions(_) | Command::Man(_) => Ok(()),
+        Command::Completions(_) | Command::Man(_) | Command::Keygen(_) => Ok(()),
+    }
+}
+
+/// `mqft keygen`: writes the key pair and prints the public key, for a receiver's
+/// --trust.
+fn keygen(a: &args::KeygenArgs) -> ExitCode {
+    let name = a.name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+    });
+    let name = if name.is_empty() { "mqft".to_owned() } else { name.replace(char::is_whitespace, "-") };
+    let key = mqft::keys::SecretKey::generate();
+    match key.write(&a.out, &name) {
+        Ok(pub_path) => {
+            eprintln!("mqft: wrote the secret key to {} and the public key to {}", a.out.display(), pub_path.display());
+            println!("{}", mqft::keys::PublicKey { name: Some(name), ..key.public() });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mqft: error: {:#}", anyhow::Error::from(e));
+            ExitCode::from(code::IO)
+        }
     }
 }
 

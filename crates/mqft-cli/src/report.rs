@@ -300,8 +300,12 @@ impl Reporter {
             ReceiveEvent::Connected { receiver } => {
                 self.note(&format!("{}listening as receiver {receiver}", self.side));
             }
-            ReceiveEvent::Rejected { name, reason, .. } => {
-                self.note(&format!("{}refused {}: {reason}", self.side, escape(name)));
+            ReceiveEvent::Rejected { name, reason, detail, .. } => {
+                let detail = if detail.is_empty() { String::new() } else { format!(": {}", escape(detail)) };
+                self.note(&format!("{}refused {}: {reason}{detail}", self.side, escape(name)));
+            }
+            ReceiveEvent::Signed { signer, .. } => {
+                self.note(&format!("{}signed by {}", self.side, escape(signer)));
             }
             ReceiveEvent::Queued { name, position, .. } => {
                 self.note(&format!("{}queued {} at position {position}: every slot is taken", self.side, escape(name)));
@@ -510,9 +514,12 @@ pub fn receive_json(e: &ReceiveEvent) -> Value {
         ReceiveEvent::Offered { transfer, name, size } => json!({
             "event": "offered", "transfer": transfer.to_string(), "name": name, "size": size,
         }),
-        ReceiveEvent::Rejected { transfer, name, reason } => json!({
+        ReceiveEvent::Rejected { transfer, name, reason, detail } => json!({
             "event": "rejected", "transfer": transfer.to_string(), "name": name,
-            "reason": reason.to_string(), "code": reason.code(),
+            "reason": reason.to_string(), "code": reason.code(), "detail": detail,
+        }),
+        ReceiveEvent::Signed { transfer, signer } => json!({
+            "event": "signed", "transfer": transfer.to_string(), "signer": signer,
         }),
         ReceiveEvent::Queued { transfer, name, position } => json!({
             "event": "queued", "transfer": transfer.to_string(), "name": name, "position": position,

@@ -138,6 +138,7 @@ pub mod ranges;
 pub mod receiver;
 pub mod sender;
 pub mod topic;
+pub mod trust;
 pub mod wire;
 
 pub use endpoint::{AckFor, EndpointEvent, Limits, ReceiverEndpoint, Routed, SenderEndpoint};
@@ -146,7 +147,7 @@ pub use ranges::RangeSet;
 pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
 pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
 pub use topic::{Prefix, ReceiverId, Topic, TransferId};
-pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, PROTOCOL_VERSION};
+pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, Signature, PROTOCOL_VERSION};
 
 /// MQTT quality of service: the protocol needs nothing beyond QoS 1, so it runs on
 /// brokers without QoS 2.

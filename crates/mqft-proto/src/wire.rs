@@ -18,7 +18,7 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// The longest content type, in bytes.
@@ -211,6 +211,22 @@ pub struct Manifest {
     pub sha256: [u8; 32],
     /// Optional metadata.
     pub meta: Meta,
+    /// The sender's signature over everything above (version 3; see
+    /// [`crate::trust`]), or `None` for an unsigned transfer.
+    pub signature: Option<Signature>,
+}
+
+/// An Ed25519 signature over a manifest: who signed it, when, and the signature
+/// itself over [`crate::trust::signed_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// When the sender signed, in milliseconds since the Unix epoch: bounds how long
+    /// a captured transfer can be replayed (the receiver's `--max-age`).
+    pub created_ms: i64,
+    /// The signer's Ed25519 public key.
+    pub key: [u8; 32],
+    /// The 64-byte Ed25519 signature, as two halves (serde's arrays stop at 32).
+    pub sig: [[u8; 32]; 2],
 }
 
 impl serde::Serialize for TransferId {
@@ -242,7 +258,7 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta };
+        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, signature: None };
         m.check()?;
         Ok(m)
     }
@@ -416,6 +432,10 @@ pub enum RejectReason {
     /// The receiver has too many transfers open and its queue of waiting offers
     /// is full too (code 10): try again later.
     QueueFull,
+    /// The receiver trusts only signed transfers and this one's signature is
+    /// missing, from a key it does not trust, invalid, too old or a replay
+    /// (code 11); the detail says which.
+    Untrusted,
     /// A code this version does not know.
     Other(u16),
 }
@@ -434,6 +454,7 @@ impl RejectReason {
             RejectReason::Exists => 8,
             RejectReason::Cancelled => 9,
             RejectReason::QueueFull => 10,
+            RejectReason::Untrusted => 11,
             RejectReason::Other(c) => c,
         }
     }
@@ -451,6 +472,7 @@ impl RejectReason {
             8 => RejectReason::Exists,
             9 => RejectReason::Cancelled,
             10 => RejectReason::QueueFull,
+            11 => RejectReason::Untrusted,
             c => RejectReason::Other(c),
         }
     }
@@ -469,6 +491,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Exists => f.write_str("file exists"),
             RejectReason::Cancelled => f.write_str("cancelled"),
             RejectReason::QueueFull => f.write_str("receiver queue full"),
+            RejectReason::Untrusted => f.write_str("not signed by a trusted key"),
             RejectReason::Other(c) => write!(f, "reason code {c}"),
         }
     }
@@ -843,21 +866,21 @@ mod tests {
     #[test]
     fn non_minimal_varints_are_refused() {
         let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
-        assert_eq!(end_round, [2, 0, 0xac, 0x02, 3]);
+        assert_eq!(end_round, [3, 0, 0xac, 0x02, 3]);
         for at in [1, 3, 4] {
             assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // As long as a u32 can be, and still 0.
-        assert_eq!(Ctl::decode(&[2, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(Ctl::decode(&[3, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
 
         let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
-        assert_eq!(progress, [2, 1, 1, 0xac, 0x02, 2]);
+        assert_eq!(progress, [3, 1, 1, 0xac, 0x02, 2]);
         for at in [1, 2, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // A range list's count, gap and length.
         let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
-        assert_eq!(ready, [2, 0, 1, 1, 2, 1]);
+        assert_eq!(ready, [3, 0, 1, 1, 2, 1]);
         for at in [3, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -872,7 +895,7 @@ mod tests {
 
         // A chunk's run, seq, index and data length; the data is not copied to check.
         let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
-        assert_eq!(chunk[..4], [2, 1, 2, 2]);
+        assert_eq!(chunk[..4], [3, 1, 2, 2]);
         for at in [1, 2, 3, 8] {
             assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -886,7 +909,7 @@ mod tests {
         let v1 = [1, 0, 0xac, 0x02, 3];
         let err = Ctl::decode(&v1).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion(1));
-        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 2");
+        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 3");
     }
 
     /// A rejection's detail is bounded: the encoder cuts a long one at a character
@@ -913,6 +936,6 @@ mod tests {
         let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
         t.push(0);
         assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
-        assert_eq!(Ctl::decode(&[2, 9]), Err(DecodeError::Malformed));
+        assert_eq!(Ctl::decode(&[3, 9]), Err(DecodeError::Malformed));
     }
 }

@@ -75,12 +75,14 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod handle;
+pub mod keys;
 mod mqtt;
 pub mod name;
 pub mod receive;
 pub mod send;
 mod store;
 mod tls;
+mod trusted;
 mod writer;
 
 use std::path::PathBuf;

@@ -73,6 +73,7 @@ use crate::proto::{
     RejectReason, Routed, TransferId,
 };
 use crate::store::{self, Paths};
+use crate::trusted::{Gate, SEEN_FILE};
 use crate::writer::{Job, Writer, WriterEvent};
 use crate::{now, to_tokio, Error};
 
@@ -80,6 +81,11 @@ use crate::{now, to_tokio, Error};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The least time between two progress events of one transfer.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How old a signature a receiver with trusted keys accepts by default: a day,
+/// for senders that queue files while offline; the replay memory covers the
+/// window.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How to receive.
 #[derive(Debug, Clone)]
@@ -113,6 +119,11 @@ pub struct ReceiveOptions {
     pub checkpoint_chunks: u32,
     /// ...or this long after the first unsaved chunk, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// Accept only transfers signed by one of these keys (`--trust`); empty
+    /// accepts unsigned ones. See [`crate::keys`] and docs/PROTOCOL.md.
+    pub trust: Vec<crate::keys::PublicKey>,
+    /// With `trust`: refuse signatures older than this (a replay window).
+    pub max_age: Duration,
 }
 
 impl Default for ReceiveOptions {
@@ -129,6 +140,8 @@ impl Default for ReceiveOptions {
             protocol: proto::ReceiverConfig::default(),
             checkpoint_chunks: 64,
             checkpoint_interval: Duration::from_secs(1),
+            trust: Vec::new(),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }
@@ -174,6 +187,8 @@ pub enum ReceiveEvent {
         name: String,
         /// Why.
         reason: RejectReason,
+        /// What the receiver saw, in words ("unsigned transfer"), or empty.
+        detail: String,
     },
     /// The offer is accepted; chunks go to a hidden partial file next to `path`.
     Accepted {
@@ -218,6 +233,15 @@ pub enum ReceiveEvent {
         size: u64,
         /// Its SHA-256, which the file on disk was found to have.
         sha256: [u8; 32],
+    },
+    /// A signed offer checked out against a trusted key (`--trust`); sent just
+    /// before its `Accepted`.
+    Signed {
+        /// The transfer id.
+        transfer: TransferId,
+        /// The signer, as the receiver's trusted-keys entry names it, and the
+        /// key's fingerprint: never a name the sender chose.
+        signer: String,
     },
     /// An accepted transfer failed. Unless the bytes were bad, its partial file and
     /// state stay for a resume when the sender tries again.
@@ -314,6 +338,13 @@ async fn run(
     limits.queue = opts.queue;
     limits.queue_bytes = opts.queue_bytes;
     let endpoint = ReceiverEndpoint::new(cfg.prefix.clone(), rid.clone(), limits);
+    let gate = if opts.trust.is_empty() {
+        None
+    } else {
+        let (at, keys, max_age) = (dir.clone(), opts.trust.clone(), opts.max_age);
+        let seen = dir.join(SEEN_FILE);
+        Some(blocking(move || Ok(Gate::load(&at, keys, max_age))).await.map_err(|e| Error::io("read", &seen, e))?)
+    };
     let mut engine = Engine {
         conn,
         writer_tx,
@@ -328,6 +359,7 @@ async fn run(
         events,
         report: ReceiveReport::default(),
         stopping: None,
+        gate,
     };
     let outcome = engine.run(&cancel).await;
     let Engine { conn, report, stopping, transfers, mut finishing, .. } = engine;
@@ -408,6 +440,8 @@ struct Engine {
     report: ReceiveReport,
     /// Set when the receive is ending: cancelled (`Ok`), or `once` met.
     stopping: Option<Result<(), Error>>,
+    /// With trusted keys: the signature checks and the replay memory.
+    gate: Option<Gate>,
 }
 
 impl Engine {
@@ -517,7 +551,10 @@ impl Engine {
         self.drain_endpoint();
         match routed {
             Some(Routed::Manifest(m)) => {
-                if let Some(t) = self.transfers.get_mut(&m.id) {
+                // Under --trust a re-publication must be signed too, or anyone could
+                // change the run a transfer's acks follow.
+                let trusted = self.gate.as_ref().is_none_or(|g| g.admit(&m).is_ok());
+                if let Some(t) = self.transfers.get_mut(&m.id).filter(|_| trusted) {
                     // The sender restarted or re-published: the state machine answers.
                     let _ = t.rx.handle_manifest(&m, now());
                 }
@@ -575,7 +612,7 @@ impl Engine {
                 }
                 EndpointEvent::Refused { id, name, reason, detail } => {
                     info!(%id, name = %crate::name::escape(&name), %reason, detail, "rejected");
-                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason });
+                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason, detail });
                 }
                 EndpointEvent::Withdrawn { id } => info!(%id, "queued offer withdrawn by its sender"),
                 // Events added to the endpoint later are news for the log only.
@@ -602,6 +639,22 @@ impl Engine {
     /// it, not already here, room for it.
     async fn offer(&mut self, m: Manifest) {
         let id = m.id;
+        // Who signed it comes first: nothing of an untrusted offer (its name
+        // included) touches the disk.
+        let mut replay = false;
+        if let Some(gate) = &self.gate {
+            match gate.admit(&m) {
+                Ok((signer, seen)) => {
+                    info!(%id, signer, "signed by a trusted key");
+                    self.events.emit(ReceiveEvent::Signed { transfer: id, signer });
+                    replay = seen;
+                }
+                Err(detail) => {
+                    info!(%id, detail, "untrusted offer");
+                    return self.reject_with(&m, RejectReason::Untrusted, detail);
+                }
+            }
+        }
         let name = match sanitize_file_name(&m.name) {
             Ok(n) => n,
             Err(e) => {
@@ -633,6 +686,11 @@ impl Engine {
                 // is someone else's.
                 if !overwrite && std::fs::symlink_metadata(&paths.final_path).is_ok() {
                     return Ok(Decision::Exists);
+                }
+                // A signature that completed here before, and the file is not here
+                // as it was: someone re-publishing a captured transfer.
+                if replay {
+                    return Ok(Decision::Replay);
                 }
                 // Before anything is created: a file that cannot fit is refused as
                 // DiskFull rather than failing half way.
@@ -668,6 +726,10 @@ impl Engine {
                 return;
             }
             Ok(Decision::Exists) => return self.reject(&m, RejectReason::Exists),
+            Ok(Decision::Replay) => {
+                let detail = "replay of a signed transfer already received here".to_owned();
+                return self.reject_with(&m, RejectReason::Untrusted, detail);
+            }
             Ok(Decision::Open(file, saved)) => (file, saved.map(|s| *s)),
             Err(e) => {
                 warn!(%id, path = %paths.part.display(), error = %e, "cannot open the partial file");
@@ -819,6 +881,11 @@ impl Engine {
         let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
         info!(%id, path = %path.display(), size, "received");
         let sha256 = manifest.sha256;
+        if let Some(gate) = &mut self.gate {
+            // One short append; before `Completed`, so that a replay the moment
+            // after is caught.
+            gate.remember(&manifest);
+        }
         self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size, sha256 });
         self.report.files.push(ReceivedFile {
             transfer: id,
@@ -894,7 +961,14 @@ impl Engine {
                     // machine counts a chunk as held before it is written, so a
                     // failed write must not be recorded as held.
                     t.unsaved_since = None;
-                    let err = failure_error(&path, &failure, t.local_error.take());
+                    let mut err = failure_error(&path, &failure, t.local_error.take());
+                    if failure == ReceiveFailure::HashMismatch && t.rx.manifest().signature.is_some() {
+                        // The digest is the sender's signed one: the bytes were
+                        // changed on the way, whatever their CRCs said.
+                        let detail = "sha-256 of the received bytes does not match the signed digest".into();
+                        err = Error::Integrity { path: path.clone(), detail };
+                        warn!(%id, path = %path.display(), "does not match the signed digest; discarded");
+                    }
                     self.events.emit(ReceiveEvent::Failed { transfer: id, path, failure: failure.clone() });
                     // A sender whose user cancelled the transfer this receive took
                     // will not bring the file: `once` would wait forever. One that
@@ -984,6 +1058,7 @@ impl Engine {
 enum Decision {
     AlreadyComplete,
     Exists,
+    Replay,
     Open(File, Option<Box<proto::ResumeState>>),
 }
 

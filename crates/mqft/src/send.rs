@@ -70,6 +70,9 @@ pub struct SendOptions {
     /// the window. The default, 64 MiB, is the 256 chunks of 256 KiB that the
     /// window sweep in docs/PERFORMANCE.md found fastest.
     pub window_bytes: u64,
+    /// Sign every manifest with this key (`--sign`): receivers that trust it
+    /// accept the file, and see this key as its sender. See [`crate::keys`].
+    pub sign: Option<crate::keys::SecretKey>,
 }
 
 impl Default for SendOptions {
@@ -79,6 +82,7 @@ impl Default for SendOptions {
             protocol: proto::SenderConfig::default(),
             concurrency: 8,
             window_bytes: DEFAULT_WINDOW_BYTES,
+            sign: None,
         }
     }
 }
@@ -621,7 +625,12 @@ impl Engine {
         }
     }
 
-    fn start(&mut self, p: Prepared, manifest: Manifest) {
+    fn start(&mut self, p: Prepared, mut manifest: Manifest) {
+        if let Some(key) = &self.opts.sign {
+            // Signed here, as the manifest is final: a transfer started again
+            // (smaller chunks, a deferred duplicate) is a new manifest, signed anew.
+            proto::trust::sign(&mut manifest, key.signing_key(), crate::trusted::unix_ms());
+        }
         let ack_filter = self.prefix.ack_filter(&manifest.id);
         // The subscription goes out before the manifest: both pass through the one
         // ordered queue.
