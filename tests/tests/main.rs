@@ -29,4 +29,5 @@ mod sizes;
 mod stall;
 mod tls;
 mod transfer;
+mod trust;
 mod util;

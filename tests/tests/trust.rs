@@ -1,0 +1,340 @@
+//! Signed transfers (issue 12), through the `mqft` binary and real Mosquitto.
+//!
+//! - `mqft keygen` writes a secret key only its owner can read, and a public
+//!   one; a secret key others can read is refused, as ssh refuses one.
+//! - A receiver that `--trust`s a key takes a file signed with it and names the
+//!   signer as its own trusted-keys entry does.
+//! - It refuses, with a reason the sender and the receiver both print, and with
+//!   nothing written under a final name: an unsigned transfer, one signed by
+//!   another key, a manifest changed after signing (re-published by a raw
+//!   client with a valid encoding), a chunk changed on the way with its CRC32
+//!   fixed up (the file fails the signed digest, and is discarded), and a
+//!   captured transfer replayed after it completed.
+//!
+//! The raw client is rumqttc with the `mqft_proto` encoders: it captures what a
+//! real sender published and publishes it again, changed or not.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mqft::proto::{self, Ack, Chunk, Ctl, Manifest, Prefix};
+use mqft_tests::{files_equal, random_file, Broker, HOST};
+use tokio::sync::mpsc;
+
+use crate::fault_util::{mqft, Cli, WAIT};
+use crate::util::within;
+
+/// A file of a few chunks.
+const LEN: u64 = 200_000;
+/// Small chunks, so that a transfer has several.
+const CHUNK: &str = "65536";
+
+/// Runs `mqft keygen --out dir/name --name name`; returns the secret and public
+/// key paths.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let secret = dir.join(name);
+    let out = mqft(["keygen", "--name", name, "--out"]).arg(&secret).output().unwrap();
+    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    (secret.clone(), dir.join(format!("{name}.pub")))
+}
+
+fn signed(key: &Path) -> Vec<String> {
+    vec!["--sign".into(), key.display().to_string(), "--chunk-size".into(), CHUNK.into()]
+}
+
+fn unsigned() -> Vec<String> {
+    vec!["--chunk-size".into(), CHUNK.into()]
+}
+
+/// A receiver into `out` that trusts `public`.
+fn trusting(port: u16, out: &Path, name: &str, public: &Path) -> Cli {
+    Cli::receive(port, out, name, &["--trust", public.to_str().unwrap()])
+}
+
+/// The names in `dir` that are not hidden: what arrived under a final name.
+fn visible(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn keygen_writes_a_secret_key_only_its_owner_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = keygen(dir.path(), "cam-01");
+    assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    let text = fs::read_to_string(&secret).unwrap();
+    assert!(text.starts_with("mqft-ed25519-secret:"), "{text}");
+    let public_text = fs::read_to_string(&public).unwrap();
+    assert!(public_text.starts_with("mqft-ed25519:") && public_text.trim_end().ends_with(" cam-01"), "{public_text}");
+    assert!(!public_text.contains(text.trim().trim_start_matches("mqft-ed25519-secret:")));
+
+    // Never over an existing key.
+    let again = mqft(["keygen", "--out"]).arg(&secret).output().unwrap();
+    assert!(!again.status.success());
+    assert_eq!(fs::read_to_string(&secret).unwrap(), text, "an existing key is left alone");
+
+    // A secret key that others may read is refused before anything is sent.
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let file = random_file(dir.path(), "f.bin", 10, 1);
+    let sent = mqft(["send", "-p", "1", "--sign"]).arg(&secret).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("readable by group or others"), "{stderr}");
+}
+
+#[test]
+fn a_signed_file_reaches_a_receiver_that_trusts_its_key_and_names_the_signer() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = keygen(keys.path(), "cam-01");
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "signed.bin", LEN, 1201);
+
+    let rx = trusting(broker.port(), out.path(), "rx-signed", &public);
+    let sent = Cli::send(broker.port(), &file, &signed(&secret)).finish_within(WAIT);
+    let received = rx.finish_within(WAIT);
+    assert_eq!(sent.code, Some(0), "{}", sent.text);
+    assert_eq!(received.code, Some(0), "{}", received.text);
+    assert!(files_equal(&file, &out.path().join("signed.bin")));
+    let signer = received.event("signed").unwrap_or_else(|| panic!("no signed event\n{}", received.text));
+    let signer = signer["signer"].as_str().unwrap();
+    assert!(signer.starts_with("cam-01 (ed25519:"), "{signer}");
+}
+
+/// Sends `file` with `flags` to a receiver trusting `public`: the sender is
+/// refused (exit 5), the receiver says why, and nothing arrives.
+fn assert_refused(port: u16, public: &Path, file: &Path, flags: &[String], why: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let mut rx = trusting(port, out.path(), "rx-refusing", public);
+    let sent = Cli::send(port, file, flags).finish_within(WAIT);
+    assert_eq!(sent.code, Some(5), "the send must be refused\n{}", sent.text);
+    assert!(sent.text.contains(why), "the sender is told why ({why})\n{}", sent.text);
+    let rejected = rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected");
+    assert_eq!(rejected["reason"], "not signed by a trusted key", "{}", rx.output());
+    assert_eq!(rejected["detail"], why, "{}", rx.output());
+    assert_eq!(rejected["code"], 11);
+    rx.kill();
+    assert!(fs::read_dir(out.path()).unwrap().next().is_none(), "an untrusted offer writes nothing");
+}
+
+#[test]
+fn unsigned_transfers_and_other_keys_are_refused() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(keys.path(), "trusted");
+    let (other, _) = keygen(keys.path(), "stranger");
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "refused.bin", LEN, 1202);
+    assert_refused(broker.port(), &public, &file, &unsigned(), "unsigned transfer");
+    assert_refused(broker.port(), &public, &file, &signed(&other), "signed by a key not trusted here");
+}
+
+// ---------------------------------------------------------------------------
+// A raw client that captures and re-publishes.
+
+/// A plain rumqttc client: publishes what the test builds, and collects what
+/// arrives on its subscriptions.
+struct Raw {
+    client: rumqttc::AsyncClient,
+    messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Raw {
+    async fn connect(broker: &Broker, client_id: &str) -> Raw {
+        let mut o = rumqttc::MqttOptions::new(client_id, HOST, broker.port());
+        o.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 256);
+        let (tx, messages) = mpsc::unbounded_channel();
+        let (up_tx, up) = tokio::sync::oneshot::channel();
+        let mut up_tx = Some(up_tx);
+        let task = tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        if let Some(t) = up_tx.take() {
+                            let _ = t.send(());
+                        }
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic, p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        within("the raw client's CONNACK", up).await.unwrap();
+        Raw { client, messages, task }
+    }
+
+    async fn publish(&self, topic: &str, retain: bool, payload: Vec<u8>) {
+        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).await.unwrap();
+    }
+
+    async fn subscribe(&self, broker: &Broker, client_id: &str, filter: &str) {
+        self.client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
+        let placed =
+            tokio::task::block_in_place(|| mqft_tests::wait_until(WAIT, || broker.has_subscription(client_id, filter)));
+        assert!(placed, "the raw client's subscription to {filter}");
+    }
+
+    /// The next message whose topic `wanted` takes.
+    async fn next(&mut self, what: &str, wanted: impl Fn(&str, &[u8]) -> bool) -> (String, Vec<u8>) {
+        within(what, async {
+            loop {
+                let (topic, payload) = self.messages.recv().await.expect("the raw client's task runs");
+                if wanted(&topic, &payload) {
+                    return (topic, payload);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Plays the sender of `m`, whose file is `bytes`: the manifest (retained),
+    /// and once receiver `rid` is ready, every chunk and an end of round. `tamper`
+    /// changes a chunk's data before it is encoded, so that its CRC32 is right.
+    async fn send_as(&mut self, m: &Manifest, manifest_payload: Vec<u8>, bytes: &[u8], rid: &str, tamper: Option<u32>) {
+        let prefix = Prefix::default();
+        self.publish(&prefix.manifest(&m.id), true, manifest_payload).await;
+        let ack_topic = format!("{}/{rid}", prefix.ack_filter(&m.id).trim_end_matches("/+"));
+        let count = m.chunk_count;
+        self.next("the receiver's Ready", |t, p| {
+            t == ack_topic && matches!(Ack::decode(p, count), Ok(Ack::Ready { .. }))
+        })
+        .await;
+        for index in 0..m.chunk_count {
+            let start = m.chunk_offset(index) as usize;
+            let mut data = bytes[start..start + m.chunk_len(index) as usize].to_vec();
+            if tamper == Some(index) {
+                data[7] ^= 0x20;
+            }
+            self.publish(&prefix.chunk(&m.id, index), false, Chunk::encode(m.run, index, index, &data)).await;
+        }
+        self.publish(&prefix.ctl(&m.id), false, Ctl::EndRound { run: m.run, next_seq: m.chunk_count }.encode()).await;
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Sends `file` signed with `secret` to a receiver into `out` that trusts
+/// `public`, while a raw client captures the manifest as published; returns it.
+async fn capture_signed_manifest(broker: &Broker, secret: &Path, public: &Path, file: &Path, out: &Path) -> Vec<u8> {
+    let mut raw = Raw::connect(broker, "capture").await;
+    raw.subscribe(broker, "capture", &Prefix::default().manifest_filter()).await;
+    let port = broker.port();
+    let (sent, received) = tokio::task::block_in_place(|| {
+        let rx = trusting(port, out, "rx-first", public);
+        let sent = Cli::send(port, file, &signed(secret)).finish_within(WAIT);
+        (sent, rx.finish_within(WAIT))
+    });
+    assert_eq!(sent.code, Some(0), "{}", sent.text);
+    assert_eq!(received.code, Some(0), "{}", received.text);
+    let (_, payload) = raw.next("the signed manifest", |t, p| t.ends_with("/manifest") && !p.is_empty()).await;
+    payload
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_changed_after_signing_is_refused() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = keygen(keys.path(), "cam-01");
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "changed.bin", LEN, 1203);
+    let first = tempfile::tempdir().unwrap();
+    let captured = capture_signed_manifest(&broker, &secret, &public, &file, first.path()).await;
+
+    // One field changed, the encoding still valid: the modification time, which
+    // the receiver would set on the file.
+    let mut m = Manifest::decode(&captured).unwrap();
+    m.meta.modified_ms = Some(m.meta.modified_ms.unwrap_or(0) + 1);
+    let changed = m.encode();
+    assert_ne!(changed, captured);
+
+    let out = tempfile::tempdir().unwrap();
+    let raw = Raw::connect(&broker, "tamper").await;
+    let mut rx = tokio::task::block_in_place(|| trusting(broker.port(), out.path(), "rx-second", &public));
+    raw.publish(&Prefix::default().manifest(&m.id), true, changed).await;
+    let rejected = tokio::task::block_in_place(|| rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected"));
+    assert_eq!(rejected["detail"], "bad signature: the manifest was changed after it was signed", "{}", rx.output());
+    rx.kill();
+    assert!(fs::read_dir(out.path()).unwrap().next().is_none(), "a changed manifest writes nothing");
+    raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_changed_on_the_way_with_a_valid_crc_fails_the_signed_digest() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = keygen(keys.path(), "cam-01");
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "chunky.bin", LEN, 1204);
+    let first = tempfile::tempdir().unwrap();
+    let captured = capture_signed_manifest(&broker, &secret, &public, &file, first.path()).await;
+    let m = Manifest::decode(&captured).unwrap();
+    assert!(m.chunk_count >= 3, "a few chunks: {}", m.chunk_count);
+
+    // The genuine signed manifest, then the chunks with the second one changed
+    // and its CRC32 computed over the changed bytes.
+    let out = tempfile::tempdir().unwrap();
+    let mut raw = Raw::connect(&broker, "tamper").await;
+    raw.subscribe(&broker, "tamper", &Prefix::default().ack_filter(&m.id)).await;
+    let rx = tokio::task::block_in_place(|| trusting(broker.port(), out.path(), "rx-second", &public));
+    let bytes = fs::read(&file).unwrap();
+    raw.send_as(&m, captured, &bytes, "rx-second", Some(1)).await;
+    let received = tokio::task::block_in_place(|| rx.finish_within(WAIT));
+    assert_eq!(received.code, Some(6), "an integrity failure\n{}", received.text);
+    assert!(received.text.contains("does not match the signed digest"), "{}", received.text);
+    assert!(received.event("signed").is_some(), "the manifest itself was genuine\n{}", received.text);
+    assert!(visible(out.path()).is_empty(), "nothing under a final name: {:?}", visible(out.path()));
+    let parts: Vec<_> = fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(parts.is_empty(), "the bad bytes are discarded: {parts:?}");
+    raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_signed_transfer_replayed_later_is_refused() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = keygen(keys.path(), "cam-01");
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "replayed.bin", LEN, 1205);
+    let out = tempfile::tempdir().unwrap();
+    let captured = capture_signed_manifest(&broker, &secret, &public, &file, out.path()).await;
+    let m = Manifest::decode(&captured).unwrap();
+    // The user moves the file away, as an inbox's consumer does.
+    fs::remove_file(out.path().join("replayed.bin")).unwrap();
+
+    // The whole transfer again, byte for byte as the sender published it.
+    let mut raw = Raw::connect(&broker, "replay").await;
+    raw.subscribe(&broker, "replay", &Prefix::default().ack_filter(&m.id)).await;
+    let mut rx = tokio::task::block_in_place(|| trusting(broker.port(), out.path(), "rx-first", &public));
+    raw.publish(&Prefix::default().manifest(&m.id), true, captured).await;
+    let rejected = tokio::task::block_in_place(|| rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected"));
+    assert_eq!(rejected["detail"], "replay of a signed transfer already received here", "{}", rx.output());
+    let (_, ack) = raw.next("the refusal", |t, _| t.ends_with("/rx-first")).await;
+    assert!(
+        matches!(Ack::decode(&ack, m.chunk_count), Ok(Ack::Rejected { reason: proto::RejectReason::Untrusted, .. })),
+        "the replayer is told"
+    );
+    rx.kill();
+    assert!(visible(out.path()).is_empty(), "a replay writes nothing: {:?}", visible(out.path()));
+    raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
+}
