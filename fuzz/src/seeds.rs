@@ -125,6 +125,10 @@ fn manifests() -> Named {
     out.push(("meta".into(), m.encode()));
     let big = Manifest::new("big.iso".into(), 1 << 46, 16 << 20, [1; 32], Meta::default(), 0).unwrap();
     out.push(("largest".into(), big.encode()));
+    // Version 3: a signed manifest, so that mutations reach the signature's fields.
+    let mut signed = fixture(0).manifest;
+    mqft_proto::trust::sign(&mut signed, &mqft_proto::trust::SigningKey::from_bytes(&[1; 32]), 1_700_000_000_000);
+    out.push(("signed".into(), signed.encode()));
     out
 }
 

@@ -18,7 +18,9 @@
 //!
 //! Pure computation: the caller passes the time and the keys it trusts.
 
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::Signer as _;
+/// The key types, so that callers need not depend on `ed25519-dalek` themselves.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::wire::{Manifest, Signature};
 
