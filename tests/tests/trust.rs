@@ -338,3 +338,126 @@ async fn a_captured_signed_transfer_replayed_later_is_refused() {
     assert!(visible(out.path()).is_empty(), "a replay writes nothing: {:?}", visible(out.path()));
     raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
 }
+
+// ---------------------------------------------------------------------------
+// Encrypted transfers.
+
+/// The file's 16-byte runs, for looking them up in a capture.
+fn runs_of_16(bytes: &[u8]) -> std::collections::HashSet<&[u8]> {
+    bytes.windows(16).collect()
+}
+
+#[test]
+fn an_encrypted_file_reaches_its_recipient_and_a_subscriber_sees_only_ciphertext() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, public) = keygen(keys.path(), "server");
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let name = "quarterly-payroll-secret.csv";
+    let file = random_file(src.path(), name, LEN, 1206);
+
+    // Anyone allowed to subscribe: a plain mosquitto_sub of everything under the prefix.
+    let mut sub =
+        mqft_tests::Process::spawn(std::process::Command::new(mqft_tests::mosquitto_client("mosquitto_sub")).args([
+            "-h",
+            HOST,
+            "-p",
+            &broker.port().to_string(),
+            "-i",
+            "eavesdropper",
+            "-t",
+            "files/#",
+            "-v",
+        ]));
+    assert!(mqft_tests::wait_until(WAIT, || broker.has_subscription("eavesdropper", "files/#")), "{}", broker.log());
+
+    let rx = Cli::receive(broker.port(), out.path(), "rx-sealed", &["--identity", identity.to_str().unwrap()]);
+    let mut flags = unsigned();
+    flags.extend(["--encrypt-to".to_owned(), public.display().to_string()]);
+    let sent = Cli::send(broker.port(), &file, &flags).finish_within(WAIT);
+    let received = rx.finish_within(WAIT);
+    assert_eq!(sent.code, Some(0), "{}", sent.text);
+    assert_eq!(received.code, Some(0), "{}", received.text);
+    assert!(files_equal(&file, &out.path().join(name)), "the recipient has the identical file");
+    let completed = received.event("completed").unwrap();
+    assert_eq!(completed["size"], LEN, "the real size, not the ciphertext's\n{}", received.text);
+    let bytes = fs::read(&file).unwrap();
+    assert_eq!(completed["sha256"], hex(&mqft::proto::integrity::sha256(&bytes)));
+    assert_eq!(visible(out.path()), vec![name.to_owned()]);
+
+    sub.kill();
+    let capture = sub.finish_within(WAIT).stdout;
+    // Every chunk went past the eavesdropper: it saw at least the file's size.
+    assert!(capture.len() as u64 > LEN, "the capture holds the transfer: {} bytes", capture.len());
+    assert!(!capture.windows(name.len()).any(|w| w == name.as_bytes()), "the name is in the capture");
+    assert!(!capture.windows(9).any(|w| w == b"quarterly"), "part of the name is in the capture");
+    let runs = runs_of_16(&bytes);
+    let leaked = capture.windows(16).filter(|w| runs.contains(w)).count();
+    assert_eq!(leaked, 0, "16-byte runs of the file are in the capture");
+    // The same check finds the file in a capture of a plain transfer.
+    assert!(capture.len() > 16 && runs.len() as u64 > LEN - 32);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_plain_capture_does_show_the_file_so_the_encrypted_check_can_fail() {
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "plain.bin", LEN, 1207);
+    let mut sub =
+        mqft_tests::Process::spawn(std::process::Command::new(mqft_tests::mosquitto_client("mosquitto_sub")).args([
+            "-h",
+            HOST,
+            "-p",
+            &broker.port().to_string(),
+            "-i",
+            "eavesdropper",
+            "-t",
+            "files/#",
+            "-v",
+        ]));
+    assert!(mqft_tests::wait_until(WAIT, || broker.has_subscription("eavesdropper", "files/#")));
+    let rx = Cli::receive(broker.port(), out.path(), "rx-plain", &[]);
+    let sent = Cli::send(broker.port(), &file, &unsigned()).finish_within(WAIT);
+    assert_eq!(rx.finish_within(WAIT).code, Some(0));
+    assert_eq!(sent.code, Some(0), "{}", sent.text);
+    sub.kill();
+    let capture = sub.finish_within(WAIT).stdout;
+    let bytes = fs::read(&file).unwrap();
+    let runs = runs_of_16(&bytes);
+    assert!(capture.windows(16).any(|w| runs.contains(w)));
+    assert!(capture.windows(9).any(|w| w == b"plain.bin"));
+}
+
+#[test]
+fn a_receiver_without_the_identity_refuses_an_encrypted_file_clearly() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (_, public) = keygen(keys.path(), "server");
+    let (other, _) = keygen(keys.path(), "someone-else");
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "sealed.bin", LEN, 1208);
+    let mut flags = unsigned();
+    flags.extend(["--encrypt-to".to_owned(), public.display().to_string()]);
+    for (identity, why) in
+        [(None, "encrypted; this receiver has no --identity"), (Some(&other), "encrypted for other recipients")]
+    {
+        let out = tempfile::tempdir().unwrap();
+        let extra: Vec<&str> = identity.map(|p| vec!["--identity", p.to_str().unwrap()]).unwrap_or_default();
+        let mut rx = Cli::receive(broker.port(), out.path(), "rx-outsider", &extra);
+        let sent = Cli::send(broker.port(), &file, &flags).finish_within(WAIT);
+        assert_eq!(sent.code, Some(5), "{}", sent.text);
+        assert!(sent.text.contains(why), "the sender is told why\n{}", sent.text);
+        let rejected = rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected");
+        assert_eq!(rejected["reason"], "encrypted for another recipient", "{}", rx.output());
+        assert_eq!(rejected["detail"], why);
+        assert_eq!(rejected["code"], 12);
+        rx.kill();
+        assert!(fs::read_dir(out.path()).unwrap().next().is_none(), "nothing written");
+    }
+}

@@ -233,6 +233,12 @@ pub struct SendArgs {
     /// receivers that --trust its public key accept it.
     #[arg(long, value_name = "KEYFILE")]
     pub sign: Option<PathBuf>,
+    /// Encrypt each file for this recipient's public key (mqft-ed25519:..., a .pub
+    /// file, or a file of such lines); repeatable. The broker and other subscribers
+    /// see only ciphertext, the name and metadata included; the recipient receives
+    /// with --identity.
+    #[arg(long, value_name = "PUBKEY_OR_FILE")]
+    pub encrypt_to: Vec<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -282,6 +288,10 @@ pub struct ReceiveArgs {
     /// captured transfer cannot be replayed later.
     #[arg(long, value_name = "SECS", default_value_t = 86400, requires = "trust")]
     pub max_age: u64,
+    /// Open encrypted files with this secret key (from `mqft keygen`); without it
+    /// they are refused.
+    #[arg(long, value_name = "KEYFILE")]
+    pub identity: Option<PathBuf>,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -396,6 +406,13 @@ impl SendArgs {
         if let Some(path) = &self.sign {
             opts.sign = Some(mqft::keys::SecretKey::read(path).map_err(|e| usage(format!("--sign: {e}")))?);
         }
+        for k in &self.encrypt_to {
+            opts.encrypt_to
+                .extend(mqft::keys::PublicKey::from_arg(k).map_err(|e| usage(format!("--encrypt-to: {e}")))?);
+        }
+        if opts.encrypt_to.len() > proto::wire::MAX_RECIPIENTS {
+            bail!(usage(format!("--encrypt-to: at most {} recipients", proto::wire::MAX_RECIPIENTS)));
+        }
         Ok(opts)
     }
 }
@@ -416,6 +433,9 @@ impl ReceiveArgs {
             opts.trust.extend(mqft::keys::PublicKey::from_arg(t).map_err(|e| usage(format!("--trust: {e}")))?);
         }
         opts.max_age = Duration::from_secs(self.max_age);
+        if let Some(path) = &self.identity {
+            opts.identity = Some(mqft::keys::SecretKey::read(path).map_err(|e| usage(format!("--identity: {e}")))?);
+        }
         Ok(opts)
     }
 }

@@ -136,6 +136,7 @@ pub mod endpoint;
 pub mod integrity;
 pub mod ranges;
 pub mod receiver;
+pub mod sealed;
 pub mod sender;
 pub mod topic;
 pub mod trust;

@@ -179,7 +179,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn check(&self) -> Result<(), DecodeError> {
+    pub(crate) fn check(&self) -> Result<(), DecodeError> {
         let ct_ok = self.content_type.as_ref().is_none_or(|c| c.len() <= MAX_CONTENT_TYPE_LEN);
         let user_ok = self.user.len() <= MAX_USER_ENTRIES
             && self.user.iter().all(|(k, v)| k.len() <= MAX_USER_KEY_LEN && v.len() <= MAX_USER_VALUE_LEN);
@@ -214,6 +214,33 @@ pub struct Manifest {
     /// The sender's signature over everything above (version 3; see
     /// [`crate::trust`]), or `None` for an unsigned transfer.
     pub signature: Option<Signature>,
+    /// For an encrypted transfer (version 3; see [`crate::sealed`]): the file key
+    /// wrapped for each recipient, and the real name, size, chunking, hash and
+    /// metadata, encrypted. The fields above then describe the ciphertext.
+    pub sealed: Option<Sealed>,
+}
+
+/// The most recipients an encrypted manifest names.
+pub const MAX_RECIPIENTS: usize = 32;
+
+/// The encrypted part of a manifest: see [`crate::sealed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// One entry per recipient, 1 to [`MAX_RECIPIENTS`].
+    pub recipients: Vec<Recipient>,
+    /// The encrypted description of the file, with its 16-byte tag at the end.
+    pub body: Vec<u8>,
+}
+
+/// The file key, wrapped for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The sender's ephemeral X25519 public key for this recipient.
+    pub epk: [u8; 32],
+    /// The 32-byte file key, encrypted.
+    pub wrapped: [u8; 32],
+    /// Its authentication tag.
+    pub tag: [u8; 16],
 }
 
 /// An Ed25519 signature over a manifest: who signed it, when, and the signature
@@ -258,12 +285,17 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, signature: None };
+        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, signature: None, sealed: None };
         m.check()?;
         Ok(m)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
+        if let Some(s) = &self.sealed {
+            if s.recipients.is_empty() || s.recipients.len() > MAX_RECIPIENTS {
+                return Err(DecodeError::BadMeta);
+            }
+        }
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
             return Err(DecodeError::BadName);
         }
@@ -436,6 +468,9 @@ pub enum RejectReason {
     /// missing, from a key it does not trust, invalid, too old or a replay
     /// (code 11); the detail says which.
     Untrusted,
+    /// The transfer is encrypted and this receiver cannot open it: it has no
+    /// identity key, or is not among the recipients (code 12).
+    Encrypted,
     /// A code this version does not know.
     Other(u16),
 }
@@ -455,6 +490,7 @@ impl RejectReason {
             RejectReason::Cancelled => 9,
             RejectReason::QueueFull => 10,
             RejectReason::Untrusted => 11,
+            RejectReason::Encrypted => 12,
             RejectReason::Other(c) => c,
         }
     }
@@ -473,6 +509,7 @@ impl RejectReason {
             9 => RejectReason::Cancelled,
             10 => RejectReason::QueueFull,
             11 => RejectReason::Untrusted,
+            12 => RejectReason::Encrypted,
             c => RejectReason::Other(c),
         }
     }
@@ -492,6 +529,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Cancelled => f.write_str("cancelled"),
             RejectReason::QueueFull => f.write_str("receiver queue full"),
             RejectReason::Untrusted => f.write_str("not signed by a trusted key"),
+            RejectReason::Encrypted => f.write_str("encrypted for another recipient"),
             RejectReason::Other(c) => write!(f, "reason code {c}"),
         }
     }

@@ -79,6 +79,7 @@ pub mod keys;
 mod mqtt;
 pub mod name;
 pub mod receive;
+mod sealing;
 pub mod send;
 mod store;
 mod tls;

@@ -72,6 +72,7 @@ use crate::proto::{
     self, AbortReason, EndpointEvent, Manifest, Prefix, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
     RejectReason, Routed, TransferId,
 };
+use crate::sealing::Unseal;
 use crate::store::{self, Paths};
 use crate::trusted::{Gate, SEEN_FILE};
 use crate::writer::{Job, Writer, WriterEvent};
@@ -124,6 +125,9 @@ pub struct ReceiveOptions {
     pub trust: Vec<crate::keys::PublicKey>,
     /// With `trust`: refuse signatures older than this (a replay window).
     pub max_age: Duration,
+    /// The key encrypted transfers are opened with (`--identity`); without it
+    /// they are refused ([`RejectReason::Encrypted`]).
+    pub identity: Option<crate::keys::SecretKey>,
 }
 
 impl Default for ReceiveOptions {
@@ -142,6 +146,7 @@ impl Default for ReceiveOptions {
             checkpoint_interval: Duration::from_secs(1),
             trust: Vec::new(),
             max_age: DEFAULT_MAX_AGE,
+            identity: None,
         }
     }
 }
@@ -418,6 +423,8 @@ struct Transfer {
     /// Bytes held when accepted, and bytes read back for the hash since.
     resumed_bytes: u64,
     read_back_bytes: u64,
+    /// Encrypted: how to decrypt the verified ciphertext, and the real file.
+    unseal: Option<Unseal>,
 }
 
 struct Engine {
@@ -655,7 +662,29 @@ impl Engine {
                 }
             }
         }
-        let name = match sanitize_file_name(&m.name) {
+        // An encrypted offer is opened before its name is looked at: the name on
+        // the wire is a placeholder.
+        let unseal = match (&m.sealed, &self.opts.identity) {
+            (None, _) => None,
+            (Some(_), None) => {
+                let detail = "encrypted; this receiver has no --identity".to_owned();
+                return self.reject_with(&m, RejectReason::Encrypted, detail);
+            }
+            (Some(_), Some(key)) => match proto::sealed::open(&m, key.signing_key()) {
+                Ok(opened) => Some(Unseal {
+                    opened: Arc::new(opened),
+                    wire_chunk: m.chunk_size,
+                    wire_size: m.size,
+                    count: m.chunk_count,
+                }),
+                Err(e) => {
+                    info!(%id, error = %e, "cannot open an encrypted offer");
+                    return self.reject_with(&m, RejectReason::Encrypted, e.to_string());
+                }
+            },
+        };
+        let wire_name = unseal.as_ref().map_or(&m.name, |u| &u.opened.inner.name);
+        let name = match sanitize_file_name(wire_name) {
             Ok(n) => n,
             Err(e) => {
                 debug!(%id, name = %crate::name::escape(&m.name), error = %e, "bad name");
@@ -789,6 +818,7 @@ impl Engine {
                 ended: false,
                 resumed_bytes,
                 read_back_bytes: 0,
+                unseal,
             },
         );
         // Saved state may already be complete (a crash between the check and the
@@ -880,7 +910,9 @@ impl Engine {
         t.unsaved_since = None;
         let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
         info!(%id, path = %path.display(), size, "received");
-        let sha256 = manifest.sha256;
+        // An encrypted file's real size and hash, not its ciphertext's.
+        let (size, sha256) =
+            t.unseal.as_ref().map_or((size, manifest.sha256), |u| (u.opened.inner.size, u.opened.inner.sha256));
         if let Some(gate) = &mut self.gate {
             // One short append; before `Completed`, so that a replay the moment
             // after is caught.
@@ -939,7 +971,11 @@ impl Engine {
                     let job = Job::Finalize {
                         complete: t.rx.snapshot(),
                         overwrite: self.opts.overwrite,
-                        modified_ms: t.rx.manifest().meta.modified_ms,
+                        modified_ms: t
+                            .unseal
+                            .as_ref()
+                            .map_or(t.rx.manifest().meta.modified_ms, |u| u.opened.inner.meta.modified_ms),
+                        unseal: t.unseal.clone().map(Box::new),
                     };
                     t.writer.send(job).await;
                 }

@@ -73,6 +73,10 @@ pub struct SendOptions {
     /// Sign every manifest with this key (`--sign`): receivers that trust it
     /// accept the file, and see this key as its sender. See [`crate::keys`].
     pub sign: Option<crate::keys::SecretKey>,
+    /// Encrypt each file for these recipients (`--encrypt-to`): the broker and
+    /// other subscribers see only ciphertext, the name and metadata included.
+    /// See [`proto::sealed`].
+    pub encrypt_to: Vec<crate::keys::PublicKey>,
 }
 
 impl Default for SendOptions {
@@ -83,6 +87,7 @@ impl Default for SendOptions {
             concurrency: 8,
             window_bytes: DEFAULT_WINDOW_BYTES,
             sign: None,
+            encrypt_to: Vec::new(),
         }
     }
 }
@@ -344,6 +349,10 @@ struct Active {
     /// Abandoned for a smaller chunk size: the file goes on as another transfer,
     /// and this one's end is not the file's.
     superseded: bool,
+    /// The manifest of the file as it is (before encryption, if any).
+    plain: Manifest,
+    /// Encrypted: the chunk cipher; chunks are read as plaintext and sealed.
+    cipher: Option<Arc<proto::sealed::ChunkCipher>>,
 }
 
 async fn run(
@@ -626,6 +635,23 @@ impl Engine {
     }
 
     fn start(&mut self, p: Prepared, mut manifest: Manifest) {
+        let plain = manifest.clone();
+        let mut cipher = None;
+        if !self.opts.encrypt_to.is_empty() {
+            // One pass over the file, here on the engine: the SHA-256 of what will
+            // travel goes in the manifest. (A blocking pass; the hash pass before
+            // it is on a blocking thread, this one is not yet.)
+            match crate::sealing::seal_file(&p.file, &manifest, &self.opts.encrypt_to) {
+                Ok((outer, c)) => {
+                    manifest = outer;
+                    cipher = Some(Arc::new(c));
+                }
+                Err(e) => {
+                    let path = self.jobs[p.idx].path.clone();
+                    return self.record(p.idx, None, Err(Error::io("encrypt", &path, e)));
+                }
+            }
+        }
         if let Some(key) = &self.opts.sign {
             // Signed here, as the manifest is final: a transfer started again
             // (smaller chunks, a deferred duplicate) is a new manifest, signed anew.
@@ -657,6 +683,8 @@ impl Engine {
             outcome: None,
             probe: Probe::default(),
             superseded: false,
+            plain,
+            cipher,
         });
     }
 
@@ -757,23 +785,25 @@ impl Engine {
         while let Some(t) = a.sender.poll_transmit(now) {
             self.conn.out.transmit(t);
         }
-        let old = a.sender.manifest().clone();
+        let old = a.plain.clone();
+        // What went on the wire: for an encrypted file, not the plain manifest.
+        let wire = (a.sender.manifest().id, a.sender.manifest().run);
         let (idx, file) = (a.idx, a.file.clone());
         if self.abandoned.len() == ABANDONED_MEMORY {
             self.abandoned.pop_front();
         }
-        self.abandoned.push_back((old.id, old.run));
+        self.abandoned.push_back(wire);
         let path = self.jobs[idx].path.clone();
         info!(
             path = %path.display(),
-            id = %old.id,
+            id = %wire.0,
             "chunks of {} do not get through this broker; retrying with {}",
             autosize::human(old.chunk_size),
             autosize::human(next),
         );
         self.events.emit(SendEvent::ChunkSizeLowered {
             path: path.clone(),
-            transfer: old.id,
+            transfer: wire.0,
             chunk_size: old.chunk_size,
             retry_with: next,
         });
@@ -844,9 +874,15 @@ impl Engine {
             Payload::Chunk(c) => c,
         };
         let file = self.active[i].file.clone();
-        let read = tokio::task::spawn_blocking(move || store::read_at(&file, c.offset, c.len).map(|d| c.encode(&d)))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let sealed = self.active[i].cipher.clone().map(|k| (k, self.active[i].sender.manifest().chunk_size));
+        let read = tokio::task::spawn_blocking(move || match sealed {
+            Some((k, wire_chunk)) => {
+                crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len).map(|d| c.encode(&d))
+            }
+            None => store::read_at(&file, c.offset, c.len).map(|d| c.encode(&d)),
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
         match read {
             Ok(payload) => self.conn.out.publish(t.topic, t.qos, t.retain, payload),
             Err(e) => {

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::proto::{ResumeState, TransferId};
+use crate::sealing::Unseal;
 use crate::store::{self, Paths};
 
 /// Bytes of chunks queued to one writer thread: a few chunks in flight to the page
@@ -48,7 +49,7 @@ pub(crate) enum Job {
     Read { offset: u64, len: u64, reply: oneshot::Sender<io::Result<Vec<u8>>> },
     /// Give the verified file its final name ([`store::finalize`]); answered with
     /// [`WriterEvent::Finalized`].
-    Finalize { complete: ResumeState, overwrite: bool, modified_ms: Option<i64> },
+    Finalize { complete: ResumeState, overwrite: bool, modified_ms: Option<i64>, unseal: Option<Box<Unseal>> },
     /// Remove the `.part` and the state: the bytes are known bad.
     Discard,
 }
@@ -152,11 +153,15 @@ fn work(
                 };
                 let _ = reply.send(data);
             }
-            Job::Finalize { complete, overwrite, modified_ms } => {
+            Job::Finalize { complete, overwrite, modified_ms, unseal } => {
                 let result = if failed {
                     Err(io::Error::other("an earlier write failed"))
                 } else {
-                    store::finalize(file, paths, &complete, overwrite, modified_ms)
+                    // An encrypted transfer's ciphertext checked out: decrypt it in
+                    // place first (crate::sealing).
+                    unseal
+                        .map_or(Ok(()), |u| crate::sealing::unseal_in_place(file, &u))
+                        .and_then(|()| store::finalize(file, paths, &complete, overwrite, modified_ms))
                 };
                 let _ = events.send(WriterEvent::Finalized { id, result });
             }

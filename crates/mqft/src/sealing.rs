@@ -1,0 +1,106 @@
+//! Encrypted transfers in the runtime: the sender's pass that encrypts the file
+//! once to learn the SHA-256 of what will travel, the chunk transform on the
+//! way out, and the receiver's in-place decryption before the final rename.
+//! The construction itself is [`proto::sealed`].
+//!
+//! The receiver's `.part` holds ciphertext while chunks arrive (the protocol's
+//! CRC32s, resume proofs and hash check all work on what travelled). Once that
+//! checks out, the file is decrypted in place, chunk by chunk in index order:
+//! chunk `i`'s plaintext goes to `i * chunk_size`, which is never past where its
+//! ciphertext was (`i * (chunk_size + 16)`), so no chunk is overwritten before it
+//! is read. Then the file is cut to the plaintext's size and its real SHA-256
+//! checked. The same file, the same inode: the rename's checks still hold.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::keys::PublicKey;
+use crate::proto::sealed::{self, ChunkCipher, Opened};
+use crate::proto::Manifest;
+
+/// Encrypts `plain` (whose chunk size is the wire's, already settled) for
+/// `recipients`: returns the manifest to publish and the chunk cipher. Reads
+/// and encrypts the whole file once. Blocks.
+pub(crate) fn seal_file(
+    file: &File,
+    plain: &Manifest,
+    recipients: &[PublicKey],
+) -> io::Result<(Manifest, ChunkCipher)> {
+    let bad = |e: sealed::SealError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
+    let chunk = sealed::plain_chunk_size(plain.chunk_size)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "chunks too small to encrypt"))?;
+    // The tag takes 16 bytes of each chunk, so that an encrypted chunk is as
+    // large as the settled size (which fits the broker's limit).
+    let plain = Manifest::new(plain.name.clone(), plain.size, chunk, plain.sha256, plain.meta.clone(), plain.run)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let file_key: [u8; 32] = rand::random();
+    let cipher = ChunkCipher::new(&file_key);
+    let mut hasher = Sha256::new();
+    let mut data = vec![0u8; chunk as usize];
+    let mut out = Vec::with_capacity(chunk as usize + sealed::TAG_LEN as usize);
+    for i in 0..plain.chunk_count {
+        let len = plain.chunk_len(i) as usize;
+        file.read_exact_at(&mut data[..len], plain.chunk_offset(i))?;
+        out.clear();
+        cipher.seal(i, &data[..len], &mut out);
+        hasher.update(&out);
+    }
+    let keys: Vec<[u8; 32]> = recipients.iter().map(|k| k.key).collect();
+    let ephemeral: Vec<[u8; 32]> = keys.iter().map(|_| rand::random()).collect();
+    let outer = sealed::seal(&plain, &keys, &file_key, &ephemeral, hasher.finalize().into()).map_err(bad)?;
+    Ok((outer, cipher))
+}
+
+/// Chunk `index` of a sealed transfer, read from the plaintext `file` and
+/// encrypted: `wire_len` is the chunk's length on the wire. Blocks.
+pub(crate) fn read_sealed(
+    file: &File,
+    cipher: &ChunkCipher,
+    wire_chunk: u32,
+    index: u32,
+    wire_len: u64,
+) -> io::Result<Vec<u8>> {
+    let plain_chunk = u64::from(wire_chunk - sealed::TAG_LEN);
+    let len = wire_len.checked_sub(u64::from(sealed::TAG_LEN)).ok_or_else(|| io::Error::other("short chunk"))?;
+    let mut data = vec![0u8; len as usize];
+    file.read_exact_at(&mut data, u64::from(index) * plain_chunk)?;
+    let mut out = Vec::with_capacity(wire_len as usize);
+    cipher.seal(index, &data, &mut out);
+    Ok(out)
+}
+
+/// What the writer needs to decrypt a verified `.part` in place.
+#[derive(Debug, Clone)]
+pub(crate) struct Unseal {
+    pub opened: std::sync::Arc<Opened>,
+    /// The wire manifest's chunk size, size and count.
+    pub wire_chunk: u32,
+    pub wire_size: u64,
+    pub count: u32,
+}
+
+/// Decrypts the verified ciphertext in `file` in place and checks the real
+/// SHA-256. Blocks.
+pub(crate) fn unseal_in_place(file: &File, u: &Unseal) -> io::Result<()> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    let plain_chunk = u64::from(u.opened.inner.chunk_size);
+    let wire_chunk = u64::from(u.wire_chunk);
+    let mut buf = vec![0u8; u.wire_chunk as usize];
+    let mut hasher = Sha256::new();
+    for i in 0..u.count {
+        let at = u64::from(i) * wire_chunk;
+        let len = u.wire_size.saturating_sub(at).min(wire_chunk) as usize;
+        file.read_exact_at(&mut buf[..len], at)?;
+        let n = u.opened.cipher.open(i, &mut buf[..len]).map_err(|e| invalid(e.to_string()))?;
+        hasher.update(&buf[..n]);
+        file.write_all_at(&buf[..n], u64::from(i) * plain_chunk)?;
+    }
+    file.set_len(u.opened.inner.size)?;
+    if <[u8; 32]>::from(hasher.finalize()) != u.opened.inner.sha256 {
+        return Err(invalid("the decrypted file does not match its encrypted sha-256".into()));
+    }
+    Ok(())
+}
