@@ -77,6 +77,8 @@ pub enum Tool {
         chunk: Option<u32>,
         /// `--window`, `None` for the default.
         window: Option<u32>,
+        /// `--encrypt-to` a key the receiver opens with `--identity`.
+        encrypt: bool,
     },
     /// Baseline A: `mosquitto_pub -f` (one message, QoS 1) into `mosquitto_sub -C 1 -N`.
     Recipe,
@@ -139,7 +141,7 @@ impl Case {
 }
 
 fn mqft(version: Version, qos: u8, chunk: Option<u32>, window: Option<u32>) -> Tool {
-    Tool::Mqft { version, qos, chunk, window }
+    Tool::Mqft { version, qos, chunk, window, encrypt: false }
 }
 
 /// The chunk size `--chunk-size auto` picks on the default broker under MQTT 5.
@@ -182,6 +184,15 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case("100m", "B: rumqttc pump 256 KiB", Tool::Pump { version: v5, chunk: DEFAULT_CHUNK }, Def, m100, reps, B),
         case("100m", "mqft (defaults)", mqft(v5, 1, None, None), Def, m100, reps, S),
         case("qos", "mqft QoS 0 chunks", mqft(v5, 0, None, None), Def, m100, reps, S),
+        case(
+            "encrypted",
+            "mqft --encrypt-to (defaults otherwise)",
+            Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: true },
+            Def,
+            m100,
+            reps,
+            S,
+        ),
         case(
             "v311",
             "B: rumqttc pump 3.1.1 64 KiB",
@@ -473,8 +484,18 @@ impl Env {
         };
 
         let sample = match &case.tool {
-            Tool::Mqft { version, qos, chunk, window } => {
+            Tool::Mqft { version, qos, chunk, window, encrypt } => {
                 let rx_id = format!("bench-rx-{n}");
+                // A key pair for the encrypted case, made before the clock starts.
+                let key = dir.join("identity");
+                if *encrypt {
+                    let made = std::process::Command::new(&self.mqft)
+                        .args(["keygen", "--name", "bench", "--out"])
+                        .arg(&key)
+                        .stdout(Stdio::null())
+                        .status()?;
+                    ensure!(made.success(), "mqft keygen failed");
+                }
                 let many = case.input == Input::Images;
                 let mut rx_args: Vec<OsString> = vec!["receive".into(), "--out".into(), out.clone().into()];
                 if !many {
@@ -482,6 +503,9 @@ impl Env {
                 }
                 rx_args.extend(host_args(*version));
                 rx_args.extend(["-i".into(), rx_id.clone().into(), "--quiet".into()]);
+                if *encrypt {
+                    rx_args.extend(["--identity".into(), key.clone().into()]);
+                }
                 let mut rx = timed("receiver", &self.mqft, rx_args, Stdio::null())?;
                 wait_subscribed(&rx_id, &format!("{prefix}/+/manifest"))?;
                 wait_subscribed(&rx_id, &format!("{prefix}/+/ctl"))?;
@@ -500,6 +524,9 @@ impl Env {
                 }
                 if let Some(w) = window {
                     tx_args.extend(["--window".into(), w.to_string().into()]);
+                }
+                if *encrypt {
+                    tx_args.extend(["--encrypt-to".into(), dir.join("identity.pub").into()]);
                 }
                 let cpu0 = measure::process_cpu(broker_pid, self.ticks)?;
                 let t0 = Instant::now();

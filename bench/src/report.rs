@@ -206,7 +206,7 @@ fn baselines<'a>(all: &'a [CaseResult], c: &CaseResult) -> (Option<&'a CaseResul
     let find =
         |scenario: &str, role: Role| all.iter().find(|r| r.case.scenario == scenario && r.case.role == role && r.ok());
     let a = find(c.case.scenario, Role::BaselineA).or_else(|| {
-        matches!(c.case.scenario, "qos" | "v311" | "sweep-chunk" | "sweep-window")
+        matches!(c.case.scenario, "qos" | "encrypted" | "v311" | "sweep-chunk" | "sweep-window")
             .then(|| find("100m", Role::BaselineA))
             .flatten()
     });
@@ -218,7 +218,7 @@ fn baselines<'a>(all: &'a [CaseResult], c: &CaseResult) -> (Option<&'a CaseResul
                 && r.ok()
         }),
         (s, _) => find(s, Role::BaselineB)
-            .or_else(|| matches!(s, "qos" | "sweep-window").then(|| find("100m", Role::BaselineB)).flatten()),
+            .or_else(|| matches!(s, "qos" | "encrypted" | "sweep-window").then(|| find("100m", Role::BaselineB)).flatten()),
     };
     (a, b)
 }
@@ -228,6 +228,7 @@ fn scenario_title(s: &str) -> &'static str {
         "5m" => "One 5 MiB image",
         "100m" => "One 100 MiB file",
         "qos" => "100 MiB, QoS 0 chunks (baselines: the 100 MiB rows)",
+        "encrypted" => "100 MiB encrypted, --encrypt-to (baselines: the 100 MiB rows)",
         "v311" => "100 MiB over MQTT 3.1.1 (baseline A: the 100 MiB row)",
         "constrained" => "100 MiB through a broker with max_packet_size 131072 (one message is impossible)",
         "images" => "1,000 images of 200 KiB",
@@ -470,6 +471,14 @@ fn targets(results: &[CaseResult]) -> String {
         measured = true;
         all_ok &= dt >= bt * (1.0 - BEST_TOLERANCE);
         parts.push(format!("window: best {bw} at {bt:.1} MiB/s, default {DEFAULT_WINDOW} at {dt:.1}"));
+    }
+    if let (Some(e), Some(p)) = (find("encrypted", Role::Subject), find("100m", Role::Subject)) {
+        let ratio = e.median() / p.median();
+        rows.push((
+            "an encrypted 100 MiB send within 1.3 × an unencrypted one".to_owned(),
+            verdict(ratio <= 1.3),
+            format!("{:.3} s against {:.3} s: {ratio:.2} ×", e.median(), p.median()),
+        ));
     }
     if let (Some(q0), Some(q1)) = (find("qos", Role::Subject), find("100m", Role::Subject)) {
         measured = true;

@@ -129,6 +129,11 @@ fn manifests() -> Named {
     let mut signed = fixture(0).manifest;
     mqft_proto::trust::sign(&mut signed, &mqft_proto::trust::SigningKey::from_bytes(&[1; 32]), 1_700_000_000_000);
     out.push(("signed".into(), signed.encode()));
+    // And an encrypted one, for the same key (the chunk hash is not checked here).
+    let plain = fixture(0).manifest;
+    let pk = mqft_proto::trust::SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes();
+    let sealed = mqft_proto::sealed::seal(&plain, &[pk], &[7; 32], &[[8; 32]], [9; 32]).unwrap();
+    out.push(("sealed".into(), sealed.encode()));
     out
 }
 

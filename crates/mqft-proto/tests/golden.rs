@@ -39,8 +39,8 @@ const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b5
 const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
 const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
 
-const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d3200";
-const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
+const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d320000";
+const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
 
 const CHUNK_0: &str = "03ac0200008289d1f70548656c6c6f";
 const CHUNK_1: &str = "03ac0201018f4edbb0052c206d7166";
@@ -208,8 +208,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 99);
-    assert_in_doc("Whole payload (99 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 100);
+    assert_in_doc("Whole payload (100 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -350,9 +350,9 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
+const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
+const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
 /// Chunk 3 of a 3-chunk file.
 const PAST_END_CHUNK: &str = "03ac0204038316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
@@ -692,7 +692,7 @@ fn queued_receiver_diagram() {
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c526651e30bbee5f5923a3c79c6f16f240bc00a190e5bc3c1b94d438e236636ea183f63933d623c41c99e7e1952fcb00d733af5f7981e8a0b60e630a91d35ce06";
+const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c4131f61ad9105102ee1b94c160b5b4b6d36612a7dcf5e4a099f6a7fa7d9bc0f2106c7e569653dfd63841dfca001addbf11b3c65aaeaae9d187f471c44fa2400600";
 
 #[test]
 fn signed_manifest_vector() {
