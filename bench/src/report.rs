@@ -217,8 +217,9 @@ fn baselines<'a>(all: &'a [CaseResult], c: &CaseResult) -> (Option<&'a CaseResul
                 && matches!(r.case.tool, Tool::Pump { chunk, .. } if chunk == *size)
                 && r.ok()
         }),
-        (s, _) => find(s, Role::BaselineB)
-            .or_else(|| matches!(s, "qos" | "encrypted" | "sweep-window").then(|| find("100m", Role::BaselineB)).flatten()),
+        (s, _) => find(s, Role::BaselineB).or_else(|| {
+            matches!(s, "qos" | "encrypted" | "sweep-window").then(|| find("100m", Role::BaselineB)).flatten()
+        }),
     };
     (a, b)
 }

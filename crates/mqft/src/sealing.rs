@@ -104,3 +104,44 @@ pub(crate) fn unseal_in_place(file: &File, u: &Unseal) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::keys::SecretKey;
+
+    /// A file sealed chunk by chunk and written as a receiver stores it, then
+    /// decrypted in place: the plaintext, cut to its size. A flipped byte fails.
+    #[test]
+    fn a_verified_part_is_decrypted_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let src = dir.path().join("src");
+        std::fs::write(&src, &data).unwrap();
+        let key = SecretKey::generate();
+        let sha = crate::proto::integrity::sha256(&data);
+        let plain = Manifest::new("f".into(), data.len() as u64, 1016, sha, Default::default(), 1).unwrap();
+        let (outer, cipher) = seal_file(&File::open(&src).unwrap(), &plain, &[key.public()]).unwrap();
+        assert_eq!(outer.chunk_size, 1016);
+        let opened = std::sync::Arc::new(sealed::open(&outer, key.signing_key()).unwrap());
+        let part_path = dir.path().join("part");
+        let mut part = File::create(&part_path).unwrap();
+        for i in 0..outer.chunk_count {
+            let c = read_sealed(&File::open(&src).unwrap(), &cipher, outer.chunk_size, i, outer.chunk_len(i)).unwrap();
+            part.write_all(&c).unwrap();
+        }
+        drop(part);
+        let u = Unseal { opened, wire_chunk: outer.chunk_size, wire_size: outer.size, count: outer.chunk_count };
+        let bad = dir.path().join("bad");
+        std::fs::copy(&part_path, &bad).unwrap();
+        let rw = |p: &std::path::Path| std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
+        unseal_in_place(&rw(&part_path), &u).unwrap();
+        assert_eq!(std::fs::read(&part_path).unwrap(), data);
+
+        rw(&bad).write_all_at(&[0xff], 5000).unwrap();
+        let err = unseal_in_place(&rw(&bad), &u).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+}
