@@ -405,6 +405,7 @@ impl Harness {
                     self.failed = true;
                     self.last_failure = Some(f.clone());
                 }
+                other => panic!("the fuzzer does not know receiver event {other:?}"),
             }
         }
         assert_eq!(self.expect_local, None, "a local failure was not reported");

@@ -304,6 +304,7 @@ impl Harness {
                 let open = self.open.iter().any(|id| self.prefix.chunk_filter(id) == filter);
                 assert!(!open, "the chunk subscription of an open transfer dropped");
             }
+            other => panic!("the fuzzer does not know route {other:?}"),
         }
     }
 

@@ -385,6 +385,7 @@ impl Harness {
                     let enough = match &self.cfg.wait {
                         Wait::Count(n) => self.completes.len() >= (*n).max(1),
                         Wait::Ids(ids) => ids.is_subset(&self.completes),
+                        other => panic!("the fuzzer does not know {other:?}"),
                     };
                     assert!(enough, "finished with complete receivers {:?}", self.completes);
                     self.finished = true;
@@ -409,6 +410,7 @@ impl Harness {
                 SenderEvent::Retrying { retry_in, .. } => {
                     assert!(retry_in <= mqft_proto::sender::MAX_RETRY_DELAY * 3 / 2, "retry in {retry_in:?}");
                 }
+                other => panic!("the fuzzer does not know sender event {other:?}"),
             }
         }
         assert_eq!(self.tx.is_done(), self.done(), "is_done disagrees with the events");

@@ -78,6 +78,7 @@ impl Default for Limits {
 /// What a message is, for the caller. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Routed {
     /// A manifest of a transfer open here: feed it to its `Receiver::handle_manifest`.
     Manifest(Manifest),

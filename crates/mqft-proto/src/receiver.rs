@@ -212,6 +212,7 @@ pub struct HashRead {
 
 /// What a receiver reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReceiverEvent {
     /// Every chunk is held and the SHA-256 matches: move the file to its final name,
     /// then call [`Receiver::finalized`].

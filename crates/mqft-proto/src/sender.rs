@@ -44,6 +44,7 @@ use crate::{ChunkRef, Payload, Qos, Transmit};
 
 /// Which receivers the sender waits for before it reports the transfer finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wait {
     /// Any `n` receivers (at least 1).
     Count(usize),
@@ -113,6 +114,7 @@ impl Default for SenderConfig {
 
 /// What the sender reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SenderEvent {
     /// A receiver accepted the manifest; it already held `held` chunks.
     ReceiverJoined {

@@ -268,6 +268,7 @@ pub struct Tls {
 
 /// The MQTT protocol version to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum MqttVersion {
     /// MQTT 3.1.1 (protocol level 4).
     V311,
@@ -305,6 +306,7 @@ impl fmt::Display for MqttVersion {
 
 /// How large the chunks of a file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ChunkSize {
     /// Under MQTT 5, as large as the broker's Maximum Packet Size allows, up to
     /// [`AUTO_CHUNK_CAP`]; under 3.1.1, [`V311_DEFAULT_CHUNK`]. When chunks of that

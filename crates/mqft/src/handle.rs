@@ -31,11 +31,7 @@ pub struct Handle<E, R> {
 }
 
 impl<E, R> Handle<E, R> {
-    pub(crate) fn new(
-        events: EventQueue<E>,
-        task: JoinHandle<Result<R, Error>>,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(events: EventQueue<E>, task: JoinHandle<Result<R, Error>>, cancel: CancellationToken) -> Self {
         Handle { events, task, cancel }
     }
 

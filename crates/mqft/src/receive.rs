@@ -554,6 +554,8 @@ impl Engine {
                 debug!(filter, "unsubscribing a stale chunk subscription");
                 self.conn.out.unsubscribe(filter);
             }
+            // Routes added to the endpoint later are for this runtime to learn.
+            Some(other) => debug!(?other, "message routed to nothing this runtime handles"),
             None => {}
         }
     }
@@ -910,6 +912,8 @@ impl Engine {
                     }
                     return;
                 }
+                // Events added to the state machine later are news for the log.
+                other => debug!(?other, "receiver event"),
             }
         }
         // Only `pump` removes transfers, and it never runs inside `after_input`.

@@ -912,6 +912,11 @@ impl Engine {
                         a.outcome = Some(Err(err));
                         ev
                     }
+                    // Events added to the state machine later are news for the log.
+                    other => {
+                        debug!(?other, "sender event");
+                        continue;
+                    }
                 };
                 self.events.emit(out);
             }

@@ -478,6 +478,7 @@ impl Sim {
                         self.receivers[i].endpoint.ended(&rx.manifest().id);
                         keep = false;
                     }
+                    other => panic!("the harness does not know receiver event {other:?}"),
                 }
             }
             // A transfer that ended is dropped once its last transmits are out, as the
@@ -743,6 +744,7 @@ impl Sim {
                 }
             }
             Some(Routed::Unsubscribe(_)) | None => {}
+            Some(other) => panic!("the harness does not know route {other:?}"),
         }
         self.flush_endpoint(i);
         let r = &mut self.receivers[i];
