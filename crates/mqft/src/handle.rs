@@ -63,7 +63,7 @@ impl<E, R> Handle<E, R> {
         match self.task.await {
             Ok(r) => r,
             Err(e) if e.is_cancelled() => Err(Error::Cancelled),
-            Err(_) => Err(Error::Internal("task panicked")),
+            Err(e) => Err(Error::Panicked { task: "transfer", message: crate::error::panic_message(e.into_panic()) }),
         }
     }
 }
@@ -280,6 +280,17 @@ mod tests {
         tx2.emit(Ev::Done(2));
         drop(tx2);
         assert_eq!(reader.await.unwrap(), vec![Ev::News(1), Ev::Done(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_work_is_reported_with_its_message() {
+        let (_tx, rx) = Events::<Ev>::channel();
+        let task = tokio::spawn(async { panic!("bad state {}", 7) });
+        let handle: Handle<Ev, ()> = Handle::new(rx, task, CancellationToken::new());
+        match handle.wait().await {
+            Err(Error::Panicked { message, .. }) => assert_eq!(message, "bad state 7"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -86,7 +86,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use config::{ChunkSize, Config, Credentials, MqttVersion, Tls};
-pub use error::{ConnectError, Error, ErrorKind};
+pub use error::{ConnectError, Error, ErrorKind, TransferFailure};
 pub use handle::Handle;
 pub use name::{sanitize_file_name, NameError, SafeName};
 pub use receive::{ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile};

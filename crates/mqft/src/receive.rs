@@ -74,7 +74,7 @@ use crate::proto::{
 };
 use crate::store::{self, Paths};
 use crate::writer::{Job, Writer, WriterEvent};
-use crate::{now, to_tokio, Error};
+use crate::{now, to_tokio, Error, TransferFailure};
 
 /// How long a stopping receiver may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -1027,19 +1027,10 @@ fn failure_error(path: &std::path::Path, failure: &ReceiveFailure, local: Option
         ReceiveFailure::HashMismatch => {
             Error::Integrity { path, detail: "sha-256 of the received bytes does not match the manifest".into() }
         }
-        ReceiveFailure::SenderAborted(reason) => {
-            let why = match reason {
-                AbortReason::Cancelled => "it was cancelled".to_owned(),
-                AbortReason::Failed => "it gave up".to_owned(),
-                AbortReason::Finished => "it finished with other receivers".to_owned(),
-                AbortReason::Superseded => "it started the file again with smaller chunks".to_owned(),
-                other => format!("reason code {}", other.code()),
-            };
+        &ReceiveFailure::SenderAborted(reason) => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let detail = format!("the sender aborted {}: {why}", crate::name::escape(&name));
-            Error::Transfer { path, detail }
+            Error::Transfer { path, cause: TransferFailure::SenderAborted { name, reason } }
         }
-        ReceiveFailure::SenderGone => Error::Transfer { path, detail: "the sender went silent".into() },
-        other => local.unwrap_or_else(|| Error::Transfer { path, detail: other.to_string() }),
+        other => local.unwrap_or_else(|| Error::Transfer { path, cause: TransferFailure::Receive(other.clone()) }),
     }
 }

@@ -36,7 +36,7 @@ use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
 use crate::proto::{self, Manifest, Payload, Prefix, ReceiverId, RejectReason, SendFailure, SenderEvent, TransferId};
-use crate::{now, store, to_tokio, Error, ErrorKind};
+use crate::{now, store, to_tokio, Error, ErrorKind, TransferFailure};
 
 /// How long a finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -521,7 +521,10 @@ impl Engine {
                 Some(joined) = self.preparing.join_next(), if !self.preparing.is_empty() => match joined {
                     Ok((idx, prepared)) => self.on_prepared(idx, prepared),
                     Err(e) if e.is_cancelled() => {}
-                    Err(_) => return Err(Error::Internal("hashing task panicked")),
+                    Err(e) => {
+                        let message = crate::error::panic_message(e.into_panic());
+                        return Err(Error::Panicked { task: "hashing", message });
+                    }
                 },
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
                     let now = now();
@@ -721,14 +724,11 @@ impl Engine {
                 continue;
             }
             let path = self.jobs[a.idx].path.clone();
-            let chunk_size = a.sender.manifest().chunk_size;
-            let detail = format!(
-                "no chunk got through: the connection broke {} times right after chunks of {} ({chunk_size} bytes) went out; \
-                 the broker may drop messages this large: try a smaller --chunk-size, or auto",
-                a.probe.breaks,
-                autosize::human(chunk_size),
-            );
-            a.local_failure = Some(Error::Transfer { path, detail });
+            let cause = TransferFailure::NothingGotThrough {
+                breaks: a.probe.breaks,
+                chunk_size: a.sender.manifest().chunk_size,
+            };
+            a.local_failure = Some(Error::Transfer { path, cause });
             a.sender.give_up(now());
         }
     }
@@ -980,7 +980,7 @@ fn failure_error(path: &Path, f: SendFailure) -> Error {
             Error::Integrity { path, detail: format!("receiver {receiver} computed a different sha-256") }
         }
         SendFailure::Cancelled => Error::Cancelled,
-        other => Error::Transfer { path, detail: other.to_string() },
+        other => Error::Transfer { path, cause: TransferFailure::Send(other) },
     }
 }
 
