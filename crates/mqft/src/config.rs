@@ -70,6 +70,12 @@ pub struct Config {
     /// messages) after a disconnect. MQTT 5 only; 3.1.1 brokers keep it until the
     /// client comes back or the broker's own limit.
     pub session_expiry: Duration,
+    /// The most bytes per second this client publishes, control messages and MQTT
+    /// headers included (see `pace.rs`); `None`: no limit.
+    pub rate: Option<u64>,
+    /// The most publishes per second this client sends, control messages
+    /// included; `None`: no limit.
+    pub max_publish_rate: Option<u32>,
 }
 
 impl Config {
@@ -88,6 +94,8 @@ impl Config {
             broker_timeout: None,
             max_backoff: Duration::from_secs(30),
             session_expiry: Duration::from_secs(3600),
+            rate: None,
+            max_publish_rate: None,
         }
     }
 

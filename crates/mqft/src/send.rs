@@ -345,7 +345,7 @@ struct Active {
 async fn run(
     cfg: Config,
     files: Vec<SendFile>,
-    opts: SendOptions,
+    mut opts: SendOptions,
     sizes: SizeMemory,
     events: Events<SendEvent>,
     cancel: CancellationToken,
@@ -365,6 +365,12 @@ async fn run(
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("mqft-s-{:08x}", rand::random::<u32>()));
     // A sender receives only acks (at most 8 KiB); it sends chunks.
     let mqtt_opts = conn::options(&cfg, client_id, false, config::PACKET_OVERHEAD, max_chunk + config::PACKET_OVERHEAD);
+    // Under a rate limit an end of round may wait behind the chunk the feed task
+    // paces, the one in its channel and the one being written: waiting for tokens
+    // is not loss, so the retransmission timeout covers it (pace.rs).
+    let paced = crate::pace::queue_time(&cfg, 3, max_chunk + crate::pace::HEADER_ESTIMATE as u32);
+    opts.protocol.rto = opts.protocol.rto.max(paced);
+    opts.protocol.max_rto = opts.protocol.max_rto.max(opts.protocol.rto);
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
     conn.set_broker_timeout(Some(cfg.broker_timeout.unwrap_or(config::DEFAULT_SEND_BROKER_TIMEOUT)));
