@@ -223,6 +223,12 @@ pub struct SendArgs {
     /// Files in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Compress chunks: zstd or none. Each chunk that zstd shrinks by at least
+    /// 3 % goes compressed, the others raw (JPEG, video, archives), so nothing
+    /// grows; the summary shows the saving. For text, logs and raw sensor data on
+    /// a slow or metered link.
+    #[arg(long, default_value = "none", value_name = "ALGO")]
+    pub compress: proto::wire::Compression,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -376,6 +382,7 @@ impl SendArgs {
             Wait::Ids(ids)
         };
         opts.concurrency = self.concurrency.max(1);
+        opts.compress = self.compress;
         Ok(opts)
     }
 }

@@ -719,7 +719,7 @@ impl Sim {
                     match rx.handle_chunk(n, payload, now) {
                         Ok(Some(w)) => {
                             let at = w.offset as usize;
-                            r.disk[at..at + w.data.len()].copy_from_slice(w.data);
+                            r.disk[at..at + w.data.len()].copy_from_slice(&w.data);
                         }
                         Ok(None) => {}
                         Err(_) => r.corrupt_seen += 1,
