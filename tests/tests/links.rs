@@ -1,12 +1,14 @@
 //! Constrained and metered links (issue 13, item 1), through the `mqft` binary
 //! against real Mosquitto brokers: `--rate` and `--max-publish-rate` keep to
-//! their limits within 10 % without resending anything.
+//! their limits within 10 % without resending anything; `--compress zstd`
+//! shrinks what compresses, sends the rest raw, and a receiver refuses a chunk
+//! that inflates past its length.
 //!
 //! The achieved rates come from the sender's `--json` summary: the file's bytes
 //! and chunk publishes over the whole command's time, connecting and the final
 //! check included, so that the tolerance covers everything a user would see.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -100,4 +102,145 @@ fn max_publish_rate_keeps_within_ten_per_cent() {
     assert_eq!(f["chunks"], 300);
     assert_eq!(f["transmissions"], f["chunks"], "chunks sent again under pacing\n{}", show(&sent));
     within_ten_per_cent(f["transmissions"].as_f64().unwrap() / s["seconds"].as_f64().unwrap(), 100.0, "publishes");
+}
+
+/// `len` bytes of log lines: what `--compress zstd` is for.
+fn log_file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let mut text = String::with_capacity(len + 100);
+    let mut n = 0u64;
+    while text.len() < len {
+        n += 1;
+        let level = ["INFO", "WARN", "DEBUG"][(n % 3) as usize];
+        text.push_str(&format!("2026-12-07T06:{:02}:{:02}Z {level} sensor={} t={}.{}C ok\n", n / 60 % 60, n % 60, n % 7, 18 + n % 9, n % 10));
+    }
+    text.truncate(len);
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn compress_zstd_shrinks_a_log_file_which_arrives_identical_and_the_summary_shows_the_saving() {
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = log_file(src.path(), "sensor.log", 3 << 20);
+    let receiver = start_receiver(&broker, out.path(), &[]);
+    // Not --json: the line a user reads.
+    let sent = Process::spawn(
+        mqft(["send".as_ref(), file.as_os_str(), "--compress".as_ref(), "zstd".as_ref()]).args(at(broker.port())),
+    )
+    .finish_within(WAIT);
+    assert_eq!(sent.status.code(), Some(0), "mqft send\n{}", show(&sent));
+    let received = receiver.finish_within(WAIT);
+    assert_eq!(received.status.code(), Some(0), "mqft receive\n{}", show(&received));
+    assert!(files_equal(&file, &out.path().join("sensor.log")), "the file differs after the transfer");
+
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("sent 1 file")).unwrap_or_else(|| panic!("{}", show(&sent)));
+    let saved: u32 = line
+        .split("saved ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no saving in the summary: {line}"));
+    eprintln!("{line}");
+    assert!(saved >= 50, "log lines compress to less than half: {line}");
+}
+
+#[test]
+fn compress_zstd_sends_random_data_raw_without_growth() {
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "photo.jpg", 2 << 20, 13_004);
+    let receiver = start_receiver(&broker, out.path(), &[]);
+    let sent = send(&file, broker.port(), &["--compress", "zstd"]);
+    let received = receiver.finish_within(WAIT);
+    assert_eq!(received.status.code(), Some(0), "mqft receive\n{}", show(&received));
+    assert!(files_equal(&file, &out.path().join("photo.jpg")));
+    let f = &summary(&sent)["files"][0];
+    assert_eq!(f["data_bytes"], 2 << 20, "{}", show(&sent));
+    assert_eq!(f["wire_bytes"], f["data_bytes"], "random data must go raw, never grow\n{}", show(&sent));
+    assert!(!String::from_utf8_lossy(&sent.stderr).contains("saved"));
+}
+
+/// Receives `(topic, payload)` of what a plain rumqttc client subscribed to.
+struct Raw {
+    client: rumqttc::AsyncClient,
+    messages: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Raw {
+    async fn connect(broker: &Broker, id: &str) -> Raw {
+        let mut o = rumqttc::MqttOptions::new(id, mqft_tests::HOST, broker.port());
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+                    let _ = tx.send((p.topic, p.payload.to_vec()));
+                }
+            }
+        });
+        Raw { client, messages, task }
+    }
+
+    async fn publish(&self, topic: String, payload: Vec<u8>) {
+        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_chunk_that_inflates_past_its_length_is_refused() {
+    use mqft::proto::{Ack, Chunk, Manifest, Meta};
+    const CHUNK: u32 = 16 << 10;
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = log_file(src.path(), "bomb.log", 4 * CHUNK as usize);
+    let bytes = std::fs::read(&file).unwrap();
+    let m = Manifest::new("bomb.log".into(), bytes.len() as u64, CHUNK, mqft::proto::integrity::sha256(&bytes), Meta::default(), 1)
+        .unwrap();
+    let prefix = Prefix::default();
+    let receiver = start_receiver(&broker, out.path(), &[]);
+
+    // The test is the sender: a manifest, then a bomb, then the real chunks.
+    let mut raw = Raw::connect(&broker, "raw-bomb").await;
+    raw.client.subscribe(prefix.ack_filter(&m.id), rumqttc::QoS::AtLeastOnce).await.unwrap();
+    assert!(wait_until(WAIT, || broker.has_subscription("raw-bomb", &prefix.ack_filter(&m.id))));
+    raw.publish(prefix.manifest(&m.id), m.encode()).await;
+    let ready = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, payload) = raw.messages.recv().await.expect("the raw client runs");
+            if let Ok(ack @ Ack::Ready { .. }) = Ack::decode(&payload, m.chunk_count) {
+                return ack;
+            }
+        }
+    })
+    .await
+    .expect("the receiver accepts the offer");
+    assert!(matches!(ready, Ack::Ready { run: 1, .. }));
+    // 1 MiB of one letter: a few dozen bytes of zstd, 64 times chunk 0's length.
+    let bomb = Chunk::encode_compressed(1, 0, 0, &vec![b'x'; 1 << 20]);
+    assert!(bomb.len() < 200, "{} bytes", bomb.len());
+    raw.publish(prefix.chunk(&m.id, 0), bomb).await;
+    for i in 0..m.chunk_count {
+        let range = m.chunk_offset(i) as usize..(m.chunk_offset(i) + m.chunk_len(i)) as usize;
+        raw.publish(prefix.chunk(&m.id, i), Chunk::encode_compressed(1, i + 1, i, &bytes[range])).await;
+    }
+
+    let received = receiver.finish_within(WAIT);
+    assert_eq!(received.status.code(), Some(0), "mqft receive\n{}", show(&received));
+    assert!(files_equal(&file, &out.path().join("bomb.log")));
+    let f = &summary(&received)["files"][0];
+    assert_eq!(f["corrupt_chunks"], 1, "the bomb is a bad chunk\n{}", show(&received));
 }
