@@ -13,6 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use mqft::proto::Prefix;
+use mqft_tests::proxy::{Direction, Proxy};
 use mqft_tests::{
     broker_flags as at, files_equal, mqft_command as mqft, random_file, show_output as show, wait_until, Broker,
     Process,
@@ -243,4 +244,59 @@ async fn a_forged_chunk_that_inflates_past_its_length_is_refused() {
     assert!(files_equal(&file, &out.path().join("bomb.log")));
     let f = &summary(&received)["files"][0];
     assert_eq!(f["corrupt_chunks"], 1, "the bomb is a bad chunk\n{}", show(&received));
+}
+
+/// `mqft send FILE --json -v EXTRA...` through `proxy` to `broker`, which must
+/// succeed, with a receiver straight on the broker.
+fn send_through(proxy: &Proxy, broker: &Broker, file: &Path, out: &Path, extra: &[&str]) -> Output {
+    let receiver = start_receiver(broker, out, &[]);
+    let sent = send(file, proxy.port(), &[&["-v"], extra].concat());
+    let received = receiver.finish_within(WAIT);
+    assert_eq!(received.status.code(), Some(0), "mqft receive\n{}", show(&received));
+    assert!(files_equal(file, &out.join(file.file_name().unwrap())));
+    sent
+}
+
+#[test]
+fn a_sender_keeps_within_the_brokers_receive_maximum() {
+    let src = tempfile::tempdir().unwrap();
+    // 128 chunks of 16 KiB: far more than any in-flight limit.
+    let file = random_file(src.path(), "inflight.bin", 2 << 20, 13_005);
+    // Mosquitto announces its max_inflight_messages as Receive Maximum (MQTT 5).
+    let broker = Broker::builder().max_inflight_messages(5).start();
+    let proxy = Proxy::start(broker.addr());
+    let out = tempfile::tempdir().unwrap();
+    let sent = send_through(&proxy, &broker, &file, out.path(), &["--chunk-size", "16k"]);
+    assert!(String::from_utf8_lossy(&sent.stderr).contains("receive_max=Some(5)"), "{}", show(&sent));
+    let most = proxy.max_inflight();
+    eprintln!("receive maximum 5: at most {most} in flight");
+    assert!((1..=5).contains(&most), "{most} QoS 1 publishes in flight at once, past the Receive Maximum of 5");
+
+    // The count is real: with the default (20) more go at once.
+    let broker = Broker::start();
+    let proxy = Proxy::start(broker.addr());
+    let out = tempfile::tempdir().unwrap();
+    send_through(&proxy, &broker, &file, out.path(), &["--chunk-size", "16k"]);
+    let most = proxy.max_inflight();
+    eprintln!("receive maximum 20: at most {most} in flight");
+    assert!(most > 5 && most <= 20, "{most} in flight under a Receive Maximum of 20");
+}
+
+#[test]
+fn a_broker_that_acknowledges_slowly_slows_the_sender_down_and_the_file_arrives() {
+    // Everything from the broker to the sender comes 1.5 s late: each PUBACK,
+    // each receiver ack. The keep-alive of 5 s is shorter than the time the
+    // window takes to be acknowledged, but each PUBACK comes well within it.
+    let src = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "throttled.bin", 1 << 20, 13_006);
+    let broker = Broker::start();
+    let proxy = Proxy::start(broker.addr());
+    proxy.set_one_way_latency(Direction::ServerToClient, Duration::from_millis(1500));
+    let out = tempfile::tempdir().unwrap();
+    let sent = send_through(&proxy, &broker, &file, out.path(), &["--chunk-size", "16k", "-k", "5"]);
+    let s = summary(&sent);
+    let f = &s["files"][0];
+    assert_eq!(f["transmissions"], f["chunks"], "chunks sent again for slow acks\n{}", show(&sent));
+    assert!(!String::from_utf8_lossy(&sent.stderr).contains("stopped acknowledging"), "{}", show(&sent));
+    assert!(s["seconds"].as_f64().unwrap() >= 1.5, "the latency was in the way: {s}");
 }

@@ -388,7 +388,8 @@ async fn run(
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
     conn.set_broker_timeout(Some(cfg.broker_timeout.unwrap_or(config::DEFAULT_SEND_BROKER_TIMEOUT)));
-    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, "connected");
+    // rumqttc keeps our QoS 1 publishes in flight within the Receive Maximum.
+    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, receive_max = ?info.receive_maximum, "connected");
     events.emit(SendEvent::Connected);
     // A chunk size the broker cannot take is an error before anything is sent.
     for job in &jobs {
