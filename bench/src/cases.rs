@@ -697,8 +697,18 @@ fn log_file(dir: &Path, n: u64) -> Result<PathBuf> {
         x ^= x << 17;
         i += 1;
         let level = ["INFO", "WARN", "DEBUG", "INFO"][(x % 4) as usize];
-        let _ = writeln!(text, "2026-12-07T{:02}:{:02}:{:02}.{:03}Z {level} gw-7 sensor={} t={}.{}C rh={}% seq={i}",
-            i / 3_600_000 % 24, i / 60_000 % 60, i / 1000 % 60, i % 1000, x % 16, 15 + x % 20, x % 10, 30 + x % 60);
+        let _ = writeln!(
+            text,
+            "2026-12-07T{:02}:{:02}:{:02}.{:03}Z {level} gw-7 sensor={} t={}.{}C rh={}% seq={i}",
+            i / 3_600_000 % 24,
+            i / 60_000 % 60,
+            i / 1000 % 60,
+            i % 1000,
+            x % 16,
+            15 + x % 20,
+            x % 10,
+            30 + x % 60
+        );
     }
     text.truncate(n as usize);
     fs::write(&path, text)?;

@@ -112,7 +112,14 @@ fn log_file(dir: &Path, name: &str, len: usize) -> PathBuf {
     while text.len() < len {
         n += 1;
         let level = ["INFO", "WARN", "DEBUG"][(n % 3) as usize];
-        text.push_str(&format!("2026-12-07T06:{:02}:{:02}Z {level} sensor={} t={}.{}C ok\n", n / 60 % 60, n % 60, n % 7, 18 + n % 9, n % 10));
+        text.push_str(&format!(
+            "2026-12-07T06:{:02}:{:02}Z {level} sensor={} t={}.{}C ok\n",
+            n / 60 % 60,
+            n % 60,
+            n % 7,
+            18 + n % 9,
+            n % 10
+        ));
     }
     text.truncate(len);
     let path = dir.join(name);
@@ -209,8 +216,15 @@ async fn a_forged_chunk_that_inflates_past_its_length_is_refused() {
     let out = tempfile::tempdir().unwrap();
     let file = log_file(src.path(), "bomb.log", 4 * CHUNK as usize);
     let bytes = std::fs::read(&file).unwrap();
-    let m = Manifest::new("bomb.log".into(), bytes.len() as u64, CHUNK, mqft::proto::integrity::sha256(&bytes), Meta::default(), 1)
-        .unwrap();
+    let m = Manifest::new(
+        "bomb.log".into(),
+        bytes.len() as u64,
+        CHUNK,
+        mqft::proto::integrity::sha256(&bytes),
+        Meta::default(),
+        1,
+    )
+    .unwrap();
     let prefix = Prefix::default();
     let receiver = start_receiver(&broker, out.path(), &[]);
 
@@ -299,4 +313,47 @@ fn a_broker_that_acknowledges_slowly_slows_the_sender_down_and_the_file_arrives(
     assert_eq!(f["transmissions"], f["chunks"], "chunks sent again for slow acks\n{}", show(&sent));
     assert!(!String::from_utf8_lossy(&sent.stderr).contains("stopped acknowledging"), "{}", show(&sent));
     assert!(s["seconds"].as_f64().unwrap() >= 1.5, "the latency was in the way: {s}");
+}
+
+#[test]
+fn a_receiver_keeps_its_acks_to_its_publish_rate() {
+    // 256 chunks of 4 KiB: a Ready, a Progress every 32 chunks or after a pause,
+    // and a Complete, which a receiver at --max-publish-rate 2 spreads over
+    // seconds. mosquitto_sub stamps each ack as the broker passes it on.
+    const RATE: f64 = 2.0;
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "acked.bin", 1 << 20, 13_007);
+    let filter = "files/+/ack/+";
+    let mut watch = Process::spawn(
+        std::process::Command::new(mqft_tests::mosquitto_client("mosquitto_sub"))
+            .args(["-h", mqft_tests::HOST, "-p", &broker.port().to_string(), "-i", "ack-watch", "-t", filter])
+            .args(["-F", "%U"]),
+    );
+    assert!(wait_until(WAIT, || broker.has_subscription("ack-watch", filter)), "mosquitto_sub did not subscribe");
+    let receiver = start_receiver(&broker, out.path(), &["--max-publish-rate", "2"]);
+    let sent = send(&file, broker.port(), &["--chunk-size", "4k"]);
+    let received = receiver.finish_within(WAIT);
+    assert_eq!(received.status.code(), Some(0), "mqft receive\n{}", show(&received));
+    assert!(files_equal(&file, &out.path().join("acked.bin")));
+    let _ = sent;
+    watch.kill();
+
+    let times: Vec<f64> = watch.stdout().lines().filter_map(|l| l.trim().parse().ok()).collect();
+    assert!(times.len() >= 5, "too few acks to tell a rate: {times:?}");
+    eprintln!("{} acks over {:.2} s", times.len(), times[times.len() - 1] - times[0]);
+    // Any stretch of acks: at most the burst (one, and one into debt), the rate
+    // over the stretch, and one for the timestamps' jitter.
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let count = (j - i + 1) as f64;
+            let allowed = 2.0 + RATE * (times[j] - times[i]) + 1.0;
+            assert!(
+                count <= allowed,
+                "acks {i}..={j}: {count} in {:.3} s, over the rate of {RATE}/s",
+                times[j] - times[i]
+            );
+        }
+    }
 }

@@ -831,8 +831,14 @@ mod tests {
     fn chunk_encoding_is_postcards() {
         let data = [1u8, 2, 3, 4, 5];
         let ours = Chunk::encode(300, 70000, 2, &data);
-        let wire =
-            ChunkWire { run: 300, seq: 70000, index: 2, flags: 0, crc32: integrity::crc32(&data).to_le_bytes(), data: &data };
+        let wire = ChunkWire {
+            run: 300,
+            seq: 70000,
+            index: 2,
+            flags: 0,
+            crc32: integrity::crc32(&data).to_le_bytes(),
+            data: &data,
+        };
         let mut theirs = vec![PROTOCOL_VERSION];
         theirs.extend(postcard::to_allocvec(&wire).unwrap());
         assert_eq!(ours, theirs);
@@ -1017,7 +1023,10 @@ mod tests {
             assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // As long as a u32 can be, and still 0.
-        assert_eq!(Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(
+            Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]),
+            Err(DecodeError::NonMinimalVarint)
+        );
 
         let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
         assert_eq!(progress, [PROTOCOL_VERSION, 1, 1, 0xac, 0x02, 2]);

@@ -5,8 +5,8 @@ mod harness;
 use std::time::Duration;
 
 use harness::{Action, Link, Retained, Sim, SimBuilder};
-use mqft_proto::wire::Compression;
 use mqft_proto::receiver::ReceiveFailure;
+use mqft_proto::wire::Compression;
 use mqft_proto::{RejectReason, SendFailure, SenderEvent, Wait};
 
 const HOUR: Duration = Duration::from_secs(3600);

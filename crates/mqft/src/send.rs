@@ -860,10 +860,11 @@ impl Engine {
         let file = self.active[i].file.clone();
         let compress = self.opts.compress;
         // Compressing is CPU work too: off the async workers with the read.
-        let read =
-            tokio::task::spawn_blocking(move || store::read_at(&file, c.offset, c.len).map(|d| c.encode_with(&d, compress)))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let read = tokio::task::spawn_blocking(move || {
+            store::read_at(&file, c.offset, c.len).map(|d| c.encode_with(&d, compress))
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
         match read {
             Ok((payload, wire)) => {
                 let a = &mut self.active[i];

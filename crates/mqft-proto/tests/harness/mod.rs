@@ -25,8 +25,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
-use mqft_proto::wire::Compression;
 use mqft_proto::receiver::ReceiveFailure;
+use mqft_proto::wire::Compression;
 use mqft_proto::{
     integrity, Limits, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEndpoint, ReceiverEvent,
     ReceiverId, ResumeState, Routed, SendFailure, Sender, SenderConfig, SenderEndpoint, SenderEvent,
