@@ -608,13 +608,13 @@ mod tests {
     #[test]
     fn packet_size_counts_every_byte() {
         // v5, 40-byte topic, 50 bytes of data: 1 (type) + 1 (length) + 2 + 40 + 2
-        // (packet id) + 1 (properties) + 25 (chunk header, at most) + 50.
-        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 25 + 50);
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 25 + 50);
+        // (packet id) + 1 (properties) + 26 (chunk header, at most) + 50.
+        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 26 + 50);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 26 + 50);
         // 60 bytes more and the remaining length needs a second byte.
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 25 + 110);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 26 + 110);
         // The length field widens at 128, 16384 and 2 MiB of remaining length.
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 25);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 26);
     }
 
     #[test]
