@@ -12,6 +12,8 @@
 //! - the **feed task** takes requests from a small bounded channel and awaits
 //!   rumqttc's `AsyncClient`. Awaiting the client from the poll task would deadlock
 //!   once rumqttc's request channel is full; here the wait only holds up the feed.
+//!   Every publish and subscription passes it, so it is also where the rate
+//!   limits hold them back (`pace.rs`), before rumqttc has them.
 //! - the [`Outbox`], on the engine's side: requests go into the bounded channel with
 //!   `try_send`, so the engine never blocks on the network either. Control messages
 //!   that find the channel full wait in a short local backlog; chunks are only
