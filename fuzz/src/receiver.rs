@@ -302,7 +302,7 @@ impl Harness {
                 self.written[i] = true;
                 self.written_count += 1;
                 self.bytes_written += w.data.len() as u64;
-                self.shadow[w.offset as usize..end as usize].copy_from_slice(w.data);
+                self.shadow[w.offset as usize..end as usize].copy_from_slice(&w.data);
             }
             Ok(None) => {
                 self.last_heard = self.now;

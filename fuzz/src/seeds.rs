@@ -185,7 +185,17 @@ fn chunks() -> Named {
         ("only".into(), chunk_seed(&f1.manifest, 0, f1.chunk(0))),
         ("one-byte".into(), chunk_seed(&f3.manifest, 1099, f3.chunk(1099))),
         ("bad-crc".into(), bad_crc),
+        // Version 3: a compressed chunk, and a frame that inflates to 16 times the
+        // chunk's length (refused as BadCompression without allocating it).
+        ("zstd".into(), compressed_seed(&b"abcd".repeat(1024), 4096)),
+        ("zstd-bomb".into(), compressed_seed(&[0; 65536], 4096)),
     ]
+}
+
+/// A `decode_chunk` input: chunk 0 of a one-chunk file of `len` bytes (the
+/// target's own manifest for that size), `data` compressed.
+fn compressed_seed(data: &[u8], len: u32) -> Vec<u8> {
+    Writer::new().u64(u64::from(len)).u32(len).u32(0).raw(&Chunk::encode_compressed(RUN, 3, 0, data)).finish()
 }
 
 fn ranges_seed(count: u32, pairs: &[(u32, u32)]) -> Vec<u8> {

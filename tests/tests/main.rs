@@ -19,6 +19,7 @@ mod flood;
 mod harness;
 mod hostile;
 mod integrity;
+mod links;
 mod many;
 mod names;
 mod receivers;

@@ -344,7 +344,8 @@ impl Reporter {
     /// receivers held already), time and rate, as rsync and croc end.
     pub fn send_summary(&self, report: &mqft::SendReport) {
         let moved = self.sent_bytes();
-        let line = summary_line("sent", report.files.len(), moved, self.started.elapsed());
+        let mut line = summary_line("sent", report.files.len(), moved, self.started.elapsed());
+        line.push_str(&saving(report));
         if self.mode == Mode::Bars {
             self.note(&line);
         }
@@ -407,6 +408,18 @@ fn summary_line(verb: &str, files: usize, moved: u64, took: Duration) -> String 
     format!("{verb} {files} file{plural}, {} in {secs:.1} s ({rate})", bytes(moved))
 }
 
+/// ", 1.6 MiB on the wire, saved 61 %" when compression saved anything; else
+/// nothing.
+fn saving(report: &mqft::SendReport) -> String {
+    let data: u64 = report.files.iter().map(|f| f.data_bytes).sum();
+    let wire: u64 = report.files.iter().map(|f| f.wire_bytes).sum();
+    if wire >= data || data == 0 {
+        return String::new();
+    }
+    let saved = 100.0 * (data - wire) as f64 / data as f64;
+    format!(", {} on the wire, saved {saved:.0} %", bytes(wire))
+}
+
 /// Bytes a receive took in: each file's size less what it resumed with.
 pub fn received_bytes(report: &mqft::ReceiveReport) -> u64 {
     report.files.iter().map(|f| f.size.saturating_sub(f.resumed_bytes)).sum()
@@ -430,6 +443,7 @@ pub fn send_summary(r: &mqft::SendReport, sent_bytes: u64, took: Duration) -> Va
                 "path": path_json(&f.path), "transfer": f.transfer.to_string(),
                 "receivers": f.receivers.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                 "chunks": f.chunks, "transmissions": f.transmissions,
+                "data_bytes": f.data_bytes, "wire_bytes": f.wire_bytes,
             })
         })
         .collect();

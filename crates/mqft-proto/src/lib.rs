@@ -209,6 +209,20 @@ impl ChunkRef {
     pub fn encode_into(&self, out: &mut Vec<u8>, data: &[u8]) {
         Chunk::encode_into(out, self.run, self.seq, self.index, data)
     }
+
+    /// Like [`ChunkRef::encode`], compressed as `compression` says where that
+    /// pays; also returns the bytes of chunk data on the wire.
+    pub fn encode_with(&self, data: &[u8], compression: crate::wire::Compression) -> (Vec<u8>, usize) {
+        debug_assert_eq!(data.len() as u64, self.len);
+        match compression {
+            crate::wire::Compression::Zstd => {
+                let mut out = Vec::new();
+                let n = Chunk::encode_compressed_into(&mut out, self.run, self.seq, self.index, data);
+                (out, n)
+            }
+            crate::wire::Compression::None => (self.encode(data), data.len()),
+        }
+    }
 }
 
 /// Why a topic name or part of one was refused.

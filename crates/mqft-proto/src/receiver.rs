@@ -188,15 +188,17 @@ pub enum ResumeError {
 }
 
 /// A chunk to write: `data` goes at byte `offset` of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Write<'a> {
     /// Chunk index.
     pub index: u32,
     /// Byte offset in the file.
     pub offset: u64,
-    /// The bytes, borrowed from the payload.
-    pub data: &'a [u8],
+    /// The bytes, borrowed from the payload, or decompressed from it.
+    pub data: std::borrow::Cow<'a, [u8]>,
+    /// The bytes the chunk took on the wire (fewer than `data`'s if compressed).
+    pub wire_len: usize,
 }
 
 /// A chunk to read back from the partial file and feed to [`Receiver::hash_chunk`].
@@ -506,11 +508,12 @@ impl Receiver {
         }
         self.crcs[at] = chunk.crc32;
         if chunk.index == self.hashed {
-            self.hash.update(chunk.data);
+            self.hash.update(&chunk.data);
             self.hashed += 1;
         }
         self.check_done();
-        Ok(Some(Write { index: chunk.index, offset: self.manifest.chunk_offset(chunk.index), data: chunk.data }))
+        let offset = self.manifest.chunk_offset(chunk.index);
+        Ok(Some(Write { index: chunk.index, offset, data: chunk.data, wire_len: chunk.wire_len }))
     }
 
     /// The next chunk to read back for the hash: one that arrived before the chunks
@@ -826,7 +829,7 @@ mod resume_tests {
             if !rx.held().contains(i) {
                 let payload = chunk_of(data, m, i);
                 if let Some(w) = rx.handle_chunk(i, &payload, Instant::now()).unwrap() {
-                    part[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+                    part[w.offset as usize..][..w.data.len()].copy_from_slice(&w.data);
                 }
             }
             serve_hash_reads(&mut rx, &part);

@@ -70,6 +70,12 @@ pub struct Config {
     /// messages) after a disconnect. MQTT 5 only; 3.1.1 brokers keep it until the
     /// client comes back or the broker's own limit.
     pub session_expiry: Duration,
+    /// The most bytes per second this client publishes, control messages and MQTT
+    /// headers included (see `pace.rs`); `None`: no limit.
+    pub rate: Option<u64>,
+    /// The most publishes per second this client sends, control messages
+    /// included; `None`: no limit.
+    pub max_publish_rate: Option<u32>,
 }
 
 impl Config {
@@ -88,6 +94,8 @@ impl Config {
             broker_timeout: None,
             max_backoff: Duration::from_secs(30),
             session_expiry: Duration::from_secs(3600),
+            rate: None,
+            max_publish_rate: None,
         }
     }
 
@@ -602,13 +610,13 @@ mod tests {
     #[test]
     fn packet_size_counts_every_byte() {
         // v5, 40-byte topic, 50 bytes of data: 1 (type) + 1 (length) + 2 + 40 + 2
-        // (packet id) + 1 (properties) + 25 (chunk header, at most) + 50.
-        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 25 + 50);
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 25 + 50);
+        // (packet id) + 1 (properties) + 26 (chunk header, at most) + 50.
+        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 26 + 50);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 26 + 50);
         // 60 bytes more and the remaining length needs a second byte.
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 25 + 110);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 26 + 110);
         // The length field widens at 128, 16384 and 2 MiB of remaining length.
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 25);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 26);
     }
 
     #[test]

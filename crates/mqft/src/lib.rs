@@ -77,6 +77,7 @@ pub mod error;
 pub mod handle;
 mod mqtt;
 pub mod name;
+mod pace;
 pub mod receive;
 pub mod send;
 mod store;

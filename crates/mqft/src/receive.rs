@@ -756,7 +756,12 @@ impl Engine {
         match t.rx.handle_chunk(index, &payload, now()) {
             Ok(Some(w)) => {
                 // A failed write comes back as a `WriterEvent::Failed`.
-                let data = payload.slice_ref(w.data);
+                // Raw, the chunk stays in the payload's buffer; decompressed, it
+                // has its own.
+                let data = match w.data {
+                    std::borrow::Cow::Borrowed(d) => payload.slice_ref(d),
+                    std::borrow::Cow::Owned(d) => Bytes::from(d),
+                };
                 t.writer.send(Job::Write { offset: w.offset, data }).await;
                 t.unsaved += 1;
                 t.unsaved_since.get_or_insert_with(now);

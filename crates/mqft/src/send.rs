@@ -63,6 +63,11 @@ pub struct SendOptions {
     pub protocol: proto::SenderConfig,
     /// How many files are in flight at once (hashing or sending).
     pub concurrency: usize,
+    /// How chunks are encoded: [`proto::wire::Compression::Zstd`] compresses each
+    /// chunk that shrinks by at least 3 % and sends the others raw. Off by default:
+    /// it costs CPU on both sides, and most large files (images, video, archives)
+    /// are compressed already.
+    pub compress: proto::wire::Compression,
     /// The window in bytes: each file's window of unacknowledged chunks
     /// ([`proto::SenderConfig::window`]) is cut to this many bytes of chunks (one
     /// chunk at least). It bounds what one transfer leaves queued at the broker and
@@ -78,6 +83,7 @@ impl Default for SendOptions {
             chunk_size: ChunkSize::Auto,
             protocol: proto::SenderConfig::default(),
             concurrency: 8,
+            compress: proto::wire::Compression::None,
             window_bytes: DEFAULT_WINDOW_BYTES,
         }
     }
@@ -289,6 +295,11 @@ pub struct SentFile {
     /// Chunk publishes by this send, repairs included: `chunks` when nothing was
     /// lost and nothing was held already, fewer when receivers resumed.
     pub transmissions: u32,
+    /// The file's bytes in those chunk publishes...
+    pub data_bytes: u64,
+    /// ...and what they took on the wire: fewer when compressed
+    /// ([`SendOptions::compress`]), never more. Chunk headers not counted.
+    pub wire_bytes: u64,
 }
 
 /// A running send.
@@ -340,12 +351,15 @@ struct Active {
     /// Abandoned for a smaller chunk size: the file goes on as another transfer,
     /// and this one's end is not the file's.
     superseded: bool,
+    /// The file's bytes in the chunks published, and their bytes on the wire.
+    data_bytes: u64,
+    wire_bytes: u64,
 }
 
 async fn run(
     cfg: Config,
     files: Vec<SendFile>,
-    opts: SendOptions,
+    mut opts: SendOptions,
     sizes: SizeMemory,
     events: Events<SendEvent>,
     cancel: CancellationToken,
@@ -365,10 +379,17 @@ async fn run(
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("mqft-s-{:08x}", rand::random::<u32>()));
     // A sender receives only acks (at most 8 KiB); it sends chunks.
     let mqtt_opts = conn::options(&cfg, client_id, false, config::PACKET_OVERHEAD, max_chunk + config::PACKET_OVERHEAD);
+    // Under a rate limit an end of round may wait behind the chunk the feed task
+    // paces, the one in its channel and the one being written: waiting for tokens
+    // is not loss, so the retransmission timeout covers it (pace.rs).
+    let paced = crate::pace::queue_time(&cfg, 3, max_chunk + crate::pace::HEADER_ESTIMATE as u32);
+    opts.protocol.rto = opts.protocol.rto.max(paced);
+    opts.protocol.max_rto = opts.protocol.max_rto.max(opts.protocol.rto);
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
     conn.set_broker_timeout(Some(cfg.broker_timeout.unwrap_or(config::DEFAULT_SEND_BROKER_TIMEOUT)));
-    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, "connected");
+    // rumqttc keeps our QoS 1 publishes in flight within the Receive Maximum.
+    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, receive_max = ?info.receive_maximum, "connected");
     events.emit(SendEvent::Connected);
     // A chunk size the broker cannot take is an error before anything is sent.
     for job in &jobs {
@@ -651,6 +672,8 @@ impl Engine {
             outcome: None,
             probe: Probe::default(),
             superseded: false,
+            data_bytes: 0,
+            wire_bytes: 0,
         });
     }
 
@@ -835,11 +858,20 @@ impl Engine {
             Payload::Chunk(c) => c,
         };
         let file = self.active[i].file.clone();
-        let read = tokio::task::spawn_blocking(move || store::read_at(&file, c.offset, c.len).map(|d| c.encode(&d)))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let compress = self.opts.compress;
+        // Compressing is CPU work too: off the async workers with the read.
+        let read = tokio::task::spawn_blocking(move || {
+            store::read_at(&file, c.offset, c.len).map(|d| c.encode_with(&d, compress))
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
         match read {
-            Ok(payload) => self.conn.out.publish(t.topic, t.qos, t.retain, payload),
+            Ok((payload, wire)) => {
+                let a = &mut self.active[i];
+                a.data_bytes += c.len;
+                a.wire_bytes += wire as u64;
+                self.conn.out.publish(t.topic, t.qos, t.retain, payload)
+            }
             Err(e) => {
                 // The file shrank or became unreadable while being sent.
                 let a = &mut self.active[i];
@@ -891,8 +923,16 @@ impl Engine {
                         info!(path = %path.display(), id = %transfer, "sent");
                         let receivers = a.complete.clone();
                         let (chunks, transmissions) = (a.sender.manifest().chunk_count, a.sender.chunks_sent());
-                        a.outcome =
-                            Some(Ok(SentFile { path: path.clone(), transfer, receivers, chunks, transmissions }));
+                        let (data_bytes, wire_bytes) = (a.data_bytes, a.wire_bytes);
+                        a.outcome = Some(Ok(SentFile {
+                            path: path.clone(),
+                            transfer,
+                            receivers,
+                            chunks,
+                            transmissions,
+                            data_bytes,
+                            wire_bytes,
+                        }));
                         SendEvent::Finished { path, transfer }
                     }
                     SenderEvent::Failed(f) => {
