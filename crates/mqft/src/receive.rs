@@ -72,7 +72,7 @@ use crate::proto::{
     self, AbortReason, EndpointEvent, Manifest, Prefix, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
     RejectReason, Routed, TransferId,
 };
-use crate::store::{self, Paths};
+use crate::store::{self, Paths, StateDir};
 use crate::writer::{Job, Writer, WriterEvent};
 use crate::{now, to_tokio, Error};
 
@@ -80,6 +80,10 @@ use crate::{now, to_tokio, Error};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The least time between two progress events of one transfer.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// [`ReceiveOptions::forget_after`] by default: 30 days.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(30 * 86_400);
+/// [`ReceiveOptions::prune_after`] by default: 3 days.
+pub const DEFAULT_PRUNE_AFTER: Duration = Duration::from_secs(3 * 86_400);
 
 /// How to receive.
 #[derive(Debug, Clone)]
@@ -113,6 +117,18 @@ pub struct ReceiveOptions {
     pub checkpoint_chunks: u32,
     /// ...or this long after the first unsaved chunk, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// The state folder (see `store`): by default `.mqft` in the output
+    /// directory. Elsewhere, the output directory holds only received files.
+    pub state_dir: Option<PathBuf>,
+    /// Forget a completed transfer this long after it completed (or was last
+    /// verified by a hash); `None` keeps them all. A transfer forgotten and
+    /// offered again finds its file there and is refused as existing.
+    pub forget_after: Option<Duration>,
+    /// Remove the partial files of transfers that have not advanced for this
+    /// long (checked at start and every hour, or every `prune_after` if less),
+    /// logging each; `None` keeps them. Transfers open in this receive are
+    /// never removed.
+    pub prune_after: Option<Duration>,
 }
 
 impl Default for ReceiveOptions {
@@ -129,6 +145,9 @@ impl Default for ReceiveOptions {
             protocol: proto::ReceiverConfig::default(),
             checkpoint_chunks: 64,
             checkpoint_interval: Duration::from_secs(1),
+            state_dir: None,
+            forget_after: Some(DEFAULT_FORGET_AFTER),
+            prune_after: Some(DEFAULT_PRUNE_AFTER),
         }
     }
 }
@@ -286,6 +305,8 @@ async fn run(
     // refuse every file later, one i/o error at a time: say so now, with the reason.
     let probe_dir = dir.clone();
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
+    let state = local::open_state(&dir, &opts).await?;
+    local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
     let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
     // Stable across restarts, so the broker keeps the session; the directory is part
     // of it so that two receivers on one host do not take each other's session.
@@ -322,7 +343,9 @@ async fn run(
         prefix: cfg.prefix.clone(),
         rid,
         dir,
+        next_tidy: tokio::time::Instant::now() + local::tidy_every(opts.prune_after),
         opts,
+        state,
         transfers: BTreeMap::new(),
         endpoint,
         events,
@@ -399,6 +422,10 @@ struct Engine {
     rid: ReceiverId,
     dir: PathBuf,
     opts: ReceiveOptions,
+    /// The state folder: parts, resume states, the completed store.
+    state: Arc<StateDir>,
+    /// When stale partial files are next looked for, and old records forgotten.
+    next_tidy: tokio::time::Instant,
     transfers: BTreeMap<TransferId, Transfer>,
     /// Routes messages to `transfers` by topic, and keeps the rules that span them:
     /// what to do with an offer, the queue of offers waiting for a slot, the memory
@@ -442,6 +469,11 @@ impl Engine {
                     self.on_timer().await;
                 }
                 _ = self.conn.out.writable(), if !room => {}
+                _ = sleep_until(self.next_tidy) => {
+                    // Awaited here, so no transfer opens while the parts are looked at.
+                    local::tidy(&self.state, self.transfers.keys().copied().collect(), self.opts.prune_after).await;
+                    self.next_tidy = tokio::time::Instant::now() + local::tidy_every(self.opts.prune_after);
+                }
             }
         }
     }
@@ -613,7 +645,7 @@ impl Engine {
             // Another transfer is writing a file of that name right now.
             return self.reject(&m, RejectReason::Busy);
         }
-        let paths = Paths::new(&self.dir, &name, &id);
+        let paths = Paths::new(&self.state, &self.dir, &name, &id);
         let overwrite = self.opts.overwrite;
         // What the transfers already open still have to write: the disk must hold
         // theirs and this one's.
@@ -969,7 +1001,7 @@ impl Engine {
     /// the disk now.
     async fn still_complete(&self, m: &Manifest) -> bool {
         let Ok(name) = sanitize_file_name(&m.name) else { return false };
-        let (id, paths, m) = (m.id, Paths::new(&self.dir, &name, &m.id), m.clone());
+        let (id, paths, m) = (m.id, Paths::new(&self.state, &self.dir, &name, &m.id), m.clone());
         match blocking(move || store::already_complete(&paths, &m)).await {
             Ok(complete) => complete,
             Err(e) => {
