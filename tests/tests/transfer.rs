@@ -33,14 +33,15 @@ async fn round_trip(version: MqttVersion) {
     assert_eq!(received.files[0].path, out.path().join("payload.bin"));
     assert!(files_equal(&path, &out.path().join("payload.bin")));
     assert_eq!(visible(out.path()), ["payload.bin"]);
-    // Only the completion marker is left of the hidden files.
+    // Only the state folder is left of the hidden files, and nothing of the
+    // transfer in it but its record in the completed log.
     let hidden: Vec<String> = fs::read_dir(out.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert_eq!(hidden.len(), 1, "{hidden:?}");
-    assert!(hidden[0].ends_with(".state"), "{hidden:?}");
+    assert_eq!(hidden, [".mqft"]);
+    assert_eq!(fs::read_dir(out.path().join(".mqft/part")).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,7 +253,7 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
             } else {
                 service::Show::Text
             };
-            Some(service::Exec::start(command.clone(), a.exec_jobs, &a.out, show)?)
+            Some(service::Exec::start(command.clone(), a.exec_jobs, &a.state_root(), a.forget_after.0, show)?)
         }
         None => None,
     };

@@ -63,6 +63,8 @@ use tracing::{debug, info, warn};
 
 mod local;
 
+pub use crate::store::STATE_DIR_NAME;
+
 use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
