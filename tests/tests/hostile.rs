@@ -172,6 +172,14 @@ fn state_path(out: &Path, _name: &str, m: &Manifest) -> PathBuf {
     parts_dir(out).join(format!("{}.state", m.id))
 }
 
+/// Checks that `out` holds only the state folder, and returns how many files of
+/// transfers in progress are in it.
+fn only_the_state_folder(out: &Path) -> usize {
+    let names: Vec<_> = fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [".mqft"], "{}", out.display());
+    fs::read_dir(parts_dir(out)).unwrap().count()
+}
+
 /// Where a receiver into `out` keeps the files of transfers in progress.
 fn parts_dir(out: &Path) -> PathBuf {
     out.join(".mqft/part")
@@ -831,8 +839,8 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     // Below max_size, above the free space.
     let m = lie("fat.bin", 8 << 20);
     assert!(matches!(offer(&mut raw, &m, "rx-small").await, Ack::Rejected { reason: RejectReason::DiskFull, .. }));
-    // Nothing was written, not even a hidden file.
-    assert_eq!(fs::read_dir(small.path()).unwrap().count(), 0);
+    // Nothing was written, not even a partial file.
+    assert_eq!(only_the_state_folder(small.path()), 0);
     // A file that fits still does.
     let src = tempfile::tempdir().unwrap();
     let path = random_file(src.path(), "fits.bin", 1 << 20, 7501);
@@ -848,7 +856,7 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     let rx = start_receive(&broker, &client, big.path(), receive_opts("rx-big")).await;
     let m = lie("galactic.bin", 1 << 46);
     assert!(matches!(offer(&mut raw, &m, "rx-big").await, Ack::Rejected { reason: RejectReason::DiskFull, .. }));
-    assert_eq!(fs::read_dir(big.path()).unwrap().count(), 0);
+    assert_eq!(only_the_state_folder(big.path()), 0);
     rx.cancel();
     within("the receive", rx.wait()).await.unwrap();
 }
