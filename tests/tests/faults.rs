@@ -484,8 +484,5 @@ async fn a_sender_whose_receiver_vanishes_fails_with_stopped_answering() {
 /// The files of transfers in progress in a receiver's output directory (in its
 /// state folder's `part/`).
 fn hidden_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir.join(".mqft/part"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect()
+    fs::read_dir(dir.join(".mqft/part")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
 }

@@ -69,7 +69,8 @@ fn events(p: &Process, name: &str) -> Vec<Value> {
 
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
-    let mut n: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut n: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     n.sort();
     n
 }
@@ -145,11 +146,7 @@ fn many_files_leave_their_entries_and_one_state_folder_and_a_restart_still_knows
     let again = &files[..20];
     let sent = send(&broker, again);
     assert_eq!(sent.status.code(), Some(0), "{}", show(&sent));
-    assert!(
-        wait_until(WAIT, || events(&receiver, "already_complete").len() == again.len()),
-        "{}",
-        receiver.stdout()
-    );
+    assert!(wait_until(WAIT, || events(&receiver, "already_complete").len() == again.len()), "{}", receiver.stdout());
     let output = stop(receiver);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains("\"accepted\""), "a file was received again\n{}", show(&output));

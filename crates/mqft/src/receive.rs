@@ -9,36 +9,41 @@
 //! not enough free space for it and the transfers already open), answer that the
 //! file is already here, or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
-//! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
+//! `.part` file in the state folder and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.
 //!
-//! # Files in the output directory
-//! For a transfer of `name` with id `id` in directory `out`:
-//! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
-//! - `out/.<name>.<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
+//! # Files in the output directory, and the state folder
+//! The output directory `out` gets the received files and one state folder,
+//! `out/.mqft/` ([`ReceiveOptions::state_dir`] moves it elsewhere; see `store`
+//! for its layout and docs/ARCHITECTURE.md for its lifetime). For a transfer
+//! with id `id`:
+//! - `part/<id>.part` in the state folder holds the bytes, each chunk written at
+//!   its offset;
+//! - `part/<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
 //!   atomically (temporary file, fsync, rename) and only after an fdatasync of the
 //!   `.part`, so the state never claims bytes the disk does not have; it is saved
 //!   every [`ReceiveOptions::checkpoint_chunks`] chunks, every
 //!   [`ReceiveOptions::checkpoint_interval`], and when the receive stops;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
 //!   (never over an existing file unless [`ReceiveOptions::overwrite`]), and the
-//!   directory fsynced. Only then is the sender told `Complete`.
+//!   directory fsynced. Only then is the sender told `Complete`. The transfer is
+//!   then a record in the state folder's `completed.log`, and its `.state` goes.
 //!
-//! The `.state` file of a completed transfer is kept as a marker (a few hundred
-//! bytes): when the same transfer is offered again, after a restart or by a second
-//! send, a marker that says complete next to a final file whose bytes still hash
-//! to the manifest's SHA-256 (and no `.part`) is answered `Complete` at once,
-//! without a byte sent; a fingerprint in the marker spares the hash while the
-//! file is provably unchanged (see `store`). The same check stands behind every
-//! `Complete` answered from this process's memory of finished transfers. A
-//! resume keeps only the chunks whose bytes in the `.part` still have the CRC32
-//! they arrived with. Deleting
-//! `.*.state` files forgets this; nothing else depends on them. A file of the same
-//! name that is not this transfer's is refused with [`RejectReason::Exists`]
-//! rather than renamed around: the sender learns at once, and nothing appears
-//! under a name nobody asked for. The files are created and reopened so that a
-//! symlink, hard link or FIFO planted at any of these names is never written
-//! through (see `store`).
+//! When the same transfer is offered again, after a restart or by a second send,
+//! a record of it next to a final file whose bytes still hash to the manifest's
+//! SHA-256 (and no `.part`) is answered `Complete` at once, without a byte sent;
+//! a fingerprint in the record spares the hash while the file is provably
+//! unchanged (see `store`). The same check stands behind every `Complete`
+//! answered from this process's memory of finished transfers. Records are
+//! forgotten after [`ReceiveOptions::forget_after`]; the files of transfers that
+//! stopped advancing are removed after [`ReceiveOptions::prune_after`] (at start
+//! and on an hourly tick, never for a transfer open here). A resume keeps only
+//! the chunks whose bytes in the `.part` still have the CRC32 they arrived with.
+//! A file of the same name that is not this transfer's is refused with
+//! [`RejectReason::Exists`] rather than renamed around: the sender learns at
+//! once, and nothing appears under a name nobody asked for. The files are
+//! created and reopened so that a symlink, hard link or FIFO planted at any of
+//! these names is never written through (see `store`).
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
 //! the transfer's writer thread (module `writer`), which writes it at its offset
@@ -196,7 +201,7 @@ pub enum ReceiveEvent {
         /// Why.
         reason: RejectReason,
     },
-    /// The offer is accepted; chunks go to a hidden partial file next to `path`.
+    /// The offer is accepted; chunks go to a partial file in the state folder.
     Accepted {
         /// The transfer id.
         transfer: TransferId,

@@ -102,8 +102,7 @@ impl Completed {
         let path = dir.join("completed.log");
         let tmp = dir.join("completed.log.tmp");
         let (entries, mut loaded) = load(&path)?;
-        let mut store =
-            Completed { path, tmp, dir: dir.to_owned(), file: None, entries, records: 0, forget_after };
+        let mut store = Completed { path, tmp, dir: dir.to_owned(), file: None, entries, records: 0, forget_after };
         loaded.forgotten = store.drop_expired(now);
         loaded.live = store.entries.len();
         store.compact()?;
