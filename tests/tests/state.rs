@@ -135,7 +135,7 @@ fn many_files_leave_their_entries_and_one_state_folder_and_a_restart_still_knows
     }
     // In it: the log, and nothing per file.
     let state = out.path().join(".mqft");
-    assert_eq!(names(&state), ["completed.log", "part"]);
+    assert_eq!(names(&state), ["completed.log", "lock", "part"]);
     assert!(names(&state.join("part")).is_empty());
     let used = disk_usage(&state);
     assert!(used < 256 << 10, "{used} bytes of state for {MANY} files");
@@ -176,7 +176,7 @@ fn state_dir_leaves_only_the_received_files_in_the_output_directory() {
     expected.sort();
     assert_eq!(names(out.path()), expected, "only the received files");
     // The state, the hook journal included, is in the state folder.
-    assert_eq!(names(state.path()), ["completed.log", "exec", "hooks.log", "part"]);
+    assert_eq!(names(state.path()), ["completed.log", "exec", "hooks.log", "lock", "part"]);
 
     // And a restart with it still knows the files.
     let receiver = start_receiver(&broker, out.path(), &flags);
@@ -296,4 +296,22 @@ fn a_transfer_open_in_the_receiver_is_never_pruned() {
     let received = rx.finish_within(WAIT);
     assert_eq!(received.code, Some(0), "{}", received.text);
     assert!(files_equal(&path, &out.path().join("slow.bin")));
+}
+
+#[test]
+fn a_second_receiver_into_the_same_state_folder_exits_8_at_start() {
+    let broker = Broker::start();
+    let out = tempfile::tempdir().unwrap();
+    let first = start_receiver(&broker, out.path(), &[]);
+    // Sharing the completed log, each would rewrite it under the other.
+    let mut command = mqft(["receive", "--name", "gw2", "--out"]);
+    command.arg(out.path()).args(at(broker.port()));
+    let second = Process::spawn(&mut command).finish_within(WAIT);
+    assert_eq!(second.status.code(), Some(8), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another receiver is using this state folder"),
+        "{}",
+        show(&second)
+    );
+    stop(first);
 }

@@ -108,6 +108,10 @@ pub(crate) struct StateDir {
     /// Where `.part` and `.state` files go.
     pub parts: PathBuf,
     completed: Mutex<Completed>,
+    /// `lock` in the state folder, held (`flock`) while this receiver runs: two
+    /// receivers sharing a completed log would each rewrite it under the other,
+    /// and prune each other's open transfers.
+    _lock: File,
 }
 
 impl std::fmt::Debug for StateDir {
@@ -127,6 +131,7 @@ impl StateDir {
         // planted at its name must not send the state elsewhere. A --state-dir is
         // the user's own choice, symlink or not.
         own_dir(&root, state_dir.is_none())?;
+        let lock = lock(&root)?;
         let parts = if state_dir.is_none() || same_fs(&root, out)? {
             root.join("part")
         } else {
@@ -144,7 +149,7 @@ impl StateDir {
             );
         }
         tracing::debug!(root = %root.display(), completed = loaded.live, forgotten = loaded.forgotten, "state loaded");
-        Ok(Arc::new(StateDir { out: out.to_owned(), root, parts, completed: Mutex::new(completed) }))
+        Ok(Arc::new(StateDir { out: out.to_owned(), root, parts, completed: Mutex::new(completed), _lock: lock }))
     }
 
     /// The completed store. A panic while it was held leaves it as it was: every
@@ -167,6 +172,27 @@ impl StateDir {
     fn key(&self, id: &TransferId, final_path: &Path) -> completed::Key {
         let rel = final_path.strip_prefix(&self.out).unwrap_or(final_path);
         (*id, rel.as_os_str().as_encoded_bytes().to_vec())
+    }
+}
+
+/// Takes the state folder's lock, `root/lock`, or fails if another receiver
+/// holds it. The lock goes with the process, however it ends.
+fn lock(root: &Path) -> io::Result<File> {
+    let path = root.join("lock");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+        .open(&path)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "another receiver is using this state folder (give each its own --out or --state-dir)",
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -806,6 +832,16 @@ mod tests {
     }
 
     #[test]
+    fn one_receiver_at_a_time_uses_a_state_folder() {
+        let out = tempfile::tempdir().unwrap();
+        let first = StateDir::open(out.path(), None, None).unwrap();
+        let e = StateDir::open(out.path(), None, None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+        drop(first);
+        StateDir::open(out.path(), None, None).unwrap();
+    }
+
+    #[test]
     fn a_symlink_at_the_default_state_folder_is_refused() {
         let out = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
@@ -822,6 +858,7 @@ mod tests {
         assert_eq!(fs::read_dir(&paths.store.parts).unwrap().count(), 0);
         assert_eq!(paths.store.completed_count(), 1);
         // A new receiver (a restart) answers from the log.
+        drop(paths);
         let again = paths_in(dir.path(), &m);
         assert!(already_complete(&again, &m).unwrap());
     }
@@ -833,6 +870,7 @@ mod tests {
         // As if the record never made it to the log, but the complete state did.
         fs::remove_file(paths.store.root.join("completed.log")).unwrap();
         write_state(&paths, &StateFile { resume: complete_of(&m, data), verified: None }, false).unwrap();
+        drop(paths);
         let again = paths_in(dir.path(), &m);
         assert_eq!(again.store.completed_count(), 0);
         assert!(already_complete(&again, &m).unwrap());
