@@ -21,8 +21,9 @@
 //! running receiver drops them on its periodic tick ([`Completed::forget_expired`])
 //! and rewrites the log whenever the dead records (superseded or forgotten)
 //! outnumber the live ones. So the log holds at most about twice the entries of
-//! `forget_after`'s worth of transfers, about 150 bytes each on disk, and the map
-//! about 200 bytes plus the path per entry in memory.
+//! `forget_after`'s worth of transfers, about 80 bytes each on disk (plus the
+//! path), and the map about 300 bytes plus twice the path per entry in memory
+//! (the key and the entry each hold it).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
