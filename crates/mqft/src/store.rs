@@ -108,10 +108,14 @@ pub(crate) struct StateDir {
     /// Where `.part` and `.state` files go.
     pub parts: PathBuf,
     completed: Mutex<Completed>,
-    /// `lock` in the state folder, held (`flock`) while this receiver runs: two
-    /// receivers sharing a completed log would each rewrite it under the other,
-    /// and prune each other's open transfers.
+    /// `lock` in the state folder, held (`flock`) while this receiver runs, so
+    /// that a second receiver can tell it shares the folder.
     _lock: File,
+    /// Another receiver held the lock at start. Sharing works, but each
+    /// receiver rewrites the completed log from what it knows, so records the
+    /// other appended since its start may be lost (those files are then refused
+    /// as existing, never confirmed unchecked).
+    pub shared: bool,
 }
 
 impl std::fmt::Debug for StateDir {
@@ -131,7 +135,7 @@ impl StateDir {
         // planted at its name must not send the state elsewhere. A --state-dir is
         // the user's own choice, symlink or not.
         own_dir(&root, state_dir.is_none())?;
-        let lock = lock(&root)?;
+        let (lock, shared) = lock(&root)?;
         let parts = if state_dir.is_none() || same_fs(&root, out)? {
             root.join("part")
         } else {
@@ -139,7 +143,7 @@ impl StateDir {
             default.join("part")
         };
         own_dir(&parts, true)?;
-        let (completed, loaded) = Completed::open(&root, forget_after, unix_now())?;
+        let (completed, loaded) = Completed::open(&root, forget_after, unix_now(), shared)?;
         if loaded.torn_bytes > 0 {
             tracing::warn!(
                 path = %root.join("completed.log").display(),
@@ -149,7 +153,14 @@ impl StateDir {
             );
         }
         tracing::debug!(root = %root.display(), completed = loaded.live, forgotten = loaded.forgotten, "state loaded");
-        Ok(Arc::new(StateDir { out: out.to_owned(), root, parts, completed: Mutex::new(completed), _lock: lock }))
+        Ok(Arc::new(StateDir {
+            out: out.to_owned(),
+            root,
+            parts,
+            completed: Mutex::new(completed),
+            _lock: lock,
+            shared,
+        }))
     }
 
     /// The completed store. A panic while it was held leaves it as it was: every
@@ -175,23 +186,25 @@ impl StateDir {
     }
 }
 
-/// Takes the state folder's lock, `root/lock`, or fails if another receiver
-/// holds it. The lock goes with the process, however it ends.
-fn lock(root: &Path) -> io::Result<File> {
+/// Takes the state folder's lock, `root/lock`: `Ok((file, true))` when another
+/// receiver holds it. The lock goes with the process, however it ends. The file
+/// is opened read-only (enough for `flock`), so that an idle receiver holds
+/// nothing open for writing (a file system can then be remounted read-only).
+fn lock(root: &Path) -> io::Result<(File, bool)> {
     let path = root.join("lock");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
-        .open(&path)?;
+    let open = || OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(&path);
+    let f = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => open()?,
+            }
+        }
+        r => r?,
+    };
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(f),
-        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(io::Error::new(
-            io::ErrorKind::ResourceBusy,
-            "another receiver is using this state folder (give each its own --out or --state-dir)",
-        )),
+        Ok(()) => Ok((f, false)),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok((f, true)),
         Err(e) => Err(e.into()),
     }
 }
@@ -832,13 +845,13 @@ mod tests {
     }
 
     #[test]
-    fn one_receiver_at_a_time_uses_a_state_folder() {
+    fn a_second_receiver_knows_it_shares_the_state_folder() {
         let out = tempfile::tempdir().unwrap();
         let first = StateDir::open(out.path(), None, None).unwrap();
-        let e = StateDir::open(out.path(), None, None).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+        assert!(!first.shared);
+        assert!(StateDir::open(out.path(), None, None).unwrap().shared);
         drop(first);
-        StateDir::open(out.path(), None, None).unwrap();
+        assert!(!StateDir::open(out.path(), None, None).unwrap().shared);
     }
 
     #[test]

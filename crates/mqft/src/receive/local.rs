@@ -56,6 +56,13 @@ pub(super) async fn open_state(dir: &Path, opts: &ReceiveOptions) -> Result<Arc<
     let root = opts.state_dir.clone().unwrap_or_else(|| dir.join(store::STATE_DIR_NAME));
     let state = opened.map_err(|e| Error::io("open the state folder", &root, e))?;
     info!(state = %state.root.display(), completed = state.completed_count(), "state folder open");
+    if state.shared {
+        warn!(
+            state = %state.root.display(),
+            "another receiver is using this state folder: each may forget files the other received \
+             (give each its own --out or --state-dir)"
+        );
+    }
     Ok(state)
 }
 

@@ -4,7 +4,9 @@
 //! # Format
 //! [`LOG_MAGIC`], then records, each `len: u32 LE | crc32(body): u32 LE | body`,
 //! where the body is an [`Entry`] in postcard. A record is appended with a
-//! single write to a file opened `O_APPEND`, and never fsynced on its own (see
+//! single write to the file opened `O_APPEND` for it (and closed again, so an
+//! idle receiver holds nothing open for writing, and an append after another
+//! process's rewrite goes to the new file), and never fsynced on its own (see
 //! `store::finalize` for why losing the last records costs no correctness).
 //!
 //! # What a crash or a scribble does
@@ -88,8 +90,6 @@ pub(crate) struct Completed {
     path: PathBuf,
     tmp: PathBuf,
     dir: PathBuf,
-    /// Opened for appending; `None` after a failed rewrite, until the next one.
-    file: Option<File>,
     entries: HashMap<Key, Entry>,
     /// Records in the file, live or not.
     records: usize,
@@ -99,11 +99,18 @@ pub(crate) struct Completed {
 impl Completed {
     /// Loads `dir/completed.log` (none is an empty store), forgets what is older
     /// than `forget_after` at `now` (Unix seconds), and rewrites it.
-    pub fn open(dir: &Path, forget_after: Option<Duration>, now: u64) -> io::Result<(Completed, Loaded)> {
+    ///
+    /// The rewrite's temporary file is this process's own, so that two receivers
+    /// sharing the folder (`shared`) never remove each other's; a receiver alone
+    /// removes those that crashed receivers left.
+    pub fn open(dir: &Path, forget_after: Option<Duration>, now: u64, shared: bool) -> io::Result<(Completed, Loaded)> {
         let path = dir.join("completed.log");
-        let tmp = dir.join("completed.log.tmp");
+        let tmp = dir.join(format!("completed.log.{}.tmp", std::process::id()));
+        if !shared {
+            remove_stale_temporaries(dir);
+        }
         let (entries, mut loaded) = load(&path)?;
-        let mut store = Completed { path, tmp, dir: dir.to_owned(), file: None, entries, records: 0, forget_after };
+        let mut store = Completed { path, tmp, dir: dir.to_owned(), entries, records: 0, forget_after };
         loaded.forgotten = store.drop_expired(now);
         loaded.live = store.entries.len();
         store.compact()?;
@@ -123,11 +130,18 @@ impl Completed {
     pub fn put(&mut self, entry: Entry) -> io::Result<()> {
         let record = encode(&entry)?;
         self.entries.insert(entry.key(), entry);
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => return self.compact(),
+        // O_NOFOLLOW: a symlink swapped in at the log's name is not written
+        // through; it fails the append, and the next rewrite replaces it.
+        let opened = OpenOptions::new().append(true).custom_flags(flags(OFlags::NOFOLLOW)).open(&self.path);
+        let mut f = match opened {
+            // Deleted behind our back: written anew, with every live entry.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.compact(),
+            r => r?,
         };
-        file.write_all(&record)?;
+        if !is_own_file(&f.metadata()?) {
+            return Err(io::Error::other(format!("{} is not a file of ours", self.path.display())));
+        }
+        f.write_all(&record)?;
         self.records += 1;
         self.maybe_compact()
     }
@@ -160,7 +174,6 @@ impl Completed {
     /// (created exclusively), fsync, rename over the log, directory fsync. A
     /// crash at any point leaves the old log or the new one, whole.
     fn compact(&mut self) -> io::Result<()> {
-        self.file = None;
         let f = create_exclusive(&self.tmp)?;
         let mut w = BufWriter::new(f);
         w.write_all(&LOG_MAGIC)?;
@@ -173,14 +186,19 @@ impl Completed {
         fs::rename(&self.tmp, &self.path)?;
         File::open(&self.dir)?.sync_all()?;
         self.records = self.entries.len();
-        // Appended to from now on. The name was just renamed into place by this
-        // process; O_NOFOLLOW still refuses a link someone swapped in since.
-        let f = OpenOptions::new().append(true).custom_flags(flags(OFlags::NOFOLLOW)).open(&self.path)?;
-        if !is_own_file(&f.metadata()?) {
-            return Err(io::Error::other(format!("{} is not a file of ours", self.path.display())));
-        }
-        self.file = Some(f);
         Ok(())
+    }
+}
+
+/// Removes `completed.log.*.tmp` files in `dir`: rewrites that a crash cut short.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("completed.log.") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 
@@ -272,13 +290,13 @@ mod tests {
     #[test]
     fn entries_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut s, loaded) = Completed::open(dir.path(), None, 100).unwrap();
+        let (mut s, loaded) = Completed::open(dir.path(), None, 100, false).unwrap();
         assert_eq!(loaded, Loaded::default());
         for n in 0..10 {
             s.put(entry(n, 100)).unwrap();
         }
         drop(s);
-        let (s, loaded) = Completed::open(dir.path(), None, 100).unwrap();
+        let (s, loaded) = Completed::open(dir.path(), None, 100, false).unwrap();
         assert_eq!((loaded.live, loaded.torn_bytes), (10, 0));
         assert_eq!(s.get(&entry(3, 100).key()), Some(&entry(3, 100)));
         // Keyed by where the file went too.
@@ -290,7 +308,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut s, _) = Completed::open(dir.path(), None, 100).unwrap();
+        let (mut s, _) = Completed::open(dir.path(), None, 100, false).unwrap();
         for n in 0..5 {
             s.put(entry(n, 100)).unwrap();
         }
@@ -300,14 +318,14 @@ mod tests {
         let f = OpenOptions::new().write(true).open(dir.path().join("completed.log")).unwrap();
         f.set_len(full - 7).unwrap();
         drop(f);
-        let (mut s, loaded) = Completed::open(dir.path(), None, 100).unwrap();
+        let (mut s, loaded) = Completed::open(dir.path(), None, 100, false).unwrap();
         assert_eq!(loaded.live, 4);
         assert!(loaded.torn_bytes > 0);
         assert!(s.get(&entry(4, 100).key()).is_none());
         // Appends after the cut are read back: the rewrite dropped the torn bytes.
         s.put(entry(9, 100)).unwrap();
         drop(s);
-        let (s, loaded) = Completed::open(dir.path(), None, 100).unwrap();
+        let (s, loaded) = Completed::open(dir.path(), None, 100, false).unwrap();
         assert_eq!((loaded.live, loaded.torn_bytes), (5, 0));
         assert!(s.get(&entry(9, 100).key()).is_some());
     }
@@ -315,7 +333,7 @@ mod tests {
     #[test]
     fn damaged_or_foreign_logs_keep_only_the_good_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut s, _) = Completed::open(dir.path(), None, 100).unwrap();
+        let (mut s, _) = Completed::open(dir.path(), None, 100, false).unwrap();
         for n in 0..3 {
             s.put(entry(n, 100)).unwrap();
         }
@@ -332,7 +350,7 @@ mod tests {
         huge.extend_from_slice(&[0; 8]);
         for (bytes, live) in [(flipped, 1), (huge, 1), (b"garbage".to_vec(), 0), (Vec::new(), 0)] {
             fs::write(&path, &bytes).unwrap();
-            let (_, loaded) = Completed::open(dir.path(), None, 100).unwrap();
+            let (_, loaded) = Completed::open(dir.path(), None, 100, false).unwrap();
             assert_eq!(loaded.live, live, "{bytes:?}");
         }
     }
@@ -341,11 +359,11 @@ mod tests {
     fn old_entries_are_forgotten_and_dead_records_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let day = Duration::from_secs(86_400);
-        let (mut s, _) = Completed::open(dir.path(), Some(day), 1_000_000).unwrap();
+        let (mut s, _) = Completed::open(dir.path(), Some(day), 1_000_000, false).unwrap();
         s.put(entry(1, 1_000_000 - 2 * 86_400)).unwrap();
         s.put(entry(2, 1_000_000)).unwrap();
         drop(s);
-        let (mut s, loaded) = Completed::open(dir.path(), Some(day), 1_000_000).unwrap();
+        let (mut s, loaded) = Completed::open(dir.path(), Some(day), 1_000_000, false).unwrap();
         assert_eq!((loaded.live, loaded.forgotten), (1, 1));
         // While running: forgotten on the tick.
         assert_eq!(s.forget_expired(1_000_000 + 2 * 86_400).unwrap(), 1);
@@ -357,7 +375,7 @@ mod tests {
         }
         assert!(log_len(dir.path()) < 100 * 1024, "{}", log_len(dir.path()));
         drop(s);
-        let (s, _) = Completed::open(dir.path(), Some(day), 2_005_000).unwrap();
+        let (s, _) = Completed::open(dir.path(), Some(day), 2_005_000, false).unwrap();
         assert_eq!(s.get(&entry(7, 0).key()).map(|e| e.at), Some(2_004_999));
     }
 
@@ -368,8 +386,9 @@ mod tests {
         let victim = elsewhere.path().join("victim");
         fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join("completed.log")).unwrap();
-        std::os::unix::fs::symlink(&victim, dir.path().join("completed.log.tmp")).unwrap();
-        let (mut s, _) = Completed::open(dir.path(), None, 1).unwrap();
+        let tmp = format!("completed.log.{}.tmp", std::process::id());
+        std::os::unix::fs::symlink(&victim, dir.path().join(tmp)).unwrap();
+        let (mut s, _) = Completed::open(dir.path(), None, 1, false).unwrap();
         s.put(entry(1, 1)).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(!fs::symlink_metadata(dir.path().join("completed.log")).unwrap().is_symlink());
