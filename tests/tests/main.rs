@@ -28,6 +28,7 @@ mod send_concurrency;
 mod service;
 mod sizes;
 mod stall;
+mod state;
 mod tls;
 mod transfer;
 mod util;

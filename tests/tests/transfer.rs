@@ -33,14 +33,15 @@ async fn round_trip(version: MqttVersion) {
     assert_eq!(received.files[0].path, out.path().join("payload.bin"));
     assert!(files_equal(&path, &out.path().join("payload.bin")));
     assert_eq!(visible(out.path()), ["payload.bin"]);
-    // Only the completion marker is left of the hidden files.
+    // Only the state folder is left of the hidden files, and nothing of the
+    // transfer in it but its record in the completed log.
     let hidden: Vec<String> = fs::read_dir(out.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.starts_with('.'))
         .collect();
-    assert_eq!(hidden.len(), 1, "{hidden:?}");
-    assert!(hidden[0].ends_with(".state"), "{hidden:?}");
+    assert_eq!(hidden, [".mqft"]);
+    assert_eq!(fs::read_dir(out.path().join(".mqft/part")).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,8 +394,11 @@ async fn a_file_changed_while_sent_fails_its_integrity_check_on_both_sides() {
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
     let err = within("the receive", rx.wait()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
-    // Known-bad bytes are not kept, under any name.
-    assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+    // Known-bad bytes are not kept, under any name: the output directory has
+    // only the (empty) state folder.
+    let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [".mqft"]);
+    assert_eq!(fs::read_dir(out.path().join(".mqft/part")).unwrap().count(), 0);
 }
 
 /// Publishes `payload` once, QoS 1, not retained, with mosquitto_pub.

@@ -269,6 +269,21 @@ pub struct ReceiveArgs {
     /// --exec commands run at once; more wait their turn.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub exec_jobs: usize,
+    /// Keep the receiver's state (partial files, the memory of received files,
+    /// the --exec journal) here instead of in OUT/.mqft, so that OUT holds only
+    /// received files.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Forget a received file this long after it arrived (then a sender offering
+    /// it again is told it exists rather than "already have"): 30d, 12h, 90m,
+    /// 45s, or off to remember for ever.
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_age)]
+    pub forget_after: Age,
+    /// Remove the partial files of transfers that have not advanced for this long
+    /// (checked at start and hourly; each removal is logged): 3d, 12h, 90m, 45s,
+    /// or off (also 0) to keep them.
+    #[arg(long, value_name = "AGE", default_value = "3d", value_parser = parse_age)]
+    pub prune_after: Age,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -399,7 +414,15 @@ impl ReceiveArgs {
         if let Some(id) = &self.receiver_id {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
         }
+        opts.state_dir.clone_from(&self.state_dir);
+        opts.forget_after = self.forget_after.0;
+        opts.prune_after = self.prune_after.0;
         Ok(opts)
+    }
+
+    /// The state folder: `--state-dir`, or `.mqft` in the output directory.
+    pub fn state_root(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| self.out.join(mqft::receive::STATE_DIR_NAME))
     }
 }
 
@@ -410,6 +433,30 @@ pub fn check_out_dir(out: &std::path::Path) -> Result<()> {
         Ok(meta) if !meta.is_dir() => bail!(usage(format!("--out {}: not a directory", out.display()))),
         _ => Ok(()),
     }
+}
+
+/// An age for `--forget-after` and `--prune-after`; `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age(pub Option<Duration>);
+
+/// `30d`, `12h`, `90m`, `45s`, `3600` (seconds), or `off`; `0` is `off` too.
+pub fn parse_age(s: &str) -> Result<Age, UsageError> {
+    let bad = || usage(format!("bad age '{s}': use 30d, 12h, 90m, 45s, or off"));
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(Age(None));
+    }
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = n.checked_mul(scale).ok_or_else(bad)?;
+    Ok(Age((secs > 0).then(|| Duration::from_secs(secs))))
 }
 
 /// A usage error, tagged so `main` exits with code 2.
@@ -457,6 +504,20 @@ mod tests {
         assert_eq!((cfg.rate, cfg.max_publish_rate), (Some(512 << 10), Some(100)));
         assert!(Cli::try_parse_from(["mqft", "send", "f", "--rate", "0"]).is_err());
         assert!(Cli::try_parse_from(["mqft", "send", "f", "--max-publish-rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("30d").unwrap(), Age(Some(Duration::from_secs(30 * 86_400))));
+        assert_eq!(parse_age("12h").unwrap(), Age(Some(Duration::from_secs(12 * 3600))));
+        assert_eq!(parse_age("90m").unwrap(), Age(Some(Duration::from_secs(5400))));
+        assert_eq!(parse_age("45").unwrap(), Age(Some(Duration::from_secs(45))));
+        assert_eq!(parse_age("1s").unwrap(), Age(Some(Duration::from_secs(1))));
+        assert_eq!(parse_age("off").unwrap(), Age(None));
+        assert_eq!(parse_age("0").unwrap(), Age(None));
+        for bad in ["", "d", "3w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

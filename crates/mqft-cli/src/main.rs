@@ -253,7 +253,14 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
             } else {
                 service::Show::Text
             };
-            Some(service::Exec::start(command.clone(), a.exec_jobs, &a.out, show)?)
+            // A symlink planted at the default state folder must not take the
+            // journal elsewhere (the library refuses it as well, but later).
+            let state = a.state_root();
+            if a.state_dir.is_none() && std::fs::symlink_metadata(&state).is_ok_and(|m| m.is_symlink()) {
+                let why = format!("{} is a symlink, not the receiver's state folder", state.display());
+                return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, why).into());
+            }
+            Some(service::Exec::start(command.clone(), a.exec_jobs, &state, a.forget_after.0, show)?)
         }
         None => None,
     };

@@ -43,12 +43,14 @@
 //!    size and name ([`sanitize_file_name`]), and subscribes to the chunks. Acks on
 //!    `<prefix>/<id>/ack/<receiver>` grant the sender credit and, at the end of each
 //!    round, list what is missing, which the sender sends again.
-//! 5. **`.part` file** (`store`): each chunk is written at its offset into a hidden
-//!    `.<name>.<id>.part`, with the resume state beside it, saved every few chunks.
+//! 5. **`.part` file** (`store`): each chunk is written at its offset into
+//!    `<id>.part` in the receiver's state folder (`.mqft/part/` in the output
+//!    directory by default), with the resume state beside it, saved every few chunks.
 //! 6. **Hash**: chunks are hashed in file order as they arrive (read back only when
 //!    they came out of order); the SHA-256 must match the manifest's.
 //! 7. **Final name**: the `.part` is synced and renamed to `<name>`, never over an
-//!    existing file unless asked; only then does the receiver report `Complete`.
+//!    existing file unless asked; only then does the receiver report `Complete`,
+//!    and records the transfer in the state folder's `completed.log`.
 //!
 //! # Tasks
 //! Each [`Client::send`] or [`Client::receive`] runs as one engine task that owns its

@@ -9,36 +9,41 @@
 //! not enough free space for it and the transfers already open), answer that the
 //! file is already here, or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
-//! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
+//! `.part` file in the state folder and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.
 //!
-//! # Files in the output directory
-//! For a transfer of `name` with id `id` in directory `out`:
-//! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
-//! - `out/.<name>.<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
+//! # Files in the output directory, and the state folder
+//! The output directory `out` gets the received files and one state folder,
+//! `out/.mqft/` ([`ReceiveOptions::state_dir`] moves it elsewhere; see `store`
+//! for its layout and docs/ARCHITECTURE.md for its lifetime). For a transfer
+//! with id `id`:
+//! - `part/<id>.part` in the state folder holds the bytes, each chunk written at
+//!   its offset;
+//! - `part/<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
 //!   atomically (temporary file, fsync, rename) and only after an fdatasync of the
 //!   `.part`, so the state never claims bytes the disk does not have; it is saved
 //!   every [`ReceiveOptions::checkpoint_chunks`] chunks, every
 //!   [`ReceiveOptions::checkpoint_interval`], and when the receive stops;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
 //!   (never over an existing file unless [`ReceiveOptions::overwrite`]), and the
-//!   directory fsynced. Only then is the sender told `Complete`.
+//!   directory fsynced. Only then is the sender told `Complete`. The transfer is
+//!   then a record in the state folder's `completed.log`, and its `.state` goes.
 //!
-//! The `.state` file of a completed transfer is kept as a marker (a few hundred
-//! bytes): when the same transfer is offered again, after a restart or by a second
-//! send, a marker that says complete next to a final file whose bytes still hash
-//! to the manifest's SHA-256 (and no `.part`) is answered `Complete` at once,
-//! without a byte sent; a fingerprint in the marker spares the hash while the
-//! file is provably unchanged (see `store`). The same check stands behind every
-//! `Complete` answered from this process's memory of finished transfers. A
-//! resume keeps only the chunks whose bytes in the `.part` still have the CRC32
-//! they arrived with. Deleting
-//! `.*.state` files forgets this; nothing else depends on them. A file of the same
-//! name that is not this transfer's is refused with [`RejectReason::Exists`]
-//! rather than renamed around: the sender learns at once, and nothing appears
-//! under a name nobody asked for. The files are created and reopened so that a
-//! symlink, hard link or FIFO planted at any of these names is never written
-//! through (see `store`).
+//! When the same transfer is offered again, after a restart or by a second send,
+//! a record of it next to a final file whose bytes still hash to the manifest's
+//! SHA-256 (and no `.part`) is answered `Complete` at once, without a byte sent;
+//! a fingerprint in the record spares the hash while the file is provably
+//! unchanged (see `store`). The same check stands behind every `Complete`
+//! answered from this process's memory of finished transfers. Records are
+//! forgotten after [`ReceiveOptions::forget_after`]; the files of transfers that
+//! stopped advancing are removed after [`ReceiveOptions::prune_after`] (at start
+//! and on an hourly tick, never for a transfer open here). A resume keeps only
+//! the chunks whose bytes in the `.part` still have the CRC32 they arrived with.
+//! A file of the same name that is not this transfer's is refused with
+//! [`RejectReason::Exists`] rather than renamed around: the sender learns at
+//! once, and nothing appears under a name nobody asked for. The files are
+//! created and reopened so that a symlink, hard link or FIFO planted at any of
+//! these names is never written through (see `store`).
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
 //! the transfer's writer thread (module `writer`), which writes it at its offset
@@ -63,6 +68,8 @@ use tracing::{debug, info, warn};
 
 mod local;
 
+pub use crate::store::STATE_DIR_NAME;
+
 use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
@@ -72,7 +79,7 @@ use crate::proto::{
     self, AbortReason, EndpointEvent, Manifest, Prefix, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
     RejectReason, Routed, TransferId,
 };
-use crate::store::{self, Paths};
+use crate::store::{self, Paths, StateDir};
 use crate::writer::{Job, Writer, WriterEvent};
 use crate::{now, to_tokio, Error, TransferFailure};
 
@@ -80,6 +87,10 @@ use crate::{now, to_tokio, Error, TransferFailure};
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The least time between two progress events of one transfer.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// [`ReceiveOptions::forget_after`] by default: 30 days.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(30 * 86_400);
+/// [`ReceiveOptions::prune_after`] by default: 3 days.
+pub const DEFAULT_PRUNE_AFTER: Duration = Duration::from_secs(3 * 86_400);
 
 /// How to receive.
 #[derive(Debug, Clone)]
@@ -113,6 +124,18 @@ pub struct ReceiveOptions {
     pub checkpoint_chunks: u32,
     /// ...or this long after the first unsaved chunk, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// The state folder (see `store`): by default `.mqft` in the output
+    /// directory. Elsewhere, the output directory holds only received files.
+    pub state_dir: Option<PathBuf>,
+    /// Forget a completed transfer this long after it completed (or was last
+    /// verified by a hash); `None` keeps them all. A transfer forgotten and
+    /// offered again finds its file there and is refused as existing.
+    pub forget_after: Option<Duration>,
+    /// Remove the partial files of transfers that have not advanced for this
+    /// long (checked at start and every hour, or every `prune_after` if less),
+    /// logging each; `None` keeps them. Transfers open in this receive are
+    /// never removed.
+    pub prune_after: Option<Duration>,
 }
 
 impl Default for ReceiveOptions {
@@ -129,6 +152,9 @@ impl Default for ReceiveOptions {
             protocol: proto::ReceiverConfig::default(),
             checkpoint_chunks: 64,
             checkpoint_interval: Duration::from_secs(1),
+            state_dir: None,
+            forget_after: Some(DEFAULT_FORGET_AFTER),
+            prune_after: Some(DEFAULT_PRUNE_AFTER),
         }
     }
 }
@@ -175,7 +201,7 @@ pub enum ReceiveEvent {
         /// Why.
         reason: RejectReason,
     },
-    /// The offer is accepted; chunks go to a hidden partial file next to `path`.
+    /// The offer is accepted; chunks go to a partial file in the state folder.
     Accepted {
         /// The transfer id.
         transfer: TransferId,
@@ -286,6 +312,8 @@ async fn run(
     // refuse every file later, one i/o error at a time: say so now, with the reason.
     let probe_dir = dir.clone();
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
+    let state = local::open_state(&dir, &opts).await?;
+    local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
     let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
     // Stable across restarts, so the broker keeps the session; the directory is part
     // of it so that two receivers on one host do not take each other's session.
@@ -322,7 +350,9 @@ async fn run(
         prefix: cfg.prefix.clone(),
         rid,
         dir,
+        next_tidy: tokio::time::Instant::now() + local::tidy_every(opts.prune_after),
         opts,
+        state,
         transfers: BTreeMap::new(),
         endpoint,
         events,
@@ -399,6 +429,10 @@ struct Engine {
     rid: ReceiverId,
     dir: PathBuf,
     opts: ReceiveOptions,
+    /// The state folder: parts, resume states, the completed store.
+    state: Arc<StateDir>,
+    /// When stale partial files are next looked for, and old records forgotten.
+    next_tidy: tokio::time::Instant,
     transfers: BTreeMap<TransferId, Transfer>,
     /// Routes messages to `transfers` by topic, and keeps the rules that span them:
     /// what to do with an offer, the queue of offers waiting for a slot, the memory
@@ -442,6 +476,11 @@ impl Engine {
                     self.on_timer().await;
                 }
                 _ = self.conn.out.writable(), if !room => {}
+                _ = sleep_until(self.next_tidy) => {
+                    // Awaited here, so no transfer opens while the parts are looked at.
+                    local::tidy(&self.state, self.transfers.keys().copied().collect(), self.opts.prune_after).await;
+                    self.next_tidy = tokio::time::Instant::now() + local::tidy_every(self.opts.prune_after);
+                }
             }
         }
     }
@@ -615,7 +654,7 @@ impl Engine {
             // Another transfer is writing a file of that name right now.
             return self.reject(&m, RejectReason::Busy);
         }
-        let paths = Paths::new(&self.dir, &name, &id);
+        let paths = Paths::new(&self.state, &self.dir, &name, &id);
         let overwrite = self.opts.overwrite;
         // What the transfers already open still have to write: the disk must hold
         // theirs and this one's.
@@ -978,7 +1017,7 @@ impl Engine {
     /// the disk now.
     async fn still_complete(&self, m: &Manifest) -> bool {
         let Ok(name) = sanitize_file_name(&m.name) else { return false };
-        let (id, paths, m) = (m.id, Paths::new(&self.dir, &name, &m.id), m.clone());
+        let (id, paths, m) = (m.id, Paths::new(&self.state, &self.dir, &name, &m.id), m.clone());
         match blocking(move || store::already_complete(&paths, &m)).await {
             Ok(complete) => complete,
             Err(e) => {

@@ -1,14 +1,27 @@
-//! The receiver's files: the hidden partial file, its resume state, and the move to
-//! the final name.
+//! The receiver's files: the partial file, its resume state, the move to the
+//! final name, and the memory of completed transfers, all in one state folder.
 //!
-//! For a transfer of `name` with id `id` in directory `out`:
-//! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
-//! - `out/.<name>.<id>.state` holds the [`ResumeState`] (see [`StateFile`] for
-//!   the encoding), replaced atomically (temporary file, fsync, rename) and only
+//! # The state folder
+//! A receiver into `out` keeps everything that is not a received file in one
+//! folder, [`StateDir`]: `out/.mqft/` by default, or the `state_dir` it is given
+//! (then `out` holds nothing but received files). The name `.mqft` cannot be a
+//! received file's: `name.rs` trims leading dots from every name. In it:
+//! - `part/<id>.part` holds a transfer's bytes, each chunk written at its offset;
+//!   it must be on the file system of `out` for the final rename, so with a
+//!   `state_dir` on another file system the `part/` folder stays `out/.mqft/part/`;
+//! - `part/<id>.state` holds the [`ResumeState`] (see [`StateFile`] for the
+//!   encoding), replaced atomically (temporary file, fsync, rename) and only
 //!   after an fdatasync of the `.part`, so the state never claims bytes the disk
 //!   does not have;
-//! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
-//!   (a no-clobber link unless overwriting is allowed), and the directory fsynced.
+//! - once the SHA-256 checks out, the `.part` is fsynced and renamed to its final
+//!   name under `out` (a no-clobber link unless overwriting is allowed), the
+//!   directory fsynced, the transfer recorded in `completed.log` (module
+//!   `completed`) and its `.state` removed;
+//! - [`prune`] removes the `.part` and `.state` of transfers that have not
+//!   advanced for a while, and the engine forgets old completed records.
+//!
+//! Everything is keyed by transfer id (and the final path relative to `out`),
+//! never by a flat name, so files in subfolders of `out` need nothing more.
 //!
 //! # What is proven before it is trusted
 //! The disk can change behind the receiver's back: a user or program rewrites a
@@ -17,15 +30,14 @@
 //!   keeps only those whose CRC32 is still the one they arrived with
 //!   ([`ResumeState::prove`]); a `.part` of the wrong length is cut or grown to
 //!   the file's size first, so what it lacks is fetched again;
-//! - the `.state` file of a completed transfer is kept as a marker (a few hundred
-//!   bytes, plus 4 per chunk): when the same transfer is offered again, after a
-//!   restart or by a second send, the file under the final name is answered
-//!   `Complete` only if its bytes hash to the manifest's SHA-256
-//!   ([`already_complete`]). Once it has, the marker records a [`Fingerprint`]
-//!   of the file as it was then; while the file still has it, the hash is
-//!   skipped. A file that fails is not this transfer's (the caller's conflict
-//!   policy decides). Deleting `.*.state` files forgets all this; nothing else
-//!   depends on them.
+//! - a completed transfer is a record in `completed.log`: when the same transfer
+//!   is offered again, after a restart or by a second send, the file under the
+//!   final name is answered `Complete` only if its bytes hash to the manifest's
+//!   SHA-256 ([`already_complete`]). Once it has, the record gets a
+//!   [`Fingerprint`] of the file as it was then; while the file still has it,
+//!   the hash is skipped. A file that fails is not this transfer's (the caller's
+//!   conflict policy decides). Deleting the state folder forgets all this;
+//!   nothing else depends on it.
 //!
 //! # Links and other traps
 //! Whoever can write to the output directory can plant a symbolic or hard link
@@ -47,8 +59,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
@@ -58,9 +72,11 @@ use crate::name::SafeName;
 use crate::proto::receiver::HashRead;
 use crate::proto::{integrity, Manifest, Proof, ResumeState, TransferId};
 
-/// The longest part of the file name kept in the hidden file names, so that
-/// `.<name>.<32 hex>.state.tmp` stays under 255 bytes.
-const HIDDEN_NAME_BYTES: usize = 200;
+mod completed;
+mod prune;
+
+use completed::{Completed, Entry};
+pub(crate) use prune::prune;
 
 /// The largest state file read. A state is the manifest (8 KiB at most), the
 /// held ranges and a CRC32 per held chunk: for the most chunks the protocol
@@ -80,6 +96,146 @@ const READ_BUF: usize = 1 << 20;
 /// name between the unlink and the create.
 const CREATE_ATTEMPTS: usize = 3;
 
+/// The state folder's name under the output directory, by default.
+pub const STATE_DIR_NAME: &str = ".mqft";
+
+/// One receiver's state folder (see the module doc), and its completed store.
+pub(crate) struct StateDir {
+    /// The output root: final paths are recorded relative to it.
+    pub out: PathBuf,
+    /// The state folder.
+    pub root: PathBuf,
+    /// Where `.part` and `.state` files go.
+    pub parts: PathBuf,
+    completed: Mutex<Completed>,
+    /// `lock` in the state folder, held (`flock`) while this receiver runs, so
+    /// that a second receiver can tell it shares the folder.
+    _lock: File,
+    /// Another receiver held the lock at start. Sharing works, but each
+    /// receiver rewrites the completed log from what it knows, so records the
+    /// other appended since its start may be lost (those files are then refused
+    /// as existing, never confirmed unchecked).
+    pub shared: bool,
+}
+
+impl std::fmt::Debug for StateDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDir").field("root", &self.root).field("parts", &self.parts).finish_non_exhaustive()
+    }
+}
+
+impl StateDir {
+    /// Opens (creating it if need be) the state folder of a receiver into `out`:
+    /// `state_dir`, or `out/.mqft`. Loads the completed store, forgetting what is
+    /// older than `forget_after`, and says what it found.
+    pub fn open(out: &Path, state_dir: Option<&Path>, forget_after: Option<Duration>) -> io::Result<Arc<StateDir>> {
+        let default = out.join(STATE_DIR_NAME);
+        let root = state_dir.map_or_else(|| default.clone(), Path::to_owned);
+        // The default folder is under a directory others may write to: a symlink
+        // planted at its name must not send the state elsewhere. A --state-dir is
+        // the user's own choice, symlink or not.
+        own_dir(&root, state_dir.is_none())?;
+        let (lock, shared) = lock(&root)?;
+        let parts = if state_dir.is_none() || same_fs(&root, out)? {
+            root.join("part")
+        } else {
+            own_dir(&default, true)?;
+            default.join("part")
+        };
+        own_dir(&parts, true)?;
+        let (completed, loaded) = Completed::open(&root, forget_after, unix_now(), shared)?;
+        if loaded.torn_bytes > 0 {
+            tracing::warn!(
+                path = %root.join("completed.log").display(),
+                cut = loaded.torn_bytes,
+                kept = loaded.live,
+                "the completed-transfer log ended in a damaged record (a crash?): cut off there"
+            );
+        }
+        tracing::debug!(root = %root.display(), completed = loaded.live, forgotten = loaded.forgotten, "state loaded");
+        Ok(Arc::new(StateDir {
+            out: out.to_owned(),
+            root,
+            parts,
+            completed: Mutex::new(completed),
+            _lock: lock,
+            shared,
+        }))
+    }
+
+    /// The completed store. A panic while it was held leaves it as it was: every
+    /// change to it is one map insert or retain, whole or not at all.
+    fn completed(&self) -> std::sync::MutexGuard<'_, Completed> {
+        self.completed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets completed transfers older than the store's `forget_after`.
+    pub fn forget_expired(&self) -> io::Result<usize> {
+        self.completed().forget_expired(unix_now())
+    }
+
+    /// Completed transfers remembered.
+    pub fn completed_count(&self) -> usize {
+        self.completed().len()
+    }
+
+    /// The key of the file at `final_path` in the completed store.
+    fn key(&self, id: &TransferId, final_path: &Path) -> completed::Key {
+        let rel = final_path.strip_prefix(&self.out).unwrap_or(final_path);
+        (*id, rel.as_os_str().as_encoded_bytes().to_vec())
+    }
+}
+
+/// Takes the state folder's lock, `root/lock`: `Ok((file, true))` when another
+/// receiver holds it. The lock goes with the process, however it ends. The file
+/// is opened read-only (enough for `flock`), so that an idle receiver holds
+/// nothing open for writing (a file system can then be remounted read-only).
+fn lock(root: &Path) -> io::Result<(File, bool)> {
+    let path = root.join("lock");
+    let open = || OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(&path);
+    let f = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => open()?,
+            }
+        }
+        r => r?,
+    };
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok((f, false)),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok((f, true)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the directory `path` if it is missing, and checks it is one: with
+/// `no_link`, a symlink there is refused rather than followed.
+fn own_dir(path: &Path, no_link: bool) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o755).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let m = if no_link { fs::symlink_metadata(path)? } else { fs::metadata(path)? };
+    if !m.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is not a directory (a symlink is not followed there)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// True when `a` and `b` are on one file system (a rename between them works).
+fn same_fs(a: &Path, b: &Path) -> io::Result<bool> {
+    Ok(fs::metadata(a)?.dev() == fs::metadata(b)?.dev())
+}
+
+/// Seconds since the Unix epoch; 0 for a clock before it.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// The paths of one transfer's files.
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
@@ -88,26 +244,26 @@ pub(crate) struct Paths {
     pub state: PathBuf,
     pub state_tmp: PathBuf,
     pub final_path: PathBuf,
+    pub store: Arc<StateDir>,
 }
 
 impl Paths {
-    pub fn new(dir: &Path, name: &SafeName, id: &TransferId) -> Self {
-        let mut short = name.as_str();
-        if short.len() > HIDDEN_NAME_BYTES {
-            let mut end = HIDDEN_NAME_BYTES;
-            while !short.is_char_boundary(end) {
-                end -= 1;
-            }
-            short = &short[..end];
-        }
-        let hidden = |ext: &str| dir.join(format!(".{short}.{id}.{ext}"));
+    /// The files of transfer `id`, whose file is called `name` in `dir` (the
+    /// output root or a folder under it).
+    pub fn new(store: &Arc<StateDir>, dir: &Path, name: &SafeName, id: &TransferId) -> Self {
+        let in_parts = |ext: &str| store.parts.join(format!("{id}.{ext}"));
         Paths {
             dir: dir.to_owned(),
-            part: hidden("part"),
-            state: hidden("state"),
-            state_tmp: hidden("state.tmp"),
+            part: in_parts("part"),
+            state: in_parts("state"),
+            state_tmp: in_parts("state.tmp"),
             final_path: name.in_dir(dir),
+            store: Arc::clone(store),
         }
+    }
+
+    fn key(&self, id: &TransferId) -> completed::Key {
+        self.store.key(id, &self.final_path)
     }
 }
 
@@ -309,12 +465,12 @@ fn write_state(paths: &Paths, state: &StateFile, sync: bool) -> io::Result<()> {
     fs::rename(&paths.state_tmp, &paths.state)
 }
 
-/// True when the file under the final name is this transfer's, verified: a
-/// completed-transfer marker for `manifest` is there, no `.part`, and the file's
-/// bytes hash to the manifest's SHA-256. The hash is skipped while the file still
-/// has the [`Fingerprint`] the marker recorded when it was last verified; a file
-/// that passes the hash gets a new one. (A verified transfer's state is the same
-/// as the marker; only the `.part` being gone says the rename happened.)
+/// True when the file under the final name is this transfer's, verified: the
+/// completed store records `manifest`'s transfer at this path (or, after a crash
+/// between the final rename and the record, its complete `.state` is still
+/// there), no `.part`, and the file's bytes hash to the manifest's SHA-256. The
+/// hash is skipped while the file still has the [`Fingerprint`] recorded when it
+/// was last verified; a file that passes the hash gets a new one.
 ///
 /// `false` says nothing about the file: it may be another file under that name,
 /// or this one changed since. It is never answered `Complete`.
@@ -322,14 +478,23 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     if fs::symlink_metadata(&paths.part).is_ok() {
         return Ok(false);
     }
-    let Some(marker) = load(&paths.state)? else { return Ok(false) };
-    let state = &marker.resume;
-    let complete = state.manifest.same_transfer(manifest)
-        && state.hashed == manifest.chunk_count
-        && state.held == marker_held(manifest);
-    if !complete {
-        return Ok(false);
-    }
+    let key = paths.key(&manifest.id);
+    let recorded = paths.store.completed().get(&key).cloned();
+    let (verified, from_marker) = match recorded {
+        Some(e) if e.size == manifest.size && e.sha256 == manifest.sha256 => (e.verified, false),
+        Some(_) => return Ok(false),
+        None => {
+            let Some(marker) = load(&paths.state)? else { return Ok(false) };
+            let state = &marker.resume;
+            let complete = state.manifest.same_transfer(manifest)
+                && state.hashed == manifest.chunk_count
+                && state.held == marker_held(manifest);
+            if !complete {
+                return Ok(false);
+            }
+            (None, true)
+        }
+    };
     // A symlink at the final name is not the file this receiver put there (the
     // open below does not follow one), nor is a FIFO or anything else.
     let opened =
@@ -344,7 +509,7 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     if !m.is_file() || m.len() != manifest.size {
         return Ok(false);
     }
-    if marker.verified.is_some_and(|fp| fp.proves(&m)) {
+    if verified.is_some_and(|fp| fp.proves(&m)) {
         return Ok(true);
     }
     if sha256_of(&f)? != manifest.sha256 {
@@ -352,12 +517,22 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
         return Ok(false);
     }
     // Verified. Record what the file looks like now, so that the next offer
-    // need not hash it again; if it changed while it was hashed, record nothing.
-    if Fingerprint::with(&f.metadata()?, before.taken) == before {
-        let refreshed = StateFile { resume: marker.resume, verified: Some(before) };
+    // need not hash it again; if it changed while it was hashed, no fingerprint.
+    let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
+    if unchanged || from_marker {
+        let entry = Entry {
+            id: manifest.id,
+            path: key.1,
+            size: manifest.size,
+            sha256: manifest.sha256,
+            verified: unchanged.then_some(before),
+            at: unix_now(),
+        };
         // Best effort: without it the next offer hashes again.
-        if let Err(e) = write_state(paths, &refreshed, false) {
-            tracing::debug!(path = %paths.state.display(), error = %e, "cannot refresh the marker");
+        match paths.store.completed().put(entry) {
+            Ok(()) if from_marker => remove_if_exists(&paths.state)?,
+            Ok(()) => {}
+            Err(e) => tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a verified file"),
         }
     }
     Ok(true)
@@ -514,10 +689,11 @@ fn check_still_ours(file: &File, paths: &Paths) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives a verified file its final name: fsync, marker, rename (no-clobber unless
-/// `overwrite`), directory fsync. The marker goes first so that a crash between
+/// Gives a verified file its final name: fsync, complete state, rename
+/// (no-clobber unless `overwrite`), directory fsync, a record in the completed
+/// store, and the state removed. The state goes first so that a crash between
 /// it and the rename resumes as "verified, not yet renamed" (or, if the crash
-/// lost the marker's bytes, starts that transfer over: never a wrong file).
+/// lost the state's bytes, starts that transfer over: never a wrong file).
 pub(crate) fn finalize(
     file: &File,
     paths: &Paths,
@@ -534,14 +710,13 @@ pub(crate) fn finalize(
         }
     }
     file.sync_all()?;
-    // The marker needs no fsync of its own: the directory's, below, makes its name
-    // durable, and a marker whose bytes a crash lost does not decode, or names no
-    // transfer, which is as good as none (the file is then refused as existing
-    // rather than answered complete). One fsync fewer per file is a third of the
-    // cost of receiving many small ones.
-    // No fingerprint yet: the link and unlink below change the file's ctime,
-    // and one taken right after them proves nothing (see `Fingerprint::proves`).
-    // The first offer of the transfer again hashes the file and records one.
+    // The complete state goes first, so that a crash between it and the rename
+    // resumes as "verified, not yet renamed", and one between the rename and
+    // the record below leaves a marker that `already_complete` still accepts.
+    // It needs no fsync of its own: a state whose bytes a crash lost does not
+    // decode, or names no transfer, which is as good as none (the file is then
+    // refused as existing rather than answered complete). One fsync fewer per
+    // file is a third of the cost of receiving many small ones.
     write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
     if overwrite {
         fs::rename(&paths.part, &paths.final_path)?;
@@ -560,7 +735,28 @@ pub(crate) fn finalize(
             }
         }
     }
-    File::open(&paths.dir)?.sync_all()
+    File::open(&paths.dir)?.sync_all()?;
+    // No fingerprint yet: the link and unlink above changed the file's ctime,
+    // and one taken right after them proves nothing (see `Fingerprint::proves`).
+    // The first offer of the transfer again hashes the file and records one.
+    // The record is not fsynced either: losing it costs what losing the marker
+    // did before, a refusal as existing, never a wrong `Complete`.
+    let key = paths.key(&complete.manifest.id);
+    let entry = Entry {
+        id: complete.manifest.id,
+        path: key.1,
+        size: complete.manifest.size,
+        sha256: complete.manifest.sha256,
+        verified: None,
+        at: unix_now(),
+    };
+    match paths.store.completed().put(entry) {
+        // Recorded: the state folder keeps nothing per completed transfer.
+        Ok(()) => remove_if_exists(&paths.state)?,
+        // The file is in place and verified: the marker stays, and stands in.
+        Err(e) => tracing::warn!(root = %paths.store.root.display(), error = %e, "cannot record a completed transfer"),
+    }
+    Ok(())
 }
 
 /// Removes a transfer's partial file and state: after a hash mismatch, the bytes
@@ -607,24 +803,100 @@ mod tests {
         s
     }
 
+    /// The paths of `m`'s transfer, received into `out` with its default state
+    /// folder.
+    fn paths_in(out: &Path, m: &Manifest) -> Paths {
+        let state = StateDir::open(out, None, None).unwrap();
+        Paths::new(&state, out, &sanitize_file_name(&m.name).unwrap(), &m.id)
+    }
+
     #[test]
-    fn hidden_names_stay_short() {
-        let dir = Path::new("/srv/in");
+    fn transfer_files_are_in_the_state_folder_by_id() {
+        let out = tempfile::tempdir().unwrap();
         let name = sanitize_file_name(&"é".repeat(127)).unwrap();
-        let p = Paths::new(dir, &name, &TransferId([0xab; 16]));
+        let state = StateDir::open(out.path(), None, None).unwrap();
+        let id = TransferId([0xab; 16]);
+        let p = Paths::new(&state, out.path(), &name, &id);
         for path in [&p.part, &p.state, &p.state_tmp] {
-            let f = path.file_name().unwrap().to_str().unwrap();
-            assert!(f.len() <= 255 && f.starts_with('.'), "{f}");
-            assert_eq!(path.parent(), Some(dir));
+            assert_eq!(path.parent(), Some(out.path().join(".mqft/part").as_path()));
+            assert!(path.file_name().unwrap().to_str().unwrap().starts_with(&id.to_string()));
         }
-        assert_eq!(p.final_path, dir.join(name.as_str()));
+        assert_eq!(p.final_path, out.path().join(name.as_str()));
+        // A received name can never be the state folder's.
+        assert_ne!(sanitize_file_name(STATE_DIR_NAME).unwrap().as_str(), STATE_DIR_NAME);
+    }
+
+    #[test]
+    fn a_state_dir_elsewhere_leaves_the_output_folder_alone() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let data = b"0123456789";
+        let m = manifest_of(data);
+        let state = StateDir::open(out.path(), Some(elsewhere.path()), None).unwrap();
+        // Same file system here (both temporary folders): the parts go there too.
+        assert_eq!(state.parts, elsewhere.path().join("part"));
+        let paths = Paths::new(&state, out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, data).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
+        let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["photo.jpg"]);
+        assert!(already_complete(&paths, &m).unwrap());
+    }
+
+    #[test]
+    fn a_second_receiver_knows_it_shares_the_state_folder() {
+        let out = tempfile::tempdir().unwrap();
+        let first = StateDir::open(out.path(), None, None).unwrap();
+        assert!(!first.shared);
+        assert!(StateDir::open(out.path(), None, None).unwrap().shared);
+        drop(first);
+        assert!(!StateDir::open(out.path(), None, None).unwrap().shared);
+    }
+
+    #[test]
+    fn a_symlink_at_the_default_state_folder_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join(STATE_DIR_NAME)).unwrap();
+        assert!(StateDir::open(out.path(), None, None).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_completed_transfer_leaves_one_record_and_no_file() {
+        let data = b"0123456789abcdefghij";
+        let (dir, m, paths) = received(data);
+        assert!(!paths.state.exists() && !paths.part.exists());
+        assert_eq!(fs::read_dir(&paths.store.parts).unwrap().count(), 0);
+        assert_eq!(paths.store.completed_count(), 1);
+        // A new receiver (a restart) answers from the log.
+        drop(paths);
+        let again = paths_in(dir.path(), &m);
+        assert!(already_complete(&again, &m).unwrap());
+    }
+
+    #[test]
+    fn a_crash_before_the_record_leaves_a_marker_that_still_counts() {
+        let data = b"0123456789abcdefghij";
+        let (dir, m, paths) = received(data);
+        // As if the record never made it to the log, but the complete state did.
+        fs::remove_file(paths.store.root.join("completed.log")).unwrap();
+        write_state(&paths, &StateFile { resume: complete_of(&m, data), verified: None }, false).unwrap();
+        drop(paths);
+        let again = paths_in(dir.path(), &m);
+        assert_eq!(again.store.completed_count(), 0);
+        assert!(already_complete(&again, &m).unwrap());
+        // Now recorded, and the marker gone.
+        assert_eq!(again.store.completed_count(), 1);
+        assert!(!again.state.exists());
     }
 
     #[test]
     fn state_round_trips_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest(10);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         assert_eq!(load_state(&paths.state).unwrap(), None);
 
         let (f, saved) = open_part(&paths, &m).unwrap();
@@ -671,7 +943,7 @@ mod tests {
     fn finalize_never_clobbers_unless_asked() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(b"new!");
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let complete = complete_of(&m, b"new!");
 
         fs::write(&paths.final_path, b"old").unwrap();
@@ -694,11 +966,16 @@ mod tests {
         assert!(!already_complete(&paths, &m).unwrap());
     }
 
-    /// Receives `data` as a completed transfer: `.part`, marker, final name.
+    /// The completed store's record of `m` at its final path.
+    fn recorded(paths: &Paths, m: &Manifest) -> Entry {
+        paths.store.completed().get(&paths.key(&m.id)).cloned().expect("a record")
+    }
+
+    /// Receives `data` as a completed transfer: `.part`, record, final name.
     fn received(data: &[u8]) -> (tempfile::TempDir, Manifest, Paths) {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
         finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
@@ -726,8 +1003,8 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
         assert!(already_complete(&paths, &m).unwrap());
-        let marker = load(&paths.state).unwrap().unwrap();
-        assert!(marker.verified.is_some(), "a file verified on an offer leaves its fingerprint");
+        let entry = recorded(&paths, &m);
+        assert!(entry.verified.is_some(), "a file verified on an offer leaves its fingerprint");
         let before = fs::metadata(&paths.final_path).unwrap();
         let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
         f.write_all_at(b"ABCDEFGHIJ0123456789", 0).unwrap();
@@ -767,16 +1044,16 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
         // The fingerprint as a later offer would find it, taken once the file had
-        // settled; the marker claims it for bytes that do not even hash right, so
+        // settled; the record claims it for bytes that do not even hash right, so
         // only the fingerprint can make the file complete.
         assert!(already_complete(&paths, &m).unwrap());
-        let mut marker = load(&paths.state).unwrap().unwrap();
-        let fp = marker.verified.unwrap();
-        marker.verified = Some(Fingerprint { taken: (fp.ctime.0 + 2, fp.ctime.1), ..fp });
+        let mut entry = recorded(&paths, &m);
+        let fp = entry.verified.unwrap();
+        entry.verified = Some(Fingerprint { taken: (fp.ctime.0 + 2, fp.ctime.1), ..fp });
         let mut wrong = m.clone();
         wrong.sha256 = [7; 32];
-        marker.resume.manifest = wrong.clone();
-        write_state(&paths, &marker, false).unwrap();
+        entry.sha256 = wrong.sha256;
+        paths.store.completed().put(entry).unwrap();
         assert!(already_complete(&paths, &wrong).unwrap(), "the fingerprint was not trusted");
         // Rewritten in place with the old modification time, as `cp -p` does.
         let before = fs::metadata(&paths.final_path).unwrap();
@@ -792,7 +1069,7 @@ mod tests {
         let data = b"01234567";
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let state = holding(&m, data, vec![(0, 1)]);
         save_state(&paths, &state).unwrap();
         let good = fs::read(&paths.state).unwrap();
@@ -814,7 +1091,7 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, &data[..16]).unwrap();
         let mut state = holding(&m, data, vec![(0, 4)]);
@@ -869,7 +1146,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         let m = manifest(size);
-        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(out.path(), &m);
         (out, elsewhere, m, paths)
     }
 
@@ -961,7 +1238,7 @@ mod tests {
         let victim = Victim::new(elsewhere.path(), 4);
         // The victim even has the transfer's bytes: it is still no file of ours.
         let m = manifest_of(&victim.content);
-        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(out.path(), &m);
         let complete = complete_of(&m, &victim.content);
         save_state(&paths, &complete).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.final_path).unwrap();
