@@ -145,7 +145,7 @@ pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
 pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
 pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
-pub use topic::{Prefix, ReceiverId, Topic, TransferId};
+pub use topic::{Prefix, PrefixPattern, ReceiverId, Topic, TransferId};
 pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, PROTOCOL_VERSION};
 
 /// MQTT quality of service: the protocol needs nothing beyond QoS 1, so it runs on

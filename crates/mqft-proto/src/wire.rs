@@ -18,9 +18,15 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
+/// The most `/`-separated components a file name may have (`a/b/c.jpg` has 3):
+/// a directory tree is sent with relative paths, and a receiver creates no
+/// deeper tree than this.
+pub const MAX_NAME_DEPTH: usize = 16;
+/// The most receivers a manifest may address ([`Manifest::to`]).
+pub const MAX_TO: usize = 32;
 /// The longest content type, in bytes.
 pub const MAX_CONTENT_TYPE_LEN: usize = 127;
 /// The most user metadata entries.
@@ -127,6 +133,10 @@ pub enum DecodeError {
         /// The transfer's chunk count.
         count: u32,
     },
+    /// [`Manifest::to`] lists more than [`MAX_TO`] receivers, or one that is not a
+    /// valid receiver id.
+    #[error("bad list of addressed receivers")]
+    BadTo,
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -211,6 +221,11 @@ pub struct Manifest {
     pub sha256: [u8; 32],
     /// Optional metadata.
     pub meta: Meta,
+    /// The receivers this transfer is for, by id ([`crate::ReceiverId`] rules, at
+    /// most [`MAX_TO`]); empty for anyone. A receiver not listed ignores the
+    /// transfer without a word. Not part of the transfer id: the same file sent to
+    /// others is the same transfer.
+    pub to: Vec<String>,
 }
 
 impl serde::Serialize for TransferId {
@@ -242,7 +257,7 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta };
+        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, to: Vec::new() };
         m.check()?;
         Ok(m)
     }
@@ -252,6 +267,9 @@ impl Manifest {
             return Err(DecodeError::BadName);
         }
         self.meta.check()?;
+        if self.to.len() > MAX_TO || !self.to.iter().all(|r| crate::ReceiverId::new(r).is_ok()) {
+            return Err(DecodeError::BadTo);
+        }
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
             return Err(DecodeError::BadChunkSize);
         }
@@ -264,6 +282,19 @@ impl Manifest {
             return Err(DecodeError::IdMismatch);
         }
         Ok(())
+    }
+
+    /// The manifest addressed to these receivers only (see [`Manifest::to`]).
+    pub fn with_to(mut self, to: impl IntoIterator<Item = crate::ReceiverId>) -> Result<Self, DecodeError> {
+        self.to = to.into_iter().map(|r| r.as_str().to_owned()).collect();
+        self.check()?;
+        Ok(self)
+    }
+
+    /// True when receiver `rid` may take this transfer: it is listed in
+    /// [`Manifest::to`], or the list is empty.
+    pub fn is_for(&self, rid: &crate::ReceiverId) -> bool {
+        self.to.is_empty() || self.to.iter().any(|r| r == rid.as_str())
     }
 
     /// Encodes the manifest payload.
@@ -843,21 +874,21 @@ mod tests {
     #[test]
     fn non_minimal_varints_are_refused() {
         let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
-        assert_eq!(end_round, [2, 0, 0xac, 0x02, 3]);
+        assert_eq!(end_round, [3, 0, 0xac, 0x02, 3]);
         for at in [1, 3, 4] {
             assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // As long as a u32 can be, and still 0.
-        assert_eq!(Ctl::decode(&[2, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(Ctl::decode(&[3, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
 
         let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
-        assert_eq!(progress, [2, 1, 1, 0xac, 0x02, 2]);
+        assert_eq!(progress, [3, 1, 1, 0xac, 0x02, 2]);
         for at in [1, 2, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // A range list's count, gap and length.
         let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
-        assert_eq!(ready, [2, 0, 1, 1, 2, 1]);
+        assert_eq!(ready, [3, 0, 1, 1, 2, 1]);
         for at in [3, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -872,7 +903,7 @@ mod tests {
 
         // A chunk's run, seq, index and data length; the data is not copied to check.
         let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
-        assert_eq!(chunk[..4], [2, 1, 2, 2]);
+        assert_eq!(chunk[..4], [3, 1, 2, 2]);
         for at in [1, 2, 3, 8] {
             assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -886,7 +917,7 @@ mod tests {
         let v1 = [1, 0, 0xac, 0x02, 3];
         let err = Ctl::decode(&v1).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion(1));
-        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 2");
+        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 3");
     }
 
     /// A rejection's detail is bounded: the encoder cuts a long one at a character
@@ -906,6 +937,31 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_message_names_both_versions() {
+        let err = Ctl::decode(&[2, 0, 0xac, 0x02, 3]).unwrap_err();
+        assert_eq!(err.to_string(), "protocol version 2, this peer speaks 3");
+    }
+
+    /// `to` is bounded and holds only valid receiver ids, and is not part of the
+    /// transfer id.
+    #[test]
+    fn addressed_receivers_are_checked() {
+        let rid = |s: &str| crate::ReceiverId::new(s).unwrap();
+        let m = manifest(10, 4).with_to([rid("gw3")]).unwrap();
+        assert_eq!(m.id, manifest(10, 4).id);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        assert!(m.is_for(&rid("gw3")) && !m.is_for(&rid("gw1")));
+        assert!(manifest(10, 4).is_for(&rid("gw1")));
+        for bad in [vec!["Gw1".to_owned()], vec![String::new()], vec!["a".to_owned(); MAX_TO + 1]] {
+            let m = Manifest { to: bad, ..manifest(10, 4) };
+            assert_eq!(Manifest::decode(&m.encode()), Err(DecodeError::BadTo));
+        }
+        let full = Manifest { to: vec!["a".repeat(64); MAX_TO], ..manifest(10, 4) };
+        assert!(full.encode().len() < MAX_MANIFEST_LEN);
+        assert_eq!(Manifest::decode(&full.encode()).unwrap(), full);
+    }
+
+    #[test]
     fn ctl_round_trip() {
         for c in [Ctl::EndRound { run: 5, next_seq: 1000 }, Ctl::Abort { run: 5, reason: AbortReason::Finished }] {
             assert_eq!(Ctl::decode(&c.encode()).unwrap(), c);
@@ -913,6 +969,6 @@ mod tests {
         let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
         t.push(0);
         assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
-        assert_eq!(Ctl::decode(&[2, 9]), Err(DecodeError::Malformed));
+        assert_eq!(Ctl::decode(&[3, 9]), Err(DecodeError::Malformed));
     }
 }

@@ -54,7 +54,7 @@ use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::name::SafeName;
+use crate::name::SafePath;
 use crate::proto::receiver::HashRead;
 use crate::proto::{integrity, Manifest, Proof, ResumeState, TransferId};
 
@@ -84,6 +84,8 @@ const CREATE_ATTEMPTS: usize = 3;
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
     pub dir: PathBuf,
+    /// The final path relative to `dir`, `/`-separated, each component sanitized.
+    pub rel: SafePath,
     pub part: PathBuf,
     pub state: PathBuf,
     pub state_tmp: PathBuf,
@@ -91,8 +93,10 @@ pub(crate) struct Paths {
 }
 
 impl Paths {
-    pub fn new(dir: &Path, name: &SafeName, id: &TransferId) -> Self {
-        let mut short = name.as_str();
+    pub fn new(dir: &Path, name: &SafePath, id: &TransferId) -> Self {
+        // The hidden files stay in `dir` whatever the depth: named after the file's
+        // own name, told apart by the id.
+        let mut short = name.file_name();
         if short.len() > HIDDEN_NAME_BYTES {
             let mut end = HIDDEN_NAME_BYTES;
             while !short.is_char_boundary(end) {
@@ -103,6 +107,7 @@ impl Paths {
         let hidden = |ext: &str| dir.join(format!(".{short}.{id}.{ext}"));
         Paths {
             dir: dir.to_owned(),
+            rel: name.clone(),
             part: hidden("part"),
             state: hidden("state"),
             state_tmp: hidden("state.tmp"),
@@ -543,6 +548,9 @@ pub(crate) fn finalize(
     // and one taken right after them proves nothing (see `Fingerprint::proves`).
     // The first offer of the transfer again hashes the file and records one.
     write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
+    if paths.rel.components().nth(1).is_some() {
+        return place_nested(paths, overwrite);
+    }
     if overwrite {
         fs::rename(&paths.part, &paths.final_path)?;
     } else {
@@ -560,6 +568,65 @@ pub(crate) fn finalize(
             }
         }
     }
+    File::open(&paths.dir)?.sync_all()
+}
+
+/// Opens (creating what is missing) the directories of `rel` under `root`, one
+/// component at a time from `root`'s own descriptor, and returns the last one with
+/// the file's name in it. The threat: whoever can write to the output directory
+/// plants a symlink where a directory of the path will be (`out/photos ->
+/// /etc`), and a plain `create_dir_all` + `link` would follow it out. Here each
+/// step is `openat(O_DIRECTORY | O_NOFOLLOW)` relative to the directory before,
+/// so a symlink at any component fails the open (`ELOOP` or `ENOTDIR`) and
+/// nothing is created or written past it; a component created between our
+/// `mkdirat` and `openat` by someone else is opened the same way.
+pub(crate) fn open_parent_dirs(root: &Path, rel: &SafePath) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    use rustix::fs::{mkdirat, openat, Mode};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = openat(rustix::fs::CWD, root, dir_flags, Mode::empty())?;
+    let parts: Vec<&str> = rel.components().collect();
+    let (leaf, dirs) = parts.split_last().ok_or_else(|| io::Error::other("empty path"))?;
+    for comp in dirs {
+        let next = match openat(&cur, *comp, dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                match mkdirat(&cur, *comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                openat(&cur, *comp, dir_flags, Mode::empty())?
+            }
+            Err(e) => return Err(io::Error::other(format!("{comp}: not a directory of ours ({e})"))),
+        };
+        cur = next;
+    }
+    Ok((cur, (*leaf).to_owned()))
+}
+
+/// The last step of [`finalize`] for a file in a subdirectory: the `.part` (in the
+/// output root) gets its name through the directory descriptor that
+/// [`open_parent_dirs`] walked to, so no symlink on the way is followed.
+fn place_nested(paths: &Paths, overwrite: bool) -> io::Result<()> {
+    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+    let (dir, leaf) = open_parent_dirs(&paths.dir, &paths.rel)?;
+    if overwrite {
+        renameat(CWD, &paths.part, &dir, leaf.as_str())?;
+    } else {
+        match linkat(CWD, &paths.part, &dir, leaf.as_str(), AtFlags::empty()) {
+            Ok(()) => fs::remove_file(&paths.part)?,
+            Err(rustix::io::Errno::EXIST) => {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"))
+            }
+            Err(_) => {
+                // No links on this file system: check, then rename.
+                if statat(&dir, leaf.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+                }
+                renameat(CWD, &paths.part, &dir, leaf.as_str())?;
+            }
+        }
+    }
+    rustix::fs::fsync(&dir)?;
     File::open(&paths.dir)?.sync_all()
 }
 
@@ -610,7 +677,7 @@ mod tests {
     #[test]
     fn hidden_names_stay_short() {
         let dir = Path::new("/srv/in");
-        let name = sanitize_file_name(&"é".repeat(127)).unwrap();
+        let name: SafePath = sanitize_file_name(&"é".repeat(127)).unwrap().into();
         let p = Paths::new(dir, &name, &TransferId([0xab; 16]));
         for path in [&p.part, &p.state, &p.state_tmp] {
             let f = path.file_name().unwrap().to_str().unwrap();
@@ -624,7 +691,7 @@ mod tests {
     fn state_round_trips_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest(10);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         assert_eq!(load_state(&paths.state).unwrap(), None);
 
         let (f, saved) = open_part(&paths, &m).unwrap();
@@ -671,7 +738,7 @@ mod tests {
     fn finalize_never_clobbers_unless_asked() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(b"new!");
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let complete = complete_of(&m, b"new!");
 
         fs::write(&paths.final_path, b"old").unwrap();
@@ -698,7 +765,7 @@ mod tests {
     fn received(data: &[u8]) -> (tempfile::TempDir, Manifest, Paths) {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
         finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
@@ -792,7 +859,7 @@ mod tests {
         let data = b"01234567";
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let state = holding(&m, data, vec![(0, 1)]);
         save_state(&paths, &state).unwrap();
         let good = fs::read(&paths.state).unwrap();
@@ -814,7 +881,7 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, &data[..16]).unwrap();
         let mut state = holding(&m, data, vec![(0, 4)]);
@@ -869,7 +936,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         let m = manifest(size);
-        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         (out, elsewhere, m, paths)
     }
 
@@ -961,7 +1028,7 @@ mod tests {
         let victim = Victim::new(elsewhere.path(), 4);
         // The victim even has the transfer's bytes: it is still no file of ours.
         let m = manifest_of(&victim.content);
-        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let complete = complete_of(&m, &victim.content);
         save_state(&paths, &complete).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.final_path).unwrap();
