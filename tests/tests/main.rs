@@ -27,6 +27,7 @@ mod send_concurrency;
 mod service;
 mod sizes;
 mod stall;
+mod targets;
 mod tls;
 mod transfer;
 mod util;

@@ -607,7 +607,8 @@ impl Engine {
                     self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason });
                 }
                 EndpointEvent::Withdrawn { id } => info!(%id, "queued offer withdrawn by its sender"),
-                EndpointEvent::NotAddressed { id } => debug!(%id, "not for me: addressed to other receivers"),
+                // At -v: the first thing to look at when a receiver "ignores" a sender.
+                EndpointEvent::NotAddressed { id } => info!(%id, "not for me: addressed to other receivers"),
                 // Events added to the endpoint later are news for the log only.
                 other => debug!(?other, "endpoint event"),
             }
