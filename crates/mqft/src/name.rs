@@ -184,6 +184,12 @@ impl PartialEq<&str> for SafePath {
     }
 }
 
+impl From<SafePath> for String {
+    fn from(p: SafePath) -> String {
+        p.0
+    }
+}
+
 impl From<SafeName> for SafePath {
     fn from(n: SafeName) -> SafePath {
         SafePath(n.0)
