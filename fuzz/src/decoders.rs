@@ -25,7 +25,10 @@ pub fn manifest(data: &[u8]) {
     }
     // What the sender builds from the same fields is the same manifest, id included.
     let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run);
-    assert_eq!(built.as_ref(), Ok(&m));
+    // `to` is not part of the id: addressed to the same receivers, it is the same.
+    let to = m.to.iter().map(|r| ReceiverId::new(r).expect("a decoded `to` holds valid receiver ids"));
+    assert_eq!(built.and_then(|b| b.with_to(to)).as_ref(), Ok(&m));
+    assert!(m.to.len() <= mqft_proto::wire::MAX_TO);
     let enc = m.encode();
     assert_eq!(Manifest::decode(&enc), Ok(m));
     assert_canonical(data, &enc);
