@@ -223,6 +223,7 @@ fn topics() -> Named {
         ("ack".into(), under(p.ack(&id, &r))),
         ("ctl".into(), under(p.ctl(&id))),
         ("filter".into(), under(p.chunk_filter(&TransferId([0; 16])))),
+        ("pattern".into(), format!("site/+/cams\n{}", Prefix::new("site/a/cams").unwrap().manifest(&id)).into_bytes()),
     ]
 }
 
