@@ -192,7 +192,12 @@ fn one_receiver_serves_two_prefixes() {
     let a = random_file(src.path(), "a.bin", 200_000, 9301);
     let b = random_file(src.path(), "b.bin", 200_000, 9302);
     let before = broker.subscribers("site2/cams/+/manifest").len();
-    let _rx = start_receiver(&broker, out.path(), "site1/cams/+/manifest", &["--prefix", "site1/cams", "--prefix", "site2/cams"]);
+    let _rx = start_receiver(
+        &broker,
+        out.path(),
+        "site1/cams/+/manifest",
+        &["--prefix", "site1/cams", "--prefix", "site2/cams"],
+    );
     assert!(wait_until(WAIT, || broker.subscribers("site2/cams/+/manifest").len() > before));
     for (file, prefix) in [(&a, "site1/cams"), (&b, "site2/cams")] {
         let sent = send(&broker, &[file.as_os_str(), "--prefix".as_ref(), prefix.as_ref()]);
@@ -213,7 +218,10 @@ fn a_wildcard_prefix_answers_under_the_concrete_prefix() {
     let b = random_file(src.path(), "from-b.bin", 200_000, 9402);
     let _rx = start_receiver(&broker, out.path(), "site/+/cams/+/manifest", &["--prefix", "site/+/cams"]);
     for (file, prefix) in [(&a, "site/a/cams"), (&b, "site/b/cams")] {
-        let sent = send(&broker, &[file.as_os_str(), "--prefix".as_ref(), prefix.as_ref(), "--timeout".as_ref(), "10".as_ref()]);
+        let sent = send(
+            &broker,
+            &[file.as_os_str(), "--prefix".as_ref(), prefix.as_ref(), "--timeout".as_ref(), "10".as_ref()],
+        );
         assert_eq!(sent.status.code(), Some(0), "{prefix}\n{}", show(&sent));
     }
     assert!(files_equal(&a, &out.path().join("from-a.bin")) && files_equal(&b, &out.path().join("from-b.bin")));

@@ -247,10 +247,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mqft.toml");
         std::fs::write(&path, "prefix = \"top\"\n[receive]\nprefix = [\"site1/cams\", \"site/+/cams\"]\n").unwrap();
-        let raw: Vec<OsString> = ["mqft", "receive", "--config"].map(OsString::from).into_iter().chain([path.into()]).collect();
+        let raw: Vec<OsString> =
+            ["mqft", "receive", "--config"].map(OsString::from).into_iter().chain([path.into()]).collect();
         let args = apply(raw).unwrap();
         let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert!(shown.contains(&"--prefix=site1/cams".to_owned()) && shown.contains(&"--prefix=site/+/cams".to_owned()), "{shown:?}");
+        assert!(
+            shown.contains(&"--prefix=site1/cams".to_owned()) && shown.contains(&"--prefix=site/+/cams".to_owned()),
+            "{shown:?}"
+        );
         assert!(!shown.iter().any(|a| a.contains("top")), "{shown:?}");
     }
 }

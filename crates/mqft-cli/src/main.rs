@@ -222,7 +222,10 @@ async fn send(a: SendArgs) -> Result<()> {
     // the rest are sent.
     let tree = mqft::tree::expand(&a.files, a.follow_symlinks);
     for link in &tree.skipped_links {
-        eprintln!("note: skipping the symbolic link {} (see --follow-symlinks)", report::escape(&link.display().to_string()));
+        eprintln!(
+            "note: skipping the symbolic link {} (see --follow-symlinks)",
+            report::escape(&link.display().to_string())
+        );
     }
     for (path, why) in &tree.errors {
         eprintln!("error: cannot send {}: {why}", report::escape(&path.display().to_string()));

@@ -442,7 +442,12 @@ impl ReceiverEndpoint {
             let ack = Ack::Rejected { reason: RejectReason::QueueFull, detail: String::new() };
             self.transmits.push_back(ack_transmit(&prefix, &m.id, &self.rid, &ack));
             let (id, name) = (m.id, m.name);
-            self.events.push_back(EndpointEvent::Refused { id, name, reason: RejectReason::QueueFull, detail: String::new() });
+            self.events.push_back(EndpointEvent::Refused {
+                id,
+                name,
+                reason: RejectReason::QueueFull,
+                detail: String::new(),
+            });
             return;
         }
         self.queue.push(m, prefix);

@@ -16,7 +16,8 @@ use mqft_proto::receiver::ResumeState;
 use mqft_proto::topic::{MAX_PREFIX_LEN, MAX_RECEIVER_ID_LEN};
 use mqft_proto::wire::{
     MAX_CHUNK_COUNT, MAX_CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_CONTENT_TYPE_LEN, MAX_CONTROL_LEN, MAX_MANIFEST_LEN,
-    MAX_NAME_DEPTH, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_TO, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
+    MAX_NAME_DEPTH, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_TO, MAX_USER_ENTRIES, MAX_USER_KEY_LEN,
+    MAX_USER_VALUE_LEN,
 };
 use mqft_proto::{
     transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Payload, Prefix, Qos, RangeSet, Receiver,

@@ -77,11 +77,11 @@ pub mod error;
 pub mod handle;
 mod mqtt;
 pub mod name;
-pub mod tree;
 pub mod receive;
 pub mod send;
 mod store;
 mod tls;
+pub mod tree;
 mod writer;
 
 use std::path::PathBuf;

@@ -69,8 +69,8 @@ use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
 use crate::name::sanitize_path;
 use crate::proto::{
-    self, AbortReason, EndpointEvent, Manifest, Prefix, PrefixPattern, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
-    RejectReason, Routed, TransferId,
+    self, AbortReason, EndpointEvent, Manifest, Prefix, PrefixPattern, ReceiveFailure, ReceiverEndpoint, ReceiverEvent,
+    ReceiverId, RejectReason, Routed, TransferId,
 };
 use crate::store::{self, Paths};
 use crate::writer::{Job, Writer, WriterEvent};
@@ -708,8 +708,7 @@ impl Engine {
         let cfg = self.opts.protocol.clone();
         // Answered under the prefix the offer came on, never under a pattern.
         let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
-        let rx = match proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now())
-        {
+        let rx = match proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now()) {
             Ok(rx) => rx,
             Err(e) => {
                 // Saved state that does not add up: start over.

@@ -614,9 +614,7 @@ fn place_nested(paths: &Paths, overwrite: bool) -> io::Result<()> {
     } else {
         match linkat(CWD, &paths.part, &dir, leaf.as_str(), AtFlags::empty()) {
             Ok(()) => fs::remove_file(&paths.part)?,
-            Err(rustix::io::Errno::EXIST) => {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"))
-            }
+            Err(rustix::io::Errno::EXIST) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
             Err(_) => {
                 // No links on this file system: check, then rename.
                 if statat(&dir, leaf.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {

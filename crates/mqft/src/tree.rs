@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(tree.skipped_links.len(), 2);
         assert!(tree.errors.is_empty());
         // Followed: the file link is sent, the loop walked once.
-        let tree = expand(&[top.clone()], true);
+        let tree = expand(std::slice::from_ref(&top), true);
         let names: Vec<_> = tree.files.iter().map(|f| f.name.clone().unwrap()).collect();
         assert_eq!(names, ["photos/2026/a.jpg", "photos/2026/b/c.jpg", "photos/link", "photos/z.jpg"]);
     }
