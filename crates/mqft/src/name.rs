@@ -142,7 +142,7 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
 }
 
 /// A relative path that is safe to create under a directory: 1 to
-/// [`proto::wire::MAX_NAME_DEPTH`] components joined by `/`, each a [`SafeName`].
+/// [`crate::proto::wire::MAX_NAME_DEPTH`] components joined by `/`, each a [`SafeName`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SafePath(String);
 

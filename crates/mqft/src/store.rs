@@ -69,8 +69,9 @@ const MAX_STATE_BYTES: u64 = 48 << 20;
 
 /// The first bytes of a state file of this format. Another format (an older
 /// release's) is refused as a whole and the transfer starts over: the CRCs a
-/// resume needs were not in it.
-const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x02";
+/// resume needs were not in it. Format 3 holds a protocol-3 manifest (with `to`),
+/// which a format-2 body would be misread as.
+const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x03";
 
 /// The buffer of a re-hash or a proof: large enough that the reads cost little
 /// next to the hashing.
@@ -1048,5 +1049,25 @@ mod tests {
         let huge = Manifest::new("x".into(), 1 << 46, 16 << 20, [0; 32], Meta::default(), 1).unwrap();
         assert_eq!(check_room(&paths, &huge, 0).unwrap_err().kind(), io::ErrorKind::StorageFull);
         assert!(!paths.part.exists(), "the check writes nothing");
+    }
+
+    #[test]
+    fn nested_paths_create_their_directories_and_never_follow_a_planted_link() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let path = crate::name::sanitize_path("a/b/c.jpg").unwrap();
+        let (_dir, leaf) = open_parent_dirs(out.path(), &path).unwrap();
+        assert_eq!(leaf, "c.jpg");
+        assert!(out.path().join("a/b").is_dir());
+        // A symlink where a directory of the path goes: refused, nothing created.
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("x")).unwrap();
+        let through = crate::name::sanitize_path("x/y/z.jpg").unwrap();
+        assert!(open_parent_dirs(out.path(), &through).is_err());
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("a/l")).unwrap();
+        assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("a/l/z.jpg").unwrap()).is_err());
+        // A file where a directory goes: refused too.
+        fs::write(out.path().join("f"), b"").unwrap();
+        assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("f/z.jpg").unwrap()).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 }
