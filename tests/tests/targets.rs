@@ -272,8 +272,8 @@ fn send_dir_keeps_relative_paths_and_a_bad_entry_fails_alone() {
 
 /// A symlink planted in the output directory where a directory of a received
 /// path goes (`out/photos -> elsewhere`) is not followed: nothing is written
-/// through it, the receiver fails that file as a local I/O error, and the sender
-/// is told (exit 5).
+/// through it, the receiver refuses the offer as a local I/O error before a byte
+/// comes, and the sender is told (exit 5).
 #[test]
 fn a_planted_symlink_at_a_directory_component_is_not_followed() {
     let broker = Broker::start();
@@ -290,4 +290,6 @@ fn a_planted_symlink_at_a_directory_component_is_not_followed() {
     assert_eq!(sent.status.code(), Some(5), "{}", show(&sent));
     assert_eq!(tree(elsewhere.path()), Vec::<PathBuf>::new(), "written through the planted link");
     assert!(fs::symlink_metadata(out.path().join("photos")).unwrap().file_type().is_symlink());
+    // Refused at the offer, before a byte came: no partial file or state either.
+    assert_eq!(tree(out.path()), [PathBuf::from("photos")], "{}", show(&sent));
 }

@@ -657,6 +657,9 @@ impl Engine {
         let decision = {
             let (paths, m) = (paths.clone(), m.clone());
             blocking(move || {
+                // A symlink planted at a directory of the path: refused now, not
+                // after the whole file came, and nothing read through it.
+                store::check_parent_dirs(&paths)?;
                 if store::already_complete(&paths, &m)? {
                     return Ok(Decision::AlreadyComplete);
                 }
@@ -1002,7 +1005,8 @@ impl Engine {
     async fn still_complete(&self, m: &Manifest) -> bool {
         let Ok(name) = sanitize_path(&m.name) else { return false };
         let (id, paths, m) = (m.id, Paths::new(&self.dir, &name, &m.id), m.clone());
-        match blocking(move || store::already_complete(&paths, &m)).await {
+        let check = move || store::check_parent_dirs(&paths).and_then(|()| store::already_complete(&paths, &m));
+        match blocking(check).await {
             Ok(complete) => complete,
             Err(e) => {
                 debug!(%id, error = %e, "cannot check a completed file");

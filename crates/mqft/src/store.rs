@@ -582,6 +582,24 @@ pub(crate) fn finalize(
 /// nothing is created or written past it; a component created between our
 /// `mkdirat` and `openat` by someone else is opened the same way.
 pub(crate) fn open_parent_dirs(root: &Path, rel: &SafePath) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    walk_parent_dirs(root, rel, true)
+}
+
+/// Checks, creating nothing, that the directories of `rel` under `root` that exist
+/// are directories reached without a symlink: an offer whose path goes through a
+/// planted link is refused before a byte is received, and before
+/// [`already_complete`] would read a file through it.
+pub(crate) fn check_parent_dirs(paths: &Paths) -> io::Result<()> {
+    if paths.rel.components().nth(1).is_none() {
+        return Ok(());
+    }
+    match walk_parent_dirs(&paths.dir, &paths.rel, false) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn walk_parent_dirs(root: &Path, rel: &SafePath, create: bool) -> io::Result<(std::os::fd::OwnedFd, String)> {
     use rustix::fs::{mkdirat, openat, Mode};
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut cur = openat(rustix::fs::CWD, root, dir_flags, Mode::empty())?;
@@ -590,13 +608,14 @@ pub(crate) fn open_parent_dirs(root: &Path, rel: &SafePath) -> io::Result<(std::
     for comp in dirs {
         let next = match openat(&cur, *comp, dir_flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::NOENT) => {
+            Err(rustix::io::Errno::NOENT) if create => {
                 match mkdirat(&cur, *comp, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
                 openat(&cur, *comp, dir_flags, Mode::empty())?
             }
+            Err(rustix::io::Errno::NOENT) => return Err(io::ErrorKind::NotFound.into()),
             Err(e) => return Err(io::Error::other(format!("{comp}: not a directory of ours ({e})"))),
         };
         cur = next;
@@ -1069,5 +1088,11 @@ mod tests {
         fs::write(out.path().join("f"), b"").unwrap();
         assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("f/z.jpg").unwrap()).is_err());
         assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        // The check before an offer is taken sees the same, and creates nothing.
+        let id = TransferId([1; 16]);
+        assert!(check_parent_dirs(&Paths::new(out.path(), &through, &id)).is_err());
+        let fresh = crate::name::sanitize_path("new/dir/z.jpg").unwrap();
+        assert!(check_parent_dirs(&Paths::new(out.path(), &fresh, &id)).is_ok());
+        assert!(!out.path().join("new").exists());
     }
 }
