@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use mqft_proto::ranges::{RangeError, WireRanges, MAX_WIRE_RANGES};
 use mqft_proto::wire::{ChunkWire, CHUNK_ZSTD, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN};
-use mqft_proto::{integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, RangeSet, ReceiverId, Topic, TransferId};
+use mqft_proto::{
+    integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, PrefixPattern, RangeSet, ReceiverId, Topic, TransferId,
+};
 
 use crate::fixtures::fixture;
 use crate::input::Reader;
@@ -25,7 +27,10 @@ pub fn manifest(data: &[u8]) {
     }
     // What the sender builds from the same fields is the same manifest, id included.
     let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run);
-    assert_eq!(built.as_ref(), Ok(&m));
+    // `to` is not part of the id: addressed to the same receivers, it is the same.
+    let to = m.to.iter().map(|r| ReceiverId::new(r).expect("a decoded `to` holds valid receiver ids"));
+    assert_eq!(built.and_then(|b| b.with_to(to)).as_ref(), Ok(&m));
+    assert!(m.to.len() <= mqft_proto::wire::MAX_TO);
     let enc = m.encode();
     assert_eq!(Manifest::decode(&enc), Ok(m));
     assert_canonical(data, &enc);
@@ -134,6 +139,20 @@ pub fn topic(data: &[u8]) {
         if let Ok(id) = ReceiverId::new(s) {
             assert_eq!(id.as_str(), s);
             assert!(!s.contains(['/', '+', '#']), "a receiver id is one topic level with no wildcard");
+        }
+    }
+    // A pattern (`site/+/cams`) matches only topics under a concrete prefix that
+    // fits it level by level, and classifies them as that prefix does.
+    if let Ok(pattern) = PrefixPattern::new(prefix) {
+        if let Some((concrete, parsed)) = pattern.parse(topic) {
+            assert!(topic.starts_with(&format!("{concrete}/")));
+            let levels = pattern.as_str().split('/').zip(concrete.as_str().split('/'));
+            assert_eq!(concrete.as_str().split('/').count(), pattern.as_str().split('/').count());
+            assert!(levels.clone().all(|(p, c)| p == "+" || p == c));
+            assert_eq!(concrete.parse(topic), Some(parsed));
+        }
+        if let Some(concrete) = pattern.concrete() {
+            assert_eq!(pattern.parse(topic).map(|(_, t)| t), concrete.parse(topic), "a plain pattern is its prefix");
         }
     }
     let p = Prefix::new(prefix).unwrap_or_default();

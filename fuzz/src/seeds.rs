@@ -125,6 +125,12 @@ fn manifests() -> Named {
     out.push(("meta".into(), m.encode()));
     let big = Manifest::new("big.iso".into(), 1 << 46, 16 << 20, [1; 32], Meta::default(), 0).unwrap();
     out.push(("largest".into(), big.encode()));
+    // Version 3: a relative path, addressed to two receivers.
+    let to = ["gw1", "gw-3"].map(|r| mqft_proto::ReceiverId::new(r).expect("a valid receiver id"));
+    let addressed = Manifest::new("photos/2026/a.jpg".into(), 1000, 256, [3; 32], Meta::default(), 9)
+        .and_then(|m| m.with_to(to))
+        .unwrap();
+    out.push(("addressed-path".into(), addressed.encode()));
     out
 }
 
@@ -227,6 +233,7 @@ fn topics() -> Named {
         ("ack".into(), under(p.ack(&id, &r))),
         ("ctl".into(), under(p.ctl(&id))),
         ("filter".into(), under(p.chunk_filter(&TransferId([0; 16])))),
+        ("pattern".into(), format!("site/+/cams\n{}", Prefix::new("site/a/cams").unwrap().manifest(&id)).into_bytes()),
     ]
 }
 

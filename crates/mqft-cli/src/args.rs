@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
-use mqft::proto::{self, Prefix, ReceiverId, Wait};
+use mqft::proto::{self, PrefixPattern, ReceiverId, Wait};
 use mqft::{ChunkSize, Config, Credentials, MqttVersion};
 
 /// Move large files over an MQTT broker: chunked, checked (CRC32 per chunk, SHA-256
@@ -152,9 +152,11 @@ pub struct BrokerArgs {
     /// turns TLS on.
     #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(mqft::TlsVersion))]
     pub tls_version: Option<mqft::TlsVersion>,
-    /// Topic prefix the transfers live under.
-    #[arg(long, env = "MQFT_PREFIX", default_value = "files")]
-    pub prefix: String,
+    /// Topic prefix the transfers live under. A receiver takes it repeated
+    /// (`--prefix site1/cams --prefix site2/cams`) and with `+` for one whole level
+    /// (`--prefix 'site/+/cams'`); a sender takes one, without wildcards.
+    #[arg(long, env = "MQFT_PREFIX", default_value = "files", action = ArgAction::Append)]
+    pub prefix: Vec<String>,
     /// Seconds to keep trying to reach the broker before giving up (exit 3).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
@@ -195,7 +197,8 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The files to send.
+    /// The files to send; a directory is sent with everything under it, each file
+    /// named by its path from the directory's parent (`photos/2026/a.jpg`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -214,9 +217,14 @@ pub struct SendArgs {
     /// How many receivers must confirm each file.
     #[arg(short = 'n', long, default_value_t = 1, conflicts_with = "to")]
     pub receivers: usize,
-    /// Wait for these receivers (by receiver id); repeatable.
+    /// Send to these receivers only (by receiver id), and wait for each; repeatable.
+    /// Receivers not listed ignore the transfer.
     #[arg(long, value_name = "RECEIVER_ID")]
     pub to: Vec<String>,
+    /// Follow symbolic links in a directory sent (`send DIR`); without it they are
+    /// skipped, with a note.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Seconds to wait for receivers to answer.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -250,7 +258,8 @@ pub struct ReceiveArgs {
     /// Replace existing files of the same name.
     #[arg(long)]
     pub overwrite: bool,
-    /// This receiver's id in ack topics (default: from the host name).
+    /// This receiver's id in ack topics (default: `<host>-<6 hex>`, the hex from
+    /// the output directory: unique per host and directory, stable across restarts).
     #[arg(long = "name", value_name = "RECEIVER_ID")]
     pub receiver_id: Option<String>,
     /// Transfers received at once; more wait in a queue (see --queue).
@@ -357,7 +366,7 @@ impl BrokerArgs {
             }
         }
         cfg.version = self.version;
-        cfg.prefix = Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
+        cfg.prefix = self.prefixes()?.first().and_then(PrefixPattern::concrete).unwrap_or_default();
         cfg.client_id = self.client_id.clone();
         cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
         cfg.keep_alive = Duration::from_secs(self.keepalive);
@@ -368,9 +377,29 @@ impl BrokerArgs {
     }
 }
 
+impl BrokerArgs {
+    /// Every `--prefix`, checked: `+` only as a whole level, `#` never (the
+    /// protocol's own levels follow the prefix).
+    pub fn prefixes(&self) -> Result<Vec<PrefixPattern>> {
+        self.prefix
+            .iter()
+            .map(|p| {
+                if p.contains('#') {
+                    return Err(usage(format!("--prefix {p}: '#' is not allowed, use '+' for one level")).into());
+                }
+                PrefixPattern::new(p).map_err(|e| usage(format!("--prefix {p}: {e}")).into())
+            })
+            .collect()
+    }
+}
+
 impl SendArgs {
     /// The library's send options.
     pub fn options(&self) -> Result<mqft::SendOptions> {
+        match &self.broker.prefixes()?[..] {
+            [one] if one.concrete().is_some() => {}
+            _ => bail!(usage("send takes one --prefix, without '+'")),
+        }
         let mut opts = mqft::SendOptions::default();
         opts.chunk_size = self.chunk_size;
         if let Some(w) = self.window {
@@ -411,6 +440,7 @@ impl ReceiveArgs {
         opts.max_concurrent = self.max_concurrent.max(1);
         opts.queue = self.queue;
         opts.max_size = self.max_size;
+        opts.prefixes = self.broker.prefixes()?;
         if let Some(id) = &self.receiver_id {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
         }

@@ -214,14 +214,29 @@ async fn send(a: SendArgs) -> Result<()> {
     let opts = a.options()?;
     for f in &a.files {
         let meta = std::fs::metadata(f).map_err(|e| UsageError(format!("cannot send {}: {e}", f.display())))?;
-        if !meta.is_file() {
-            return Err(UsageError(format!("cannot send {}: not a regular file", f.display())).into());
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(UsageError(format!("cannot send {}: not a regular file or directory", f.display())).into());
         }
+    }
+    // Directories become their files; what a walk cannot take fails alone, after
+    // the rest are sent.
+    let tree = mqft::tree::expand(&a.files, a.follow_symlinks);
+    for link in &tree.skipped_links {
+        eprintln!(
+            "note: skipping the symbolic link {} (see --follow-symlinks)",
+            report::escape(&link.display().to_string())
+        );
+    }
+    for (path, why) in &tree.errors {
+        eprintln!("error: cannot send {}: {why}", report::escape(&path.display().to_string()));
+    }
+    if tree.files.is_empty() {
+        return Err(UsageError("nothing to send".into()).into());
     }
     let started = std::time::Instant::now();
     let mut reporter = Reporter::new(a.output);
     reporter.connecting(&cfg.addr());
-    let mut handle = Client::new(cfg).send(a.files.clone(), opts);
+    let mut handle = Client::new(cfg).send(tree.files, opts);
     let interrupted = on_ctrl_c(handle.cancellation_token());
     while let Some(e) = handle.next_event().await {
         reporter.send_event(&e);
@@ -235,6 +250,11 @@ async fn send(a: SendArgs) -> Result<()> {
     reporter.send_summary(&report);
     if a.output.json {
         println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
+    }
+    if let Some((path, why)) = tree.errors.into_iter().next() {
+        // Exit as for a file that could not be read: the rest arrived.
+        let e = std::io::Error::other(why);
+        return Err(anyhow::Error::new(e).context(format!("cannot send {}", path.display())));
     }
     Ok(())
 }

@@ -100,7 +100,7 @@
 //!             Some(Topic::Chunk(_, n)) => {
 //!                 let rx = receiver.as_mut().expect("the manifest comes first");
 //!                 if let Some(w) = rx.handle_chunk(n, payload, now)? {
-//!                     disk[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+//!                     disk[w.offset as usize..][..w.data.len()].copy_from_slice(&w.data);
 //!                 }
 //!                 // Chunks that arrived ahead of order are hashed once the gap fills.
 //!                 while let Some(h) = rx.next_hash_read() {
@@ -145,7 +145,7 @@ pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
 pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
 pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
-pub use topic::{Prefix, ReceiverId, Topic, TransferId};
+pub use topic::{Prefix, PrefixPattern, ReceiverId, Topic, TransferId};
 pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, PROTOCOL_VERSION};
 
 /// MQTT quality of service: the protocol needs nothing beyond QoS 1, so it runs on

@@ -1045,7 +1045,9 @@ impl Sender {
 
     fn fail_no_receivers(&mut self) {
         let wanted = self.wanted();
-        let joined = self.peers.values().filter(|p| !p.is_gone()).count();
+        // Only the receivers waited for count: `--to gw3` with gw1 answering is
+        // "0 of 1", never "1 of 1".
+        let joined = self.peers.iter().filter(|(id, p)| !p.is_gone() && self.matters(id)).count();
         // A receiver that refused or was lost is reported as such.
         let gone = self.peers.iter().find_map(|(id, p)| match p.state {
             PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason, p.detail.clone())),

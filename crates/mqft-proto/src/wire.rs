@@ -27,6 +27,12 @@ use crate::topic::TransferId;
 pub const PROTOCOL_VERSION: u8 = 3;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
+/// The most `/`-separated components a file name may have (`a/b/c.jpg` has 3):
+/// a directory tree is sent with relative paths, and a receiver creates no
+/// deeper tree than this.
+pub const MAX_NAME_DEPTH: usize = 16;
+/// The most receivers a manifest may address ([`Manifest::to`]).
+pub const MAX_TO: usize = 32;
 /// The longest content type, in bytes.
 pub const MAX_CONTENT_TYPE_LEN: usize = 127;
 /// The most user metadata entries.
@@ -150,6 +156,10 @@ pub enum DecodeError {
     /// shorter than the chunk itself.
     #[error("chunk {0} does not decompress to its length")]
     BadCompression(u32),
+    /// [`Manifest::to`] lists more than [`MAX_TO`] receivers, or one that is not a
+    /// valid receiver id.
+    #[error("bad list of addressed receivers")]
+    BadTo,
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -234,6 +244,11 @@ pub struct Manifest {
     pub sha256: [u8; 32],
     /// Optional metadata.
     pub meta: Meta,
+    /// The receivers this transfer is for, by id ([`crate::ReceiverId`] rules, at
+    /// most [`MAX_TO`]); empty for anyone. A receiver not listed ignores the
+    /// transfer without a word. Not part of the transfer id: the same file sent to
+    /// others is the same transfer.
+    pub to: Vec<String>,
 }
 
 impl serde::Serialize for TransferId {
@@ -265,7 +280,7 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta };
+        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, to: Vec::new() };
         m.check()?;
         Ok(m)
     }
@@ -275,6 +290,9 @@ impl Manifest {
             return Err(DecodeError::BadName);
         }
         self.meta.check()?;
+        if self.to.len() > MAX_TO || !self.to.iter().all(|r| crate::ReceiverId::new(r).is_ok()) {
+            return Err(DecodeError::BadTo);
+        }
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
             return Err(DecodeError::BadChunkSize);
         }
@@ -287,6 +305,19 @@ impl Manifest {
             return Err(DecodeError::IdMismatch);
         }
         Ok(())
+    }
+
+    /// The manifest addressed to these receivers only (see [`Manifest::to`]).
+    pub fn with_to(mut self, to: impl IntoIterator<Item = crate::ReceiverId>) -> Result<Self, DecodeError> {
+        self.to = to.into_iter().map(|r| r.as_str().to_owned()).collect();
+        self.check()?;
+        Ok(self)
+    }
+
+    /// True when receiver `rid` may take this transfer: it is listed in
+    /// [`Manifest::to`], or the list is empty.
+    pub fn is_for(&self, rid: &crate::ReceiverId) -> bool {
+        self.to.is_empty() || self.to.iter().any(|r| r == rid.as_str())
     }
 
     /// Encodes the manifest payload.
@@ -1082,6 +1113,31 @@ mod tests {
         over.truncate(over.len() - 1);
         over[3] = 0xc8;
         assert!(matches!(Ack::decode(&over, 1), Ok(Ack::Rejected { reason: RejectReason::Io, .. })));
+    }
+
+    #[test]
+    fn a_v2_message_names_both_versions() {
+        let err = Ctl::decode(&[2, 0, 0xac, 0x02, 3]).unwrap_err();
+        assert_eq!(err.to_string(), "protocol version 2, this peer speaks 3");
+    }
+
+    /// `to` is bounded and holds only valid receiver ids, and is not part of the
+    /// transfer id.
+    #[test]
+    fn addressed_receivers_are_checked() {
+        let rid = |s: &str| crate::ReceiverId::new(s).unwrap();
+        let m = manifest(10, 4).with_to([rid("gw3")]).unwrap();
+        assert_eq!(m.id, manifest(10, 4).id);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        assert!(m.is_for(&rid("gw3")) && !m.is_for(&rid("gw1")));
+        assert!(manifest(10, 4).is_for(&rid("gw1")));
+        for bad in [vec!["Gw1".to_owned()], vec![String::new()], vec!["a".to_owned(); MAX_TO + 1]] {
+            let m = Manifest { to: bad, ..manifest(10, 4) };
+            assert_eq!(Manifest::decode(&m.encode()), Err(DecodeError::BadTo));
+        }
+        let full = Manifest { to: vec!["a".repeat(64); MAX_TO], ..manifest(10, 4) };
+        assert!(full.encode().len() < MAX_MANIFEST_LEN);
+        assert_eq!(Manifest::decode(&full.encode()).unwrap(), full);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use mqft_proto::receiver::ResumeState;
 use mqft_proto::topic::{MAX_PREFIX_LEN, MAX_RECEIVER_ID_LEN};
 use mqft_proto::wire::{
     MAX_CHUNK_COUNT, MAX_CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_CONTENT_TYPE_LEN, MAX_CONTROL_LEN, MAX_MANIFEST_LEN,
-    MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
+    MAX_NAME_DEPTH, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_TO, MAX_USER_ENTRIES, MAX_USER_KEY_LEN,
+    MAX_USER_VALUE_LEN,
 };
 use mqft_proto::{
     transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Payload, Prefix, Qos, RangeSet, Receiver,
@@ -39,8 +40,8 @@ const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b5
 const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
 const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
 
-const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32";
-const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
+const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d3200";
+const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
 
 const CHUNK_0: &str = "03ac020000008289d1f70548656c6c6f";
 const CHUNK_1: &str = "03ac020101008f4edbb0052c206d7166";
@@ -208,8 +209,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 98);
-    assert_in_doc("Whole payload (98 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 99);
+    assert_in_doc("Whole payload (99 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -350,9 +351,9 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
+const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000";
+const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
 /// Chunk 3 of a 3-chunk file.
 const PAST_END_CHUNK: &str = "03ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
@@ -434,6 +435,8 @@ fn limits_table_matches_the_constants() {
         ("MAX_CHUNK_HEADER_LEN", MAX_CHUNK_HEADER_LEN as u64),
         ("MAX_WIRE_RANGES", MAX_WIRE_RANGES as u64),
         ("MAX_REJECT_DETAIL_LEN", MAX_REJECT_DETAIL_LEN as u64),
+        ("MAX_TO", MAX_TO as u64),
+        ("MAX_NAME_DEPTH", MAX_NAME_DEPTH as u64),
     ] {
         assert_in_doc(&format!("| `{name}` | {value} "));
     }

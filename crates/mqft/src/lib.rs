@@ -84,6 +84,7 @@ pub mod receive;
 pub mod send;
 mod store;
 mod tls;
+pub mod tree;
 mod writer;
 
 use std::path::PathBuf;
@@ -91,7 +92,7 @@ use std::path::PathBuf;
 pub use config::{ChunkSize, Config, Credentials, MqttVersion, Tls};
 pub use error::{ConnectError, Error, ErrorKind, TransferFailure};
 pub use handle::Handle;
-pub use name::{sanitize_file_name, NameError, SafeName};
+pub use name::{sanitize_file_name, sanitize_path, NameError, SafeName, SafePath};
 pub use receive::{ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile};
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
 pub use tls::TlsVersion;

@@ -102,6 +102,12 @@ pub enum NameError {
     /// The name is a Windows reserved device name.
     #[error("file name {0:?} is reserved on windows")]
     Reserved(String),
+    /// A path with an empty, `.` or `..` component.
+    #[error("path has an empty, '.' or '..' component")]
+    BadComponent,
+    /// A path with more components than a receiver creates.
+    #[error("path is too deep")]
+    TooDeep,
 }
 
 /// Turns an untrusted name into a [`SafeName`], following the rules in the module
@@ -133,6 +139,95 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
         (Some(Component::Normal(_)), None) => Ok(SafeName(safe)),
         _ => Err(NameError::Empty),
     }
+}
+
+/// A relative path that is safe to create under a directory: 1 to
+/// [`crate::proto::wire::MAX_NAME_DEPTH`] components joined by `/`, each a [`SafeName`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SafePath(String);
+
+impl SafePath {
+    /// The path, `/`-separated.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its components, each a plain, sanitized name; the last is the file's.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// The last component: the file's own name.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// The path under `dir`; by construction always inside `dir`. Nothing here
+    /// says its directories are not symlinks: `store` walks them without following
+    /// any.
+    pub fn in_dir(&self, dir: &Path) -> PathBuf {
+        let path = self.components().fold(dir.to_owned(), |p, c| p.join(c));
+        debug_assert!(path.starts_with(dir));
+        path
+    }
+}
+
+impl fmt::Display for SafePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for SafePath {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<SafePath> for String {
+    fn from(p: SafePath) -> String {
+        p.0
+    }
+}
+
+impl From<SafeName> for SafePath {
+    fn from(n: SafeName) -> SafePath {
+        SafePath(n.0)
+    }
+}
+
+/// Turns an untrusted name that may be a relative path (`photos/2026/a.jpg`, as
+/// `send DIR` sends them) into a [`SafePath`]. A name without `/` is exactly
+/// [`sanitize_file_name`]'s. A name with `/` keeps its directories, each
+/// component cleaned by [`sanitize_file_name`]'s rules, but is refused whole when
+/// a component is empty (`/etc/x`, `a//b`, `dir/`), `.` or `..`
+/// ([`NameError::BadComponent`]): a path that tries to climb or to be absolute is
+/// not repaired into another one. More than [`crate::proto::wire::MAX_NAME_DEPTH`]
+/// components are refused too ([`NameError::TooDeep`]).
+///
+/// ```
+/// use mqft::name::sanitize_path;
+/// assert_eq!(sanitize_path("photos/2026/a.jpg").unwrap(), "photos/2026/a.jpg");
+/// assert_eq!(sanitize_path(".git/\u{1b}x").unwrap(), "git/_x");
+/// assert!(sanitize_path("../../etc/passwd").is_err());
+/// assert!(sanitize_path("/etc/passwd").is_err());
+/// ```
+pub fn sanitize_path(name: &str) -> Result<SafePath, NameError> {
+    if !name.contains('/') {
+        return sanitize_file_name(name).map(SafePath::from);
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > crate::proto::wire::MAX_NAME_DEPTH {
+        return Err(NameError::TooDeep);
+    }
+    let mut clean = Vec::with_capacity(parts.len());
+    for part in parts {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(NameError::BadComponent);
+        }
+        clean.push(String::from(sanitize_file_name(part)?));
+    }
+    Ok(SafePath(clean.join("/")))
 }
 
 /// Escapes what a terminal or a log must not see raw in an untrusted name: control
@@ -303,6 +398,29 @@ mod tests {
         ] {
             assert_eq!(sanitize_file_name(input).unwrap(), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn paths_keep_their_directories_or_are_refused() {
+        for (input, want) in [
+            ("a/b/c.jpg", "a/b/c.jpg"),
+            ("photos/.hidden/x", "photos/hidden/x"),
+            ("a\\..\\b/c", "b/c"),
+            ("we\u{202E}ird/nul\u{7}.txt", "we_ird/nul_.txt"),
+            ("plain.txt", "plain.txt"),
+            ("..\\..\\boot.ini", "boot.ini"),
+        ] {
+            assert_eq!(sanitize_path(input).unwrap(), want, "{input:?}");
+        }
+        for input in ["../a", "a/../b", "/etc/x", "a//b", "a/./b", "dir/", "a/..", "a/nul/b", "a/ . /b"] {
+            assert!(sanitize_path(input).is_err(), "{input:?}");
+        }
+        let deep = vec!["d"; crate::proto::wire::MAX_NAME_DEPTH].join("/");
+        assert!(sanitize_path(&deep).is_ok());
+        assert_eq!(sanitize_path(&format!("{deep}/x")), Err(NameError::TooDeep));
+        let p = sanitize_path("a/b/c.jpg").unwrap();
+        assert_eq!(p.in_dir(Path::new("/srv/in")), Path::new("/srv/in/a/b/c.jpg"));
+        assert_eq!(p.file_name(), "c.jpg");
     }
 
     #[test]

@@ -74,10 +74,10 @@ use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
-use crate::name::sanitize_file_name;
+use crate::name::sanitize_path;
 use crate::proto::{
-    self, AbortReason, EndpointEvent, Manifest, Prefix, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
-    RejectReason, Routed, TransferId,
+    self, AbortReason, EndpointEvent, Manifest, Prefix, PrefixPattern, ReceiveFailure, ReceiverEndpoint, ReceiverEvent,
+    ReceiverId, RejectReason, Routed, TransferId,
 };
 use crate::store::{self, Paths, StateDir};
 use crate::writer::{Job, Writer, WriterEvent};
@@ -96,8 +96,14 @@ pub const DEFAULT_PRUNE_AFTER: Duration = Duration::from_secs(3 * 86_400);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReceiveOptions {
-    /// This receiver's name in ack topics. By default derived from the host name.
+    /// This receiver's name in ack topics. By default `<host>-<6 hex>`, the hex
+    /// from a hash of the canonical output directory: unique per host and
+    /// directory, the same after a restart (see [`default_receiver_id`]).
     pub receiver_id: Option<ReceiverId>,
+    /// The prefixes to receive under, each possibly with `+` levels
+    /// (`site/+/cams`); empty for the configuration's one prefix. Each transfer is
+    /// answered under the concrete prefix its manifest came on.
+    pub prefixes: Vec<PrefixPattern>,
     /// Refuse files larger than this many bytes ([`RejectReason::TooLarge`]).
     pub max_size: Option<u64>,
     /// Keep at most this many transfers open. Offers past it wait in a queue
@@ -142,6 +148,7 @@ impl Default for ReceiveOptions {
     fn default() -> Self {
         ReceiveOptions {
             receiver_id: None,
+            prefixes: Vec::new(),
             max_size: None,
             max_concurrent: 16,
             queue: 256,
@@ -314,7 +321,7 @@ async fn run(
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let state = local::open_state(&dir, &opts).await?;
     local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
-    let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
+    let rid = opts.receiver_id.clone().unwrap_or_else(|| default_receiver_id(&dir));
     // Stable across restarts, so the broker keeps the session; the directory is part
     // of it so that two receivers on one host do not take each other's session.
     let client_id = cfg.client_id.clone().unwrap_or_else(|| {
@@ -332,8 +339,7 @@ async fn run(
     conn.set_broker_timeout(cfg.broker_timeout);
     info!(broker = conn.addr(), receiver = %rid, session_present = info.session_present, "connected");
     events.emit(ReceiveEvent::Connected { receiver: rid.clone() });
-    conn.out.subscribe(cfg.prefix.manifest_filter());
-    conn.out.subscribe(cfg.prefix.ctl_filter());
+    let patterns = if opts.prefixes.is_empty() { vec![cfg.prefix.clone().into()] } else { opts.prefixes.clone() };
 
     let (writer_tx, writer_events) = mpsc::unbounded_channel();
     let mut limits = proto::Limits::default();
@@ -341,7 +347,13 @@ async fn run(
     limits.max_size = opts.max_size;
     limits.queue = opts.queue;
     limits.queue_bytes = opts.queue_bytes;
-    let endpoint = ReceiverEndpoint::new(cfg.prefix.clone(), rid.clone(), limits);
+    let endpoint = ReceiverEndpoint::with_patterns(patterns, rid.clone(), limits);
+    // Only the patterns the endpoint kept: one covered by another would have the
+    // broker deliver its messages twice.
+    for pattern in endpoint.patterns() {
+        conn.out.subscribe(pattern.manifest_filter());
+        conn.out.subscribe(pattern.ctl_filter());
+    }
     let mut engine = Engine {
         conn,
         writer_tx,
@@ -378,8 +390,25 @@ async fn run(
     }
 }
 
+/// `<host>-<6 hex>`: the host name cut to the receiver id alphabet (`receiver` if
+/// there is none), and the first 3 bytes of the SHA-256 of the canonical output
+/// directory. Two receivers on one host into two directories get two ids; the
+/// same directory gets the same id after a restart, with no state kept, so a
+/// restarted receiver resumes as the same receiver.
+pub fn default_receiver_id(dir: &std::path::Path) -> ReceiverId {
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
+    let host = host_receiver_id();
+    // 7 bytes for the dash and the hex: the host part is cut to fit 64.
+    let host = &host.as_str()[..host.as_str().len().min(proto::topic::MAX_RECEIVER_ID_LEN - 7)];
+    let id = format!("{host}-{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2]);
+    // The host part is non-empty and of the alphabet already, and hex digits and
+    // a dash are too.
+    ReceiverId::new(&id).expect("a host id plus a dash and hex is a valid receiver id")
+}
+
 /// The host name, cut to the receiver id alphabet; `receiver` if there is none.
-fn default_receiver_id() -> ReceiverId {
+fn host_receiver_id() -> ReceiverId {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()
@@ -573,7 +602,7 @@ impl Engine {
                 if still && topic.ends_with("/manifest") {
                     // Said, as for an offer answered from the marker on disk: a hook
                     // or log that watches for "already have" sees every one.
-                    if let Ok(name) = sanitize_file_name(&m.name) {
+                    if let Ok(name) = sanitize_path(&m.name) {
                         info!(id = %m.id, "offered again: already complete");
                         self.events.emit(ReceiveEvent::AlreadyComplete {
                             transfer: m.id,
@@ -619,6 +648,8 @@ impl Engine {
                     self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason });
                 }
                 EndpointEvent::Withdrawn { id } => info!(%id, "queued offer withdrawn by its sender"),
+                // At -v: the first thing to look at when a receiver "ignores" a sender.
+                EndpointEvent::NotAddressed { id } => info!(%id, "not for me: addressed to other receivers"),
                 // Events added to the endpoint later are news for the log only.
                 other => debug!(?other, "endpoint event"),
             }
@@ -643,7 +674,7 @@ impl Engine {
     /// it, not already here, room for it.
     async fn offer(&mut self, m: Manifest) {
         let id = m.id;
-        let name = match sanitize_file_name(&m.name) {
+        let name = match sanitize_path(&m.name) {
             Ok(n) => n,
             Err(e) => {
                 debug!(%id, name = %crate::name::escape(&m.name), error = %e, "bad name");
@@ -667,6 +698,9 @@ impl Engine {
         let decision = {
             let (paths, m) = (paths.clone(), m.clone());
             blocking(move || {
+                // A symlink planted at a directory of the path: refused now, not
+                // after the whole file came, and nothing read through it.
+                store::check_parent_dirs(&paths)?;
                 if store::already_complete(&paths, &m)? {
                     return Ok(Decision::AlreadyComplete);
                 }
@@ -716,8 +750,9 @@ impl Engine {
             }
         };
         let cfg = self.opts.protocol.clone();
-        let rx = match proto::Receiver::new(cfg.clone(), self.prefix.clone(), self.rid.clone(), m.clone(), saved, now())
-        {
+        // Answered under the prefix the offer came on, never under a pattern.
+        let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
+        let rx = match proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now()) {
             Ok(rx) => rx,
             Err(e) => {
                 // Saved state that does not add up: start over.
@@ -729,7 +764,7 @@ impl Engine {
                 if let Err(e) = fresh {
                     return self.reject_io(&m, &e);
                 }
-                proto::Receiver::new(cfg, self.prefix.clone(), self.rid.clone(), m.clone(), None, now())
+                proto::Receiver::new(cfg, prefix.clone(), self.rid.clone(), m.clone(), None, now())
                     .expect("a receiver without saved state always starts")
             }
         };
@@ -742,7 +777,7 @@ impl Engine {
         };
         // Subscribed before the state machine's Ready goes out, through the same
         // ordered queue: the sender starts sending chunks when it reads Ready.
-        let chunk_filter = self.prefix.chunk_filter(&id);
+        let chunk_filter = prefix.chunk_filter(&id);
         self.conn.out.subscribe(chunk_filter.clone());
         let resumed_bytes = rx.bytes_held();
         info!(%id, path = %paths.final_path.display(), resumed_bytes, "accepted");
@@ -1016,9 +1051,10 @@ impl Engine {
     /// engine's thread): remembering that it was received proves nothing about
     /// the disk now.
     async fn still_complete(&self, m: &Manifest) -> bool {
-        let Ok(name) = sanitize_file_name(&m.name) else { return false };
+        let Ok(name) = sanitize_path(&m.name) else { return false };
         let (id, paths, m) = (m.id, Paths::new(&self.state, &self.dir, &name, &m.id), m.clone());
-        match blocking(move || store::already_complete(&paths, &m)).await {
+        let check = move || store::check_parent_dirs(&paths).and_then(|()| store::already_complete(&paths, &m));
+        match blocking(check).await {
             Ok(complete) => complete,
             Err(e) => {
                 debug!(%id, error = %e, "cannot check a completed file");

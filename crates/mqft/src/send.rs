@@ -631,7 +631,13 @@ impl Engine {
         };
         let meta = proto::Meta { modified_ms: p.modified_ms, ..proto::Meta::default() };
         let name = self.jobs[idx].name.clone();
-        let manifest = match Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random()) {
+        // `--to`: the manifest names the receivers, and those not named keep quiet.
+        let to = match &self.opts.protocol.wait {
+            proto::Wait::Ids(ids) => ids.iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let made = Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random()).and_then(|m| m.with_to(to));
+        let manifest = match made {
             Ok(m) => m,
             Err(e) => {
                 let err = Error::usage(format!("cannot describe {}: {e}", path.display()));

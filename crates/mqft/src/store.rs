@@ -68,7 +68,7 @@ use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::name::SafeName;
+use crate::name::SafePath;
 use crate::proto::receiver::HashRead;
 use crate::proto::{integrity, Manifest, Proof, ResumeState, TransferId};
 
@@ -85,8 +85,9 @@ const MAX_STATE_BYTES: u64 = 48 << 20;
 
 /// The first bytes of a state file of this format. Another format (an older
 /// release's) is refused as a whole and the transfer starts over: the CRCs a
-/// resume needs were not in it.
-const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x02";
+/// resume needs were not in it. Format 3 holds a protocol-3 manifest (with `to`),
+/// which a format-2 body would be misread as.
+const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x03";
 
 /// The buffer of a re-hash or a proof: large enough that the reads cost little
 /// next to the hashing.
@@ -240,6 +241,8 @@ fn unix_now() -> u64 {
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
     pub dir: PathBuf,
+    /// The final path relative to `dir`, `/`-separated, each component sanitized.
+    pub rel: SafePath,
     pub part: PathBuf,
     pub state: PathBuf,
     pub state_tmp: PathBuf,
@@ -248,12 +251,13 @@ pub(crate) struct Paths {
 }
 
 impl Paths {
-    /// The files of transfer `id`, whose file is called `name` in `dir` (the
-    /// output root or a folder under it).
-    pub fn new(store: &Arc<StateDir>, dir: &Path, name: &SafeName, id: &TransferId) -> Self {
+    /// The files of transfer `id`, whose file is at the relative path `name`
+    /// under `dir` (the output root, or a sender's folder under it).
+    pub fn new(store: &Arc<StateDir>, dir: &Path, name: &SafePath, id: &TransferId) -> Self {
         let in_parts = |ext: &str| store.parts.join(format!("{id}.{ext}"));
         Paths {
             dir: dir.to_owned(),
+            rel: name.clone(),
             part: in_parts("part"),
             state: in_parts("state"),
             state_tmp: in_parts("state.tmp"),
@@ -718,24 +722,28 @@ pub(crate) fn finalize(
     // refused as existing rather than answered complete). One fsync fewer per
     // file is a third of the cost of receiving many small ones.
     write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
-    if overwrite {
-        fs::rename(&paths.part, &paths.final_path)?;
+    if paths.rel.components().nth(1).is_some() {
+        place_nested(paths, overwrite)?;
     } else {
-        // A hard link fails if the name exists (even as a dangling symlink),
-        // atomically; some file systems (FAT) have no links, so fall back to
-        // check-then-rename there.
-        match fs::hard_link(&paths.part, &paths.final_path) {
-            Ok(()) => fs::remove_file(&paths.part)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            Err(_) => {
-                if fs::symlink_metadata(&paths.final_path).is_ok() {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+        if overwrite {
+            fs::rename(&paths.part, &paths.final_path)?;
+        } else {
+            // A hard link fails if the name exists (even as a dangling symlink),
+            // atomically; some file systems (FAT) have no links, so fall back to
+            // check-then-rename there.
+            match fs::hard_link(&paths.part, &paths.final_path) {
+                Ok(()) => fs::remove_file(&paths.part)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+                Err(_) => {
+                    if fs::symlink_metadata(&paths.final_path).is_ok() {
+                        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+                    }
+                    fs::rename(&paths.part, &paths.final_path)?;
                 }
-                fs::rename(&paths.part, &paths.final_path)?;
             }
         }
+        File::open(&paths.dir)?.sync_all()?;
     }
-    File::open(&paths.dir)?.sync_all()?;
     // No fingerprint yet: the link and unlink above changed the file's ctime,
     // and one taken right after them proves nothing (see `Fingerprint::proves`).
     // The first offer of the transfer again hashes the file and records one.
@@ -757,6 +765,82 @@ pub(crate) fn finalize(
         Err(e) => tracing::warn!(root = %paths.store.root.display(), error = %e, "cannot record a completed transfer"),
     }
     Ok(())
+}
+
+/// Opens (creating what is missing) the directories of `rel` under `root`, one
+/// component at a time from `root`'s own descriptor, and returns the last one with
+/// the file's name in it. The threat: whoever can write to the output directory
+/// plants a symlink where a directory of the path will be (`out/photos ->
+/// /etc`), and a plain `create_dir_all` + `link` would follow it out. Here each
+/// step is `openat(O_DIRECTORY | O_NOFOLLOW)` relative to the directory before,
+/// so a symlink at any component fails the open (`ELOOP` or `ENOTDIR`) and
+/// nothing is created or written past it; a component created between our
+/// `mkdirat` and `openat` by someone else is opened the same way.
+pub(crate) fn open_parent_dirs(root: &Path, rel: &SafePath) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    walk_parent_dirs(root, rel, true)
+}
+
+/// Checks, creating nothing, that the directories of `rel` under `root` that exist
+/// are directories reached without a symlink: an offer whose path goes through a
+/// planted link is refused before a byte is received, and before
+/// [`already_complete`] would read a file through it.
+pub(crate) fn check_parent_dirs(paths: &Paths) -> io::Result<()> {
+    if paths.rel.components().nth(1).is_none() {
+        return Ok(());
+    }
+    match walk_parent_dirs(&paths.dir, &paths.rel, false) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn walk_parent_dirs(root: &Path, rel: &SafePath, create: bool) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    use rustix::fs::{mkdirat, openat, Mode};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = openat(rustix::fs::CWD, root, dir_flags, Mode::empty())?;
+    let parts: Vec<&str> = rel.components().collect();
+    let (leaf, dirs) = parts.split_last().ok_or_else(|| io::Error::other("empty path"))?;
+    for comp in dirs {
+        let next = match openat(&cur, *comp, dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) if create => {
+                match mkdirat(&cur, *comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                openat(&cur, *comp, dir_flags, Mode::empty())?
+            }
+            Err(rustix::io::Errno::NOENT) => return Err(io::ErrorKind::NotFound.into()),
+            Err(e) => return Err(io::Error::other(format!("{comp}: not a directory of ours ({e})"))),
+        };
+        cur = next;
+    }
+    Ok((cur, (*leaf).to_owned()))
+}
+
+/// The last step of [`finalize`] for a file in a subdirectory: the `.part` (in the
+/// output root) gets its name through the directory descriptor that
+/// [`open_parent_dirs`] walked to, so no symlink on the way is followed.
+fn place_nested(paths: &Paths, overwrite: bool) -> io::Result<()> {
+    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+    let (dir, leaf) = open_parent_dirs(&paths.dir, &paths.rel)?;
+    if overwrite {
+        renameat(CWD, &paths.part, &dir, leaf.as_str())?;
+    } else {
+        match linkat(CWD, &paths.part, &dir, leaf.as_str(), AtFlags::empty()) {
+            Ok(()) => fs::remove_file(&paths.part)?,
+            Err(rustix::io::Errno::EXIST) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
+            Err(_) => {
+                // No links on this file system: check, then rename.
+                if statat(&dir, leaf.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+                }
+                renameat(CWD, &paths.part, &dir, leaf.as_str())?;
+            }
+        }
+    }
+    rustix::fs::fsync(&dir)?;
+    File::open(&paths.dir)?.sync_all()
 }
 
 /// Removes a transfer's partial file and state: after a hash mismatch, the bytes
@@ -807,7 +891,7 @@ mod tests {
     /// folder.
     fn paths_in(out: &Path, m: &Manifest) -> Paths {
         let state = StateDir::open(out, None, None).unwrap();
-        Paths::new(&state, out, &sanitize_file_name(&m.name).unwrap(), &m.id)
+        Paths::new(&state, out, &sanitize_file_name(&m.name).unwrap().into(), &m.id)
     }
 
     #[test]
@@ -816,7 +900,7 @@ mod tests {
         let name = sanitize_file_name(&"é".repeat(127)).unwrap();
         let state = StateDir::open(out.path(), None, None).unwrap();
         let id = TransferId([0xab; 16]);
-        let p = Paths::new(&state, out.path(), &name, &id);
+        let p = Paths::new(&state, out.path(), &name.clone().into(), &id);
         for path in [&p.part, &p.state, &p.state_tmp] {
             assert_eq!(path.parent(), Some(out.path().join(".mqft/part").as_path()));
             assert!(path.file_name().unwrap().to_str().unwrap().starts_with(&id.to_string()));
@@ -835,7 +919,7 @@ mod tests {
         let state = StateDir::open(out.path(), Some(elsewhere.path()), None).unwrap();
         // Same file system here (both temporary folders): the parts go there too.
         assert_eq!(state.parts, elsewhere.path().join("part"));
-        let paths = Paths::new(&state, out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = Paths::new(&state, out.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
         finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
@@ -1260,5 +1344,32 @@ mod tests {
         let huge = Manifest::new("x".into(), 1 << 46, 16 << 20, [0; 32], Meta::default(), 1).unwrap();
         assert_eq!(check_room(&paths, &huge, 0).unwrap_err().kind(), io::ErrorKind::StorageFull);
         assert!(!paths.part.exists(), "the check writes nothing");
+    }
+
+    #[test]
+    fn nested_paths_create_their_directories_and_never_follow_a_planted_link() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let path = crate::name::sanitize_path("a/b/c.jpg").unwrap();
+        let (_dir, leaf) = open_parent_dirs(out.path(), &path).unwrap();
+        assert_eq!(leaf, "c.jpg");
+        assert!(out.path().join("a/b").is_dir());
+        // A symlink where a directory of the path goes: refused, nothing created.
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("x")).unwrap();
+        let through = crate::name::sanitize_path("x/y/z.jpg").unwrap();
+        assert!(open_parent_dirs(out.path(), &through).is_err());
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("a/l")).unwrap();
+        assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("a/l/z.jpg").unwrap()).is_err());
+        // A file where a directory goes: refused too.
+        fs::write(out.path().join("f"), b"").unwrap();
+        assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("f/z.jpg").unwrap()).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        // The check before an offer is taken sees the same, and creates nothing.
+        let id = TransferId([1; 16]);
+        let state = StateDir::open(out.path(), None, None).unwrap();
+        assert!(check_parent_dirs(&Paths::new(&state, out.path(), &through, &id)).is_err());
+        let fresh = crate::name::sanitize_path("new/dir/z.jpg").unwrap();
+        assert!(check_parent_dirs(&Paths::new(&state, out.path(), &fresh, &id)).is_ok());
+        assert!(!out.path().join("new").exists());
     }
 }
