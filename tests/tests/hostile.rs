@@ -730,7 +730,7 @@ async fn overwrite_replaces_a_symlink_at_the_final_name_not_its_target() {
     std::os::unix::fs::symlink(&victim.path, out.path().join("over.bin")).unwrap();
     let client = client(&broker, MqttVersion::V311);
     let mut opts = receive_opts("rx-overwrite");
-    opts.overwrite = true;
+    opts.on_conflict = mqft::OnConflict::Overwrite;
     opts.once = true;
     let mut rx = client.receive(out.path(), opts);
     connected(&mut rx).await;

@@ -110,6 +110,8 @@ pub enum EndpointEvent {
         name: String,
         /// Its size in bytes.
         size: u64,
+        /// The sender's name from the manifest (claimed, not proven), or empty.
+        sender: String,
     },
     /// A new offer waits in the queue at `position` (1 for the head).
     Queued {
@@ -119,6 +121,8 @@ pub enum EndpointEvent {
         name: String,
         /// Its place.
         position: u32,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// An offer was refused, by the endpoint or through [`ReceiverEndpoint::refuse`].
     Refused {
@@ -130,6 +134,8 @@ pub enum EndpointEvent {
         reason: RejectReason,
         /// The detail sent along.
         detail: String,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// A queued offer left the queue: its sender aborted or cleared its manifest.
     Withdrawn {
@@ -350,7 +356,12 @@ impl ReceiverEndpoint {
         let at = self.queue.offers.len() - 1;
         let m = &self.queue.offers[at];
         let position = position_of(at);
-        self.events.push_back(EndpointEvent::Queued { id: m.id, name: m.name.clone(), position });
+        self.events.push_back(EndpointEvent::Queued {
+            id: m.id,
+            name: m.name.clone(),
+            position,
+            sender: m.sender.clone(),
+        });
         self.send_queued(at);
     }
 
@@ -386,13 +397,26 @@ impl ReceiverEndpoint {
     /// people (never a local path).
     pub fn refuse(&mut self, m: &Manifest, reason: RejectReason, detail: String) {
         self.transmits.push_back(Receiver::reject_with(&self.prefix, &self.rid, m, reason, detail.clone()));
-        self.events.push_back(EndpointEvent::Refused { id: m.id, name: m.name.clone(), reason, detail });
+        self.events.push_back(EndpointEvent::Refused {
+            id: m.id,
+            name: m.name.clone(),
+            reason,
+            detail,
+            sender: m.sender.clone(),
+        });
     }
 
     /// The caller found the offered file already here, verified: the sender is told
     /// `Complete`, and the transfer remembered.
     pub fn already_complete(&mut self, m: Manifest) {
         self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
+        self.completed(m);
+    }
+
+    /// [`ReceiverEndpoint::already_complete`] for a file found under another name
+    /// than the manifest's: the sender is told that name ([`Ack::Stored`]).
+    pub fn already_stored(&mut self, m: Manifest, stored: &crate::receiver::StoredAs) {
+        self.transmits.push_back(Receiver::already_stored(&self.prefix, &self.rid, &m, stored));
         self.completed(m);
     }
 
@@ -569,7 +593,7 @@ fn position_of(at: usize) -> u32 {
 }
 
 fn offered(m: &Manifest) -> EndpointEvent {
-    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size }
+    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size, sender: m.sender.clone() }
 }
 
 fn complete(prefix: &Prefix, rid: &ReceiverId, m: &Manifest) -> Transmit {

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::integrity::HashState;
 use crate::ranges::RangeSet;
 use crate::topic::{Prefix, ReceiverId};
-use crate::wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, RejectReason};
+use crate::wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, NameChange, RejectReason};
 use crate::{Payload, Qos, Transmit};
 
 /// Tunables of a receiver.
@@ -291,6 +291,26 @@ pub struct Receiver {
     duplicates: u64,
     /// The detail sent with a local failure's `Rejected` (an OS error text).
     detail: String,
+    /// Where the file went, when not under the manifest's name: answered as
+    /// [`Ack::Stored`] instead of [`Ack::Complete`].
+    stored_as: Option<StoredAs>,
+}
+
+/// The name a file was stored under, when it differs from the manifest's, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAs {
+    /// The stored name, relative to the directory the sender's files go to.
+    pub name: String,
+    /// Why it differs.
+    pub change: NameChange,
+    /// What was changed, for people, or empty.
+    pub detail: String,
+}
+
+impl StoredAs {
+    fn ack(&self, sha256: [u8; 32]) -> Ack {
+        Ack::Stored { sha256, name: self.name.clone(), change: self.change, detail: self.detail.clone() }
+    }
 }
 
 impl Receiver {
@@ -355,6 +375,7 @@ impl Receiver {
             corrupt: 0,
             duplicates: 0,
             detail: String::new(),
+            stored_as: None,
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -391,6 +412,12 @@ impl Receiver {
     /// the file, for a caller that keeps no `Receiver` for finished transfers.
     pub fn already_complete(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest) -> Transmit {
         ack_transmit(prefix, &manifest.id, id, &Ack::Complete { sha256: manifest.sha256 })
+    }
+
+    /// [`Receiver::already_complete`] for a file this receiver holds under another
+    /// name than the manifest's: the sender is told that name.
+    pub fn already_stored(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, stored: &StoredAs) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &stored.ack(manifest.sha256))
     }
 
     // ---- getters ----
@@ -581,6 +608,16 @@ impl Receiver {
         }
     }
 
+    /// [`Receiver::finalized`], for a file that went under another name than the
+    /// manifest's (`None`: under that name): the sender is told where, with
+    /// [`Ack::Stored`], in this and every later answer.
+    pub fn finalized_as(&mut self, stored: Option<StoredAs>, now: Instant) {
+        if self.state == State::Verified {
+            self.stored_as = stored;
+        }
+        self.finalized(now);
+    }
+
     /// Fails the transfer for a local reason (disk full, I/O error, cancellation);
     /// the sender is told.
     pub fn fail(&mut self, reason: RejectReason, now: Instant) {
@@ -668,7 +705,10 @@ impl Receiver {
                 };
                 Ack::Missing { run: self.seq_run, next_seq: self.next_seq, missing, more: false }
             }
-            State::Complete => Ack::Complete { sha256: self.manifest.sha256 },
+            State::Complete => match &self.stored_as {
+                Some(s) => s.ack(self.manifest.sha256),
+                None => Ack::Complete { sha256: self.manifest.sha256 },
+            },
             State::Failed(reason) => Ack::Rejected { reason, detail: self.detail.clone() },
         };
         self.push(&ack);

@@ -18,7 +18,7 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// The longest content type, in bytes.
@@ -44,6 +44,12 @@ pub const MAX_REJECT_DETAIL_LEN: usize = 200;
 /// The most bytes a chunk header takes: version, run, seq and index as varints,
 /// the CRC and the data length.
 pub const MAX_CHUNK_HEADER_LEN: usize = 1 + 5 + 5 + 5 + 4 + 5;
+/// The longest sender name, in bytes: the same bound as a receiver id, whose
+/// alphabet (`[0-9a-z_-]`) it shares.
+pub const MAX_SENDER_LEN: usize = crate::topic::MAX_RECEIVER_ID_LEN;
+/// The longest name an [`Ack::Stored`] reports, in bytes of UTF-8: a file name
+/// with room for a directory part.
+pub const MAX_STORED_NAME_LEN: usize = 1024;
 
 /// Why a payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +133,14 @@ pub enum DecodeError {
         /// The transfer's chunk count.
         count: u32,
     },
+    /// The manifest's sender name is longer than [`MAX_SENDER_LEN`] or has a
+    /// character outside `[0-9a-z_-]`.
+    #[error("bad sender name")]
+    BadSender,
+    /// The name of an [`Ack::Stored`] is empty or longer than
+    /// [`MAX_STORED_NAME_LEN`].
+    #[error("stored name of {0} bytes is empty or too long")]
+    BadStoredName(usize),
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -211,6 +225,12 @@ pub struct Manifest {
     pub sha256: [u8; 32],
     /// Optional metadata.
     pub meta: Meta,
+    /// Who sent it: a name of `[0-9a-z_-]`, at most [`MAX_SENDER_LEN`] bytes (the
+    /// receiver-id alphabet, so that it is safe as a directory name and in a
+    /// log), or empty for an unnamed sender. Claimed, not proven: it is not part
+    /// of the transfer id, and any sender may use any name. Set it after
+    /// [`Manifest::new`] (or with [`Manifest::with_sender`]).
+    pub sender: String,
 }
 
 impl serde::Serialize for TransferId {
@@ -242,14 +262,26 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta };
+        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, sender: String::new() };
         m.check()?;
         Ok(m)
+    }
+
+    /// The manifest with its sender name set, checked like a decoded one's.
+    pub fn with_sender(mut self, sender: &str) -> Result<Self, DecodeError> {
+        if !is_sender_name(sender) {
+            return Err(DecodeError::BadSender);
+        }
+        self.sender = sender.to_owned();
+        Ok(self)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
             return Err(DecodeError::BadName);
+        }
+        if !is_sender_name(&self.sender) {
+            return Err(DecodeError::BadSender);
         }
         self.meta.check()?;
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
@@ -300,6 +332,13 @@ impl Manifest {
             && self.chunk_count == other.chunk_count
             && self.sha256 == other.sha256
     }
+}
+
+/// True for a valid [`Manifest::sender`]: empty, or at most [`MAX_SENDER_LEN`]
+/// bytes of `[0-9a-z_-]`.
+pub fn is_sender_name(s: &str) -> bool {
+    s.len() <= MAX_SENDER_LEN
+        && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'-')
 }
 
 /// The postcard shape of a chunk payload (after the version byte). Documented and
@@ -416,6 +455,9 @@ pub enum RejectReason {
     /// The receiver has too many transfers open and its queue of waiting offers
     /// is full too (code 10): try again later.
     QueueFull,
+    /// A different file of that name exists and the receiver's conflict policy
+    /// is to keep it and skip the new one (code 11).
+    Skipped,
     /// A code this version does not know.
     Other(u16),
 }
@@ -434,6 +476,7 @@ impl RejectReason {
             RejectReason::Exists => 8,
             RejectReason::Cancelled => 9,
             RejectReason::QueueFull => 10,
+            RejectReason::Skipped => 11,
             RejectReason::Other(c) => c,
         }
     }
@@ -451,6 +494,7 @@ impl RejectReason {
             8 => RejectReason::Exists,
             9 => RejectReason::Cancelled,
             10 => RejectReason::QueueFull,
+            11 => RejectReason::Skipped,
             c => RejectReason::Other(c),
         }
     }
@@ -469,6 +513,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Exists => f.write_str("file exists"),
             RejectReason::Cancelled => f.write_str("cancelled"),
             RejectReason::QueueFull => f.write_str("receiver queue full"),
+            RejectReason::Skipped => f.write_str("file exists, skipped"),
             RejectReason::Other(c) => write!(f, "reason code {c}"),
         }
     }
@@ -553,6 +598,63 @@ impl<'de> Deserialize<'de> for AbortReason {
     }
 }
 
+/// Why a receiver stored a file under another name than the manifest's; a `u16`
+/// code on the wire, like [`RejectReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NameChange {
+    /// The name was not safe to use as it came (a directory part, a leading dot,
+    /// a character that is not allowed in a file name...): it was cleaned (code 1).
+    Sanitized,
+    /// A different file of that name was already there, and the receiver keeps
+    /// both: the new one got a free name such as `img (1).jpg` (code 2).
+    Renamed,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl NameChange {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            NameChange::Sanitized => 1,
+            NameChange::Renamed => 2,
+            NameChange::Other(c) => c,
+        }
+    }
+
+    /// The reason for a wire code.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => NameChange::Sanitized,
+            2 => NameChange::Renamed,
+            c => NameChange::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for NameChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameChange::Sanitized => f.write_str("the name was not safe as it came"),
+            NameChange::Renamed => f.write_str("a different file of that name exists"),
+            NameChange::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+impl Serialize for NameChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.code().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(NameChange::from_code)
+    }
+}
+
 /// The postcard shape of an ack payload (after the version byte).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum AckWire {
@@ -562,6 +664,7 @@ enum AckWire {
     Complete { sha256: [u8; 32] },
     Rejected { reason: RejectReason, detail: String },
     Queued { run: u32, position: u32 },
+    Stored { sha256: [u8; 32], name: String, change: NameChange, detail: String },
 }
 
 /// A receiver's report, published on `<prefix>/<id>/ack/<receiver>`.
@@ -622,6 +725,22 @@ pub enum Ack {
         /// Place in the receiver's queue, 1 for the head.
         position: u32,
     },
+    /// [`Ack::Complete`], with the file stored under another name than the
+    /// manifest's: what the sender should look for at the receiver, and why.
+    Stored {
+        /// The SHA-256 the receiver computed.
+        sha256: [u8; 32],
+        /// The name the file has at the receiver, relative to the directory it
+        /// receives this sender's files into: 1 to [`MAX_STORED_NAME_LEN`] bytes.
+        /// Untrusted: print it escaped.
+        name: String,
+        /// Why the name differs.
+        change: NameChange,
+        /// What was changed, for people ("leading dots removed"), or empty; at
+        /// most [`MAX_REJECT_DETAIL_LEN`] bytes, cut like a rejection's.
+        /// Untrusted: print it escaped.
+        detail: String,
+    },
 }
 
 impl Ack {
@@ -639,6 +758,12 @@ impl Ack {
                 AckWire::Rejected { reason: *reason, detail: cut_detail(detail).to_owned() }
             }
             Ack::Queued { run, position } => AckWire::Queued { run: *run, position: *position },
+            Ack::Stored { sha256, name, change, detail } => AckWire::Stored {
+                sha256: *sha256,
+                name: name.clone(),
+                change: *change,
+                detail: cut_detail(detail).to_owned(),
+            },
         };
         seal(&wire)
     }
@@ -661,6 +786,13 @@ impl Ack {
             }
             AckWire::Rejected { reason, detail } => Ack::Rejected { reason, detail },
             AckWire::Queued { run, position } => Ack::Queued { run, position },
+            AckWire::Stored { name, .. } if name.is_empty() || name.len() > MAX_STORED_NAME_LEN => {
+                return Err(DecodeError::BadStoredName(name.len()));
+            }
+            AckWire::Stored { detail, .. } if detail.len() > MAX_REJECT_DETAIL_LEN => {
+                return Err(DecodeError::BadDetail(detail.len()));
+            }
+            AckWire::Stored { sha256, name, change, detail } => Ack::Stored { sha256, name, change, detail },
         })
     }
 }
@@ -843,21 +975,21 @@ mod tests {
     #[test]
     fn non_minimal_varints_are_refused() {
         let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
-        assert_eq!(end_round, [2, 0, 0xac, 0x02, 3]);
+        assert_eq!(end_round, [3, 0, 0xac, 0x02, 3]);
         for at in [1, 3, 4] {
             assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // As long as a u32 can be, and still 0.
-        assert_eq!(Ctl::decode(&[2, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(Ctl::decode(&[3, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
 
         let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
-        assert_eq!(progress, [2, 1, 1, 0xac, 0x02, 2]);
+        assert_eq!(progress, [3, 1, 1, 0xac, 0x02, 2]);
         for at in [1, 2, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // A range list's count, gap and length.
         let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
-        assert_eq!(ready, [2, 0, 1, 1, 2, 1]);
+        assert_eq!(ready, [3, 0, 1, 1, 2, 1]);
         for at in [3, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -872,7 +1004,7 @@ mod tests {
 
         // A chunk's run, seq, index and data length; the data is not copied to check.
         let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
-        assert_eq!(chunk[..4], [2, 1, 2, 2]);
+        assert_eq!(chunk[..4], [3, 1, 2, 2]);
         for at in [1, 2, 3, 8] {
             assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -886,7 +1018,7 @@ mod tests {
         let v1 = [1, 0, 0xac, 0x02, 3];
         let err = Ctl::decode(&v1).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion(1));
-        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 2");
+        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 3");
     }
 
     /// A rejection's detail is bounded: the encoder cuts a long one at a character
@@ -913,6 +1045,6 @@ mod tests {
         let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
         t.push(0);
         assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
-        assert_eq!(Ctl::decode(&[2, 9]), Err(DecodeError::Malformed));
+        assert_eq!(Ctl::decode(&[3, 9]), Err(DecodeError::Malformed));
     }
 }

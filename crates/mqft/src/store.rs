@@ -40,8 +40,20 @@
 //!   forever), from a regular file with a single link, at most [`MAX_STATE_BYTES`];
 //! - before the final link or rename it checks that the `.part` name still holds
 //!   the file it wrote, and only that name;
-//! - the final name is taken with a no-clobber hard link (or, with `overwrite`, a
-//!   rename, which replaces a link rather than following it).
+//! - the final name is taken with a no-clobber hard link (or, with
+//!   [`OnConflict::Overwrite`], a rename, which replaces a link rather than
+//!   following it); with [`OnConflict::Rename`] a name that is taken makes the
+//!   link try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
+//!   two transfers racing for one name never both get it.
+//!
+//! # The same file again
+//! A file offered again may have been sent with another chunk size, MQTT version
+//! or sender, so another transfer id: [`find_identical`] looks at the files
+//! themselves. Under the final name and its numbered variants (up to the first
+//! free one), a file whose marker says it is this transfer's is checked as
+//! above; any other regular file of the right size is hashed, and if its bytes
+//! are the manifest's, a marker for this transfer is written next to it (with a
+//! fingerprint), so the next offer of this transfer need not hash it again.
 //!
 //! Every function here blocks; the engine calls them through `spawn_blocking`.
 
@@ -56,7 +68,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::name::SafeName;
 use crate::proto::receiver::HashRead;
-use crate::proto::{integrity, Manifest, Proof, ResumeState, TransferId};
+use crate::proto::{integrity, HashState, Manifest, Proof, ResumeState, TransferId};
 
 /// The longest part of the file name kept in the hidden file names, so that
 /// `.<name>.<32 hex>.state.tmp` stays under 255 bytes.
@@ -79,6 +91,28 @@ const READ_BUF: usize = 1 << 20;
 /// How often an exclusive create is tried again when something keeps taking the
 /// name between the unlink and the create.
 const CREATE_ATTEMPTS: usize = 3;
+
+/// What a receiver does with a file whose name is taken by a different file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Keep both: the new file gets the first free name of `name (1).ext`,
+    /// `name (2).ext`, ... (up to [`MAX_RENAMES`]). Never destroys or loses a file.
+    #[default]
+    Rename,
+    /// Replace the file that is there.
+    Overwrite,
+    /// Keep the file that is there and refuse the new one
+    /// ([`RejectReason::Skipped`](crate::proto::RejectReason::Skipped)).
+    Skip,
+    /// Refuse the new one as a conflict
+    /// ([`RejectReason::Exists`](crate::proto::RejectReason::Exists)).
+    Fail,
+}
+
+/// The most numbered names tried for one file: past `name (999).ext` the
+/// transfer fails as existing rather than trying names for ever.
+pub const MAX_RENAMES: u32 = 999;
 
 /// The paths of one transfer's files.
 #[derive(Debug, Clone)]
@@ -515,16 +549,19 @@ fn check_still_ours(file: &File, paths: &Paths) -> io::Result<()> {
 }
 
 /// Gives a verified file its final name: fsync, marker, rename (no-clobber unless
-/// `overwrite`), directory fsync. The marker goes first so that a crash between
-/// it and the rename resumes as "verified, not yet renamed" (or, if the crash
-/// lost the marker's bytes, starts that transfer over: never a wrong file).
+/// [`OnConflict::Overwrite`]), directory fsync, and returns the path it got: the
+/// final name, or with [`OnConflict::Rename`] the first free numbered one. The
+/// marker goes first so that a crash between it and the rename resumes as
+/// "verified, not yet renamed" (or, if the crash lost the marker's bytes, starts
+/// that transfer over: never a wrong file). A file that got a numbered name has
+/// its marker moved next to that name, where [`find_identical`] looks.
 pub(crate) fn finalize(
     file: &File,
     paths: &Paths,
     complete: &ResumeState,
-    overwrite: bool,
+    conflict: OnConflict,
     modified_ms: Option<i64>,
-) -> io::Result<()> {
+) -> io::Result<PathBuf> {
     check_still_ours(file, paths)?;
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
@@ -542,25 +579,158 @@ pub(crate) fn finalize(
     // No fingerprint yet: the link and unlink below change the file's ctime,
     // and one taken right after them proves nothing (see `Fingerprint::proves`).
     // The first offer of the transfer again hashes the file and records one.
-    write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
-    if overwrite {
-        fs::rename(&paths.part, &paths.final_path)?;
-    } else {
-        // A hard link fails if the name exists (even as a dangling symlink),
-        // atomically; some file systems (FAT) have no links, so fall back to
-        // check-then-rename there.
-        match fs::hard_link(&paths.part, &paths.final_path) {
-            Ok(()) => fs::remove_file(&paths.part)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            Err(_) => {
-                if fs::symlink_metadata(&paths.final_path).is_ok() {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+    let marker = StateFile { resume: complete.clone(), verified: None };
+    write_state(paths, &marker, false)?;
+    let taken = match conflict {
+        OnConflict::Overwrite => {
+            fs::rename(&paths.part, &paths.final_path)?;
+            paths.final_path.clone()
+        }
+        OnConflict::Skip | OnConflict::Fail => {
+            link_no_clobber(&paths.part, &paths.final_path)?;
+            paths.final_path.clone()
+        }
+        OnConflict::Rename => {
+            let name = final_name(paths)?;
+            let mut taken = None;
+            for n in 0..=MAX_RENAMES {
+                let candidate = if n == 0 { name.clone() } else { crate::name::numbered(&name, n) };
+                let path = candidate.in_dir(&paths.dir);
+                match link_no_clobber(&paths.part, &path) {
+                    Ok(()) => {
+                        taken = Some((candidate, path));
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
                 }
-                fs::rename(&paths.part, &paths.final_path)?;
             }
+            let Some((candidate, path)) = taken else {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "every numbered name is taken"));
+            };
+            if candidate != name {
+                // Where `find_identical` will look for it. Best effort: without
+                // it the next offer hashes the file to find it.
+                let moved = Paths::new(&paths.dir, &candidate, &complete.manifest.id);
+                if write_state(&moved, &marker, false).is_ok() {
+                    let _ = fs::remove_file(&paths.state);
+                }
+            }
+            path
+        }
+    };
+    File::open(&paths.dir)?.sync_all()?;
+    Ok(taken)
+}
+
+/// The final name of `paths`, as the [`SafeName`] it was made from.
+fn final_name(paths: &Paths) -> io::Result<SafeName> {
+    paths
+        .final_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| crate::name::sanitize_file_name(n).ok())
+        .ok_or_else(|| io::Error::other("the final name is not a safe name"))
+}
+
+/// Moves `part` to `to` unless something is there, atomically: a hard link fails
+/// if the name exists (even as a dangling symlink). Some file systems (FAT) have
+/// no links, so fall back to check-then-rename there.
+fn link_no_clobber(part: &Path, to: &Path) -> io::Result<()> {
+    match fs::hard_link(part, to) {
+        Ok(()) => fs::remove_file(part),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+            }
+            fs::rename(part, to)
         }
     }
-    File::open(&paths.dir)?.sync_all()
+}
+
+/// Where a file with the bytes of `manifest` already is, under `name` or one of
+/// its numbered variants (`name (1).ext`, ... up to the first name that is free):
+/// a file this transfer delivered ([`already_complete`]), or any regular file of
+/// the manifest's size whose SHA-256 is the manifest's, whatever transfer (chunk
+/// size, sender) brought it. Such a file gets a marker for this transfer, so that
+/// the next offer of it is answered without a hash. Never follows a symlink.
+pub(crate) fn find_identical(dir: &Path, name: &SafeName, manifest: &Manifest) -> io::Result<Option<SafeName>> {
+    for n in 0..=MAX_RENAMES {
+        let candidate = if n == 0 { name.clone() } else { crate::name::numbered(name, n) };
+        let paths = Paths::new(dir, &candidate, &manifest.id);
+        if already_complete(&paths, manifest)? {
+            return Ok(Some(candidate));
+        }
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+            .open(&paths.final_path);
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // A symlink or something unreadable holds the name: not this file,
+            // but the numbered names after it may be.
+            Err(_) => continue,
+        };
+        let before = Fingerprint::take(&f)?;
+        let m = f.metadata()?;
+        if !m.is_file() || m.len() != manifest.size {
+            continue;
+        }
+        let (hash, crcs) = hash_chunks(&f, manifest)?;
+        if hash.finish() != manifest.sha256 {
+            continue;
+        }
+        // A part of this transfer next to it is a resume that is no longer
+        // needed; the marker replaces its state.
+        let _ = fs::remove_file(&paths.part);
+        let resume = ResumeState {
+            manifest: manifest.clone(),
+            held: marker_held(manifest),
+            hash,
+            hashed: manifest.chunk_count,
+            crcs,
+        };
+        let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
+        let marker = StateFile { resume, verified: unchanged.then_some(before) };
+        // Best effort: without it the next offer hashes again.
+        if let Err(e) = write_state(&paths, &marker, false) {
+            tracing::debug!(path = %paths.state.display(), error = %e, "cannot write a marker");
+        }
+        return Ok(Some(candidate));
+    }
+    Ok(None)
+}
+
+/// The SHA-256 of a whole file (as the state a complete transfer's marker holds)
+/// and the CRC32 of each of its chunks, in one pass.
+fn hash_chunks(f: &File, manifest: &Manifest) -> io::Result<(HashState, Vec<u32>)> {
+    let mut h = HashState::new();
+    let mut crcs = Vec::new();
+    let chunk = usize::try_from(manifest.chunk_size).unwrap_or(usize::MAX).max(1);
+    let mut buf = vec![0; chunk.min(READ_BUF).max(1)];
+    let mut crc = crc32fast::Hasher::new();
+    let mut in_chunk = 0usize;
+    let mut offset = 0;
+    loop {
+        let want = buf.len().min(chunk - in_chunk);
+        let n = f.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            if in_chunk > 0 {
+                crcs.push(crc.finalize());
+            }
+            return Ok((h, crcs));
+        }
+        h.update(&buf[..n]);
+        crc.update(&buf[..n]);
+        in_chunk += n;
+        offset += n as u64;
+        if in_chunk == chunk {
+            crcs.push(std::mem::replace(&mut crc, crc32fast::Hasher::new()).finalize());
+            in_chunk = 0;
+        }
+    }
 }
 
 /// Removes a transfer's partial file and state: after a hash mismatch, the bytes
@@ -677,7 +847,7 @@ mod tests {
         fs::write(&paths.final_path, b"old").unwrap();
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, b"new!").unwrap();
-        let e = finalize(&f, &paths, &complete, false, None).unwrap_err();
+        let e = finalize(&f, &paths, &complete, OnConflict::Fail, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
         // The verified state is kept for a later try, but is no completion marker
@@ -685,13 +855,62 @@ mod tests {
         fs::write(&paths.final_path, b"old!").unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
 
-        finalize(&f, &paths, &complete, true, Some(1_000_000)).unwrap();
+        finalize(&f, &paths, &complete, OnConflict::Overwrite, Some(1_000_000)).unwrap();
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"new!");
         assert!(!paths.part.exists());
         assert!(already_complete(&paths, &m).unwrap());
         // A final file of another size is not this transfer's.
         fs::write(&paths.final_path, b"changed").unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
+    }
+
+    #[test]
+    fn rename_takes_the_first_free_numbered_name_and_moves_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest_of(b"new!");
+        let name = sanitize_file_name(&m.name).unwrap();
+        let paths = Paths::new(dir.path(), &name, &m.id);
+        fs::write(&paths.final_path, b"old").unwrap();
+        fs::write(crate::name::numbered(&name, 1).in_dir(dir.path()), b"old 1").unwrap();
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, b"new!").unwrap();
+        let got = finalize(&f, &paths, &complete_of(&m, b"new!"), OnConflict::Rename, None).unwrap();
+        let second = crate::name::numbered(&name, 2);
+        assert_eq!(got, second.in_dir(dir.path()));
+        assert_eq!(fs::read(&got).unwrap(), b"new!");
+        assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
+        assert!(!paths.part.exists() && !paths.state.exists());
+        // Found again, by its marker, under the numbered name.
+        assert!(already_complete(&Paths::new(dir.path(), &second, &m.id), &m).unwrap());
+        assert_eq!(find_identical(dir.path(), &name, &m).unwrap(), Some(second));
+    }
+
+    #[test]
+    fn the_same_bytes_from_another_transfer_are_found_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"0123456789abcdefghij";
+        let m = manifest_of(data);
+        let name = sanitize_file_name(&m.name).unwrap();
+        assert_eq!(find_identical(dir.path(), &name, &m).unwrap(), None);
+        fs::write(name.in_dir(dir.path()), b"other bytes, same size").unwrap();
+        // The same bytes, put there by hand (or by a transfer of other chunks).
+        fs::write(crate::name::numbered(&name, 1).in_dir(dir.path()), data).unwrap();
+        let other_chunks = Manifest::new(m.name.clone(), m.size, 3, m.sha256, Meta::default(), 1).unwrap();
+        assert_ne!(other_chunks.id, m.id);
+        let found = find_identical(dir.path(), &name, &other_chunks).unwrap();
+        assert_eq!(found, Some(crate::name::numbered(&name, 1)));
+        // A marker for that transfer now stands next to it, with the CRCs of its
+        // chunks, and answers without a hash.
+        let marked = Paths::new(dir.path(), &crate::name::numbered(&name, 1), &other_chunks.id);
+        let state = load_state(&marked.state).unwrap().unwrap();
+        assert_eq!(state.crcs.len(), other_chunks.chunk_count as usize);
+        assert_eq!(state.crcs[0], integrity::crc32(&data[..3]));
+        assert!(already_complete(&marked, &other_chunks).unwrap());
+        // A symlink to the same bytes is not followed.
+        let link_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(crate::name::numbered(&name, 1).in_dir(dir.path()), name.in_dir(link_dir.path()))
+            .unwrap();
+        assert_eq!(find_identical(link_dir.path(), &name, &m).unwrap(), None);
     }
 
     /// Receives `data` as a completed transfer: `.part`, marker, final name.
@@ -701,7 +920,7 @@ mod tests {
         let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
-        finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), OnConflict::Fail, None).unwrap();
         (dir, m, paths)
     }
 
@@ -944,13 +1163,13 @@ mod tests {
         // Another name for the file, which could change it after it is verified.
         let other = elsewhere.path().join("other");
         fs::hard_link(&paths.part, &other).unwrap();
-        assert!(finalize(&f, &paths, &complete, false, None).is_err());
+        assert!(finalize(&f, &paths, &complete, OnConflict::Fail, None).is_err());
         fs::remove_file(&other).unwrap();
         // The name now holds another file.
         let victim = Victim::new(elsewhere.path(), 4);
         fs::remove_file(&paths.part).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.part).unwrap();
-        assert!(finalize(&f, &paths, &complete, true, None).is_err());
+        assert!(finalize(&f, &paths, &complete, OnConflict::Overwrite, None).is_err());
         assert!(fs::symlink_metadata(&paths.final_path).is_err(), "nothing under the final name");
         victim.assert_untouched();
     }
@@ -968,7 +1187,7 @@ mod tests {
         assert!(!already_complete(&paths, &m).unwrap());
         // And the no-clobber link does not go through it.
         let (f, _) = open_part(&paths, &m).unwrap();
-        let e = finalize(&f, &paths, &complete, false, None).unwrap_err();
+        let e = finalize(&f, &paths, &complete, OnConflict::Fail, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         victim.assert_untouched();
     }
