@@ -125,14 +125,14 @@ fn fuzz_regressions() {
     // current one here (and in the corpus files), the rest as found.
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
-    assert_eq!(Ctl::decode(&unhex("0200800000")), Err(DecodeError::NonMinimalVarint));
-    assert_eq!(Ctl::decode(&unhex("02000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0 }));
+    assert_eq!(Ctl::decode(&unhex("0300800000")), Err(DecodeError::NonMinimalVarint));
+    assert_eq!(Ctl::decode(&unhex("03000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0 }));
 
     // decode_manifest/regress-overlong-varint: a valid manifest but for its run, 7
     // spelled `87 00`.
     let overlong = unhex(concat!(
-        "024b4082509ca7f647bcc0fffc182404a287000866757a7a2e62696ed804400a4effa5c024a3deae835cdc3ff9eb604d30",
-        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d010200",
+        "034b4082509ca7f647bcc0fffc182404a287000866757a7a2e62696ed804400a4effa5c024a3deae835cdc3ff9eb604d30",
+        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d01020000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
     let mut minimal = overlong.clone();
@@ -141,7 +141,7 @@ fn fuzz_regressions() {
 
     // decode_ack/regress-progress-held-past-chunk-count: 10 chunks, then
     // `Progress { run: 7, next_seq: 0, held: 4294967295 }`.
-    let input = unhex("0a00000002010700ffffffff0f");
+    let input = unhex("0a00000003010700ffffffff0f");
     let (count, payload) = input.split_at(4);
     let count = u32::from_le_bytes(count.try_into().unwrap());
     assert_eq!(Ack::decode(payload, count), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));
