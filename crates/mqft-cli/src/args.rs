@@ -58,7 +58,8 @@ Exit codes:
   3    broker unreachable (at first, or for --broker-timeout later), or it
        refused the connection (credentials, TLS)
   4    no receiver answered (send); nothing arrived before --timeout (receive)
-  5    a receiver rejected the file (too large, bad name, exists, disk full, busy)
+  5    a receiver rejected the file (too large, bad name, exists, skipped, disk
+       full, busy)
   6    integrity failure: a SHA-256 did not match
   7    the transfer broke down: a peer went silent, or chunks stopped getting through
   8    local I/O error

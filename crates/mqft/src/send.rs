@@ -650,7 +650,7 @@ impl Engine {
         // ordered queue.
         self.conn.out.subscribe(ack_filter.clone());
         let path = self.jobs[p.idx].path.clone();
-        info!(path = %path.display(), id = %manifest.id, size = manifest.size, chunk_size = manifest.chunk_size, "sending");
+        info!(path = %path.display(), id = %manifest.id, size = manifest.size, chunk_size = manifest.chunk_size, from = manifest.sender, "sending");
         self.events.emit(SendEvent::Started {
             path,
             transfer: manifest.id,
