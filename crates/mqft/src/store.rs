@@ -709,7 +709,7 @@ fn hash_chunks(f: &File, manifest: &Manifest) -> io::Result<(HashState, Vec<u32>
     let mut h = HashState::new();
     let mut crcs = Vec::new();
     let chunk = usize::try_from(manifest.chunk_size).unwrap_or(usize::MAX).max(1);
-    let mut buf = vec![0; chunk.min(READ_BUF).max(1)];
+    let mut buf = vec![0; chunk.min(READ_BUF)];
     let mut crc = crc32fast::Hasher::new();
     let mut in_chunk = 0usize;
     let mut offset = 0;
