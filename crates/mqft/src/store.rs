@@ -53,7 +53,9 @@
 //! free one), a file whose marker says it is this transfer's is checked as
 //! above; any other regular file of the right size is hashed, and if its bytes
 //! are the manifest's, a marker for this transfer is written next to it (with a
-//! fingerprint), so the next offer of this transfer need not hash it again.
+//! fingerprint), so the next offer of this transfer need not hash it again. At
+//! most [`MAX_HASHED_CANDIDATES`] files are hashed for one offer, so that a name
+//! reused for ever (a camera's `img.jpg`) does not cost a hash of every copy.
 //!
 //! Every function here blocks; the engine calls them through `spawn_blocking`.
 
@@ -113,6 +115,13 @@ pub enum OnConflict {
 /// The most numbered names tried for one file: past `name (999).ext` the
 /// transfer fails as existing rather than trying names for ever.
 pub const MAX_RENAMES: u32 = 999;
+
+/// The most files [`find_identical`] hashes for one offer: files of the offered
+/// size under the name and its numbered variants that no marker vouches for. A
+/// camera that sends `img.jpg` of one size again and again would otherwise have
+/// every earlier copy hashed at every offer; past the cap a copy of the same
+/// bytes may be kept once more (under a numbered name), never lost.
+pub const MAX_HASHED_CANDIDATES: u32 = 4;
 
 /// The paths of one transfer's files.
 #[derive(Debug, Clone)]
@@ -653,9 +662,10 @@ fn link_no_clobber(part: &Path, to: &Path) -> io::Result<()> {
 /// its numbered variants (`name (1).ext`, ... up to the first name that is free):
 /// a file this transfer delivered ([`already_complete`]), or any regular file of
 /// the manifest's size whose SHA-256 is the manifest's, whatever transfer (chunk
-/// size, sender) brought it. Such a file gets a marker for this transfer, so that
+/// size, sender) brought it (at most [`MAX_HASHED_CANDIDATES`] of them hashed). Such a file gets a marker for this transfer, so that
 /// the next offer of it is answered without a hash. Never follows a symlink.
 pub(crate) fn find_identical(dir: &Path, name: &SafeName, manifest: &Manifest) -> io::Result<Option<SafeName>> {
+    let mut hashed = 0;
     for n in 0..=MAX_RENAMES {
         let candidate = if n == 0 { name.clone() } else { crate::name::numbered(name, n) };
         let paths = Paths::new(dir, &candidate, &manifest.id);
@@ -675,9 +685,10 @@ pub(crate) fn find_identical(dir: &Path, name: &SafeName, manifest: &Manifest) -
         };
         let before = Fingerprint::take(&f)?;
         let m = f.metadata()?;
-        if !m.is_file() || m.len() != manifest.size {
+        if !m.is_file() || m.len() != manifest.size || hashed >= MAX_HASHED_CANDIDATES {
             continue;
         }
+        hashed += 1;
         let (hash, crcs) = hash_chunks(&f, manifest)?;
         if hash.finish() != manifest.sha256 {
             continue;
