@@ -359,3 +359,46 @@ fn changed_names_are_reported_to_the_sender_and_con_is_a_fine_name_on_linux() {
     assert!(files_equal(&con, &out.path().join("con.jpg")));
     assert!(sent.event("stored_as").is_none(), "{}", sent.text);
 }
+
+/// A file kept under a numbered name and sent again is "already have", and the
+/// sender is told the numbered name again: from a fresh receiver (found on
+/// disk), and from a running one (its memory of finished transfers, checked
+/// against the disk).
+#[test]
+fn a_renamed_file_sent_again_is_already_here_under_its_numbered_name() {
+    let broker = Broker::start();
+    let (cam1, cam2, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = camera_file(cam1.path(), "img_0001.jpg", 6001);
+    let second = camera_file(cam2.path(), "img_0001.jpg", 6002);
+    let mut command = mqft_tests::mqft_command(["receive", "--json", "--name", "rx-again", "--out"]);
+    command.arg(out.path()).args(mqft_tests::broker_flags(broker.port()));
+    let mut rx = mqft_tests::Process::spawn(&mut command);
+    assert!(mqft_tests::wait_until(WAIT, || rx.stdout().contains(r#""event":"connected""#)), "{}", rx.stderr());
+
+    assert_eq!(send_from(broker.port(), &first, "cam1", &[]).code, Some(0));
+    for round in 0..2 {
+        let sent = send_from(broker.port(), &second, "cam2", &[]);
+        assert_eq!(sent.code, Some(0), "round {round}\n{}", sent.text);
+        let told = sent.event("stored_as").unwrap_or_else(|| panic!("round {round}: not told\n{}", sent.text));
+        assert_eq!(told["name"], "img_0001 (1).jpg", "round {round}");
+        assert_eq!(told["change"], "renamed", "round {round}");
+    }
+    let already = |rx: &mqft_tests::Process| rx.stdout().matches(r#""event":"already_complete""#).count();
+    assert!(mqft_tests::wait_until(WAIT, || already(&rx) == 1), "{}", rx.stdout());
+    rx.kill();
+    assert_eq!(
+        visible(out.path()),
+        BTreeSet::from(["img_0001.jpg".to_owned(), "img_0001 (1).jpg".to_owned()]),
+        "stored once, not again as (2)"
+    );
+
+    // A receiver started afresh finds it on disk.
+    let fresh = Cli::receive(broker.port(), out.path(), "rx-again", &[]);
+    let sent = send_from(broker.port(), &second, "cam2", &["--chunk-size", "32k"]);
+    let received = fresh.finish_within(WAIT);
+    assert_eq!((sent.code, received.code), (Some(0), Some(0)), "{}\n{}", sent.text, received.text);
+    assert_eq!(sent.event("stored_as").map(|e| e["name"].clone()), Some("img_0001 (1).jpg".into()), "{}", sent.text);
+    let have = received.event("already_complete").unwrap_or_else(|| panic!("{}", received.text));
+    assert_eq!(have["change"], "renamed");
+    assert_eq!(visible(out.path()).len(), 2);
+}

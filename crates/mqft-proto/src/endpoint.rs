@@ -292,13 +292,28 @@ impl ReceiverEndpoint {
     /// may come back as [`Routed::Offer`] (refused as existing, or received again
     /// where files are replaced).
     pub fn history_checked(&mut self, m: Manifest, still_complete: bool) -> Option<Routed> {
+        self.history_checked_as(m, still_complete, None)
+    }
+
+    /// [`ReceiverEndpoint::history_checked`] for a caller that found the file
+    /// under another name than the manifest's (`stored`): the sender is told that
+    /// name with [`Ack::Stored`] instead of `Complete`.
+    pub fn history_checked_as(
+        &mut self,
+        m: Manifest,
+        still_complete: bool,
+        stored: Option<&crate::receiver::StoredAs>,
+    ) -> Option<Routed> {
         if self.open.contains_key(&m.id) {
             // Taken meanwhile (a caller that checks later than at once): the
             // transfer's own machine answers its sender now.
             return None;
         }
         if still_complete {
-            self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
+            self.transmits.push_back(match stored {
+                Some(s) => Receiver::already_stored(&self.prefix, &self.rid, &m, s),
+                None => complete(&self.prefix, &self.rid, &m),
+            });
             return None;
         }
         self.completed.retain(|c| c.id != m.id);

@@ -561,7 +561,7 @@ impl Engine {
                 let found = self.still_complete(&m).await;
                 // A manifest offered again is news ("already have"); an end of round
                 // that asks again after a lost Complete is not.
-                if let Some((path, change)) = found.as_ref().filter(|_| topic.ends_with("/manifest")) {
+                if let Some((path, stored)) = found.as_ref().filter(|_| topic.ends_with("/manifest")) {
                     // Said, as for an offer answered from the marker on disk: a hook
                     // or log that watches for "already have" sees every one.
                     info!(id = %m.id, "offered again: already complete");
@@ -571,10 +571,11 @@ impl Engine {
                         size: m.size,
                         sha256: m.sha256,
                         sender: m.sender.clone(),
-                        change: *change,
+                        change: stored.as_ref().map(|s| s.change),
                     });
                 }
-                let next = self.endpoint.history_checked(m, found.is_some());
+                let stored = found.as_ref().and_then(|(_, s)| s.clone());
+                let next = self.endpoint.history_checked_as(m, found.is_some(), stored.as_ref());
                 self.drain_endpoint();
                 if let Some(Routed::Offer(m)) = next {
                     self.offer(m).await;
@@ -1040,14 +1041,14 @@ impl Engine {
 
     /// Where the file of a transfer completed earlier still is, with the bytes
     /// the manifest names ([`store::find_identical`], off the engine's thread),
-    /// and why its name differs from the manifest's: remembering that it was
-    /// received proves nothing about the disk now.
-    async fn still_complete(&self, m: &Manifest) -> Option<(PathBuf, Option<NameChange>)> {
+    /// and what the sender is told when its name differs from the manifest's:
+    /// remembering that it was received proves nothing about the disk now.
+    async fn still_complete(&self, m: &Manifest) -> Option<(PathBuf, Option<StoredAs>)> {
         let name = sanitize_file_name(&m.name).ok()?;
         let dir = self.files_dir(m, false).await.ok()?;
         let (id, m2, name2, dir2) = (m.id, m.clone(), name.clone(), dir.clone());
         match blocking(move || store::find_identical(&dir2, &name2, &m2)).await {
-            Ok(found) => found.map(|f| (f.in_dir(&dir), stored_as(m, &name, &f).map(|s| s.change))),
+            Ok(found) => found.map(|f| (f.in_dir(&dir), stored_as(m, &name, &f))),
             Err(e) => {
                 debug!(%id, error = %e, "cannot check a completed file");
                 None
