@@ -1293,6 +1293,38 @@ mod tests {
     /// A receiver that holds the offer in its queue is waited for, past every
     /// manifest re-publication, and joins when it answers Ready: the transfer
     /// finishes.
+    /// A `Stored` is a `Complete` that names where the file went: the sender
+    /// reports the name, then the receiver complete, and finishes.
+    #[test]
+    fn a_stored_answer_completes_and_names_the_file() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        let sha = tx.manifest().sha256;
+        let stored = Ack::Stored {
+            sha256: sha,
+            name: "f (1)".into(),
+            change: NameChange::Renamed,
+            detail: "a different f was there".into(),
+        };
+        // A receiver that had the file under another name answers the manifest at once.
+        run(&mut tx, t0, |t| if is_manifest(t) { vec![(r.clone(), stored.clone())] } else { Vec::new() });
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        assert_eq!(
+            events,
+            [
+                SenderEvent::StoredAs {
+                    receiver: r.clone(),
+                    name: "f (1)".into(),
+                    change: NameChange::Renamed,
+                    detail: "a different f was there".into(),
+                },
+                SenderEvent::ReceiverComplete { receiver: r },
+                SenderEvent::Finished,
+            ]
+        );
+    }
+
     #[test]
     fn a_queued_receiver_is_waited_for_and_joins_later() {
         let t0 = Instant::now();

@@ -938,6 +938,10 @@ mod tests {
             Ack::Rejected { reason: RejectReason::Other(999), detail: "read-only file system".into() },
             Ack::Rejected { reason: RejectReason::QueueFull, detail: "é".repeat(MAX_REJECT_DETAIL_LEN / 2) },
             Ack::Queued { run: 1, position: 300 },
+            Ack::Stored { sha256: [3; 32], name: "a (1).jpg".into(), change: NameChange::Renamed, detail: "x".into() },
+            Ack::Stored {
+                sha256: [3; 32], name: "é".repeat(512), change: NameChange::Other(9), detail: String::new()
+            },
         ] {
             assert_eq!(Ack::decode(&ack.encode(), 8).unwrap(), ack);
         }
@@ -1035,6 +1039,40 @@ mod tests {
         over.truncate(over.len() - 1);
         over[3] = 0xc8;
         assert!(matches!(Ack::decode(&over, 1), Ok(Ack::Rejected { reason: RejectReason::Io, .. })));
+    }
+
+    /// A sender name is the receiver-id alphabet or empty, bounded; a stored name
+    /// is never empty and bounded, and its detail bounded like a rejection's.
+    #[test]
+    fn sender_and_stored_names_are_bounded() {
+        let m = manifest(10, 4);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap().sender, "");
+        let named = m.clone().with_sender("cam-7").unwrap();
+        assert_eq!(Manifest::decode(&named.encode()).unwrap(), named);
+        assert_eq!(named.id, m.id, "the sender is not part of the transfer id");
+        let longest = "a".repeat(MAX_SENDER_LEN);
+        assert!(m.clone().with_sender(&longest).is_ok());
+        for bad in ["Cam", "cam 7", "cam.7", "../x", "é"] {
+            assert_eq!(m.clone().with_sender(bad), Err(DecodeError::BadSender), "{bad:?}");
+            let mut lie = m.clone();
+            lie.sender = bad.into();
+            assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::BadSender), "{bad:?}");
+        }
+        assert_eq!(m.clone().with_sender(&format!("{longest}a")), Err(DecodeError::BadSender));
+
+        let stored =
+            |name: String| Ack::Stored { sha256: [0; 32], name, change: NameChange::Sanitized, detail: String::new() };
+        assert_eq!(Ack::decode(&stored(String::new()).encode(), 1), Err(DecodeError::BadStoredName(0)));
+        let over = "a".repeat(MAX_STORED_NAME_LEN + 1);
+        assert_eq!(Ack::decode(&stored(over).encode(), 1), Err(DecodeError::BadStoredName(MAX_STORED_NAME_LEN + 1)));
+        let long = Ack::Stored {
+            sha256: [0; 32],
+            name: "a".into(),
+            change: NameChange::Renamed,
+            detail: "é".repeat(MAX_REJECT_DETAIL_LEN),
+        };
+        let Ack::Stored { detail, .. } = Ack::decode(&long.encode(), 1).unwrap() else { panic!() };
+        assert_eq!(detail.len(), MAX_REJECT_DETAIL_LEN, "cut at a character boundary by the encoder");
     }
 
     #[test]
