@@ -143,7 +143,7 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
 
 /// The `n`th variant of `name` for keeping two files of one name: `img (1).jpg`
 /// for `img.jpg`, `README (2)` for `README`. The number goes before a short
-/// extension (as in [`truncate`]), and the stem is cut so that the result stays
+/// extension (as the cut of rule 4 does), and the stem is cut so that the result stays
 /// within [`MAX_NAME_BYTES`]; it is as safe as `name`.
 pub fn numbered(name: &SafeName, n: u32) -> SafeName {
     let s = name.as_str();

@@ -5,15 +5,18 @@
 //! transfer it belongs to and decides on offers what needs no I/O (queued past
 //! `max_concurrent`, too large, bad or misplaced manifests, finished transfers asked
 //! about again, pending a check of the file). On an offer the endpoint lets through
-//! the engine decides the rest: refuse it (a bad name, a file of that name exists,
-//! not enough free space for it and the transfers already open), answer that the
-//! file is already here, or accept it. Every refusal comes
+//! the engine decides the rest: refuse it (a bad name, a different file of that name
+//! exists and the [`OnConflict`] policy says skip or fail, not enough free space for
+//! it and the transfers already open), answer that the file is already here (the
+//! same bytes under the name, or a numbered one, whatever transfer brought them),
+//! or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
 //! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.
 //!
 //! # Files in the output directory
-//! For a transfer of `name` with id `id` in directory `out`:
+//! For a transfer of `name` with id `id` in directory `out` (with
+//! [`ReceiveOptions::per_sender`], the sender's directory under it):
 //! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
 //! - `out/.<name>.<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
 //!   atomically (temporary file, fsync, rename) and only after an fdatasync of the
@@ -21,8 +24,10 @@
 //!   every [`ReceiveOptions::checkpoint_chunks`] chunks, every
 //!   [`ReceiveOptions::checkpoint_interval`], and when the receive stops;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
-//!   (never over an existing file unless [`ReceiveOptions::overwrite`]), and the
-//!   directory fsynced. Only then is the sender told `Complete`.
+//!   (never over an existing file unless [`OnConflict::Overwrite`]; with the default
+//!   [`OnConflict::Rename`], to the first free `out/<name> (n).<ext>`), and the
+//!   directory fsynced. Only then is the sender told `Complete`, or `Stored` with
+//!   the name when it is not the manifest's.
 //!
 //! The `.state` file of a completed transfer is kept as a marker (a few hundred
 //! bytes): when the same transfer is offered again, after a restart or by a second
@@ -33,10 +38,10 @@
 //! `Complete` answered from this process's memory of finished transfers. A
 //! resume keeps only the chunks whose bytes in the `.part` still have the CRC32
 //! they arrived with. Deleting
-//! `.*.state` files forgets this; nothing else depends on them. A file of the same
-//! name that is not this transfer's is refused with [`RejectReason::Exists`]
-//! rather than renamed around: the sender learns at once, and nothing appears
-//! under a name nobody asked for. The files are created and reopened so that a
+//! `.*.state` files forgets this; nothing else depends on them. A different file
+//! of the same name is kept beside (renamed around, the sender told the name),
+//! replaced, or the offer refused ([`RejectReason::Skipped`],
+//! [`RejectReason::Exists`]), as [`ReceiveOptions::on_conflict`] says. The files are created and reopened so that a
 //! symlink, hard link or FIFO planted at any of these names is never written
 //! through (see `store`).
 //!

@@ -99,7 +99,7 @@ const CREATE_ATTEMPTS: usize = 3;
 #[non_exhaustive]
 pub enum OnConflict {
     /// Keep both: the new file gets the first free name of `name (1).ext`,
-    /// `name (2).ext`, ... (up to [`MAX_RENAMES`]). Never destroys or loses a file.
+    /// `name (2).ext`, ... (up to `name (999).ext`). Never destroys or loses a file.
     #[default]
     Rename,
     /// Replace the file that is there.
