@@ -873,6 +873,35 @@ mod resume_tests {
         std::iter::from_fn(|| rx.poll_event()).collect()
     }
 
+    /// A file finalized under another name is confirmed with `Stored`, in the
+    /// first answer and in every later one (an end of round that asks again).
+    #[test]
+    fn a_file_stored_under_another_name_is_answered_stored() {
+        let (data, m) = file();
+        let mut rx = new_rx(&m, None).unwrap();
+        let mut part = vec![0; data.len()];
+        for i in 0..m.chunk_count {
+            if let Some(w) = rx.handle_chunk(i, &chunk_of(&data, &m, i), Instant::now()).unwrap() {
+                part[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+            }
+            serve_hash_reads(&mut rx, &part);
+        }
+        assert!(std::iter::from_fn(|| rx.poll_event()).any(|e| e == ReceiverEvent::Verified));
+        while rx.poll_transmit().is_some() {}
+        let stored = StoredAs { name: "f (1)".into(), change: NameChange::Renamed, detail: "taken".into() };
+        rx.finalized_as(Some(stored.clone()), Instant::now());
+        let end = Ctl::EndRound { run: m.run, next_seq: 99 }.encode();
+        rx.handle_ctl(&end, Instant::now()).unwrap();
+        let acks: Vec<Ack> = std::iter::from_fn(|| rx.poll_transmit())
+            .map(|t| match t.payload {
+                Payload::Bytes(b) => Ack::decode(&b, m.chunk_count).unwrap(),
+                Payload::Chunk(_) => panic!("a receiver sent a chunk"),
+            })
+            .collect();
+        let want = Ack::Stored { sha256: m.sha256, name: stored.name, change: stored.change, detail: stored.detail };
+        assert_eq!(acks, [want.clone(), want]);
+    }
+
     #[test]
     fn an_unchanged_part_is_resumed_as_saved() {
         let (data, m) = file();
