@@ -41,9 +41,9 @@
 //! `.*.state` files forgets this; nothing else depends on them. A different file
 //! of the same name is kept beside (renamed around, the sender told the name),
 //! replaced, or the offer refused ([`RejectReason::Skipped`],
-//! [`RejectReason::Exists`]), as [`ReceiveOptions::on_conflict`] says. The files are created and reopened so that a
-//! symlink, hard link or FIFO planted at any of these names is never written
-//! through (see `store`).
+//! [`RejectReason::Exists`]), as [`ReceiveOptions::on_conflict`] says. The files
+//! are created and reopened so that a symlink, hard link or FIFO planted at any of
+//! these names is never written through (see `store`).
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
 //! the transfer's writer thread (module `writer`), which writes it at its offset

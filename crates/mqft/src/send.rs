@@ -650,7 +650,8 @@ impl Engine {
         // ordered queue.
         self.conn.out.subscribe(ack_filter.clone());
         let path = self.jobs[p.idx].path.clone();
-        info!(path = %path.display(), id = %manifest.id, size = manifest.size, chunk_size = manifest.chunk_size, from = manifest.sender, "sending");
+        let (size, chunk_size, from) = (manifest.size, manifest.chunk_size, &manifest.sender);
+        info!(path = %path.display(), id = %manifest.id, size, chunk_size, from, "sending");
         self.events.emit(SendEvent::Started {
             path,
             transfer: manifest.id,

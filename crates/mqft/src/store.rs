@@ -662,8 +662,9 @@ fn link_no_clobber(part: &Path, to: &Path) -> io::Result<()> {
 /// its numbered variants (`name (1).ext`, ... up to the first name that is free):
 /// a file this transfer delivered ([`already_complete`]), or any regular file of
 /// the manifest's size whose SHA-256 is the manifest's, whatever transfer (chunk
-/// size, sender) brought it (at most [`MAX_HASHED_CANDIDATES`] of them hashed). Such a file gets a marker for this transfer, so that
-/// the next offer of it is answered without a hash. Never follows a symlink.
+/// size, sender) brought it (at most [`MAX_HASHED_CANDIDATES`] of them hashed).
+/// Such a file gets a marker for this transfer, so that the next offer of it is
+/// answered without a hash. Never follows a symlink.
 pub(crate) fn find_identical(dir: &Path, name: &SafeName, manifest: &Manifest) -> io::Result<Option<SafeName>> {
     let mut hashed = 0;
     for n in 0..=MAX_RENAMES {
