@@ -5,7 +5,9 @@
 use std::str::FromStr;
 
 use mqft_proto::ranges::{RangeError, WireRanges, MAX_WIRE_RANGES};
-use mqft_proto::wire::{ChunkWire, CHUNK_ZSTD, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN};
+use mqft_proto::wire::{
+    ChunkWire, CHUNK_ZSTD, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_STORED_NAME_LEN,
+};
 use mqft_proto::{
     integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, PrefixPattern, RangeSet, ReceiverId, Topic, TransferId,
 };
@@ -26,10 +28,13 @@ pub fn manifest(data: &[u8]) {
         assert_eq!(m.chunk_offset(last) + m.chunk_len(last), m.size);
     }
     // What the sender builds from the same fields is the same manifest, id included.
+    assert!(mqft_proto::wire::is_sender_name(&m.sender), "sender {:?}", m.sender);
     let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run);
-    // `to` is not part of the id: addressed to the same receivers, it is the same.
+    // `to` and `sender` are not part of the id: the same file to the same receivers
+    // from the same sender is the same manifest.
     let to = m.to.iter().map(|r| ReceiverId::new(r).expect("a decoded `to` holds valid receiver ids"));
-    assert_eq!(built.and_then(|b| b.with_to(to)).as_ref(), Ok(&m));
+    let built = built.and_then(|b| b.with_to(to)).and_then(|b| b.with_sender(&m.sender));
+    assert_eq!(built.as_ref(), Ok(&m));
     assert!(m.to.len() <= mqft_proto::wire::MAX_TO);
     let enc = m.encode();
     assert_eq!(Manifest::decode(&enc), Ok(m));
@@ -50,6 +55,10 @@ pub fn ack(data: &[u8]) {
         // A receiver cannot hold more chunks than the file has.
         Ack::Progress { held, .. } => assert!(*held <= count, "progress holds {held} of {count}"),
         Ack::Rejected { detail, .. } => assert!(detail.len() <= MAX_REJECT_DETAIL_LEN, "detail of {}", detail.len()),
+        Ack::Stored { name, detail, .. } => {
+            assert!(!name.is_empty() && name.len() <= MAX_STORED_NAME_LEN, "stored name of {}", name.len());
+            assert!(detail.len() <= MAX_REJECT_DETAIL_LEN, "detail of {}", detail.len());
+        }
         Ack::Complete { .. } | Ack::Queued { .. } => {}
     }
     let enc = ack.encode();

@@ -443,6 +443,9 @@ impl Harness {
                 Ack::Rejected { .. } => assert!(self.failed, "rejected without reporting a failure"),
                 // Only the runtime queues offers, never a `Receiver`.
                 Ack::Queued { .. } => panic!("a receiver state machine answered Queued"),
+                // Only for a file finalized under another name, which this target
+                // never reports.
+                Ack::Stored { .. } => panic!("a receiver state machine answered Stored"),
             }
         }
     }

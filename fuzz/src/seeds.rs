@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use mqft_proto::receiver::ReceiveFailure;
 use mqft_proto::{
-    AbortReason, Ack, Chunk, Ctl, Manifest, Meta, Prefix, RangeSet, Receiver, ReceiverConfig, ReceiverId, RejectReason,
+    AbortReason, Ack, Chunk, Ctl, Manifest, Meta, NameChange, Prefix, RangeSet, Receiver, ReceiverConfig, ReceiverId, RejectReason,
     SendFailure, TransferId,
 };
 
@@ -121,7 +121,9 @@ fn manifests() -> Named {
         modified_ms: Some(-1_700_000_000_000),
         user: vec![("camera".into(), "north-gate".into()), ("k".into(), String::new())],
     };
-    let m = Manifest::new("photo 2024-05-01.jpg".into(), 5 << 20, 256 << 10, [0xa5; 32], meta, u32::MAX).unwrap();
+    let m = Manifest::new("photo 2024-05-01.jpg".into(), 5 << 20, 256 << 10, [0xa5; 32], meta, u32::MAX)
+        .and_then(|m| m.with_sender("cam-7"))
+        .unwrap();
     out.push(("meta".into(), m.encode()));
     let big = Manifest::new("big.iso".into(), 1 << 46, 16 << 20, [1; 32], Meta::default(), 0).unwrap();
     out.push(("largest".into(), big.encode()));
@@ -162,6 +164,18 @@ fn acks() -> Named {
             ack_seed(10, &Ack::Rejected { reason: RejectReason::Io, detail: "read-only file system".into() }),
         ),
         ("queued".into(), ack_seed(10, &Ack::Queued { run: RUN, position: 3 })),
+        (
+            "stored".into(),
+            ack_seed(
+                10,
+                &Ack::Stored {
+                    sha256: [3; 32],
+                    name: "img_0001 (1).jpg".into(),
+                    change: NameChange::Renamed,
+                    detail: "a different img_0001.jpg was there".into(),
+                },
+            ),
+        ),
     ]
 }
 

@@ -312,7 +312,8 @@ impl Harness {
             Ok(Ack::Rejected { .. } | Ack::Queued { .. }) | Err(_) => {}
             Ok(ack) => {
                 self.credit_base = self.sent;
-                if ack == (Ack::Complete { sha256: self.manifest().sha256 }) {
+                let sha256 = self.manifest().sha256;
+                if matches!(ack, Ack::Complete { sha256: s } | Ack::Stored { sha256: s, .. } if s == sha256) {
                     self.completes.insert(from);
                 }
             }
@@ -407,6 +408,11 @@ impl Harness {
                 }
                 SenderEvent::ReceiverFailed { .. } => {}
                 SenderEvent::Queued { .. } => {}
+                // Said just before its ReceiverComplete, and only for a Stored.
+                SenderEvent::StoredAs { receiver, name, .. } => {
+                    assert!(self.completes.contains(&receiver), "{receiver} stored without saying so");
+                    assert!(!name.is_empty() && name.len() <= mqft_proto::wire::MAX_STORED_NAME_LEN);
+                }
                 SenderEvent::Retrying { retry_in, .. } => {
                     assert!(retry_in <= mqft_proto::sender::MAX_RETRY_DELAY * 3 / 2, "retry in {retry_in:?}");
                 }

@@ -67,7 +67,8 @@ fn a_received_copy_zeroed_is_refused_not_confirmed_when_sent_again() {
 
     // A receiver started again finds its marker; the file under the name is no
     // longer the one received, so it is someone's other file: refused.
-    let mut rx = Cli::receive(broker.port(), out.path(), "rx-again", &[]);
+    // `fail`: the default, `rename`, would keep both.
+    let mut rx = Cli::receive(broker.port(), out.path(), "rx-again", &["--on-conflict", "fail"]);
     let sent = send(broker.port(), &path);
     assert_eq!(sent.code, Some(5), "the second send must be refused (exit 5)\n{}", sent.text);
     let rejected = rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected");

@@ -117,7 +117,10 @@ async fn an_existing_file_is_refused_not_overwritten() {
     let path = random_file(src.path(), "keep.txt", 10_000, 31);
     fs::write(out.path().join("keep.txt"), b"precious").unwrap();
     let client = client(&broker, MqttVersion::V311);
-    let mut rx = client.receive(out.path(), receive_opts("rx-keep"));
+    let mut opts = receive_opts("rx-keep");
+    // The default, `Rename`, would keep both.
+    opts.on_conflict = mqft::OnConflict::Fail;
+    let mut rx = client.receive(out.path(), opts);
     connected(&mut rx).await;
 
     let err = within("the send", client.send([&path], SendOptions::default()).wait()).await.unwrap_err();

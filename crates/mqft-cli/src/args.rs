@@ -6,7 +6,7 @@
 //! and `--help` names the variables that can hold one (`MQFT_BROKER`, `MQFT_USERNAME`,
 //! `MQFT_PASSWORD`) without showing their values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -58,7 +58,8 @@ Exit codes:
   3    broker unreachable (at first, or for --broker-timeout later), or it
        refused the connection (credentials, TLS)
   4    no receiver answered (send); nothing arrived before --timeout (receive)
-  5    a receiver rejected the file (too large, bad name, exists, disk full, busy)
+  5    a receiver rejected the file (too large, bad name, exists, skipped, disk
+       full, busy)
   6    integrity failure: a SHA-256 did not match
   7    the transfer broke down: a peer went silent, or chunks stopped getting through
   8    local I/O error
@@ -237,13 +238,23 @@ pub struct SendArgs {
     /// a slow or metered link.
     #[arg(long, default_value = "none", value_name = "ALGO")]
     pub compress: proto::wire::Compression,
+
+    /// This sender's name in every manifest, shown by receivers and usable as
+    /// their directory (`receive --out 'DIR/{sender}'`): lowercase letters,
+    /// digits, `_` and `-`, at most 64 (default: from the host name). Claimed,
+    /// not proven.
+    #[arg(long, env = "MQFT_FROM", value_name = "NAME")]
+    pub from: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// Directory to put files in.
+    /// Directory to put files in. With `{sender}` as its last part
+    /// (`/srv/in/{sender}`), each sender's files go to a directory of their own
+    /// under the part before it, named after the sender (`_unknown` for a sender
+    /// without a name), created as needed; a symlink there is never followed.
     #[arg(short = 'o', long, default_value = ".")]
     pub out: PathBuf,
     /// Exit after the first file.
@@ -255,8 +266,15 @@ pub struct ReceiveArgs {
     /// Refuse files larger than this: bytes, or with k, m, g (binary units).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
-    /// Replace existing files of the same name.
-    #[arg(long)]
+    /// What to do when a different file of the same name is there: rename
+    /// (keep both, the new one as `name (1).ext`), overwrite, skip (keep the old
+    /// one; the sender exits 5, "file exists, skipped") or fail (the sender exits
+    /// 5, "file exists"). The same bytes under that name are "already have"
+    /// whatever this says.
+    #[arg(long, value_name = "POLICY", default_value = "rename", value_parser = parse_conflict)]
+    pub on_conflict: mqft::OnConflict,
+    /// Same as --on-conflict overwrite.
+    #[arg(long, conflicts_with = "on_conflict")]
     pub overwrite: bool,
     /// This receiver's id in ack topics (default: `<host>-<6 hex>`, the hex from
     /// the output directory: unique per host and directory, stable across restarts).
@@ -427,6 +445,14 @@ impl SendArgs {
         };
         opts.concurrency = self.concurrency.max(1);
         opts.compress = self.compress;
+        opts.from = match &self.from {
+            Some(name) if proto::wire::is_sender_name(name) => name.clone(),
+            Some(name) => bail!(usage(format!(
+                "--from {name}: use at most {} lowercase letters, digits, '_' and '-'",
+                proto::wire::MAX_SENDER_LEN
+            ))),
+            None => default_sender_name(),
+        };
         Ok(opts)
     }
 }
@@ -436,7 +462,8 @@ impl ReceiveArgs {
     pub fn options(&self) -> Result<mqft::ReceiveOptions> {
         let mut opts = mqft::ReceiveOptions::default();
         opts.once = self.once;
-        opts.overwrite = self.overwrite;
+        opts.on_conflict = if self.overwrite { mqft::OnConflict::Overwrite } else { self.on_conflict };
+        opts.per_sender = self.out_dir()?.1;
         opts.max_concurrent = self.max_concurrent.max(1);
         opts.queue = self.queue;
         opts.max_size = self.max_size;
@@ -450,9 +477,62 @@ impl ReceiveArgs {
         Ok(opts)
     }
 
-    /// The state folder: `--state-dir`, or `.mqft` in the output directory.
-    pub fn state_root(&self) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| self.out.join(mqft::receive::STATE_DIR_NAME))
+    /// The state folder: `--state-dir`, or `.mqft` in the output directory's
+    /// root (`out`, as [`ReceiveArgs::out_dir`] gives it).
+    pub fn state_root(&self, out: &Path) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| out.join(mqft::receive::STATE_DIR_NAME))
+    }
+}
+
+/// The placeholder in `receive --out` for a directory per sender.
+pub const SENDER_PLACEHOLDER: &str = "{sender}";
+
+impl ReceiveArgs {
+    /// The output directory's root, and whether each sender's files go to a
+    /// directory of their own under it (`--out 'ROOT/{sender}'`).
+    pub fn out_dir(&self) -> Result<(PathBuf, bool)> {
+        let text = self.out.to_string_lossy();
+        if !text.contains('{') {
+            return Ok((self.out.clone(), false));
+        }
+        let root = self.out.parent().filter(|_| self.out.file_name().is_some_and(|n| n == SENDER_PLACEHOLDER));
+        match root {
+            Some(root) if !root.to_string_lossy().contains(['{', '}']) => {
+                let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root.to_owned() };
+                Ok((root, true))
+            }
+            _ => bail!(usage(format!(
+                "--out {text}: {SENDER_PLACEHOLDER} can only be the last part, as in /srv/in/{SENDER_PLACEHOLDER}"
+            ))),
+        }
+    }
+}
+
+/// The host name, lowercased and mapped into the sender-name alphabet (`-` for
+/// anything else), cut to its length; empty (an unnamed sender) when there is
+/// none.
+fn default_sender_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    raw.trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .take(proto::wire::MAX_SENDER_LEN)
+        .collect()
+}
+
+/// `rename`, `overwrite`, `skip` or `fail`, as a clap value parser.
+pub fn parse_conflict(s: &str) -> Result<mqft::OnConflict, UsageError> {
+    match s {
+        "rename" => Ok(mqft::OnConflict::Rename),
+        "overwrite" => Ok(mqft::OnConflict::Overwrite),
+        "skip" => Ok(mqft::OnConflict::Skip),
+        "fail" => Ok(mqft::OnConflict::Fail),
+        _ => Err(usage(format!("bad conflict policy '{s}': use rename, overwrite, skip or fail"))),
     }
 }
 
@@ -616,5 +696,25 @@ mod tests {
         assert!(Cli::try_parse_from(["mqft", "send", "a", "--chunk-size", "17x"]).is_err());
         assert!(Cli::try_parse_from(["mqft", "send", "a", "-V", "3"]).is_err());
         assert!(Cli::try_parse_from(["mqft", "receive", "--max-size", "5t"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "receive", "--on-conflict", "merge"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "receive", "--on-conflict", "skip", "--overwrite"]).is_err());
+        let cli = Cli::try_parse_from(["mqft", "send", "a", "--from", "Cam 1"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        assert!(args.options().unwrap_err().downcast_ref::<UsageError>().is_some());
+    }
+
+    #[test]
+    fn a_sender_placeholder_ends_the_out_dir() {
+        let out = |o: &str| {
+            let cli = Cli::try_parse_from(["mqft", "receive", "--out", o]).unwrap();
+            let Command::Receive(args) = cli.command else { panic!() };
+            args.out_dir().map_err(|e| e.downcast::<UsageError>().unwrap().0)
+        };
+        assert_eq!(out("/srv/in").unwrap(), (PathBuf::from("/srv/in"), false));
+        assert_eq!(out("/srv/in/{sender}").unwrap(), (PathBuf::from("/srv/in"), true));
+        assert_eq!(out("{sender}").unwrap(), (PathBuf::from("."), true));
+        assert!(out("/srv/{sender}/in").is_err());
+        assert!(out("/srv/in-{sender}").is_err());
+        assert!(out("/srv/{x}/{sender}").is_err());
     }
 }

@@ -257,4 +257,19 @@ mod tests {
         );
         assert!(!shown.iter().any(|a| a.contains("top")), "{shown:?}");
     }
+
+    #[test]
+    fn names_from_many_senders_are_settable() {
+        let table: toml::Table = "[send]
+from = \"cam7\"
+[receive]
+on_conflict = \"skip\"
+out = \"/srv/in/{sender}\"
+"
+        .parse()
+        .unwrap();
+        let mut keys: Vec<_> = flags().settings(&table).unwrap().into_iter().map(|(_, k, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys, ["from", "on_conflict", "out"]);
+    }
 }

@@ -262,8 +262,10 @@ async fn send(a: SendArgs) -> Result<()> {
 async fn receive(a: ReceiveArgs) -> Result<()> {
     let cfg = a.broker.config()?;
     let opts = a.options()?;
-    args::check_out_dir(&a.out)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    // With `{sender}` in --out, the directory is its root.
+    let (out, _) = a.out_dir()?;
+    args::check_out_dir(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut exec = match &a.exec {
         Some(command) => {
             let show = if a.output.json {
@@ -275,7 +277,7 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
             };
             // A symlink planted at the default state folder must not take the
             // journal elsewhere (the library refuses it as well, but later).
-            let state = a.state_root();
+            let state = a.state_root(&out);
             if a.state_dir.is_none() && std::fs::symlink_metadata(&state).is_ok_and(|m| m.is_symlink()) {
                 let why = format!("{} is a symlink, not the receiver's state folder", state.display());
                 return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, why).into());
@@ -288,7 +290,7 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     // With --once the one path printed is the answer, even for a file already here.
     reporter.print_already_complete(a.once);
     reporter.connecting(&cfg.addr());
-    let mut handle = Client::new(cfg).receive(a.out.clone(), opts);
+    let mut handle = Client::new(cfg).receive(out.clone(), opts);
     let token = handle.cancellation_token();
     let stopped_by = service::on_stop_signals(token.clone());
     let deadline = a.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
@@ -299,15 +301,15 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let mut on_event = |e: &mqft::ReceiveEvent| {
         reporter.receive_event(e);
         match e {
-            mqft::ReceiveEvent::Completed { transfer, path, size, sha256 } => {
+            mqft::ReceiveEvent::Completed { transfer, path, size, sha256, sender, .. } => {
                 if let Some(exec) = &mut exec {
-                    exec.completed(service::Done::new(transfer, path, *size, sha256));
+                    exec.completed(service::Done::new(transfer, path, *size, sha256, sender));
                 }
                 true
             }
-            mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => {
+            mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256, sender, .. } => {
                 if let Some(exec) = &mut exec {
-                    exec.already_complete(service::Done::new(transfer, path, *size, sha256));
+                    exec.already_complete(service::Done::new(transfer, path, *size, sha256, sender));
                 }
                 true
             }

@@ -58,17 +58,25 @@ pub struct Done {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
+    /// The sender's name from the manifest, or empty.
+    pub sender: String,
 }
 
 impl Done {
-    pub fn new(transfer: &TransferId, path: &Path, size: u64, sha256: &[u8; 32]) -> Done {
-        Done { transfer: transfer.to_string(), path: path.to_owned(), size, sha256: hex(sha256) }
+    pub fn new(transfer: &TransferId, path: &Path, size: u64, sha256: &[u8; 32], sender: &str) -> Done {
+        Done {
+            transfer: transfer.to_string(),
+            path: path.to_owned(),
+            size,
+            sha256: hex(sha256),
+            sender: sender.to_owned(),
+        }
     }
 
     fn to_json(&self) -> Value {
         json!({
             "transfer": self.transfer, "path": self.path.to_string_lossy(), "size": self.size,
-            "sha256": self.sha256,
+            "sha256": self.sha256, "sender": self.sender,
         })
     }
 
@@ -78,6 +86,8 @@ impl Done {
             path: PathBuf::from(v["path"].as_str()?),
             size: v["size"].as_u64()?,
             sha256: v["sha256"].as_str()?.to_owned(),
+            // Absent from a journal an older release wrote.
+            sender: v["sender"].as_str().unwrap_or_default().to_owned(),
         })
     }
 }
@@ -242,8 +252,9 @@ async fn run_hook(command: &str, done: &Done) -> std::io::Result<std::process::E
         .env("MQFT_SIZE", done.size.to_string())
         .env("MQFT_SHA256", &done.sha256)
         .env("MQFT_TRANSFER", &done.transfer)
-        // Who sent it is not on the wire yet: empty until senders name themselves.
-        .env("MQFT_SENDER", "")
+        // The name the sender gave itself (`[0-9a-z_-]`, so safe in a shell), or
+        // empty for an unnamed sender.
+        .env("MQFT_SENDER", &done.sender)
         // The broker password is the receiver's, not the hook's.
         .env_remove("MQFT_PASSWORD")
         .stdin(Stdio::null())

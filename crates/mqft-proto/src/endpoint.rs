@@ -117,6 +117,8 @@ pub enum EndpointEvent {
         name: String,
         /// Its size in bytes.
         size: u64,
+        /// The sender's name from the manifest (claimed, not proven), or empty.
+        sender: String,
     },
     /// A new offer waits in the queue at `position` (1 for the head).
     Queued {
@@ -126,6 +128,8 @@ pub enum EndpointEvent {
         name: String,
         /// Its place.
         position: u32,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// An offer was refused, by the endpoint or through [`ReceiverEndpoint::refuse`].
     Refused {
@@ -137,6 +141,8 @@ pub enum EndpointEvent {
         reason: RejectReason,
         /// The detail sent along.
         detail: String,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// A queued offer left the queue: its sender aborted or cleared its manifest.
     Withdrawn {
@@ -379,6 +385,18 @@ impl ReceiverEndpoint {
     /// may come back as [`Routed::Offer`] (refused as existing, or received again
     /// where files are replaced).
     pub fn history_checked(&mut self, m: Manifest, still_complete: bool) -> Option<Routed> {
+        self.history_checked_as(m, still_complete, None)
+    }
+
+    /// [`ReceiverEndpoint::history_checked`] for a caller that found the file
+    /// under another name than the manifest's (`stored`): the sender is told that
+    /// name with [`Ack::Stored`] instead of `Complete`.
+    pub fn history_checked_as(
+        &mut self,
+        m: Manifest,
+        still_complete: bool,
+        stored: Option<&crate::receiver::StoredAs>,
+    ) -> Option<Routed> {
         if self.open.contains_key(&m.id) {
             // Taken meanwhile (a caller that checks later than at once): the
             // transfer's own machine answers its sender now.
@@ -387,7 +405,10 @@ impl ReceiverEndpoint {
         let prefix = self.reply_prefix(&m.id);
         self.forget_origin(&m.id);
         if still_complete {
-            self.transmits.push_back(complete(&prefix, &self.rid, &m));
+            self.transmits.push_back(match stored {
+                Some(s) => Receiver::already_stored(&prefix, &self.rid, &m, s),
+                None => complete(&prefix, &self.rid, &m),
+            });
             return None;
         }
         self.completed.retain(|c| c.id != m.id);
@@ -442,12 +463,13 @@ impl ReceiverEndpoint {
         if !fits {
             let ack = Ack::Rejected { reason: RejectReason::QueueFull, detail: String::new() };
             self.transmits.push_back(ack_transmit(&prefix, &m.id, &self.rid, &ack));
-            let (id, name) = (m.id, m.name);
+            let (id, name, sender) = (m.id, m.name, m.sender);
             self.events.push_back(EndpointEvent::Refused {
                 id,
                 name,
                 reason: RejectReason::QueueFull,
                 detail: String::new(),
+                sender,
             });
             return;
         }
@@ -455,7 +477,12 @@ impl ReceiverEndpoint {
         let at = self.queue.offers.len() - 1;
         let (m, _) = &self.queue.offers[at];
         let position = position_of(at);
-        self.events.push_back(EndpointEvent::Queued { id: m.id, name: m.name.clone(), position });
+        self.events.push_back(EndpointEvent::Queued {
+            id: m.id,
+            name: m.name.clone(),
+            position,
+            sender: m.sender.clone(),
+        });
         self.send_queued(at);
     }
 
@@ -495,7 +522,13 @@ impl ReceiverEndpoint {
         let prefix = self.reply_prefix(&m.id);
         self.forget_origin(&m.id);
         self.transmits.push_back(Receiver::reject_with(&prefix, &self.rid, m, reason, detail.clone()));
-        self.events.push_back(EndpointEvent::Refused { id: m.id, name: m.name.clone(), reason, detail });
+        self.events.push_back(EndpointEvent::Refused {
+            id: m.id,
+            name: m.name.clone(),
+            reason,
+            detail,
+            sender: m.sender.clone(),
+        });
     }
 
     /// The caller found the offered file already here, verified: the sender is told
@@ -504,6 +537,15 @@ impl ReceiverEndpoint {
         let prefix = self.reply_prefix(&m.id);
         self.forget_origin(&m.id);
         self.transmits.push_back(complete(&prefix, &self.rid, &m));
+        self.completed(m);
+    }
+
+    /// [`ReceiverEndpoint::already_complete`] for a file found under another name
+    /// than the manifest's: the sender is told that name ([`Ack::Stored`]).
+    pub fn already_stored(&mut self, m: Manifest, stored: &crate::receiver::StoredAs) {
+        let prefix = self.reply_prefix(&m.id);
+        self.forget_origin(&m.id);
+        self.transmits.push_back(Receiver::already_stored(&prefix, &self.rid, &m, stored));
         self.completed(m);
     }
 
@@ -681,7 +723,7 @@ fn position_of(at: usize) -> u32 {
 }
 
 fn offered(m: &Manifest) -> EndpointEvent {
-    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size }
+    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size, sender: m.sender.clone() }
 }
 
 fn complete(prefix: &Prefix, rid: &ReceiverId, m: &Manifest) -> Transmit {

@@ -143,10 +143,10 @@ pub mod wire;
 pub use endpoint::{AckFor, EndpointEvent, Limits, ReceiverEndpoint, Routed, SenderEndpoint};
 pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
-pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
+pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, StoredAs, Write};
 pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
 pub use topic::{Prefix, PrefixPattern, ReceiverId, Topic, TransferId};
-pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, PROTOCOL_VERSION};
+pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, NameChange, RejectReason, PROTOCOL_VERSION};
 
 /// MQTT quality of service: the protocol needs nothing beyond QoS 1, so it runs on
 /// brokers without QoS 2.

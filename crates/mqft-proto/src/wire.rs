@@ -65,6 +65,12 @@ pub const KNOWN_CHUNK_FLAGS: u8 = CHUNK_ZSTD;
 /// text and logs to a third or less at hundreds of MB/s a core, far above what a
 /// link worth compressing for carries.
 pub const ZSTD_LEVEL: i32 = 3;
+/// The longest sender name, in bytes: the same bound as a receiver id, whose
+/// alphabet (`[0-9a-z_-]`) it shares.
+pub const MAX_SENDER_LEN: usize = crate::topic::MAX_RECEIVER_ID_LEN;
+/// The longest name an [`Ack::Stored`] reports, in bytes of UTF-8: a file name
+/// with room for a directory part.
+pub const MAX_STORED_NAME_LEN: usize = 1024;
 
 /// Why a payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +166,14 @@ pub enum DecodeError {
     /// valid receiver id.
     #[error("bad list of addressed receivers")]
     BadTo,
+    /// The manifest's sender name is longer than [`MAX_SENDER_LEN`] or has a
+    /// character outside `[0-9a-z_-]`.
+    #[error("bad sender name")]
+    BadSender,
+    /// The name of an [`Ack::Stored`] is empty or longer than
+    /// [`MAX_STORED_NAME_LEN`].
+    #[error("stored name of {0} bytes is empty or too long")]
+    BadStoredName(usize),
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -249,6 +263,12 @@ pub struct Manifest {
     /// transfer without a word. Not part of the transfer id: the same file sent to
     /// others is the same transfer.
     pub to: Vec<String>,
+    /// Who sent it: a name of `[0-9a-z_-]`, at most [`MAX_SENDER_LEN`] bytes (the
+    /// receiver-id alphabet, so that it is safe as a directory name and in a
+    /// log), or empty for an unnamed sender. Claimed, not proven: it is not part
+    /// of the transfer id, and any sender may use any name. Set it after
+    /// [`Manifest::new`] (or with [`Manifest::with_sender`]).
+    pub sender: String,
 }
 
 impl serde::Serialize for TransferId {
@@ -280,14 +300,37 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, to: Vec::new() };
+        let m = Manifest {
+            id,
+            run,
+            name,
+            size,
+            chunk_size,
+            chunk_count,
+            sha256,
+            meta,
+            to: Vec::new(),
+            sender: String::new(),
+        };
         m.check()?;
         Ok(m)
+    }
+
+    /// The manifest with its sender name set, checked like a decoded one's.
+    pub fn with_sender(mut self, sender: &str) -> Result<Self, DecodeError> {
+        if !is_sender_name(sender) {
+            return Err(DecodeError::BadSender);
+        }
+        self.sender = sender.to_owned();
+        Ok(self)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
             return Err(DecodeError::BadName);
+        }
+        if !is_sender_name(&self.sender) {
+            return Err(DecodeError::BadSender);
         }
         self.meta.check()?;
         if self.to.len() > MAX_TO || !self.to.iter().all(|r| crate::ReceiverId::new(r).is_ok()) {
@@ -354,6 +397,13 @@ impl Manifest {
             && self.chunk_count == other.chunk_count
             && self.sha256 == other.sha256
     }
+}
+
+/// True for a valid [`Manifest::sender`]: empty, or at most [`MAX_SENDER_LEN`]
+/// bytes of `[0-9a-z_-]`.
+pub fn is_sender_name(s: &str) -> bool {
+    s.len() <= MAX_SENDER_LEN
+        && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'-')
 }
 
 /// The postcard shape of a chunk payload (after the version byte). Documented and
@@ -559,6 +609,9 @@ pub enum RejectReason {
     /// The receiver has too many transfers open and its queue of waiting offers
     /// is full too (code 10): try again later.
     QueueFull,
+    /// A different file of that name exists and the receiver's conflict policy
+    /// is to keep it and skip the new one (code 11).
+    Skipped,
     /// A code this version does not know.
     Other(u16),
 }
@@ -577,6 +630,7 @@ impl RejectReason {
             RejectReason::Exists => 8,
             RejectReason::Cancelled => 9,
             RejectReason::QueueFull => 10,
+            RejectReason::Skipped => 11,
             RejectReason::Other(c) => c,
         }
     }
@@ -594,6 +648,7 @@ impl RejectReason {
             8 => RejectReason::Exists,
             9 => RejectReason::Cancelled,
             10 => RejectReason::QueueFull,
+            11 => RejectReason::Skipped,
             c => RejectReason::Other(c),
         }
     }
@@ -612,6 +667,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Exists => f.write_str("file exists"),
             RejectReason::Cancelled => f.write_str("cancelled"),
             RejectReason::QueueFull => f.write_str("receiver queue full"),
+            RejectReason::Skipped => f.write_str("file exists, skipped"),
             RejectReason::Other(c) => write!(f, "reason code {c}"),
         }
     }
@@ -696,6 +752,63 @@ impl<'de> Deserialize<'de> for AbortReason {
     }
 }
 
+/// Why a receiver stored a file under another name than the manifest's; a `u16`
+/// code on the wire, like [`RejectReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NameChange {
+    /// The name was not safe to use as it came (a directory part, a leading dot,
+    /// a character that is not allowed in a file name...): it was cleaned (code 1).
+    Sanitized,
+    /// A different file of that name was already there, and the receiver keeps
+    /// both: the new one got a free name such as `img (1).jpg` (code 2).
+    Renamed,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl NameChange {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            NameChange::Sanitized => 1,
+            NameChange::Renamed => 2,
+            NameChange::Other(c) => c,
+        }
+    }
+
+    /// The reason for a wire code.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => NameChange::Sanitized,
+            2 => NameChange::Renamed,
+            c => NameChange::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for NameChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameChange::Sanitized => f.write_str("the name was not safe as it came"),
+            NameChange::Renamed => f.write_str("a different file of that name exists"),
+            NameChange::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+impl Serialize for NameChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.code().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(NameChange::from_code)
+    }
+}
+
 /// The postcard shape of an ack payload (after the version byte).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum AckWire {
@@ -705,6 +818,7 @@ enum AckWire {
     Complete { sha256: [u8; 32] },
     Rejected { reason: RejectReason, detail: String },
     Queued { run: u32, position: u32 },
+    Stored { sha256: [u8; 32], name: String, change: NameChange, detail: String },
 }
 
 /// A receiver's report, published on `<prefix>/<id>/ack/<receiver>`.
@@ -765,6 +879,22 @@ pub enum Ack {
         /// Place in the receiver's queue, 1 for the head.
         position: u32,
     },
+    /// [`Ack::Complete`], with the file stored under another name than the
+    /// manifest's: what the sender should look for at the receiver, and why.
+    Stored {
+        /// The SHA-256 the receiver computed.
+        sha256: [u8; 32],
+        /// The name the file has at the receiver, relative to the directory it
+        /// receives this sender's files into: 1 to [`MAX_STORED_NAME_LEN`] bytes.
+        /// Untrusted: print it escaped.
+        name: String,
+        /// Why the name differs.
+        change: NameChange,
+        /// What was changed, for people ("leading dots removed"), or empty; at
+        /// most [`MAX_REJECT_DETAIL_LEN`] bytes, cut like a rejection's.
+        /// Untrusted: print it escaped.
+        detail: String,
+    },
 }
 
 impl Ack {
@@ -782,6 +912,12 @@ impl Ack {
                 AckWire::Rejected { reason: *reason, detail: cut_detail(detail).to_owned() }
             }
             Ack::Queued { run, position } => AckWire::Queued { run: *run, position: *position },
+            Ack::Stored { sha256, name, change, detail } => AckWire::Stored {
+                sha256: *sha256,
+                name: name.clone(),
+                change: *change,
+                detail: cut_detail(detail).to_owned(),
+            },
         };
         seal(&wire)
     }
@@ -804,6 +940,13 @@ impl Ack {
             }
             AckWire::Rejected { reason, detail } => Ack::Rejected { reason, detail },
             AckWire::Queued { run, position } => Ack::Queued { run, position },
+            AckWire::Stored { name, .. } if name.is_empty() || name.len() > MAX_STORED_NAME_LEN => {
+                return Err(DecodeError::BadStoredName(name.len()));
+            }
+            AckWire::Stored { detail, .. } if detail.len() > MAX_REJECT_DETAIL_LEN => {
+                return Err(DecodeError::BadDetail(detail.len()));
+            }
+            AckWire::Stored { sha256, name, change, detail } => Ack::Stored { sha256, name, change, detail },
         })
     }
 }
@@ -1012,6 +1155,10 @@ mod tests {
             Ack::Rejected { reason: RejectReason::Other(999), detail: "read-only file system".into() },
             Ack::Rejected { reason: RejectReason::QueueFull, detail: "é".repeat(MAX_REJECT_DETAIL_LEN / 2) },
             Ack::Queued { run: 1, position: 300 },
+            Ack::Stored { sha256: [3; 32], name: "a (1).jpg".into(), change: NameChange::Renamed, detail: "x".into() },
+            Ack::Stored {
+                sha256: [3; 32], name: "é".repeat(512), change: NameChange::Other(9), detail: String::new()
+            },
         ] {
             assert_eq!(Ack::decode(&ack.encode(), 8).unwrap(), ack);
         }
@@ -1113,6 +1260,40 @@ mod tests {
         over.truncate(over.len() - 1);
         over[3] = 0xc8;
         assert!(matches!(Ack::decode(&over, 1), Ok(Ack::Rejected { reason: RejectReason::Io, .. })));
+    }
+
+    /// A sender name is the receiver-id alphabet or empty, bounded; a stored name
+    /// is never empty and bounded, and its detail bounded like a rejection's.
+    #[test]
+    fn sender_and_stored_names_are_bounded() {
+        let m = manifest(10, 4);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap().sender, "");
+        let named = m.clone().with_sender("cam-7").unwrap();
+        assert_eq!(Manifest::decode(&named.encode()).unwrap(), named);
+        assert_eq!(named.id, m.id, "the sender is not part of the transfer id");
+        let longest = "a".repeat(MAX_SENDER_LEN);
+        assert!(m.clone().with_sender(&longest).is_ok());
+        for bad in ["Cam", "cam 7", "cam.7", "../x", "é"] {
+            assert_eq!(m.clone().with_sender(bad), Err(DecodeError::BadSender), "{bad:?}");
+            let mut lie = m.clone();
+            lie.sender = bad.into();
+            assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::BadSender), "{bad:?}");
+        }
+        assert_eq!(m.clone().with_sender(&format!("{longest}a")), Err(DecodeError::BadSender));
+
+        let stored =
+            |name: String| Ack::Stored { sha256: [0; 32], name, change: NameChange::Sanitized, detail: String::new() };
+        assert_eq!(Ack::decode(&stored(String::new()).encode(), 1), Err(DecodeError::BadStoredName(0)));
+        let over = "a".repeat(MAX_STORED_NAME_LEN + 1);
+        assert_eq!(Ack::decode(&stored(over).encode(), 1), Err(DecodeError::BadStoredName(MAX_STORED_NAME_LEN + 1)));
+        let long = Ack::Stored {
+            sha256: [0; 32],
+            name: "a".into(),
+            change: NameChange::Renamed,
+            detail: "é".repeat(MAX_REJECT_DETAIL_LEN),
+        };
+        let Ack::Stored { detail, .. } = Ack::decode(&long.encode(), 1).unwrap() else { panic!() };
+        assert_eq!(detail.len(), MAX_REJECT_DETAIL_LEN, "cut at a character boundary by the encoder");
     }
 
     #[test]

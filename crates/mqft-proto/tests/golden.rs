@@ -16,13 +16,13 @@ use mqft_proto::receiver::ResumeState;
 use mqft_proto::topic::{MAX_PREFIX_LEN, MAX_RECEIVER_ID_LEN};
 use mqft_proto::wire::{
     MAX_CHUNK_COUNT, MAX_CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_CONTENT_TYPE_LEN, MAX_CONTROL_LEN, MAX_MANIFEST_LEN,
-    MAX_NAME_DEPTH, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_TO, MAX_USER_ENTRIES, MAX_USER_KEY_LEN,
-    MAX_USER_VALUE_LEN,
+    MAX_NAME_DEPTH, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_SENDER_LEN, MAX_STORED_NAME_LEN, MAX_TO, MAX_USER_ENTRIES,
+    MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
 };
 use mqft_proto::{
-    transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Payload, Prefix, Qos, RangeSet, Receiver,
-    ReceiverConfig, ReceiverEvent, ReceiverId, RejectReason, Sender, SenderConfig, SenderEvent, Transmit, Wait,
-    PROTOCOL_VERSION,
+    transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, NameChange, Payload, Prefix, Qos, RangeSet,
+    Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, RejectReason, Sender, SenderConfig, SenderEvent, Transmit,
+    Wait, PROTOCOL_VERSION,
 };
 
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
@@ -40,8 +40,8 @@ const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b5
 const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
 const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
 
-const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d3200";
-const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
+const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d37";
+const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
 
 const CHUNK_0: &str = "03ac020000008289d1f70548656c6c6f";
 const CHUNK_1: &str = "03ac020101008f4edbb0052c206d7166";
@@ -56,6 +56,8 @@ const ACK_REJECTED: &str = "03040300";
 const ACK_REJECTED_UNKNOWN: &str = "0304e80700";
 const ACK_REJECTED_DETAIL: &str = "03040715726561642d6f6e6c792066696c652073797374656d";
 const ACK_QUEUED: &str = "0305ac0203";
+const ACK_STORED: &str =
+    "0306d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
 
 const CTL_END_ROUND: &str = "0300ac0203";
 const CTL_ABORT: &str = "0301ac0203";
@@ -78,6 +80,7 @@ const BLOCKS: &[(&str, &str)] = &[
     ("ack-rejected-unknown", ACK_REJECTED_UNKNOWN),
     ("ack-rejected-detail", ACK_REJECTED_DETAIL),
     ("ack-queued", ACK_QUEUED),
+    ("ack-stored", ACK_STORED),
     ("ctl-end-round", CTL_END_ROUND),
     ("ctl-abort", CTL_ABORT),
     ("ranges", RANGES),
@@ -101,9 +104,12 @@ fn meta() -> Meta {
     }
 }
 
-/// The manifest of the running example, with metadata.
+/// The sender name of the running example.
+const SENDER: &str = "cam-7";
+
+/// The manifest of the running example, with metadata and a sender name.
 fn manifest() -> Manifest {
-    Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), meta(), RUN).unwrap()
+    Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), meta(), RUN).unwrap().with_sender(SENDER).unwrap()
 }
 
 fn chunk_data(index: u32) -> &'static [u8] {
@@ -209,8 +215,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 99);
-    assert_in_doc("Whole payload (99 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 105);
+    assert_in_doc("Whole payload (105 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -255,6 +261,15 @@ fn ack_vectors() {
         (Ack::Rejected { reason: RejectReason::Other(1000), detail: String::new() }, ACK_REJECTED_UNKNOWN),
         (Ack::Rejected { reason: RejectReason::Io, detail: "read-only file system".into() }, ACK_REJECTED_DETAIL),
         (Ack::Queued { run: RUN, position: 3 }, ACK_QUEUED),
+        (
+            Ack::Stored {
+                sha256: sha(),
+                name: "hello (1).txt".into(),
+                change: NameChange::Renamed,
+                detail: String::new(),
+            },
+            ACK_STORED,
+        ),
     ];
     for (ack, hex) in vectors {
         assert_eq!(hex::encode(ack.encode()), hex, "{ack:?}");
@@ -269,6 +284,7 @@ fn ack_vectors() {
         (3, "Complete", ACK_COMPLETE),
         (4, "Rejected", ACK_REJECTED),
         (5, "Queued", ACK_QUEUED),
+        (6, "Stored", ACK_STORED),
     ] {
         assert_eq!(unhex(hex)[1], index);
         assert_in_doc(&format!("| {index} | `{name}` |"));
@@ -291,7 +307,7 @@ fn ctl_vectors() {
 
 #[test]
 fn reason_code_tables() {
-    for code in 1..=9 {
+    for code in 1..=11 {
         let reason = RejectReason::from_code(code);
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
@@ -300,6 +316,11 @@ fn reason_code_tables() {
         let reason = AbortReason::from_code(code);
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
+    }
+    for code in 1..=2 {
+        let change = NameChange::from_code(code);
+        assert_eq!(change.code(), code);
+        assert_in_doc(&format!("| {code} | `{change:?}` |"));
     }
     assert_eq!(RejectReason::from_code(1000), RejectReason::Other(1000));
     assert_eq!(AbortReason::from_code(0), AbortReason::Other(0));
@@ -351,9 +372,9 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
+const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000";
+const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
 /// Chunk 3 of a 3-chunk file.
 const PAST_END_CHUNK: &str = "03ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
@@ -376,7 +397,7 @@ fn rejected_payloads() {
         ("0300ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
         ("0301ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
         ("0302ac0203010102", Kind::Ack, DecodeError::Malformed),
-        ("0306", Kind::Ack, DecodeError::Malformed),
+        ("0307", Kind::Ack, DecodeError::Malformed),
         ("0300ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
         ("0300ac028300", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
@@ -437,6 +458,8 @@ fn limits_table_matches_the_constants() {
         ("MAX_REJECT_DETAIL_LEN", MAX_REJECT_DETAIL_LEN as u64),
         ("MAX_TO", MAX_TO as u64),
         ("MAX_NAME_DEPTH", MAX_NAME_DEPTH as u64),
+        ("MAX_SENDER_LEN", MAX_SENDER_LEN as u64),
+        ("MAX_STORED_NAME_LEN", MAX_STORED_NAME_LEN as u64),
     ] {
         assert_in_doc(&format!("| `{name}` | {value} "));
     }

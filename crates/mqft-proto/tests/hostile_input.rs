@@ -128,7 +128,7 @@ fn unhex(s: &str) -> Vec<u8> {
 fn fuzz_regressions() {
     // The reproducers were found under protocol version 1; the version byte is the
     // current one here (and in the corpus files), the rest as found (a manifest ends
-    // with an empty `to` since version 3).
+    // with an empty `to` and an empty sender since version 3).
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
     assert_eq!(Ctl::decode(&unhex("0300800000")), Err(DecodeError::NonMinimalVarint));
@@ -138,7 +138,7 @@ fn fuzz_regressions() {
     // spelled `87 00`.
     let overlong = unhex(concat!(
         "034b4082509ca7f647bcc0fffc182404a287000866757a7a2e62696ed804400a4effa5c024a3deae835cdc3ff9eb604d30",
-        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d01020000",
+        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d0102000000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
     let mut minimal = overlong.clone();

@@ -93,7 +93,9 @@ pub use config::{ChunkSize, Config, Credentials, MqttVersion, Tls};
 pub use error::{ConnectError, Error, ErrorKind, TransferFailure};
 pub use handle::Handle;
 pub use name::{sanitize_file_name, sanitize_path, NameError, SafeName, SafePath};
-pub use receive::{ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile};
+pub use receive::{
+    OnConflict, ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile, UNKNOWN_SENDER_DIR,
+};
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
 pub use tls::TlsVersion;
 pub use tokio_util::sync::CancellationToken;

@@ -5,18 +5,21 @@
 //! transfer it belongs to and decides on offers what needs no I/O (queued past
 //! `max_concurrent`, too large, bad or misplaced manifests, finished transfers asked
 //! about again, pending a check of the file). On an offer the endpoint lets through
-//! the engine decides the rest: refuse it (a bad name, a file of that name exists,
-//! not enough free space for it and the transfers already open), answer that the
-//! file is already here, or accept it. Every refusal comes
+//! the engine decides the rest: refuse it (a bad name, a different file of that name
+//! exists and the [`OnConflict`] policy says skip or fail, not enough free space for
+//! it and the transfers already open), answer that the file is already here (the
+//! same bytes under the name, or a numbered one, whatever transfer brought them),
+//! or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
 //! `.part` file in the state folder and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.
 //!
 //! # Files in the output directory, and the state folder
-//! The output directory `out` gets the received files and one state folder,
-//! `out/.mqft/` ([`ReceiveOptions::state_dir`] moves it elsewhere; see `store`
-//! for its layout and docs/ARCHITECTURE.md for its lifetime). For a transfer
-//! with id `id`:
+//! The output directory `out` gets the received files (with
+//! [`ReceiveOptions::per_sender`], in the sender's directory under it; a name
+//! with `/` in the directories it names) and one state folder, `out/.mqft/`
+//! ([`ReceiveOptions::state_dir`] moves it elsewhere; see `store` for its layout
+//! and docs/ARCHITECTURE.md for its lifetime). For a transfer with id `id`:
 //! - `part/<id>.part` in the state folder holds the bytes, each chunk written at
 //!   its offset;
 //! - `part/<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
@@ -25,24 +28,27 @@
 //!   every [`ReceiveOptions::checkpoint_chunks`] chunks, every
 //!   [`ReceiveOptions::checkpoint_interval`], and when the receive stops;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
-//!   (never over an existing file unless [`ReceiveOptions::overwrite`]), and the
-//!   directory fsynced. Only then is the sender told `Complete`. The transfer is
-//!   then a record in the state folder's `completed.log`, and its `.state` goes.
+//!   (never over an existing file unless [`OnConflict::Overwrite`]; with the default
+//!   [`OnConflict::Rename`], to the first free `out/<name> (n).<ext>`), and the
+//!   directory fsynced. Only then is the sender told `Complete`, or `Stored` with
+//!   the name when it is not the manifest's. The transfer is then a record in the
+//!   state folder's `completed.log` (under the path it got), and its `.state` goes.
 //!
-//! When the same transfer is offered again, after a restart or by a second send,
-//! a record of it next to a final file whose bytes still hash to the manifest's
-//! SHA-256 (and no `.part`) is answered `Complete` at once, without a byte sent;
-//! a fingerprint in the record spares the hash while the file is provably
-//! unchanged (see `store`). The same check stands behind every `Complete`
-//! answered from this process's memory of finished transfers. Records are
-//! forgotten after [`ReceiveOptions::forget_after`]; the files of transfers that
-//! stopped advancing are removed after [`ReceiveOptions::prune_after`] (at start
-//! and on an hourly tick, never for a transfer open here). A resume keeps only
-//! the chunks whose bytes in the `.part` still have the CRC32 they arrived with.
-//! A file of the same name that is not this transfer's is refused with
-//! [`RejectReason::Exists`] rather than renamed around: the sender learns at
-//! once, and nothing appears under a name nobody asked for. The files are
-//! created and reopened so that a symlink, hard link or FIFO planted at any of
+//! When the same bytes are offered again under a name, after a restart, by a
+//! second send, or with another chunk size or MQTT version, a file under that
+//! name or a numbered one whose bytes hash to the manifest's SHA-256 (and no
+//! `.part`) is answered `Complete` at once, without a byte sent; a fingerprint in
+//! the record spares the hash while the file is provably unchanged (see `store`).
+//! The same check stands behind every `Complete` answered from this process's
+//! memory of finished transfers. Records are forgotten after
+//! [`ReceiveOptions::forget_after`]; the files of transfers that stopped advancing
+//! are removed after [`ReceiveOptions::prune_after`] (at start and on an hourly
+//! tick, never for a transfer open here). A resume keeps only the chunks whose
+//! bytes in the `.part` still have the CRC32 they arrived with. A different file
+//! of the same name is kept beside (renamed around, the sender told the name),
+//! replaced, or the offer refused ([`RejectReason::Skipped`],
+//! [`RejectReason::Exists`]), as [`ReceiveOptions::on_conflict`] says. The files
+//! are created and reopened so that a symlink, hard link or FIFO planted at any of
 //! these names is never written through (see `store`).
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
@@ -74,11 +80,12 @@ use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
-use crate::name::sanitize_path;
+use crate::name::{sanitize_path, SafePath};
 use crate::proto::{
-    self, AbortReason, EndpointEvent, Manifest, Prefix, PrefixPattern, ReceiveFailure, ReceiverEndpoint, ReceiverEvent,
-    ReceiverId, RejectReason, Routed, TransferId,
+    self, AbortReason, EndpointEvent, Manifest, NameChange, Prefix, PrefixPattern, ReceiveFailure, ReceiverEndpoint,
+    ReceiverEvent, ReceiverId, RejectReason, Routed, StoredAs, TransferId,
 };
+pub use crate::store::OnConflict;
 use crate::store::{self, Paths, StateDir};
 use crate::writer::{Job, Writer, WriterEvent};
 use crate::{now, to_tokio, Error, TransferFailure};
@@ -114,9 +121,15 @@ pub struct ReceiveOptions {
     pub queue: usize,
     /// The most bytes of manifests the queue holds.
     pub queue_bytes: usize,
-    /// Replace an existing file of the same name. Without it such a file is
-    /// refused with [`RejectReason::Exists`] and never touched.
-    pub overwrite: bool,
+    /// What to do when a different file has the name an offered file would get
+    /// (the same bytes under that name are "already have", whatever policy): by
+    /// default keep both, the new one under a numbered name.
+    pub on_conflict: OnConflict,
+    /// Put each sender's files in a directory of its own, named after the
+    /// manifest's sender name ([`UNKNOWN_SENDER_DIR`] for an unnamed sender),
+    /// created on first use; a symlink or a file planted at that name makes the
+    /// offer fail, it is never followed.
+    pub per_sender: bool,
     /// Stop after the first file that arrives (or is found already here). A
     /// transfer that fails for good here (SHA-256 mismatch, local I/O error, its
     /// sender cancelled it) stops it too, and [`Handle::wait`] returns that error
@@ -154,7 +167,8 @@ impl Default for ReceiveOptions {
             queue: 256,
             // 256 manifests of up to 8 KiB would be 2 MiB; the common one is ~100 bytes.
             queue_bytes: 1 << 20,
-            overwrite: false,
+            on_conflict: OnConflict::default(),
+            per_sender: false,
             once: false,
             protocol: proto::ReceiverConfig::default(),
             checkpoint_chunks: 64,
@@ -165,6 +179,10 @@ impl Default for ReceiveOptions {
         }
     }
 }
+
+/// The directory of an unnamed sender's files with [`ReceiveOptions::per_sender`].
+/// A named sender could call itself that too: sender names are claims.
+pub const UNKNOWN_SENDER_DIR: &str = "_unknown";
 
 /// What a receive reports while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +206,8 @@ pub enum ReceiveEvent {
         name: String,
         /// Its size in bytes.
         size: u64,
+        /// The sender's name from the manifest (claimed, not proven), or empty.
+        sender: String,
     },
     /// Every transfer slot is taken: the offer waits in the queue at `position`
     /// (1 for the head), and the sender is told so.
@@ -198,6 +218,8 @@ pub enum ReceiveEvent {
         name: String,
         /// Place in the queue.
         position: u32,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// The offer is refused; the sender is told why.
     Rejected {
@@ -207,6 +229,8 @@ pub enum ReceiveEvent {
         name: String,
         /// Why.
         reason: RejectReason,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// The offer is accepted; chunks go to a partial file in the state folder.
     Accepted {
@@ -218,6 +242,8 @@ pub enum ReceiveEvent {
         size: u64,
         /// Bytes already held from an earlier attempt.
         resumed_bytes: u64,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// More of a file is in.
     Progress {
@@ -240,6 +266,11 @@ pub enum ReceiveEvent {
         size: u64,
         /// Its SHA-256, as the manifest named it and the received bytes matched.
         sha256: [u8; 32],
+        /// The sender's name from the manifest, or empty.
+        sender: String,
+        /// Why `path` has another name than the manifest's (which the sender is
+        /// told), or `None`.
+        change: Option<NameChange>,
     },
     /// A file offered again is already here, complete; the sender is told so.
     AlreadyComplete {
@@ -251,6 +282,11 @@ pub enum ReceiveEvent {
         size: u64,
         /// Its SHA-256, which the file on disk was found to have.
         sha256: [u8; 32],
+        /// The sender's name from the manifest, or empty.
+        sender: String,
+        /// Why `path` has another name than the manifest's (which the sender is
+        /// told), or `None`.
+        change: Option<NameChange>,
     },
     /// An accepted transfer failed. Unless the bytes were bad, its partial file and
     /// state stay for a resume when the sender tries again.
@@ -596,23 +632,24 @@ impl Engine {
             Some(Routed::CheckHistory(m)) => {
                 // Remembering that the file was received proves nothing about the
                 // disk now: the endpoint answers `Complete` only once it is checked.
-                let still = self.still_complete(&m).await;
+                let found = self.still_complete(&m).await;
                 // A manifest offered again is news ("already have"); an end of round
                 // that asks again after a lost Complete is not.
-                if still && topic.ends_with("/manifest") {
+                if let Some((path, stored)) = found.as_ref().filter(|_| topic.ends_with("/manifest")) {
                     // Said, as for an offer answered from the marker on disk: a hook
                     // or log that watches for "already have" sees every one.
-                    if let Ok(name) = sanitize_path(&m.name) {
-                        info!(id = %m.id, "offered again: already complete");
-                        self.events.emit(ReceiveEvent::AlreadyComplete {
-                            transfer: m.id,
-                            path: name.in_dir(&self.dir),
-                            size: m.size,
-                            sha256: m.sha256,
-                        });
-                    }
+                    info!(id = %m.id, "offered again: already complete");
+                    self.events.emit(ReceiveEvent::AlreadyComplete {
+                        transfer: m.id,
+                        path: path.clone(),
+                        size: m.size,
+                        sha256: m.sha256,
+                        sender: m.sender.clone(),
+                        change: stored.as_ref().map(|s| s.change),
+                    });
                 }
-                let next = self.endpoint.history_checked(m, still);
+                let stored = found.as_ref().and_then(|(_, s)| s.clone());
+                let next = self.endpoint.history_checked_as(m, found.is_some(), stored.as_ref());
                 self.drain_endpoint();
                 if let Some(Routed::Offer(m)) = next {
                     self.offer(m).await;
@@ -635,17 +672,17 @@ impl Engine {
         }
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
-                EndpointEvent::Offered { id, name, size } => {
-                    info!(%id, name = %crate::name::escape(&name), size, "offered");
-                    self.events.emit(ReceiveEvent::Offered { transfer: id, name, size });
+                EndpointEvent::Offered { id, name, size, sender } => {
+                    info!(%id, name = %crate::name::escape(&name), size, sender, "offered");
+                    self.events.emit(ReceiveEvent::Offered { transfer: id, name, size, sender });
                 }
-                EndpointEvent::Queued { id, name, position } => {
+                EndpointEvent::Queued { id, name, position, sender } => {
                     info!(%id, name = %crate::name::escape(&name), position, "queued");
-                    self.events.emit(ReceiveEvent::Queued { transfer: id, name, position });
+                    self.events.emit(ReceiveEvent::Queued { transfer: id, name, position, sender });
                 }
-                EndpointEvent::Refused { id, name, reason, detail } => {
+                EndpointEvent::Refused { id, name, reason, detail, sender } => {
                     info!(%id, name = %crate::name::escape(&name), %reason, detail, "rejected");
-                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason });
+                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason, sender });
                 }
                 EndpointEvent::Withdrawn { id } => info!(%id, "queued offer withdrawn by its sender"),
                 // At -v: the first thing to look at when a receiver "ignores" a sender.
@@ -678,15 +715,24 @@ impl Engine {
             Ok(n) => n,
             Err(e) => {
                 debug!(%id, name = %crate::name::escape(&m.name), error = %e, "bad name");
-                return self.reject(&m, RejectReason::BadName);
+                // The sender is told what was wrong with it ("reserved on windows").
+                return self.reject_with(&m, RejectReason::BadName, e.to_string());
             }
         };
-        if self.transfers.values().any(|t| t.paths.final_path == name.in_dir(&self.dir)) {
-            // Another transfer is writing a file of that name right now.
+        let dir = match self.files_dir(&m, true).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!(%id, sender = m.sender, error = %e, "cannot use the sender's directory");
+                return self.reject_io(&m, &e);
+            }
+        };
+        let conflict = self.opts.on_conflict;
+        // Another transfer is writing a file of that name right now: unless the
+        // new one will take a free name of its own, it waits.
+        if conflict != OnConflict::Rename && self.transfers.values().any(|t| t.paths.final_path == name.in_dir(&dir)) {
             return self.reject(&m, RejectReason::Busy);
         }
-        let paths = Paths::new(&self.state, &self.dir, &name, &id);
-        let overwrite = self.opts.overwrite;
+        let paths = Paths::new(&self.state, &dir, &name, &id);
         // What the transfers already open still have to write: the disk must hold
         // theirs and this one's.
         let reserved = self
@@ -701,13 +747,20 @@ impl Engine {
                 // A symlink planted at a directory of the path: refused now, not
                 // after the whole file came, and nothing read through it.
                 store::check_parent_dirs(&paths)?;
-                if store::already_complete(&paths, &m)? {
-                    return Ok(Decision::AlreadyComplete);
+                // The same bytes under this name or a numbered one, whatever
+                // transfer brought them: already here.
+                if let Some(found) = store::find_identical(&paths, &m)? {
+                    return Ok(Decision::AlreadyComplete(found));
                 }
                 // Anything at the final name, a symlink or a dangling one included,
                 // is someone else's.
-                if !overwrite && std::fs::symlink_metadata(&paths.final_path).is_ok() {
-                    return Ok(Decision::Exists);
+                if std::fs::symlink_metadata(&paths.final_path).is_ok() {
+                    match conflict {
+                        OnConflict::Fail => return Ok(Decision::Exists(RejectReason::Exists)),
+                        OnConflict::Skip => return Ok(Decision::Exists(RejectReason::Skipped)),
+                        // Replaced, or kept beside, when the file is in.
+                        _ => {}
+                    }
                 }
                 // Before anything is created: a file that cannot fit is refused as
                 // DiskFull rather than failing half way.
@@ -718,19 +771,26 @@ impl Engine {
             .await
         };
         let (file, saved) = match decision {
-            Ok(Decision::AlreadyComplete) => {
-                info!(%id, path = %paths.final_path.display(), "already complete");
-                self.endpoint.already_complete(m.clone());
+            Ok(Decision::AlreadyComplete(found)) => {
+                let path = found.in_dir(&dir);
+                info!(%id, path = %path.display(), "already complete");
+                let stored = stored_as(&m, &name, &found);
+                match &stored {
+                    Some(s) => self.endpoint.already_stored(m.clone(), s),
+                    None => self.endpoint.already_complete(m.clone()),
+                }
                 self.drain_endpoint();
                 self.events.emit(ReceiveEvent::AlreadyComplete {
                     transfer: id,
-                    path: paths.final_path.clone(),
+                    path: path.clone(),
                     size: m.size,
                     sha256: m.sha256,
+                    sender: m.sender.clone(),
+                    change: stored.map(|s| s.change),
                 });
                 self.report.files.push(ReceivedFile {
                     transfer: id,
-                    path: paths.final_path,
+                    path,
                     size: m.size,
                     resumed_bytes: m.size,
                     read_back_bytes: 0,
@@ -742,7 +802,7 @@ impl Engine {
                 }
                 return;
             }
-            Ok(Decision::Exists) => return self.reject(&m, RejectReason::Exists),
+            Ok(Decision::Exists(reason)) => return self.reject(&m, reason),
             Ok(Decision::Open(file, saved)) => (file, saved.map(|s| *s)),
             Err(e) => {
                 warn!(%id, path = %paths.part.display(), error = %e, "cannot open the partial file");
@@ -786,6 +846,7 @@ impl Engine {
             path: paths.final_path.clone(),
             size: m.size,
             resumed_bytes,
+            sender: m.sender.clone(),
         });
         self.endpoint.accept(id);
         self.transfers.insert(
@@ -885,22 +946,45 @@ impl Engine {
     }
 
     /// A verified file has its final name (or could not get it).
-    async fn on_finalized(&mut self, id: TransferId, result: io::Result<()>) {
+    async fn on_finalized(&mut self, id: TransferId, result: io::Result<PathBuf>) {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
-        if let Err(e) = result {
-            warn!(%id, error = %e, "cannot give the file its name");
-            t.rx.fail_with(reject_reason(&e), local::os_reason(&e), now());
-            t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
-            return self.after_input(id).await;
-        }
-        t.rx.finalized(now());
+        let path = match result {
+            Ok(path) => path,
+            Err(e) => {
+                warn!(%id, error = %e, "cannot give the file its name");
+                // A file of that name arrived while this one was on its way.
+                let reason = match reject_reason(&e) {
+                    RejectReason::Exists if self.opts.on_conflict == OnConflict::Skip => RejectReason::Skipped,
+                    r => r,
+                };
+                t.rx.fail_with(reason, local::os_reason(&e), now());
+                t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
+                return self.after_input(id).await;
+            }
+        };
+        let manifest = t.rx.manifest().clone();
+        // The path taken, relative to the transfer's directory.
+        let got = path.strip_prefix(&t.paths.dir).ok().and_then(|p| p.to_str()).and_then(|p| sanitize_path(p).ok());
+        let stored = match (sanitize_path(&manifest.name), got) {
+            (Ok(name), Some(got)) => stored_as(&manifest, &name, &got),
+            _ => None,
+        };
+        let change = stored.as_ref().map(|s| s.change);
+        t.rx.finalized_as(stored, now());
         t.ended = true;
         self.endpoint.ended(&id);
         t.unsaved_since = None;
-        let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
-        info!(%id, path = %path.display(), size, "received");
+        let size = manifest.size;
+        info!(%id, path = %path.display(), size, sender = manifest.sender, "received");
         let sha256 = manifest.sha256;
-        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size, sha256 });
+        self.events.emit(ReceiveEvent::Completed {
+            transfer: id,
+            path: path.clone(),
+            size,
+            sha256,
+            sender: manifest.sender.clone(),
+            change,
+        });
         self.report.files.push(ReceivedFile {
             transfer: id,
             path,
@@ -952,7 +1036,7 @@ impl Engine {
                     t.unsaved_since = None;
                     let job = Job::Finalize {
                         complete: t.rx.snapshot(),
-                        overwrite: self.opts.overwrite,
+                        conflict: self.opts.on_conflict,
                         modified_ms: t.rx.manifest().meta.modified_ms,
                     };
                     t.writer.send(job).await;
@@ -1046,28 +1130,59 @@ impl Engine {
         self.drain_endpoint();
     }
 
-    /// True when the file of a transfer completed earlier is still there, with
-    /// the bytes the manifest names ([`store::already_complete`], off the
-    /// engine's thread): remembering that it was received proves nothing about
-    /// the disk now.
-    async fn still_complete(&self, m: &Manifest) -> bool {
-        let Ok(name) = sanitize_path(&m.name) else { return false };
-        let (id, paths, m) = (m.id, Paths::new(&self.state, &self.dir, &name, &m.id), m.clone());
-        let check = move || store::check_parent_dirs(&paths).and_then(|()| store::already_complete(&paths, &m));
+    /// Where the file of a transfer completed earlier still is, with the bytes
+    /// the manifest names ([`store::find_identical`], off the engine's thread),
+    /// and what the sender is told when its name differs from the manifest's:
+    /// remembering that it was received proves nothing about the disk now.
+    async fn still_complete(&self, m: &Manifest) -> Option<(PathBuf, Option<StoredAs>)> {
+        let name = sanitize_path(&m.name).ok()?;
+        let dir = self.files_dir(m, false).await.ok()?;
+        let (id, paths, m2) = (m.id, Paths::new(&self.state, &dir, &name, &m.id), m.clone());
+        let check = move || store::check_parent_dirs(&paths).and_then(|()| store::find_identical(&paths, &m2));
         match blocking(check).await {
-            Ok(complete) => complete,
+            Ok(found) => found.map(|f| (f.in_dir(&dir), stored_as(m, &name, &f))),
             Err(e) => {
                 debug!(%id, error = %e, "cannot check a completed file");
-                false
+                None
             }
         }
     }
+
+    /// The directory `m`'s file goes to: the output directory, or with
+    /// [`ReceiveOptions::per_sender`] the sender's own under it, created if
+    /// `create` ([`local::sender_dir`]).
+    async fn files_dir(&self, m: &Manifest, create: bool) -> io::Result<PathBuf> {
+        if !self.opts.per_sender {
+            return Ok(self.dir.clone());
+        }
+        let (root, sender) = (self.dir.clone(), m.sender.clone());
+        blocking(move || local::sender_dir(&root, &sender, create)).await
+    }
+}
+
+/// What the sender of `m` is told when its file, `safe` once its name was
+/// cleaned, went under the name `stored`: `None` when that is the manifest's name.
+fn stored_as(m: &Manifest, safe: &SafePath, stored: &SafePath) -> Option<StoredAs> {
+    if stored.as_str() == m.name {
+        return None;
+    }
+    let cleaned = crate::name::changes(&m.name, safe.as_str());
+    let (change, detail) = if stored == safe {
+        (NameChange::Sanitized, cleaned)
+    } else if cleaned.is_empty() {
+        (NameChange::Renamed, format!("a different {safe} was there"))
+    } else {
+        (NameChange::Renamed, format!("{cleaned}; a different {safe} was there"))
+    };
+    Some(StoredAs { name: stored.to_string(), change, detail })
 }
 
 /// What to do with an offer, as found on disk.
 enum Decision {
-    AlreadyComplete,
-    Exists,
+    /// Under this name (the offered one or a numbered one).
+    AlreadyComplete(SafePath),
+    /// Refused as [`RejectReason::Exists`] or [`RejectReason::Skipped`].
+    Exists(RejectReason),
     Open(File, Option<Box<proto::ResumeState>>),
 }
 

@@ -75,6 +75,10 @@ pub struct SendOptions {
     /// the window. The default, 64 MiB, is the 256 chunks of 256 KiB that the
     /// window sweep in docs/PERFORMANCE.md found fastest.
     pub window_bytes: u64,
+    /// The sender name every manifest carries ([`Manifest::sender`]): `[0-9a-z_-]`,
+    /// at most [`proto::wire::MAX_SENDER_LEN`] bytes, or empty (the default) for
+    /// an unnamed sender. Receivers show it, and may file by it.
+    pub from: String,
 }
 
 impl Default for SendOptions {
@@ -85,6 +89,7 @@ impl Default for SendOptions {
             concurrency: 8,
             compress: proto::wire::Compression::None,
             window_bytes: DEFAULT_WINDOW_BYTES,
+            from: String::new(),
         }
     }
 }
@@ -214,6 +219,22 @@ pub enum SendEvent {
         transfer: TransferId,
         /// Who.
         receiver: ReceiverId,
+    },
+    /// A receiver stored the file under another name than the one sent (a
+    /// [`SendEvent::ReceiverComplete`] follows).
+    StoredAs {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// The name the receiver gave it (untrusted: print it escaped).
+        name: String,
+        /// Why.
+        change: proto::NameChange,
+        /// What the receiver changed, for people, or empty (untrusted).
+        detail: String,
     },
     /// A receiver refused the file, gave up, or stopped answering.
     ReceiverFailed {
@@ -636,7 +657,9 @@ impl Engine {
             proto::Wait::Ids(ids) => ids.iter().cloned().collect(),
             _ => Vec::new(),
         };
-        let made = Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random()).and_then(|m| m.with_to(to));
+        let made = Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random())
+            .and_then(|m| m.with_to(to))
+            .and_then(|m| m.with_sender(&self.opts.from));
         let manifest = match made {
             Ok(m) => m,
             Err(e) => {
@@ -657,7 +680,8 @@ impl Engine {
         // ordered queue.
         self.conn.out.subscribe(ack_filter.clone());
         let path = self.jobs[p.idx].path.clone();
-        info!(path = %path.display(), id = %manifest.id, size = manifest.size, chunk_size = manifest.chunk_size, "sending");
+        let (size, chunk_size, from) = (manifest.size, manifest.chunk_size, &manifest.sender);
+        info!(path = %path.display(), id = %manifest.id, size, chunk_size, from, "sending");
         self.events.emit(SendEvent::Started {
             path,
             transfer: manifest.id,
@@ -799,6 +823,7 @@ impl Engine {
         });
         let manifest = self.chunk_size_for(old.size).and_then(|chunk_size| {
             Manifest::new(old.name.clone(), old.size, chunk_size, old.sha256, old.meta.clone(), rand::random())
+                .and_then(|m| m.with_sender(&old.sender))
                 .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))
         });
         let manifest = match manifest {
@@ -918,6 +943,16 @@ impl Engine {
                     }
                     SenderEvent::ReceiverFailed { receiver, reason } => {
                         SendEvent::ReceiverFailed { path, transfer, receiver, reason }
+                    }
+                    SenderEvent::StoredAs { receiver, name, change, detail } => {
+                        info!(
+                            path = %path.display(),
+                            %receiver,
+                            stored_as = %crate::name::escape(&name),
+                            %change,
+                            "stored under another name"
+                        );
+                        SendEvent::StoredAs { path, transfer, receiver, name, change, detail }
                     }
                     SenderEvent::Queued { receiver, position } => {
                         SendEvent::Queued { path, transfer, receiver, position }

@@ -52,8 +52,22 @@
 //!   forever), from a regular file with a single link, at most [`MAX_STATE_BYTES`];
 //! - before the final link or rename it checks that the `.part` name still holds
 //!   the file it wrote, and only that name;
-//! - the final name is taken with a no-clobber hard link (or, with `overwrite`, a
-//!   rename, which replaces a link rather than following it).
+//! - the final name is taken with a no-clobber hard link (or, with
+//!   [`OnConflict::Overwrite`], a rename, which replaces a link rather than
+//!   following it); with [`OnConflict::Rename`] a name that is taken makes the
+//!   link try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
+//!   two transfers racing for one name never both get it.
+//!
+//! # The same file again
+//! A file offered again may have been sent with another chunk size, MQTT version
+//! or sender, so another transfer id: [`find_identical`] looks at the files
+//! themselves. Under the final name and its numbered variants (up to the first
+//! free one), a file whose marker says it is this transfer's is checked as
+//! above; any other regular file of the right size is hashed, and if its bytes
+//! are the manifest's, a marker for this transfer is written next to it (with a
+//! fingerprint), so the next offer of this transfer need not hash it again. At
+//! most [`MAX_HASHED_CANDIDATES`] files are hashed for one offer, so that a name
+//! reused for ever (a camera's `img.jpg`) does not cost a hash of every copy.
 //!
 //! Every function here blocks; the engine calls them through `spawn_blocking`.
 
@@ -236,6 +250,35 @@ fn same_fs(a: &Path, b: &Path) -> io::Result<bool> {
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
+
+/// What a receiver does with a file whose name is taken by a different file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Keep both: the new file gets the first free name of `name (1).ext`,
+    /// `name (2).ext`, ... (up to `name (999).ext`). Never destroys or loses a file.
+    #[default]
+    Rename,
+    /// Replace the file that is there.
+    Overwrite,
+    /// Keep the file that is there and refuse the new one
+    /// ([`RejectReason::Skipped`](crate::proto::RejectReason::Skipped)).
+    Skip,
+    /// Refuse the new one as a conflict
+    /// ([`RejectReason::Exists`](crate::proto::RejectReason::Exists)).
+    Fail,
+}
+
+/// The most numbered names tried for one file: past `name (999).ext` the
+/// transfer fails as existing rather than trying names for ever.
+pub const MAX_RENAMES: u32 = 999;
+
+/// The most files [`find_identical`] hashes for one offer: files of the offered
+/// size under the name and its numbered variants that no marker vouches for. A
+/// camera that sends `img.jpg` of one size again and again would otherwise have
+/// every earlier copy hashed at every offer; past the cap a copy of the same
+/// bytes may be kept once more (under a numbered name), never lost.
+pub const MAX_HASHED_CANDIDATES: u32 = 4;
 
 /// The paths of one transfer's files.
 #[derive(Debug, Clone)]
@@ -693,18 +736,20 @@ fn check_still_ours(file: &File, paths: &Paths) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives a verified file its final name: fsync, complete state, rename
-/// (no-clobber unless `overwrite`), directory fsync, a record in the completed
-/// store, and the state removed. The state goes first so that a crash between
-/// it and the rename resumes as "verified, not yet renamed" (or, if the crash
-/// lost the state's bytes, starts that transfer over: never a wrong file).
+/// Gives a verified file its final name: fsync, complete state, the name taken
+/// (no-clobber unless [`OnConflict::Overwrite`]; with [`OnConflict::Rename`] the
+/// first free of `name`, `name (1).ext`, ...), directory fsync, a record in the
+/// completed store under the path taken, and the state removed. Returns the path
+/// taken. The state goes first so that a crash between it and the rename resumes
+/// as "verified, not yet renamed" (or, if the crash lost the state's bytes,
+/// starts that transfer over: never a wrong file).
 pub(crate) fn finalize(
     file: &File,
     paths: &Paths,
     complete: &ResumeState,
-    overwrite: bool,
+    conflict: OnConflict,
     modified_ms: Option<i64>,
-) -> io::Result<()> {
+) -> io::Result<PathBuf> {
     check_still_ours(file, paths)?;
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
@@ -722,34 +767,13 @@ pub(crate) fn finalize(
     // refused as existing rather than answered complete). One fsync fewer per
     // file is a third of the cost of receiving many small ones.
     write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
-    if paths.rel.components().nth(1).is_some() {
-        place_nested(paths, overwrite)?;
-    } else {
-        if overwrite {
-            fs::rename(&paths.part, &paths.final_path)?;
-        } else {
-            // A hard link fails if the name exists (even as a dangling symlink),
-            // atomically; some file systems (FAT) have no links, so fall back to
-            // check-then-rename there.
-            match fs::hard_link(&paths.part, &paths.final_path) {
-                Ok(()) => fs::remove_file(&paths.part)?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-                Err(_) => {
-                    if fs::symlink_metadata(&paths.final_path).is_ok() {
-                        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
-                    }
-                    fs::rename(&paths.part, &paths.final_path)?;
-                }
-            }
-        }
-        File::open(&paths.dir)?.sync_all()?;
-    }
+    let taken = place(paths, conflict)?;
     // No fingerprint yet: the link and unlink above changed the file's ctime,
     // and one taken right after them proves nothing (see `Fingerprint::proves`).
     // The first offer of the transfer again hashes the file and records one.
     // The record is not fsynced either: losing it costs what losing the marker
     // did before, a refusal as existing, never a wrong `Complete`.
-    let key = paths.key(&complete.manifest.id);
+    let key = paths.store.key(&complete.manifest.id, &taken);
     let entry = Entry {
         id: complete.manifest.id,
         path: key.1,
@@ -761,10 +785,12 @@ pub(crate) fn finalize(
     match paths.store.completed().put(entry) {
         // Recorded: the state folder keeps nothing per completed transfer.
         Ok(()) => remove_if_exists(&paths.state)?,
-        // The file is in place and verified: the marker stays, and stands in.
+        // The file is in place and verified: the marker stays, and stands in
+        // (for the manifest's own name; under a numbered name the next offer
+        // hashes the file to find it).
         Err(e) => tracing::warn!(root = %paths.store.root.display(), error = %e, "cannot record a completed transfer"),
     }
-    Ok(())
+    Ok(taken)
 }
 
 /// Opens (creating what is missing) the directories of `rel` under `root`, one
@@ -818,29 +844,123 @@ fn walk_parent_dirs(root: &Path, rel: &SafePath, create: bool) -> io::Result<(st
     Ok((cur, (*leaf).to_owned()))
 }
 
-/// The last step of [`finalize`] for a file in a subdirectory: the `.part` (in the
-/// output root) gets its name through the directory descriptor that
-/// [`open_parent_dirs`] walked to, so no symlink on the way is followed.
-fn place_nested(paths: &Paths, overwrite: bool) -> io::Result<()> {
-    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+/// The step of [`finalize`] that gives the `.part` (in the state folder) its
+/// name, through the directory descriptor that [`open_parent_dirs`] walked to,
+/// so that no symlink on the way is followed; returns the path taken.
+fn place(paths: &Paths, conflict: OnConflict) -> io::Result<PathBuf> {
+    use rustix::fs::{renameat, CWD};
     let (dir, leaf) = open_parent_dirs(&paths.dir, &paths.rel)?;
-    if overwrite {
-        renameat(CWD, &paths.part, &dir, leaf.as_str())?;
-    } else {
-        match linkat(CWD, &paths.part, &dir, leaf.as_str(), AtFlags::empty()) {
-            Ok(()) => fs::remove_file(&paths.part)?,
-            Err(rustix::io::Errno::EXIST) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
-            Err(_) => {
-                // No links on this file system: check, then rename.
-                if statat(&dir, leaf.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+    let taken = match conflict {
+        OnConflict::Overwrite => {
+            renameat(CWD, &paths.part, &dir, leaf.as_str())?;
+            paths.final_path.clone()
+        }
+        OnConflict::Skip | OnConflict::Fail => {
+            link_no_clobber(&paths.part, &dir, &leaf)?;
+            paths.final_path.clone()
+        }
+        OnConflict::Rename => {
+            let name = crate::name::sanitize_file_name(&leaf).map_err(io::Error::other)?;
+            let mut taken = None;
+            for n in 0..=MAX_RENAMES {
+                let candidate = if n == 0 { name.clone() } else { crate::name::numbered(&name, n) };
+                match link_no_clobber(&paths.part, &dir, candidate.as_str()) {
+                    Ok(()) => {
+                        taken = Some(candidate);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
                 }
-                renameat(CWD, &paths.part, &dir, leaf.as_str())?;
             }
+            let Some(candidate) = taken else {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "every numbered name is taken"));
+            };
+            paths.final_path.with_file_name(candidate.as_str())
+        }
+    };
+    rustix::fs::fsync(&dir)?;
+    if paths.rel.components().nth(1).is_some() {
+        // Directories the walk created: their entries in the root.
+        File::open(&paths.dir)?.sync_all()?;
+    }
+    Ok(taken)
+}
+
+/// Moves `part` to `leaf` in `dir` unless something is there, atomically: a
+/// hard link fails if the name exists (even as a dangling symlink). Some file
+/// systems (FAT) have no links, so fall back to check-then-rename there.
+fn link_no_clobber(part: &Path, dir: &std::os::fd::OwnedFd, leaf: &str) -> io::Result<()> {
+    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+    match linkat(CWD, part, dir, leaf, AtFlags::empty()) {
+        Ok(()) => fs::remove_file(part),
+        Err(rustix::io::Errno::EXIST) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
+        Err(_) => {
+            if statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+            }
+            Ok(renameat(CWD, part, dir, leaf)?)
         }
     }
-    rustix::fs::fsync(&dir)?;
-    File::open(&paths.dir)?.sync_all()
+}
+
+/// Where a file with the bytes of `manifest` already is, under the final path of
+/// `paths` or one of its numbered variants (`name (1).ext`, ... up to the first
+/// name that is free): a file this transfer delivered ([`already_complete`]), or
+/// any regular file of the manifest's size whose SHA-256 is the manifest's,
+/// whatever transfer (chunk size, sender, MQTT version) brought it (at most
+/// [`MAX_HASHED_CANDIDATES`] of them hashed). Such a file is recorded in the
+/// completed store for this transfer, with a fingerprint, so that the next offer
+/// of it is answered without a hash. Returns the path relative to `paths.dir`.
+/// Never follows a symlink.
+pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<Option<SafePath>> {
+    let mut hashed = 0;
+    for n in 0..=MAX_RENAMES {
+        let rel = if n == 0 { paths.rel.clone() } else { crate::name::numbered_path(&paths.rel, n) };
+        let candidate = Paths::new(&paths.store, &paths.dir, &rel, &manifest.id);
+        if already_complete(&candidate, manifest)? {
+            return Ok(Some(rel));
+        }
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+            .open(&candidate.final_path);
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // A symlink or something unreadable holds the name: not this file,
+            // but the numbered names after it may be.
+            Err(_) => continue,
+        };
+        let before = Fingerprint::take(&f)?;
+        let m = f.metadata()?;
+        if !m.is_file() || m.len() != manifest.size || hashed >= MAX_HASHED_CANDIDATES {
+            continue;
+        }
+        hashed += 1;
+        if sha256_of(&f)? != manifest.sha256 {
+            continue;
+        }
+        // A part of this transfer is a resume that is no longer needed.
+        let _ = fs::remove_file(&paths.part);
+        let _ = fs::remove_file(&paths.state);
+        let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
+        let key = candidate.key(&manifest.id);
+        let entry = Entry {
+            id: manifest.id,
+            path: key.1,
+            size: manifest.size,
+            sha256: manifest.sha256,
+            verified: unchanged.then_some(before),
+            at: unix_now(),
+        };
+        // Best effort: without it the next offer hashes again.
+        if let Err(e) = paths.store.completed().put(entry) {
+            tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a found file");
+        }
+        return Ok(Some(rel));
+    }
+    Ok(None)
 }
 
 /// Removes a transfer's partial file and state: after a hash mismatch, the bytes
@@ -922,7 +1042,7 @@ mod tests {
         let paths = Paths::new(&state, out.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
-        finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), OnConflict::Fail, None).unwrap();
         let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["photo.jpg"]);
         assert!(already_complete(&paths, &m).unwrap());
@@ -1033,7 +1153,7 @@ mod tests {
         fs::write(&paths.final_path, b"old").unwrap();
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, b"new!").unwrap();
-        let e = finalize(&f, &paths, &complete, false, None).unwrap_err();
+        let e = finalize(&f, &paths, &complete, OnConflict::Fail, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
         // The verified state is kept for a later try, but is no completion marker
@@ -1041,13 +1161,60 @@ mod tests {
         fs::write(&paths.final_path, b"old!").unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
 
-        finalize(&f, &paths, &complete, true, Some(1_000_000)).unwrap();
+        finalize(&f, &paths, &complete, OnConflict::Overwrite, Some(1_000_000)).unwrap();
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"new!");
         assert!(!paths.part.exists());
         assert!(already_complete(&paths, &m).unwrap());
         // A final file of another size is not this transfer's.
         fs::write(&paths.final_path, b"changed").unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
+    }
+
+    #[test]
+    fn rename_takes_the_first_free_numbered_name_and_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest_of(b"new!");
+        let paths = paths_in(dir.path(), &m);
+        let name = sanitize_file_name(&m.name).unwrap();
+        fs::write(&paths.final_path, b"old").unwrap();
+        fs::write(crate::name::numbered(&name, 1).in_dir(dir.path()), b"old 1").unwrap();
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, b"new!").unwrap();
+        let got = finalize(&f, &paths, &complete_of(&m, b"new!"), OnConflict::Rename, None).unwrap();
+        let second: SafePath = crate::name::numbered(&name, 2).into();
+        assert_eq!(got, second.in_dir(dir.path()));
+        assert_eq!(fs::read(&got).unwrap(), b"new!");
+        assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
+        assert!(!paths.part.exists() && !paths.state.exists());
+        // Found again, by its record, under the numbered name.
+        assert!(already_complete(&Paths::new(&paths.store, dir.path(), &second, &m.id), &m).unwrap());
+        assert_eq!(find_identical(&paths, &m).unwrap(), Some(second));
+    }
+
+    #[test]
+    fn the_same_bytes_from_another_transfer_are_found_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"0123456789abcdefghij";
+        let m = manifest_of(data);
+        let name = sanitize_file_name(&m.name).unwrap();
+        let paths = paths_in(dir.path(), &m);
+        assert_eq!(find_identical(&paths, &m).unwrap(), None);
+        fs::write(name.in_dir(dir.path()), b"other bytes, same size").unwrap();
+        // The same bytes, put there by hand (or by a transfer of other chunks).
+        fs::write(crate::name::numbered(&name, 1).in_dir(dir.path()), data).unwrap();
+        let other_chunks = Manifest::new(m.name.clone(), m.size, 3, m.sha256, Meta::default(), 1).unwrap();
+        assert_ne!(other_chunks.id, m.id);
+        let other = Paths::new(&paths.store, dir.path(), &name.clone().into(), &other_chunks.id);
+        let first: SafePath = crate::name::numbered(&name, 1).into();
+        assert_eq!(find_identical(&other, &other_chunks).unwrap(), Some(first.clone()));
+        // Recorded for that transfer: the next offer is answered from the record.
+        let marked = Paths::new(&paths.store, dir.path(), &first, &other_chunks.id);
+        assert_eq!(recorded(&marked, &other_chunks).sha256, m.sha256);
+        assert!(already_complete(&marked, &other_chunks).unwrap());
+        // A symlink to the same bytes is not followed.
+        let link_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(first.in_dir(dir.path()), name.in_dir(link_dir.path())).unwrap();
+        assert_eq!(find_identical(&paths_in(link_dir.path(), &m), &m).unwrap(), None);
     }
 
     /// The completed store's record of `m` at its final path.
@@ -1062,7 +1229,7 @@ mod tests {
         let paths = paths_in(dir.path(), &m);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
-        finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), OnConflict::Fail, None).unwrap();
         (dir, m, paths)
     }
 
@@ -1305,13 +1472,13 @@ mod tests {
         // Another name for the file, which could change it after it is verified.
         let other = elsewhere.path().join("other");
         fs::hard_link(&paths.part, &other).unwrap();
-        assert!(finalize(&f, &paths, &complete, false, None).is_err());
+        assert!(finalize(&f, &paths, &complete, OnConflict::Fail, None).is_err());
         fs::remove_file(&other).unwrap();
         // The name now holds another file.
         let victim = Victim::new(elsewhere.path(), 4);
         fs::remove_file(&paths.part).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.part).unwrap();
-        assert!(finalize(&f, &paths, &complete, true, None).is_err());
+        assert!(finalize(&f, &paths, &complete, OnConflict::Overwrite, None).is_err());
         assert!(fs::symlink_metadata(&paths.final_path).is_err(), "nothing under the final name");
         victim.assert_untouched();
     }
@@ -1329,7 +1496,7 @@ mod tests {
         assert!(!already_complete(&paths, &m).unwrap());
         // And the no-clobber link does not go through it.
         let (f, _) = open_part(&paths, &m).unwrap();
-        let e = finalize(&f, &paths, &complete, false, None).unwrap_err();
+        let e = finalize(&f, &paths, &complete, OnConflict::Fail, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         victim.assert_untouched();
     }

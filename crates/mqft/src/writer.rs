@@ -48,7 +48,7 @@ pub(crate) enum Job {
     Read { offset: u64, len: u64, reply: oneshot::Sender<io::Result<Vec<u8>>> },
     /// Give the verified file its final name ([`store::finalize`]); answered with
     /// [`WriterEvent::Finalized`].
-    Finalize { complete: ResumeState, overwrite: bool, modified_ms: Option<i64> },
+    Finalize { complete: ResumeState, conflict: store::OnConflict, modified_ms: Option<i64> },
     /// Remove the `.part` and the state: the bytes are known bad.
     Discard,
 }
@@ -60,7 +60,7 @@ pub(crate) enum WriterEvent {
     /// transfer.
     Failed { id: TransferId, op: &'static str, path: PathBuf, error: io::Error },
     /// The outcome of a [`Job::Finalize`].
-    Finalized { id: TransferId, result: io::Result<()> },
+    Finalized { id: TransferId, result: io::Result<PathBuf> },
 }
 
 /// The engine's end of one transfer's writer thread.
@@ -152,11 +152,11 @@ fn work(
                 };
                 let _ = reply.send(data);
             }
-            Job::Finalize { complete, overwrite, modified_ms } => {
+            Job::Finalize { complete, conflict, modified_ms } => {
                 let result = if failed {
                     Err(io::Error::other("an earlier write failed"))
                 } else {
-                    store::finalize(file, paths, &complete, overwrite, modified_ms)
+                    store::finalize(file, paths, &complete, conflict, modified_ms)
                 };
                 let _ = events.send(WriterEvent::Finalized { id, result });
             }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,9 +116,58 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// The directory of `sender`'s files under `root` (`root/_unknown` for an
+/// unnamed sender), created (mode 0777 less the umask) when `create` and it is
+/// missing. A manifest's sender name is `[0-9a-z_-]` (checked when it was
+/// decoded), so it is one plain component. Whoever can write to `root` could
+/// plant a symlink at that name to send files elsewhere: anything there that is
+/// not a real directory (checked without following it) is an error, never
+/// followed or replaced.
+pub(super) fn sender_dir(root: &Path, sender: &str, create: bool) -> io::Result<PathBuf> {
+    let name = if sender.is_empty() { super::UNKNOWN_SENDER_DIR } else { sender };
+    if !crate::proto::wire::is_sender_name(name) || name.is_empty() {
+        // Unreachable for a decoded manifest; a name that is not one component
+        // must never be joined to a path all the same.
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad sender name"));
+    }
+    let dir = root.join(name);
+    if create {
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let m = std::fs::symlink_metadata(&dir)?;
+    if m.file_type().is_symlink() {
+        return Err(rustix::io::Errno::LOOP.into());
+    }
+    if !m.is_dir() {
+        return Err(rustix::io::Errno::NOTDIR.into());
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sender_dirs_are_created_once_and_never_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert_eq!(sender_dir(root.path(), "cam1", true).unwrap(), root.path().join("cam1"));
+        assert!(root.path().join("cam1").is_dir());
+        assert_eq!(sender_dir(root.path(), "cam1", true).unwrap(), root.path().join("cam1"));
+        assert_eq!(sender_dir(root.path(), "", true).unwrap(), root.path().join("_unknown"));
+        assert_eq!(sender_dir(root.path(), "cam2", false).unwrap_err().kind(), io::ErrorKind::NotFound);
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join("cam3")).unwrap();
+        let e = sender_dir(root.path(), "cam3", true).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::LOOP.raw_os_error()));
+        std::fs::write(root.path().join("cam4"), b"x").unwrap();
+        assert!(sender_dir(root.path(), "cam4", true).is_err());
+        assert!(sender_dir(root.path(), "../x", true).is_err());
+    }
 
     #[test]
     fn os_reasons_are_the_os_words() {
