@@ -62,6 +62,9 @@ pub enum Input {
     One(u64),
     /// [`IMAGE_COUNT`] files of [`IMAGE_SIZE`].
     Images,
+    /// One file of this many bytes of log lines, which zstd shrinks (for
+    /// `--compress zstd`).
+    Text(u64),
 }
 
 /// The programs on both ends.
@@ -79,6 +82,8 @@ pub enum Tool {
         window: Option<u32>,
         /// `--encrypt-to` a key the receiver opens with `--identity`.
         encrypt: bool,
+        /// `--compress zstd`.
+        compress: bool,
     },
     /// Baseline A: `mosquitto_pub -f` (one message, QoS 1) into `mosquitto_sub -C 1 -N`.
     Recipe,
@@ -129,7 +134,7 @@ impl Case {
     /// Bytes moved per repetition.
     pub fn bytes(&self) -> u64 {
         match self.input {
-            Input::One(n) => n,
+            Input::One(n) | Input::Text(n) => n,
             Input::Images => IMAGE_COUNT as u64 * IMAGE_SIZE,
         }
     }
@@ -141,7 +146,12 @@ impl Case {
 }
 
 fn mqft(version: Version, qos: u8, chunk: Option<u32>, window: Option<u32>) -> Tool {
-    Tool::Mqft { version, qos, chunk, window, encrypt: false }
+    Tool::Mqft { version, qos, chunk, window, encrypt: false, compress: false }
+}
+
+/// `mqft send --compress zstd` with the defaults otherwise.
+fn mqft_zstd() -> Tool {
+    Tool::Mqft { version: Version::V5, qos: 1, chunk: None, window: None, encrypt: false, compress: true }
 }
 
 /// The chunk size `--chunk-size auto` picks on the default broker under MQTT 5.
@@ -187,7 +197,7 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case(
             "encrypted",
             "mqft --encrypt-to (defaults otherwise)",
-            Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: true },
+            Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: true, compress: false },
             Def,
             m100,
             reps,
@@ -220,6 +230,12 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case("5m-nodelay", "mqft (defaults)", mqft(v5, 1, None, None), NoDelay, Input::One(5 * MIB), reps, S),
         case("images-nodelay", "A: mosquitto_pub -f loop", Tool::RecipeLoop, NoDelay, Input::Images, reps, A),
         case("images-nodelay", "mqft send (one invocation)", mqft(v5, 1, None, None), NoDelay, Input::Images, reps, S),
+        // What --compress zstd costs where it cannot help (random data, sent raw
+        // after zstd tried) and what it gives where it can (log lines).
+        case("zstd", "mqft (defaults), random", mqft(v5, 1, None, None), Def, m100, reps, S),
+        case("zstd", "mqft --compress zstd, random", mqft_zstd(), Def, m100, reps, S),
+        case("zstd", "mqft (defaults), log lines", mqft(v5, 1, None, None), Def, Input::Text(100 * MIB), reps, S),
+        case("zstd", "mqft --compress zstd, log lines", mqft_zstd(), Def, Input::Text(100 * MIB), reps, S),
     ];
     if !a.quick {
         let g1 = Input::One(1 << 30);
@@ -436,6 +452,7 @@ impl Env {
             Input::One(n) => {
                 vec![random_file(&dir, &format!("file-{}.bin", report::size_label(n).replace(' ', "")), n, n)]
             }
+            Input::Text(n) => vec![log_file(&dir, n)?],
             Input::Images => {
                 let d = dir.join("images");
                 fs::create_dir_all(&d)?;
@@ -484,7 +501,7 @@ impl Env {
         };
 
         let sample = match &case.tool {
-            Tool::Mqft { version, qos, chunk, window, encrypt } => {
+            Tool::Mqft { version, qos, chunk, window, encrypt, compress } => {
                 let rx_id = format!("bench-rx-{n}");
                 // A key pair for the encrypted case, made before the clock starts.
                 let key = dir.join("identity");
@@ -527,6 +544,9 @@ impl Env {
                 }
                 if *encrypt {
                     tx_args.extend(["--encrypt-to".into(), dir.join("identity.pub").into()]);
+                }
+                if *compress {
+                    tx_args.extend(["--compress".into(), "zstd".into()]);
                 }
                 let cpu0 = measure::process_cpu(broker_pid, self.ticks)?;
                 let t0 = Instant::now();
@@ -690,6 +710,38 @@ impl Env {
 }
 
 /// Whether `got` is the concatenation of `files`, in order.
+/// `n` bytes of log lines, varied enough that zstd keeps to a fifth or so of them.
+fn log_file(dir: &Path, n: u64) -> Result<PathBuf> {
+    use std::fmt::Write as _;
+    let path = dir.join(format!("log-{}.txt", report::size_label(n).replace(' ', "")));
+    let mut text = String::with_capacity(n as usize + 128);
+    let mut x = n | 1;
+    let mut i = 0u64;
+    while (text.len() as u64) < n {
+        // xorshift: readings that change from line to line.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        i += 1;
+        let level = ["INFO", "WARN", "DEBUG", "INFO"][(x % 4) as usize];
+        let _ = writeln!(
+            text,
+            "2026-12-07T{:02}:{:02}:{:02}.{:03}Z {level} gw-7 sensor={} t={}.{}C rh={}% seq={i}",
+            i / 3_600_000 % 24,
+            i / 60_000 % 60,
+            i / 1000 % 60,
+            i % 1000,
+            x % 16,
+            15 + x % 20,
+            x % 10,
+            30 + x % 60
+        );
+    }
+    text.truncate(n as usize);
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
 fn concat_equal(files: &[PathBuf], got: &Path) -> Result<bool> {
     let total: u64 = files.iter().map(|f| fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
     if fs::metadata(got)?.len() != total {

@@ -5,8 +5,12 @@
 use std::str::FromStr;
 
 use mqft_proto::ranges::{RangeError, WireRanges, MAX_WIRE_RANGES};
-use mqft_proto::wire::{ChunkWire, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN};
-use mqft_proto::{integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, RangeSet, ReceiverId, Topic, TransferId};
+use mqft_proto::wire::{
+    ChunkWire, CHUNK_ZSTD, MAX_CHUNK_COUNT, MAX_CHUNK_SIZE, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_STORED_NAME_LEN,
+};
+use mqft_proto::{
+    integrity, Ack, Chunk, Ctl, Manifest, Meta, Prefix, PrefixPattern, RangeSet, ReceiverId, Topic, TransferId,
+};
 
 use crate::fixtures::fixture;
 use crate::input::Reader;
@@ -24,10 +28,18 @@ pub fn manifest(data: &[u8]) {
         assert_eq!(m.chunk_offset(last) + m.chunk_len(last), m.size);
     }
     // What the sender builds from the same fields is the same manifest, id included.
-    // Version 3's signature and encryption are set on top of that.
-    let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run)
+    assert!(mqft_proto::wire::is_sender_name(&m.sender), "sender {:?}", m.sender);
+    let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run);
+    // `to` and `sender` are not part of the id: the same file to the same receivers
+    // from the same sender is the same manifest. Version 3's signature and
+    // encryption are set on top of that.
+    let to = m.to.iter().map(|r| ReceiverId::new(r).expect("a decoded `to` holds valid receiver ids"));
+    let built = built
+        .and_then(|b| b.with_to(to))
+        .and_then(|b| b.with_sender(&m.sender))
         .map(|b| Manifest { signature: m.signature.clone(), sealed: m.sealed.clone(), ..b });
     assert_eq!(built.as_ref(), Ok(&m));
+    assert!(m.to.len() <= mqft_proto::wire::MAX_TO);
     // Checking a signature and opening an encrypted description never panic,
     // whatever the bytes; the seeds' key (seed 01) gets past the cheap refusals.
     let key = mqft_proto::trust::SigningKey::from_bytes(&[1; 32]);
@@ -54,6 +66,10 @@ pub fn ack(data: &[u8]) {
         // A receiver cannot hold more chunks than the file has.
         Ack::Progress { held, .. } => assert!(*held <= count, "progress holds {held} of {count}"),
         Ack::Rejected { detail, .. } => assert!(detail.len() <= MAX_REJECT_DETAIL_LEN, "detail of {}", detail.len()),
+        Ack::Stored { name, detail, .. } => {
+            assert!(!name.is_empty() && name.len() <= MAX_STORED_NAME_LEN, "stored name of {}", name.len());
+            assert!(detail.len() <= MAX_REJECT_DETAIL_LEN, "detail of {}", detail.len());
+        }
         Ack::Complete { .. } | Ack::Queued { .. } => {}
     }
     let enc = ack.encode();
@@ -83,13 +99,20 @@ pub fn chunk(data: &[u8]) {
     assert!(c.index < m.chunk_count);
     assert_eq!(c.data.len() as u64, m.chunk_len(c.index));
     assert!(m.chunk_offset(c.index) + c.data.len() as u64 <= m.size);
-    // The CRC it was checked against is the one in the payload.
+    // The CRC it was checked against is the one in the payload, over the bytes
+    // on the wire; the chunk's own is over its decompressed bytes.
     let wire: ChunkWire<'_> = postcard::from_bytes(&payload[1..]).expect("an accepted chunk is a ChunkWire");
-    assert_eq!(integrity::crc32(c.data), u32::from_le_bytes(wire.crc32));
-    // The data is borrowed from the payload, not copied.
+    assert_eq!(integrity::crc32(wire.data), u32::from_le_bytes(wire.crc32));
+    assert_eq!(integrity::crc32(&c.data), c.crc32);
+    if c.flags & CHUNK_ZSTD != 0 {
+        // Decompressed, from fewer bytes than the chunk has: no encoding to compare.
+        assert!(wire.data.len() < c.data.len());
+        return;
+    }
+    // Raw, the data is borrowed from the payload, not copied.
     let within = payload.as_ptr_range();
     assert!(within.start <= c.data.as_ptr() && c.data.as_ptr_range().end <= within.end);
-    let enc = Chunk::encode(c.run, c.seq, c.index, c.data);
+    let enc = Chunk::encode(c.run, c.seq, c.index, &c.data);
     assert_eq!(Chunk::decode(&enc, topic_index, &m), Ok(c));
     assert_canonical(payload, &enc);
 }
@@ -136,6 +159,20 @@ pub fn topic(data: &[u8]) {
         if let Ok(id) = ReceiverId::new(s) {
             assert_eq!(id.as_str(), s);
             assert!(!s.contains(['/', '+', '#']), "a receiver id is one topic level with no wildcard");
+        }
+    }
+    // A pattern (`site/+/cams`) matches only topics under a concrete prefix that
+    // fits it level by level, and classifies them as that prefix does.
+    if let Ok(pattern) = PrefixPattern::new(prefix) {
+        if let Some((concrete, parsed)) = pattern.parse(topic) {
+            assert!(topic.starts_with(&format!("{concrete}/")));
+            let levels = pattern.as_str().split('/').zip(concrete.as_str().split('/'));
+            assert_eq!(concrete.as_str().split('/').count(), pattern.as_str().split('/').count());
+            assert!(levels.clone().all(|(p, c)| p == "+" || p == c));
+            assert_eq!(concrete.parse(topic), Some(parsed));
+        }
+        if let Some(concrete) = pattern.concrete() {
+            assert_eq!(pattern.parse(topic).map(|(_, t)| t), concrete.parse(topic), "a plain pattern is its prefix");
         }
     }
     let p = Prefix::new(prefix).unwrap_or_default();

@@ -302,7 +302,7 @@ impl Harness {
                 self.written[i] = true;
                 self.written_count += 1;
                 self.bytes_written += w.data.len() as u64;
-                self.shadow[w.offset as usize..end as usize].copy_from_slice(w.data);
+                self.shadow[w.offset as usize..end as usize].copy_from_slice(&w.data);
             }
             Ok(None) => {
                 self.last_heard = self.now;
@@ -405,6 +405,7 @@ impl Harness {
                     self.failed = true;
                     self.last_failure = Some(f.clone());
                 }
+                other => panic!("the fuzzer does not know receiver event {other:?}"),
             }
         }
         assert_eq!(self.expect_local, None, "a local failure was not reported");
@@ -442,6 +443,9 @@ impl Harness {
                 Ack::Rejected { .. } => assert!(self.failed, "rejected without reporting a failure"),
                 // Only the runtime queues offers, never a `Receiver`.
                 Ack::Queued { .. } => panic!("a receiver state machine answered Queued"),
+                // Only for a file finalized under another name, which this target
+                // never reports.
+                Ack::Stored { .. } => panic!("a receiver state machine answered Stored"),
             }
         }
     }

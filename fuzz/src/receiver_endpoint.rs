@@ -14,7 +14,13 @@
 //!   `Complete` goes out only for a transfer the runtime confirmed: through
 //!   `already_complete`, or a history check it answered "still complete". The
 //!   endpoint's memory alone never confirms a file;
-//! - a stale chunk subscription is dropped only for a transfer not open.
+//! - a stale chunk subscription is dropped only for a transfer not open;
+//! - the endpoint listens under `files` and `site/+/cams`: messages come under
+//!   `files`, `site/a/cams` and `site/b/cams`, every answer goes under a concrete
+//!   prefix (never the pattern), and an open transfer's under the prefix it was
+//!   offered on;
+//! - an offer addressed to another receiver (`to`) is never handed out, nor
+//!   answered.
 //!
 //! # Input
 //! `max_concurrent` (`u8`), `queue` (`u8`), `max_size` (`u16`, 0 for none), then
@@ -22,9 +28,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use std::collections::BTreeMap;
+
 use mqft_proto::{
-    Ack, EndpointEvent, Limits, Manifest, Payload, Prefix, ReceiverEndpoint, ReceiverId, RejectReason, Routed, Topic,
-    TransferId,
+    Ack, EndpointEvent, Limits, Manifest, Payload, Prefix, PrefixPattern, ReceiverEndpoint, ReceiverId, RejectReason,
+    Routed, Topic, TransferId,
 };
 
 use crate::fixtures::{fixture, COUNT};
@@ -148,7 +156,12 @@ pub fn run(data: &[u8]) -> Outcome {
 
 struct Harness {
     ep: ReceiverEndpoint,
-    prefix: Prefix,
+    /// The concrete prefixes messages come under.
+    prefixes: [Prefix; 3],
+    /// The patterns listened under.
+    patterns: Vec<PrefixPattern>,
+    /// The prefix each accepted transfer was offered on.
+    origin: BTreeMap<TransferId, Prefix>,
     rid: ReceiverId,
     limits: Limits,
     manifests: Vec<Manifest>,
@@ -166,11 +179,15 @@ struct Harness {
 
 impl Harness {
     fn new(limits: Limits) -> Self {
-        let prefix = Prefix::default();
         let rid = ReceiverId::new("fuzz").expect("a valid receiver id");
+        let patterns: Vec<PrefixPattern> =
+            ["files", "site/+/cams"].iter().map(|p| PrefixPattern::new(p).expect("a valid pattern")).collect();
+        let prefixes = ["files", "site/a/cams", "site/b/cams"].map(|p| Prefix::new(p).expect("a valid prefix"));
         Harness {
-            ep: ReceiverEndpoint::new(prefix.clone(), rid.clone(), limits.clone()),
-            prefix,
+            ep: ReceiverEndpoint::with_patterns(patterns.clone(), rid.clone(), limits.clone()),
+            prefixes,
+            patterns,
+            origin: BTreeMap::new(),
             rid,
             limits,
             manifests: (0..COUNT).map(|i| fixture(i).manifest).collect(),
@@ -196,17 +213,25 @@ impl Harness {
         match op {
             Op::Message { kind, which, index, payload } => {
                 let id = self.id(which);
+                let prefix = &self.prefixes[usize::from(kind / 4 % 3)];
                 let topic = match kind % 4 {
-                    0 => self.prefix.manifest(&id),
-                    1 => self.prefix.chunk(&id, index),
-                    2 => self.prefix.ctl(&id),
-                    _ => self.prefix.ack(&id, &ReceiverId::new("other").expect("a valid receiver id")),
+                    0 => prefix.manifest(&id),
+                    1 => prefix.chunk(&id, index),
+                    2 => prefix.ctl(&id),
+                    _ => prefix.ack(&id, &ReceiverId::new("other").expect("a valid receiver id")),
                 };
                 self.message(&topic, payload);
             }
             Op::Offer { which, run } => {
-                let m = Manifest { run, ..self.manifests[usize::from(which % COUNT)].clone() };
-                self.message(&self.prefix.manifest(&m.id), &m.encode());
+                let mut m = Manifest { run, ..self.manifests[usize::from(which % COUNT)].clone() };
+                // Some offers are addressed, to this receiver or to another.
+                match run % 4 {
+                    1 => m.to = vec!["other".into()],
+                    2 => m.to = vec!["other".into(), self.rid.as_str().into()],
+                    _ => {}
+                }
+                let topic = self.prefixes[usize::from(which / COUNT % 3)].manifest(&m.id);
+                self.message(&topic, &m.encode());
             }
             Op::RawTopic { topic, payload } => self.message(&String::from_utf8_lossy(topic), payload),
             Op::Decide(how) => {
@@ -219,7 +244,13 @@ impl Harness {
                     // be a runtime bug, not the endpoint's: it routes that manifest
                     // to the transfer from then on.
                     0 if !self.open.contains(&m.id) => {
+                        if let Some(p) = self.ep.origin(&m.id) {
+                            self.origin.insert(m.id, p.clone());
+                        }
                         self.ep.accept(m.id);
+                        if let (Some(p), Some(kept)) = (self.origin.get(&m.id), self.ep.origin(&m.id)) {
+                            assert_eq!(p, kept, "an accepted transfer moved to another prefix");
+                        }
                         self.open.insert(m.id);
                         self.holding.insert(m.id);
                     }
@@ -256,6 +287,7 @@ impl Harness {
                 let id = self.id(which);
                 self.ep.closed(&id);
                 self.open.remove(&id);
+                self.origin.remove(&id);
                 self.holding.remove(&id);
             }
             Op::Admit => {
@@ -290,6 +322,7 @@ impl Harness {
             }
             Routed::Offer(m) => {
                 assert!(!self.open.contains(&m.id), "an offer of a transfer already open");
+                assert!(m.is_for(&self.rid), "an offer addressed to another receiver");
                 assert!(!self.stopping, "an offer while stopping");
                 assert!(self.holding.len() < self.limits.max_concurrent, "an offer with every slot taken");
                 assert!(self.limits.max_size.is_none_or(|max| m.size <= max), "an offer past max_size");
@@ -298,12 +331,14 @@ impl Harness {
             }
             Routed::CheckHistory(m) => {
                 assert!(!self.open.contains(&m.id), "a history check of a transfer open");
+                assert!(m.is_for(&self.rid), "a history check of a transfer addressed to another receiver");
                 self.checks.push(m);
             }
             Routed::Unsubscribe(filter) => {
-                let open = self.open.iter().any(|id| self.prefix.chunk_filter(id) == filter);
+                let open = self.open.iter().any(|id| self.prefixes.iter().any(|p| p.chunk_filter(id) == filter));
                 assert!(!open, "the chunk subscription of an open transfer dropped");
             }
+            other => panic!("the fuzzer does not know route {other:?}"),
         }
     }
 
@@ -311,9 +346,13 @@ impl Harness {
     fn drain(&mut self) {
         assert!(self.ep.queued() <= self.limits.queue, "the queue outgrew its bound");
         while let Some(t) = self.ep.poll_transmit() {
-            let Some(Topic::Ack(id, rid)) = self.prefix.parse(&t.topic) else {
+            let Some((prefix, Topic::Ack(id, rid))) = self.patterns.iter().find_map(|p| p.parse(&t.topic)) else {
                 panic!("an endpoint transmit off the ack topics: {}", t.topic);
             };
+            assert!(self.prefixes.contains(&prefix), "an answer under {prefix}, not a concrete prefix of ours");
+            if let Some(origin) = self.origin.get(&id) {
+                assert_eq!(&prefix, origin, "an open transfer answered under another prefix");
+            }
             assert_eq!(rid, self.rid, "an ack under another receiver's name");
             let Payload::Bytes(b) = t.payload else { panic!("an endpoint sends no chunks") };
             // Acks of these kinds carry no ranges: any chunk count decodes them.

@@ -106,7 +106,7 @@ pub fn run(data: &[u8]) {
             let payload = Chunk::encode(RUN, i, i, fx.chunk(i));
             let w = rx.handle_chunk(i, &payload, now).expect("a good chunk decodes");
             let w = w.filter(|w| w.index == i && w.data == fx.chunk(i)).expect("a lacking chunk is handed out");
-            part[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+            part[w.offset as usize..][..w.data.len()].copy_from_slice(&w.data);
         }
         while let Some(read) = rx.next_hash_read() {
             assert!(rx.held().contains(read.index));

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use mqft_proto::receiver::ReceiveFailure;
 use mqft_proto::{
-    AbortReason, Ack, Chunk, Ctl, Manifest, Meta, Prefix, RangeSet, Receiver, ReceiverConfig, ReceiverId, RejectReason,
+    AbortReason, Ack, Chunk, Ctl, Manifest, Meta, NameChange, Prefix, RangeSet, Receiver, ReceiverConfig, ReceiverId, RejectReason,
     SendFailure, TransferId,
 };
 
@@ -121,10 +121,18 @@ fn manifests() -> Named {
         modified_ms: Some(-1_700_000_000_000),
         user: vec![("camera".into(), "north-gate".into()), ("k".into(), String::new())],
     };
-    let m = Manifest::new("photo 2024-05-01.jpg".into(), 5 << 20, 256 << 10, [0xa5; 32], meta, u32::MAX).unwrap();
+    let m = Manifest::new("photo 2024-05-01.jpg".into(), 5 << 20, 256 << 10, [0xa5; 32], meta, u32::MAX)
+        .and_then(|m| m.with_sender("cam-7"))
+        .unwrap();
     out.push(("meta".into(), m.encode()));
     let big = Manifest::new("big.iso".into(), 1 << 46, 16 << 20, [1; 32], Meta::default(), 0).unwrap();
     out.push(("largest".into(), big.encode()));
+    // Version 3: a relative path, addressed to two receivers.
+    let to = ["gw1", "gw-3"].map(|r| mqft_proto::ReceiverId::new(r).expect("a valid receiver id"));
+    let addressed = Manifest::new("photos/2026/a.jpg".into(), 1000, 256, [3; 32], Meta::default(), 9)
+        .and_then(|m| m.with_to(to))
+        .unwrap();
+    out.push(("addressed-path".into(), addressed.encode()));
     // Version 3: a signed manifest, so that mutations reach the signature's fields.
     let mut signed = fixture(0).manifest;
     mqft_proto::trust::sign(&mut signed, &mqft_proto::trust::SigningKey::from_bytes(&[1; 32]), 1_700_000_000_000);
@@ -165,6 +173,18 @@ fn acks() -> Named {
             ack_seed(10, &Ack::Rejected { reason: RejectReason::Io, detail: "read-only file system".into() }),
         ),
         ("queued".into(), ack_seed(10, &Ack::Queued { run: RUN, position: 3 })),
+        (
+            "stored".into(),
+            ack_seed(
+                10,
+                &Ack::Stored {
+                    sha256: [3; 32],
+                    name: "img_0001 (1).jpg".into(),
+                    change: NameChange::Renamed,
+                    detail: "a different img_0001.jpg was there".into(),
+                },
+            ),
+        ),
     ]
 }
 
@@ -194,7 +214,17 @@ fn chunks() -> Named {
         ("only".into(), chunk_seed(&f1.manifest, 0, f1.chunk(0))),
         ("one-byte".into(), chunk_seed(&f3.manifest, 1099, f3.chunk(1099))),
         ("bad-crc".into(), bad_crc),
+        // Version 3: a compressed chunk, and a frame that inflates to 16 times the
+        // chunk's length (refused as BadCompression without allocating it).
+        ("zstd".into(), compressed_seed(&b"abcd".repeat(1024), 4096)),
+        ("zstd-bomb".into(), compressed_seed(&[0; 65536], 4096)),
     ]
+}
+
+/// A `decode_chunk` input: chunk 0 of a one-chunk file of `len` bytes (the
+/// target's own manifest for that size), `data` compressed.
+fn compressed_seed(data: &[u8], len: u32) -> Vec<u8> {
+    Writer::new().u64(u64::from(len)).u32(len).u32(0).raw(&Chunk::encode_compressed(RUN, 3, 0, data)).finish()
 }
 
 fn ranges_seed(count: u32, pairs: &[(u32, u32)]) -> Vec<u8> {
@@ -226,6 +256,7 @@ fn topics() -> Named {
         ("ack".into(), under(p.ack(&id, &r))),
         ("ctl".into(), under(p.ctl(&id))),
         ("filter".into(), under(p.chunk_filter(&TransferId([0; 16])))),
+        ("pattern".into(), format!("site/+/cams\n{}", Prefix::new("site/a/cams").unwrap().manifest(&id)).into_bytes()),
     ]
 }
 

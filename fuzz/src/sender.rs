@@ -312,7 +312,8 @@ impl Harness {
             Ok(Ack::Rejected { .. } | Ack::Queued { .. }) | Err(_) => {}
             Ok(ack) => {
                 self.credit_base = self.sent;
-                if ack == (Ack::Complete { sha256: self.manifest().sha256 }) {
+                let sha256 = self.manifest().sha256;
+                if matches!(ack, Ack::Complete { sha256: s } | Ack::Stored { sha256: s, .. } if s == sha256) {
                     self.completes.insert(from);
                 }
             }
@@ -385,6 +386,7 @@ impl Harness {
                     let enough = match &self.cfg.wait {
                         Wait::Count(n) => self.completes.len() >= (*n).max(1),
                         Wait::Ids(ids) => ids.is_subset(&self.completes),
+                        other => panic!("the fuzzer does not know {other:?}"),
                     };
                     assert!(enough, "finished with complete receivers {:?}", self.completes);
                     self.finished = true;
@@ -406,9 +408,15 @@ impl Harness {
                 }
                 SenderEvent::ReceiverFailed { .. } => {}
                 SenderEvent::Queued { .. } => {}
+                // Said just before its ReceiverComplete, and only for a Stored.
+                SenderEvent::StoredAs { receiver, name, .. } => {
+                    assert!(self.completes.contains(&receiver), "{receiver} stored without saying so");
+                    assert!(!name.is_empty() && name.len() <= mqft_proto::wire::MAX_STORED_NAME_LEN);
+                }
                 SenderEvent::Retrying { retry_in, .. } => {
                     assert!(retry_in <= mqft_proto::sender::MAX_RETRY_DELAY * 3 / 2, "retry in {retry_in:?}");
                 }
+                other => panic!("the fuzzer does not know sender event {other:?}"),
             }
         }
         assert_eq!(self.tx.is_done(), self.done(), "is_done disagrees with the events");

@@ -39,7 +39,7 @@
 //!   port to another test.)
 //!
 //! Counters ([`Proxy::accepted`], [`Proxy::refused`], [`Proxy::resets`],
-//! [`Proxy::received`], [`Proxy::forwarded`]) and a capture of the bytes read
+//! [`Proxy::received`], [`Proxy::forwarded`], [`Proxy::max_inflight`]) and a capture of the bytes read
 //! ([`Proxy::start_capture`]) let a test wait for a fault, or for a client to
 //! have written something, with [`crate::wait_until`], instead of sleeping.
 //!
@@ -58,7 +58,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
@@ -143,6 +143,7 @@ impl Proxy {
             stalls: AtomicU64::new(0),
             received: [AtomicU64::new(0), AtomicU64::new(0)],
             forwarded: [AtomicU64::new(0), AtomicU64::new(0)],
+            max_inflight: AtomicI64::new(0),
             captures: Mutex::new([None, None]),
         });
         let accept_shared = Arc::clone(&shared);
@@ -260,6 +261,16 @@ impl Proxy {
         self.shared.forwarded[direction.index()].load(Ordering::SeqCst)
     }
 
+    /// The most QoS 1 and 2 PUBLISH packets a client had sent on one connection
+    /// without the broker's PUBACK (or PUBREC) for them, over every connection so
+    /// far: publishes counted as the proxy reads them from the client, acks as
+    /// it reads them from the broker, so the count is never lower than what the
+    /// client itself has in flight. Meant for a client that publishes only (a
+    /// sender): the acks of a subscriber's own acks are not told apart.
+    pub fn max_inflight(&self) -> i64 {
+        self.shared.max_inflight.load(Ordering::SeqCst)
+    }
+
     /// Bytes read in `direction` so far, over every connection, delivered or
     /// not (yet).
     pub fn received(&self, direction: Direction) -> u64 {
@@ -313,6 +324,9 @@ struct Shared {
     stalls: AtomicU64,
     received: [AtomicU64; 2],
     forwarded: [AtomicU64; 2],
+    /// The most QoS 1 and 2 publishes a client had sent on one connection that
+    /// the broker had not acknowledged yet (see [`Proxy::max_inflight`]).
+    max_inflight: AtomicI64,
     /// Bytes read since a capture started, per [`Direction::index`].
     captures: Mutex<[Option<Vec<u8>>; 2]>,
 }
@@ -390,6 +404,8 @@ struct Link {
     client: TcpStream,
     server: TcpStream,
     state: AtomicU8,
+    /// The client's QoS 1 and 2 publishes the broker has not acknowledged.
+    inflight: AtomicI64,
 }
 
 /// [`Link::state`] values.
@@ -450,7 +466,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             let _ = stream.set_read_timeout(Some(POLL));
             let _ = stream.set_write_timeout(Some(POLL));
         }
-        let link = Arc::new(Link { client, server, state: AtomicU8::new(OPEN) });
+        let link = Arc::new(Link { client, server, state: AtomicU8::new(OPEN), inflight: AtomicI64::new(0) });
         shared.links.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&link));
         shared.accepted.fetch_add(1, Ordering::SeqCst);
         for direction in [Direction::ClientToServer, Direction::ServerToClient] {
@@ -517,8 +533,16 @@ fn read_loop(shared: &Shared, link: &Link, direction: Direction, tx: &SyncSender
         let now = Instant::now();
         shared.note_read(direction, &buf[..n]);
         let mut data = buf[..n].to_vec();
+        if direction == Direction::ServerToClient {
+            packets.feed(&buf[..n]);
+            let acks = std::mem::take(&mut packets.acks);
+            link.inflight.fetch_sub(acks as i64, Ordering::SeqCst);
+        }
         if direction == Direction::ClientToServer {
             let largest = packets.feed(&buf[..n]);
+            let sent = std::mem::take(&mut packets.qos_publishes);
+            let now_inflight = link.inflight.fetch_add(sent as i64, Ordering::SeqCst) + sent as i64;
+            shared.max_inflight.fetch_max(now_inflight, Ordering::SeqCst);
             let limit = shared.faults().max_publish;
             if limit.is_some_and(|limit| largest.is_some_and(|size| size > limit)) {
                 // Nothing of this read goes on: the broker never sees the packet.
@@ -634,6 +658,10 @@ struct PacketScanner {
     header: Vec<u8>,
     /// The stream is not MQTT (a bad length): stop looking.
     lost: bool,
+    /// PUBLISH packets of QoS 1 or 2 whose fixed header was read, and PUBACK
+    /// and PUBREC packets: taken by the reader after each feed.
+    qos_publishes: u64,
+    acks: u64,
 }
 
 impl PacketScanner {
@@ -661,8 +689,15 @@ impl PacketScanner {
             }
             let remaining = length.iter().rev().fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7f));
             let total = self.header.len() as u64 + remaining;
-            if self.header[0] >> 4 == 3 {
-                largest = largest.max(Some(total));
+            match self.header[0] >> 4 {
+                3 => {
+                    largest = largest.max(Some(total));
+                    if (self.header[0] >> 1) & 3 != 0 {
+                        self.qos_publishes += 1;
+                    }
+                }
+                4 | 5 => self.acks += 1,
+                _ => {}
             }
             self.skip = remaining;
             self.header.clear();

@@ -51,9 +51,12 @@ fn send_auto(port: u16, rx_port: u16, file: &Path, version: &str, label: &str) -
     let name = file.file_name().unwrap();
     assert!(files_equal(file, &out.path().join(name)), "{label}: the file differs");
     // The abandoned transfers held nothing and left no `.part` or state behind
-    // (the finished one keeps its completed-transfer marker).
-    let left: Vec<String> =
-        fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    // (in the output directory or its state folder).
+    let left: Vec<String> = fs::read_dir(out.path())
+        .unwrap()
+        .chain(fs::read_dir(out.path().join(".mqft/part")).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     let abandoned: Vec<&str> = sent
         .events
         .iter()

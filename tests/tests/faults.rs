@@ -481,11 +481,8 @@ async fn a_sender_whose_receiver_vanishes_fails_with_stopped_answering() {
     assert!(took < Duration::from_secs(10), "the sender took {took:?} to give up");
 }
 
-/// The hidden files (names starting with a dot) of a directory.
+/// The files of transfers in progress in a receiver's output directory (in its
+/// state folder's `part/`).
 fn hidden_files(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with('.'))
-        .collect()
+    fs::read_dir(dir.join(".mqft/part")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
 }

@@ -10,7 +10,7 @@
 //!   escaping the CLI prints names with, and a sample of it goes through a real
 //!   receiver;
 //! - links: symlinks, hard links and a FIFO planted at the final name, the
-//!   `.part`, the `.state` and its temporary file;
+//!   `.part`, the `.state` and its temporary file (in the state folder);
 //! - lying manifests and chunks, garbage on every topic, a flood of manifests,
 //!   garbage acks at a sender, and a disk that fills up mid-transfer.
 //!
@@ -162,14 +162,27 @@ fn chunk_of(path: &Path, m: &Manifest, run: u32, seq: u32, index: u32) -> Vec<u8
     Chunk::encode(run, seq, index, &bytes[start..end])
 }
 
-/// The hidden partial file of transfer `m` (named `name`, sanitized) in `out`.
-fn part_path(out: &Path, name: &str, m: &Manifest) -> PathBuf {
-    out.join(format!(".{name}.{}.part", m.id))
+/// The partial file of transfer `m` received into `out` (in its state folder).
+fn part_path(out: &Path, _name: &str, m: &Manifest) -> PathBuf {
+    parts_dir(out).join(format!("{}.part", m.id))
 }
 
-/// The hidden state file.
-fn state_path(out: &Path, name: &str, m: &Manifest) -> PathBuf {
-    out.join(format!(".{name}.{}.state", m.id))
+/// Its state file.
+fn state_path(out: &Path, _name: &str, m: &Manifest) -> PathBuf {
+    parts_dir(out).join(format!("{}.state", m.id))
+}
+
+/// Checks that `out` holds only the state folder, and returns how many files of
+/// transfers in progress are in it.
+fn only_the_state_folder(out: &Path) -> usize {
+    let names: Vec<_> = fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [".mqft"], "{}", out.display());
+    fs::read_dir(parts_dir(out)).unwrap().count()
+}
+
+/// Where a receiver into `out` keeps the files of transfers in progress.
+fn parts_dir(out: &Path) -> PathBuf {
+    out.join(".mqft/part")
 }
 
 /// Every file under `dir`, recursively (symlinks listed, not followed).
@@ -376,7 +389,8 @@ proptest! {
         prop_assert!(!s.chars().any(is_unsafe_in_a_name), "{raw:?} kept an unsafe character: {s:?}");
         prop_assert!(!s.starts_with(|c: char| c == '.' || c.is_whitespace()), "{s:?}");
         prop_assert!(!s.ends_with(|c: char| c == '.' || c.is_whitespace()), "{s:?}");
-        prop_assert!(!is_windows_device(s), "{raw:?} became the device name {s:?}");
+        // A device name only on Windows: elsewhere `con.jpg` is a plain name.
+        prop_assert!(!cfg!(windows) || !is_windows_device(s), "{raw:?} became the device name {s:?}");
         let again = mqft::sanitize_file_name(s);
         prop_assert_eq!(again.as_ref(), Ok(&name), "not idempotent");
 
@@ -449,12 +463,19 @@ fn sample_of_hostile_names() -> Vec<String> {
     }
     // One send per name and per sanitized name: two names that clean up alike
     // would race for one file (the second refused as existing, which is right,
-    // but not what this test looks at).
-    let (mut raw_seen, mut clean_seen) = (HashSet::new(), HashSet::new());
+    // but not what this test looks at). Likewise a name that cleans up to a
+    // directory of another's path (`_` and `_/x`): one of them cannot be placed.
+    let (mut raw_seen, mut clean_seen) = (HashSet::new(), HashSet::<String>::new());
     names.retain(|n| {
         raw_seen.insert(n.clone())
-            && match mqft::sanitize_file_name(n) {
-                Ok(clean) => clean_seen.insert(String::from(clean)),
+            && match mqft::sanitize_path(n) {
+                Ok(clean) => {
+                    let clean = String::from(clean);
+                    let clash = clean_seen
+                        .iter()
+                        .any(|c| clean.starts_with(&format!("{c}/")) || c.starts_with(&format!("{clean}/")));
+                    !clash && clean_seen.insert(clean)
+                }
                 Err(_) => true,
             }
     });
@@ -497,7 +518,7 @@ async fn generated_hostile_names_through_a_real_receiver() {
             ReceiveEvent::Rejected { transfer, reason, .. } if *transfer == id => Some(*reason),
             _ => None,
         });
-        match (mqft::sanitize_file_name(raw), completed, rejected) {
+        match (mqft::sanitize_path(raw), completed, rejected) {
             (Ok(name), Some(path), None) => {
                 assert_eq!(path, out.join(name.as_str()), "{raw:?}");
                 let meta = fs::symlink_metadata(&path).unwrap();
@@ -512,11 +533,13 @@ async fn generated_hostile_names_through_a_real_receiver() {
         }
     }
     // Nothing anywhere but in the output directory, and there only the files
-    // that arrived and the receiver's hidden markers.
+    // that arrived and the receiver's state folder.
     for path in all_files(root.path()) {
-        assert_eq!(path.parent(), Some(out.as_path()), "{} is outside the output directory", path.display());
-        let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(landed.contains(&path) || (name.starts_with('.') && name.ends_with(".state")), "{name:?}");
+        if path.starts_with(out.join(".mqft")) {
+            continue;
+        }
+        assert!(path.starts_with(&out), "{} is outside the output directory", path.display());
+        assert!(landed.contains(&path), "{}", path.display());
     }
     // Both spellings of `café` arrived, as two files: names are kept byte for byte.
     assert!(landed.contains(&out.join("caf\u{e9}.bin")) && landed.contains(&out.join("cafe\u{301}.bin")));
@@ -559,8 +582,9 @@ async fn the_cli_prints_hostile_names_escaped() {
     );
     wait_subscribed(&broker, before, &receiver);
     let client = client(&broker, MqttVersion::V5);
-    // Refused (a device name once cleaned), so printed raw but escaped...
-    let refused = "nul.\x1b[31m\u{202E}\u{2215}txt";
+    // Refused (nothing left once cleaned: the last component is `..`), so
+    // printed raw but escaped...
+    let refused = "nul.\x1b[31m\u{202E}\u{2215}txt/..";
     let err = within("the refused send", client.send([SendFile::named(&content, refused)], fixed_chunks(1024)).wait())
         .await
         .unwrap_err();
@@ -636,7 +660,9 @@ impl Trap {
     /// Plants the trap for transfer `m` of `name` in `out`, pointing at `victim`.
     fn plant(self, out: &Path, name: &str, m: &Manifest, victim: &Victim) {
         use std::os::unix::fs::symlink;
-        let hidden = |ext: &str| out.join(format!(".{name}.{}.{ext}", m.id));
+        let _ = name;
+        fs::create_dir_all(parts_dir(out)).unwrap();
+        let hidden = |ext: &str| parts_dir(out).join(format!("{}.{ext}", m.id));
         match self {
             Trap::SymlinkAtFinal => symlink(&victim.path, out.join(name)).unwrap(),
             Trap::DanglingSymlinkAtFinal => symlink(victim.path.with_extension("nowhere"), out.join(name)).unwrap(),
@@ -681,7 +707,11 @@ async fn links_planted_in_the_output_directory_are_never_written_through() {
         cases.push((trap, name, path, m, victim));
     }
 
-    let mut rx = client.receive(out.path(), receive_opts("rx-traps"));
+    let mut opts = receive_opts("rx-traps");
+    // Refused rather than kept beside (the default): a trap at the final name
+    // must stay as it is.
+    opts.on_conflict = mqft::OnConflict::Fail;
+    let mut rx = client.receive(out.path(), opts);
     connected(&mut rx).await;
     let files: Vec<SendFile> = cases.iter().map(|(_, name, path, ..)| SendFile::named(path, name.clone())).collect();
     let mut send_opts = fixed_chunks(CHUNK);
@@ -710,9 +740,11 @@ async fn links_planted_in_the_output_directory_are_never_written_through() {
             let meta = fs::symlink_metadata(&final_path).unwrap_or_else(|e| panic!("{what}: not received: {e}"));
             assert!(meta.is_file() && meta.nlink() == 1, "{what}: {meta:?}");
             assert!(files_equal(path, &final_path), "{what}: the received file differs");
-            // Only the receiver's own marker is left, a plain file.
-            let state = fs::symlink_metadata(state_path(out.path(), name, m)).unwrap();
-            assert!(state.is_file() && state.nlink() == 1, "{what}: {state:?}");
+            // Nothing is left of the transfer's own files: the completed store
+            // remembers it.
+            for left in [part_path(out.path(), name, m), state_path(out.path(), name, m)] {
+                assert!(fs::symlink_metadata(&left).is_err(), "{what}: {} is left", left.display());
+            }
         }
     }
     // The victims' directory holds the victims and nothing else.
@@ -730,7 +762,7 @@ async fn overwrite_replaces_a_symlink_at_the_final_name_not_its_target() {
     std::os::unix::fs::symlink(&victim.path, out.path().join("over.bin")).unwrap();
     let client = client(&broker, MqttVersion::V311);
     let mut opts = receive_opts("rx-overwrite");
-    opts.overwrite = true;
+    opts.on_conflict = mqft::OnConflict::Overwrite;
     opts.once = true;
     let mut rx = client.receive(out.path(), opts);
     connected(&mut rx).await;
@@ -820,8 +852,8 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     // Below max_size, above the free space.
     let m = lie("fat.bin", 8 << 20);
     assert!(matches!(offer(&mut raw, &m, "rx-small").await, Ack::Rejected { reason: RejectReason::DiskFull, .. }));
-    // Nothing was written, not even a hidden file.
-    assert_eq!(fs::read_dir(small.path()).unwrap().count(), 0);
+    // Nothing was written, not even a partial file.
+    assert_eq!(only_the_state_folder(small.path()), 0);
     // A file that fits still does.
     let src = tempfile::tempdir().unwrap();
     let path = random_file(src.path(), "fits.bin", 1 << 20, 7501);
@@ -837,7 +869,7 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     let rx = start_receive(&broker, &client, big.path(), receive_opts("rx-big")).await;
     let m = lie("galactic.bin", 1 << 46);
     assert!(matches!(offer(&mut raw, &m, "rx-big").await, Ack::Rejected { reason: RejectReason::DiskFull, .. }));
-    assert_eq!(fs::read_dir(big.path()).unwrap().count(), 0);
+    assert_eq!(only_the_state_folder(big.path()), 0);
     rx.cancel();
     within("the receive", rx.wait()).await.unwrap();
 }
@@ -1211,7 +1243,8 @@ async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
     let prefix = Prefix::default();
     let (mut most_files, mut most_rss) = (0, rss_before);
     let sample = |most_files: &mut usize, most_rss: &mut u64| {
-        *most_files = (*most_files).max(fs::read_dir(out.path()).unwrap().count());
+        let parts = fs::read_dir(parts_dir(out.path())).map_or(0, Iterator::count);
+        *most_files = (*most_files).max(fs::read_dir(out.path()).unwrap().count() + parts);
         *most_rss = (*most_rss).max(rss_kib(pid));
     };
     for (i, m) in manifests.iter().enumerate() {
@@ -1239,8 +1272,9 @@ async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
     assert_eq!(accepted.len(), MAX_CONCURRENT, "no more transfers open than allowed");
     assert_eq!(queued.len(), QUEUE, "no more offers waiting than the queue holds");
     assert_eq!(full, FLOOD - MAX_CONCURRENT - QUEUE, "every other one refused as queue full");
-    // A .part and a .state per open transfer (and a state's temporary file).
-    assert!(most_files <= 3 * MAX_CONCURRENT, "{most_files} files in the output directory");
+    // A .part and a .state per open transfer (and a state's temporary file),
+    // and the state folder.
+    assert!(most_files <= 3 * MAX_CONCURRENT + 1, "{most_files} files in the output directory");
     let grown = most_rss.saturating_sub(rss_before);
     assert!(grown < 16 << 10, "the receiver grew by {grown} KiB (from {rss_before} KiB)");
 

@@ -67,7 +67,8 @@ fn a_received_copy_zeroed_is_refused_not_confirmed_when_sent_again() {
 
     // A receiver started again finds its marker; the file under the name is no
     // longer the one received, so it is someone's other file: refused.
-    let mut rx = Cli::receive(broker.port(), out.path(), "rx-again", &[]);
+    // `fail`: the default, `rename`, would keep both.
+    let mut rx = Cli::receive(broker.port(), out.path(), "rx-again", &["--on-conflict", "fail"]);
     let sent = send(broker.port(), &path);
     assert_eq!(sent.code, Some(5), "the second send must be refused (exit 5)\n{}", sent.text);
     let rejected = rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected");
@@ -161,12 +162,13 @@ enum Damage {
     StateOfAnotherFile,
 }
 
-/// The one hidden file in `dir` whose name ends with `suffix`.
+/// The one file of a transfer in progress in `dir` (in its state folder) whose
+/// name ends with `suffix`.
 fn hidden(dir: &Path, suffix: &str) -> Option<PathBuf> {
-    fs::read_dir(dir)
-        .unwrap()
+    fs::read_dir(dir.join(".mqft/part"))
+        .ok()?
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with('.') && p.to_str().unwrap().ends_with(suffix))
+        .find(|p| p.file_name().unwrap().to_str().unwrap().ends_with(suffix))
 }
 
 /// Kills a receiver mid-transfer, does `damage` to its files, starts it again
@@ -177,13 +179,22 @@ fn killed_receiver_restarts_after(damage: Damage, seed: u64) -> Finished {
     let src = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
 
-    // Another transfer's state, for `StateOfAnotherFile`: a marker left by a
-    // small file received first, elsewhere.
+    // Another transfer's state, for `StateOfAnotherFile`: one left by a
+    // receiver killed half way through another file, elsewhere and under
+    // another prefix (so its sender's manifest never reaches the receiver here).
     let elsewhere = tempfile::tempdir().unwrap();
     let foreign = matches!(damage, Damage::StateOfAnotherFile).then(|| {
-        let other = random_file(src.path(), "other.bin", SMALL, seed + 1);
-        receive_once(broker.port(), elsewhere.path(), &other);
-        hidden(elsewhere.path(), ".state").expect("a completed transfer leaves its marker")
+        let other = random_file(src.path(), "other.bin", LEN, seed + 1);
+        let link = paced_link(&broker);
+        let mut rx = Cli::receive(link.port(), elsewhere.path(), "rx-other", &["--prefix", "other"]);
+        let mut flags = windowed_flags().to_vec();
+        flags.extend(["--prefix".to_owned(), "other".to_owned()]);
+        let mut sender = Cli::send(broker.port(), &other, &flags);
+        rx.wait_held(LEN / 8);
+        assert!(wait_until(WAIT, || hidden(elsewhere.path(), ".state").is_some()), "{}", rx.output());
+        rx.kill();
+        sender.kill();
+        hidden(elsewhere.path(), ".state").expect("a state of a transfer in progress")
     });
 
     let path = random_file(src.path(), "killed.bin", LEN, seed);

@@ -94,7 +94,7 @@ fn exec_runs_once_per_completed_file_and_not_again_after_a_restart() {
     };
 
     let receiver = start_receiver(&broker, "files", &mut receiver_command());
-    send(&broker, &file, &[]);
+    send(&broker, &file, &["--from", "cam-3"]);
     assert!(wait_until(WAIT, || lines(&log).len() == 1), "the hook did not run\n{}", receiver.stderr());
     // The same file again: "already have it", no second run, no second path.
     send(&broker, &file, &[]);
@@ -104,8 +104,8 @@ fn exec_runs_once_per_completed_file_and_not_again_after_a_restart() {
     assert!(String::from_utf8_lossy(&first.stderr).contains("exec for"), "exit status logged\n{}", show(&first));
     assert!(files_equal(&file, &arrived));
     let size = std::fs::metadata(&file).unwrap().len();
-    // `{}` is one word however the name is spaced; the sender is not known yet.
-    assert_eq!(lines(&log), vec![format!("{} {size} {} []", arrived.display(), sha256sum(&file))]);
+    // `{}` is one word however the name is spaced; MQFT_SENDER is the sender's --from.
+    assert_eq!(lines(&log), vec![format!("{} {size} {} [cam-3]", arrived.display(), sha256sum(&file))]);
 
     // A restarted receiver, offered the file once more, runs nothing and prints nothing.
     let receiver = start_receiver(&broker, "files", &mut receiver_command());
@@ -206,7 +206,7 @@ fn the_completed_event_carries_the_sha256_and_a_file_held_already_is_an_event() 
     let mut command = mqft(["receive", "--json", "--out"]);
     command.arg(out.path()).args(at(broker.port()));
     let receiver = start_receiver(&broker, "files", &mut command);
-    send(&broker, &file, &[]);
+    send(&broker, &file, &["--from", "cam-3"]);
     // Offered again to the receiver that has it in memory.
     send(&broker, &file, &[]);
     let first = signal(receiver, Signal::TERM);
@@ -227,8 +227,8 @@ fn the_completed_event_carries_the_sha256_and_a_file_held_already_is_an_event() 
     assert_eq!(completed.len(), 1, "{}", show(&output));
     assert_eq!(completed[0]["sha256"], sha256sum(&file).as_str());
     assert_eq!(completed[0]["size"], 250_000);
-    // Who sent it is not on the wire yet.
-    assert!(completed[0]["sender"].is_null());
+    // Who sent it, as it named itself (--from).
+    assert_eq!(completed[0]["sender"], "cam-3");
     let again = named("already_complete");
     assert_eq!(again.len(), 2, "once from memory, once after the restart\n{}", show(&output));
     for e in again {

@@ -120,9 +120,9 @@ fn assert_refused(port: u16, public: &Path, file: &Path, flags: &[String], why: 
     let rejected = rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected");
     assert_eq!(rejected["reason"], "not signed by a trusted key", "{}", rx.output());
     assert_eq!(rejected["detail"], why, "{}", rx.output());
-    assert_eq!(rejected["code"], 11);
+    assert_eq!(rejected["code"], 12);
     rx.kill();
-    assert!(fs::read_dir(out.path()).unwrap().next().is_none(), "an untrusted offer writes nothing");
+    assert!(received(out.path()).is_empty(), "an untrusted offer writes nothing");
 }
 
 #[test]
@@ -271,7 +271,7 @@ async fn a_manifest_changed_after_signing_is_refused() {
     let rejected = tokio::task::block_in_place(|| rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected"));
     assert_eq!(rejected["detail"], "bad signature: the manifest was changed after it was signed", "{}", rx.output());
     rx.kill();
-    assert!(fs::read_dir(out.path()).unwrap().next().is_none(), "a changed manifest writes nothing");
+    assert!(received(out.path()).is_empty(), "a changed manifest writes nothing");
     raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
 }
 
@@ -399,6 +399,36 @@ fn an_encrypted_file_reaches_its_recipient_and_a_subscriber_sees_only_ciphertext
     assert!(capture.len() > 16 && runs.len() as u64 > LEN - 32);
 }
 
+/// The same encrypted file sent again (its `Complete` lost, or a camera that
+/// sends twice) is found by its plaintext: "already have", no second copy, and
+/// its name not told back in the clear.
+#[test]
+fn an_encrypted_file_sent_again_is_already_had() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, public) = keygen(keys.path(), "server");
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "again.bin", LEN, 1207);
+    let mut flags = unsigned();
+    flags.extend(["--encrypt-to".to_owned(), public.display().to_string()]);
+    let id = ["--identity", identity.to_str().unwrap()];
+    for round in ["first", "again"] {
+        let rx = Cli::receive(broker.port(), out.path(), "rx-again", &id);
+        let sent = Cli::send(broker.port(), &file, &flags).finish_within(WAIT);
+        let received = rx.finish_within(WAIT);
+        assert_eq!(sent.code, Some(0), "{round}: {}", sent.text);
+        assert_eq!(received.code, Some(0), "{round}: {}", received.text);
+        if round == "again" {
+            let had = received.event("already_complete").expect("already had");
+            assert_eq!(had["size"], LEN, "the real size\n{}", received.text);
+            assert!(!sent.text.contains("again.bin (1)"), "{}", sent.text);
+        }
+    }
+    assert_eq!(visible(out.path()), vec!["again.bin".to_owned()], "one copy");
+    assert!(files_equal(&file, &out.path().join("again.bin")));
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -456,8 +486,19 @@ fn a_receiver_without_the_identity_refuses_an_encrypted_file_clearly() {
         let rejected = rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected");
         assert_eq!(rejected["reason"], "encrypted for another recipient", "{}", rx.output());
         assert_eq!(rejected["detail"], why);
-        assert_eq!(rejected["code"], 12);
+        assert_eq!(rejected["code"], 13);
         rx.kill();
-        assert!(fs::read_dir(out.path()).unwrap().next().is_none(), "nothing written");
+        assert!(received(out.path()).is_empty(), "nothing written");
     }
+}
+
+/// What a receiver put in `out`, but for its state folder (`.mqft`), and there no
+/// partial file either.
+fn received(out: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> =
+        fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).filter(|p| !p.ends_with(".mqft")).collect();
+    if let Ok(parts) = fs::read_dir(out.join(".mqft/part")) {
+        found.extend(parts.map(|e| e.unwrap().path()));
+    }
+    found
 }

@@ -6,12 +6,12 @@
 //! and `--help` names the variables that can hold one (`MQFT_BROKER`, `MQFT_USERNAME`,
 //! `MQFT_PASSWORD`) without showing their values.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
-use mqft::proto::{self, Prefix, ReceiverId, Wait};
+use mqft::proto::{self, PrefixPattern, ReceiverId, Wait};
 use mqft::{ChunkSize, Config, Credentials, MqttVersion};
 
 /// Move large files over an MQTT broker: chunked, checked (CRC32 per chunk, SHA-256
@@ -58,7 +58,8 @@ Exit codes:
   3    broker unreachable (at first, or for --broker-timeout later), or it
        refused the connection (credentials, TLS)
   4    no receiver answered (send); nothing arrived before --timeout (receive)
-  5    a receiver rejected the file (too large, bad name, exists, disk full, busy)
+  5    a receiver rejected the file (too large, bad name, exists, skipped, disk
+       full, busy)
   6    integrity failure: a SHA-256 did not match
   7    the transfer broke down: a peer went silent, or chunks stopped getting through
   8    local I/O error
@@ -168,9 +169,11 @@ pub struct BrokerArgs {
     /// turns TLS on.
     #[arg(long, value_name = "VERSION", value_parser = clap::value_parser!(mqft::TlsVersion))]
     pub tls_version: Option<mqft::TlsVersion>,
-    /// Topic prefix the transfers live under.
-    #[arg(long, env = "MQFT_PREFIX", default_value = "files")]
-    pub prefix: String,
+    /// Topic prefix the transfers live under. A receiver takes it repeated
+    /// (`--prefix site1/cams --prefix site2/cams`) and with `+` for one whole level
+    /// (`--prefix 'site/+/cams'`); a sender takes one, without wildcards.
+    #[arg(long, env = "MQFT_PREFIX", default_value = "files", action = ArgAction::Append)]
+    pub prefix: Vec<String>,
     /// Seconds to keep trying to reach the broker before giving up (exit 3).
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub connect_timeout: u64,
@@ -183,6 +186,16 @@ pub struct BrokerArgs {
     #[arg(short = 'k', long, default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(MIN_KEEPALIVE..=MAX_KEEPALIVE))]
     pub keepalive: u64,
+    /// The most bytes per second to publish, control messages and MQTT headers
+    /// included: bytes, or with k, m, g (binary: 512k is 524288). For a broker that
+    /// limits each connection (AWS IoT Core: 512k) or a link paid by the byte.
+    /// Default: no limit.
+    #[arg(long, value_name = "BYTES", value_parser = parse_rate)]
+    pub rate: Option<u64>,
+    /// The most publishes per second, control messages included (AWS IoT Core:
+    /// 100). Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_publish_rate: Option<u32>,
 }
 
 /// How to report.
@@ -201,7 +214,8 @@ pub struct OutputArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The files to send.
+    /// The files to send; a directory is sent with everything under it, each file
+    /// named by its path from the directory's parent (`photos/2026/a.jpg`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -220,9 +234,14 @@ pub struct SendArgs {
     /// How many receivers must confirm each file.
     #[arg(short = 'n', long, default_value_t = 1, conflicts_with = "to")]
     pub receivers: usize,
-    /// Wait for these receivers (by receiver id); repeatable.
+    /// Send to these receivers only (by receiver id), and wait for each; repeatable.
+    /// Receivers not listed ignore the transfer.
     #[arg(long, value_name = "RECEIVER_ID")]
     pub to: Vec<String>,
+    /// Follow symbolic links in a directory sent (`send DIR`); without it they are
+    /// skipped, with a note.
+    #[arg(long)]
+    pub follow_symlinks: bool,
     /// Seconds to wait for receivers to answer.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -239,13 +258,30 @@ pub struct SendArgs {
     /// with --identity.
     #[arg(long, value_name = "PUBKEY_OR_FILE")]
     pub encrypt_to: Vec<String>,
+
+    /// Compress chunks: zstd or none. Each chunk that zstd shrinks by at least
+    /// 3 % goes compressed, the others raw (JPEG, video, archives), so nothing
+    /// grows; the summary shows the saving. For text, logs and raw sensor data on
+    /// a slow or metered link.
+    #[arg(long, default_value = "none", value_name = "ALGO")]
+    pub compress: proto::wire::Compression,
+
+    /// This sender's name in every manifest, shown by receivers and usable as
+    /// their directory (`receive --out 'DIR/{sender}'`): lowercase letters,
+    /// digits, `_` and `-`, at most 64 (default: from the host name). Claimed,
+    /// not proven.
+    #[arg(long, env = "MQFT_FROM", value_name = "NAME")]
+    pub from: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// Directory to put files in.
+    /// Directory to put files in. With `{sender}` as its last part
+    /// (`/srv/in/{sender}`), each sender's files go to a directory of their own
+    /// under the part before it, named after the sender (`_unknown` for a sender
+    /// without a name), created as needed; a symlink there is never followed.
     #[arg(short = 'o', long, default_value = ".")]
     pub out: PathBuf,
     /// Exit after the first file.
@@ -257,10 +293,18 @@ pub struct ReceiveArgs {
     /// Refuse files larger than this: bytes, or with k, m, g (binary units).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
-    /// Replace existing files of the same name.
-    #[arg(long)]
+    /// What to do when a different file of the same name is there: rename
+    /// (keep both, the new one as `name (1).ext`), overwrite, skip (keep the old
+    /// one; the sender exits 5, "file exists, skipped") or fail (the sender exits
+    /// 5, "file exists"). The same bytes under that name are "already have"
+    /// whatever this says.
+    #[arg(long, value_name = "POLICY", default_value = "rename", value_parser = parse_conflict)]
+    pub on_conflict: mqft::OnConflict,
+    /// Same as --on-conflict overwrite.
+    #[arg(long, conflicts_with = "on_conflict")]
     pub overwrite: bool,
-    /// This receiver's id in ack topics (default: from the host name).
+    /// This receiver's id in ack topics (default: `<host>-<6 hex>`, the hex from
+    /// the output directory: unique per host and directory, stable across restarts).
     #[arg(long = "name", value_name = "RECEIVER_ID")]
     pub receiver_id: Option<String>,
     /// Transfers received at once; more wait in a queue (see --queue).
@@ -292,6 +336,21 @@ pub struct ReceiveArgs {
     /// they are refused.
     #[arg(long, value_name = "KEYFILE")]
     pub identity: Option<PathBuf>,
+    /// Keep the receiver's state (partial files, the memory of received files,
+    /// the --exec journal) here instead of in OUT/.mqft, so that OUT holds only
+    /// received files.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Forget a received file this long after it arrived (then a sender offering
+    /// it again is told it exists rather than "already have"): 30d, 12h, 90m,
+    /// 45s, or off to remember for ever.
+    #[arg(long, value_name = "AGE", default_value = "30d", value_parser = parse_age)]
+    pub forget_after: Age,
+    /// Remove the partial files of transfers that have not advanced for this long
+    /// (checked at start and hourly; each removal is logged): 3d, 12h, 90m, 45s,
+    /// or off (also 0) to keep them.
+    #[arg(long, value_name = "AGE", default_value = "3d", value_parser = parse_age)]
+    pub prune_after: Age,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -365,18 +424,40 @@ impl BrokerArgs {
             }
         }
         cfg.version = self.version;
-        cfg.prefix = Prefix::new(&self.prefix).map_err(|e| usage(format!("--prefix: {e}")))?;
+        cfg.prefix = self.prefixes()?.first().and_then(PrefixPattern::concrete).unwrap_or_default();
         cfg.client_id = self.client_id.clone();
         cfg.connect_timeout = Duration::from_secs(self.connect_timeout.max(1));
         cfg.keep_alive = Duration::from_secs(self.keepalive);
         cfg.broker_timeout = self.broker_timeout.map(|s| Duration::from_secs(s.max(1)));
+        cfg.rate = self.rate;
+        cfg.max_publish_rate = self.max_publish_rate;
         Ok(cfg)
+    }
+}
+
+impl BrokerArgs {
+    /// Every `--prefix`, checked: `+` only as a whole level, `#` never (the
+    /// protocol's own levels follow the prefix).
+    pub fn prefixes(&self) -> Result<Vec<PrefixPattern>> {
+        self.prefix
+            .iter()
+            .map(|p| {
+                if p.contains('#') {
+                    return Err(usage(format!("--prefix {p}: '#' is not allowed, use '+' for one level")).into());
+                }
+                PrefixPattern::new(p).map_err(|e| usage(format!("--prefix {p}: {e}")).into())
+            })
+            .collect()
     }
 }
 
 impl SendArgs {
     /// The library's send options.
     pub fn options(&self) -> Result<mqft::SendOptions> {
+        match &self.broker.prefixes()?[..] {
+            [one] if one.concrete().is_some() => {}
+            _ => bail!(usage("send takes one --prefix, without '+'")),
+        }
         let mut opts = mqft::SendOptions::default();
         opts.chunk_size = self.chunk_size;
         if let Some(w) = self.window {
@@ -413,6 +494,20 @@ impl SendArgs {
         if opts.encrypt_to.len() > proto::wire::MAX_RECIPIENTS {
             bail!(usage(format!("--encrypt-to: at most {} recipients", proto::wire::MAX_RECIPIENTS)));
         }
+        opts.compress = self.compress;
+        opts.from = match &self.from {
+            Some(name) if proto::wire::is_sender_name(name) => name.clone(),
+            Some(name) => bail!(usage(format!(
+                "--from {name}: use at most {} lowercase letters, digits, '_' and '-'",
+                proto::wire::MAX_SENDER_LEN
+            ))),
+            None => default_sender_name(),
+        };
+        if !opts.encrypt_to.is_empty() && opts.compress != proto::wire::Compression::None {
+            // Ciphertext does not compress, and compressing before sealing would
+            // tell the broker how compressible each chunk is.
+            bail!(usage("--compress with --encrypt-to: encrypted chunks do not compress; compress the file first"));
+        }
         Ok(opts)
     }
 }
@@ -422,10 +517,12 @@ impl ReceiveArgs {
     pub fn options(&self) -> Result<mqft::ReceiveOptions> {
         let mut opts = mqft::ReceiveOptions::default();
         opts.once = self.once;
-        opts.overwrite = self.overwrite;
+        opts.on_conflict = if self.overwrite { mqft::OnConflict::Overwrite } else { self.on_conflict };
+        opts.per_sender = self.out_dir()?.1;
         opts.max_concurrent = self.max_concurrent.max(1);
         opts.queue = self.queue;
         opts.max_size = self.max_size;
+        opts.prefixes = self.broker.prefixes()?;
         if let Some(id) = &self.receiver_id {
             opts.receiver_id = Some(ReceiverId::new(id).map_err(|e| usage(format!("--name {id}: {e}")))?);
         }
@@ -436,7 +533,68 @@ impl ReceiveArgs {
         if let Some(path) = &self.identity {
             opts.identity = Some(mqft::keys::SecretKey::read(path).map_err(|e| usage(format!("--identity: {e}")))?);
         }
+        opts.state_dir.clone_from(&self.state_dir);
+        opts.forget_after = self.forget_after.0;
+        opts.prune_after = self.prune_after.0;
         Ok(opts)
+    }
+
+    /// The state folder: `--state-dir`, or `.mqft` in the output directory's
+    /// root (`out`, as [`ReceiveArgs::out_dir`] gives it).
+    pub fn state_root(&self, out: &Path) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| out.join(mqft::receive::STATE_DIR_NAME))
+    }
+}
+
+/// The placeholder in `receive --out` for a directory per sender.
+pub const SENDER_PLACEHOLDER: &str = "{sender}";
+
+impl ReceiveArgs {
+    /// The output directory's root, and whether each sender's files go to a
+    /// directory of their own under it (`--out 'ROOT/{sender}'`).
+    pub fn out_dir(&self) -> Result<(PathBuf, bool)> {
+        let text = self.out.to_string_lossy();
+        if !text.contains('{') {
+            return Ok((self.out.clone(), false));
+        }
+        let root = self.out.parent().filter(|_| self.out.file_name().is_some_and(|n| n == SENDER_PLACEHOLDER));
+        match root {
+            Some(root) if !root.to_string_lossy().contains(['{', '}']) => {
+                let root = if root.as_os_str().is_empty() { PathBuf::from(".") } else { root.to_owned() };
+                Ok((root, true))
+            }
+            _ => bail!(usage(format!(
+                "--out {text}: {SENDER_PLACEHOLDER} can only be the last part, as in /srv/in/{SENDER_PLACEHOLDER}"
+            ))),
+        }
+    }
+}
+
+/// The host name, lowercased and mapped into the sender-name alphabet (`-` for
+/// anything else), cut to its length; empty (an unnamed sender) when there is
+/// none.
+fn default_sender_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    raw.trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .take(proto::wire::MAX_SENDER_LEN)
+        .collect()
+}
+
+/// `rename`, `overwrite`, `skip` or `fail`, as a clap value parser.
+pub fn parse_conflict(s: &str) -> Result<mqft::OnConflict, UsageError> {
+    match s {
+        "rename" => Ok(mqft::OnConflict::Rename),
+        "overwrite" => Ok(mqft::OnConflict::Overwrite),
+        "skip" => Ok(mqft::OnConflict::Skip),
+        "fail" => Ok(mqft::OnConflict::Fail),
+        _ => Err(usage(format!("bad conflict policy '{s}': use rename, overwrite, skip or fail"))),
     }
 }
 
@@ -447,6 +605,30 @@ pub fn check_out_dir(out: &std::path::Path) -> Result<()> {
         Ok(meta) if !meta.is_dir() => bail!(usage(format!("--out {}: not a directory", out.display()))),
         _ => Ok(()),
     }
+}
+
+/// An age for `--forget-after` and `--prune-after`; `None` is `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Age(pub Option<Duration>);
+
+/// `30d`, `12h`, `90m`, `45s`, `3600` (seconds), or `off`; `0` is `off` too.
+pub fn parse_age(s: &str) -> Result<Age, UsageError> {
+    let bad = || usage(format!("bad age '{s}': use 30d, 12h, 90m, 45s, or off"));
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(Age(None));
+    }
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = n.checked_mul(scale).ok_or_else(bad)?;
+    Ok(Age((secs > 0).then(|| Duration::from_secs(secs))))
 }
 
 /// A usage error, tagged so `main` exits with code 2.
@@ -464,6 +646,14 @@ pub fn parse_size(s: &str) -> Result<u64, UsageError> {
     mqft::config::parse_bytes(s).ok_or_else(|| usage(format!("bad size '{s}': use bytes like 1048576, 64k, 10m, 2g")))
 }
 
+/// A `--rate`: a size ([`parse_size`]) of at least one byte.
+pub fn parse_rate(s: &str) -> Result<u64, UsageError> {
+    match parse_size(s)? {
+        0 => Err(usage("a rate of 0 would send nothing: leave --rate out for no limit")),
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +666,30 @@ mod tests {
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert!(parse_size("x").is_err());
         assert!(parse_size("5t").is_err());
+    }
+
+    #[test]
+    fn rate_flags_reach_the_config() {
+        let cli = Cli::try_parse_from(["mqft", "receive", "--rate", "512k", "--max-publish-rate", "100"]).unwrap();
+        let Command::Receive(args) = cli.command else { panic!() };
+        let cfg = args.broker.config().unwrap();
+        assert_eq!((cfg.rate, cfg.max_publish_rate), (Some(512 << 10), Some(100)));
+        assert!(Cli::try_parse_from(["mqft", "send", "f", "--rate", "0"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "send", "f", "--max-publish-rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("30d").unwrap(), Age(Some(Duration::from_secs(30 * 86_400))));
+        assert_eq!(parse_age("12h").unwrap(), Age(Some(Duration::from_secs(12 * 3600))));
+        assert_eq!(parse_age("90m").unwrap(), Age(Some(Duration::from_secs(5400))));
+        assert_eq!(parse_age("45").unwrap(), Age(Some(Duration::from_secs(45))));
+        assert_eq!(parse_age("1s").unwrap(), Age(Some(Duration::from_secs(1))));
+        assert_eq!(parse_age("off").unwrap(), Age(None));
+        assert_eq!(parse_age("0").unwrap(), Age(None));
+        for bad in ["", "d", "3w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -544,5 +758,25 @@ mod tests {
         assert!(Cli::try_parse_from(["mqft", "send", "a", "--chunk-size", "17x"]).is_err());
         assert!(Cli::try_parse_from(["mqft", "send", "a", "-V", "3"]).is_err());
         assert!(Cli::try_parse_from(["mqft", "receive", "--max-size", "5t"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "receive", "--on-conflict", "merge"]).is_err());
+        assert!(Cli::try_parse_from(["mqft", "receive", "--on-conflict", "skip", "--overwrite"]).is_err());
+        let cli = Cli::try_parse_from(["mqft", "send", "a", "--from", "Cam 1"]).unwrap();
+        let Command::Send(args) = cli.command else { panic!() };
+        assert!(args.options().unwrap_err().downcast_ref::<UsageError>().is_some());
+    }
+
+    #[test]
+    fn a_sender_placeholder_ends_the_out_dir() {
+        let out = |o: &str| {
+            let cli = Cli::try_parse_from(["mqft", "receive", "--out", o]).unwrap();
+            let Command::Receive(args) = cli.command else { panic!() };
+            args.out_dir().map_err(|e| e.downcast::<UsageError>().unwrap().0)
+        };
+        assert_eq!(out("/srv/in").unwrap(), (PathBuf::from("/srv/in"), false));
+        assert_eq!(out("/srv/in/{sender}").unwrap(), (PathBuf::from("/srv/in"), true));
+        assert_eq!(out("{sender}").unwrap(), (PathBuf::from("."), true));
+        assert!(out("/srv/{sender}/in").is_err());
+        assert!(out("/srv/in-{sender}").is_err());
+        assert!(out("/srv/{x}/{sender}").is_err());
     }
 }

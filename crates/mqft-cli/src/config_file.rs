@@ -79,6 +79,11 @@ pub fn apply(raw: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
         if !section_applies(section, name) {
             continue;
         }
+        // The section's value replaces the top level's, also for a flag that takes
+        // several values (`prefix`), which would otherwise add both.
+        if section.is_empty() && settings.iter().any(|(sec, k, _)| sec == name && k == key) {
+            continue;
+        }
         // Looked up when the settings were checked.
         let Some(arg) = args.get(key.as_str()) else { continue };
         // Nor when a flag given conflicts with it: `--json` on the command line
@@ -233,5 +238,38 @@ mod tests {
         assert!(flags().settings(&bad).unwrap_err().contains("max_sise"));
         let wrong_place: toml::Table = "out = \"/srv\"\n".parse().unwrap();
         assert!(flags().settings(&wrong_place).unwrap_err().contains("[receive]"));
+    }
+
+    /// `prefix` repeats for a receiver: a list in the file gives each, and a
+    /// section's list replaces the top level's rather than adding to it.
+    #[test]
+    fn a_list_of_prefixes_and_a_section_that_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqft.toml");
+        std::fs::write(&path, "prefix = \"top\"\n[receive]\nprefix = [\"site1/cams\", \"site/+/cams\"]\n").unwrap();
+        let raw: Vec<OsString> =
+            ["mqft", "receive", "--config"].map(OsString::from).into_iter().chain([path.into()]).collect();
+        let args = apply(raw).unwrap();
+        let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(
+            shown.contains(&"--prefix=site1/cams".to_owned()) && shown.contains(&"--prefix=site/+/cams".to_owned()),
+            "{shown:?}"
+        );
+        assert!(!shown.iter().any(|a| a.contains("top")), "{shown:?}");
+    }
+
+    #[test]
+    fn names_from_many_senders_are_settable() {
+        let table: toml::Table = "[send]
+from = \"cam7\"
+[receive]
+on_conflict = \"skip\"
+out = \"/srv/in/{sender}\"
+"
+        .parse()
+        .unwrap();
+        let mut keys: Vec<_> = flags().settings(&table).unwrap().into_iter().map(|(_, k, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys, ["from", "on_conflict", "out"]);
     }
 }

@@ -65,7 +65,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     // The receiver first, so that it is listening when the manifest goes out.
     let mut ropts = mqft::ReceiveOptions::default();
     ropts.once = true;
-    ropts.overwrite = true;
+    ropts.on_conflict = mqft::OnConflict::Overwrite;
     ropts.receiver_id = Some(ReceiverId::new("demo-receiver").expect("a valid receiver id"));
     let mut receiver = client.receive(out, ropts);
     loop {

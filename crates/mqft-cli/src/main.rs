@@ -236,14 +236,29 @@ async fn send(a: SendArgs) -> Result<()> {
     let opts = a.options()?;
     for f in &a.files {
         let meta = std::fs::metadata(f).map_err(|e| UsageError(format!("cannot send {}: {e}", f.display())))?;
-        if !meta.is_file() {
-            return Err(UsageError(format!("cannot send {}: not a regular file", f.display())).into());
+        if !meta.is_file() && !meta.is_dir() {
+            return Err(UsageError(format!("cannot send {}: not a regular file or directory", f.display())).into());
         }
+    }
+    // Directories become their files; what a walk cannot take fails alone, after
+    // the rest are sent.
+    let tree = mqft::tree::expand(&a.files, a.follow_symlinks);
+    for link in &tree.skipped_links {
+        eprintln!(
+            "note: skipping the symbolic link {} (see --follow-symlinks)",
+            report::escape(&link.display().to_string())
+        );
+    }
+    for (path, why) in &tree.errors {
+        eprintln!("error: cannot send {}: {why}", report::escape(&path.display().to_string()));
+    }
+    if tree.files.is_empty() {
+        return Err(UsageError("nothing to send".into()).into());
     }
     let started = std::time::Instant::now();
     let mut reporter = Reporter::new(a.output);
     reporter.connecting(&cfg.addr());
-    let mut handle = Client::new(cfg).send(a.files.clone(), opts);
+    let mut handle = Client::new(cfg).send(tree.files, opts);
     let interrupted = on_ctrl_c(handle.cancellation_token());
     while let Some(e) = handle.next_event().await {
         reporter.send_event(&e);
@@ -258,14 +273,21 @@ async fn send(a: SendArgs) -> Result<()> {
     if a.output.json {
         println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
     }
+    if let Some((path, why)) = tree.errors.into_iter().next() {
+        // Exit as for a file that could not be read: the rest arrived.
+        let e = std::io::Error::other(why);
+        return Err(anyhow::Error::new(e).context(format!("cannot send {}", path.display())));
+    }
     Ok(())
 }
 
 async fn receive(a: ReceiveArgs) -> Result<()> {
     let cfg = a.broker.config()?;
     let opts = a.options()?;
-    args::check_out_dir(&a.out)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    // With `{sender}` in --out, the directory is its root.
+    let (out, _) = a.out_dir()?;
+    args::check_out_dir(&out)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut exec = match &a.exec {
         Some(command) => {
             let show = if a.output.json {
@@ -275,7 +297,14 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
             } else {
                 service::Show::Text
             };
-            Some(service::Exec::start(command.clone(), a.exec_jobs, &a.out, show)?)
+            // A symlink planted at the default state folder must not take the
+            // journal elsewhere (the library refuses it as well, but later).
+            let state = a.state_root(&out);
+            if a.state_dir.is_none() && std::fs::symlink_metadata(&state).is_ok_and(|m| m.is_symlink()) {
+                let why = format!("{} is a symlink, not the receiver's state folder", state.display());
+                return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, why).into());
+            }
+            Some(service::Exec::start(command.clone(), a.exec_jobs, &state, a.forget_after.0, show)?)
         }
         None => None,
     };
@@ -283,7 +312,7 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     // With --once the one path printed is the answer, even for a file already here.
     reporter.print_already_complete(a.once);
     reporter.connecting(&cfg.addr());
-    let mut handle = Client::new(cfg).receive(a.out.clone(), opts);
+    let mut handle = Client::new(cfg).receive(out.clone(), opts);
     let token = handle.cancellation_token();
     let stopped_by = service::on_stop_signals(token.clone());
     let deadline = a.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
@@ -294,15 +323,15 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let mut on_event = |e: &mqft::ReceiveEvent| {
         reporter.receive_event(e);
         match e {
-            mqft::ReceiveEvent::Completed { transfer, path, size, sha256 } => {
+            mqft::ReceiveEvent::Completed { transfer, path, size, sha256, sender, .. } => {
                 if let Some(exec) = &mut exec {
-                    exec.completed(service::Done::new(transfer, path, *size, sha256));
+                    exec.completed(service::Done::new(transfer, path, *size, sha256, sender));
                 }
                 true
             }
-            mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => {
+            mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256, sender, .. } => {
                 if let Some(exec) = &mut exec {
-                    exec.already_complete(service::Done::new(transfer, path, *size, sha256));
+                    exec.already_complete(service::Done::new(transfer, path, *size, sha256, sender));
                 }
                 true
             }

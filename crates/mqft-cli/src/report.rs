@@ -221,6 +221,15 @@ impl Reporter {
                     self.note(&format!("{}: receiver {receiver} failed: {why}", display_path(path)));
                 }
             }
+            SendEvent::StoredAs { path, receiver, name, change, detail, .. } => {
+                self.note(&format!(
+                    "{}{}: {receiver} stored it as {} ({change}{})",
+                    self.side,
+                    display_path(path),
+                    escape(name),
+                    if detail.is_empty() { String::new() } else { format!(": {}", escape(detail)) }
+                ));
+            }
             SendEvent::Queued { path, receiver, position, .. } => {
                 self.note(&format!("{}{}: queued at position {position} at {receiver}", self.side, display_path(path)));
             }
@@ -300,9 +309,9 @@ impl Reporter {
             ReceiveEvent::Connected { receiver } => {
                 self.note(&format!("{}listening as receiver {receiver}", self.side));
             }
-            ReceiveEvent::Rejected { name, reason, detail, .. } => {
+            ReceiveEvent::Rejected { name, reason, detail, sender, .. } => {
                 let detail = if detail.is_empty() { String::new() } else { format!(": {}", escape(detail)) };
-                self.note(&format!("{}refused {}: {reason}{detail}", self.side, escape(name)));
+                self.note(&format!("{}refused {}{}: {reason}{detail}", self.side, escape(name), from(sender)));
             }
             ReceiveEvent::Signed { signer, .. } => {
                 self.note(&format!("{}signed by {}", self.side, escape(signer)));
@@ -310,8 +319,8 @@ impl Reporter {
             ReceiveEvent::Queued { name, position, .. } => {
                 self.note(&format!("{}queued {} at position {position}: every slot is taken", self.side, escape(name)));
             }
-            ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => {
-                let label = format!("{}{}", self.side, file_name(path));
+            ReceiveEvent::Accepted { transfer, path, size, resumed_bytes, sender } => {
+                let label = format!("{}{}{}", self.side, file_name(path), from(sender));
                 let bar = self.bar(*transfer, "", *size, *resumed_bytes, label);
                 bar.set_position(*resumed_bytes);
                 if *resumed_bytes > 0 {
@@ -323,15 +332,20 @@ impl Reporter {
                 let bar = self.bar(*transfer, "", *total, *bytes, label);
                 bar.set_position(*bytes);
             }
-            ReceiveEvent::Completed { transfer, path, .. } => match self.bars.get(&(*transfer, String::new())) {
-                Some(bar) => {
-                    bar.set_position(bar.length().unwrap_or(0));
-                    bar.finish_with_message("sha-256 ok");
+            ReceiveEvent::Completed { transfer, path, sender, change, .. } => {
+                match self.bars.get(&(*transfer, String::new())) {
+                    Some(bar) => {
+                        bar.set_position(bar.length().unwrap_or(0));
+                        bar.finish_with_message("sha-256 ok");
+                    }
+                    None => self.note(&format!("{}received {}{}", self.side, display_path(path), from(sender))),
                 }
-                None => self.note(&format!("{}received {}", self.side, display_path(path))),
-            },
-            ReceiveEvent::AlreadyComplete { path, .. } => {
-                self.note(&format!("{}already have {}", self.side, display_path(path)));
+                if let Some(change) = change {
+                    self.note(&format!("{}stored as {}: {change}", self.side, display_path(path)));
+                }
+            }
+            ReceiveEvent::AlreadyComplete { path, sender, .. } => {
+                self.note(&format!("{}already have {}{}", self.side, display_path(path), from(sender)));
             }
             ReceiveEvent::Failed { transfer, path, failure } => match self.bars.get(&(*transfer, String::new())) {
                 Some(bar) => bar.abandon_with_message(format!("failed: {failure}")),
@@ -348,7 +362,8 @@ impl Reporter {
     /// receivers held already), time and rate, as rsync and croc end.
     pub fn send_summary(&self, report: &mqft::SendReport) {
         let moved = self.sent_bytes();
-        let line = summary_line("sent", report.files.len(), moved, self.started.elapsed());
+        let mut line = summary_line("sent", report.files.len(), moved, self.started.elapsed());
+        line.push_str(&saving(report));
         if self.mode == Mode::Bars {
             self.note(&line);
         }
@@ -411,6 +426,18 @@ fn summary_line(verb: &str, files: usize, moved: u64, took: Duration) -> String 
     format!("{verb} {files} file{plural}, {} in {secs:.1} s ({rate})", bytes(moved))
 }
 
+/// ", 1.6 MiB on the wire, saved 61 %" when compression saved anything; else
+/// nothing.
+fn saving(report: &mqft::SendReport) -> String {
+    let data: u64 = report.files.iter().map(|f| f.data_bytes).sum();
+    let wire: u64 = report.files.iter().map(|f| f.wire_bytes).sum();
+    if wire >= data || data == 0 {
+        return String::new();
+    }
+    let saved = 100.0 * (data - wire) as f64 / data as f64;
+    format!(", {} on the wire, saved {saved:.0} %", bytes(wire))
+}
+
 /// Bytes a receive took in: each file's size less what it resumed with.
 pub fn received_bytes(report: &mqft::ReceiveReport) -> u64 {
     report.files.iter().map(|f| f.size.saturating_sub(f.resumed_bytes)).sum()
@@ -434,6 +461,7 @@ pub fn send_summary(r: &mqft::SendReport, sent_bytes: u64, took: Duration) -> Va
                 "path": path_json(&f.path), "transfer": f.transfer.to_string(),
                 "receivers": f.receivers.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                 "chunks": f.chunks, "transmissions": f.transmissions,
+                "data_bytes": f.data_bytes, "wire_bytes": f.wire_bytes,
             })
         })
         .collect();
@@ -482,6 +510,10 @@ pub fn send_json(e: &SendEvent) -> Value {
             "event": "receiver_failed", "path": path_json(path), "transfer": transfer.to_string(),
             "receiver": receiver.as_str(), "reason": reason.map(|r| r.to_string()),
         }),
+        SendEvent::StoredAs { path, transfer, receiver, name, change, detail } => json!({
+            "event": "stored_as", "path": path_json(path), "transfer": transfer.to_string(),
+            "receiver": receiver.as_str(), "name": name, "change": change_json(*change), "detail": detail,
+        }),
         SendEvent::Queued { path, transfer, receiver, position } => json!({
             "event": "queued", "path": path_json(path), "transfer": transfer.to_string(),
             "receiver": receiver.as_str(), "position": position,
@@ -506,40 +538,73 @@ pub fn send_json(e: &SendEvent) -> Value {
     }
 }
 
+/// A manifest's sender name: `null` for an unnamed sender.
+fn sender_json(sender: &str) -> Value {
+    if sender.is_empty() {
+        Value::Null
+    } else {
+        Value::from(sender)
+    }
+}
+
+/// Why a receiver stored a file under another name, as a stable word.
+fn change_json(change: mqft::proto::NameChange) -> Value {
+    match change {
+        mqft::proto::NameChange::Sanitized => "sanitized".into(),
+        mqft::proto::NameChange::Renamed => "renamed".into(),
+        other => format!("code {}", other.code()).into(),
+    }
+}
+
+/// " from NAME" for a named sender, for the human output.
+fn from(sender: &str) -> String {
+    if sender.is_empty() {
+        String::new()
+    } else {
+        format!(" from {sender}")
+    }
+}
+
 /// A receive event as JSON.
 pub fn receive_json(e: &ReceiveEvent) -> Value {
     match e {
         ReceiveEvent::Connected { receiver } => json!({"event": "connected", "receiver": receiver.as_str()}),
         ReceiveEvent::Disconnected { reason } => json!({"event": "disconnected", "reason": reason}),
-        ReceiveEvent::Offered { transfer, name, size } => json!({
+        ReceiveEvent::Offered { transfer, name, size, sender } => json!({
             "event": "offered", "transfer": transfer.to_string(), "name": name, "size": size,
+            "sender": sender_json(sender),
         }),
-        ReceiveEvent::Rejected { transfer, name, reason, detail } => json!({
+        ReceiveEvent::Rejected { transfer, name, reason, detail, sender } => json!({
             "event": "rejected", "transfer": transfer.to_string(), "name": name,
             "reason": reason.to_string(), "code": reason.code(), "detail": detail,
+            "sender": sender_json(sender),
         }),
         ReceiveEvent::Signed { transfer, signer } => json!({
             "event": "signed", "transfer": transfer.to_string(), "signer": signer,
         }),
-        ReceiveEvent::Queued { transfer, name, position } => json!({
+        ReceiveEvent::Queued { transfer, name, position, sender } => json!({
             "event": "queued", "transfer": transfer.to_string(), "name": name, "position": position,
+            "sender": sender_json(sender),
         }),
-        ReceiveEvent::Accepted { transfer, path, size, resumed_bytes } => json!({
+        ReceiveEvent::Accepted { transfer, path, size, resumed_bytes, sender } => json!({
             "event": "accepted", "transfer": transfer.to_string(), "path": path_json(path),
-            "size": size, "resumed_bytes": resumed_bytes,
+            "size": size, "resumed_bytes": resumed_bytes, "sender": sender_json(sender),
         }),
         ReceiveEvent::Progress { transfer, path, bytes, total } => json!({
             "event": "progress", "transfer": transfer.to_string(), "path": path_json(path),
             "bytes": bytes, "total": total,
         }),
-        // "sender": who sent it is not on the wire yet; null until it is.
-        ReceiveEvent::Completed { transfer, path, size, sha256 } => json!({
+        // "change": why the path's name is not the one sent (the sender was told),
+        // or null.
+        ReceiveEvent::Completed { transfer, path, size, sha256, sender, change } => json!({
             "event": "completed", "transfer": transfer.to_string(), "path": path_json(path), "size": size,
-            "sha256": crate::service::hex(sha256), "sender": Value::Null,
+            "sha256": crate::service::hex(sha256), "sender": sender_json(sender),
+            "change": change.map(change_json),
         }),
-        ReceiveEvent::AlreadyComplete { transfer, path, size, sha256 } => json!({
+        ReceiveEvent::AlreadyComplete { transfer, path, size, sha256, sender, change } => json!({
             "event": "already_complete", "transfer": transfer.to_string(), "path": path_json(path),
-            "size": size, "sha256": crate::service::hex(sha256), "sender": Value::Null,
+            "size": size, "sha256": crate::service::hex(sha256), "sender": sender_json(sender),
+            "change": change.map(change_json),
         }),
         ReceiveEvent::Failed { transfer, path, failure } => json!({
             "event": "failed", "transfer": transfer.to_string(), "path": path_json(path),

@@ -8,8 +8,9 @@
 //! answered "already have it" by the library: that is an event in the logs and the
 //! JSON, not a new hook run, and not a new path on stdout.
 //!
-//! Across restarts and crashes a journal in `<out>/.mqft-exec/` decides (a leading
-//! dot: no received file can have that name). When a file completes, the record
+//! Across restarts and crashes a journal in the receiver's state folder decides,
+//! `exec/` in `<out>/.mqft/` or the `--state-dir` (a leading dot: no received
+//! file can have that name). When a file completes, the record
 //! `<transfer>.pending` is written before its hook starts; when the hook has exited
 //! (whatever its status) the record is renamed to `<transfer>.done`. So:
 //!
@@ -24,13 +25,17 @@
 //!   any "already have it" with no `.done` record (for example for files received
 //!   before `--exec` was configured).
 //!
-//! One record of a few hundred bytes stays per transfer, next to the library's own
-//! completed-transfer marker; delete both with the file when it is no longer wanted.
+//! One `.done` record of a few hundred bytes stays per transfer. It is touched
+//! whenever its transfer is answered "already have it", and removed at a start
+//! once untouched for the receiver's `--forget-after` plus [`DONE_SLACK`]: by
+//! then the library has forgotten the transfer too (it answers "exists", which
+//! runs no hook), so a record never goes while the memory it pairs with stays.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use mqft::proto::TransferId;
@@ -40,8 +45,11 @@ use tokio::task::JoinSet;
 
 use crate::report::display_path;
 
-/// The journal directory under the output directory.
-pub const JOURNAL_DIR: &str = ".mqft-exec";
+/// The journal directory under the state folder.
+pub const JOURNAL_DIR: &str = "exec";
+
+/// How much longer than `--forget-after` an untouched `.done` record is kept.
+pub const DONE_SLACK: Duration = Duration::from_secs(86_400);
 
 /// A completed file, as a hook sees it.
 #[derive(Debug, Clone)]
@@ -50,17 +58,25 @@ pub struct Done {
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
+    /// The sender's name from the manifest, or empty.
+    pub sender: String,
 }
 
 impl Done {
-    pub fn new(transfer: &TransferId, path: &Path, size: u64, sha256: &[u8; 32]) -> Done {
-        Done { transfer: transfer.to_string(), path: path.to_owned(), size, sha256: hex(sha256) }
+    pub fn new(transfer: &TransferId, path: &Path, size: u64, sha256: &[u8; 32], sender: &str) -> Done {
+        Done {
+            transfer: transfer.to_string(),
+            path: path.to_owned(),
+            size,
+            sha256: hex(sha256),
+            sender: sender.to_owned(),
+        }
     }
 
     fn to_json(&self) -> Value {
         json!({
             "transfer": self.transfer, "path": self.path.to_string_lossy(), "size": self.size,
-            "sha256": self.sha256,
+            "sha256": self.sha256, "sender": self.sender,
         })
     }
 
@@ -70,6 +86,8 @@ impl Done {
             path: PathBuf::from(v["path"].as_str()?),
             size: v["size"].as_u64()?,
             sha256: v["sha256"].as_str()?.to_owned(),
+            // Absent from a journal an older release wrote.
+            sender: v["sender"].as_str().unwrap_or_default().to_owned(),
         })
     }
 }
@@ -98,14 +116,39 @@ pub struct Exec {
 }
 
 impl Exec {
-    /// Hooks for files received into `out`; runs those a crash left pending.
-    pub fn start(command: String, jobs: usize, out: &Path, show: Show) -> Result<Exec> {
-        let journal = out.join(JOURNAL_DIR);
+    /// Hooks for files received by a receiver with the state folder `state`;
+    /// runs those a crash left pending.
+    /// `.done` records untouched for `forget_after` (plus [`DONE_SLACK`]) go.
+    pub fn start(
+        command: String,
+        jobs: usize,
+        state: &Path,
+        forget_after: Option<Duration>,
+        show: Show,
+    ) -> Result<Exec> {
+        let journal = state.join(JOURNAL_DIR);
         std::fs::create_dir_all(&journal).with_context(|| format!("cannot create {}", journal.display()))?;
         let mut exec =
             Exec { command, slots: Arc::new(Semaphore::new(jobs.max(1))), journal, running: JoinSet::new(), show };
+        if let Some(age) = forget_after {
+            exec.forget_done(age + DONE_SLACK);
+        }
         exec.run_pending()?;
         Ok(exec)
+    }
+
+    /// Removes the `.done` records untouched for `age`.
+    fn forget_done(&self, age: Duration) {
+        let Ok(entries) = std::fs::read_dir(&self.journal) else { return };
+        let now = SystemTime::now();
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let old = std::fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|idle| idle > age));
+            if old && path.extension().is_some_and(|x| x == "done") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     /// A file completed: its hook runs (again, if it completed anew).
@@ -123,6 +166,10 @@ impl Exec {
     /// record that it ran (see the module docs).
     pub fn already_complete(&mut self, done: Done) {
         let known = ["done", "pending"].iter().any(|ext| self.record(&done.transfer, ext).exists());
+        // The library still remembers the transfer: so must the record.
+        if let Ok(f) = std::fs::File::options().write(true).open(self.record(&done.transfer, "done")) {
+            let _ = f.set_modified(SystemTime::now());
+        }
         if !known {
             self.completed(done);
         }
@@ -205,8 +252,9 @@ async fn run_hook(command: &str, done: &Done) -> std::io::Result<std::process::E
         .env("MQFT_SIZE", done.size.to_string())
         .env("MQFT_SHA256", &done.sha256)
         .env("MQFT_TRANSFER", &done.transfer)
-        // Who sent it is not on the wire yet: empty until senders name themselves.
-        .env("MQFT_SENDER", "")
+        // The name the sender gave itself (`[0-9a-z_-]`, so safe in a shell), or
+        // empty for an unnamed sender.
+        .env("MQFT_SENDER", &done.sender)
         // The broker password is the receiver's, not the hook's.
         .env_remove("MQFT_PASSWORD")
         .stdin(Stdio::null())

@@ -54,7 +54,7 @@ fn transfer(file: &[u8], sha256: [u8; 32], chunk: u32, out: &mut [u8]) -> u32 {
                 chunks += 1;
                 if let Some(w) = rx.handle_chunk(index, &buf, now).expect("a valid chunk") {
                     let at = w.offset as usize;
-                    out[at..at + w.data.len()].copy_from_slice(w.data);
+                    out[at..at + w.data.len()].copy_from_slice(&w.data);
                 }
             }
             (Some(Topic::Ctl(_)), Payload::Bytes(p)) => rx.handle_ctl(&p, now).expect("a valid ctl"),

@@ -44,6 +44,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::receiver::ack_transmit;
+use crate::topic::PrefixPattern;
 use crate::{Ack, Ctl, Manifest, Prefix, Receiver, ReceiverId, RejectReason, Topic, TransferId, Transmit};
 
 /// How many completed transfers' manifests are remembered (8 KiB each at most), to
@@ -52,6 +53,11 @@ use crate::{Ack, Ctl, Manifest, Prefix, Receiver, ReceiverId, RejectReason, Topi
 pub const COMPLETED_MEMORY: usize = 256;
 /// How many unknown transfers' chunk subscriptions are remembered as dropped.
 pub const STALE_MEMORY: usize = 1024;
+/// How many offers and history checks handed to the caller remember the prefix
+/// they came under, until the caller answers them. A caller answers each before
+/// the next message, so a few would do; forgetting one sends its answer under the
+/// endpoint's first prefix.
+pub const ORIGIN_MEMORY: usize = 64;
 
 /// What a receiver takes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,7 @@ impl Default for Limits {
 /// What a message is, for the caller. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub enum Routed {
     /// A manifest of a transfer open here: feed it to its `Receiver::handle_manifest`.
     Manifest(Manifest),
@@ -110,6 +117,8 @@ pub enum EndpointEvent {
         name: String,
         /// Its size in bytes.
         size: u64,
+        /// The sender's name from the manifest (claimed, not proven), or empty.
+        sender: String,
     },
     /// A new offer waits in the queue at `position` (1 for the head).
     Queued {
@@ -119,6 +128,8 @@ pub enum EndpointEvent {
         name: String,
         /// Its place.
         position: u32,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// An offer was refused, by the endpoint or through [`ReceiverEndpoint::refuse`].
     Refused {
@@ -130,9 +141,17 @@ pub enum EndpointEvent {
         reason: RejectReason,
         /// The detail sent along.
         detail: String,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// A queued offer left the queue: its sender aborted or cleared its manifest.
     Withdrawn {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// A manifest addressed to other receivers ([`Manifest::to`]) was ignored,
+    /// without an answer.
+    NotAddressed {
         /// The transfer.
         id: TransferId,
     },
@@ -141,16 +160,20 @@ pub enum EndpointEvent {
 /// Routes one receiver's messages by topic and keeps the rules that span transfers.
 #[derive(Debug)]
 pub struct ReceiverEndpoint {
-    prefix: Prefix,
+    /// What the receiver listens under, none covering another.
+    patterns: Vec<PrefixPattern>,
     rid: ReceiverId,
     limits: Limits,
-    /// Transfers the caller accepted and has not closed; `true` while the transfer
-    /// holds a slot (not yet ended).
-    open: BTreeMap<TransferId, bool>,
+    /// Transfers the caller accepted and has not closed, with the prefix each lives
+    /// under; `true` while the transfer holds a slot (not yet ended).
+    open: BTreeMap<TransferId, (bool, Prefix)>,
+    /// The prefix of each offer or history check handed to the caller and not yet
+    /// answered, newest last; bounded by [`ORIGIN_MEMORY`].
+    origins: VecDeque<(TransferId, Prefix)>,
     /// The manifests of recently completed transfers, oldest first.
     completed: VecDeque<Manifest>,
-    /// Unknown transfers whose chunk subscription was dropped.
-    stale: HashSet<TransferId>,
+    /// Chunk filters of unknown transfers, dropped.
+    stale: HashSet<String>,
     queue: OfferQueue,
     stopping: bool,
     transmits: VecDeque<Transmit>,
@@ -160,11 +183,31 @@ pub struct ReceiverEndpoint {
 impl ReceiverEndpoint {
     /// An endpoint for receiver `rid` under `prefix`.
     pub fn new(prefix: Prefix, rid: ReceiverId, limits: Limits) -> Self {
+        Self::with_patterns(vec![prefix.into()], rid, limits)
+    }
+
+    /// An endpoint for receiver `rid` under several prefixes, or prefixes with `+`
+    /// levels. A pattern that another one covers ([`PrefixPattern::covers`]) is
+    /// dropped: its messages match the other. Each transfer lives under the
+    /// concrete prefix its manifest came on, and is answered there.
+    pub fn with_patterns(patterns: Vec<PrefixPattern>, rid: ReceiverId, limits: Limits) -> Self {
+        let mut kept: Vec<PrefixPattern> = Vec::new();
+        for p in patterns {
+            if kept.iter().any(|k| k.covers(&p)) {
+                continue;
+            }
+            kept.retain(|k| !p.covers(k));
+            kept.push(p);
+        }
+        if kept.is_empty() {
+            kept.push(Prefix::default().into());
+        }
         ReceiverEndpoint {
-            prefix,
+            patterns: kept,
             rid,
             limits,
             open: BTreeMap::new(),
+            origins: VecDeque::new(),
             completed: VecDeque::new(),
             stale: HashSet::new(),
             queue: OfferQueue::default(),
@@ -176,6 +219,41 @@ impl ReceiverEndpoint {
 
     // Getters.
 
+    /// The patterns listened under, none covering another: subscribe to each one's
+    /// manifest and control filters.
+    pub fn patterns(&self) -> &[PrefixPattern] {
+        &self.patterns
+    }
+
+    /// The concrete prefix transfer `id` lives under: where its manifest came from,
+    /// for an open, queued or offered transfer. Create its `Receiver` and chunk
+    /// subscription under it.
+    pub fn origin(&self, id: &TransferId) -> Option<&Prefix> {
+        self.open
+            .get(id)
+            .map(|(_, p)| p)
+            .or_else(|| self.origins.iter().rev().find(|(i, _)| i == id).map(|(_, p)| p))
+            .or_else(|| self.queue.offers.iter().find(|(m, _)| m.id == *id).map(|(_, p)| p))
+    }
+
+    /// The prefix to answer `id` under: its origin, or the first pattern's prefix
+    /// for a caller that answers what it was never handed.
+    fn reply_prefix(&self, id: &TransferId) -> Prefix {
+        self.origin(id).cloned().unwrap_or_else(|| self.patterns[0].concrete().unwrap_or_default())
+    }
+
+    fn remember_origin(&mut self, id: TransferId, prefix: Prefix) {
+        self.origins.retain(|(i, _)| *i != id);
+        if self.origins.len() >= ORIGIN_MEMORY {
+            self.origins.pop_front();
+        }
+        self.origins.push_back((id, prefix));
+    }
+
+    fn forget_origin(&mut self, id: &TransferId) {
+        self.origins.retain(|(i, _)| i != id);
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -183,7 +261,7 @@ impl ReceiverEndpoint {
 
     /// Transfers that hold a slot: accepted and not yet ended.
     pub fn open_transfers(&self) -> usize {
-        self.open.values().filter(|holds| **holds).count()
+        self.open.values().filter(|(holds, _)| *holds).count()
     }
 
     /// True while every slot is taken.
@@ -212,16 +290,25 @@ impl ReceiverEndpoint {
     /// the endpoint answers itself goes out through
     /// [`ReceiverEndpoint::poll_transmit`].
     pub fn handle(&mut self, topic: &str, payload: &[u8]) -> Option<Routed> {
-        match self.prefix.parse(topic)? {
-            Topic::Manifest(id) => self.on_manifest(id, payload),
-            Topic::Chunk(id, index) => self.on_chunk(id, index),
-            Topic::Ctl(id) => self.on_ctl(id, payload),
+        let (prefix, parsed) = self.patterns.iter().find_map(|p| p.parse(topic))?;
+        if let Some((_, open_under)) = self.open.get(parsed.transfer_id()) {
+            if *open_under != prefix {
+                // The same file sent under another prefix while it is open here
+                // under this one: one at a time. That sender hears nothing until
+                // this one ends, then asks again and is answered from history.
+                return None;
+            }
+        }
+        match parsed {
+            Topic::Manifest(id) => self.on_manifest(prefix, id, payload),
+            Topic::Chunk(id, index) => self.on_chunk(prefix, id, index),
+            Topic::Ctl(id) => self.on_ctl(prefix, id, payload),
             // Other receivers' acks: not ours to read.
             Topic::Ack(..) => None,
         }
     }
 
-    fn on_manifest(&mut self, id: TransferId, payload: &[u8]) -> Option<Routed> {
+    fn on_manifest(&mut self, prefix: Prefix, id: TransferId, payload: &[u8]) -> Option<Routed> {
         if payload.is_empty() {
             // A sender cleared its retained manifest: it serves the transfer no more.
             self.unqueue(&id);
@@ -237,7 +324,7 @@ impl ReceiverEndpoint {
             Err(e) => {
                 // The decode error says why, e.g. "protocol version 1, this peer speaks 2".
                 let ack = Ack::Rejected { reason: RejectReason::BadManifest, detail: e.to_string() };
-                self.transmits.push_back(ack_transmit(&self.prefix, &id, &self.rid, &ack));
+                self.transmits.push_back(ack_transmit(&prefix, &id, &self.rid, &ack));
                 return None;
             }
         };
@@ -245,13 +332,20 @@ impl ReceiverEndpoint {
             // The sender restarted or re-published: the transfer's machine answers.
             return Some(Routed::Manifest(m));
         }
+        if !m.is_for(&self.rid) {
+            // Addressed to others: not a word, not even a refusal (PROTOCOL.md 5.1),
+            // so the sender counts only the receivers it named.
+            self.events.push_back(EndpointEvent::NotAddressed { id });
+            return None;
+        }
         if self.completed.iter().any(|c| c.id == id) {
+            self.remember_origin(id, prefix);
             return Some(Routed::CheckHistory(m));
         }
-        self.route_offer(m)
+        self.route_offer(prefix, m)
     }
 
-    fn on_chunk(&mut self, id: TransferId, index: u32) -> Option<Routed> {
+    fn on_chunk(&mut self, prefix: Prefix, id: TransferId, index: u32) -> Option<Routed> {
         if self.open.contains_key(&id) {
             return Some(Routed::Chunk(id, index));
         }
@@ -261,10 +355,11 @@ impl ReceiverEndpoint {
         if self.stale.len() >= STALE_MEMORY {
             self.stale.clear();
         }
-        self.stale.insert(id).then(|| Routed::Unsubscribe(self.prefix.chunk_filter(&id)))
+        let filter = prefix.chunk_filter(&id);
+        self.stale.insert(filter.clone()).then_some(Routed::Unsubscribe(filter))
     }
 
-    fn on_ctl(&mut self, id: TransferId, payload: &[u8]) -> Option<Routed> {
+    fn on_ctl(&mut self, prefix: Prefix, id: TransferId, payload: &[u8]) -> Option<Routed> {
         if self.open.contains_key(&id) {
             return Some(Routed::Ctl(id));
         }
@@ -275,7 +370,11 @@ impl ReceiverEndpoint {
                 None
             }
             // The sender asks a receiver that already finished: its Complete was lost.
-            Ok(Ctl::EndRound { .. }) => self.completed.iter().find(|m| m.id == id).cloned().map(Routed::CheckHistory),
+            Ok(Ctl::EndRound { .. }) => {
+                let m = self.completed.iter().find(|m| m.id == id && m.is_for(&self.rid)).cloned()?;
+                self.remember_origin(id, prefix);
+                Some(Routed::CheckHistory(m))
+            }
             _ => None,
         }
     }
@@ -286,24 +385,41 @@ impl ReceiverEndpoint {
     /// may come back as [`Routed::Offer`] (refused as existing, or received again
     /// where files are replaced).
     pub fn history_checked(&mut self, m: Manifest, still_complete: bool) -> Option<Routed> {
+        self.history_checked_as(m, still_complete, None)
+    }
+
+    /// [`ReceiverEndpoint::history_checked`] for a caller that found the file
+    /// under another name than the manifest's (`stored`): the sender is told that
+    /// name with [`Ack::Stored`] instead of `Complete`.
+    pub fn history_checked_as(
+        &mut self,
+        m: Manifest,
+        still_complete: bool,
+        stored: Option<&crate::receiver::StoredAs>,
+    ) -> Option<Routed> {
         if self.open.contains_key(&m.id) {
             // Taken meanwhile (a caller that checks later than at once): the
             // transfer's own machine answers its sender now.
             return None;
         }
+        let prefix = self.reply_prefix(&m.id);
+        self.forget_origin(&m.id);
         if still_complete {
-            self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
+            self.transmits.push_back(match stored {
+                Some(s) => Receiver::already_stored(&prefix, &self.rid, &m, s),
+                None => complete(&prefix, &self.rid, &m),
+            });
             return None;
         }
         self.completed.retain(|c| c.id != m.id);
-        self.route_offer(m)
+        self.route_offer(prefix, m)
     }
 
     /// A manifest of a transfer not open here: the queue's rules, then the offer.
-    fn route_offer(&mut self, m: Manifest) -> Option<Routed> {
+    fn route_offer(&mut self, prefix: Prefix, m: Manifest) -> Option<Routed> {
         if self.queue.position(&m.id).is_some() {
             // Offered again while waiting: it keeps its place, and is told it.
-            self.enqueue(m);
+            self.enqueue(prefix, m);
             return None;
         }
         if self.stopping {
@@ -313,19 +429,20 @@ impl ReceiverEndpoint {
             // First come, first served: a new offer goes behind those waiting, even
             // if a slot just freed (`next_admitted` gives it to the head).
             self.events.push_back(offered(&m));
-            self.enqueue(m);
+            self.enqueue(prefix, m);
             return None;
         }
-        self.offer(m)
+        self.offer(prefix, m)
     }
 
     /// Decides what needs no I/O on an offer; the rest is the caller's.
-    fn offer(&mut self, m: Manifest) -> Option<Routed> {
+    fn offer(&mut self, prefix: Prefix, m: Manifest) -> Option<Routed> {
         self.events.push_back(offered(&m));
         if self.slots_full() {
-            self.enqueue(m);
+            self.enqueue(prefix, m);
             return None;
         }
+        self.remember_origin(m.id, prefix);
         if self.limits.max_size.is_some_and(|max| m.size > max) {
             self.refuse(&m, RejectReason::TooLarge, String::new());
             return None;
@@ -335,28 +452,43 @@ impl ReceiverEndpoint {
 
     /// Holds an offer that found every slot taken, or refuses it when the queue is
     /// full. The same transfer offered again keeps its place and is told it again.
-    fn enqueue(&mut self, m: Manifest) {
-        if let Some(at) = self.queue.offers.iter().position(|q| q.id == m.id) {
-            // The newest run is the one to answer with `Ready` later.
-            self.queue.replace(at, m);
+    fn enqueue(&mut self, prefix: Prefix, m: Manifest) {
+        if let Some(at) = self.queue.offers.iter().position(|(q, _)| q.id == m.id) {
+            // The newest run is the one to answer with `Ready` later, where it asked.
+            self.queue.replace(at, m, prefix);
             return self.send_queued(at);
         }
         let fits = self.queue.offers.len() < self.limits.queue
             && self.queue.bytes.saturating_add(cost(&m)) <= self.limits.queue_bytes;
         if !fits {
-            return self.refuse(&m, RejectReason::QueueFull, String::new());
+            let ack = Ack::Rejected { reason: RejectReason::QueueFull, detail: String::new() };
+            self.transmits.push_back(ack_transmit(&prefix, &m.id, &self.rid, &ack));
+            let (id, name, sender) = (m.id, m.name, m.sender);
+            self.events.push_back(EndpointEvent::Refused {
+                id,
+                name,
+                reason: RejectReason::QueueFull,
+                detail: String::new(),
+                sender,
+            });
+            return;
         }
-        self.queue.push(m);
+        self.queue.push(m, prefix);
         let at = self.queue.offers.len() - 1;
-        let m = &self.queue.offers[at];
+        let (m, _) = &self.queue.offers[at];
         let position = position_of(at);
-        self.events.push_back(EndpointEvent::Queued { id: m.id, name: m.name.clone(), position });
+        self.events.push_back(EndpointEvent::Queued {
+            id: m.id,
+            name: m.name.clone(),
+            position,
+            sender: m.sender.clone(),
+        });
         self.send_queued(at);
     }
 
     fn send_queued(&mut self, at: usize) {
-        let m = &self.queue.offers[at];
-        self.transmits.push_back(Receiver::queued(&self.prefix, &self.rid, m, position_of(at)));
+        let (m, prefix) = &self.queue.offers[at];
+        self.transmits.push_back(Receiver::queued(prefix, &self.rid, m, position_of(at)));
     }
 
     fn unqueue(&mut self, id: &TransferId) {
@@ -378,21 +510,42 @@ impl ReceiverEndpoint {
     pub fn accept(&mut self, id: TransferId) {
         // An offer of it that queued meanwhile (a caller that decides later than
         // at once) has been answered by this.
+        let prefix = self.reply_prefix(&id);
+        self.forget_origin(&id);
         self.queue.remove(&id);
-        self.open.insert(id, true);
+        self.open.insert(id, (true, prefix));
     }
 
     /// The caller refuses the offer `m`; the sender is told why, with `detail` for
     /// people (never a local path).
     pub fn refuse(&mut self, m: &Manifest, reason: RejectReason, detail: String) {
-        self.transmits.push_back(Receiver::reject_with(&self.prefix, &self.rid, m, reason, detail.clone()));
-        self.events.push_back(EndpointEvent::Refused { id: m.id, name: m.name.clone(), reason, detail });
+        let prefix = self.reply_prefix(&m.id);
+        self.forget_origin(&m.id);
+        self.transmits.push_back(Receiver::reject_with(&prefix, &self.rid, m, reason, detail.clone()));
+        self.events.push_back(EndpointEvent::Refused {
+            id: m.id,
+            name: m.name.clone(),
+            reason,
+            detail,
+            sender: m.sender.clone(),
+        });
     }
 
     /// The caller found the offered file already here, verified: the sender is told
     /// `Complete`, and the transfer remembered.
     pub fn already_complete(&mut self, m: Manifest) {
-        self.transmits.push_back(complete(&self.prefix, &self.rid, &m));
+        let prefix = self.reply_prefix(&m.id);
+        self.forget_origin(&m.id);
+        self.transmits.push_back(complete(&prefix, &self.rid, &m));
+        self.completed(m);
+    }
+
+    /// [`ReceiverEndpoint::already_complete`] for a file found under another name
+    /// than the manifest's: the sender is told that name ([`Ack::Stored`]).
+    pub fn already_stored(&mut self, m: Manifest, stored: &crate::receiver::StoredAs) {
+        let prefix = self.reply_prefix(&m.id);
+        self.forget_origin(&m.id);
+        self.transmits.push_back(Receiver::already_stored(&prefix, &self.rid, &m, stored));
         self.completed(m);
     }
 
@@ -411,7 +564,7 @@ impl ReceiverEndpoint {
     /// An open transfer ended (completed or failed): it frees its slot, and its
     /// messages still reach it until [`ReceiverEndpoint::closed`].
     pub fn ended(&mut self, id: &TransferId) {
-        if let Some(holds) = self.open.get_mut(id) {
+        if let Some((holds, _)) = self.open.get_mut(id) {
             *holds = false;
         }
     }
@@ -425,8 +578,8 @@ impl ReceiverEndpoint {
     /// Call it until `None` after transfers end; each offer may still be refused.
     pub fn next_admitted(&mut self) -> Option<Routed> {
         while !self.stopping && !self.slots_full() {
-            let m = self.queue.pop()?;
-            if let Some(routed) = self.offer(m) {
+            let (m, prefix) = self.queue.pop()?;
+            if let Some(routed) = self.offer(prefix, m) {
                 return Some(routed);
             }
         }
@@ -438,8 +591,8 @@ impl ReceiverEndpoint {
     pub fn stop(&mut self) {
         self.stopping = true;
         let ack = Ack::Rejected { reason: RejectReason::Cancelled, detail: String::new() };
-        for m in self.queue.drain() {
-            self.transmits.push_back(ack_transmit(&self.prefix, &m.id, &self.rid, &ack));
+        for (m, prefix) in self.queue.drain() {
+            self.transmits.push_back(ack_transmit(&prefix, &m.id, &self.rid, &ack));
         }
     }
 
@@ -518,41 +671,42 @@ impl SenderEndpoint {
 /// Offers waiting for a slot, oldest first, with the bytes they hold.
 #[derive(Debug, Default)]
 struct OfferQueue {
-    offers: VecDeque<Manifest>,
+    /// Each with the prefix it came under, to answer it there.
+    offers: VecDeque<(Manifest, Prefix)>,
     /// Bytes of the manifests held, as encoded on the wire.
     bytes: usize,
 }
 
 impl OfferQueue {
     fn position(&self, id: &TransferId) -> Option<u32> {
-        self.offers.iter().position(|m| m.id == *id).map(position_of)
+        self.offers.iter().position(|(m, _)| m.id == *id).map(position_of)
     }
 
-    fn push(&mut self, m: Manifest) {
+    fn push(&mut self, m: Manifest, prefix: Prefix) {
         self.bytes += cost(&m);
-        self.offers.push_back(m);
+        self.offers.push_back((m, prefix));
     }
 
-    fn replace(&mut self, at: usize, m: Manifest) {
+    fn replace(&mut self, at: usize, m: Manifest, prefix: Prefix) {
         self.bytes += cost(&m);
-        let old = std::mem::replace(&mut self.offers[at], m);
+        let (old, _) = std::mem::replace(&mut self.offers[at], (m, prefix));
         self.bytes -= cost(&old);
     }
 
     fn remove(&mut self, id: &TransferId) -> Option<Manifest> {
-        let at = self.offers.iter().position(|m| m.id == *id)?;
-        let m = self.offers.remove(at)?;
+        let at = self.offers.iter().position(|(m, _)| m.id == *id)?;
+        let (m, _) = self.offers.remove(at)?;
         self.bytes -= cost(&m);
         Some(m)
     }
 
-    fn pop(&mut self) -> Option<Manifest> {
-        let m = self.offers.pop_front()?;
+    fn pop(&mut self) -> Option<(Manifest, Prefix)> {
+        let (m, prefix) = self.offers.pop_front()?;
         self.bytes -= cost(&m);
-        Some(m)
+        Some((m, prefix))
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = Manifest> + '_ {
+    fn drain(&mut self) -> impl Iterator<Item = (Manifest, Prefix)> + '_ {
         self.bytes = 0;
         self.offers.drain(..)
     }
@@ -569,7 +723,7 @@ fn position_of(at: usize) -> u32 {
 }
 
 fn offered(m: &Manifest) -> EndpointEvent {
-    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size }
+    EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size, sender: m.sender.clone() }
 }
 
 fn complete(prefix: &Prefix, rid: &ReceiverId, m: &Manifest) -> Transmit {
@@ -772,16 +926,83 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_addressed_to_others_is_ignored_without_a_word() {
+        let (mut ep, p) = endpoint(Limits::default());
+        let r2 = ReceiverId::new("r2").unwrap();
+        let m = manifest("a").with_to([r2]).unwrap();
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), None);
+        assert!(ep.poll_transmit().is_none(), "no ack, not even a refusal");
+        assert_eq!(ep.poll_event(), Some(EndpointEvent::NotAddressed { id: m.id }));
+        // Nor does it answer from history a transfer it was not sent.
+        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        assert_eq!(ep.handle(&p.ctl(&m.id), &end), None);
+        // Listed among others: an offer.
+        let m = manifest("b").with_to([ReceiverId::new("r2").unwrap(), ReceiverId::new("r1").unwrap()]).unwrap();
+        assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::Offer(m)));
+    }
+
+    #[test]
+    fn several_prefixes_and_wildcards_answer_under_the_concrete_prefix() {
+        let pats = ["site1/cams", "site/+/cams", "site/a/cams"].map(|p| PrefixPattern::new(p).unwrap());
+        let mut ep = ReceiverEndpoint::with_patterns(pats.to_vec(), ReceiverId::new("r1").unwrap(), Limits::default());
+        // The covered pattern is dropped: a broker would deliver its messages twice.
+        assert_eq!(ep.patterns(), &pats[..2]);
+        let (a, b) = (Prefix::new("site/a/cams").unwrap(), Prefix::new("site1/cams").unwrap());
+        let m = manifest("a");
+        assert_eq!(ep.handle(&a.manifest(&m.id), &m.encode()), Some(Routed::Offer(m.clone())));
+        assert_eq!(ep.origin(&m.id), Some(&a));
+        ep.accept(m.id);
+        assert_eq!(ep.origin(&m.id), Some(&a));
+        assert_eq!(ep.handle(&a.chunk(&m.id, 1), b""), Some(Routed::Chunk(m.id, 1)));
+        // The same transfer under another prefix waits until this one ends.
+        assert_eq!(ep.handle(&b.manifest(&m.id), &m.encode()), None);
+        assert_eq!(ep.handle(&b.chunk(&m.id, 1), b""), None);
+        // Refusals go where the offer came from.
+        let n = manifest("n");
+        assert_eq!(ep.handle(&b.manifest(&n.id), &n.encode()), Some(Routed::Offer(n.clone())));
+        ep.refuse(&n, RejectReason::Exists, String::new());
+        assert_eq!(ep.poll_transmit().map(|t| t.topic), Some(b.ack(&n.id, &ReceiverId::new("r1").unwrap())));
+        // Stale chunks are dropped under their own prefix.
+        let x = manifest("x");
+        assert_eq!(ep.handle(&b.chunk(&x.id, 0), b""), Some(Routed::Unsubscribe(b.chunk_filter(&x.id))));
+        assert_eq!(ep.handle(&a.chunk(&x.id, 0), b""), Some(Routed::Unsubscribe(a.chunk_filter(&x.id))));
+        // Undecodable manifests are refused under their own prefix too.
+        assert_eq!(ep.handle(&b.manifest(&x.id), b"\x01"), None);
+        assert_eq!(ep.poll_transmit().map(|t| t.topic), Some(b.ack(&x.id, &ReceiverId::new("r1").unwrap())));
+        // Not listened under: nothing.
+        assert_eq!(ep.handle(&Prefix::new("site/a/b/cams").unwrap().manifest(&x.id), &x.encode()), None);
+    }
+
+    #[test]
+    fn queued_offers_are_answered_under_their_own_prefix() {
+        let pats = ["p1", "p2"].map(|p| PrefixPattern::new(p).unwrap());
+        let limits = Limits { max_concurrent: 1, ..Limits::default() };
+        let mut ep = ReceiverEndpoint::with_patterns(pats.to_vec(), ReceiverId::new("r1").unwrap(), limits);
+        let (p1, p2) = (Prefix::new("p1").unwrap(), Prefix::new("p2").unwrap());
+        let [a, b] = ["a", "b"].map(manifest);
+        assert!(ep.handle(&p1.manifest(&a.id), &a.encode()).is_some());
+        ep.accept(a.id);
+        assert_eq!(ep.handle(&p2.manifest(&b.id), &b.encode()), None);
+        let rid = ReceiverId::new("r1").unwrap();
+        assert_eq!(ep.poll_transmit().map(|t| t.topic), Some(p2.ack(&b.id, &rid)));
+        ep.ended(&a.id);
+        assert_eq!(ep.next_admitted(), Some(Routed::Offer(b.clone())));
+        assert_eq!(ep.origin(&b.id), Some(&p2));
+        ep.accept(b.id);
+        assert_eq!(ep.origin(&b.id), Some(&p2));
+    }
+
+    #[test]
     fn the_queue_counts_bytes() {
         let mut q = OfferQueue::default();
         let (a, b) = (manifest("a"), manifest("bb"));
-        q.push(a.clone());
-        q.push(b.clone());
+        q.push(a.clone(), Prefix::default());
+        q.push(b.clone(), Prefix::default());
         assert_eq!(q.position(&b.id), Some(2));
         assert_eq!(q.remove(&a.id), Some(a));
         assert_eq!(q.position(&b.id), Some(1));
         assert_eq!(q.bytes, cost(&b));
-        assert_eq!(q.pop(), Some(b));
+        assert_eq!(q.pop(), Some((b, Prefix::default())));
         assert_eq!(q.bytes, 0);
     }
 

@@ -100,7 +100,7 @@
 //!             Some(Topic::Chunk(_, n)) => {
 //!                 let rx = receiver.as_mut().expect("the manifest comes first");
 //!                 if let Some(w) = rx.handle_chunk(n, payload, now)? {
-//!                     disk[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+//!                     disk[w.offset as usize..][..w.data.len()].copy_from_slice(&w.data);
 //!                 }
 //!                 // Chunks that arrived ahead of order are hashed once the gap fills.
 //!                 while let Some(h) = rx.next_hash_read() {
@@ -145,10 +145,12 @@ pub mod wire;
 pub use endpoint::{AckFor, EndpointEvent, Limits, ReceiverEndpoint, Routed, SenderEndpoint};
 pub use integrity::{transfer_id, HashState};
 pub use ranges::RangeSet;
-pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, Write};
+pub use receiver::{Proof, ReceiveFailure, Receiver, ReceiverConfig, ReceiverEvent, ResumeState, StoredAs, Write};
 pub use sender::{SendFailure, Sender, SenderConfig, SenderEvent, Wait};
-pub use topic::{Prefix, ReceiverId, Topic, TransferId};
-pub use wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, RejectReason, Signature, PROTOCOL_VERSION};
+pub use topic::{Prefix, PrefixPattern, ReceiverId, Topic, TransferId};
+pub use wire::{
+    AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, NameChange, RejectReason, Signature, PROTOCOL_VERSION,
+};
 
 /// MQTT quality of service: the protocol needs nothing beyond QoS 1, so it runs on
 /// brokers without QoS 2.
@@ -210,6 +212,20 @@ impl ChunkRef {
     /// Like [`ChunkRef::encode`], into a reused buffer.
     pub fn encode_into(&self, out: &mut Vec<u8>, data: &[u8]) {
         Chunk::encode_into(out, self.run, self.seq, self.index, data)
+    }
+
+    /// Like [`ChunkRef::encode`], compressed as `compression` says where that
+    /// pays; also returns the bytes of chunk data on the wire.
+    pub fn encode_with(&self, data: &[u8], compression: crate::wire::Compression) -> (Vec<u8>, usize) {
+        debug_assert_eq!(data.len() as u64, self.len);
+        match compression {
+            crate::wire::Compression::Zstd => {
+                let mut out = Vec::new();
+                let n = Chunk::encode_compressed_into(&mut out, self.run, self.seq, self.index, data);
+                (out, n)
+            }
+            crate::wire::Compression::None => (self.encode(data), data.len()),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::integrity::HashState;
 use crate::ranges::RangeSet;
 use crate::topic::{Prefix, ReceiverId};
-use crate::wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, RejectReason};
+use crate::wire::{AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, NameChange, RejectReason};
 use crate::{Payload, Qos, Transmit};
 
 /// Tunables of a receiver.
@@ -188,15 +188,17 @@ pub enum ResumeError {
 }
 
 /// A chunk to write: `data` goes at byte `offset` of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Write<'a> {
     /// Chunk index.
     pub index: u32,
     /// Byte offset in the file.
     pub offset: u64,
-    /// The bytes, borrowed from the payload.
-    pub data: &'a [u8],
+    /// The bytes, borrowed from the payload, or decompressed from it.
+    pub data: std::borrow::Cow<'a, [u8]>,
+    /// The bytes the chunk took on the wire (fewer than `data`'s if compressed).
+    pub wire_len: usize,
 }
 
 /// A chunk to read back from the partial file and feed to [`Receiver::hash_chunk`].
@@ -212,6 +214,7 @@ pub struct HashRead {
 
 /// What a receiver reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReceiverEvent {
     /// Every chunk is held and the SHA-256 matches: move the file to its final name,
     /// then call [`Receiver::finalized`].
@@ -291,6 +294,26 @@ pub struct Receiver {
     duplicates: u64,
     /// The detail sent with a local failure's `Rejected` (an OS error text).
     detail: String,
+    /// Where the file went, when not under the manifest's name: answered as
+    /// [`Ack::Stored`] instead of [`Ack::Complete`].
+    stored_as: Option<StoredAs>,
+}
+
+/// The name a file was stored under, when it differs from the manifest's, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAs {
+    /// The stored name, relative to the directory the sender's files go to.
+    pub name: String,
+    /// Why it differs.
+    pub change: NameChange,
+    /// What was changed, for people, or empty.
+    pub detail: String,
+}
+
+impl StoredAs {
+    fn ack(&self, sha256: [u8; 32]) -> Ack {
+        Ack::Stored { sha256, name: self.name.clone(), change: self.change, detail: self.detail.clone() }
+    }
 }
 
 impl Receiver {
@@ -355,6 +378,7 @@ impl Receiver {
             corrupt: 0,
             duplicates: 0,
             detail: String::new(),
+            stored_as: None,
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -391,6 +415,12 @@ impl Receiver {
     /// the file, for a caller that keeps no `Receiver` for finished transfers.
     pub fn already_complete(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest) -> Transmit {
         ack_transmit(prefix, &manifest.id, id, &Ack::Complete { sha256: manifest.sha256 })
+    }
+
+    /// [`Receiver::already_complete`] for a file this receiver holds under another
+    /// name than the manifest's: the sender is told that name.
+    pub fn already_stored(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, stored: &StoredAs) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &stored.ack(manifest.sha256))
     }
 
     // ---- getters ----
@@ -505,11 +535,12 @@ impl Receiver {
         }
         self.crcs[at] = chunk.crc32;
         if chunk.index == self.hashed {
-            self.hash.update(chunk.data);
+            self.hash.update(&chunk.data);
             self.hashed += 1;
         }
         self.check_done();
-        Ok(Some(Write { index: chunk.index, offset: self.manifest.chunk_offset(chunk.index), data: chunk.data }))
+        let offset = self.manifest.chunk_offset(chunk.index);
+        Ok(Some(Write { index: chunk.index, offset, data: chunk.data, wire_len: chunk.wire_len }))
     }
 
     /// The next chunk to read back for the hash: one that arrived before the chunks
@@ -579,6 +610,16 @@ impl Receiver {
             self.state = State::Complete;
             self.answer();
         }
+    }
+
+    /// [`Receiver::finalized`], for a file that went under another name than the
+    /// manifest's (`None`: under that name): the sender is told where, with
+    /// [`Ack::Stored`], in this and every later answer.
+    pub fn finalized_as(&mut self, stored: Option<StoredAs>, now: Instant) {
+        if self.state == State::Verified {
+            self.stored_as = stored;
+        }
+        self.finalized(now);
     }
 
     /// Fails the transfer for a local reason (disk full, I/O error, cancellation);
@@ -668,7 +709,10 @@ impl Receiver {
                 };
                 Ack::Missing { run: self.seq_run, next_seq: self.next_seq, missing, more: false }
             }
-            State::Complete => Ack::Complete { sha256: self.manifest.sha256 },
+            State::Complete => match &self.stored_as {
+                Some(s) => s.ack(self.manifest.sha256),
+                None => Ack::Complete { sha256: self.manifest.sha256 },
+            },
             State::Failed(reason) => Ack::Rejected { reason, detail: self.detail.clone() },
         };
         self.push(&ack);
@@ -825,12 +869,41 @@ mod resume_tests {
             if !rx.held().contains(i) {
                 let payload = chunk_of(data, m, i);
                 if let Some(w) = rx.handle_chunk(i, &payload, Instant::now()).unwrap() {
-                    part[w.offset as usize..][..w.data.len()].copy_from_slice(w.data);
+                    part[w.offset as usize..][..w.data.len()].copy_from_slice(&w.data);
                 }
             }
             serve_hash_reads(&mut rx, &part);
         }
         std::iter::from_fn(|| rx.poll_event()).collect()
+    }
+
+    /// A file finalized under another name is confirmed with `Stored`, in the
+    /// first answer and in every later one (an end of round that asks again).
+    #[test]
+    fn a_file_stored_under_another_name_is_answered_stored() {
+        let (data, m) = file();
+        let mut rx = new_rx(&m, None).unwrap();
+        let mut part = vec![0; data.len()];
+        for i in 0..m.chunk_count {
+            if let Some(w) = rx.handle_chunk(i, &chunk_of(&data, &m, i), Instant::now()).unwrap() {
+                part[w.offset as usize..][..w.data.len()].copy_from_slice(&w.data);
+            }
+            serve_hash_reads(&mut rx, &part);
+        }
+        assert!(std::iter::from_fn(|| rx.poll_event()).any(|e| e == ReceiverEvent::Verified));
+        while rx.poll_transmit().is_some() {}
+        let stored = StoredAs { name: "f (1)".into(), change: NameChange::Renamed, detail: "taken".into() };
+        rx.finalized_as(Some(stored.clone()), Instant::now());
+        let end = Ctl::EndRound { run: m.run, next_seq: 99 }.encode();
+        rx.handle_ctl(&end, Instant::now()).unwrap();
+        let acks: Vec<Ack> = std::iter::from_fn(|| rx.poll_transmit())
+            .map(|t| match t.payload {
+                Payload::Bytes(b) => Ack::decode(&b, m.chunk_count).unwrap(),
+                Payload::Chunk(_) => panic!("a receiver sent a chunk"),
+            })
+            .collect();
+        let want = Ack::Stored { sha256: m.sha256, name: stored.name, change: stored.change, detail: stored.detail };
+        assert_eq!(acks, [want.clone(), want]);
     }
 
     #[test]

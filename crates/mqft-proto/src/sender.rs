@@ -39,11 +39,12 @@ use std::time::{Duration, Instant};
 
 use crate::ranges::RangeSet;
 use crate::topic::{Prefix, ReceiverId};
-use crate::wire::{AbortReason, Ack, Ctl, DecodeError, Manifest, RejectReason};
+use crate::wire::{AbortReason, Ack, Ctl, DecodeError, Manifest, NameChange, RejectReason};
 use crate::{ChunkRef, Payload, Qos, Transmit};
 
 /// Which receivers the sender waits for before it reports the transfer finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wait {
     /// Any `n` receivers (at least 1).
     Count(usize),
@@ -113,6 +114,7 @@ impl Default for SenderConfig {
 
 /// What the sender reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SenderEvent {
     /// A receiver accepted the manifest; it already held `held` chunks.
     ReceiverJoined {
@@ -158,6 +160,18 @@ pub enum SenderEvent {
         receiver: ReceiverId,
         /// Why: `None` when it stopped answering.
         reason: Option<RejectReason>,
+    },
+    /// A receiver stored the file under another name than the manifest's; a
+    /// [`SenderEvent::ReceiverComplete`] follows.
+    StoredAs {
+        /// Who.
+        receiver: ReceiverId,
+        /// The name it gave the file (untrusted: print it escaped).
+        name: String,
+        /// Why.
+        change: NameChange,
+        /// What it changed, for people, or empty (untrusted: print it escaped).
+        detail: String,
     },
     /// The receivers waited for have the file. Terminal.
     Finished,
@@ -483,23 +497,9 @@ impl Sender {
                 self.queue_lacking(missing, acked);
                 self.check_drained(now);
             }
-            Ack::Complete { sha256 } => {
-                if !self.has_room_for(from) {
-                    return Ok(());
-                }
-                // Unknown: a receiver that had the file before we asked.
-                let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq, now));
-                // Only an active receiver, or one given up as lost that was only slow.
-                if !matches!(p.state, PeerState::Active | PeerState::Gone(None)) {
-                    return Ok(());
-                }
-                if sha256 == self.manifest.sha256 {
-                    *p = Peer::complete(p.acked, self.manifest.chunk_count, now);
-                    self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
-                } else {
-                    self.peer_gone(from, Some(RejectReason::HashMismatch), now);
-                }
-                self.after_peer_change(now);
+            Ack::Complete { sha256 } => self.on_complete(from, sha256, None, now),
+            Ack::Stored { sha256, name, change, detail } => {
+                self.on_complete(from, sha256, Some((name, change, detail)), now);
             }
             Ack::Rejected { reason, detail }
                 if matches!(reason, RejectReason::Busy | RejectReason::QueueFull) && !self.peers.contains_key(from) =>
@@ -856,6 +856,36 @@ impl Sender {
         self.peers.contains_key(id) || self.peers.len() < self.cfg.max_receivers || self.waits_for(id)
     }
 
+    /// A receiver has the file ([`Ack::Complete`], or [`Ack::Stored`] with the
+    /// name it stored it under).
+    fn on_complete(
+        &mut self,
+        from: &ReceiverId,
+        sha256: [u8; 32],
+        stored: Option<(String, NameChange, String)>,
+        now: Instant,
+    ) {
+        if !self.has_room_for(from) {
+            return;
+        }
+        // Unknown: a receiver that had the file before we asked.
+        let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq, now));
+        // Only an active receiver, or one given up as lost that was only slow.
+        if !matches!(p.state, PeerState::Active | PeerState::Gone(None)) {
+            return;
+        }
+        if sha256 == self.manifest.sha256 {
+            *p = Peer::complete(p.acked, self.manifest.chunk_count, now);
+            if let Some((name, change, detail)) = stored {
+                self.events.push_back(SenderEvent::StoredAs { receiver: from.clone(), name, change, detail });
+            }
+            self.events.push_back(SenderEvent::ReceiverComplete { receiver: from.clone() });
+        } else {
+            self.peer_gone(from, Some(RejectReason::HashMismatch), now);
+        }
+        self.after_peer_change(now);
+    }
+
     fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64, now: Instant) {
         if !self.has_room_for(from) {
             return;
@@ -1043,7 +1073,9 @@ impl Sender {
 
     fn fail_no_receivers(&mut self) {
         let wanted = self.wanted();
-        let joined = self.peers.values().filter(|p| !p.is_gone()).count();
+        // Only the receivers waited for count: `--to gw3` with gw1 answering is
+        // "0 of 1", never "1 of 1".
+        let joined = self.peers.iter().filter(|(id, p)| !p.is_gone() && self.matters(id)).count();
         // A receiver that refused or was lost is reported as such.
         let gone = self.peers.iter().find_map(|(id, p)| match p.state {
             PeerState::Gone(reason) if self.matters(id) => Some((id.clone(), reason, p.detail.clone())),
@@ -1265,6 +1297,38 @@ mod tests {
     /// A receiver that holds the offer in its queue is waited for, past every
     /// manifest re-publication, and joins when it answers Ready: the transfer
     /// finishes.
+    /// A `Stored` is a `Complete` that names where the file went: the sender
+    /// reports the name, then the receiver complete, and finishes.
+    #[test]
+    fn a_stored_answer_completes_and_names_the_file() {
+        let t0 = Instant::now();
+        let mut tx = lone_sender(t0);
+        let r = rid("gw1");
+        let sha = tx.manifest().sha256;
+        let stored = Ack::Stored {
+            sha256: sha,
+            name: "f (1)".into(),
+            change: NameChange::Renamed,
+            detail: "a different f was there".into(),
+        };
+        // A receiver that had the file under another name answers the manifest at once.
+        run(&mut tx, t0, |t| if is_manifest(t) { vec![(r.clone(), stored.clone())] } else { Vec::new() });
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        assert_eq!(
+            events,
+            [
+                SenderEvent::StoredAs {
+                    receiver: r.clone(),
+                    name: "f (1)".into(),
+                    change: NameChange::Renamed,
+                    detail: "a different f was there".into(),
+                },
+                SenderEvent::ReceiverComplete { receiver: r },
+                SenderEvent::Finished,
+            ]
+        );
+    }
+
     #[test]
     fn a_queued_receiver_is_waited_for_and_joins_later() {
         let t0 = Instant::now();

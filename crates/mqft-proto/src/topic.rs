@@ -117,6 +117,95 @@ impl FromStr for Prefix {
     }
 }
 
+/// What a receiver listens under: a prefix whose levels may be `+`, each standing
+/// for any one level (`site/+/cams`). `#` is refused: the protocol's own levels
+/// follow the prefix, and a multi-level wildcard would swallow them.
+///
+/// A message matches when its first levels fit the pattern; those levels are then
+/// the concrete [`Prefix`] the transfer lives under, and every answer goes there,
+/// never under the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PrefixPattern(String);
+
+impl PrefixPattern {
+    /// Checks and wraps a pattern such as `files`, `site-1/cams` or `site/+/cams`.
+    pub fn new(pattern: &str) -> Result<Self, TopicError> {
+        if pattern.len() > MAX_PREFIX_LEN || !pattern.split('/').all(|l| l == "+" || is_level(l)) {
+            return Err(TopicError::BadPrefix);
+        }
+        Ok(PrefixPattern(pattern.to_owned()))
+    }
+
+    /// The pattern as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The prefix itself when the pattern has no wildcard.
+    pub fn concrete(&self) -> Option<Prefix> {
+        Prefix::new(&self.0).ok()
+    }
+
+    /// `<pattern>/+/manifest`
+    pub fn manifest_filter(&self) -> String {
+        format!("{}/+/manifest", self.0)
+    }
+
+    /// `<pattern>/+/ctl`
+    pub fn ctl_filter(&self) -> String {
+        format!("{}/+/ctl", self.0)
+    }
+
+    /// True when `self` matches every topic `other` matches: the same number of
+    /// levels, each `+` or equal in `self`. A receiver subscribes only to patterns no other one covers, so that a broker
+    /// does not deliver one message twice.
+    pub fn covers(&self, other: &PrefixPattern) -> bool {
+        let (mut a, mut b) = (self.0.split('/'), other.0.split('/'));
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (Some(x), Some(y)) if x == "+" || x == y => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Classifies a topic under this pattern: the concrete prefix it came under,
+    /// and what it is; `None` for anything else.
+    pub fn parse(&self, topic: &str) -> Option<(Prefix, Topic)> {
+        let levels = self.0.split('/').count();
+        // The byte where the prefix's levels end.
+        let end = topic.match_indices('/').nth(levels - 1)?.0;
+        let (head, _) = topic.split_at(end);
+        let fits = self.0.split('/').zip(head.split('/')).all(|(p, t)| p == "+" || p == t);
+        if !fits {
+            return None;
+        }
+        let prefix = Prefix::new(head).ok()?;
+        let parsed = prefix.parse(topic)?;
+        Some((prefix, parsed))
+    }
+}
+
+impl fmt::Display for PrefixPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for PrefixPattern {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PrefixPattern::new(s)
+    }
+}
+
+impl From<Prefix> for PrefixPattern {
+    fn from(p: Prefix) -> Self {
+        PrefixPattern(p.0)
+    }
+}
+
 /// A chunk index as written in a topic: decimal, no sign, no leading zeros.
 fn parse_index(s: &str) -> Option<u32> {
     if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -266,6 +355,37 @@ mod tests {
         ] {
             assert_eq!(p.parse(&t), None, "{t}");
         }
+    }
+
+    #[test]
+    fn patterns_match_whole_levels_and_name_the_concrete_prefix() {
+        let pat = PrefixPattern::new("site/+/cams").unwrap();
+        let a = Prefix::new("site/a/cams").unwrap();
+        assert_eq!(pat.parse(&a.manifest(&id())), Some((a.clone(), Topic::Manifest(id()))));
+        assert_eq!(pat.parse(&a.chunk(&id(), 3)), Some((a.clone(), Topic::Chunk(id(), 3))));
+        for t in [
+            Prefix::new("site/a/b/cams").unwrap().manifest(&id()),
+            Prefix::new("site/cams").unwrap().manifest(&id()),
+            Prefix::new("other/a/cams").unwrap().manifest(&id()),
+            format!("site/A/cams/{id}/manifest", id = id()),
+            "site/a".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(pat.parse(&t), None, "{t}");
+        }
+        assert_eq!(pat.manifest_filter(), "site/+/cams/+/manifest");
+        // A plain pattern is its prefix.
+        let plain = PrefixPattern::new("files").unwrap();
+        assert_eq!(plain.concrete(), Some(Prefix::default()));
+        assert_eq!(plain.parse(&Prefix::default().ctl(&id())), Some((Prefix::default(), Topic::Ctl(id()))));
+        assert_eq!(pat.concrete(), None);
+        for bad in ["#", "a/#", "a/+b", "+a", "", "a//b", "A/+"] {
+            assert!(PrefixPattern::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(pat.covers(&PrefixPattern::new("site/b/cams").unwrap()));
+        assert!(pat.covers(&pat));
+        assert!(!PrefixPattern::new("site/b/cams").unwrap().covers(&pat));
+        assert!(!pat.covers(&PrefixPattern::new("site/b").unwrap()));
     }
 
     #[test]

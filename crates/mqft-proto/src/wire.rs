@@ -9,7 +9,13 @@
 //!
 //! Chunk payloads are encoded by hand (the layout is exactly what postcard writes for
 //! [`ChunkWire`]) so that a chunk's bytes are copied once, straight after a small
-//! header, and decoded without copying at all.
+//! header, and decoded without copying at all, unless compressed: a chunk's
+//! `flags` say whether its bytes are zstd-compressed ([`CHUNK_ZSTD`]), and
+//! [`Chunk::decode`] decompresses them into a buffer of at most the chunk's length
+//! in the manifest, so a chunk that would inflate past it (a decompression bomb)
+//! is refused without allocating more.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +27,12 @@ use crate::topic::TransferId;
 pub const PROTOCOL_VERSION: u8 = 3;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
+/// The most `/`-separated components a file name may have (`a/b/c.jpg` has 3):
+/// a directory tree is sent with relative paths, and a receiver creates no
+/// deeper tree than this.
+pub const MAX_NAME_DEPTH: usize = 16;
+/// The most receivers a manifest may address ([`Manifest::to`]).
+pub const MAX_TO: usize = 32;
 /// The longest content type, in bytes.
 pub const MAX_CONTENT_TYPE_LEN: usize = 127;
 /// The most user metadata entries.
@@ -42,8 +54,23 @@ pub const MAX_CONTROL_LEN: usize = 8 << 10;
 /// make the sender print pages.
 pub const MAX_REJECT_DETAIL_LEN: usize = 200;
 /// The most bytes a chunk header takes: version, run, seq and index as varints,
-/// the CRC and the data length.
-pub const MAX_CHUNK_HEADER_LEN: usize = 1 + 5 + 5 + 5 + 4 + 5;
+/// the flags, the CRC and the data length.
+pub const MAX_CHUNK_HEADER_LEN: usize = 1 + 5 + 5 + 5 + 1 + 4 + 5;
+/// Chunk flag (bit 0): the chunk's bytes are one zstd frame that decompresses to
+/// exactly the chunk's length.
+pub const CHUNK_ZSTD: u8 = 0x01;
+/// The chunk flags this version knows; a chunk with any other bit set is refused.
+pub const KNOWN_CHUNK_FLAGS: u8 = CHUNK_ZSTD;
+/// The zstd level senders compress chunks at: zstd's default, which compresses
+/// text and logs to a third or less at hundreds of MB/s a core, far above what a
+/// link worth compressing for carries.
+pub const ZSTD_LEVEL: i32 = 3;
+/// The longest sender name, in bytes: the same bound as a receiver id, whose
+/// alphabet (`[0-9a-z_-]`) it shares.
+pub const MAX_SENDER_LEN: usize = crate::topic::MAX_RECEIVER_ID_LEN;
+/// The longest name an [`Ack::Stored`] reports, in bytes of UTF-8: a file name
+/// with room for a directory part.
+pub const MAX_STORED_NAME_LEN: usize = 1024;
 
 /// Why a payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +154,26 @@ pub enum DecodeError {
         /// The transfer's chunk count.
         count: u32,
     },
+    /// A chunk's flags have a bit this version does not know.
+    #[error("chunk flags {0:#04x} unknown")]
+    UnknownChunkFlags(u8),
+    /// A compressed chunk is not a zstd frame of exactly the chunk's length (it is
+    /// malformed, or inflates past the length: a decompression bomb), or it is no
+    /// shorter than the chunk itself.
+    #[error("chunk {0} does not decompress to its length")]
+    BadCompression(u32),
+    /// [`Manifest::to`] lists more than [`MAX_TO`] receivers, or one that is not a
+    /// valid receiver id.
+    #[error("bad list of addressed receivers")]
+    BadTo,
+    /// The manifest's sender name is longer than [`MAX_SENDER_LEN`] or has a
+    /// character outside `[0-9a-z_-]`.
+    #[error("bad sender name")]
+    BadSender,
+    /// The name of an [`Ack::Stored`] is empty or longer than
+    /// [`MAX_STORED_NAME_LEN`].
+    #[error("stored name of {0} bytes is empty or too long")]
+    BadStoredName(usize),
 }
 
 /// Checks the version byte and size cap, and returns the body.
@@ -211,6 +258,17 @@ pub struct Manifest {
     pub sha256: [u8; 32],
     /// Optional metadata.
     pub meta: Meta,
+    /// The receivers this transfer is for, by id ([`crate::ReceiverId`] rules, at
+    /// most [`MAX_TO`]); empty for anyone. A receiver not listed ignores the
+    /// transfer without a word. Not part of the transfer id: the same file sent to
+    /// others is the same transfer.
+    pub to: Vec<String>,
+    /// Who sent it: a name of `[0-9a-z_-]`, at most [`MAX_SENDER_LEN`] bytes (the
+    /// receiver-id alphabet, so that it is safe as a directory name and in a
+    /// log), or empty for an unnamed sender. Claimed, not proven: it is not part
+    /// of the transfer id, and any sender may use any name. Set it after
+    /// [`Manifest::new`] (or with [`Manifest::with_sender`]).
+    pub sender: String,
     /// The sender's signature over everything above (version 3; see
     /// [`crate::trust`]), or `None` for an unsigned transfer.
     pub signature: Option<Signature>,
@@ -285,9 +343,31 @@ impl Manifest {
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
         let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
-        let m = Manifest { id, run, name, size, chunk_size, chunk_count, sha256, meta, signature: None, sealed: None };
+        let m = Manifest {
+            id,
+            run,
+            name,
+            size,
+            chunk_size,
+            chunk_count,
+            sha256,
+            meta,
+            to: Vec::new(),
+            sender: String::new(),
+            signature: None,
+            sealed: None,
+        };
         m.check()?;
         Ok(m)
+    }
+
+    /// The manifest with its sender name set, checked like a decoded one's.
+    pub fn with_sender(mut self, sender: &str) -> Result<Self, DecodeError> {
+        if !is_sender_name(sender) {
+            return Err(DecodeError::BadSender);
+        }
+        self.sender = sender.to_owned();
+        Ok(self)
     }
 
     fn check(&self) -> Result<(), DecodeError> {
@@ -299,7 +379,13 @@ impl Manifest {
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
             return Err(DecodeError::BadName);
         }
+        if !is_sender_name(&self.sender) {
+            return Err(DecodeError::BadSender);
+        }
         self.meta.check()?;
+        if self.to.len() > MAX_TO || !self.to.iter().all(|r| crate::ReceiverId::new(r).is_ok()) {
+            return Err(DecodeError::BadTo);
+        }
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
             return Err(DecodeError::BadChunkSize);
         }
@@ -312,6 +398,19 @@ impl Manifest {
             return Err(DecodeError::IdMismatch);
         }
         Ok(())
+    }
+
+    /// The manifest addressed to these receivers only (see [`Manifest::to`]).
+    pub fn with_to(mut self, to: impl IntoIterator<Item = crate::ReceiverId>) -> Result<Self, DecodeError> {
+        self.to = to.into_iter().map(|r| r.as_str().to_owned()).collect();
+        self.check()?;
+        Ok(self)
+    }
+
+    /// True when receiver `rid` may take this transfer: it is listed in
+    /// [`Manifest::to`], or the list is empty.
+    pub fn is_for(&self, rid: &crate::ReceiverId) -> bool {
+        self.to.is_empty() || self.to.iter().any(|r| r == rid.as_str())
     }
 
     /// Encodes the manifest payload.
@@ -350,6 +449,13 @@ impl Manifest {
     }
 }
 
+/// True for a valid [`Manifest::sender`]: empty, or at most [`MAX_SENDER_LEN`]
+/// bytes of `[0-9a-z_-]`.
+pub fn is_sender_name(s: &str) -> bool {
+    s.len() <= MAX_SENDER_LEN
+        && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'-')
+}
+
 /// The postcard shape of a chunk payload (after the version byte). Documented and
 /// tested against the hand-written encoder; not used on the hot path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,15 +467,18 @@ pub struct ChunkWire<'a> {
     pub seq: u32,
     /// The chunk index; must equal the index in the topic.
     pub index: u32,
-    /// CRC32 of `data`, little-endian.
+    /// Bit 0 ([`CHUNK_ZSTD`]): `data` is zstd-compressed. Other bits are 0.
+    pub flags: u8,
+    /// CRC32 of `data` as it is on the wire (compressed or not), little-endian.
     pub crc32: [u8; 4],
-    /// The chunk's bytes.
+    /// The chunk's bytes, compressed or not.
     #[serde(borrow)]
     pub data: &'a [u8],
 }
 
-/// A decoded, checked chunk that borrows its bytes from the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A decoded, checked chunk: its bytes borrowed from the payload, or
+/// decompressed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk<'a> {
     /// The sender's run.
     pub run: u32,
@@ -377,11 +486,17 @@ pub struct Chunk<'a> {
     pub seq: u32,
     /// The chunk index, below the manifest's chunk count.
     pub index: u32,
-    /// The chunk's bytes; their length and CRC32 are checked.
-    pub data: &'a [u8],
-    /// The CRC32 of `data` (checked): a receiver keeps it to prove, on a resume,
-    /// that the bytes it wrote are still in its partial file.
+    /// The chunk's flags as received (only [`KNOWN_CHUNK_FLAGS`]).
+    pub flags: u8,
+    /// The chunk's bytes, decompressed; their length and CRC32 are checked.
+    pub data: Cow<'a, [u8]>,
+    /// The CRC32 of `data`, the file's bytes (checked as received, or computed
+    /// after decompressing): a receiver keeps it to prove, on a resume, that the
+    /// bytes it wrote are still in its partial file.
     pub crc32: u32,
+    /// The bytes the chunk took on the wire: `data`'s length, or less if
+    /// compressed.
+    pub wire_len: usize,
 }
 
 impl<'a> Chunk<'a> {
@@ -396,28 +511,74 @@ impl<'a> Chunk<'a> {
         if w.index >= manifest.chunk_count {
             return Err(DecodeError::IndexOutOfRange { index: w.index, count: manifest.chunk_count });
         }
+        if w.flags & !KNOWN_CHUNK_FLAGS != 0 {
+            return Err(DecodeError::UnknownChunkFlags(w.flags));
+        }
         let expected = manifest.chunk_len(w.index);
-        if w.data.len() as u64 != expected {
+        let compressed = w.flags & CHUNK_ZSTD != 0;
+        // Compressed, it must have shrunk: a sender sends a chunk that does not
+        // raw, and this bounds the decoder's input by the chunk's length too.
+        if !compressed && w.data.len() as u64 != expected || compressed && w.data.len() as u64 >= expected {
             return Err(DecodeError::BadChunkLength { index: w.index, len: w.data.len(), expected });
         }
-        let crc32 = u32::from_le_bytes(w.crc32);
-        if integrity::crc32(w.data) != crc32 {
+        // Checked before decompressing: a corrupt chunk costs no decoder time.
+        let wire_crc = u32::from_le_bytes(w.crc32);
+        if integrity::crc32(w.data) != wire_crc {
             return Err(DecodeError::BadCrc(w.index));
         }
-        Ok(Chunk { run: w.run, seq: w.seq, index: w.index, data: w.data, crc32 })
+        let (data, crc32) = if compressed {
+            let data = decompress(w.data, expected).ok_or(DecodeError::BadCompression(w.index))?;
+            let crc32 = integrity::crc32(&data);
+            (Cow::Owned(data), crc32)
+        } else {
+            (Cow::Borrowed(w.data), wire_crc)
+        };
+        Ok(Chunk { run: w.run, seq: w.seq, index: w.index, flags: w.flags, data, crc32, wire_len: w.data.len() })
     }
 
     /// Encodes a chunk payload into `out` (cleared first), computing the CRC32.
     pub fn encode_into(out: &mut Vec<u8>, run: u32, seq: u32, index: u32, data: &[u8]) {
+        Self::encode_parts(out, run, seq, index, 0, data);
+    }
+
+    /// Like [`Chunk::encode_into`], zstd-compressed at [`ZSTD_LEVEL`] if that
+    /// saves at least 1/32 of the chunk (3 %); else raw: a JPEG or random data
+    /// never grows. Returns the bytes of chunk data it put on the wire.
+    pub fn encode_compressed_into(out: &mut Vec<u8>, run: u32, seq: u32, index: u32, data: &[u8]) -> usize {
+        match zstd::bulk::compress(data, ZSTD_LEVEL) {
+            Ok(z) if z.len() + data.len() / 32 <= data.len() && z.len() < data.len() => {
+                Self::encode_parts(out, run, seq, index, CHUNK_ZSTD, &z);
+                z.len()
+            }
+            // An error of the encoder (it has none for a valid level and input
+            // below its limits) sends the chunk raw, as if it had not shrunk.
+            _ => {
+                Self::encode_parts(out, run, seq, index, 0, data);
+                data.len()
+            }
+        }
+    }
+
+    /// The layout of a chunk payload around `body`, the bytes on the wire.
+    fn encode_parts(out: &mut Vec<u8>, run: u32, seq: u32, index: u32, flags: u8, body: &[u8]) {
         out.clear();
-        out.reserve(MAX_CHUNK_HEADER_LEN + data.len());
+        out.reserve(MAX_CHUNK_HEADER_LEN + body.len());
         out.push(PROTOCOL_VERSION);
         put_varint(out, u64::from(run));
         put_varint(out, u64::from(seq));
         put_varint(out, u64::from(index));
-        out.extend_from_slice(&integrity::crc32(data).to_le_bytes());
-        put_varint(out, data.len() as u64);
-        out.extend_from_slice(data);
+        out.push(flags);
+        out.extend_from_slice(&integrity::crc32(body).to_le_bytes());
+        put_varint(out, body.len() as u64);
+        out.extend_from_slice(body);
+    }
+
+    /// Encodes a compressed chunk payload into a new buffer (see
+    /// [`Chunk::encode_compressed_into`]).
+    pub fn encode_compressed(run: u32, seq: u32, index: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Self::encode_compressed_into(&mut out, run, seq, index, data);
+        out
     }
 
     /// Encodes a chunk payload into a new buffer.
@@ -426,6 +587,40 @@ impl<'a> Chunk<'a> {
         Self::encode_into(&mut out, run, seq, index, data);
         out
     }
+}
+
+/// How a sender encodes its chunks' bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// As they are in the file.
+    #[default]
+    None,
+    /// zstd, per chunk, where it saves at least 3 % ([`Chunk::encode_compressed_into`]).
+    Zstd,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "off" => Ok(Compression::None),
+            "zstd" => Ok(Compression::Zstd),
+            _ => Err(format!("unknown compression '{s}': use zstd or none")),
+        }
+    }
+}
+
+/// The zstd frame `z` decompressed, if it is exactly `len` bytes. The buffer is
+/// allocated at `len`, the manifest's chunk length (at most [`MAX_CHUNK_SIZE`]),
+/// and the decoder fails rather than write past it: input that would inflate
+/// further never costs more memory.
+fn decompress(z: &[u8], len: u64) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok()?;
+    let mut out = Vec::with_capacity(len);
+    let n = zstd::bulk::Decompressor::new().ok()?.decompress_to_buffer(z, &mut out).ok()?;
+    (n == len && out.len() == len).then_some(out)
 }
 
 /// postcard's unsigned varint: 7 bits a byte, least significant first, high bit set
@@ -464,12 +659,15 @@ pub enum RejectReason {
     /// The receiver has too many transfers open and its queue of waiting offers
     /// is full too (code 10): try again later.
     QueueFull,
+    /// A different file of that name exists and the receiver's conflict policy
+    /// is to keep it and skip the new one (code 11).
+    Skipped,
     /// The receiver trusts only signed transfers and this one's signature is
     /// missing, from a key it does not trust, invalid, too old or a replay
-    /// (code 11); the detail says which.
+    /// (code 12); the detail says which.
     Untrusted,
     /// The transfer is encrypted and this receiver cannot open it: it has no
-    /// identity key, or is not among the recipients (code 12).
+    /// identity key, or is not among the recipients (code 13).
     Encrypted,
     /// A code this version does not know.
     Other(u16),
@@ -489,8 +687,9 @@ impl RejectReason {
             RejectReason::Exists => 8,
             RejectReason::Cancelled => 9,
             RejectReason::QueueFull => 10,
-            RejectReason::Untrusted => 11,
-            RejectReason::Encrypted => 12,
+            RejectReason::Skipped => 11,
+            RejectReason::Untrusted => 12,
+            RejectReason::Encrypted => 13,
             RejectReason::Other(c) => c,
         }
     }
@@ -508,8 +707,9 @@ impl RejectReason {
             8 => RejectReason::Exists,
             9 => RejectReason::Cancelled,
             10 => RejectReason::QueueFull,
-            11 => RejectReason::Untrusted,
-            12 => RejectReason::Encrypted,
+            11 => RejectReason::Skipped,
+            12 => RejectReason::Untrusted,
+            13 => RejectReason::Encrypted,
             c => RejectReason::Other(c),
         }
     }
@@ -528,6 +728,7 @@ impl std::fmt::Display for RejectReason {
             RejectReason::Exists => f.write_str("file exists"),
             RejectReason::Cancelled => f.write_str("cancelled"),
             RejectReason::QueueFull => f.write_str("receiver queue full"),
+            RejectReason::Skipped => f.write_str("file exists, skipped"),
             RejectReason::Untrusted => f.write_str("not signed by a trusted key"),
             RejectReason::Encrypted => f.write_str("encrypted for another recipient"),
             RejectReason::Other(c) => write!(f, "reason code {c}"),
@@ -614,6 +815,63 @@ impl<'de> Deserialize<'de> for AbortReason {
     }
 }
 
+/// Why a receiver stored a file under another name than the manifest's; a `u16`
+/// code on the wire, like [`RejectReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NameChange {
+    /// The name was not safe to use as it came (a directory part, a leading dot,
+    /// a character that is not allowed in a file name...): it was cleaned (code 1).
+    Sanitized,
+    /// A different file of that name was already there, and the receiver keeps
+    /// both: the new one got a free name such as `img (1).jpg` (code 2).
+    Renamed,
+    /// A code this version does not know.
+    Other(u16),
+}
+
+impl NameChange {
+    /// The wire code.
+    pub fn code(self) -> u16 {
+        match self {
+            NameChange::Sanitized => 1,
+            NameChange::Renamed => 2,
+            NameChange::Other(c) => c,
+        }
+    }
+
+    /// The reason for a wire code.
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => NameChange::Sanitized,
+            2 => NameChange::Renamed,
+            c => NameChange::Other(c),
+        }
+    }
+}
+
+impl std::fmt::Display for NameChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameChange::Sanitized => f.write_str("the name was not safe as it came"),
+            NameChange::Renamed => f.write_str("a different file of that name exists"),
+            NameChange::Other(c) => write!(f, "reason code {c}"),
+        }
+    }
+}
+
+impl Serialize for NameChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.code().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(NameChange::from_code)
+    }
+}
+
 /// The postcard shape of an ack payload (after the version byte).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum AckWire {
@@ -623,6 +881,7 @@ enum AckWire {
     Complete { sha256: [u8; 32] },
     Rejected { reason: RejectReason, detail: String },
     Queued { run: u32, position: u32 },
+    Stored { sha256: [u8; 32], name: String, change: NameChange, detail: String },
 }
 
 /// A receiver's report, published on `<prefix>/<id>/ack/<receiver>`.
@@ -683,6 +942,22 @@ pub enum Ack {
         /// Place in the receiver's queue, 1 for the head.
         position: u32,
     },
+    /// [`Ack::Complete`], with the file stored under another name than the
+    /// manifest's: what the sender should look for at the receiver, and why.
+    Stored {
+        /// The SHA-256 the receiver computed.
+        sha256: [u8; 32],
+        /// The name the file has at the receiver, relative to the directory it
+        /// receives this sender's files into: 1 to [`MAX_STORED_NAME_LEN`] bytes.
+        /// Untrusted: print it escaped.
+        name: String,
+        /// Why the name differs.
+        change: NameChange,
+        /// What was changed, for people ("leading dots removed"), or empty; at
+        /// most [`MAX_REJECT_DETAIL_LEN`] bytes, cut like a rejection's.
+        /// Untrusted: print it escaped.
+        detail: String,
+    },
 }
 
 impl Ack {
@@ -700,6 +975,12 @@ impl Ack {
                 AckWire::Rejected { reason: *reason, detail: cut_detail(detail).to_owned() }
             }
             Ack::Queued { run, position } => AckWire::Queued { run: *run, position: *position },
+            Ack::Stored { sha256, name, change, detail } => AckWire::Stored {
+                sha256: *sha256,
+                name: name.clone(),
+                change: *change,
+                detail: cut_detail(detail).to_owned(),
+            },
         };
         seal(&wire)
     }
@@ -722,6 +1003,13 @@ impl Ack {
             }
             AckWire::Rejected { reason, detail } => Ack::Rejected { reason, detail },
             AckWire::Queued { run, position } => Ack::Queued { run, position },
+            AckWire::Stored { name, .. } if name.is_empty() || name.len() > MAX_STORED_NAME_LEN => {
+                return Err(DecodeError::BadStoredName(name.len()));
+            }
+            AckWire::Stored { detail, .. } if detail.len() > MAX_REJECT_DETAIL_LEN => {
+                return Err(DecodeError::BadDetail(detail.len()));
+            }
+            AckWire::Stored { sha256, name, change, detail } => Ack::Stored { sha256, name, change, detail },
         })
     }
 }
@@ -780,11 +1068,74 @@ mod tests {
     fn chunk_encoding_is_postcards() {
         let data = [1u8, 2, 3, 4, 5];
         let ours = Chunk::encode(300, 70000, 2, &data);
-        let wire =
-            ChunkWire { run: 300, seq: 70000, index: 2, crc32: integrity::crc32(&data).to_le_bytes(), data: &data };
+        let wire = ChunkWire {
+            run: 300,
+            seq: 70000,
+            index: 2,
+            flags: 0,
+            crc32: integrity::crc32(&data).to_le_bytes(),
+            data: &data,
+        };
         let mut theirs = vec![PROTOCOL_VERSION];
         theirs.extend(postcard::to_allocvec(&wire).unwrap());
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn compressible_chunks_go_compressed_and_come_back_whole() {
+        let data: Vec<u8> = b"2026-12-07 06:19:57 sensor=3 t=21.5C ok\n".repeat(100);
+        let m = manifest(data.len() as u64, data.len() as u32);
+        let z = Chunk::encode_compressed(1, 0, 0, &data);
+        assert!(z.len() < data.len() / 4, "{} bytes", z.len());
+        let c = Chunk::decode(&z, 0, &m).unwrap();
+        assert_eq!((c.flags, &*c.data, c.crc32), (CHUNK_ZSTD, &data[..], integrity::crc32(&data)));
+        assert!(c.wire_len < data.len() / 4);
+        // It is postcard's layout, with the flag set and the CRC over the wire bytes.
+        let wire: ChunkWire<'_> = postcard::from_bytes(&z[1..]).unwrap();
+        assert_eq!(wire.flags, CHUNK_ZSTD);
+        assert_eq!(u32::from_le_bytes(wire.crc32), integrity::crc32(wire.data));
+    }
+
+    #[test]
+    fn incompressible_chunks_go_raw() {
+        // Random bytes: zstd cannot shrink them.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let data: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(Chunk::encode_compressed(1, 0, 0, &data), Chunk::encode(1, 0, 0, &data));
+        // Nor a chunk that would shrink by less than 3 %: 97 % random.
+        let mut mostly = data.clone();
+        mostly[..100].fill(0);
+        assert_eq!(Chunk::encode_compressed(1, 0, 0, &mostly), Chunk::encode(1, 0, 0, &mostly));
+    }
+
+    #[test]
+    fn a_chunk_that_inflates_past_its_length_is_refused() {
+        // 1 MiB of zeros compresses to a few dozen bytes; the manifest says the
+        // chunk has 4 KiB.
+        let bomb = zstd::bulk::compress(&vec![0u8; 1 << 20], ZSTD_LEVEL).unwrap();
+        let m = manifest(4096, 4096);
+        let mut payload = Vec::new();
+        Chunk::encode_parts(&mut payload, 1, 0, 0, CHUNK_ZSTD, &bomb);
+        assert_eq!(Chunk::decode(&payload, 0, &m), Err(DecodeError::BadCompression(0)));
+        // One that decompresses short of its length, or is no zstd at all.
+        let short = zstd::bulk::compress(&[0u8; 4000], ZSTD_LEVEL).unwrap();
+        Chunk::encode_parts(&mut payload, 1, 0, 0, CHUNK_ZSTD, &short);
+        assert_eq!(Chunk::decode(&payload, 0, &m), Err(DecodeError::BadCompression(0)));
+        Chunk::encode_parts(&mut payload, 1, 0, 0, CHUNK_ZSTD, b"not zstd");
+        assert_eq!(Chunk::decode(&payload, 0, &m), Err(DecodeError::BadCompression(0)));
+        // "Compressed" bytes as long as the chunk: refused before decoding.
+        Chunk::encode_parts(&mut payload, 1, 0, 0, CHUNK_ZSTD, &[0; 4096]);
+        assert!(matches!(Chunk::decode(&payload, 0, &m), Err(DecodeError::BadChunkLength { .. })));
+        // A flag this version does not know.
+        Chunk::encode_parts(&mut payload, 1, 0, 0, 0x02, &[0; 4096]);
+        assert_eq!(Chunk::decode(&payload, 0, &m), Err(DecodeError::UnknownChunkFlags(0x02)));
     }
 
     #[test]
@@ -792,7 +1143,7 @@ mod tests {
         let m = manifest(10, 4);
         assert_eq!(m.chunk_count, 3);
         let ok = Chunk::encode(1, 0, 2, &[9, 9]);
-        assert_eq!(Chunk::decode(&ok, 2, &m).unwrap().data, &[9, 9]);
+        assert_eq!(&*Chunk::decode(&ok, 2, &m).unwrap().data, &[9, 9]);
         assert_eq!(Chunk::decode(&ok, 1, &m), Err(DecodeError::IndexMismatch { topic: 1, payload: 2 }));
         let past = Chunk::encode(1, 0, 3, &[9, 9]);
         assert_eq!(Chunk::decode(&past, 3, &m), Err(DecodeError::IndexOutOfRange { index: 3, count: 3 }));
@@ -867,6 +1218,10 @@ mod tests {
             Ack::Rejected { reason: RejectReason::Other(999), detail: "read-only file system".into() },
             Ack::Rejected { reason: RejectReason::QueueFull, detail: "é".repeat(MAX_REJECT_DETAIL_LEN / 2) },
             Ack::Queued { run: 1, position: 300 },
+            Ack::Stored { sha256: [3; 32], name: "a (1).jpg".into(), change: NameChange::Renamed, detail: "x".into() },
+            Ack::Stored {
+                sha256: [3; 32], name: "é".repeat(512), change: NameChange::Other(9), detail: String::new()
+            },
         ] {
             assert_eq!(Ack::decode(&ack.encode(), 8).unwrap(), ack);
         }
@@ -904,21 +1259,24 @@ mod tests {
     #[test]
     fn non_minimal_varints_are_refused() {
         let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
-        assert_eq!(end_round, [3, 0, 0xac, 0x02, 3]);
+        assert_eq!(end_round, [PROTOCOL_VERSION, 0, 0xac, 0x02, 3]);
         for at in [1, 3, 4] {
             assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // As long as a u32 can be, and still 0.
-        assert_eq!(Ctl::decode(&[3, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]), Err(DecodeError::NonMinimalVarint));
+        assert_eq!(
+            Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]),
+            Err(DecodeError::NonMinimalVarint)
+        );
 
         let progress = Ack::Progress { run: 1, next_seq: 300, held: 2 }.encode();
-        assert_eq!(progress, [3, 1, 1, 0xac, 0x02, 2]);
+        assert_eq!(progress, [PROTOCOL_VERSION, 1, 1, 0xac, 0x02, 2]);
         for at in [1, 2, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         // A range list's count, gap and length.
         let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
-        assert_eq!(ready, [3, 0, 1, 1, 2, 1]);
+        assert_eq!(ready, [PROTOCOL_VERSION, 0, 1, 1, 2, 1]);
         for at in [3, 4, 5] {
             assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
@@ -931,10 +1289,11 @@ mod tests {
             assert_eq!(Manifest::decode(&lengthen(&enc, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
 
-        // A chunk's run, seq, index and data length; the data is not copied to check.
+        // A chunk's run, seq, index and (after the flags and the CRC) data length;
+        // the data is not copied to check.
         let chunk = Chunk::encode(1, 2, 2, &[9, 9]);
-        assert_eq!(chunk[..4], [3, 1, 2, 2]);
-        for at in [1, 2, 3, 8] {
+        assert_eq!(chunk[..5], [PROTOCOL_VERSION, 1, 2, 2, 0]);
+        for at in [1, 2, 3, 9] {
             assert_eq!(Chunk::decode(&lengthen(&chunk, at), 2, &m), Err(DecodeError::NonMinimalVarint), "byte {at}");
         }
         assert!(Chunk::decode(&chunk, 2, &m).is_ok());
@@ -947,7 +1306,7 @@ mod tests {
         let v1 = [1, 0, 0xac, 0x02, 3];
         let err = Ctl::decode(&v1).unwrap_err();
         assert_eq!(err, DecodeError::UnsupportedVersion(1));
-        assert_eq!(err.to_string(), "protocol version 1, this peer speaks 3");
+        assert_eq!(err.to_string(), format!("protocol version 1, this peer speaks {PROTOCOL_VERSION}"));
     }
 
     /// A rejection's detail is bounded: the encoder cuts a long one at a character
@@ -966,6 +1325,65 @@ mod tests {
         assert!(matches!(Ack::decode(&over, 1), Ok(Ack::Rejected { reason: RejectReason::Io, .. })));
     }
 
+    /// A sender name is the receiver-id alphabet or empty, bounded; a stored name
+    /// is never empty and bounded, and its detail bounded like a rejection's.
+    #[test]
+    fn sender_and_stored_names_are_bounded() {
+        let m = manifest(10, 4);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap().sender, "");
+        let named = m.clone().with_sender("cam-7").unwrap();
+        assert_eq!(Manifest::decode(&named.encode()).unwrap(), named);
+        assert_eq!(named.id, m.id, "the sender is not part of the transfer id");
+        let longest = "a".repeat(MAX_SENDER_LEN);
+        assert!(m.clone().with_sender(&longest).is_ok());
+        for bad in ["Cam", "cam 7", "cam.7", "../x", "é"] {
+            assert_eq!(m.clone().with_sender(bad), Err(DecodeError::BadSender), "{bad:?}");
+            let mut lie = m.clone();
+            lie.sender = bad.into();
+            assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::BadSender), "{bad:?}");
+        }
+        assert_eq!(m.clone().with_sender(&format!("{longest}a")), Err(DecodeError::BadSender));
+
+        let stored =
+            |name: String| Ack::Stored { sha256: [0; 32], name, change: NameChange::Sanitized, detail: String::new() };
+        assert_eq!(Ack::decode(&stored(String::new()).encode(), 1), Err(DecodeError::BadStoredName(0)));
+        let over = "a".repeat(MAX_STORED_NAME_LEN + 1);
+        assert_eq!(Ack::decode(&stored(over).encode(), 1), Err(DecodeError::BadStoredName(MAX_STORED_NAME_LEN + 1)));
+        let long = Ack::Stored {
+            sha256: [0; 32],
+            name: "a".into(),
+            change: NameChange::Renamed,
+            detail: "é".repeat(MAX_REJECT_DETAIL_LEN),
+        };
+        let Ack::Stored { detail, .. } = Ack::decode(&long.encode(), 1).unwrap() else { panic!() };
+        assert_eq!(detail.len(), MAX_REJECT_DETAIL_LEN, "cut at a character boundary by the encoder");
+    }
+
+    #[test]
+    fn a_v2_message_names_both_versions() {
+        let err = Ctl::decode(&[2, 0, 0xac, 0x02, 3]).unwrap_err();
+        assert_eq!(err.to_string(), "protocol version 2, this peer speaks 3");
+    }
+
+    /// `to` is bounded and holds only valid receiver ids, and is not part of the
+    /// transfer id.
+    #[test]
+    fn addressed_receivers_are_checked() {
+        let rid = |s: &str| crate::ReceiverId::new(s).unwrap();
+        let m = manifest(10, 4).with_to([rid("gw3")]).unwrap();
+        assert_eq!(m.id, manifest(10, 4).id);
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+        assert!(m.is_for(&rid("gw3")) && !m.is_for(&rid("gw1")));
+        assert!(manifest(10, 4).is_for(&rid("gw1")));
+        for bad in [vec!["Gw1".to_owned()], vec![String::new()], vec!["a".to_owned(); MAX_TO + 1]] {
+            let m = Manifest { to: bad, ..manifest(10, 4) };
+            assert_eq!(Manifest::decode(&m.encode()), Err(DecodeError::BadTo));
+        }
+        let full = Manifest { to: vec!["a".repeat(64); MAX_TO], ..manifest(10, 4) };
+        assert!(full.encode().len() < MAX_MANIFEST_LEN);
+        assert_eq!(Manifest::decode(&full.encode()).unwrap(), full);
+    }
+
     #[test]
     fn ctl_round_trip() {
         for c in [Ctl::EndRound { run: 5, next_seq: 1000 }, Ctl::Abort { run: 5, reason: AbortReason::Finished }] {
@@ -974,6 +1392,6 @@ mod tests {
         let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
         t.push(0);
         assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
-        assert_eq!(Ctl::decode(&[3, 9]), Err(DecodeError::Malformed));
+        assert_eq!(Ctl::decode(&[PROTOCOL_VERSION, 9]), Err(DecodeError::Malformed));
     }
 }

@@ -16,12 +16,13 @@ use mqft_proto::receiver::ResumeState;
 use mqft_proto::topic::{MAX_PREFIX_LEN, MAX_RECEIVER_ID_LEN};
 use mqft_proto::wire::{
     MAX_CHUNK_COUNT, MAX_CHUNK_HEADER_LEN, MAX_CHUNK_SIZE, MAX_CONTENT_TYPE_LEN, MAX_CONTROL_LEN, MAX_MANIFEST_LEN,
-    MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_USER_ENTRIES, MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
+    MAX_NAME_DEPTH, MAX_NAME_LEN, MAX_REJECT_DETAIL_LEN, MAX_SENDER_LEN, MAX_STORED_NAME_LEN, MAX_TO, MAX_USER_ENTRIES,
+    MAX_USER_KEY_LEN, MAX_USER_VALUE_LEN,
 };
 use mqft_proto::{
-    transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, Payload, Prefix, Qos, RangeSet, Receiver,
-    ReceiverConfig, ReceiverEvent, ReceiverId, RejectReason, Sender, SenderConfig, SenderEvent, Transmit, Wait,
-    PROTOCOL_VERSION,
+    transfer_id, AbortReason, Ack, Chunk, Ctl, DecodeError, Manifest, Meta, NameChange, Payload, Prefix, Qos, RangeSet,
+    Receiver, ReceiverConfig, ReceiverEvent, ReceiverId, RejectReason, Sender, SenderConfig, SenderEvent, Transmit,
+    Wait, PROTOCOL_VERSION,
 };
 
 const DOC: &str = include_str!("../../../docs/PROTOCOL.md");
@@ -39,12 +40,12 @@ const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b5
 const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
 const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
 
-const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d320000";
-const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
+const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d370000";
+const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
 
-const CHUNK_0: &str = "03ac0200008289d1f70548656c6c6f";
-const CHUNK_1: &str = "03ac0201018f4edbb0052c206d7166";
-const CHUNK_2_REPAIR: &str = "03ac02030263e5f3c00374210a";
+const CHUNK_0: &str = "03ac020000008289d1f70548656c6c6f";
+const CHUNK_1: &str = "03ac020101008f4edbb0052c206d7166";
+const CHUNK_2_REPAIR: &str = "03ac0203020063e5f3c00374210a";
 
 const ACK_READY_EMPTY: &str = "0300ac0200";
 const ACK_READY: &str = "0300ac020200010101";
@@ -55,6 +56,8 @@ const ACK_REJECTED: &str = "03040300";
 const ACK_REJECTED_UNKNOWN: &str = "0304e80700";
 const ACK_REJECTED_DETAIL: &str = "03040715726561642d6f6e6c792066696c652073797374656d";
 const ACK_QUEUED: &str = "0305ac0203";
+const ACK_STORED: &str =
+    "0306d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
 
 const CTL_END_ROUND: &str = "0300ac0203";
 const CTL_ABORT: &str = "0301ac0203";
@@ -77,6 +80,7 @@ const BLOCKS: &[(&str, &str)] = &[
     ("ack-rejected-unknown", ACK_REJECTED_UNKNOWN),
     ("ack-rejected-detail", ACK_REJECTED_DETAIL),
     ("ack-queued", ACK_QUEUED),
+    ("ack-stored", ACK_STORED),
     ("ctl-end-round", CTL_END_ROUND),
     ("ctl-abort", CTL_ABORT),
     ("ranges", RANGES),
@@ -100,9 +104,12 @@ fn meta() -> Meta {
     }
 }
 
-/// The manifest of the running example, with metadata.
+/// The sender name of the running example.
+const SENDER: &str = "cam-7";
+
+/// The manifest of the running example, with metadata and a sender name.
 fn manifest() -> Manifest {
-    Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), meta(), RUN).unwrap()
+    Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), meta(), RUN).unwrap().with_sender(SENDER).unwrap()
 }
 
 fn chunk_data(index: u32) -> &'static [u8] {
@@ -208,8 +215,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 100);
-    assert_in_doc("Whole payload (100 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 107);
+    assert_in_doc("Whole payload (107 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -228,7 +235,7 @@ fn chunk_vectors() {
         let payload = unhex(hex);
         assert_eq!(
             Chunk::decode(&payload, index, &m).unwrap(),
-            Chunk { run, seq, index, data, crc32: integrity::crc32(data) }
+            Chunk { run, seq, index, flags: 0, data: data.into(), crc32: integrity::crc32(data), wire_len: data.len() }
         );
         assert_in_doc(hex);
         // The CRC is shown as a number in the doc, and little-endian in the bytes.
@@ -254,6 +261,15 @@ fn ack_vectors() {
         (Ack::Rejected { reason: RejectReason::Other(1000), detail: String::new() }, ACK_REJECTED_UNKNOWN),
         (Ack::Rejected { reason: RejectReason::Io, detail: "read-only file system".into() }, ACK_REJECTED_DETAIL),
         (Ack::Queued { run: RUN, position: 3 }, ACK_QUEUED),
+        (
+            Ack::Stored {
+                sha256: sha(),
+                name: "hello (1).txt".into(),
+                change: NameChange::Renamed,
+                detail: String::new(),
+            },
+            ACK_STORED,
+        ),
     ];
     for (ack, hex) in vectors {
         assert_eq!(hex::encode(ack.encode()), hex, "{ack:?}");
@@ -268,6 +284,7 @@ fn ack_vectors() {
         (3, "Complete", ACK_COMPLETE),
         (4, "Rejected", ACK_REJECTED),
         (5, "Queued", ACK_QUEUED),
+        (6, "Stored", ACK_STORED),
     ] {
         assert_eq!(unhex(hex)[1], index);
         assert_in_doc(&format!("| {index} | `{name}` |"));
@@ -290,7 +307,7 @@ fn ctl_vectors() {
 
 #[test]
 fn reason_code_tables() {
-    for code in 1..=9 {
+    for code in 1..=11 {
         let reason = RejectReason::from_code(code);
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
@@ -299,6 +316,11 @@ fn reason_code_tables() {
         let reason = AbortReason::from_code(code);
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
+    }
+    for code in 1..=2 {
+        let change = NameChange::from_code(code);
+        assert_eq!(change.code(), code);
+        assert_in_doc(&format!("| {code} | `{change:?}` |"));
     }
     assert_eq!(RejectReason::from_code(1000), RejectReason::Other(1000));
     assert_eq!(AbortReason::from_code(0), AbortReason::Other(0));
@@ -350,22 +372,22 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
+const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000";
+const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
 /// Chunk 3 of a 3-chunk file.
-const PAST_END_CHUNK: &str = "03ac0204038316dc8c0178";
+const PAST_END_CHUNK: &str = "03ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
-const LONG_CHUNK: &str = "03ac02020222f99f1f0574210a2121";
+const LONG_CHUNK: &str = "03ac0202020022f99f1f0574210a2121";
 
 #[test]
 fn rejected_payloads() {
     let m = manifest();
     let cases = [
         ("01ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(1)),
-        ("03ac0200008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
-        ("03ac0200008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
-        ("03ac020080008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
+        ("03ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
+        ("03ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
+        ("03ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
         (CHUNK_0, Kind::Chunk(1), DecodeError::IndexMismatch { topic: 1, payload: 0 }),
         (PAST_END_CHUNK, Kind::Chunk(3), DecodeError::IndexOutOfRange { index: 3, count: 3 }),
         (LONG_CHUNK, Kind::Chunk(2), DecodeError::BadChunkLength { index: 2, len: 5, expected: 3 }),
@@ -375,7 +397,7 @@ fn rejected_payloads() {
         ("0300ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
         ("0301ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
         ("0302ac0203010102", Kind::Ack, DecodeError::Malformed),
-        ("0306", Kind::Ack, DecodeError::Malformed),
+        ("0307", Kind::Ack, DecodeError::Malformed),
         ("0300ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
         ("0300ac028300", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
@@ -401,8 +423,8 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
     assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0301ac020304");
     // The non-minimal ones spell one varint of a good payload a byte longer.
-    assert_eq!(CHUNK_0.replacen("03ac020000", "03ac02008000", 1), "03ac020080008289d1f70548656c6c6f");
-    assert_eq!(format!("{}8300", &CTL_END_ROUND[..CTL_END_ROUND.len() - 2]), "0300ac028300");
+    assert_eq!(CHUNK_0.replacen("03ac020000", "03ac02008000", 1), "03ac02008000008289d1f70548656c6c6f");
+    assert_eq!(format!("{}00", CTL_END_ROUND.replacen("ac0203", "ac0283", 1)), "0300ac028300");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));
@@ -434,6 +456,10 @@ fn limits_table_matches_the_constants() {
         ("MAX_CHUNK_HEADER_LEN", MAX_CHUNK_HEADER_LEN as u64),
         ("MAX_WIRE_RANGES", MAX_WIRE_RANGES as u64),
         ("MAX_REJECT_DETAIL_LEN", MAX_REJECT_DETAIL_LEN as u64),
+        ("MAX_TO", MAX_TO as u64),
+        ("MAX_NAME_DEPTH", MAX_NAME_DEPTH as u64),
+        ("MAX_SENDER_LEN", MAX_SENDER_LEN as u64),
+        ("MAX_STORED_NAME_LEN", MAX_STORED_NAME_LEN as u64),
     ] {
         assert_in_doc(&format!("| `{name}` | {value} "));
     }
@@ -564,7 +590,7 @@ impl Pair {
     fn chunk_to_receiver(&mut self, index: u32, payload: &str) {
         let payload = unhex(payload);
         let w = self.receiver.handle_chunk(index, &payload, self.now).unwrap().expect("a new chunk");
-        assert_eq!((w.index, w.data), (index, chunk_data(index)));
+        assert_eq!((w.index, &*w.data), (index, chunk_data(index)));
         while let Some(h) = self.receiver.next_hash_read() {
             self.receiver.hash_chunk(h.index, chunk_data(h.index)).unwrap();
         }
@@ -692,7 +718,7 @@ fn queued_receiver_diagram() {
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c4131f61ad9105102ee1b94c160b5b4b6d36612a7dcf5e4a099f6a7fa7d9bc0f2106c7e569653dfd63841dfca001addbf11b3c65aaeaae9d187f471c44fa2400600";
+const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c1a7184343f1bbd3cf5c57cd183028c60c29970ad74697761049d7b6779e6ecb38b25e4af1e0da9458377903b000fead539d4928e4f78d29822029641fce8f30600";
 
 #[test]
 fn signed_manifest_vector() {

@@ -70,6 +70,12 @@ pub struct Config {
     /// messages) after a disconnect. MQTT 5 only; 3.1.1 brokers keep it until the
     /// client comes back or the broker's own limit.
     pub session_expiry: Duration,
+    /// The most bytes per second this client publishes, control messages and MQTT
+    /// headers included (see `pace.rs`); `None`: no limit.
+    pub rate: Option<u64>,
+    /// The most publishes per second this client sends, control messages
+    /// included; `None`: no limit.
+    pub max_publish_rate: Option<u32>,
 }
 
 impl Config {
@@ -88,6 +94,8 @@ impl Config {
             broker_timeout: None,
             max_backoff: Duration::from_secs(30),
             session_expiry: Duration::from_secs(3600),
+            rate: None,
+            max_publish_rate: None,
         }
     }
 
@@ -268,6 +276,7 @@ pub struct Tls {
 
 /// The MQTT protocol version to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum MqttVersion {
     /// MQTT 3.1.1 (protocol level 4).
     V311,
@@ -305,6 +314,7 @@ impl fmt::Display for MqttVersion {
 
 /// How large the chunks of a file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ChunkSize {
     /// Under MQTT 5, as large as the broker's Maximum Packet Size allows, up to
     /// [`AUTO_CHUNK_CAP`]; under 3.1.1, [`V311_DEFAULT_CHUNK`]. When chunks of that
@@ -600,13 +610,13 @@ mod tests {
     #[test]
     fn packet_size_counts_every_byte() {
         // v5, 40-byte topic, 50 bytes of data: 1 (type) + 1 (length) + 2 + 40 + 2
-        // (packet id) + 1 (properties) + 25 (chunk header, at most) + 50.
-        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 25 + 50);
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 25 + 50);
+        // (packet id) + 1 (properties) + 26 (chunk header, at most) + 50.
+        assert_eq!(chunk_packet_size(MqttVersion::V5, 40, 50), 1 + 1 + 2 + 40 + 2 + 1 + 26 + 50);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 50), 1 + 1 + 2 + 40 + 2 + 26 + 50);
         // 60 bytes more and the remaining length needs a second byte.
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 25 + 110);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 40, 110), 1 + 2 + 2 + 40 + 2 + 26 + 110);
         // The length field widens at 128, 16384 and 2 MiB of remaining length.
-        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 25);
+        assert_eq!(chunk_packet_size(MqttVersion::V311, 0, 1 << 20) - (1 << 20), 1 + 3 + 2 + 2 + 26);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - the **feed task** takes requests from a small bounded channel and awaits
 //!   rumqttc's `AsyncClient`. Awaiting the client from the poll task would deadlock
 //!   once rumqttc's request channel is full; here the wait only holds up the feed.
+//!   Every publish and subscription passes it, so it is also where the rate
+//!   limits hold them back (`pace.rs`), before rumqttc has them.
 //! - the [`Outbox`], on the engine's side: requests go into the bounded channel with
 //!   `try_send`, so the engine never blocks on the network either. Control messages
 //!   that find the channel full wait in a short local backlog; chunks are only
@@ -77,6 +79,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::error::ConnectError;
 use crate::mqtt::{self, ConnAckInfo, Failure, Incoming, Options};
+use crate::pace::{Pacer, HEADER_ESTIMATE};
 use crate::proto::{Qos, Transmit};
 use crate::Error;
 
@@ -112,6 +115,9 @@ const INFLIGHT: u16 = 32;
 /// ...and at most this many bytes of the largest packet we send (32 of 256 KiB;
 /// 8 of 1 MiB).
 const INFLIGHT_BYTES: usize = 8 << 20;
+/// Capacity of the channel to the feed task under a rate limit (see
+/// [`Connection::open`]).
+pub(crate) const PACED_CAPACITY: usize = 1;
 
 /// A request for the feed task.
 #[derive(Debug)]
@@ -160,7 +166,13 @@ impl Connection {
     pub fn open(cfg: &Config, opts: &Options) -> Result<Self, Error> {
         let (client, el) = mqtt::new(cfg, opts)?;
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
-        let (req_tx, req_rx) = mpsc::channel(opts.request_capacity);
+        // Paced, requests wait in the feed task for their turn: one in the channel
+        // is enough to keep it busy, and the engine's backlog keeps the rest, so
+        // that chunks are read only when they can go and a control message waits
+        // behind two packets at most (`pace::queue_time`).
+        let pacer = Pacer::new(cfg, Instant::now());
+        let capacity = if pacer.is_some() { PACED_CAPACITY } else { opts.request_capacity };
+        let (req_tx, req_rx) = mpsc::channel(capacity);
         let (acked_tx, acked) = watch::channel(0);
         let (ack_tx, ack_rx) = mpsc::channel(DEFERRED_ACKS);
         let closing = CancellationToken::new();
@@ -178,7 +190,7 @@ impl Connection {
             Limits { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg) },
         ));
         let taken = Arc::new(AtomicU64::new(0));
-        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone()));
+        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer));
         Ok(Connection {
             events: Inbox::new(events, cfg.addr()),
             out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() },
@@ -756,14 +768,27 @@ impl AckSink for mqtt::Client {
 /// still on the way is lost with it.
 ///
 /// `taken` counts the QoS 1 publishes as it takes them, for [`Connection::close`].
+/// `pacer` holds each publish and subscription back to the rate limits (`pace.rs`).
 async fn feed_loop(
     client: mqtt::Client,
     mut rx: mpsc::Receiver<Request>,
     mut acked: watch::Receiver<u64>,
     taken: Arc<AtomicU64>,
+    mut pacer: Option<Pacer>,
 ) {
     let mut handed: u64 = 0;
     while let Some(req) = rx.recv().await {
+        if let Some(pacer) = &mut pacer {
+            match &req {
+                Request::Publish { topic, payload, .. } => {
+                    pacer.admit(topic.len() + payload.len() + HEADER_ESTIMATE, true).await;
+                }
+                Request::Subscribe(filter) | Request::Unsubscribe(filter) => {
+                    pacer.admit(filter.len() + HEADER_ESTIMATE, false).await;
+                }
+                Request::Disconnect => {}
+            }
+        }
         let sent = match req {
             Request::Publish { topic, qos, retain, payload } => {
                 // Counted before the wait: from here on it is owed an ack (if the
@@ -985,7 +1010,7 @@ mod tests {
         let mqtt::EventLoop::V5 { mut el, .. } = el else { panic!("mqtt 5 is the default") };
         let (req_tx, req_rx) = mpsc::channel(8);
         let (acked_tx, acked) = watch::channel(0);
-        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default()));
+        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default(), None));
         for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
             let publish = Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new() };
             req_tx.send(publish).await.unwrap();

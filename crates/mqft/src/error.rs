@@ -8,7 +8,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::proto::{ReceiverId, RejectReason};
+use crate::proto::receiver::ReceiveFailure;
+use crate::proto::sender::SendFailure;
+use crate::proto::{AbortReason, ReceiverId, RejectReason};
 
 /// The class of an [`Error`], for a CLI's exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,12 +124,12 @@ pub enum Error {
         detail: String,
     },
     /// The transfer broke down after it started.
-    #[error("transfer of {} failed: {detail}", path.display())]
+    #[error("transfer of {} failed: {cause}", path.display())]
     Transfer {
         /// The file sent or received.
         path: PathBuf,
         /// What happened.
-        detail: String,
+        cause: TransferFailure,
     },
     /// A file system operation failed.
     #[error("cannot {op} {}", path.display())]
@@ -146,6 +148,68 @@ pub enum Error {
     /// A background task ended without saying why (a bug in this crate).
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// A background task panicked (a bug in this crate).
+    #[error("internal error: the {task} task panicked: {message}")]
+    Panicked {
+        /// Which task.
+        task: &'static str,
+        /// The panic's message, when it had one.
+        message: String,
+    },
+}
+
+/// Why a transfer that had started broke down: the state machine's own reason, or
+/// what the runtime saw.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferFailure {
+    /// The sending state machine ended it: a receiver stopped answering, or rounds
+    /// stopped making progress.
+    #[error(transparent)]
+    Send(SendFailure),
+    /// The receiving state machine ended it: the sender went silent, or a local
+    /// failure.
+    #[error(transparent)]
+    Receive(ReceiveFailure),
+    /// The sender aborted the file (a receive that takes one file ends with it).
+    #[error("the sender aborted {}: {}", crate::name::escape(name), aborted_why(*reason))]
+    SenderAborted {
+        /// The file's name, as the receiver would have stored it.
+        name: String,
+        /// The sender's reason.
+        reason: AbortReason,
+    },
+    /// No chunk got through: the connection broke each time right after chunks went
+    /// out, as when a broker cuts publishes over its size limit.
+    #[error(
+        "no chunk got through: the connection broke {breaks} times right after chunks of {} ({chunk_size} bytes) went out; \
+         the broker may drop messages this large: try a smaller --chunk-size, or auto",
+        crate::autosize::human(*chunk_size)
+    )]
+    NothingGotThrough {
+        /// Connection breaks counted.
+        breaks: u32,
+        /// The chunk size that did not get through.
+        chunk_size: u32,
+    },
+}
+
+fn aborted_why(reason: AbortReason) -> String {
+    match reason {
+        AbortReason::Cancelled => "it was cancelled".to_owned(),
+        AbortReason::Failed => "it gave up".to_owned(),
+        AbortReason::Finished => "it finished with other receivers".to_owned(),
+        AbortReason::Superseded => "it started the file again with smaller chunks".to_owned(),
+        other => format!("reason code {}", other.code()),
+    }
+}
+
+/// The message of a panic's payload: the text given to `panic!`, when it had one.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload.downcast_ref::<&str>().map_or_else(|| "no message".to_owned(), |s| (*s).to_owned()),
+    }
 }
 
 impl Error {
@@ -157,7 +221,7 @@ impl Error {
             Error::NoReceiver { .. } | Error::StillQueued { .. } => ErrorKind::NoReceiver,
             Error::Rejected { .. } => ErrorKind::Rejected,
             Error::Integrity { .. } => ErrorKind::Integrity,
-            Error::Transfer { .. } | Error::Internal(_) => ErrorKind::Transfer,
+            Error::Transfer { .. } | Error::Internal(_) | Error::Panicked { .. } => ErrorKind::Transfer,
             Error::Io { .. } => ErrorKind::Io,
             Error::Cancelled => ErrorKind::Cancelled,
         }

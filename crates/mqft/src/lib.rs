@@ -43,12 +43,14 @@
 //!    size and name ([`sanitize_file_name`]), and subscribes to the chunks. Acks on
 //!    `<prefix>/<id>/ack/<receiver>` grant the sender credit and, at the end of each
 //!    round, list what is missing, which the sender sends again.
-//! 5. **`.part` file** (`store`): each chunk is written at its offset into a hidden
-//!    `.<name>.<id>.part`, with the resume state beside it, saved every few chunks.
+//! 5. **`.part` file** (`store`): each chunk is written at its offset into
+//!    `<id>.part` in the receiver's state folder (`.mqft/part/` in the output
+//!    directory by default), with the resume state beside it, saved every few chunks.
 //! 6. **Hash**: chunks are hashed in file order as they arrive (read back only when
 //!    they came out of order); the SHA-256 must match the manifest's.
 //! 7. **Final name**: the `.part` is synced and renamed to `<name>`, never over an
-//!    existing file unless asked; only then does the receiver report `Complete`.
+//!    existing file unless asked; only then does the receiver report `Complete`,
+//!    and records the transfer in the state folder's `completed.log`.
 //!
 //! # Tasks
 //! Each [`Client::send`] or [`Client::receive`] runs as one engine task that owns its
@@ -78,21 +80,25 @@ pub mod handle;
 pub mod keys;
 mod mqtt;
 pub mod name;
+mod pace;
 pub mod receive;
 mod sealing;
 pub mod send;
 mod store;
 mod tls;
+pub mod tree;
 mod trusted;
 mod writer;
 
 use std::path::PathBuf;
 
 pub use config::{ChunkSize, Config, Credentials, MqttVersion, Tls};
-pub use error::{ConnectError, Error, ErrorKind};
+pub use error::{ConnectError, Error, ErrorKind, TransferFailure};
 pub use handle::Handle;
-pub use name::{sanitize_file_name, NameError, SafeName};
-pub use receive::{ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile};
+pub use name::{sanitize_file_name, sanitize_path, NameError, SafeName, SafePath};
+pub use receive::{
+    OnConflict, ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile, UNKNOWN_SENDER_DIR,
+};
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
 pub use tls::TlsVersion;
 pub use tokio_util::sync::CancellationToken;

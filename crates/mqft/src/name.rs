@@ -29,9 +29,14 @@
 //!    clash with the receiver's own `.<name>.<id>.part` files), and trailing dots
 //!    and white space (Windows drops them, which would make two names one).
 //! 4. Cut the name to 255 bytes at a character boundary, keeping a short
-//!    extension; refuse what is left if it is empty or a Windows reserved device
-//!    name (`CON`, `nul.txt`, `COM1`, ...). The check comes after the cut, since a
-//!    cut can make one (`nul` + 250 spaces + `x.txt` is cut to `nul.txt`).
+//!    extension; refuse what is left if it is empty or, on Windows only, a
+//!    reserved device name (`CON`, `nul.txt`, `COM1`, ...), which would open the
+//!    device instead of a file there. Elsewhere `con.jpg` is a plain name and is
+//!    kept. The check comes after the cut, since a cut can make one (`nul` + 250
+//!    spaces + `x.txt` is cut to `nul.txt`).
+//!
+//! [`changes`] says, for people, what these rules changed in a name: the
+//! receiver tells the sender, so that nobody looks for `.hidden.jpg` in vain.
 //!
 //! [`escape`] is the other half: it makes any name, sanitized or not, safe to print
 //! on a terminal or in a log, by escaping the same characters as `\u{..}`.
@@ -102,6 +107,12 @@ pub enum NameError {
     /// The name is a Windows reserved device name.
     #[error("file name {0:?} is reserved on windows")]
     Reserved(String),
+    /// A path with an empty, `.` or `..` component.
+    #[error("path has an empty, '.' or '..' component")]
+    BadComponent,
+    /// A path with more components than a receiver creates.
+    #[error("path is too deep")]
+    TooDeep,
 }
 
 /// Turns an untrusted name into a [`SafeName`], following the rules in the module
@@ -112,7 +123,8 @@ pub enum NameError {
 /// assert_eq!(sanitize_file_name("../../etc/passwd").unwrap(), "passwd");
 /// assert_eq!(sanitize_file_name("C:\\Users\\me\\.profile").unwrap(), "profile");
 /// assert!(sanitize_file_name("..").is_err());
-/// assert!(sanitize_file_name("nul.txt").is_err());
+/// // A Windows device name is refused on Windows only.
+/// assert_eq!(sanitize_file_name("nul.txt").is_err(), cfg!(windows));
 /// ```
 pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
     let last = name.rsplit(['/', '\\']).next().unwrap_or(name);
@@ -123,7 +135,7 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
         return Err(NameError::Empty);
     }
     let safe = truncate(trimmed, MAX_NAME_BYTES);
-    if is_reserved(&safe) {
+    if cfg!(windows) && is_reserved(&safe) {
         return Err(NameError::Reserved(safe));
     }
     // The rules above leave exactly one normal component; check it all the same,
@@ -133,6 +145,158 @@ pub fn sanitize_file_name(name: &str) -> Result<SafeName, NameError> {
         (Some(Component::Normal(_)), None) => Ok(SafeName(safe)),
         _ => Err(NameError::Empty),
     }
+}
+
+/// A relative path that is safe to create under a directory: 1 to
+/// [`crate::proto::wire::MAX_NAME_DEPTH`] components joined by `/`, each a [`SafeName`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SafePath(String);
+
+impl SafePath {
+    /// The path, `/`-separated.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its components, each a plain, sanitized name; the last is the file's.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// The last component: the file's own name.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
+    /// The path under `dir`; by construction always inside `dir`. Nothing here
+    /// says its directories are not symlinks: `store` walks them without following
+    /// any.
+    pub fn in_dir(&self, dir: &Path) -> PathBuf {
+        let path = self.components().fold(dir.to_owned(), |p, c| p.join(c));
+        debug_assert!(path.starts_with(dir));
+        path
+    }
+}
+
+impl fmt::Display for SafePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for SafePath {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<SafePath> for String {
+    fn from(p: SafePath) -> String {
+        p.0
+    }
+}
+
+impl From<SafeName> for SafePath {
+    fn from(n: SafeName) -> SafePath {
+        SafePath(n.0)
+    }
+}
+
+/// Turns an untrusted name that may be a relative path (`photos/2026/a.jpg`, as
+/// `send DIR` sends them) into a [`SafePath`]. A name without `/` is exactly
+/// [`sanitize_file_name`]'s. A name with `/` keeps its directories, each
+/// component cleaned by [`sanitize_file_name`]'s rules, but is refused whole when
+/// a component is empty (`/etc/x`, `a//b`, `dir/`), `.` or `..`
+/// ([`NameError::BadComponent`]): a path that tries to climb or to be absolute is
+/// not repaired into another one. More than [`crate::proto::wire::MAX_NAME_DEPTH`]
+/// components are refused too ([`NameError::TooDeep`]).
+///
+/// ```
+/// use mqft::name::sanitize_path;
+/// assert_eq!(sanitize_path("photos/2026/a.jpg").unwrap(), "photos/2026/a.jpg");
+/// assert_eq!(sanitize_path(".git/\u{1b}x").unwrap(), "git/_x");
+/// assert!(sanitize_path("../../etc/passwd").is_err());
+/// assert!(sanitize_path("/etc/passwd").is_err());
+/// ```
+pub fn sanitize_path(name: &str) -> Result<SafePath, NameError> {
+    if !name.contains('/') {
+        return sanitize_file_name(name).map(SafePath::from);
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > crate::proto::wire::MAX_NAME_DEPTH {
+        return Err(NameError::TooDeep);
+    }
+    let mut clean = Vec::with_capacity(parts.len());
+    for part in parts {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(NameError::BadComponent);
+        }
+        clean.push(String::from(sanitize_file_name(part)?));
+    }
+    Ok(SafePath(clean.join("/")))
+}
+
+/// The `n`th variant of `name` for keeping two files of one name: `img (1).jpg`
+/// for `img.jpg`, `README (2)` for `README`. The number goes before a short
+/// extension (as the cut of rule 4 does), and the stem is cut so that the result stays
+/// within [`MAX_NAME_BYTES`]; it is as safe as `name`.
+pub fn numbered(name: &SafeName, n: u32) -> SafeName {
+    let s = name.as_str();
+    let (stem, ext) = match s.rfind('.') {
+        Some(i) if i > 0 && s.len() - i <= 16 => s.split_at(i),
+        _ => (s, ""),
+    };
+    let suffix = format!(" ({n}){ext}");
+    let mut end = stem.len().min(MAX_NAME_BYTES - suffix.len());
+    while !stem.is_char_boundary(end) {
+        end -= 1;
+    }
+    // The stem is non-empty (a leading dot is never kept) and the suffix adds only
+    // a space, digits and parentheses: no rule of `sanitize_file_name` applies.
+    SafeName(format!("{}{suffix}", &stem[..end]))
+}
+
+/// [`numbered`] for the last component of a path: `photos/img (1).jpg` for
+/// `photos/img.jpg`.
+pub fn numbered_path(path: &SafePath, n: u32) -> SafePath {
+    let leaf = SafeName(path.file_name().to_owned());
+    let numbered = numbered(&leaf, n).0;
+    match path.0.rsplit_once('/') {
+        Some((dirs, _)) => SafePath(format!("{dirs}/{numbered}")),
+        None => SafePath(numbered),
+    }
+}
+
+/// What [`sanitize_file_name`] changed to turn `original` into `safe`, for people:
+/// the rules that applied, in their order, such as "directories dropped, leading
+/// dots removed"; empty when the name is unchanged.
+pub fn changes(original: &str, safe: &str) -> String {
+    if original == safe {
+        return String::new();
+    }
+    let last = original.rsplit(['/', '\\']).next().unwrap_or(original);
+    let mut what = Vec::new();
+    // A path keeps its directories (`sanitize_path`); a name with a backslash
+    // loses them.
+    if last.len() != original.len() && !safe.contains('/') {
+        what.push("directories dropped");
+    }
+    if last.chars().any(is_forbidden) {
+        what.push("unsafe characters replaced");
+    }
+    if last.starts_with(|c: char| c == '.' || c.is_whitespace()) {
+        what.push("leading dots or spaces removed");
+    }
+    if last.ends_with(is_trailing_junk) {
+        what.push("trailing dots or spaces removed");
+    }
+    if last.trim_matches(|c: char| c == '.' || c.is_whitespace()).len() > MAX_NAME_BYTES {
+        what.push("cut to 255 bytes");
+    }
+    if what.is_empty() {
+        what.push("cleaned");
+    }
+    what.join(", ")
 }
 
 /// Escapes what a terminal or a log must not see raw in an untrusted name: control
@@ -230,7 +394,8 @@ fn is_separator_lookalike(c: char) -> bool {
 
 /// True for `CON`, `PRN`, `AUX`, `NUL`, `COM0`-`COM9`, `LPT0`-`LPT9` (with the
 /// superscript digits Windows also reserves), with or without an extension.
-fn is_reserved(name: &str) -> bool {
+/// Refused only on Windows (see rule 4).
+pub fn is_reserved(name: &str) -> bool {
     let stem = name.split('.').next().unwrap_or(name).trim_end().to_ascii_uppercase();
     match stem.as_str() {
         "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" => true,
@@ -306,6 +471,31 @@ mod tests {
     }
 
     #[test]
+    fn paths_keep_their_directories_or_are_refused() {
+        for (input, want) in [
+            ("a/b/c.jpg", "a/b/c.jpg"),
+            ("photos/.hidden/x", "photos/hidden/x"),
+            ("a\\..\\b/c", "b/c"),
+            ("we\u{202E}ird/nul\u{7}.txt", "we_ird/nul_.txt"),
+            ("plain.txt", "plain.txt"),
+            ("..\\..\\boot.ini", "boot.ini"),
+        ] {
+            assert_eq!(sanitize_path(input).unwrap(), want, "{input:?}");
+        }
+        for input in ["../a", "a/../b", "/etc/x", "a//b", "a/./b", "dir/", "a/..", "a/ . /b"] {
+            assert!(sanitize_path(input).is_err(), "{input:?}");
+        }
+        // A reserved device name is refused where it is one.
+        assert_eq!(sanitize_path("a/nul/b").is_err(), cfg!(windows));
+        let deep = vec!["d"; crate::proto::wire::MAX_NAME_DEPTH].join("/");
+        assert!(sanitize_path(&deep).is_ok());
+        assert_eq!(sanitize_path(&format!("{deep}/x")), Err(NameError::TooDeep));
+        let p = sanitize_path("a/b/c.jpg").unwrap();
+        assert_eq!(p.in_dir(Path::new("/srv/in")), Path::new("/srv/in/a/b/c.jpg"));
+        assert_eq!(p.file_name(), "c.jpg");
+    }
+
+    #[test]
     fn unusable_names_are_refused() {
         for input in ["", ".", "..", "...", "/", "a/..", "dir/", "\\", "  ", ". .", "\u{0}"] {
             if let Ok(n) = sanitize_file_name(input) {
@@ -314,8 +504,41 @@ mod tests {
             }
         }
         for input in ["CON", "con", "nul.txt", "Aux.tar.gz", "COM1", "lpt9.log", "COM¹", "PRN "] {
-            assert!(matches!(sanitize_file_name(input), Err(NameError::Reserved(_))), "{input:?}");
+            assert!(is_reserved(input.trim_end()), "{input:?}");
+            if cfg!(windows) {
+                assert!(matches!(sanitize_file_name(input), Err(NameError::Reserved(_))), "{input:?}");
+            } else {
+                assert_eq!(sanitize_file_name(input).unwrap(), input.trim_end(), "{input:?}");
+            }
         }
+    }
+
+    #[test]
+    fn numbered_names_keep_the_extension_and_the_limit() {
+        let n = |s: &str, i| numbered(&sanitize_file_name(s).unwrap(), i).as_str().to_owned();
+        assert_eq!(n("img_0001.jpg", 1), "img_0001 (1).jpg");
+        assert_eq!(n("README", 12), "README (12)");
+        assert_eq!(n("a.tar.gz", 2), "a.tar (2).gz");
+        let long = n(&format!("{}.jpeg", "é".repeat(200)), 999);
+        assert!(long.len() <= MAX_NAME_BYTES && long.ends_with(" (999).jpeg"), "{long}");
+        assert_eq!(sanitize_file_name(&long).unwrap(), long.as_str());
+    }
+
+    #[test]
+    fn changes_name_the_rules_that_applied() {
+        for (input, want) in [
+            ("img.jpg", ""),
+            (".hidden.jpg", "leading dots or spaces removed"),
+            ("../../x.jpg", "directories dropped"),
+            ("a/.b.jpg", "directories dropped, leading dots or spaces removed"),
+            ("what?.txt", "unsafe characters replaced"),
+            ("x.txt. ", "trailing dots or spaces removed"),
+        ] {
+            let safe = sanitize_file_name(input).unwrap();
+            assert_eq!(changes(input, safe.as_str()), want, "{input:?}");
+        }
+        let long = format!("{}.jpeg", "x".repeat(400));
+        assert_eq!(changes(&long, sanitize_file_name(&long).unwrap().as_str()), "cut to 255 bytes");
     }
 
     #[test]
@@ -332,10 +555,15 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_that_leaves_a_reserved_name_is_refused() {
+    fn a_cut_that_leaves_a_reserved_name_is_refused_on_windows() {
         // The cut keeps `nul`, drops the spaces, and puts the extension back.
         let input = format!("nul{}x.txt", " ".repeat(250));
-        assert!(matches!(sanitize_file_name(&input), Err(NameError::Reserved(n)) if n == "nul.txt"), "{input:?}");
+        let cut = sanitize_file_name(&input);
+        if cfg!(windows) {
+            assert!(matches!(cut, Err(NameError::Reserved(n)) if n == "nul.txt"), "{input:?}");
+        } else {
+            assert_eq!(cut.unwrap(), "nul.txt");
+        }
     }
 
     #[test]
@@ -364,7 +592,7 @@ mod tests {
                 prop_assert!(!s.contains(['/', '\\']) && !s.chars().any(is_forbidden));
                 prop_assert!(!s.starts_with(|c: char| c == '.' || c.is_whitespace()));
                 prop_assert!(!s.ends_with(is_trailing_junk));
-                prop_assert!(!is_reserved(s));
+                prop_assert!(!cfg!(windows) || !is_reserved(s));
                 let dir = Path::new("/srv/in");
                 let path = name.in_dir(dir);
                 prop_assert_eq!(path.parent(), Some(dir));

@@ -5,40 +5,51 @@
 //! transfer it belongs to and decides on offers what needs no I/O (queued past
 //! `max_concurrent`, too large, bad or misplaced manifests, finished transfers asked
 //! about again, pending a check of the file). On an offer the endpoint lets through
-//! the engine decides the rest: refuse it (a bad name, a file of that name exists,
-//! not enough free space for it and the transfers already open), answer that the
-//! file is already here, or accept it. Every refusal comes
+//! the engine decides the rest: refuse it (a bad name, a different file of that name
+//! exists and the [`OnConflict`] policy says skip or fail, not enough free space for
+//! it and the transfers already open), answer that the file is already here (the
+//! same bytes under the name, or a numbered one, whatever transfer brought them),
+//! or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
-//! hidden `.part` file and a subscription to `<prefix>/<id>/chunk/+`, dropped when
+//! `.part` file in the state folder and a subscription to `<prefix>/<id>/chunk/+`, dropped when
 //! the transfer ends.
 //!
-//! # Files in the output directory
-//! For a transfer of `name` with id `id` in directory `out`:
-//! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
-//! - `out/.<name>.<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
+//! # Files in the output directory, and the state folder
+//! The output directory `out` gets the received files (with
+//! [`ReceiveOptions::per_sender`], in the sender's directory under it; a name
+//! with `/` in the directories it names) and one state folder, `out/.mqft/`
+//! ([`ReceiveOptions::state_dir`] moves it elsewhere; see `store` for its layout
+//! and docs/ARCHITECTURE.md for its lifetime). For a transfer with id `id`:
+//! - `part/<id>.part` in the state folder holds the bytes, each chunk written at
+//!   its offset;
+//! - `part/<id>.state` holds the [`proto::ResumeState`] (postcard), replaced
 //!   atomically (temporary file, fsync, rename) and only after an fdatasync of the
 //!   `.part`, so the state never claims bytes the disk does not have; it is saved
 //!   every [`ReceiveOptions::checkpoint_chunks`] chunks, every
 //!   [`ReceiveOptions::checkpoint_interval`], and when the receive stops;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
-//!   (never over an existing file unless [`ReceiveOptions::overwrite`]), and the
-//!   directory fsynced. Only then is the sender told `Complete`.
+//!   (never over an existing file unless [`OnConflict::Overwrite`]; with the default
+//!   [`OnConflict::Rename`], to the first free `out/<name> (n).<ext>`), and the
+//!   directory fsynced. Only then is the sender told `Complete`, or `Stored` with
+//!   the name when it is not the manifest's. The transfer is then a record in the
+//!   state folder's `completed.log` (under the path it got), and its `.state` goes.
 //!
-//! The `.state` file of a completed transfer is kept as a marker (a few hundred
-//! bytes): when the same transfer is offered again, after a restart or by a second
-//! send, a marker that says complete next to a final file whose bytes still hash
-//! to the manifest's SHA-256 (and no `.part`) is answered `Complete` at once,
-//! without a byte sent; a fingerprint in the marker spares the hash while the
-//! file is provably unchanged (see `store`). The same check stands behind every
-//! `Complete` answered from this process's memory of finished transfers. A
-//! resume keeps only the chunks whose bytes in the `.part` still have the CRC32
-//! they arrived with. Deleting
-//! `.*.state` files forgets this; nothing else depends on them. A file of the same
-//! name that is not this transfer's is refused with [`RejectReason::Exists`]
-//! rather than renamed around: the sender learns at once, and nothing appears
-//! under a name nobody asked for. The files are created and reopened so that a
-//! symlink, hard link or FIFO planted at any of these names is never written
-//! through (see `store`).
+//! When the same bytes are offered again under a name, after a restart, by a
+//! second send, or with another chunk size or MQTT version, a file under that
+//! name or a numbered one whose bytes hash to the manifest's SHA-256 (and no
+//! `.part`) is answered `Complete` at once, without a byte sent; a fingerprint in
+//! the record spares the hash while the file is provably unchanged (see `store`).
+//! The same check stands behind every `Complete` answered from this process's
+//! memory of finished transfers. Records are forgotten after
+//! [`ReceiveOptions::forget_after`]; the files of transfers that stopped advancing
+//! are removed after [`ReceiveOptions::prune_after`] (at start and on an hourly
+//! tick, never for a transfer open here). A resume keeps only the chunks whose
+//! bytes in the `.part` still have the CRC32 they arrived with. A different file
+//! of the same name is kept beside (renamed around, the sender told the name),
+//! replaced, or the offer refused ([`RejectReason::Skipped`],
+//! [`RejectReason::Exists`]), as [`ReceiveOptions::on_conflict`] says. The files
+//! are created and reopened so that a symlink, hard link or FIFO planted at any of
+//! these names is never written through (see `store`).
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
 //! the transfer's writer thread (module `writer`), which writes it at its offset
@@ -63,25 +74,32 @@ use tracing::{debug, info, warn};
 
 mod local;
 
+pub use crate::store::STATE_DIR_NAME;
+
 use crate::config::{self, Config};
 use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
-use crate::name::sanitize_file_name;
+use crate::name::{sanitize_path, SafePath};
 use crate::proto::{
-    self, AbortReason, EndpointEvent, Manifest, Prefix, ReceiveFailure, ReceiverEndpoint, ReceiverEvent, ReceiverId,
-    RejectReason, Routed, TransferId,
+    self, AbortReason, EndpointEvent, Manifest, NameChange, Prefix, PrefixPattern, ReceiveFailure, ReceiverEndpoint,
+    ReceiverEvent, ReceiverId, RejectReason, Routed, StoredAs, TransferId,
 };
 use crate::sealing::Unseal;
-use crate::store::{self, Paths};
-use crate::trusted::{Gate, SEEN_FILE};
+pub use crate::store::OnConflict;
+use crate::store::{self, Paths, StateDir};
+use crate::trusted::Gate;
 use crate::writer::{Job, Writer, WriterEvent};
-use crate::{now, to_tokio, Error};
+use crate::{now, to_tokio, Error, TransferFailure};
 
 /// How long a stopping receiver may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// The least time between two progress events of one transfer.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// [`ReceiveOptions::forget_after`] by default: 30 days.
+pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(30 * 86_400);
+/// [`ReceiveOptions::prune_after`] by default: 3 days.
+pub const DEFAULT_PRUNE_AFTER: Duration = Duration::from_secs(3 * 86_400);
 
 /// How old a signature a receiver with trusted keys accepts by default: a day,
 /// for senders that queue files while offline; the replay memory covers the
@@ -92,8 +110,14 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ReceiveOptions {
-    /// This receiver's name in ack topics. By default derived from the host name.
+    /// This receiver's name in ack topics. By default `<host>-<6 hex>`, the hex
+    /// from a hash of the canonical output directory: unique per host and
+    /// directory, the same after a restart (see [`default_receiver_id`]).
     pub receiver_id: Option<ReceiverId>,
+    /// The prefixes to receive under, each possibly with `+` levels
+    /// (`site/+/cams`); empty for the configuration's one prefix. Each transfer is
+    /// answered under the concrete prefix its manifest came on.
+    pub prefixes: Vec<PrefixPattern>,
     /// Refuse files larger than this many bytes ([`RejectReason::TooLarge`]).
     pub max_size: Option<u64>,
     /// Keep at most this many transfers open. Offers past it wait in a queue
@@ -104,9 +128,15 @@ pub struct ReceiveOptions {
     pub queue: usize,
     /// The most bytes of manifests the queue holds.
     pub queue_bytes: usize,
-    /// Replace an existing file of the same name. Without it such a file is
-    /// refused with [`RejectReason::Exists`] and never touched.
-    pub overwrite: bool,
+    /// What to do when a different file has the name an offered file would get
+    /// (the same bytes under that name are "already have", whatever policy): by
+    /// default keep both, the new one under a numbered name.
+    pub on_conflict: OnConflict,
+    /// Put each sender's files in a directory of its own, named after the
+    /// manifest's sender name ([`UNKNOWN_SENDER_DIR`] for an unnamed sender),
+    /// created on first use; a symlink or a file planted at that name makes the
+    /// offer fail, it is never followed.
+    pub per_sender: bool,
     /// Stop after the first file that arrives (or is found already here). A
     /// transfer that fails for good here (SHA-256 mismatch, local I/O error, its
     /// sender cancelled it) stops it too, and [`Handle::wait`] returns that error
@@ -128,18 +158,32 @@ pub struct ReceiveOptions {
     /// The key encrypted transfers are opened with (`--identity`); without it
     /// they are refused ([`RejectReason::Encrypted`]).
     pub identity: Option<crate::keys::SecretKey>,
+    /// The state folder (see `store`): by default `.mqft` in the output
+    /// directory. Elsewhere, the output directory holds only received files.
+    pub state_dir: Option<PathBuf>,
+    /// Forget a completed transfer this long after it completed (or was last
+    /// verified by a hash); `None` keeps them all. A transfer forgotten and
+    /// offered again finds its file there and is refused as existing.
+    pub forget_after: Option<Duration>,
+    /// Remove the partial files of transfers that have not advanced for this
+    /// long (checked at start and every hour, or every `prune_after` if less),
+    /// logging each; `None` keeps them. Transfers open in this receive are
+    /// never removed.
+    pub prune_after: Option<Duration>,
 }
 
 impl Default for ReceiveOptions {
     fn default() -> Self {
         ReceiveOptions {
             receiver_id: None,
+            prefixes: Vec::new(),
             max_size: None,
             max_concurrent: 16,
             queue: 256,
             // 256 manifests of up to 8 KiB would be 2 MiB; the common one is ~100 bytes.
             queue_bytes: 1 << 20,
-            overwrite: false,
+            on_conflict: OnConflict::default(),
+            per_sender: false,
             once: false,
             protocol: proto::ReceiverConfig::default(),
             checkpoint_chunks: 64,
@@ -147,9 +191,16 @@ impl Default for ReceiveOptions {
             trust: Vec::new(),
             max_age: DEFAULT_MAX_AGE,
             identity: None,
+            state_dir: None,
+            forget_after: Some(DEFAULT_FORGET_AFTER),
+            prune_after: Some(DEFAULT_PRUNE_AFTER),
         }
     }
 }
+
+/// The directory of an unnamed sender's files with [`ReceiveOptions::per_sender`].
+/// A named sender could call itself that too: sender names are claims.
+pub const UNKNOWN_SENDER_DIR: &str = "_unknown";
 
 /// What a receive reports while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +224,8 @@ pub enum ReceiveEvent {
         name: String,
         /// Its size in bytes.
         size: u64,
+        /// The sender's name from the manifest (claimed, not proven), or empty.
+        sender: String,
     },
     /// Every transfer slot is taken: the offer waits in the queue at `position`
     /// (1 for the head), and the sender is told so.
@@ -183,6 +236,8 @@ pub enum ReceiveEvent {
         name: String,
         /// Place in the queue.
         position: u32,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// The offer is refused; the sender is told why.
     Rejected {
@@ -194,8 +249,10 @@ pub enum ReceiveEvent {
         reason: RejectReason,
         /// What the receiver saw, in words ("unsigned transfer"), or empty.
         detail: String,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
-    /// The offer is accepted; chunks go to a hidden partial file next to `path`.
+    /// The offer is accepted; chunks go to a partial file in the state folder.
     Accepted {
         /// The transfer id.
         transfer: TransferId,
@@ -205,6 +262,8 @@ pub enum ReceiveEvent {
         size: u64,
         /// Bytes already held from an earlier attempt.
         resumed_bytes: u64,
+        /// The sender's name from the manifest, or empty.
+        sender: String,
     },
     /// More of a file is in.
     Progress {
@@ -227,6 +286,11 @@ pub enum ReceiveEvent {
         size: u64,
         /// Its SHA-256, as the manifest named it and the received bytes matched.
         sha256: [u8; 32],
+        /// The sender's name from the manifest, or empty.
+        sender: String,
+        /// Why `path` has another name than the manifest's (which the sender is
+        /// told), or `None`.
+        change: Option<NameChange>,
     },
     /// A file offered again is already here, complete; the sender is told so.
     AlreadyComplete {
@@ -238,6 +302,11 @@ pub enum ReceiveEvent {
         size: u64,
         /// Its SHA-256, which the file on disk was found to have.
         sha256: [u8; 32],
+        /// The sender's name from the manifest, or empty.
+        sender: String,
+        /// Why `path` has another name than the manifest's (which the sender is
+        /// told), or `None`.
+        change: Option<NameChange>,
     },
     /// A signed offer checked out against a trusted key (`--trust`); sent just
     /// before its `Accepted`.
@@ -315,7 +384,9 @@ async fn run(
     // refuse every file later, one i/o error at a time: say so now, with the reason.
     let probe_dir = dir.clone();
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
-    let rid = opts.receiver_id.clone().unwrap_or_else(default_receiver_id);
+    let state = local::open_state(&dir, &opts).await?;
+    local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
+    let rid = opts.receiver_id.clone().unwrap_or_else(|| default_receiver_id(&dir));
     // Stable across restarts, so the broker keeps the session; the directory is part
     // of it so that two receivers on one host do not take each other's session.
     let client_id = cfg.client_id.clone().unwrap_or_else(|| {
@@ -333,8 +404,7 @@ async fn run(
     conn.set_broker_timeout(cfg.broker_timeout);
     info!(broker = conn.addr(), receiver = %rid, session_present = info.session_present, "connected");
     events.emit(ReceiveEvent::Connected { receiver: rid.clone() });
-    conn.out.subscribe(cfg.prefix.manifest_filter());
-    conn.out.subscribe(cfg.prefix.ctl_filter());
+    let patterns = if opts.prefixes.is_empty() { vec![cfg.prefix.clone().into()] } else { opts.prefixes.clone() };
 
     let (writer_tx, writer_events) = mpsc::unbounded_channel();
     let mut limits = proto::Limits::default();
@@ -342,13 +412,23 @@ async fn run(
     limits.max_size = opts.max_size;
     limits.queue = opts.queue;
     limits.queue_bytes = opts.queue_bytes;
-    let endpoint = ReceiverEndpoint::new(cfg.prefix.clone(), rid.clone(), limits);
+    let endpoint = ReceiverEndpoint::with_patterns(patterns, rid.clone(), limits);
+    // Only the patterns the endpoint kept: one covered by another would have the
+    // broker deliver its messages twice.
+    for pattern in endpoint.patterns() {
+        conn.out.subscribe(pattern.manifest_filter());
+        conn.out.subscribe(pattern.ctl_filter());
+    }
+    // The replay memory of signed transfers lives in the state folder.
     let gate = if opts.trust.is_empty() {
         None
     } else {
-        let (at, keys, max_age) = (dir.clone(), opts.trust.clone(), opts.max_age);
-        let seen = dir.join(SEEN_FILE);
-        Some(blocking(move || Ok(Gate::load(&at, keys, max_age))).await.map_err(|e| Error::io("read", &seen, e))?)
+        let (at, keys, max_age) = (state.root.clone(), opts.trust.clone(), opts.max_age);
+        Some(
+            blocking(move || Ok(Gate::load(&at, keys, max_age)))
+                .await
+                .map_err(|e| Error::io("read", &state.root, e))?,
+        )
     };
     let mut engine = Engine {
         conn,
@@ -358,7 +438,9 @@ async fn run(
         prefix: cfg.prefix.clone(),
         rid,
         dir,
+        next_tidy: tokio::time::Instant::now() + local::tidy_every(opts.prune_after),
         opts,
+        state,
         transfers: BTreeMap::new(),
         endpoint,
         events,
@@ -385,8 +467,25 @@ async fn run(
     }
 }
 
+/// `<host>-<6 hex>`: the host name cut to the receiver id alphabet (`receiver` if
+/// there is none), and the first 3 bytes of the SHA-256 of the canonical output
+/// directory. Two receivers on one host into two directories get two ids; the
+/// same directory gets the same id after a restart, with no state kept, so a
+/// restarted receiver resumes as the same receiver.
+pub fn default_receiver_id(dir: &std::path::Path) -> ReceiverId {
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
+    let host = host_receiver_id();
+    // 7 bytes for the dash and the hex: the host part is cut to fit 64.
+    let host = &host.as_str()[..host.as_str().len().min(proto::topic::MAX_RECEIVER_ID_LEN - 7)];
+    let id = format!("{host}-{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2]);
+    // The host part is non-empty and of the alphabet already, and hex digits and
+    // a dash are too.
+    ReceiverId::new(&id).expect("a host id plus a dash and hex is a valid receiver id")
+}
+
 /// The host name, cut to the receiver id alphabet; `receiver` if there is none.
-fn default_receiver_id() -> ReceiverId {
+fn host_receiver_id() -> ReceiverId {
     let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()
@@ -438,6 +537,10 @@ struct Engine {
     rid: ReceiverId,
     dir: PathBuf,
     opts: ReceiveOptions,
+    /// The state folder: parts, resume states, the completed store.
+    state: Arc<StateDir>,
+    /// When stale partial files are next looked for, and old records forgotten.
+    next_tidy: tokio::time::Instant,
     transfers: BTreeMap<TransferId, Transfer>,
     /// Routes messages to `transfers` by topic, and keeps the rules that span them:
     /// what to do with an offer, the queue of offers waiting for a slot, the memory
@@ -483,6 +586,11 @@ impl Engine {
                     self.on_timer().await;
                 }
                 _ = self.conn.out.writable(), if !room => {}
+                _ = sleep_until(self.next_tidy) => {
+                    // Awaited here, so no transfer opens while the parts are looked at.
+                    local::tidy(&self.state, self.transfers.keys().copied().collect(), self.opts.prune_after).await;
+                    self.next_tidy = tokio::time::Instant::now() + local::tidy_every(self.opts.prune_after);
+                }
             }
         }
     }
@@ -572,23 +680,24 @@ impl Engine {
             Some(Routed::CheckHistory(m)) => {
                 // Remembering that the file was received proves nothing about the
                 // disk now: the endpoint answers `Complete` only once it is checked.
-                let still = self.still_complete(&m).await;
+                let found = self.still_complete(&m).await;
                 // A manifest offered again is news ("already have"); an end of round
                 // that asks again after a lost Complete is not.
-                if still && topic.ends_with("/manifest") {
+                if let Some((path, stored)) = found.as_ref().filter(|_| topic.ends_with("/manifest")) {
                     // Said, as for an offer answered from the marker on disk: a hook
                     // or log that watches for "already have" sees every one.
-                    if let Ok(name) = sanitize_file_name(&m.name) {
-                        info!(id = %m.id, "offered again: already complete");
-                        self.events.emit(ReceiveEvent::AlreadyComplete {
-                            transfer: m.id,
-                            path: name.in_dir(&self.dir),
-                            size: m.size,
-                            sha256: m.sha256,
-                        });
-                    }
+                    info!(id = %m.id, "offered again: already complete");
+                    self.events.emit(ReceiveEvent::AlreadyComplete {
+                        transfer: m.id,
+                        path: path.clone(),
+                        size: m.size,
+                        sha256: m.sha256,
+                        sender: m.sender.clone(),
+                        change: stored.as_ref().map(|s| s.change),
+                    });
                 }
-                let next = self.endpoint.history_checked(m, still);
+                let stored = found.as_ref().and_then(|(_, s)| s.clone());
+                let next = self.endpoint.history_checked_as(m, found.is_some(), stored.as_ref());
                 self.drain_endpoint();
                 if let Some(Routed::Offer(m)) = next {
                     self.offer(m).await;
@@ -598,6 +707,8 @@ impl Engine {
                 debug!(filter, "unsubscribing a stale chunk subscription");
                 self.conn.out.unsubscribe(filter);
             }
+            // Routes added to the endpoint later are for this runtime to learn.
+            Some(other) => debug!(?other, "message routed to nothing this runtime handles"),
             None => {}
         }
     }
@@ -609,19 +720,21 @@ impl Engine {
         }
         while let Some(ev) = self.endpoint.poll_event() {
             match ev {
-                EndpointEvent::Offered { id, name, size } => {
-                    info!(%id, name = %crate::name::escape(&name), size, "offered");
-                    self.events.emit(ReceiveEvent::Offered { transfer: id, name, size });
+                EndpointEvent::Offered { id, name, size, sender } => {
+                    info!(%id, name = %crate::name::escape(&name), size, sender, "offered");
+                    self.events.emit(ReceiveEvent::Offered { transfer: id, name, size, sender });
                 }
-                EndpointEvent::Queued { id, name, position } => {
+                EndpointEvent::Queued { id, name, position, sender } => {
                     info!(%id, name = %crate::name::escape(&name), position, "queued");
-                    self.events.emit(ReceiveEvent::Queued { transfer: id, name, position });
+                    self.events.emit(ReceiveEvent::Queued { transfer: id, name, position, sender });
                 }
-                EndpointEvent::Refused { id, name, reason, detail } => {
+                EndpointEvent::Refused { id, name, reason, detail, sender } => {
                     info!(%id, name = %crate::name::escape(&name), %reason, detail, "rejected");
-                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason, detail });
+                    self.events.emit(ReceiveEvent::Rejected { transfer: id, name, reason, detail, sender });
                 }
                 EndpointEvent::Withdrawn { id } => info!(%id, "queued offer withdrawn by its sender"),
+                // At -v: the first thing to look at when a receiver "ignores" a sender.
+                EndpointEvent::NotAddressed { id } => info!(%id, "not for me: addressed to other receivers"),
                 // Events added to the endpoint later are news for the log only.
                 other => debug!(?other, "endpoint event"),
             }
@@ -684,19 +797,28 @@ impl Engine {
             },
         };
         let wire_name = unseal.as_ref().map_or(&m.name, |u| &u.opened.inner.name);
-        let name = match sanitize_file_name(wire_name) {
+        let name = match sanitize_path(wire_name) {
             Ok(n) => n,
             Err(e) => {
                 debug!(%id, name = %crate::name::escape(&m.name), error = %e, "bad name");
-                return self.reject(&m, RejectReason::BadName);
+                // The sender is told what was wrong with it ("reserved on windows").
+                return self.reject_with(&m, RejectReason::BadName, e.to_string());
             }
         };
-        if self.transfers.values().any(|t| t.paths.final_path == name.in_dir(&self.dir)) {
-            // Another transfer is writing a file of that name right now.
+        let dir = match self.files_dir(&m, true).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!(%id, sender = m.sender, error = %e, "cannot use the sender's directory");
+                return self.reject_io(&m, &e);
+            }
+        };
+        let conflict = self.opts.on_conflict;
+        // Another transfer is writing a file of that name right now: unless the
+        // new one will take a free name of its own, it waits.
+        if conflict != OnConflict::Rename && self.transfers.values().any(|t| t.paths.final_path == name.in_dir(&dir)) {
             return self.reject(&m, RejectReason::Busy);
         }
-        let paths = Paths::new(&self.dir, &name, &id);
-        let overwrite = self.opts.overwrite;
+        let paths = Paths::new(&self.state, &dir, &name, &id);
         // What the transfers already open still have to write: the disk must hold
         // theirs and this one's.
         let reserved = self
@@ -705,16 +827,36 @@ impl Engine {
             .filter(|t| !t.ended)
             .map(|t| t.rx.manifest().size.saturating_sub(t.rx.bytes_held()))
             .fold(0u64, u64::saturating_add);
+        // What lands on disk: for an encrypted transfer the plaintext, whose size
+        // and hash the sealed part of the manifest gives.
+        let content = match &unseal {
+            Some(u) => {
+                let mut c = m.clone();
+                (c.size, c.sha256) = (u.opened.inner.size, u.opened.inner.sha256);
+                c
+            }
+            None => m.clone(),
+        };
         let decision = {
-            let (paths, m) = (paths.clone(), m.clone());
+            let (paths, m, content) = (paths.clone(), m.clone(), content.clone());
             blocking(move || {
-                if store::already_complete(&paths, &m)? {
-                    return Ok(Decision::AlreadyComplete);
+                // A symlink planted at a directory of the path: refused now, not
+                // after the whole file came, and nothing read through it.
+                store::check_parent_dirs(&paths)?;
+                // The same bytes under this name or a numbered one, whatever
+                // transfer brought them: already here.
+                if let Some(found) = store::find_identical(&paths, &content)? {
+                    return Ok(Decision::AlreadyComplete(found));
                 }
                 // Anything at the final name, a symlink or a dangling one included,
                 // is someone else's.
-                if !overwrite && std::fs::symlink_metadata(&paths.final_path).is_ok() {
-                    return Ok(Decision::Exists);
+                if std::fs::symlink_metadata(&paths.final_path).is_ok() {
+                    match conflict {
+                        OnConflict::Fail => return Ok(Decision::Exists(RejectReason::Exists)),
+                        OnConflict::Skip => return Ok(Decision::Exists(RejectReason::Skipped)),
+                        // Replaced, or kept beside, when the file is in.
+                        _ => {}
+                    }
                 }
                 // A signature that completed here before, and the file is not here
                 // as it was: someone re-publishing a captured transfer.
@@ -730,21 +872,29 @@ impl Engine {
             .await
         };
         let (file, saved) = match decision {
-            Ok(Decision::AlreadyComplete) => {
-                info!(%id, path = %paths.final_path.display(), "already complete");
-                self.endpoint.already_complete(m.clone());
+            Ok(Decision::AlreadyComplete(found)) => {
+                let path = found.in_dir(&dir);
+                info!(%id, path = %path.display(), "already complete");
+                // Not told back in the clear for an encrypted transfer.
+                let stored = if unseal.is_some() { None } else { stored_as(&m, &name, &found) };
+                match &stored {
+                    Some(s) => self.endpoint.already_stored(m.clone(), s),
+                    None => self.endpoint.already_complete(m.clone()),
+                }
                 self.drain_endpoint();
                 self.events.emit(ReceiveEvent::AlreadyComplete {
                     transfer: id,
-                    path: paths.final_path.clone(),
-                    size: m.size,
-                    sha256: m.sha256,
+                    path: path.clone(),
+                    size: content.size,
+                    sha256: content.sha256,
+                    sender: m.sender.clone(),
+                    change: stored.map(|s| s.change),
                 });
                 self.report.files.push(ReceivedFile {
                     transfer: id,
-                    path: paths.final_path,
-                    size: m.size,
-                    resumed_bytes: m.size,
+                    path,
+                    size: content.size,
+                    resumed_bytes: content.size,
                     read_back_bytes: 0,
                     corrupt_chunks: 0,
                     duplicate_chunks: 0,
@@ -754,7 +904,7 @@ impl Engine {
                 }
                 return;
             }
-            Ok(Decision::Exists) => return self.reject(&m, RejectReason::Exists),
+            Ok(Decision::Exists(reason)) => return self.reject(&m, reason),
             Ok(Decision::Replay) => {
                 let detail = "replay of a signed transfer already received here".to_owned();
                 return self.reject_with(&m, RejectReason::Untrusted, detail);
@@ -766,8 +916,9 @@ impl Engine {
             }
         };
         let cfg = self.opts.protocol.clone();
-        let rx = match proto::Receiver::new(cfg.clone(), self.prefix.clone(), self.rid.clone(), m.clone(), saved, now())
-        {
+        // Answered under the prefix the offer came on, never under a pattern.
+        let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
+        let rx = match proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now()) {
             Ok(rx) => rx,
             Err(e) => {
                 // Saved state that does not add up: start over.
@@ -779,7 +930,7 @@ impl Engine {
                 if let Err(e) = fresh {
                     return self.reject_io(&m, &e);
                 }
-                proto::Receiver::new(cfg, self.prefix.clone(), self.rid.clone(), m.clone(), None, now())
+                proto::Receiver::new(cfg, prefix.clone(), self.rid.clone(), m.clone(), None, now())
                     .expect("a receiver without saved state always starts")
             }
         };
@@ -792,7 +943,7 @@ impl Engine {
         };
         // Subscribed before the state machine's Ready goes out, through the same
         // ordered queue: the sender starts sending chunks when it reads Ready.
-        let chunk_filter = self.prefix.chunk_filter(&id);
+        let chunk_filter = prefix.chunk_filter(&id);
         self.conn.out.subscribe(chunk_filter.clone());
         let resumed_bytes = rx.bytes_held();
         info!(%id, path = %paths.final_path.display(), resumed_bytes, "accepted");
@@ -801,6 +952,7 @@ impl Engine {
             path: paths.final_path.clone(),
             size: m.size,
             resumed_bytes,
+            sender: m.sender.clone(),
         });
         self.endpoint.accept(id);
         self.transfers.insert(
@@ -846,7 +998,12 @@ impl Engine {
         match t.rx.handle_chunk(index, &payload, now()) {
             Ok(Some(w)) => {
                 // A failed write comes back as a `WriterEvent::Failed`.
-                let data = payload.slice_ref(w.data);
+                // Raw, the chunk stays in the payload's buffer; decompressed, it
+                // has its own.
+                let data = match w.data {
+                    std::borrow::Cow::Borrowed(d) => payload.slice_ref(d),
+                    std::borrow::Cow::Owned(d) => Bytes::from(d),
+                };
                 t.writer.send(Job::Write { offset: w.offset, data }).await;
                 t.unsaved += 1;
                 t.unsaved_since.get_or_insert_with(now);
@@ -896,20 +1053,38 @@ impl Engine {
     }
 
     /// A verified file has its final name (or could not get it).
-    async fn on_finalized(&mut self, id: TransferId, result: io::Result<()>) {
+    async fn on_finalized(&mut self, id: TransferId, result: io::Result<PathBuf>) {
         let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
-        if let Err(e) = result {
-            warn!(%id, error = %e, "cannot give the file its name");
-            t.rx.fail_with(reject_reason(&e), local::os_reason(&e), now());
-            t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
-            return self.after_input(id).await;
-        }
-        t.rx.finalized(now());
+        let path = match result {
+            Ok(path) => path,
+            Err(e) => {
+                warn!(%id, error = %e, "cannot give the file its name");
+                // A file of that name arrived while this one was on its way.
+                let reason = match reject_reason(&e) {
+                    RejectReason::Exists if self.opts.on_conflict == OnConflict::Skip => RejectReason::Skipped,
+                    r => r,
+                };
+                t.rx.fail_with(reason, local::os_reason(&e), now());
+                t.local_error.get_or_insert(Error::io("rename", &t.paths.final_path, e));
+                return self.after_input(id).await;
+            }
+        };
+        let manifest = t.rx.manifest().clone();
+        // The path taken, relative to the transfer's directory.
+        let got = path.strip_prefix(&t.paths.dir).ok().and_then(|p| p.to_str()).and_then(|p| sanitize_path(p).ok());
+        // An encrypted transfer's name travels sealed: the name it took is not
+        // told back in the clear ([`Ack::Stored`]).
+        let stored = match (sanitize_path(&manifest.name), got) {
+            (Ok(name), Some(got)) if t.unseal.is_none() => stored_as(&manifest, &name, &got),
+            _ => None,
+        };
+        let change = stored.as_ref().map(|s| s.change);
+        t.rx.finalized_as(stored, now());
         t.ended = true;
         self.endpoint.ended(&id);
         t.unsaved_since = None;
-        let (path, size, manifest) = (t.paths.final_path.clone(), t.rx.manifest().size, t.rx.manifest().clone());
-        info!(%id, path = %path.display(), size, "received");
+        let size = manifest.size;
+        info!(%id, path = %path.display(), size, sender = manifest.sender, "received");
         // An encrypted file's real size and hash, not its ciphertext's.
         let (size, sha256) =
             t.unseal.as_ref().map_or((size, manifest.sha256), |u| (u.opened.inner.size, u.opened.inner.sha256));
@@ -918,7 +1093,14 @@ impl Engine {
             // after is caught.
             gate.remember(&manifest);
         }
-        self.events.emit(ReceiveEvent::Completed { transfer: id, path: path.clone(), size, sha256 });
+        self.events.emit(ReceiveEvent::Completed {
+            transfer: id,
+            path: path.clone(),
+            size,
+            sha256,
+            sender: manifest.sender.clone(),
+            change,
+        });
         self.report.files.push(ReceivedFile {
             transfer: id,
             path,
@@ -970,7 +1152,7 @@ impl Engine {
                     t.unsaved_since = None;
                     let job = Job::Finalize {
                         complete: t.rx.snapshot(),
-                        overwrite: self.opts.overwrite,
+                        conflict: self.opts.on_conflict,
                         modified_ms: t
                             .unseal
                             .as_ref()
@@ -1020,6 +1202,8 @@ impl Engine {
                     }
                     return;
                 }
+                // Events added to the state machine later are news for the log.
+                other => debug!(?other, "receiver event"),
             }
         }
         // Only `pump` removes transfers, and it never runs inside `after_input`.
@@ -1073,27 +1257,60 @@ impl Engine {
         self.drain_endpoint();
     }
 
-    /// True when the file of a transfer completed earlier is still there, with
-    /// the bytes the manifest names ([`store::already_complete`], off the
-    /// engine's thread): remembering that it was received proves nothing about
-    /// the disk now.
-    async fn still_complete(&self, m: &Manifest) -> bool {
-        let Ok(name) = sanitize_file_name(&m.name) else { return false };
-        let (id, paths, m) = (m.id, Paths::new(&self.dir, &name, &m.id), m.clone());
-        match blocking(move || store::already_complete(&paths, &m)).await {
-            Ok(complete) => complete,
+    /// Where the file of a transfer completed earlier still is, with the bytes
+    /// the manifest names ([`store::find_identical`], off the engine's thread),
+    /// and what the sender is told when its name differs from the manifest's:
+    /// remembering that it was received proves nothing about the disk now.
+    async fn still_complete(&self, m: &Manifest) -> Option<(PathBuf, Option<StoredAs>)> {
+        let name = sanitize_path(&m.name).ok()?;
+        let dir = self.files_dir(m, false).await.ok()?;
+        let (id, paths, m2) = (m.id, Paths::new(&self.state, &dir, &name, &m.id), m.clone());
+        let check = move || store::check_parent_dirs(&paths).and_then(|()| store::find_identical(&paths, &m2));
+        match blocking(check).await {
+            Ok(found) => found.map(|f| (f.in_dir(&dir), stored_as(m, &name, &f))),
             Err(e) => {
                 debug!(%id, error = %e, "cannot check a completed file");
-                false
+                None
             }
         }
     }
+
+    /// The directory `m`'s file goes to: the output directory, or with
+    /// [`ReceiveOptions::per_sender`] the sender's own under it, created if
+    /// `create` ([`local::sender_dir`]).
+    async fn files_dir(&self, m: &Manifest, create: bool) -> io::Result<PathBuf> {
+        if !self.opts.per_sender {
+            return Ok(self.dir.clone());
+        }
+        let (root, sender) = (self.dir.clone(), m.sender.clone());
+        blocking(move || local::sender_dir(&root, &sender, create)).await
+    }
+}
+
+/// What the sender of `m` is told when its file, `safe` once its name was
+/// cleaned, went under the name `stored`: `None` when that is the manifest's name.
+fn stored_as(m: &Manifest, safe: &SafePath, stored: &SafePath) -> Option<StoredAs> {
+    if stored.as_str() == m.name {
+        return None;
+    }
+    let cleaned = crate::name::changes(&m.name, safe.as_str());
+    let (change, detail) = if stored == safe {
+        (NameChange::Sanitized, cleaned)
+    } else if cleaned.is_empty() {
+        (NameChange::Renamed, format!("a different {safe} was there"))
+    } else {
+        (NameChange::Renamed, format!("{cleaned}; a different {safe} was there"))
+    };
+    Some(StoredAs { name: stored.to_string(), change, detail })
 }
 
 /// What to do with an offer, as found on disk.
 enum Decision {
-    AlreadyComplete,
-    Exists,
+    /// Under this name (the offered one or a numbered one).
+    AlreadyComplete(SafePath),
+    /// Refused as [`RejectReason::Exists`] or [`RejectReason::Skipped`].
+    Exists(RejectReason),
+    /// A signed transfer completed here before, and its file is not here as it was.
     Replay,
     Open(File, Option<Box<proto::ResumeState>>),
 }
@@ -1134,19 +1351,10 @@ fn failure_error(path: &std::path::Path, failure: &ReceiveFailure, local: Option
         ReceiveFailure::HashMismatch => {
             Error::Integrity { path, detail: "sha-256 of the received bytes does not match the manifest".into() }
         }
-        ReceiveFailure::SenderAborted(reason) => {
-            let why = match reason {
-                AbortReason::Cancelled => "it was cancelled".to_owned(),
-                AbortReason::Failed => "it gave up".to_owned(),
-                AbortReason::Finished => "it finished with other receivers".to_owned(),
-                AbortReason::Superseded => "it started the file again with smaller chunks".to_owned(),
-                other => format!("reason code {}", other.code()),
-            };
+        &ReceiveFailure::SenderAborted(reason) => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let detail = format!("the sender aborted {}: {why}", crate::name::escape(&name));
-            Error::Transfer { path, detail }
+            Error::Transfer { path, cause: TransferFailure::SenderAborted { name, reason } }
         }
-        ReceiveFailure::SenderGone => Error::Transfer { path, detail: "the sender went silent".into() },
-        other => local.unwrap_or_else(|| Error::Transfer { path, detail: other.to_string() }),
+        other => local.unwrap_or_else(|| Error::Transfer { path, cause: TransferFailure::Receive(other.clone()) }),
     }
 }

@@ -36,7 +36,7 @@ use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
 use crate::proto::{self, Manifest, Payload, Prefix, ReceiverId, RejectReason, SendFailure, SenderEvent, TransferId};
-use crate::{now, store, to_tokio, Error, ErrorKind};
+use crate::{now, store, to_tokio, Error, ErrorKind, TransferFailure};
 
 /// How long a finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -63,6 +63,11 @@ pub struct SendOptions {
     pub protocol: proto::SenderConfig,
     /// How many files are in flight at once (hashing or sending).
     pub concurrency: usize,
+    /// How chunks are encoded: [`proto::wire::Compression::Zstd`] compresses each
+    /// chunk that shrinks by at least 3 % and sends the others raw. Off by default:
+    /// it costs CPU on both sides, and most large files (images, video, archives)
+    /// are compressed already.
+    pub compress: proto::wire::Compression,
     /// The window in bytes: each file's window of unacknowledged chunks
     /// ([`proto::SenderConfig::window`]) is cut to this many bytes of chunks (one
     /// chunk at least). It bounds what one transfer leaves queued at the broker and
@@ -70,6 +75,10 @@ pub struct SendOptions {
     /// the window. The default, 64 MiB, is the 256 chunks of 256 KiB that the
     /// window sweep in docs/PERFORMANCE.md found fastest.
     pub window_bytes: u64,
+    /// The sender name every manifest carries ([`Manifest::sender`]): `[0-9a-z_-]`,
+    /// at most [`proto::wire::MAX_SENDER_LEN`] bytes, or empty (the default) for
+    /// an unnamed sender. Receivers show it, and may file by it.
+    pub from: String,
     /// Sign every manifest with this key (`--sign`): receivers that trust it
     /// accept the file, and see this key as its sender. See [`crate::keys`].
     pub sign: Option<crate::keys::SecretKey>,
@@ -85,9 +94,11 @@ impl Default for SendOptions {
             chunk_size: ChunkSize::Auto,
             protocol: proto::SenderConfig::default(),
             concurrency: 8,
+            compress: proto::wire::Compression::None,
             window_bytes: DEFAULT_WINDOW_BYTES,
             sign: None,
             encrypt_to: Vec::new(),
+            from: String::new(),
         }
     }
 }
@@ -218,6 +229,22 @@ pub enum SendEvent {
         /// Who.
         receiver: ReceiverId,
     },
+    /// A receiver stored the file under another name than the one sent (a
+    /// [`SendEvent::ReceiverComplete`] follows).
+    StoredAs {
+        /// The file.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Who.
+        receiver: ReceiverId,
+        /// The name the receiver gave it (untrusted: print it escaped).
+        name: String,
+        /// Why.
+        change: proto::NameChange,
+        /// What the receiver changed, for people, or empty (untrusted).
+        detail: String,
+    },
     /// A receiver refused the file, gave up, or stopped answering.
     ReceiverFailed {
         /// The file.
@@ -298,6 +325,11 @@ pub struct SentFile {
     /// Chunk publishes by this send, repairs included: `chunks` when nothing was
     /// lost and nothing was held already, fewer when receivers resumed.
     pub transmissions: u32,
+    /// The file's bytes in those chunk publishes...
+    pub data_bytes: u64,
+    /// ...and what they took on the wire: fewer when compressed
+    /// ([`SendOptions::compress`]), never more. Chunk headers not counted.
+    pub wire_bytes: u64,
 }
 
 /// A running send.
@@ -353,12 +385,15 @@ struct Active {
     plain: Manifest,
     /// Encrypted: the chunk cipher; chunks are read as plaintext and sealed.
     cipher: Option<Arc<proto::sealed::ChunkCipher>>,
+    /// The file's bytes in the chunks published, and their bytes on the wire.
+    data_bytes: u64,
+    wire_bytes: u64,
 }
 
 async fn run(
     cfg: Config,
     files: Vec<SendFile>,
-    opts: SendOptions,
+    mut opts: SendOptions,
     sizes: SizeMemory,
     events: Events<SendEvent>,
     cancel: CancellationToken,
@@ -378,10 +413,17 @@ async fn run(
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("mqft-s-{:08x}", rand::random::<u32>()));
     // A sender receives only acks (at most 8 KiB); it sends chunks.
     let mqtt_opts = conn::options(&cfg, client_id, false, config::PACKET_OVERHEAD, max_chunk + config::PACKET_OVERHEAD);
+    // Under a rate limit an end of round may wait behind the chunk the feed task
+    // paces, the one in its channel and the one being written: waiting for tokens
+    // is not loss, so the retransmission timeout covers it (pace.rs).
+    let paced = crate::pace::queue_time(&cfg, 3, max_chunk + crate::pace::HEADER_ESTIMATE as u32);
+    opts.protocol.rto = opts.protocol.rto.max(paced);
+    opts.protocol.max_rto = opts.protocol.max_rto.max(opts.protocol.rto);
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
     conn.set_broker_timeout(Some(cfg.broker_timeout.unwrap_or(config::DEFAULT_SEND_BROKER_TIMEOUT)));
-    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, "connected");
+    // rumqttc keeps our QoS 1 publishes in flight within the Receive Maximum.
+    info!(broker = conn.addr(), max_packet = ?info.max_packet_size, receive_max = ?info.receive_maximum, "connected");
     events.emit(SendEvent::Connected);
     // A chunk size the broker cannot take is an error before anything is sent.
     for job in &jobs {
@@ -534,7 +576,10 @@ impl Engine {
                 Some(joined) = self.preparing.join_next(), if !self.preparing.is_empty() => match joined {
                     Ok((idx, prepared)) => self.on_prepared(idx, prepared),
                     Err(e) if e.is_cancelled() => {}
-                    Err(_) => return Err(Error::Internal("hashing task panicked")),
+                    Err(e) => {
+                        let message = crate::error::panic_message(e.into_panic());
+                        return Err(Error::Panicked { task: "hashing", message });
+                    }
                 },
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
                     let now = now();
@@ -620,7 +665,15 @@ impl Engine {
         };
         let meta = proto::Meta { modified_ms: p.modified_ms, ..proto::Meta::default() };
         let name = self.jobs[idx].name.clone();
-        let manifest = match Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random()) {
+        // `--to`: the manifest names the receivers, and those not named keep quiet.
+        let to = match &self.opts.protocol.wait {
+            proto::Wait::Ids(ids) => ids.iter().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let made = Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random())
+            .and_then(|m| m.with_to(to))
+            .and_then(|m| m.with_sender(&self.opts.from));
+        let manifest = match made {
             Ok(m) => m,
             Err(e) => {
                 let err = Error::usage(format!("cannot describe {}: {e}", path.display()));
@@ -662,7 +715,8 @@ impl Engine {
         // ordered queue.
         self.conn.out.subscribe(ack_filter.clone());
         let path = self.jobs[p.idx].path.clone();
-        info!(path = %path.display(), id = %manifest.id, size = manifest.size, chunk_size = manifest.chunk_size, "sending");
+        let (size, chunk_size, from) = (manifest.size, manifest.chunk_size, &manifest.sender);
+        info!(path = %path.display(), id = %manifest.id, size, chunk_size, from, "sending");
         self.events.emit(SendEvent::Started {
             path,
             transfer: manifest.id,
@@ -685,6 +739,8 @@ impl Engine {
             superseded: false,
             plain,
             cipher,
+            data_bytes: 0,
+            wire_bytes: 0,
         });
     }
 
@@ -758,14 +814,11 @@ impl Engine {
                 continue;
             }
             let path = self.jobs[a.idx].path.clone();
-            let chunk_size = a.sender.manifest().chunk_size;
-            let detail = format!(
-                "no chunk got through: the connection broke {} times right after chunks of {} ({chunk_size} bytes) went out; \
-                 the broker may drop messages this large: try a smaller --chunk-size, or auto",
-                a.probe.breaks,
-                autosize::human(chunk_size),
-            );
-            a.local_failure = Some(Error::Transfer { path, detail });
+            let cause = TransferFailure::NothingGotThrough {
+                breaks: a.probe.breaks,
+                chunk_size: a.sender.manifest().chunk_size,
+            };
+            a.local_failure = Some(Error::Transfer { path, cause });
             a.sender.give_up(now());
         }
     }
@@ -809,6 +862,12 @@ impl Engine {
         });
         let manifest = self.chunk_size_for(old.size).and_then(|chunk_size| {
             Manifest::new(old.name.clone(), old.size, chunk_size, old.sha256, old.meta.clone(), rand::random())
+                // Addressed to the same receivers, from the same sender.
+                .map(|mut m| {
+                    m.to = old.to.clone();
+                    m
+                })
+                .and_then(|m| m.with_sender(&old.sender))
                 .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))
         });
         let manifest = match manifest {
@@ -875,16 +934,23 @@ impl Engine {
         };
         let file = self.active[i].file.clone();
         let sealed = self.active[i].cipher.clone().map(|k| (k, self.active[i].sender.manifest().chunk_size));
+        let compress = self.opts.compress;
+        // Sealing and compressing are CPU work too: off the async workers with the
+        // read. Ciphertext does not compress, so a sealed chunk goes as it is.
         let read = tokio::task::spawn_blocking(move || match sealed {
-            Some((k, wire_chunk)) => {
-                crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len).map(|d| c.encode(&d))
-            }
-            None => store::read_at(&file, c.offset, c.len).map(|d| c.encode(&d)),
+            Some((k, wire_chunk)) => crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len)
+                .map(|d| c.encode_with(&d, proto::wire::Compression::None)),
+            None => store::read_at(&file, c.offset, c.len).map(|d| c.encode_with(&d, compress)),
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
         match read {
-            Ok(payload) => self.conn.out.publish(t.topic, t.qos, t.retain, payload),
+            Ok((payload, wire)) => {
+                let a = &mut self.active[i];
+                a.data_bytes += c.len;
+                a.wire_bytes += wire as u64;
+                self.conn.out.publish(t.topic, t.qos, t.retain, payload)
+            }
             Err(e) => {
                 // The file shrank or became unreadable while being sent.
                 let a = &mut self.active[i];
@@ -926,6 +992,16 @@ impl Engine {
                     SenderEvent::ReceiverFailed { receiver, reason } => {
                         SendEvent::ReceiverFailed { path, transfer, receiver, reason }
                     }
+                    SenderEvent::StoredAs { receiver, name, change, detail } => {
+                        info!(
+                            path = %path.display(),
+                            %receiver,
+                            stored_as = %crate::name::escape(&name),
+                            %change,
+                            "stored under another name"
+                        );
+                        SendEvent::StoredAs { path, transfer, receiver, name, change, detail }
+                    }
                     SenderEvent::Queued { receiver, position } => {
                         SendEvent::Queued { path, transfer, receiver, position }
                     }
@@ -936,8 +1012,16 @@ impl Engine {
                         info!(path = %path.display(), id = %transfer, "sent");
                         let receivers = a.complete.clone();
                         let (chunks, transmissions) = (a.sender.manifest().chunk_count, a.sender.chunks_sent());
-                        a.outcome =
-                            Some(Ok(SentFile { path: path.clone(), transfer, receivers, chunks, transmissions }));
+                        let (data_bytes, wire_bytes) = (a.data_bytes, a.wire_bytes);
+                        a.outcome = Some(Ok(SentFile {
+                            path: path.clone(),
+                            transfer,
+                            receivers,
+                            chunks,
+                            transmissions,
+                            data_bytes,
+                            wire_bytes,
+                        }));
                         SendEvent::Finished { path, transfer }
                     }
                     SenderEvent::Failed(f) => {
@@ -956,6 +1040,11 @@ impl Engine {
                         };
                         a.outcome = Some(Err(err));
                         ev
+                    }
+                    // Events added to the state machine later are news for the log.
+                    other => {
+                        debug!(?other, "sender event");
+                        continue;
                     }
                 };
                 self.events.emit(out);
@@ -1020,7 +1109,7 @@ fn failure_error(path: &Path, f: SendFailure) -> Error {
             Error::Integrity { path, detail: format!("receiver {receiver} computed a different sha-256") }
         }
         SendFailure::Cancelled => Error::Cancelled,
-        other => Error::Transfer { path, detail: other.to_string() },
+        other => Error::Transfer { path, cause: TransferFailure::Send(other) },
     }
 }
 

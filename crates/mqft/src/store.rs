@@ -1,14 +1,27 @@
-//! The receiver's files: the hidden partial file, its resume state, and the move to
-//! the final name.
+//! The receiver's files: the partial file, its resume state, the move to the
+//! final name, and the memory of completed transfers, all in one state folder.
 //!
-//! For a transfer of `name` with id `id` in directory `out`:
-//! - `out/.<name>.<id>.part` holds the bytes, each chunk written at its offset;
-//! - `out/.<name>.<id>.state` holds the [`ResumeState`] (see [`StateFile`] for
-//!   the encoding), replaced atomically (temporary file, fsync, rename) and only
+//! # The state folder
+//! A receiver into `out` keeps everything that is not a received file in one
+//! folder, [`StateDir`]: `out/.mqft/` by default, or the `state_dir` it is given
+//! (then `out` holds nothing but received files). The name `.mqft` cannot be a
+//! received file's: `name.rs` trims leading dots from every name. In it:
+//! - `part/<id>.part` holds a transfer's bytes, each chunk written at its offset;
+//!   it must be on the file system of `out` for the final rename, so with a
+//!   `state_dir` on another file system the `part/` folder stays `out/.mqft/part/`;
+//! - `part/<id>.state` holds the [`ResumeState`] (see [`StateFile`] for the
+//!   encoding), replaced atomically (temporary file, fsync, rename) and only
 //!   after an fdatasync of the `.part`, so the state never claims bytes the disk
 //!   does not have;
-//! - once the SHA-256 checks out, the `.part` is fsynced and renamed to `out/<name>`
-//!   (a no-clobber link unless overwriting is allowed), and the directory fsynced.
+//! - once the SHA-256 checks out, the `.part` is fsynced and renamed to its final
+//!   name under `out` (a no-clobber link unless overwriting is allowed), the
+//!   directory fsynced, the transfer recorded in `completed.log` (module
+//!   `completed`) and its `.state` removed;
+//! - [`prune`] removes the `.part` and `.state` of transfers that have not
+//!   advanced for a while, and the engine forgets old completed records.
+//!
+//! Everything is keyed by transfer id (and the final path relative to `out`),
+//! never by a flat name, so files in subfolders of `out` need nothing more.
 //!
 //! # What is proven before it is trusted
 //! The disk can change behind the receiver's back: a user or program rewrites a
@@ -17,15 +30,14 @@
 //!   keeps only those whose CRC32 is still the one they arrived with
 //!   ([`ResumeState::prove`]); a `.part` of the wrong length is cut or grown to
 //!   the file's size first, so what it lacks is fetched again;
-//! - the `.state` file of a completed transfer is kept as a marker (a few hundred
-//!   bytes, plus 4 per chunk): when the same transfer is offered again, after a
-//!   restart or by a second send, the file under the final name is answered
-//!   `Complete` only if its bytes hash to the manifest's SHA-256
-//!   ([`already_complete`]). Once it has, the marker records a [`Fingerprint`]
-//!   of the file as it was then; while the file still has it, the hash is
-//!   skipped. A file that fails is not this transfer's (the caller's conflict
-//!   policy decides). Deleting `.*.state` files forgets all this; nothing else
-//!   depends on them.
+//! - a completed transfer is a record in `completed.log`: when the same transfer
+//!   is offered again, after a restart or by a second send, the file under the
+//!   final name is answered `Complete` only if its bytes hash to the manifest's
+//!   SHA-256 ([`already_complete`]). Once it has, the record gets a
+//!   [`Fingerprint`] of the file as it was then; while the file still has it,
+//!   the hash is skipped. A file that fails is not this transfer's (the caller's
+//!   conflict policy decides). Deleting the state folder forgets all this;
+//!   nothing else depends on it.
 //!
 //! # Links and other traps
 //! Whoever can write to the output directory can plant a symbolic or hard link
@@ -40,27 +52,45 @@
 //!   forever), from a regular file with a single link, at most [`MAX_STATE_BYTES`];
 //! - before the final link or rename it checks that the `.part` name still holds
 //!   the file it wrote, and only that name;
-//! - the final name is taken with a no-clobber hard link (or, with `overwrite`, a
-//!   rename, which replaces a link rather than following it).
+//! - the final name is taken with a no-clobber hard link (or, with
+//!   [`OnConflict::Overwrite`], a rename, which replaces a link rather than
+//!   following it); with [`OnConflict::Rename`] a name that is taken makes the
+//!   link try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
+//!   two transfers racing for one name never both get it.
+//!
+//! # The same file again
+//! A file offered again may have been sent with another chunk size, MQTT version
+//! or sender, so another transfer id: [`find_identical`] looks at the files
+//! themselves. Under the final name and its numbered variants (up to the first
+//! free one), a file whose marker says it is this transfer's is checked as
+//! above; any other regular file of the right size is hashed, and if its bytes
+//! are the manifest's, a marker for this transfer is written next to it (with a
+//! fingerprint), so the next offer of this transfer need not hash it again. At
+//! most [`MAX_HASHED_CANDIDATES`] files are hashed for one offer, so that a name
+//! reused for ever (a camera's `img.jpg`) does not cost a hash of every copy.
 //!
 //! Every function here blocks; the engine calls them through `spawn_blocking`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::name::SafeName;
+use crate::name::SafePath;
 use crate::proto::receiver::HashRead;
 use crate::proto::{integrity, Manifest, Proof, ResumeState, TransferId};
 
-/// The longest part of the file name kept in the hidden file names, so that
-/// `.<name>.<32 hex>.state.tmp` stays under 255 bytes.
-const HIDDEN_NAME_BYTES: usize = 200;
+mod completed;
+mod prune;
+
+use completed::{Completed, Entry};
+pub(crate) use prune::prune;
 
 /// The largest state file read. A state is the manifest (8 KiB at most), the
 /// held ranges and a CRC32 per held chunk: for the most chunks the protocol
@@ -69,8 +99,9 @@ const MAX_STATE_BYTES: u64 = 48 << 20;
 
 /// The first bytes of a state file of this format. Another format (an older
 /// release's) is refused as a whole and the transfer starts over: the CRCs a
-/// resume needs were not in it.
-const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x02";
+/// resume needs were not in it. Format 3 holds a protocol-3 manifest (with `to`),
+/// which a format-2 body would be misread as.
+const STATE_MAGIC: [u8; 8] = *b"mqftst\x00\x03";
 
 /// The buffer of a re-hash or a proof: large enough that the reads cost little
 /// next to the hashing.
@@ -80,34 +111,206 @@ const READ_BUF: usize = 1 << 20;
 /// name between the unlink and the create.
 const CREATE_ATTEMPTS: usize = 3;
 
+/// The state folder's name under the output directory, by default.
+pub const STATE_DIR_NAME: &str = ".mqft";
+
+/// One receiver's state folder (see the module doc), and its completed store.
+pub(crate) struct StateDir {
+    /// The output root: final paths are recorded relative to it.
+    pub out: PathBuf,
+    /// The state folder.
+    pub root: PathBuf,
+    /// Where `.part` and `.state` files go.
+    pub parts: PathBuf,
+    completed: Mutex<Completed>,
+    /// `lock` in the state folder, held (`flock`) while this receiver runs, so
+    /// that a second receiver can tell it shares the folder.
+    _lock: File,
+    /// Another receiver held the lock at start. Sharing works, but each
+    /// receiver rewrites the completed log from what it knows, so records the
+    /// other appended since its start may be lost (those files are then refused
+    /// as existing, never confirmed unchecked).
+    pub shared: bool,
+}
+
+impl std::fmt::Debug for StateDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateDir").field("root", &self.root).field("parts", &self.parts).finish_non_exhaustive()
+    }
+}
+
+impl StateDir {
+    /// Opens (creating it if need be) the state folder of a receiver into `out`:
+    /// `state_dir`, or `out/.mqft`. Loads the completed store, forgetting what is
+    /// older than `forget_after`, and says what it found.
+    pub fn open(out: &Path, state_dir: Option<&Path>, forget_after: Option<Duration>) -> io::Result<Arc<StateDir>> {
+        let default = out.join(STATE_DIR_NAME);
+        let root = state_dir.map_or_else(|| default.clone(), Path::to_owned);
+        // The default folder is under a directory others may write to: a symlink
+        // planted at its name must not send the state elsewhere. A --state-dir is
+        // the user's own choice, symlink or not.
+        own_dir(&root, state_dir.is_none())?;
+        let (lock, shared) = lock(&root)?;
+        let parts = if state_dir.is_none() || same_fs(&root, out)? {
+            root.join("part")
+        } else {
+            own_dir(&default, true)?;
+            default.join("part")
+        };
+        own_dir(&parts, true)?;
+        let (completed, loaded) = Completed::open(&root, forget_after, unix_now(), shared)?;
+        if loaded.torn_bytes > 0 {
+            tracing::warn!(
+                path = %root.join("completed.log").display(),
+                cut = loaded.torn_bytes,
+                kept = loaded.live,
+                "the completed-transfer log ended in a damaged record (a crash?): cut off there"
+            );
+        }
+        tracing::debug!(root = %root.display(), completed = loaded.live, forgotten = loaded.forgotten, "state loaded");
+        Ok(Arc::new(StateDir {
+            out: out.to_owned(),
+            root,
+            parts,
+            completed: Mutex::new(completed),
+            _lock: lock,
+            shared,
+        }))
+    }
+
+    /// The completed store. A panic while it was held leaves it as it was: every
+    /// change to it is one map insert or retain, whole or not at all.
+    fn completed(&self) -> std::sync::MutexGuard<'_, Completed> {
+        self.completed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets completed transfers older than the store's `forget_after`.
+    pub fn forget_expired(&self) -> io::Result<usize> {
+        self.completed().forget_expired(unix_now())
+    }
+
+    /// Completed transfers remembered.
+    pub fn completed_count(&self) -> usize {
+        self.completed().len()
+    }
+
+    /// The key of the file at `final_path` in the completed store.
+    fn key(&self, id: &TransferId, final_path: &Path) -> completed::Key {
+        let rel = final_path.strip_prefix(&self.out).unwrap_or(final_path);
+        (*id, rel.as_os_str().as_encoded_bytes().to_vec())
+    }
+}
+
+/// Takes the state folder's lock, `root/lock`: `Ok((file, true))` when another
+/// receiver holds it. The lock goes with the process, however it ends. The file
+/// is opened read-only (enough for `flock`), so that an idle receiver holds
+/// nothing open for writing (a file system can then be remounted read-only).
+fn lock(root: &Path) -> io::Result<(File, bool)> {
+    let path = root.join("lock");
+    let open = || OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(&path);
+    let f = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => open()?,
+            }
+        }
+        r => r?,
+    };
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok((f, false)),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok((f, true)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the directory `path` if it is missing, and checks it is one: with
+/// `no_link`, a symlink there is refused rather than followed.
+fn own_dir(path: &Path, no_link: bool) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(0o755).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let m = if no_link { fs::symlink_metadata(path)? } else { fs::metadata(path)? };
+    if !m.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is not a directory (a symlink is not followed there)", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// True when `a` and `b` are on one file system (a rename between them works).
+fn same_fs(a: &Path, b: &Path) -> io::Result<bool> {
+    Ok(fs::metadata(a)?.dev() == fs::metadata(b)?.dev())
+}
+
+/// Seconds since the Unix epoch; 0 for a clock before it.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What a receiver does with a file whose name is taken by a different file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnConflict {
+    /// Keep both: the new file gets the first free name of `name (1).ext`,
+    /// `name (2).ext`, ... (up to `name (999).ext`). Never destroys or loses a file.
+    #[default]
+    Rename,
+    /// Replace the file that is there.
+    Overwrite,
+    /// Keep the file that is there and refuse the new one
+    /// ([`RejectReason::Skipped`](crate::proto::RejectReason::Skipped)).
+    Skip,
+    /// Refuse the new one as a conflict
+    /// ([`RejectReason::Exists`](crate::proto::RejectReason::Exists)).
+    Fail,
+}
+
+/// The most numbered names tried for one file: past `name (999).ext` the
+/// transfer fails as existing rather than trying names for ever.
+pub const MAX_RENAMES: u32 = 999;
+
+/// The most files [`find_identical`] hashes for one offer: files of the offered
+/// size under the name and its numbered variants that no marker vouches for. A
+/// camera that sends `img.jpg` of one size again and again would otherwise have
+/// every earlier copy hashed at every offer; past the cap a copy of the same
+/// bytes may be kept once more (under a numbered name), never lost.
+pub const MAX_HASHED_CANDIDATES: u32 = 4;
+
 /// The paths of one transfer's files.
 #[derive(Debug, Clone)]
 pub(crate) struct Paths {
     pub dir: PathBuf,
+    /// The final path relative to `dir`, `/`-separated, each component sanitized.
+    pub rel: SafePath,
     pub part: PathBuf,
     pub state: PathBuf,
     pub state_tmp: PathBuf,
     pub final_path: PathBuf,
+    pub store: Arc<StateDir>,
 }
 
 impl Paths {
-    pub fn new(dir: &Path, name: &SafeName, id: &TransferId) -> Self {
-        let mut short = name.as_str();
-        if short.len() > HIDDEN_NAME_BYTES {
-            let mut end = HIDDEN_NAME_BYTES;
-            while !short.is_char_boundary(end) {
-                end -= 1;
-            }
-            short = &short[..end];
-        }
-        let hidden = |ext: &str| dir.join(format!(".{short}.{id}.{ext}"));
+    /// The files of transfer `id`, whose file is at the relative path `name`
+    /// under `dir` (the output root, or a sender's folder under it).
+    pub fn new(store: &Arc<StateDir>, dir: &Path, name: &SafePath, id: &TransferId) -> Self {
+        let in_parts = |ext: &str| store.parts.join(format!("{id}.{ext}"));
         Paths {
             dir: dir.to_owned(),
-            part: hidden("part"),
-            state: hidden("state"),
-            state_tmp: hidden("state.tmp"),
+            rel: name.clone(),
+            part: in_parts("part"),
+            state: in_parts("state"),
+            state_tmp: in_parts("state.tmp"),
             final_path: name.in_dir(dir),
+            store: Arc::clone(store),
         }
+    }
+
+    fn key(&self, id: &TransferId) -> completed::Key {
+        self.store.key(id, &self.final_path)
     }
 }
 
@@ -309,12 +512,12 @@ fn write_state(paths: &Paths, state: &StateFile, sync: bool) -> io::Result<()> {
     fs::rename(&paths.state_tmp, &paths.state)
 }
 
-/// True when the file under the final name is this transfer's, verified: a
-/// completed-transfer marker for `manifest` is there, no `.part`, and the file's
-/// bytes hash to the manifest's SHA-256. The hash is skipped while the file still
-/// has the [`Fingerprint`] the marker recorded when it was last verified; a file
-/// that passes the hash gets a new one. (A verified transfer's state is the same
-/// as the marker; only the `.part` being gone says the rename happened.)
+/// True when the file under the final name is this transfer's, verified: the
+/// completed store records `manifest`'s transfer at this path (or, after a crash
+/// between the final rename and the record, its complete `.state` is still
+/// there), no `.part`, and the file's bytes hash to the manifest's SHA-256. The
+/// hash is skipped while the file still has the [`Fingerprint`] recorded when it
+/// was last verified; a file that passes the hash gets a new one.
 ///
 /// `false` says nothing about the file: it may be another file under that name,
 /// or this one changed since. It is never answered `Complete`.
@@ -322,14 +525,23 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     if fs::symlink_metadata(&paths.part).is_ok() {
         return Ok(false);
     }
-    let Some(marker) = load(&paths.state)? else { return Ok(false) };
-    let state = &marker.resume;
-    let complete = state.manifest.same_transfer(manifest)
-        && state.hashed == manifest.chunk_count
-        && state.held == marker_held(manifest);
-    if !complete {
-        return Ok(false);
-    }
+    let key = paths.key(&manifest.id);
+    let recorded = paths.store.completed().get(&key).cloned();
+    let (verified, from_marker) = match recorded {
+        Some(e) if e.size == manifest.size && e.sha256 == manifest.sha256 => (e.verified, false),
+        Some(_) => return Ok(false),
+        None => {
+            let Some(marker) = load(&paths.state)? else { return Ok(false) };
+            let state = &marker.resume;
+            let complete = state.manifest.same_transfer(manifest)
+                && state.hashed == manifest.chunk_count
+                && state.held == marker_held(manifest);
+            if !complete {
+                return Ok(false);
+            }
+            (None, true)
+        }
+    };
     // A symlink at the final name is not the file this receiver put there (the
     // open below does not follow one), nor is a FIFO or anything else.
     let opened =
@@ -344,7 +556,7 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     if !m.is_file() || m.len() != manifest.size {
         return Ok(false);
     }
-    if marker.verified.is_some_and(|fp| fp.proves(&m)) {
+    if verified.is_some_and(|fp| fp.proves(&m)) {
         return Ok(true);
     }
     if sha256_of(&f)? != manifest.sha256 {
@@ -352,12 +564,22 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
         return Ok(false);
     }
     // Verified. Record what the file looks like now, so that the next offer
-    // need not hash it again; if it changed while it was hashed, record nothing.
-    if Fingerprint::with(&f.metadata()?, before.taken) == before {
-        let refreshed = StateFile { resume: marker.resume, verified: Some(before) };
+    // need not hash it again; if it changed while it was hashed, no fingerprint.
+    let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
+    if unchanged || from_marker {
+        let entry = Entry {
+            id: manifest.id,
+            path: key.1,
+            size: manifest.size,
+            sha256: manifest.sha256,
+            verified: unchanged.then_some(before),
+            at: unix_now(),
+        };
         // Best effort: without it the next offer hashes again.
-        if let Err(e) = write_state(paths, &refreshed, false) {
-            tracing::debug!(path = %paths.state.display(), error = %e, "cannot refresh the marker");
+        match paths.store.completed().put(entry) {
+            Ok(()) if from_marker => remove_if_exists(&paths.state)?,
+            Ok(()) => {}
+            Err(e) => tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a verified file"),
         }
     }
     Ok(true)
@@ -514,17 +736,24 @@ fn check_still_ours(file: &File, paths: &Paths) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives a verified file its final name: fsync, marker, rename (no-clobber unless
-/// `overwrite`), directory fsync. The marker goes first so that a crash between
-/// it and the rename resumes as "verified, not yet renamed" (or, if the crash
-/// lost the marker's bytes, starts that transfer over: never a wrong file).
+/// Gives a verified file its final name: fsync, complete state, the name taken
+/// (no-clobber unless [`OnConflict::Overwrite`]; with [`OnConflict::Rename`] the
+/// first free of `name`, `name (1).ext`, ...), directory fsync, a record in the
+/// completed store under the path taken, and the state removed. Returns the path
+/// taken. The state goes first so that a crash between it and the rename resumes
+/// as "verified, not yet renamed" (or, if the crash lost the state's bytes,
+/// starts that transfer over: never a wrong file). `content` is the size and
+/// SHA-256 of what `file` holds when they are not the transfer's (an encrypted
+/// transfer's plaintext, see `crate::sealing`): the completed log records them,
+/// so that the same file offered again is found by its content.
 pub(crate) fn finalize(
     file: &File,
     paths: &Paths,
     complete: &ResumeState,
-    overwrite: bool,
+    content: Option<(u64, [u8; 32])>,
+    conflict: OnConflict,
     modified_ms: Option<i64>,
-) -> io::Result<()> {
+) -> io::Result<PathBuf> {
     check_still_ours(file, paths)?;
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
@@ -534,33 +763,202 @@ pub(crate) fn finalize(
         }
     }
     file.sync_all()?;
-    // The marker needs no fsync of its own: the directory's, below, makes its name
-    // durable, and a marker whose bytes a crash lost does not decode, or names no
-    // transfer, which is as good as none (the file is then refused as existing
-    // rather than answered complete). One fsync fewer per file is a third of the
-    // cost of receiving many small ones.
-    // No fingerprint yet: the link and unlink below change the file's ctime,
+    // The complete state goes first, so that a crash between it and the rename
+    // resumes as "verified, not yet renamed", and one between the rename and
+    // the record below leaves a marker that `already_complete` still accepts.
+    // It needs no fsync of its own: a state whose bytes a crash lost does not
+    // decode, or names no transfer, which is as good as none (the file is then
+    // refused as existing rather than answered complete). One fsync fewer per
+    // file is a third of the cost of receiving many small ones.
+    write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
+    let taken = place(paths, conflict)?;
+    // No fingerprint yet: the link and unlink above changed the file's ctime,
     // and one taken right after them proves nothing (see `Fingerprint::proves`).
     // The first offer of the transfer again hashes the file and records one.
-    write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
-    if overwrite {
-        fs::rename(&paths.part, &paths.final_path)?;
-    } else {
-        // A hard link fails if the name exists (even as a dangling symlink),
-        // atomically; some file systems (FAT) have no links, so fall back to
-        // check-then-rename there.
-        match fs::hard_link(&paths.part, &paths.final_path) {
-            Ok(()) => fs::remove_file(&paths.part)?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            Err(_) => {
-                if fs::symlink_metadata(&paths.final_path).is_ok() {
-                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+    // The record is not fsynced either: losing it costs what losing the marker
+    // did before, a refusal as existing, never a wrong `Complete`.
+    let key = paths.store.key(&complete.manifest.id, &taken);
+    let (size, sha256) = content.unwrap_or((complete.manifest.size, complete.manifest.sha256));
+    let entry = Entry { id: complete.manifest.id, path: key.1, size, sha256, verified: None, at: unix_now() };
+    match paths.store.completed().put(entry) {
+        // Recorded: the state folder keeps nothing per completed transfer.
+        Ok(()) => remove_if_exists(&paths.state)?,
+        // The file is in place and verified: the marker stays, and stands in
+        // (for the manifest's own name; under a numbered name the next offer
+        // hashes the file to find it).
+        Err(e) => tracing::warn!(root = %paths.store.root.display(), error = %e, "cannot record a completed transfer"),
+    }
+    Ok(taken)
+}
+
+/// Opens (creating what is missing) the directories of `rel` under `root`, one
+/// component at a time from `root`'s own descriptor, and returns the last one with
+/// the file's name in it. The threat: whoever can write to the output directory
+/// plants a symlink where a directory of the path will be (`out/photos ->
+/// /etc`), and a plain `create_dir_all` + `link` would follow it out. Here each
+/// step is `openat(O_DIRECTORY | O_NOFOLLOW)` relative to the directory before,
+/// so a symlink at any component fails the open (`ELOOP` or `ENOTDIR`) and
+/// nothing is created or written past it; a component created between our
+/// `mkdirat` and `openat` by someone else is opened the same way.
+pub(crate) fn open_parent_dirs(root: &Path, rel: &SafePath) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    walk_parent_dirs(root, rel, true)
+}
+
+/// Checks, creating nothing, that the directories of `rel` under `root` that exist
+/// are directories reached without a symlink: an offer whose path goes through a
+/// planted link is refused before a byte is received, and before
+/// [`already_complete`] would read a file through it.
+pub(crate) fn check_parent_dirs(paths: &Paths) -> io::Result<()> {
+    if paths.rel.components().nth(1).is_none() {
+        return Ok(());
+    }
+    match walk_parent_dirs(&paths.dir, &paths.rel, false) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+fn walk_parent_dirs(root: &Path, rel: &SafePath, create: bool) -> io::Result<(std::os::fd::OwnedFd, String)> {
+    use rustix::fs::{mkdirat, openat, Mode};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut cur = openat(rustix::fs::CWD, root, dir_flags, Mode::empty())?;
+    let parts: Vec<&str> = rel.components().collect();
+    let (leaf, dirs) = parts.split_last().ok_or_else(|| io::Error::other("empty path"))?;
+    for comp in dirs {
+        let next = match openat(&cur, *comp, dir_flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) if create => {
+                match mkdirat(&cur, *comp, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
                 }
-                fs::rename(&paths.part, &paths.final_path)?;
+                openat(&cur, *comp, dir_flags, Mode::empty())?
             }
+            Err(rustix::io::Errno::NOENT) => return Err(io::ErrorKind::NotFound.into()),
+            Err(e) => return Err(io::Error::other(format!("{comp}: not a directory of ours ({e})"))),
+        };
+        cur = next;
+    }
+    Ok((cur, (*leaf).to_owned()))
+}
+
+/// The step of [`finalize`] that gives the `.part` (in the state folder) its
+/// name, through the directory descriptor that [`open_parent_dirs`] walked to,
+/// so that no symlink on the way is followed; returns the path taken.
+fn place(paths: &Paths, conflict: OnConflict) -> io::Result<PathBuf> {
+    use rustix::fs::{renameat, CWD};
+    let (dir, leaf) = open_parent_dirs(&paths.dir, &paths.rel)?;
+    let taken = match conflict {
+        OnConflict::Overwrite => {
+            renameat(CWD, &paths.part, &dir, leaf.as_str())?;
+            paths.final_path.clone()
+        }
+        OnConflict::Skip | OnConflict::Fail => {
+            link_no_clobber(&paths.part, &dir, &leaf)?;
+            paths.final_path.clone()
+        }
+        OnConflict::Rename => {
+            let name = crate::name::sanitize_file_name(&leaf).map_err(io::Error::other)?;
+            let mut taken = None;
+            for n in 0..=MAX_RENAMES {
+                let candidate = if n == 0 { name.clone() } else { crate::name::numbered(&name, n) };
+                match link_no_clobber(&paths.part, &dir, candidate.as_str()) {
+                    Ok(()) => {
+                        taken = Some(candidate);
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(candidate) = taken else {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "every numbered name is taken"));
+            };
+            paths.final_path.with_file_name(candidate.as_str())
+        }
+    };
+    rustix::fs::fsync(&dir)?;
+    if paths.rel.components().nth(1).is_some() {
+        // Directories the walk created: their entries in the root.
+        File::open(&paths.dir)?.sync_all()?;
+    }
+    Ok(taken)
+}
+
+/// Moves `part` to `leaf` in `dir` unless something is there, atomically: a
+/// hard link fails if the name exists (even as a dangling symlink). Some file
+/// systems (FAT) have no links, so fall back to check-then-rename there.
+fn link_no_clobber(part: &Path, dir: &std::os::fd::OwnedFd, leaf: &str) -> io::Result<()> {
+    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+    match linkat(CWD, part, dir, leaf, AtFlags::empty()) {
+        Ok(()) => fs::remove_file(part),
+        Err(rustix::io::Errno::EXIST) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
+        Err(_) => {
+            if statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+            }
+            Ok(renameat(CWD, part, dir, leaf)?)
         }
     }
-    File::open(&paths.dir)?.sync_all()
+}
+
+/// Where a file with the bytes of `manifest` already is, under the final path of
+/// `paths` or one of its numbered variants (`name (1).ext`, ... up to the first
+/// name that is free): a file this transfer delivered ([`already_complete`]), or
+/// any regular file of the manifest's size whose SHA-256 is the manifest's,
+/// whatever transfer (chunk size, sender, MQTT version) brought it (at most
+/// [`MAX_HASHED_CANDIDATES`] of them hashed). Such a file is recorded in the
+/// completed store for this transfer, with a fingerprint, so that the next offer
+/// of it is answered without a hash. Returns the path relative to `paths.dir`.
+/// Never follows a symlink.
+pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<Option<SafePath>> {
+    let mut hashed = 0;
+    for n in 0..=MAX_RENAMES {
+        let rel = if n == 0 { paths.rel.clone() } else { crate::name::numbered_path(&paths.rel, n) };
+        let candidate = Paths::new(&paths.store, &paths.dir, &rel, &manifest.id);
+        if already_complete(&candidate, manifest)? {
+            return Ok(Some(rel));
+        }
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK))
+            .open(&candidate.final_path);
+        let f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // A symlink or something unreadable holds the name: not this file,
+            // but the numbered names after it may be.
+            Err(_) => continue,
+        };
+        let before = Fingerprint::take(&f)?;
+        let m = f.metadata()?;
+        if !m.is_file() || m.len() != manifest.size || hashed >= MAX_HASHED_CANDIDATES {
+            continue;
+        }
+        hashed += 1;
+        if sha256_of(&f)? != manifest.sha256 {
+            continue;
+        }
+        // A part of this transfer is a resume that is no longer needed.
+        let _ = fs::remove_file(&paths.part);
+        let _ = fs::remove_file(&paths.state);
+        let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
+        let key = candidate.key(&manifest.id);
+        let entry = Entry {
+            id: manifest.id,
+            path: key.1,
+            size: manifest.size,
+            sha256: manifest.sha256,
+            verified: unchanged.then_some(before),
+            at: unix_now(),
+        };
+        // Best effort: without it the next offer hashes again.
+        if let Err(e) = paths.store.completed().put(entry) {
+            tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a found file");
+        }
+        return Ok(Some(rel));
+    }
+    Ok(None)
 }
 
 /// Removes a transfer's partial file and state: after a hash mismatch, the bytes
@@ -607,24 +1005,100 @@ mod tests {
         s
     }
 
+    /// The paths of `m`'s transfer, received into `out` with its default state
+    /// folder.
+    fn paths_in(out: &Path, m: &Manifest) -> Paths {
+        let state = StateDir::open(out, None, None).unwrap();
+        Paths::new(&state, out, &sanitize_file_name(&m.name).unwrap().into(), &m.id)
+    }
+
     #[test]
-    fn hidden_names_stay_short() {
-        let dir = Path::new("/srv/in");
+    fn transfer_files_are_in_the_state_folder_by_id() {
+        let out = tempfile::tempdir().unwrap();
         let name = sanitize_file_name(&"é".repeat(127)).unwrap();
-        let p = Paths::new(dir, &name, &TransferId([0xab; 16]));
+        let state = StateDir::open(out.path(), None, None).unwrap();
+        let id = TransferId([0xab; 16]);
+        let p = Paths::new(&state, out.path(), &name.clone().into(), &id);
         for path in [&p.part, &p.state, &p.state_tmp] {
-            let f = path.file_name().unwrap().to_str().unwrap();
-            assert!(f.len() <= 255 && f.starts_with('.'), "{f}");
-            assert_eq!(path.parent(), Some(dir));
+            assert_eq!(path.parent(), Some(out.path().join(".mqft/part").as_path()));
+            assert!(path.file_name().unwrap().to_str().unwrap().starts_with(&id.to_string()));
         }
-        assert_eq!(p.final_path, dir.join(name.as_str()));
+        assert_eq!(p.final_path, out.path().join(name.as_str()));
+        // A received name can never be the state folder's.
+        assert_ne!(sanitize_file_name(STATE_DIR_NAME).unwrap().as_str(), STATE_DIR_NAME);
+    }
+
+    #[test]
+    fn a_state_dir_elsewhere_leaves_the_output_folder_alone() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let data = b"0123456789";
+        let m = manifest_of(data);
+        let state = StateDir::open(out.path(), Some(elsewhere.path()), None).unwrap();
+        // Same file system here (both temporary folders): the parts go there too.
+        assert_eq!(state.parts, elsewhere.path().join("part"));
+        let paths = Paths::new(&state, out.path(), &sanitize_file_name(&m.name).unwrap().into(), &m.id);
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, data).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), None, OnConflict::Fail, None).unwrap();
+        let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["photo.jpg"]);
+        assert!(already_complete(&paths, &m).unwrap());
+    }
+
+    #[test]
+    fn a_second_receiver_knows_it_shares_the_state_folder() {
+        let out = tempfile::tempdir().unwrap();
+        let first = StateDir::open(out.path(), None, None).unwrap();
+        assert!(!first.shared);
+        assert!(StateDir::open(out.path(), None, None).unwrap().shared);
+        drop(first);
+        assert!(!StateDir::open(out.path(), None, None).unwrap().shared);
+    }
+
+    #[test]
+    fn a_symlink_at_the_default_state_folder_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join(STATE_DIR_NAME)).unwrap();
+        assert!(StateDir::open(out.path(), None, None).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_completed_transfer_leaves_one_record_and_no_file() {
+        let data = b"0123456789abcdefghij";
+        let (dir, m, paths) = received(data);
+        assert!(!paths.state.exists() && !paths.part.exists());
+        assert_eq!(fs::read_dir(&paths.store.parts).unwrap().count(), 0);
+        assert_eq!(paths.store.completed_count(), 1);
+        // A new receiver (a restart) answers from the log.
+        drop(paths);
+        let again = paths_in(dir.path(), &m);
+        assert!(already_complete(&again, &m).unwrap());
+    }
+
+    #[test]
+    fn a_crash_before_the_record_leaves_a_marker_that_still_counts() {
+        let data = b"0123456789abcdefghij";
+        let (dir, m, paths) = received(data);
+        // As if the record never made it to the log, but the complete state did.
+        fs::remove_file(paths.store.root.join("completed.log")).unwrap();
+        write_state(&paths, &StateFile { resume: complete_of(&m, data), verified: None }, false).unwrap();
+        drop(paths);
+        let again = paths_in(dir.path(), &m);
+        assert_eq!(again.store.completed_count(), 0);
+        assert!(already_complete(&again, &m).unwrap());
+        // Now recorded, and the marker gone.
+        assert_eq!(again.store.completed_count(), 1);
+        assert!(!again.state.exists());
     }
 
     #[test]
     fn state_round_trips_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest(10);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         assert_eq!(load_state(&paths.state).unwrap(), None);
 
         let (f, saved) = open_part(&paths, &m).unwrap();
@@ -671,13 +1145,13 @@ mod tests {
     fn finalize_never_clobbers_unless_asked() {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(b"new!");
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let complete = complete_of(&m, b"new!");
 
         fs::write(&paths.final_path, b"old").unwrap();
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, b"new!").unwrap();
-        let e = finalize(&f, &paths, &complete, false, None).unwrap_err();
+        let e = finalize(&f, &paths, &complete, None, OnConflict::Fail, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
         // The verified state is kept for a later try, but is no completion marker
@@ -685,7 +1159,7 @@ mod tests {
         fs::write(&paths.final_path, b"old!").unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
 
-        finalize(&f, &paths, &complete, true, Some(1_000_000)).unwrap();
+        finalize(&f, &paths, &complete, None, OnConflict::Overwrite, Some(1_000_000)).unwrap();
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"new!");
         assert!(!paths.part.exists());
         assert!(already_complete(&paths, &m).unwrap());
@@ -694,14 +1168,66 @@ mod tests {
         assert!(!already_complete(&paths, &m).unwrap());
     }
 
-    /// Receives `data` as a completed transfer: `.part`, marker, final name.
+    #[test]
+    fn rename_takes_the_first_free_numbered_name_and_records_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manifest_of(b"new!");
+        let paths = paths_in(dir.path(), &m);
+        let name = sanitize_file_name(&m.name).unwrap();
+        fs::write(&paths.final_path, b"old").unwrap();
+        fs::write(crate::name::numbered(&name, 1).in_dir(dir.path()), b"old 1").unwrap();
+        let (f, _) = open_part(&paths, &m).unwrap();
+        write_at(&f, 0, b"new!").unwrap();
+        let got = finalize(&f, &paths, &complete_of(&m, b"new!"), None, OnConflict::Rename, None).unwrap();
+        let second: SafePath = crate::name::numbered(&name, 2).into();
+        assert_eq!(got, second.in_dir(dir.path()));
+        assert_eq!(fs::read(&got).unwrap(), b"new!");
+        assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
+        assert!(!paths.part.exists() && !paths.state.exists());
+        // Found again, by its record, under the numbered name.
+        assert!(already_complete(&Paths::new(&paths.store, dir.path(), &second, &m.id), &m).unwrap());
+        assert_eq!(find_identical(&paths, &m).unwrap(), Some(second));
+    }
+
+    #[test]
+    fn the_same_bytes_from_another_transfer_are_found_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = b"0123456789abcdefghij";
+        let m = manifest_of(data);
+        let name = sanitize_file_name(&m.name).unwrap();
+        let paths = paths_in(dir.path(), &m);
+        assert_eq!(find_identical(&paths, &m).unwrap(), None);
+        fs::write(name.in_dir(dir.path()), b"other bytes, same size").unwrap();
+        // The same bytes, put there by hand (or by a transfer of other chunks).
+        fs::write(crate::name::numbered(&name, 1).in_dir(dir.path()), data).unwrap();
+        let other_chunks = Manifest::new(m.name.clone(), m.size, 3, m.sha256, Meta::default(), 1).unwrap();
+        assert_ne!(other_chunks.id, m.id);
+        let other = Paths::new(&paths.store, dir.path(), &name.clone().into(), &other_chunks.id);
+        let first: SafePath = crate::name::numbered(&name, 1).into();
+        assert_eq!(find_identical(&other, &other_chunks).unwrap(), Some(first.clone()));
+        // Recorded for that transfer: the next offer is answered from the record.
+        let marked = Paths::new(&paths.store, dir.path(), &first, &other_chunks.id);
+        assert_eq!(recorded(&marked, &other_chunks).sha256, m.sha256);
+        assert!(already_complete(&marked, &other_chunks).unwrap());
+        // A symlink to the same bytes is not followed.
+        let link_dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(first.in_dir(dir.path()), name.in_dir(link_dir.path())).unwrap();
+        assert_eq!(find_identical(&paths_in(link_dir.path(), &m), &m).unwrap(), None);
+    }
+
+    /// The completed store's record of `m` at its final path.
+    fn recorded(paths: &Paths, m: &Manifest) -> Entry {
+        paths.store.completed().get(&paths.key(&m.id)).cloned().expect("a record")
+    }
+
+    /// Receives `data` as a completed transfer: `.part`, record, final name.
     fn received(data: &[u8]) -> (tempfile::TempDir, Manifest, Paths) {
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, data).unwrap();
-        finalize(&f, &paths, &complete_of(&m, data), false, None).unwrap();
+        finalize(&f, &paths, &complete_of(&m, data), None, OnConflict::Fail, None).unwrap();
         (dir, m, paths)
     }
 
@@ -726,8 +1252,8 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
         assert!(already_complete(&paths, &m).unwrap());
-        let marker = load(&paths.state).unwrap().unwrap();
-        assert!(marker.verified.is_some(), "a file verified on an offer leaves its fingerprint");
+        let entry = recorded(&paths, &m);
+        assert!(entry.verified.is_some(), "a file verified on an offer leaves its fingerprint");
         let before = fs::metadata(&paths.final_path).unwrap();
         let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
         f.write_all_at(b"ABCDEFGHIJ0123456789", 0).unwrap();
@@ -767,16 +1293,16 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
         // The fingerprint as a later offer would find it, taken once the file had
-        // settled; the marker claims it for bytes that do not even hash right, so
+        // settled; the record claims it for bytes that do not even hash right, so
         // only the fingerprint can make the file complete.
         assert!(already_complete(&paths, &m).unwrap());
-        let mut marker = load(&paths.state).unwrap().unwrap();
-        let fp = marker.verified.unwrap();
-        marker.verified = Some(Fingerprint { taken: (fp.ctime.0 + 2, fp.ctime.1), ..fp });
+        let mut entry = recorded(&paths, &m);
+        let fp = entry.verified.unwrap();
+        entry.verified = Some(Fingerprint { taken: (fp.ctime.0 + 2, fp.ctime.1), ..fp });
         let mut wrong = m.clone();
         wrong.sha256 = [7; 32];
-        marker.resume.manifest = wrong.clone();
-        write_state(&paths, &marker, false).unwrap();
+        entry.sha256 = wrong.sha256;
+        paths.store.completed().put(entry).unwrap();
         assert!(already_complete(&paths, &wrong).unwrap(), "the fingerprint was not trusted");
         // Rewritten in place with the old modification time, as `cp -p` does.
         let before = fs::metadata(&paths.final_path).unwrap();
@@ -792,7 +1318,7 @@ mod tests {
         let data = b"01234567";
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let state = holding(&m, data, vec![(0, 1)]);
         save_state(&paths, &state).unwrap();
         let good = fs::read(&paths.state).unwrap();
@@ -814,7 +1340,7 @@ mod tests {
         let data = b"0123456789abcdefghij";
         let dir = tempfile::tempdir().unwrap();
         let m = manifest_of(data);
-        let paths = Paths::new(dir.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(dir.path(), &m);
         let (f, _) = open_part(&paths, &m).unwrap();
         write_at(&f, 0, &data[..16]).unwrap();
         let mut state = holding(&m, data, vec![(0, 4)]);
@@ -869,7 +1395,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         let m = manifest(size);
-        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(out.path(), &m);
         (out, elsewhere, m, paths)
     }
 
@@ -944,13 +1470,13 @@ mod tests {
         // Another name for the file, which could change it after it is verified.
         let other = elsewhere.path().join("other");
         fs::hard_link(&paths.part, &other).unwrap();
-        assert!(finalize(&f, &paths, &complete, false, None).is_err());
+        assert!(finalize(&f, &paths, &complete, None, OnConflict::Fail, None).is_err());
         fs::remove_file(&other).unwrap();
         // The name now holds another file.
         let victim = Victim::new(elsewhere.path(), 4);
         fs::remove_file(&paths.part).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.part).unwrap();
-        assert!(finalize(&f, &paths, &complete, true, None).is_err());
+        assert!(finalize(&f, &paths, &complete, None, OnConflict::Overwrite, None).is_err());
         assert!(fs::symlink_metadata(&paths.final_path).is_err(), "nothing under the final name");
         victim.assert_untouched();
     }
@@ -961,14 +1487,14 @@ mod tests {
         let victim = Victim::new(elsewhere.path(), 4);
         // The victim even has the transfer's bytes: it is still no file of ours.
         let m = manifest_of(&victim.content);
-        let paths = Paths::new(out.path(), &sanitize_file_name(&m.name).unwrap(), &m.id);
+        let paths = paths_in(out.path(), &m);
         let complete = complete_of(&m, &victim.content);
         save_state(&paths, &complete).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.final_path).unwrap();
         assert!(!already_complete(&paths, &m).unwrap());
         // And the no-clobber link does not go through it.
         let (f, _) = open_part(&paths, &m).unwrap();
-        let e = finalize(&f, &paths, &complete, false, None).unwrap_err();
+        let e = finalize(&f, &paths, &complete, None, OnConflict::Fail, None).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         victim.assert_untouched();
     }
@@ -983,5 +1509,32 @@ mod tests {
         let huge = Manifest::new("x".into(), 1 << 46, 16 << 20, [0; 32], Meta::default(), 1).unwrap();
         assert_eq!(check_room(&paths, &huge, 0).unwrap_err().kind(), io::ErrorKind::StorageFull);
         assert!(!paths.part.exists(), "the check writes nothing");
+    }
+
+    #[test]
+    fn nested_paths_create_their_directories_and_never_follow_a_planted_link() {
+        let out = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let path = crate::name::sanitize_path("a/b/c.jpg").unwrap();
+        let (_dir, leaf) = open_parent_dirs(out.path(), &path).unwrap();
+        assert_eq!(leaf, "c.jpg");
+        assert!(out.path().join("a/b").is_dir());
+        // A symlink where a directory of the path goes: refused, nothing created.
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("x")).unwrap();
+        let through = crate::name::sanitize_path("x/y/z.jpg").unwrap();
+        assert!(open_parent_dirs(out.path(), &through).is_err());
+        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("a/l")).unwrap();
+        assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("a/l/z.jpg").unwrap()).is_err());
+        // A file where a directory goes: refused too.
+        fs::write(out.path().join("f"), b"").unwrap();
+        assert!(open_parent_dirs(out.path(), &crate::name::sanitize_path("f/z.jpg").unwrap()).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        // The check before an offer is taken sees the same, and creates nothing.
+        let id = TransferId([1; 16]);
+        let state = StateDir::open(out.path(), None, None).unwrap();
+        assert!(check_parent_dirs(&Paths::new(&state, out.path(), &through, &id)).is_err());
+        let fresh = crate::name::sanitize_path("new/dir/z.jpg").unwrap();
+        assert!(check_parent_dirs(&Paths::new(&state, out.path(), &fresh, &id)).is_ok());
+        assert!(!out.path().join("new").exists());
     }
 }

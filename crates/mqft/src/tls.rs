@@ -23,6 +23,7 @@ use crate::Error;
 
 /// A TLS protocol version to speak, and no other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TlsVersion {
     /// TLS 1.2 only.
     Tls12,

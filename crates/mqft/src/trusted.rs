@@ -6,10 +6,12 @@
 //! is refused outright; within that window, a signature seen on a transfer that
 //! completed here is refused as a replay (unless the same file is still here
 //! complete, which the caller answers `Complete` as for any file offered again:
-//! nothing is written). The memory is `.mqft-signed.seen` in the output
-//! directory, one line per completed signed transfer (`<hex signature>
-//! <created_ms>`), pruned of entries past the window when loaded. Deleting it
-//! forgets the replays inside the window; the age check still holds.
+//! nothing is written). The memory is `signed.seen` in the receiver's state
+//! folder (`.mqft/` or `--state-dir`), one line per completed signed transfer
+//! (`<hex signature> <created_ms>`). Entries past the window are dropped when it
+//! is loaded (the file is rewritten without them) and from memory as it runs, so
+//! a receiver that runs for a year holds one window's worth. Deleting it forgets
+//! the replays inside the window; the age check still holds.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -24,10 +26,14 @@ use tracing::warn;
 use crate::keys::PublicKey;
 use crate::proto::{trust, Manifest};
 
-/// The replay memory's file name, in the output directory.
-pub(crate) const SEEN_FILE: &str = ".mqft-signed.seen";
-/// The most bytes of replay memory read: 16 Ki transfers inside the window.
-const MAX_SEEN_BYTES: u64 = 2 << 20;
+/// The replay memory's file name, in the state folder.
+pub(crate) const SEEN_FILE: &str = "signed.seen";
+/// The most bytes of replay memory read: about 230 Ki signed transfers inside
+/// the window (twenty cameras at one image a minute make 29 Ki a day).
+const MAX_SEEN_BYTES: u64 = 32 << 20;
+/// How many remembered signatures make a receiver forget those past the window
+/// (at least; twice what was left after the last time).
+const COMPACT_AT: usize = 4096;
 
 /// The trusted keys, the maximum age, and the memory of completed signatures.
 #[derive(Debug)]
@@ -37,13 +43,16 @@ pub(crate) struct Gate {
     path: PathBuf,
     /// Signature (hex) -> creation time, of signed transfers completed here.
     seen: HashMap<String, i64>,
+    /// Drop what is past the window when `seen` reaches this many.
+    compact_at: usize,
 }
 
 impl Gate {
-    /// Loads the replay memory of `dir`. Blocks (a small file).
+    /// Loads the replay memory in the state folder `dir`, rewriting it without
+    /// the entries past the window. Blocks (a small file).
     pub fn load(dir: &Path, keys: Vec<PublicKey>, max_age: Duration) -> Gate {
         let path = dir.join(SEEN_FILE);
-        let mut gate = Gate { keys, max_age, path, seen: HashMap::new() };
+        let mut gate = Gate { keys, max_age, path, seen: HashMap::new(), compact_at: COMPACT_AT };
         let text = match read_no_follow(&gate.path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
@@ -53,15 +62,46 @@ impl Gate {
             }
         };
         let oldest = unix_ms().saturating_sub(gate.max_age_ms());
+        let mut dropped = 0;
         for line in text.lines() {
-            let Some((sig, at)) = line.split_once(' ') else { continue };
-            if let Ok(at) = at.trim().parse::<i64>() {
-                if at >= oldest {
+            let Some((sig, at)) = line.split_once(' ') else {
+                dropped += 1;
+                continue;
+            };
+            match at.trim().parse::<i64>() {
+                Ok(at) if at >= oldest => {
                     gate.seen.insert(sig.to_owned(), at);
                 }
+                _ => dropped += 1,
             }
         }
+        // A file cut at the cap ends in a torn line: rewriting it would lose the
+        // rest, so it is left as it is (and the cap is said).
+        let whole = (text.len() as u64) < MAX_SEEN_BYTES;
+        if !whole {
+            warn!(path = %gate.path.display(), "the replay memory is larger than {MAX_SEEN_BYTES} bytes; reading its start");
+        }
+        if dropped > 0 && whole {
+            gate.rewrite();
+        }
         gate
+    }
+
+    /// Replaces the file with what is in memory (write a temporary, rename).
+    fn rewrite(&self) {
+        let tmp = self.path.with_extension("seen.tmp");
+        let text: String = self.seen.iter().map(|(sig, at)| format!("{sig} {at}\n")).collect();
+        let _ = std::fs::remove_file(&tmp);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            warn!(path = %self.path.display(), error = %e, "cannot compact the replay memory");
+        }
     }
 
     fn max_age_ms(&self) -> i64 {
@@ -86,6 +126,15 @@ impl Gate {
         let hex = sig_hex(s);
         let line = format!("{hex} {}\n", s.created_ms);
         self.seen.insert(hex, s.created_ms);
+        if self.seen.len() >= self.compact_at {
+            // What is past the window can never be replayed (the age check
+            // refuses it): forget it, here and on disk.
+            let oldest = unix_ms().saturating_sub(self.max_age_ms());
+            self.seen.retain(|_, at| *at >= oldest);
+            self.compact_at = (self.seen.len() * 2).max(COMPACT_AT);
+            self.rewrite();
+            return;
+        }
         let written = OpenOptions::new()
             .append(true)
             .create(true)
@@ -115,4 +164,40 @@ fn read_no_follow(path: &Path) -> io::Result<String> {
 /// Milliseconds since the Unix epoch, for signatures.
 pub(crate) fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_memory_forgets_what_is_past_the_window_on_disk_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SEEN_FILE);
+        let now = unix_ms();
+        let old = now - 2 * 24 * 3600 * 1000;
+        let text = format!("{} {old}\n{} {now}\ntorn", "aa".repeat(64), "bb".repeat(64));
+        std::fs::write(&path, text).unwrap();
+        let gate = Gate::load(dir.path(), Vec::new(), Duration::from_secs(24 * 3600));
+        assert_eq!(gate.seen.len(), 1);
+        assert!(gate.seen.contains_key(&"bb".repeat(64)));
+        // Rewritten without the old entry and the torn line.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{} {now}\n", "bb".repeat(64)));
+    }
+
+    #[test]
+    fn a_long_run_keeps_one_window_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gate = Gate::load(dir.path(), Vec::new(), Duration::from_secs(60));
+        let stale = unix_ms() - 3_600_000;
+        for i in 0..COMPACT_AT - 1 {
+            gate.seen.insert(format!("{i:0128x}"), stale);
+        }
+        let key = trust::SigningKey::from_bytes(&[1; 32]);
+        let mut m = Manifest::new("a".into(), 1, 1, [0; 32], Default::default(), 1).unwrap();
+        trust::sign(&mut m, &key, unix_ms());
+        gate.remember(&m);
+        assert_eq!(gate.seen.len(), 1, "only the fresh signature is left");
+        assert_eq!(std::fs::read_to_string(dir.path().join(SEEN_FILE)).unwrap().lines().count(), 1);
+    }
 }

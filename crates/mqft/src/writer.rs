@@ -49,7 +49,12 @@ pub(crate) enum Job {
     Read { offset: u64, len: u64, reply: oneshot::Sender<io::Result<Vec<u8>>> },
     /// Give the verified file its final name ([`store::finalize`]); answered with
     /// [`WriterEvent::Finalized`].
-    Finalize { complete: ResumeState, overwrite: bool, modified_ms: Option<i64>, unseal: Option<Box<Unseal>> },
+    Finalize {
+        complete: ResumeState,
+        conflict: store::OnConflict,
+        modified_ms: Option<i64>,
+        unseal: Option<Box<Unseal>>,
+    },
     /// Remove the `.part` and the state: the bytes are known bad.
     Discard,
 }
@@ -61,7 +66,7 @@ pub(crate) enum WriterEvent {
     /// transfer.
     Failed { id: TransferId, op: &'static str, path: PathBuf, error: io::Error },
     /// The outcome of a [`Job::Finalize`].
-    Finalized { id: TransferId, result: io::Result<()> },
+    Finalized { id: TransferId, result: io::Result<PathBuf> },
 }
 
 /// The engine's end of one transfer's writer thread.
@@ -153,15 +158,16 @@ fn work(
                 };
                 let _ = reply.send(data);
             }
-            Job::Finalize { complete, overwrite, modified_ms, unseal } => {
+            Job::Finalize { complete, conflict, modified_ms, unseal } => {
                 let result = if failed {
                     Err(io::Error::other("an earlier write failed"))
                 } else {
                     // An encrypted transfer's ciphertext checked out: decrypt it in
                     // place first (crate::sealing).
-                    unseal
-                        .map_or(Ok(()), |u| crate::sealing::unseal_in_place(file, &u))
-                        .and_then(|()| store::finalize(file, paths, &complete, overwrite, modified_ms))
+                    unseal.as_ref().map_or(Ok(()), |u| crate::sealing::unseal_in_place(file, u)).and_then(|()| {
+                        let content = unseal.as_ref().map(|u| (u.opened.inner.size, u.opened.inner.sha256));
+                        store::finalize(file, paths, &complete, content, conflict, modified_ms)
+                    })
                 };
                 let _ = events.send(WriterEvent::Finalized { id, result });
             }

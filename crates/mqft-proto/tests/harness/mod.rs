@@ -26,6 +26,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::time::{Duration, Instant};
 
 use mqft_proto::receiver::ReceiveFailure;
+use mqft_proto::wire::Compression;
 use mqft_proto::{
     integrity, Limits, Manifest, Meta, Payload, Prefix, Receiver, ReceiverConfig, ReceiverEndpoint, ReceiverEvent,
     ReceiverId, ResumeState, Routed, SendFailure, Sender, SenderConfig, SenderEndpoint, SenderEvent,
@@ -207,6 +208,10 @@ pub struct Sim {
     /// changed under the sender).
     pub source: Vec<u8>,
     pub manifest: Manifest,
+    /// How the sender encodes chunks...
+    pub compression: Compression,
+    /// ...and how many went out compressed.
+    pub compressed_chunks: u64,
     pub sender_cfg: SenderConfig,
     pub receiver_cfg: ReceiverConfig,
     pub sender: Option<Sender>,
@@ -262,6 +267,9 @@ pub struct SimBuilder {
     pub sender_cfg: SenderConfig,
     pub receiver_cfg: ReceiverConfig,
     pub queue_cap: Option<usize>,
+    /// A file of four letters (2 bits a byte), which zstd shrinks, instead of
+    /// random bytes.
+    pub compressible: bool,
 }
 
 impl SimBuilder {
@@ -275,6 +283,7 @@ impl SimBuilder {
             sender_cfg: SenderConfig::default(),
             receiver_cfg: ReceiverConfig::default(),
             queue_cap: None,
+            compressible: false,
         }
     }
 
@@ -290,7 +299,10 @@ impl SimBuilder {
 
     pub fn build(self) -> Sim {
         let mut rng = Rng::new(self.seed);
-        let file = rng.bytes(self.size);
+        let mut file = rng.bytes(self.size);
+        if self.compressible {
+            file.iter_mut().for_each(|b| *b = b'a' + *b % 4);
+        }
         let manifest = Manifest::new(
             "photo.jpg".into(),
             file.len() as u64,
@@ -339,6 +351,8 @@ impl SimBuilder {
             source: file.clone(),
             file,
             manifest,
+            compression: Compression::None,
+            compressed_chunks: 0,
             sender_cfg: self.sender_cfg,
             receiver_cfg: self.receiver_cfg,
             sender: None,
@@ -445,7 +459,11 @@ impl Sim {
                     Payload::Chunk(c) => {
                         self.chunk_transmissions += 1;
                         let range = c.offset as usize..(c.offset + c.len) as usize;
-                        c.encode(&self.source[range])
+                        let (payload, wire) = c.encode_with(&self.source[range], self.compression);
+                        if wire < c.len as usize {
+                            self.compressed_chunks += 1;
+                        }
+                        payload
                     }
                 };
                 self.broker_publish(t.topic, payload, t.retain);
@@ -478,6 +496,7 @@ impl Sim {
                         self.receivers[i].endpoint.ended(&rx.manifest().id);
                         keep = false;
                     }
+                    other => panic!("the harness does not know receiver event {other:?}"),
                 }
             }
             // A transfer that ended is dropped once its last transmits are out, as the
@@ -719,7 +738,7 @@ impl Sim {
                     match rx.handle_chunk(n, payload, now) {
                         Ok(Some(w)) => {
                             let at = w.offset as usize;
-                            r.disk[at..at + w.data.len()].copy_from_slice(w.data);
+                            r.disk[at..at + w.data.len()].copy_from_slice(&w.data);
                         }
                         Ok(None) => {}
                         Err(_) => r.corrupt_seen += 1,
@@ -743,6 +762,7 @@ impl Sim {
                 }
             }
             Some(Routed::Unsubscribe(_)) | None => {}
+            Some(other) => panic!("the harness does not know route {other:?}"),
         }
         self.flush_endpoint(i);
         let r = &mut self.receivers[i];
