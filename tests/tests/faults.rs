@@ -297,6 +297,10 @@ fn a_receiver_offline_for_longer_than_the_broker_queues_catches_up_through_repai
     let flags = ["--chunk-size".to_owned(), "64k".to_owned(), "--window".to_owned(), "1000".to_owned()];
     let sender = Cli::send(proxy.port(), &path, &flags);
     rx.wait_held(LEN / 5);
+    // The resume asserted below needs a saved state, which may trail the progress
+    // event on a loaded machine.
+    let saved = || hidden_files(out.path()).iter().any(|n| n.ends_with(".state"));
+    assert!(mqft_tests::wait_until(WAIT, saved), "no state saved\n{}", rx.output());
     rx.kill();
     let before = dropped.latest().unwrap_or_default();
     // Far more is published for the absent receiver than its queue holds.
