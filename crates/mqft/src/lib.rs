@@ -81,6 +81,7 @@ pub mod keys;
 mod mqtt;
 pub mod name;
 mod pace;
+mod packet;
 pub mod receive;
 mod sealing;
 pub mod send;

@@ -1,0 +1,36 @@
+//! Control messages: what a sender tells its receivers besides chunks.
+
+use super::*;
+
+/// The sender's control message, published on `<prefix>/<id>/ctl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ctl {
+    /// End of a round: the sender has published chunk transmissions up to
+    /// `next_seq - 1` of run `run`; every receiver answers with
+    /// [`Ack::Missing`] or [`Ack::Complete`].
+    EndRound {
+        /// The sender's run.
+        run: u32,
+        /// One past the last `seq` sent.
+        next_seq: u32,
+    },
+    /// The sender stops serving this transfer.
+    Abort {
+        /// The sender's run.
+        run: u32,
+        /// Why.
+        reason: AbortReason,
+    },
+}
+
+impl Ctl {
+    /// Encodes the control payload.
+    pub fn encode(&self) -> Vec<u8> {
+        seal(self)
+    }
+
+    /// Decodes a control payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        take_all(open(payload, MAX_CONTROL_LEN)?)
+    }
+}

@@ -1,0 +1,246 @@
+//! The manifest: what a transfer is ([`Manifest`]), and its metadata, signature and
+//! sealed (encrypted) parts.
+
+use super::*;
+
+/// Optional information about the file, bounded by the `MAX_*` constants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// A MIME type such as `image/jpeg`.
+    pub content_type: Option<String>,
+    /// Modification time in milliseconds since the Unix epoch.
+    pub modified_ms: Option<i64>,
+    /// A small user key/value map, in the sender's order.
+    pub user: Vec<(String, String)>,
+}
+
+impl Meta {
+    pub(crate) fn check(&self) -> Result<(), DecodeError> {
+        let ct_ok = self.content_type.as_ref().is_none_or(|c| c.len() <= MAX_CONTENT_TYPE_LEN);
+        let user_ok = self.user.len() <= MAX_USER_ENTRIES
+            && self.user.iter().all(|(k, v)| k.len() <= MAX_USER_KEY_LEN && v.len() <= MAX_USER_VALUE_LEN);
+        if ct_ok && user_ok {
+            Ok(())
+        } else {
+            Err(DecodeError::BadMeta)
+        }
+    }
+}
+
+/// What the file is: published (retained) on `<prefix>/<id>/manifest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The transfer id; must equal [`integrity::transfer_id`] of the fields below.
+    pub id: TransferId,
+    /// The sender's run: a number the sender picks at each start, echoed in acks so
+    /// that a restarted sender is told apart from its earlier self.
+    pub run: u32,
+    /// The file name as the sender has it: untrusted, to be sanitized by receivers.
+    pub name: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Bytes per chunk; every chunk but the last is exactly this long.
+    pub chunk_size: u32,
+    /// `ceil(size / chunk_size)`; 0 for an empty file.
+    pub chunk_count: u32,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Optional metadata.
+    pub meta: Meta,
+    /// The receivers this transfer is for, by id ([`crate::ReceiverId`] rules, at
+    /// most [`MAX_TO`]); empty for anyone. A receiver not listed ignores the
+    /// transfer without a word. Not part of the transfer id: the same file sent to
+    /// others is the same transfer.
+    pub to: Vec<String>,
+    /// Who sent it: a name of `[0-9a-z_-]`, at most [`MAX_SENDER_LEN`] bytes (the
+    /// receiver-id alphabet, so that it is safe as a directory name and in a
+    /// log), or empty for an unnamed sender. Claimed, not proven: it is not part
+    /// of the transfer id, and any sender may use any name. Set it after
+    /// [`Manifest::new`] (or with [`Manifest::with_sender`]).
+    pub sender: String,
+    /// The sender's signature over everything above (version 3; see
+    /// [`crate::trust`]), or `None` for an unsigned transfer.
+    pub signature: Option<Signature>,
+    /// For an encrypted transfer (version 3; see [`crate::sealed`]): the file key
+    /// wrapped for each recipient, and the real name, size, chunking, hash and
+    /// metadata, encrypted. The fields above then describe the ciphertext.
+    pub sealed: Option<Sealed>,
+}
+
+/// The most recipients an encrypted manifest names.
+pub const MAX_RECIPIENTS: usize = 32;
+
+/// The encrypted part of a manifest: see [`crate::sealed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    /// One entry per recipient, 1 to [`MAX_RECIPIENTS`].
+    pub recipients: Vec<Recipient>,
+    /// The encrypted description of the file, with its 16-byte tag at the end.
+    pub body: Vec<u8>,
+}
+
+/// The file key, wrapped for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The sender's ephemeral X25519 public key for this recipient.
+    pub epk: [u8; 32],
+    /// The 32-byte file key, encrypted.
+    pub wrapped: [u8; 32],
+    /// Its authentication tag.
+    pub tag: [u8; 16],
+}
+
+/// An Ed25519 signature over a manifest: who signed it, when, and the signature
+/// itself over [`crate::trust::signed_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    /// When the sender signed, in milliseconds since the Unix epoch: bounds how long
+    /// a captured transfer can be replayed (the receiver's `--max-age`).
+    pub created_ms: i64,
+    /// The signer's Ed25519 public key.
+    pub key: [u8; 32],
+    /// The 64-byte Ed25519 signature, as two halves (serde's arrays stop at 32).
+    pub sig: [[u8; 32]; 2],
+}
+
+impl serde::Serialize for TransferId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TransferId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <[u8; 16]>::deserialize(d).map(TransferId)
+    }
+}
+
+impl Manifest {
+    /// Builds the manifest of a file, deriving its chunk count and transfer id.
+    pub fn new(
+        name: String,
+        size: u64,
+        chunk_size: u32,
+        sha256: [u8; 32],
+        meta: Meta,
+        run: u32,
+    ) -> Result<Self, DecodeError> {
+        if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
+            return Err(DecodeError::BadChunkSize);
+        }
+        let count = size.div_ceil(u64::from(chunk_size));
+        let chunk_count =
+            u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
+        let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
+        let m = Manifest {
+            id,
+            run,
+            name,
+            size,
+            chunk_size,
+            chunk_count,
+            sha256,
+            meta,
+            to: Vec::new(),
+            sender: String::new(),
+            signature: None,
+            sealed: None,
+        };
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The manifest with its sender name set, checked like a decoded one's.
+    pub fn with_sender(mut self, sender: &str) -> Result<Self, DecodeError> {
+        if !is_sender_name(sender) {
+            return Err(DecodeError::BadSender);
+        }
+        self.sender = sender.to_owned();
+        Ok(self)
+    }
+
+    fn check(&self) -> Result<(), DecodeError> {
+        if let Some(s) = &self.sealed {
+            if s.recipients.is_empty() || s.recipients.len() > MAX_RECIPIENTS {
+                return Err(DecodeError::BadMeta);
+            }
+        }
+        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
+            return Err(DecodeError::BadName);
+        }
+        if !is_sender_name(&self.sender) {
+            return Err(DecodeError::BadSender);
+        }
+        self.meta.check()?;
+        if self.to.len() > MAX_TO || !self.to.iter().all(|r| crate::ReceiverId::new(r).is_ok()) {
+            return Err(DecodeError::BadTo);
+        }
+        if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
+            return Err(DecodeError::BadChunkSize);
+        }
+        if self.chunk_count > MAX_CHUNK_COUNT
+            || u64::from(self.chunk_count) != self.size.div_ceil(u64::from(self.chunk_size))
+        {
+            return Err(DecodeError::BadChunkCount);
+        }
+        if self.id != integrity::transfer_id(&self.sha256, self.size, self.chunk_size, &self.name) {
+            return Err(DecodeError::IdMismatch);
+        }
+        Ok(())
+    }
+
+    /// The manifest addressed to these receivers only (see [`Manifest::to`]).
+    pub fn with_to(mut self, to: impl IntoIterator<Item = crate::ReceiverId>) -> Result<Self, DecodeError> {
+        self.to = to.into_iter().map(|r| r.as_str().to_owned()).collect();
+        self.check()?;
+        Ok(self)
+    }
+
+    /// True when receiver `rid` may take this transfer: it is listed in
+    /// [`Manifest::to`], or the list is empty.
+    pub fn is_for(&self, rid: &crate::ReceiverId) -> bool {
+        self.to.is_empty() || self.to.iter().any(|r| r == rid.as_str())
+    }
+
+    /// Encodes the manifest payload.
+    pub fn encode(&self) -> Vec<u8> {
+        seal(self)
+    }
+
+    /// Decodes and checks a manifest payload.
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let m: Manifest = take_all(open(payload, MAX_MANIFEST_LEN)?)?;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// The length of chunk `index`: `chunk_size`, except for a shorter last chunk.
+    pub fn chunk_len(&self, index: u32) -> u64 {
+        let start = u64::from(index) * u64::from(self.chunk_size);
+        self.size.saturating_sub(start).min(u64::from(self.chunk_size))
+    }
+
+    /// The byte offset of chunk `index` in the file.
+    pub fn chunk_offset(&self, index: u32) -> u64 {
+        u64::from(index) * u64::from(self.chunk_size)
+    }
+
+    /// True when `other` describes the same transfer: the same id, name, size,
+    /// chunking and hash. The run and the metadata may differ (a file sent again
+    /// with a new modification time is still the same bytes, and resumes).
+    pub fn same_transfer(&self, other: &Manifest) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.size == other.size
+            && self.chunk_size == other.chunk_size
+            && self.chunk_count == other.chunk_count
+            && self.sha256 == other.sha256
+    }
+}
+
+/// True for a valid [`Manifest::sender`]: empty, or at most [`MAX_SENDER_LEN`]
+/// bytes of `[0-9a-z_-]`.
+pub fn is_sender_name(s: &str) -> bool {
+    s.len() <= MAX_SENDER_LEN
+        && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_' || b == b'-')
+}
