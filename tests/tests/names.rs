@@ -287,6 +287,15 @@ fn the_same_bytes_again_are_already_here_whatever_the_chunk_size_or_mqtt_version
         assert!(received.event("accepted").is_none(), "{extra:?}: sent again\n{}", received.text);
         assert_eq!(visible(out.path()), BTreeSet::from(["img_0001.jpg".to_owned()]), "{extra:?}");
     }
+
+    // Without --json, the sender says so (as rsync says "up to date").
+    let rx = Cli::receive(broker.port(), out.path(), "rx-same", &[]);
+    let mut human = mqft_tests::mqft_command(["send".as_ref(), "--from=cam3".as_ref(), file.as_os_str()]);
+    human.args(crate::fault_util::at(broker.port()));
+    let sent = mqft_tests::Process::spawn(&mut human).finish_within(WAIT);
+    let said = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!((sent.status.code(), rx.finish_within(WAIT).code), (Some(0), Some(0)), "{said}");
+    assert!(said.contains("rx-same already has it"), "{said}");
 }
 
 /// `--out 'DIR/{sender}'`: each sender's files in a directory of its own

@@ -207,10 +207,14 @@ impl Reporter {
                 bar.set_length(*total);
                 bar.set_position(*bytes);
             }
-            SendEvent::ReceiverComplete { transfer, receiver, .. } => {
+            SendEvent::ReceiverComplete { transfer, receiver, path } => {
                 if let Some(bar) = self.bars.get(&(*transfer, receiver.to_string())) {
                     bar.set_position(bar.length().unwrap_or(0));
                     bar.finish_with_message("verified");
+                } else {
+                    // Complete without ever joining: it had the file already (as
+                    // rsync says "up to date"), so nothing was sent to it.
+                    self.note(&format!("{}{}: {receiver} already has it", self.side, display_path(path)));
                 }
             }
             SendEvent::ReceiverFailed { path, receiver, reason, transfer } => {
@@ -222,12 +226,14 @@ impl Reporter {
                 }
             }
             SendEvent::StoredAs { path, receiver, name, change, detail, .. } => {
+                // The receiver's detail says it in its words ("a different x.jpg was
+                // there"); the change's name is the fallback.
+                let why = if detail.is_empty() { change.to_string() } else { escape(detail) };
                 self.note(&format!(
-                    "{}{}: {receiver} stored it as {} ({change}{})",
+                    "{}{}: {receiver} stored it as {} ({why})",
                     self.side,
                     display_path(path),
-                    escape(name),
-                    if detail.is_empty() { String::new() } else { format!(": {}", escape(detail)) }
+                    escape(name)
                 ));
             }
             SendEvent::Queued { path, receiver, position, .. } => {
