@@ -431,6 +431,8 @@ impl BrokerArgs {
         cfg.broker_timeout = self.broker_timeout.map(|s| Duration::from_secs(s.max(1)));
         cfg.rate = self.rate;
         cfg.max_publish_rate = self.max_publish_rate;
+        // A switch for measuring (docs/PERFORMANCE.md), not a flag users need.
+        cfg.nudge = std::env::var_os("MQFT_NUDGE").is_none_or(|v| v != "0");
         Ok(cfg)
     }
 }

@@ -79,6 +79,15 @@ pub struct Config {
     /// The most publishes per second this client sends, control messages
     /// included; `None`: no limit.
     pub max_publish_rate: Option<u32>,
+    /// After a PUBACK that leaves nothing of ours unacknowledged, publish an empty
+    /// QoS 0 message to `<prefix>/nudge`, which no mqft client subscribes to, so
+    /// that the TCP ACK of the PUBACK goes out at once rather than after the
+    /// kernel's delayed-ACK timer: a broker without `TCP_NODELAY` (Mosquitto as
+    /// installed) holds its next small write back until then, about 40 ms per
+    /// request-answer exchange (docs/PERFORMANCE.md). On by default; never while a
+    /// rate limit is set (a nudge is a publish the limit would have to count).
+    /// The CLI turns it off with `MQFT_NUDGE=0`.
+    pub nudge: bool,
 }
 
 impl Config {
@@ -99,6 +108,7 @@ impl Config {
             session_expiry: Duration::from_secs(3600),
             rate: None,
             max_publish_rate: None,
+            nudge: true,
         }
     }
 

@@ -180,6 +180,13 @@ impl Connection {
         let acks =
             Acks { budget: Arc::default(), deferred: ack_tx, waiting: Arc::default(), generation: Arc::default() };
         let ack_task = tokio::spawn(ack_loop(client.clone(), ack_rx, acks.clone(), closing.clone()));
+        // Not while paced: a nudge would be a publish the pacer never counted.
+        let nudger = (cfg.nudge && pacer.is_none()).then(|| Arc::new(Nudger::default()));
+        if let Some(n) = nudger.clone() {
+            // It ends with `stop`, as the others do.
+            let topic = format!("{}/nudge", cfg.prefix.as_str());
+            tokio::spawn(nudge_loop(client.clone(), topic, n, closing.clone(), stop.clone()));
+        }
         let poll_task = tokio::spawn(poll_loop(
             el,
             event_tx,
@@ -188,6 +195,7 @@ impl Connection {
             closing.clone(),
             stop.clone(),
             Limits { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg) },
+            nudger,
         ));
         let taken = Arc::new(AtomicU64::new(0));
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer));
@@ -538,6 +546,7 @@ async fn poll_loop(
     closing: CancellationToken,
     stop: CancellationToken,
     Limits { max_backoff, ack_limit }: Limits,
+    nudger: Option<Arc<Nudger>>,
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut owed = Owed::default();
@@ -573,7 +582,12 @@ async fn poll_loop(
             }
         };
         match &polled {
-            Ok(Some(Incoming::PublishSent)) => owed.sent(Instant::now()),
+            Ok(Some(Incoming::PublishSent)) => {
+                owed.sent(Instant::now());
+                if let Some(n) = &nudger {
+                    n.departed();
+                }
+            }
             Ok(Some(Incoming::PubAck)) => owed.acked(Instant::now()),
             // A new connection: rumqttc sends what is still unacknowledged again,
             // and each copy counts as it goes out.
@@ -600,6 +614,15 @@ async fn poll_loop(
             }
             Ok(Some(Incoming::PubAck)) => {
                 acked.send_modify(|n| *n += 1);
+                if let Some(n) = &nudger {
+                    n.arrived();
+                }
+                continue;
+            }
+            Ok(Some(Incoming::SubAck)) => {
+                if let Some(n) = &nudger {
+                    n.arrived();
+                }
                 continue;
             }
             // Once the engine reads no more, incoming publishes stay unacked.
@@ -690,6 +713,59 @@ struct Limits {
     max_backoff: Duration,
     /// See [`ack_limit`].
     ack_limit: Duration,
+}
+
+/// How long after an answer from the broker (a PUBACK, a SUBACK) with nothing
+/// of ours written since the nudge task publishes one (see [`Config::nudge`]):
+/// one timer tick, against the ~40 ms a delayed ACK would cost.
+const NUDGE_AFTER: Duration = Duration::from_millis(1);
+
+/// The poll task's news for the nudge task: an answer arrived, a publish of ours
+/// went out.
+#[derive(Debug, Default)]
+struct Nudger {
+    arrived: Notify,
+    departures: AtomicU64,
+}
+
+impl Nudger {
+    fn arrived(&self) {
+        self.arrived.notify_one();
+    }
+
+    fn departed(&self) {
+        self.departures.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Publishes an empty QoS 0 message when the broker answered us and nothing of
+/// ours went out for [`NUDGE_AFTER`], so that our TCP ACK of that answer goes out
+/// now. A broker without `TCP_NODELAY` holds its next small write (the answer we
+/// wait for) until that ACK; the kernel would delay it ~40 ms. Mosquitto as
+/// installed is such a broker. A task of its own because the poll task may not
+/// time out a poll halfway through a write, nor await the client.
+async fn nudge_loop(
+    client: mqtt::Client,
+    topic: String,
+    nudger: Arc<Nudger>,
+    closing: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = nudger.arrived.notified() => {}
+        }
+        let before = nudger.departures.load(Ordering::SeqCst);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = sleep(NUDGE_AFTER) => {}
+        }
+        // Once closing, our DISCONNECT may be out: no packet may follow it.
+        if nudger.departures.load(Ordering::SeqCst) == before && !closing.is_cancelled() {
+            client.try_nudge(&topic);
+        }
+    }
 }
 
 /// Our QoS 1 publishes written to the current connection and not yet

@@ -67,6 +67,8 @@ pub(crate) enum Incoming {
     PublishSent,
     /// The broker acknowledged one of our QoS 1 publishes.
     PubAck,
+    /// The broker answered a SUBSCRIBE or UNSUBSCRIBE of ours.
+    SubAck,
     /// Our DISCONNECT went out: the event loop is done.
     DisconnectSent,
 }
@@ -295,6 +297,16 @@ impl Client {
         }
     }
 
+    /// Publishes an empty QoS 0 message to `topic` without waiting (from the poll
+    /// task, which must never await the client). `false` when rumqttc's request
+    /// channel is full: something else is about to go out then anyway.
+    pub fn try_nudge(&self, topic: &str) -> bool {
+        match self {
+            Client::V311(c) => c.try_publish(topic, rumqttc::QoS::AtMostOnce, false, Vec::new()).is_ok(),
+            Client::V5(c) => c.try_publish(topic, QoS5::AtMostOnce, false, Bytes::new()).is_ok(),
+        }
+    }
+
     pub async fn disconnect(&self) -> Result<(), Closed> {
         match self {
             Client::V311(c) => c.disconnect().await.map_err(|_| Closed),
@@ -351,6 +363,7 @@ impl EventLoop {
                         Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, qos, ack }))
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
+                    Ok(Event::Incoming(Packet::SubAck(_) | Packet::UnsubAck(_))) => Ok(Some(Incoming::SubAck)),
                     // QoS 0 publishes have no packet id.
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => Ok(Some(Incoming::PublishSent)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
@@ -397,6 +410,7 @@ impl EventLoop {
                     // With an error reason too: the broker has decided, and sending
                     // the publish again would not change its mind.
                     Ok(Event::Incoming(p5::Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
+                    Ok(Event::Incoming(p5::Packet::SubAck(_) | p5::Packet::UnsubAck(_))) => Ok(Some(Incoming::SubAck)),
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => Ok(Some(Incoming::PublishSent)),
                     Ok(Event::Outgoing(Outgoing::Disconnect)) => Ok(Some(Incoming::DisconnectSent)),
                     Ok(_) => Ok(None),
