@@ -194,8 +194,7 @@ impl Connection {
             acked_tx,
             closing.clone(),
             stop.clone(),
-            Limits { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg) },
-            nudger,
+            PollSettings { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg), nudger },
         ));
         let taken = Arc::new(AtomicU64::new(0));
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer));
@@ -545,8 +544,7 @@ async fn poll_loop(
     acked: watch::Sender<u64>,
     closing: CancellationToken,
     stop: CancellationToken,
-    Limits { max_backoff, ack_limit }: Limits,
-    nudger: Option<Arc<Nudger>>,
+    PollSettings { max_backoff, ack_limit, nudger }: PollSettings,
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut owed = Owed::default();
@@ -707,12 +705,14 @@ fn ack_limit(cfg: &Config) -> Duration {
     cfg.keep_alive.max(Duration::from_secs(5))
 }
 
-/// The poll task's times.
-struct Limits {
+/// The poll task's settings.
+struct PollSettings {
     /// The longest pause between connection attempts.
     max_backoff: Duration,
     /// See [`ack_limit`].
     ack_limit: Duration,
+    /// Where it reports for the nudge task, when there is one.
+    nudger: Option<Arc<Nudger>>,
 }
 
 /// How long after an answer from the broker (a PUBACK, a SUBACK) with nothing
