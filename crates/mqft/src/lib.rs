@@ -84,6 +84,7 @@ mod pace;
 pub mod receive;
 mod sealing;
 pub mod send;
+pub mod spool;
 mod store;
 mod tls;
 pub mod tree;
