@@ -203,6 +203,45 @@ fn a_refused_send_dash_leaves_no_spool() {
 }
 
 #[test]
+fn a_stop_signal_while_spooling_or_sending_removes_the_spool() {
+    use rustix::process::{kill_process, Pid, Signal};
+    let broker = Broker::start();
+    let spool = tempfile::tempdir().unwrap();
+
+    // Ctrl-C while standard input is still open: the spool is half written.
+    let mut command = mqft(["send", "-", "--name", "half.bin"]);
+    command.args(at(broker.port())).env("TMPDIR", spool.path());
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, &[1; 100_000]).unwrap();
+    assert!(wait_until(WAIT, || !entries(spool.path()).is_empty()), "no spool appeared");
+    kill_process(Pid::from_child(&child), Signal::INT).unwrap();
+    let mut status = None;
+    assert!(wait_until(WAIT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(130));
+    assert_eq!(entries(spool.path()), Vec::<PathBuf>::new(), "Ctrl-C while spooling left the spool");
+    drop(input);
+
+    // SIGTERM while the send waits for a receiver that never comes.
+    let src = tempfile::tempdir().unwrap();
+    let data = random_file(src.path(), "data.bin", 300_000, 9601);
+    let sender = Process::spawn(
+        sh("exec \"$MQFT\" send - --name waiting.bin --json --timeout 60 $AT < \"$DATA\"", &broker)
+            .env("DATA", &data)
+            .env("TMPDIR", spool.path()),
+    );
+    assert!(wait_until(WAIT, || sender.stdout().contains("\"started\"")), "{}", sender.stderr());
+    assert_eq!(entries(spool.path()).len(), 1, "the spool is there while it is sent");
+    kill_process(Pid::from_raw(sender.id().try_into().unwrap()).unwrap(), Signal::TERM).unwrap();
+    let out = sender.finish_within(WAIT);
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    assert_eq!(entries(spool.path()), Vec::<PathBuf>::new(), "SIGTERM while sending left the spool");
+}
+
+#[test]
 fn stdout_holds_nothing_when_the_file_fails_its_check() {
     let broker = Broker::start();
     let src = tempfile::tempdir().unwrap();
