@@ -30,6 +30,10 @@ pub struct StdoutClosed(String);
 /// (removed when dropped, and so when this future is dropped half way) and the
 /// file to send as `name`.
 pub async fn spool_stdin(name: &str) -> Result<(Spool, SendFile)> {
+    // Typed at a terminal, the input ends only with Ctrl-D: say so, or it looks hung.
+    if io::IsTerminal::is_terminal(&io::stdin()) {
+        eprintln!("note: reading standard input until end of file (Ctrl-D)");
+    }
     let (spool, file) = Spool::create(None, name).context("cannot create the spool for standard input")?;
     // A blocking read, on its own thread; the spool stays here, so that a stop
     // signal can drop it (removing the file) while the thread still waits for input.
