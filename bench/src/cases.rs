@@ -244,7 +244,7 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case("stdio", "mqft (defaults), files", mqft(v5, 1, None, None), Def, m100, reps, S),
         case(
             "stdio",
-            "cat | mqft send -, receive --stdout >",
+            "pipes: cat into send -, receive --stdout into a file",
             Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: false, compress: false, stdio: true },
             Def,
             m100,
