@@ -84,6 +84,9 @@ pub enum Tool {
         encrypt: bool,
         /// `--compress zstd`.
         compress: bool,
+        /// Through pipes: `cat FILE | mqft send - --name NAME` into
+        /// `mqft receive --once --stdout > OUT/NAME` (one file only).
+        stdio: bool,
     },
     /// Baseline A: `mosquitto_pub -f` (one message, QoS 1) into `mosquitto_sub -C 1 -N`.
     Recipe,
@@ -146,12 +149,12 @@ impl Case {
 }
 
 fn mqft(version: Version, qos: u8, chunk: Option<u32>, window: Option<u32>) -> Tool {
-    Tool::Mqft { version, qos, chunk, window, encrypt: false, compress: false }
+    Tool::Mqft { version, qos, chunk, window, encrypt: false, compress: false, stdio: false }
 }
 
 /// `mqft send --compress zstd` with the defaults otherwise.
 fn mqft_zstd() -> Tool {
-    Tool::Mqft { version: Version::V5, qos: 1, chunk: None, window: None, encrypt: false, compress: true }
+    Tool::Mqft { version: Version::V5, qos: 1, chunk: None, window: None, encrypt: false, compress: true, stdio: false }
 }
 
 /// The chunk size `--chunk-size auto` picks on the default broker under MQTT 5.
@@ -197,7 +200,7 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case(
             "encrypted",
             "mqft --encrypt-to (defaults otherwise)",
-            Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: true, compress: false },
+            Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: true, compress: false, stdio: false },
             Def,
             m100,
             reps,
@@ -236,6 +239,18 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
         case("zstd", "mqft --compress zstd, random", mqft_zstd(), Def, m100, reps, S),
         case("zstd", "mqft (defaults), log lines", mqft(v5, 1, None, None), Def, Input::Text(100 * MIB), reps, S),
         case("zstd", "mqft --compress zstd, log lines", mqft_zstd(), Def, Input::Text(100 * MIB), reps, S),
+        // What the pipes cost: the spool of `send -` (the manifest wants the
+        // digest first) and the copy out of `receive --stdout`.
+        case("stdio", "mqft (defaults), files", mqft(v5, 1, None, None), Def, m100, reps, S),
+        case(
+            "stdio",
+            "pipes: cat into send -, receive --stdout into a file",
+            Tool::Mqft { version: v5, qos: 1, chunk: None, window: None, encrypt: false, compress: false, stdio: true },
+            Def,
+            m100,
+            reps,
+            S,
+        ),
     ];
     if !a.quick {
         let g1 = Input::One(1 << 30);
@@ -501,7 +516,7 @@ impl Env {
         };
 
         let sample = match &case.tool {
-            Tool::Mqft { version, qos, chunk, window, encrypt, compress } => {
+            Tool::Mqft { version, qos, chunk, window, encrypt, compress, stdio } => {
                 let rx_id = format!("bench-rx-{n}");
                 // A key pair for the encrypted case, made before the clock starts.
                 let key = dir.join("identity");
@@ -514,7 +529,13 @@ impl Env {
                     ensure!(made.success(), "mqft keygen failed");
                 }
                 let many = case.input == Input::Images;
-                let mut rx_args: Vec<OsString> = vec!["receive".into(), "--out".into(), out.clone().into()];
+                let name = files[0].file_name().ok_or_else(|| anyhow!("no file name"))?.to_owned();
+                let mut rx_args: Vec<OsString> = if *stdio {
+                    let state = dir.join("state").into();
+                    vec!["receive".into(), "--stdout".into(), "--state-dir".into(), state]
+                } else {
+                    vec!["receive".into(), "--out".into(), out.clone().into()]
+                };
                 if !many {
                     rx_args.push("--once".into());
                 }
@@ -523,11 +544,16 @@ impl Env {
                 if *encrypt {
                     rx_args.extend(["--identity".into(), key.clone().into()]);
                 }
-                let mut rx = timed("receiver", &self.mqft, rx_args, Stdio::null())?;
+                let rx_out = if *stdio { Stdio::from(File::create(out.join(&name))?) } else { Stdio::null() };
+                let mut rx = timed("receiver", &self.mqft, rx_args, rx_out)?;
                 wait_subscribed(&rx_id, &format!("{prefix}/+/manifest"))?;
                 wait_subscribed(&rx_id, &format!("{prefix}/+/ctl"))?;
                 let mut tx_args: Vec<OsString> = vec!["send".into()];
-                tx_args.extend(files.iter().map(|f| f.clone().into_os_string()));
+                if *stdio {
+                    tx_args.extend(["-".into(), "--name".into(), name.clone()]);
+                } else {
+                    tx_args.extend(files.iter().map(|f| f.clone().into_os_string()));
+                }
                 tx_args.extend(host_args(*version));
                 tx_args.extend([
                     "-q".into(),
@@ -550,7 +576,16 @@ impl Env {
                 }
                 let cpu0 = measure::process_cpu(broker_pid, self.ticks)?;
                 let t0 = Instant::now();
-                let mut tx = timed("sender", &self.mqft, tx_args, Stdio::null())?;
+                let mut tx = if *stdio {
+                    // `sh -c 'cat "$0" | "$@"' FILE mqft send - ...`: standard input is
+                    // a pipe; GNU time's peak RSS is the largest of sh's children.
+                    let mut args: Vec<OsString> = vec!["-c".into(), "cat \"$0\" | \"$@\"".into()];
+                    args.extend([files[0].clone().into_os_string(), self.mqft.clone().into_os_string()]);
+                    args.extend(tx_args);
+                    timed("sender", Path::new("/bin/sh"), args, Stdio::null())?
+                } else {
+                    timed("sender", &self.mqft, tx_args, Stdio::null())?
+                };
                 let mut unconfirmed = false;
                 let (end, s) = if many {
                     // Every file was confirmed (after its rename) when the sender

@@ -30,6 +30,7 @@ mod service;
 mod sizes;
 mod stall;
 mod state;
+mod stdio;
 mod targets;
 mod tls;
 mod transfer;

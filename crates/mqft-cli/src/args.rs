@@ -63,6 +63,8 @@ Exit codes:
   6    integrity failure: a SHA-256 did not match
   7    the transfer broke down: a peer went silent, or chunks stopped getting through
   8    local I/O error
+  9    standard output closed before the whole file was written
+       (receive --stdout into a pipe whose reader quit)
   130  interrupted (Ctrl-C)";
 
 #[derive(Debug, Subcommand)]
@@ -215,9 +217,15 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The files to send; a directory is sent with everything under it, each file
-    /// named by its path from the directory's parent (`photos/2026/a.jpg`).
+    /// named by its path from the directory's parent (`photos/2026/a.jpg`). `-`
+    /// alone reads standard input to its end, then sends it as --name (a file
+    /// named `-` is `./-`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// With `-`: the name standard input is sent under (`tar c dir | mqft send -
+    /// --name dir.tar`); receivers sanitize it as any name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// QoS of chunk publishes: 0 or 1 (control messages always use 1).
@@ -287,6 +295,11 @@ pub struct ReceiveArgs {
     /// Exit after the first file.
     #[arg(long)]
     pub once: bool,
+    /// With --once: write the file to standard output instead of a directory,
+    /// only after its SHA-256 checked out (it is received into the state folder
+    /// first, then removed). Everything else this prints goes to stderr.
+    #[arg(long, requires = "once", conflicts_with_all = ["out", "exec"])]
+    pub stdout: bool,
     /// Give up (exit 4) if no file has arrived after this many seconds.
     #[arg(long)]
     pub timeout: Option<u64>,
@@ -454,6 +467,24 @@ impl BrokerArgs {
 }
 
 impl SendArgs {
+    /// `send -`: the name standard input goes under; `None` for files. `-` must
+    /// be the only file (one stream, one name), and --name comes with it only.
+    pub fn stdin_name(&self) -> Result<Option<String>> {
+        let dashes = self.files.iter().filter(|f| f.as_os_str() == "-").count();
+        match (dashes, &self.name) {
+            (0, None) => Ok(None),
+            (0, Some(_)) => bail!(usage("--name names standard input: use it with '-' (send - --name NAME)")),
+            (_, _) if self.files.len() > 1 => bail!(usage(
+                "'-' (standard input) must be the only file; send files in another run, or a file named - as ./-"
+            )),
+            (_, None) => bail!(usage("send - needs --name NAME: the name the receivers store standard input under")),
+            (_, Some(name)) if name.is_empty() || name.len() > proto::wire::MAX_NAME_LEN => {
+                bail!(usage(format!("--name: use 1 to {} bytes", proto::wire::MAX_NAME_LEN)))
+            }
+            (_, Some(name)) => Ok(Some(name.clone())),
+        }
+    }
+
     /// The library's send options.
     pub fn options(&self) -> Result<mqft::SendOptions> {
         match &self.broker.prefixes()?[..] {

@@ -89,12 +89,22 @@ pub fn apply(raw: Vec<OsString>) -> Result<Vec<OsString>, UsageError> {
         // Nor when a flag given conflicts with it: `--json` on the command line
         // beats `quiet = true` in the file, rather than clashing with it.
         let conflicts = cmd.find_subcommand(name).map(|c| c.get_arg_conflicts_with(arg)).unwrap_or_default();
-        if given(sub, arg) || conflicts.iter().any(|c| given(sub, c)) {
+        if given(sub, arg) || conflicts.iter().any(|c| given(sub, c)) || given_conflicting(&cmd, name, sub, arg) {
             continue;
         }
         extra.extend(as_flags(arg, key, value).map_err(|e| usage(format!("config file {}: {e}", path.display())))?);
     }
     Ok(insert(raw, extra))
+}
+
+/// Whether a flag given declares a conflict with `arg` (clap lists a conflict
+/// only on the flag that declares it): `--stdout` on the command line beats
+/// `out = "/srv"` in the file.
+fn given_conflicting(cmd: &clap::Command, name: &str, sub: &ArgMatches, arg: &Arg) -> bool {
+    let Some(c) = cmd.find_subcommand(name) else { return false };
+    c.get_arguments()
+        .filter(|g| given(sub, g))
+        .any(|g| c.get_arg_conflicts_with(g).iter().any(|x| x.get_id() == arg.get_id()))
 }
 
 /// Whether a key in `section` (empty: the top level) is for `command`.
@@ -256,6 +266,24 @@ mod tests {
             "{shown:?}"
         );
         assert!(!shown.iter().any(|a| a.contains("top")), "{shown:?}");
+    }
+
+    /// A service's `out` and `exec` do not clash with `receive --once --stdout`.
+    #[test]
+    fn a_flag_given_beats_the_keys_it_conflicts_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqft.toml");
+        std::fs::write(&path, "[receive]\nout = \"/srv/in\"\nexec = \"true {}\"\nmax_size = \"1m\"\n").unwrap();
+        let raw: Vec<OsString> = ["mqft", "receive", "--once", "--stdout", "--config"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([path.into()])
+            .collect();
+        let args = apply(raw).unwrap();
+        let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(!shown.iter().any(|a| a.starts_with("--out") || a.starts_with("--exec")), "{shown:?}");
+        assert!(shown.contains(&"--max-size=1m".to_owned()), "{shown:?}");
+        assert!(<Cli as clap::Parser>::try_parse_from(args).is_ok());
     }
 
     #[test]

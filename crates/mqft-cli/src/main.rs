@@ -13,6 +13,7 @@ mod demo;
 mod generate;
 mod report;
 mod service;
+mod stdio;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ mod code {
     pub const INTEGRITY: u8 = 6;
     pub const TRANSFER: u8 = 7;
     pub const IO: u8 = 8;
+    pub const STDOUT_CLOSED: u8 = 9;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -167,6 +169,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<NothingArrived>().is_some() {
         return code::NO_PEER;
     }
+    if e.downcast_ref::<stdio::StdoutClosed>().is_some() {
+        return code::STDOUT_CLOSED;
+    }
     if let Some(e) = e.downcast_ref::<mqft::Error>() {
         return match e.kind() {
             ErrorKind::NoReceiver => code::NO_PEER,
@@ -234,6 +239,53 @@ fn on_ctrl_c(token: mqft::CancellationToken) -> Arc<AtomicBool> {
 async fn send(a: SendArgs) -> Result<()> {
     let cfg = a.broker.config()?;
     let opts = a.options()?;
+    // `send -`: standard input, spooled first. The spool is removed when `spool`
+    // drops: on every return below, a stop signal's included.
+    let (tree, spool) = match a.stdin_name()? {
+        Some(name) => {
+            let (spool, file) = tokio::select! {
+                r = stdio::spool_stdin(&name) => r?,
+                () = stdio::stop_signal() => return Err(Interrupted.into()),
+            };
+            let mut tree = mqft::tree::Tree::default();
+            tree.files.push(file);
+            (tree, Some(spool))
+        }
+        None => (files_to_send(&a)?, None),
+    };
+    let started = std::time::Instant::now();
+    let mut reporter = Reporter::new(a.output);
+    reporter.connecting(&cfg.addr());
+    let mut handle = Client::new(cfg).send(tree.files, opts);
+    let interrupted = match spool {
+        Some(_) => stdio::on_stop(handle.cancellation_token()),
+        None => on_ctrl_c(handle.cancellation_token()),
+    };
+    while let Some(e) = handle.next_event().await {
+        reporter.send_event(&e);
+    }
+    reporter.finish();
+    let result = handle.wait().await;
+    drop(spool);
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Interrupted.into());
+    }
+    let report = result?;
+    reporter.send_summary(&report);
+    if a.output.json {
+        println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
+    }
+    if let Some((path, why)) = tree.errors.into_iter().next() {
+        // Exit as for a file that could not be read: the rest arrived.
+        let e = std::io::Error::other(why);
+        return Err(anyhow::Error::new(e).context(format!("cannot send {}", path.display())));
+    }
+    Ok(())
+}
+
+/// The files of `send FILE...`, directories expanded; what cannot be sent is
+/// noted, and fails the send after the rest went.
+fn files_to_send(a: &SendArgs) -> Result<mqft::tree::Tree> {
     for f in &a.files {
         let meta = std::fs::metadata(f).map_err(|e| UsageError(format!("cannot send {}: {e}", f.display())))?;
         if !meta.is_file() && !meta.is_dir() {
@@ -255,37 +307,24 @@ async fn send(a: SendArgs) -> Result<()> {
     if tree.files.is_empty() {
         return Err(UsageError("nothing to send".into()).into());
     }
-    let started = std::time::Instant::now();
-    let mut reporter = Reporter::new(a.output);
-    reporter.connecting(&cfg.addr());
-    let mut handle = Client::new(cfg).send(tree.files, opts);
-    let interrupted = on_ctrl_c(handle.cancellation_token());
-    while let Some(e) = handle.next_event().await {
-        reporter.send_event(&e);
-    }
-    reporter.finish();
-    let result = handle.wait().await;
-    if interrupted.load(Ordering::SeqCst) {
-        return Err(Interrupted.into());
-    }
-    let report = result?;
-    reporter.send_summary(&report);
-    if a.output.json {
-        println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
-    }
-    if let Some((path, why)) = tree.errors.into_iter().next() {
-        // Exit as for a file that could not be read: the rest arrived.
-        let e = std::io::Error::other(why);
-        return Err(anyhow::Error::new(e).context(format!("cannot send {}", path.display())));
-    }
-    Ok(())
+    Ok(tree)
 }
 
 async fn receive(a: ReceiveArgs) -> Result<()> {
+    // --stdout: the real standard output carries the file and nothing else.
+    let data_out = if a.stdout { Some(stdio::take_stdout()?) } else { None };
     let cfg = a.broker.config()?;
-    let opts = a.options()?;
+    let mut opts = a.options()?;
     // With `{sender}` in --out, the directory is its root.
     let (out, _) = a.out_dir()?;
+    // --stdout: received into a private folder of the state folder, not into OUT.
+    let out = if a.stdout {
+        let state = a.state_root(&out);
+        opts.state_dir = Some(state.clone());
+        stdio::private_dir(&state, a.state_dir.is_some())?
+    } else {
+        out
+    };
     args::check_out_dir(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut exec = match &a.exec {
@@ -318,18 +357,27 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let deadline = a.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut got_one = false;
     let mut timed_out = false;
+    // --stdout: the file that arrived, removed when this drops.
+    let mut delivered = None;
     // Every event goes to the reporter and, for a file that arrived, to the hook
     // runner; true for a file that arrived.
     let mut on_event = |e: &mqft::ReceiveEvent| {
         reporter.receive_event(e);
         match e {
             mqft::ReceiveEvent::Completed { transfer, path, size, sha256, sender, .. } => {
+                if a.stdout {
+                    delivered = Some(stdio::Received(path.clone()));
+                }
                 if let Some(exec) = &mut exec {
                     exec.completed(service::Done::new(transfer, path, *size, sha256, sender));
                 }
                 true
             }
             mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256, sender, .. } => {
+                // A copy verified by an earlier run that never wrote it out.
+                if a.stdout {
+                    delivered = Some(stdio::Received(path.clone()));
+                }
                 if let Some(exec) = &mut exec {
                     exec.already_complete(service::Done::new(transfer, path, *size, sha256, sender));
                 }
@@ -375,6 +423,11 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
         Err(e) if stopped_by != 0 && e.kind() == ErrorKind::Cancelled => mqft::ReceiveReport::default(),
         Err(e) => return Err(e.into()),
     };
+    // The file goes out only now, verified, and only to a receive not stopped.
+    if let (Some(file), Some(data_out), 0) = (&delivered, data_out, stopped_by) {
+        stdio::write_out(file, data_out).await?;
+    }
+    drop(delivered);
     reporter.receive_summary(&report);
     if a.output.json {
         println!("{}", report::receive_summary(&report));

@@ -62,7 +62,8 @@
 //! The MQTT 3.1.1 / 5 differences stay in one module, `mqtt`.
 //!
 //! # Modules, in the order data flows
-//! [`config`] (settings, URLs, chunk size), [`send`], `conn` and `mqtt` (the
+//! [`config`] (settings, URLs, chunk size), [`spool`] (a stream of unknown size
+//! made a file, for `send -`), [`send`], `conn` and `mqtt` (the
 //! connection, internal; `tls` builds the rustls settings rumqttc's simple ones
 //! cannot express), [`receive`], [`name`] (untrusted names), `store` (the
 //! receiver's files, internal; its layout is described under [`receive`]), and
@@ -85,6 +86,7 @@ mod packet;
 pub mod receive;
 mod sealing;
 pub mod send;
+pub mod spool;
 mod store;
 mod tls;
 pub mod tree;

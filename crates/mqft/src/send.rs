@@ -116,17 +116,28 @@ pub struct SendFile {
     /// The name to send instead of the path's file name. Receivers sanitize
     /// whatever they get (see [`crate::sanitize_file_name`]).
     pub name: Option<String>,
+    /// The file's SHA-256 when it is already known (a [`crate::spool::Spool`] hashed
+    /// it as it was written), so that the send does not read it twice. It must be
+    /// right: a wrong one fails at every receiver as an integrity error.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl SendFile {
     /// The file at `path`, under its own name.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SendFile { path: path.into(), name: None }
+        SendFile { path: path.into(), name: None, sha256: None }
     }
 
     /// The file at `path`, under `name`.
     pub fn named(path: impl Into<PathBuf>, name: impl Into<String>) -> Self {
-        SendFile { path: path.into(), name: Some(name.into()) }
+        SendFile { path: path.into(), name: Some(name.into()), sha256: None }
+    }
+
+    /// The same file, whose SHA-256 is already known to be `sha256` (see
+    /// [`SendFile::sha256`]).
+    pub fn with_sha256(mut self, sha256: [u8; 32]) -> Self {
+        self.sha256 = Some(sha256);
+        self
     }
 }
 
@@ -351,6 +362,8 @@ struct Job {
     path: PathBuf,
     name: String,
     size: u64,
+    /// Known already: not hashed again.
+    sha256: Option<[u8; 32]>,
 }
 
 /// A file, opened and hashed.
@@ -464,7 +477,7 @@ async fn run(
 
 /// Checks that a file is a regular file with a usable name.
 async fn check_file(file: SendFile) -> Result<Job, Error> {
-    let SendFile { path, name } = file;
+    let SendFile { path, name, sha256 } = file;
     let meta = tokio::fs::metadata(&path).await.map_err(|e| Error::io("open", &path, e))?;
     if !meta.is_file() {
         return Err(Error::usage(format!("{} is not a regular file", path.display())));
@@ -480,14 +493,23 @@ async fn check_file(file: SendFile) -> Result<Job, Error> {
     if name.is_empty() || name.len() > proto::wire::MAX_NAME_LEN {
         return Err(Error::usage(format!("{}: the name to send must be 1 to 255 bytes", path.display())));
     }
-    Ok(Job { path, name, size: meta.len() })
+    Ok(Job { path, name, size: meta.len(), sha256 })
 }
 
 /// Opens and hashes a file: SHA-256, size and modification time. Checks `cancel`
-/// between blocks, since a blocking task cannot be aborted from outside.
-fn hash_file(idx: usize, path: &Path, cancel: &CancellationToken) -> io::Result<Prepared> {
+/// between blocks, since a blocking task cannot be aborted from outside. A file
+/// whose hash is `known` is only opened.
+fn hash_file(idx: usize, path: &Path, known: Option<[u8; 32]>, cancel: &CancellationToken) -> io::Result<Prepared> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok());
+    if let Some(sha256) = known {
+        return Ok(Prepared { idx, file: Arc::new(file), sha256, size: meta.len(), modified_ms });
+    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -502,11 +524,6 @@ fn hash_file(idx: usize, path: &Path, cancel: &CancellationToken) -> io::Result<
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    let modified_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok());
     Ok(Prepared { idx, file: Arc::new(file), sha256: hasher.finalize().into(), size, modified_ms })
 }
 
@@ -603,9 +620,9 @@ impl Engine {
         {
             let idx = self.next_job;
             self.next_job += 1;
-            let path = self.jobs[idx].path.clone();
+            let (path, known) = (self.jobs[idx].path.clone(), self.jobs[idx].sha256);
             let cancel = self.hashing.clone();
-            self.preparing.spawn_blocking(move || (idx, hash_file(idx, &path, &cancel)));
+            self.preparing.spawn_blocking(move || (idx, hash_file(idx, &path, known, &cancel)));
         }
     }
 

@@ -38,10 +38,11 @@ pub enum Case {
     PacketLimited,
     Oversize,
     KillRestart,
+    Stdin,
 }
 
 impl Case {
-    pub const ALL: [Case; 9] = [
+    pub const ALL: [Case; 10] = [
         Case::OneMiB,
         Case::TwentyMiB,
         Case::TwoHundredMiB,
@@ -51,6 +52,7 @@ impl Case {
         Case::PacketLimited,
         Case::Oversize,
         Case::KillRestart,
+        Case::Stdin,
     ];
 
     /// The name on the command line (`--cases`) and in topic prefixes.
@@ -65,6 +67,7 @@ impl Case {
             Case::PacketLimited => "packet-limited",
             Case::Oversize => "oversize",
             Case::KillRestart => "kill-restart",
+            Case::Stdin => "stdin",
         }
     }
 
@@ -80,6 +83,7 @@ impl Case {
             Case::PacketLimited => "20 MiB, `--chunk-size auto`, broker limited to 128 KiB",
             Case::Oversize => "(probe) 20 MiB in 256 KiB chunks, broker limited to 128 KiB",
             Case::KillRestart => "200 MiB, receiver killed (SIGKILL) mid-transfer and restarted",
+            Case::Stdin => "20 MiB piped into `send - --name`",
         }
     }
 
@@ -163,6 +167,7 @@ pub fn run(case: Case, ctx: &Ctx<'_>) -> Outcome {
         Case::SmallFiles => small_files(ctx),
         Case::Oversize => oversize(ctx),
         Case::KillRestart => kill_restart(ctx),
+        Case::Stdin => piped(ctx, &ctx.files.twenty),
     };
     // The chunk size is news only where the broker's limit chose it.
     let outcome = outcome.map(|m| Measured { chunk_size: m.chunk_size.filter(|_| case.limited()), ..m });
@@ -313,6 +318,34 @@ fn single(ctx: &Ctx<'_>, file: &Path) -> Outcome {
     let mut tx = sender(ctx, &[file.to_owned()], 1);
     let wait = transfer_wait(size_of(file));
     expect_exit("mqft send", &mut tx, wait, 0)?;
+    expect_exit("mqft receive --once", &mut rx, wait, 0)?;
+    let mut m = Measured { secs: started.elapsed().as_secs_f64(), ..Measured::default() };
+    same_files(&[file.to_owned()], &out)?;
+    account(&mut m, &tx, &[&rx]);
+    Ok(m)
+}
+
+/// One file through a pipe: `cat FILE | mqft send - --name NAME`, one receiver.
+fn piped(ctx: &Ctx<'_>, file: &Path) -> Outcome {
+    let out = ctx.work.join("out");
+    let mut rx = receiver(ctx, "rx", &out, true)?;
+    let started = Instant::now();
+    let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut send = mqft(ctx, ctx.port, "send");
+    send.args(["--timeout", &SEND_TIMEOUT_SECS.to_string(), "-n", "1", "--name", &name, "-"]);
+    // `sh -c 'cat "$0" | "$@"' FILE mqft send ...`: standard input is a pipe, and
+    // the exit status is mqft's.
+    let mut command = Command::new("sh");
+    command.arg("-c").arg("cat \"$0\" | \"$@\"").arg(file).arg(send.get_program()).args(send.get_args());
+    for (var, value) in send.get_envs() {
+        match value {
+            Some(v) => command.env(var, v),
+            None => command.env_remove(var),
+        };
+    }
+    let mut tx = Process::spawn(&mut command);
+    let wait = transfer_wait(size_of(file));
+    expect_exit("cat | mqft send -", &mut tx, wait, 0)?;
     expect_exit("mqft receive --once", &mut rx, wait, 0)?;
     let mut m = Measured { secs: started.elapsed().as_secs_f64(), ..Measured::default() };
     same_files(&[file.to_owned()], &out)?;

@@ -34,7 +34,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: brokers [--out FILE] [--brokers mosquitto,rumqttd,nats,rabbitmq] \
-                     [--cases 1m,20m,200m,two-receivers,late-receiver,small-files,packet-limited,kill-restart] \
+                     [--cases 1m,20m,200m,two-receivers,late-receiver,small-files,packet-limited,kill-restart,stdin] \
                      [--no-cluster] [--mqft PATH] [--work DIR]";
 
 fn parse_args() -> Result<Args, String> {

@@ -1,0 +1,142 @@
+//! `send -`: a stream of unknown size (standard input) spooled to a private file.
+//!
+//! The wire (version 3) puts the file's size and SHA-256 in the manifest, before
+//! the first chunk: receivers check the size against their limits and free space
+//! before they accept, and a resumed or repaired transfer is known to be the same
+//! bytes by its digest. A stream's size and digest are known only at its end, so
+//! it cannot be sent as it is read. It is copied to a file first, hashed as it is
+//! written (one pass), and then sent as any file is, with the digest already known
+//! ([`crate::SendFile::with_sha256`]), so it is read once more, for its chunks only.
+//!
+//! The cost is disk, not memory: the spool holds the whole stream once, memory holds
+//! one buffer ([`BUF`]) whatever the size. A wire that carried the digest at the end
+//! (the "v2" of issue 11) would let chunks go out as they are read, with no spool
+//! and no wait for the end of the input, at the price of receivers that accept a
+//! file of unknown size and learn whether it is intact only at its end.
+//!
+//! The spool is a file created exclusively with mode 0600 in a directory of its
+//! own, mode 0700 under a random name (`.mqft-stdin-XXXXXX/NAME`), in `$TMPDIR` (or
+//! the directory given): the file carries the name it is sent under, so that
+//! progress and events read `dir.tar`, and nobody else can open or replace it.
+//! Both are removed when the [`Spool`] is dropped: after the send, after a refused or failed one, and on
+//! an interrupted one as long as the program unwinds (the CLI turns Ctrl-C and
+//! SIGTERM into a clean return for that). Only a kill that no program can catch
+//! (SIGKILL, a power cut) leaves it behind.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::SendFile;
+
+/// The copy's buffer: all the memory a spool takes, whatever the stream's size.
+pub const BUF: usize = 1 << 20;
+
+/// A private spool file; dropping it removes the file and its directory.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    /// Dropped after `path`'s owner is done: removes the directory and the file.
+    _dir: tempfile::TempDir,
+}
+
+/// What a stream held: its size and SHA-256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Spooled {
+    /// Bytes read.
+    pub size: u64,
+    /// Their SHA-256.
+    pub sha256: [u8; 32],
+}
+
+impl Spool {
+    /// A new empty spool in `dir` (default: `$TMPDIR`, else `/tmp`) for a stream to
+    /// be sent as `name`, and the file to write it through ([`fill`]). The spool is
+    /// owned apart from the handle so that a caller can drop it, removing the file,
+    /// while a thread still blocks on the stream.
+    pub fn create(dir: Option<&Path>, name: &str) -> io::Result<(Spool, File)> {
+        let dir = dir.map_or_else(std::env::temp_dir, Path::to_owned);
+        // A random name, created exclusively; 0700 so that nobody else can list,
+        // open or replace what is in it (tempfile's default follows the umask).
+        let tmp = tempfile::Builder::new()
+            .prefix(".mqft-stdin-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(dir)?;
+        // Only the last part of the name, and only for display: the name sent is
+        // `name` itself, which receivers sanitize.
+        let base = name.rsplit('/').find(|p| !p.is_empty() && *p != "." && *p != "..").unwrap_or("stdin");
+        let path = tmp.path().join(base);
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        Ok((Spool { path, _dir: tmp }, file))
+    }
+
+    /// Where the spool is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The spool as a file to send under `name`, with the digest [`fill`] found.
+    pub fn send_file(&self, name: impl Into<String>, spooled: Spooled) -> SendFile {
+        SendFile::named(self.path.clone(), name).with_sha256(spooled.sha256)
+    }
+}
+
+/// Copies `reader` to its end into `file`, hashing as it goes; blocking. An
+/// interrupted read is retried; any other error ends the copy.
+pub fn fill(mut reader: impl Read, mut file: File) -> io::Result<Spooled> {
+    let mut buf = vec![0u8; BUF];
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        file.write_all(&buf[..n])?;
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    file.flush()?;
+    Ok(Spooled { size, sha256: hasher.finalize().into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_without_a_last_part_spools_as_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["..", "a/", "/", "./."] {
+            let (spool, _) = Spool::create(Some(dir.path()), name).unwrap();
+            assert_eq!(spool.path().file_name().unwrap(), if name == "a/" { "a" } else { "stdin" });
+        }
+    }
+
+    #[test]
+    fn a_spool_is_private_hashed_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, file) = Spool::create(Some(dir.path()), "backup/x.tar").unwrap();
+        let path = spool.path().to_owned();
+        assert_eq!(path.file_name().unwrap(), "x.tar");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let parent = path.parent().unwrap();
+        assert_eq!(std::fs::metadata(parent).unwrap().permissions().mode() & 0o777, 0o700);
+        let data: Vec<u8> = (0..3 * BUF + 17).map(|i| (i * 7 % 251) as u8).collect();
+        let got = fill(&data[..], file).unwrap();
+        assert_eq!(got.size, data.len() as u64);
+        assert_eq!(got.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(std::fs::read(&path).unwrap(), data);
+        let f = spool.send_file("x.tar", got);
+        assert_eq!((f.name.as_deref(), f.sha256), (Some("x.tar"), Some(got.sha256)));
+        drop(spool);
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
