@@ -22,6 +22,7 @@ mod integrity;
 mod links;
 mod many;
 mod names;
+mod pool;
 mod receivers;
 mod secrets;
 mod send_concurrency;
