@@ -192,7 +192,9 @@ fn members_that_start_after_the_offer_take_it_once_not_from_the_retained_copy() 
     let broker = Broker::start();
     let src = tempfile::tempdir().unwrap();
     let file = random_file(src.path(), "early.bin", 300_000, 13_301);
-    let sender = send(broker.port(), std::slice::from_ref(&file), &[]);
+    // 100 kB/s: the file takes 3 s, so that it is still being sent (and its
+    // manifest still retained) while the later members subscribe.
+    let sender = send(broker.port(), std::slice::from_ref(&file), &["--rate", "100k", "--chunk-size", "16k"]);
     assert!(
         wait_until(WAIT, || sender.stdout().contains("\"event\":\"started\"")),
         "the send never started\n{}",
