@@ -80,7 +80,14 @@ fn three_members_take_sixty_files_from_two_senders_each_exactly_once() {
         .enumerate()
         .map(|(s, sender)| {
             (0..30u64)
-                .map(|i| random_file(src.path(), &format!("{sender}-{i:02}.bin"), 20_000 + i * 1_337, 13_000 + s as u64 * 100 + i))
+                .map(|i| {
+                    random_file(
+                        src.path(),
+                        &format!("{sender}-{i:02}.bin"),
+                        20_000 + i * 1_337,
+                        13_000 + s as u64 * 100 + i,
+                    )
+                })
                 .collect()
         })
         .collect();

@@ -681,7 +681,9 @@ impl Engine {
             }
             // A pool member takes offers from live publications only: the broker
             // may hand it a transfer's retained manifest that another member took.
-            ConnEvent::Message { topic, retain: true, .. } if self.opts.pool.is_some() && topic.ends_with("/manifest") => {
+            ConnEvent::Message { topic, retain: true, .. }
+                if self.opts.pool.is_some() && topic.ends_with("/manifest") =>
+            {
                 debug!(topic, "pool: a retained manifest ignored");
             }
             ConnEvent::Message { topic, payload, .. } => self.on_message(&topic, payload).await,
