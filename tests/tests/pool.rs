@@ -219,3 +219,17 @@ fn members_that_start_after_the_offer_take_it_once_not_from_the_retained_copy() 
     let at = dirs.iter().map(|d| d.join("early.bin")).find(|p| p.exists()).unwrap();
     assert!(files_equal(&file, &at));
 }
+
+#[test]
+fn a_pool_name_that_would_change_the_filter_is_a_usage_error() {
+    let out = tempfile::tempdir().unwrap();
+    for bad in ["a/b", "+", "#", "Upper", ""] {
+        let mut command = mqft(["receive", "--pool", bad, "--out"]);
+        // Nothing listens on port 1: a name that passed would fail to connect (exit 3).
+        command.arg(out.path()).args(["-h", "127.0.0.1", "-p", "1"]);
+        let output = Process::spawn(&mut command).finish_within(WAIT);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {}", show(&output));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--pool"), "{bad:?}: {}", show(&output));
+    }
+    assert!(received(out.path()).is_empty() && !out.path().join(".mqft").exists(), "nothing created");
+}

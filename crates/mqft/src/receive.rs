@@ -12,7 +12,9 @@
 //! or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
 //! `.part` file in the state folder and a subscription to `<prefix>/<id>/chunk/+`, dropped when
-//! the transfer ends.
+//! the transfer ends. A member of a receiver pool ([`ReceiveOptions::pool`]) subscribes
+//! the manifests as `$share/<pool>/<prefix>/+/manifest` instead, so that each offer
+//! reaches one member (see [`pool`]).
 //!
 //! # Files in the output directory, and the state folder
 //! The output directory `out` gets the received files (with
@@ -113,7 +115,8 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct ReceiveOptions {
     /// This receiver's name in ack topics. By default `<host>-<6 hex>`, the hex
     /// from a hash of the canonical output directory: unique per host and
-    /// directory, the same after a restart (see [`default_receiver_id`]).
+    /// directory, the same after a restart (see [`default_receiver_id`]). A pool
+    /// member's default adds 8 hex digits of its own ([`pool::member_id`]).
     pub receiver_id: Option<ReceiverId>,
     /// The prefixes to receive under, each possibly with `+` levels
     /// (`site/+/cams`); empty for the configuration's one prefix. Each transfer is
@@ -382,6 +385,10 @@ async fn run(
     events: Events<ReceiveEvent>,
     cancel: CancellationToken,
 ) -> Result<ReceiveReport, Error> {
+    // Before anything is created: a `/` or `+` in it would change the filter.
+    if let Some(name) = &opts.pool {
+        pool::check_pool_name(name).map_err(Error::usage)?;
+    }
     let meta = tokio::fs::metadata(&dir).await.map_err(|e| Error::io("open", &dir, e))?;
     if !meta.is_dir() {
         return Err(Error::usage(format!("{} is not a directory", dir.display())));
@@ -392,15 +399,13 @@ async fn run(
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let state = local::open_state(&dir, &opts).await?;
     local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
-    if let Some(name) = &opts.pool {
-        pool::check_pool_name(name).map_err(Error::usage)?;
-    }
     let rid = opts.receiver_id.clone().unwrap_or_else(|| match opts.pool {
         Some(_) => pool::member_id(&dir),
         None => default_receiver_id(&dir),
     });
     // Stable across restarts, so the broker keeps the session; the directory is part
-    // of it so that two receivers on one host do not take each other's session.
+    // of it so that two receivers on one host do not take each other's session. A
+    // pool member's receiver id is its own, and so is this.
     let client_id = cfg.client_id.clone().unwrap_or_else(|| {
         let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
