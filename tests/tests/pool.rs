@@ -233,3 +233,42 @@ fn a_pool_name_that_would_change_the_filter_is_a_usage_error() {
     }
     assert!(received(out.path()).is_empty() && !out.path().join(".mqft").exists(), "nothing created");
 }
+
+#[test]
+fn a_member_killed_mid_file_into_its_own_directory_is_replaced_and_the_file_starts_over() {
+    let broker = Broker::start();
+    let src = tempfile::tempdir().unwrap();
+    let big = random_file(src.path(), "big.bin", 16_000_000, 13_401);
+    // Three members, each into its own directory: nothing to resume from.
+    let outs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut members: Vec<Process> = outs.iter().map(|o| member(broker.port(), o.path())).collect();
+    subscribed(&broker, 3);
+
+    let sender = send(broker.port(), std::slice::from_ref(&big), &["--rate", "4M"]);
+    let mut taker = None;
+    // Killed once it has written some of the file.
+    assert!(
+        wait_until(WAIT, || {
+            taker = members.iter().position(|m| {
+                m.stdout().lines().any(|l| l.contains("\"event\":\"progress\"") && !l.contains("\"bytes\":0,"))
+            });
+            taker.is_some()
+        }),
+        "no member made progress\n{}",
+        sender.stderr()
+    );
+    let taker = taker.unwrap();
+    members[taker].kill();
+    assert!(!sender.stdout().contains("\"event\":\"finished\""), "killed after the file finished: too late to test");
+
+    let output = sender.finish_within(WAIT);
+    assert!(output.status.success(), "{}", show(&output));
+    let dirs: Vec<&Path> = outs.iter().map(|o| o.path()).collect();
+    assert_eq!(copies(&dirs), BTreeMap::from([("big.bin".to_owned(), 1)]), "once, and not in the dead member's");
+    assert!(received(dirs[taker]).is_empty(), "the dead member stored nothing");
+    let at = dirs.iter().map(|d| d.join("big.bin")).find(|p| p.exists()).unwrap();
+    assert!(files_equal(&big, &at), "the file arrived whole");
+    let resumer = members.iter().map(Process::stdout).find(|s| s.contains("\"event\":\"completed\"")).unwrap();
+    let accepted = resumer.lines().find(|l| l.contains("\"event\":\"accepted\"")).unwrap();
+    assert!(accepted.contains("\"resumed_bytes\":0,"), "started over: {accepted}");
+}
