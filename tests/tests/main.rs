@@ -23,6 +23,7 @@ mod links;
 mod many;
 mod names;
 mod nudge;
+mod pool;
 mod receivers;
 mod secrets;
 mod send_concurrency;

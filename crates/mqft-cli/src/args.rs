@@ -364,6 +364,12 @@ pub struct ReceiveArgs {
     /// or off (also 0) to keep them.
     #[arg(long, value_name = "AGE", default_value = "3d", value_parser = parse_age)]
     pub prune_after: Age,
+    /// Share the offers under the prefix with the other receivers started with
+    /// the same --pool NAME (an MQTT shared subscription): each file is taken
+    /// by one member, and a member that dies mid-file is replaced by another.
+    /// Members may share one --out (a takeover then resumes the partial file).
+    #[arg(long, value_name = "NAME")]
+    pub pool: Option<String>,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -569,6 +575,10 @@ impl ReceiveArgs {
         opts.state_dir.clone_from(&self.state_dir);
         opts.forget_after = self.forget_after.0;
         opts.prune_after = self.prune_after.0;
+        if let Some(name) = &self.pool {
+            mqft::receive::pool::check_pool_name(name).map_err(|e| usage(format!("--pool: {e}")))?;
+            opts.pool = Some(name.clone());
+        }
         Ok(opts)
     }
 

@@ -900,12 +900,22 @@ impl Sender {
         peer.answered = true;
         self.peers.insert(from.clone(), peer);
         self.to_send.union_with(&lacks);
+        let lacks = !lacks.is_empty();
         self.events.push_back(SenderEvent::ReceiverJoined { receiver: from.clone(), held });
         match self.phase {
             // Start at once when everyone is here, else after a short grace.
             Phase::Joining { .. } | Phase::AwaitingJoins if !self.needs_joins() => self.phase = Phase::Sending,
             Phase::Joining { gather: None } => self.phase = Phase::Joining { gather: Some(now + self.cfg.join_grace) },
             Phase::AwaitingJoins => self.phase = Phase::Sending,
+            // A drain waits for every active receiver, and one that died (a pool
+            // member killed mid-transfer, whose offer went to another member) keeps
+            // it waiting until it is declared lost, a minute later. The joiner's
+            // lacks need no answer from anyone: send them now; whoever has not
+            // answered is asked again at the next end of round.
+            Phase::Draining { .. } if lacks => {
+                self.blocked_since = None;
+                self.phase = Phase::Sending;
+            }
             _ => {}
         }
     }
@@ -1513,5 +1523,40 @@ mod tests {
             _ => Vec::new(),
         });
         assert_failed_once(&mut tx, &out, r0, r1);
+    }
+
+    /// A receiver that dies mid-transfer leaves a drain waiting for it until it is
+    /// declared lost. Another that joins meanwhile (a pool member given the
+    /// manifest published again for the quiet one) gets what it lacks at once, and
+    /// its `Complete` finishes a count-of-one transfer without that wait.
+    #[test]
+    fn a_receiver_joining_a_drain_stuck_on_a_dead_one_is_served_at_once() {
+        let now = Instant::now();
+        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let mut tx = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+        let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+        tx.handle_ack(&rid("dead"), &ready, now).unwrap();
+        let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
+        assert_eq!(sent.iter().filter(|t| matches!(t.payload, Payload::Chunk(_))).count(), 3);
+        assert!(matches!(sent.last().and_then(ctl), Some(Ctl::EndRound { .. })), "draining");
+        // "dead" never answers. Quiet past rto, the manifest goes out again...
+        let later = now + Duration::from_millis(1500);
+        tx.handle_timeout(later);
+        let again: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(later)).collect();
+        assert!(again.iter().any(is_manifest), "the manifest is published again for a quiet receiver");
+        // ...and "next" answers it holding chunk 0 (from a shared partial file).
+        let held: RangeSet = [0u32].into_iter().collect();
+        tx.handle_ack(&rid("next"), &Ack::Ready { run: 7, held }.encode(), later).unwrap();
+        let resent: Vec<u32> = std::iter::from_fn(|| tx.poll_transmit(later))
+            .filter_map(|t| match t.payload {
+                Payload::Chunk(c) => Some(c.index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resent, [1, 2], "what the joiner lacks goes out without waiting for the dead one");
+        tx.handle_ack(&rid("next"), &Ack::Complete { sha256: [1; 32] }.encode(), later).unwrap();
+        assert!(tx.is_done());
+        let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
+        assert_eq!(events.last(), Some(&SenderEvent::Finished), "{events:?}");
     }
 }

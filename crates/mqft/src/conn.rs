@@ -134,8 +134,9 @@ pub(crate) enum ConnEvent {
     /// Connected (again): the CONNACK's numbers.
     Up(ConnAckInfo),
     /// A message arrived. `_budget` holds its share of the budget until the
-    /// engine drops the event.
-    Message { topic: String, payload: Bytes, _budget: Charge },
+    /// engine drops the event. `retain`: a retained message handed to a new
+    /// subscription, not a live publication.
+    Message { topic: String, payload: Bytes, retain: bool, _budget: Charge },
     /// The connection failed or broke; the poll task retries after a backoff.
     Down(Failure),
 }
@@ -625,7 +626,7 @@ async fn poll_loop(
             }
             // Once the engine reads no more, incoming publishes stay unacked.
             Ok(Some(Incoming::Publish { .. })) if closing.is_cancelled() => continue,
-            Ok(Some(Incoming::Publish { topic, payload, qos, ack })) => {
+            Ok(Some(Incoming::Publish { topic, payload, qos, ack, retain })) => {
                 let cost = topic.len() + payload.len() + MESSAGE_OVERHEAD;
                 let charge = admit(&acks.budget, cost, qos);
                 if let Some(pkid) = ack {
@@ -642,7 +643,7 @@ async fn poll_loop(
                     debug!(%topic, dropped, "receive budget spent: message dropped");
                     continue;
                 };
-                ConnEvent::Message { topic, payload, _budget: charge }
+                ConnEvent::Message { topic, payload, retain, _budget: charge }
             }
             Ok(Some(Incoming::DisconnectSent)) => {
                 disconnecting = true;

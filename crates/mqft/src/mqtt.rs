@@ -61,7 +61,8 @@ pub(crate) enum Incoming {
     /// rumqttc did not ack (see [`EventLoop::set_auto_ack`]): the caller must ack
     /// it, in the order received.
     /// A topic that is not UTF-8 comes as an empty one (it matches nothing).
-    Publish { topic: String, payload: Bytes, qos: Qos, ack: Option<u16> },
+    /// `retain` is set on a retained message the broker hands a new subscription.
+    Publish { topic: String, payload: Bytes, qos: Qos, ack: Option<u16>, retain: bool },
     /// One of our QoS 1 publishes was written to the connection (a new one, or
     /// one sent again after a reconnect): the broker owes its PUBACK.
     PublishSent,
@@ -360,7 +361,7 @@ impl EventLoop {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let qos = if p.qos == rumqttc::QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce };
                         let ack = (qos == Qos::AtLeastOnce && !*acked).then_some(p.pkid);
-                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, qos, ack }))
+                        Ok(Some(Incoming::Publish { topic: p.topic, payload: p.payload, qos, ack, retain: p.retain }))
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => Ok(Some(Incoming::PubAck)),
                     Ok(Event::Incoming(Packet::SubAck(_) | Packet::UnsubAck(_))) => Ok(Some(Incoming::SubAck)),
@@ -405,7 +406,7 @@ impl EventLoop {
                         let topic = String::from_utf8(p.topic.to_vec()).unwrap_or_default();
                         let qos = if p.qos == QoS5::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce };
                         let ack = (qos == Qos::AtLeastOnce && !*acked).then_some(p.pkid);
-                        Ok(Some(Incoming::Publish { topic, payload: p.payload, qos, ack }))
+                        Ok(Some(Incoming::Publish { topic, payload: p.payload, qos, ack, retain: p.retain }))
                     }
                     // With an error reason too: the broker has decided, and sending
                     // the publish again would not change its mind.

@@ -12,7 +12,9 @@
 //! or accept it. Every refusal comes
 //! before anything is written. An accepted transfer gets a [`proto::Receiver`], a
 //! `.part` file in the state folder and a subscription to `<prefix>/<id>/chunk/+`, dropped when
-//! the transfer ends.
+//! the transfer ends. A member of a receiver pool ([`ReceiveOptions::pool`]) subscribes
+//! the manifests as `$share/<pool>/<prefix>/+/manifest` instead, so that each offer
+//! reaches one member (see [`pool`]).
 //!
 //! # Files in the output directory, and the state folder
 //! The output directory `out` gets the received files (with
@@ -73,6 +75,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 mod local;
+pub mod pool;
 
 pub use crate::store::STATE_DIR_NAME;
 
@@ -112,7 +115,8 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct ReceiveOptions {
     /// This receiver's name in ack topics. By default `<host>-<6 hex>`, the hex
     /// from a hash of the canonical output directory: unique per host and
-    /// directory, the same after a restart (see [`default_receiver_id`]).
+    /// directory, the same after a restart (see [`default_receiver_id`]). A pool
+    /// member's default adds 8 hex digits of its own ([`pool::member_id`]).
     pub receiver_id: Option<ReceiverId>,
     /// The prefixes to receive under, each possibly with `+` levels
     /// (`site/+/cams`); empty for the configuration's one prefix. Each transfer is
@@ -170,6 +174,10 @@ pub struct ReceiveOptions {
     /// logging each; `None` keeps them. Transfers open in this receive are
     /// never removed.
     pub prune_after: Option<Duration>,
+    /// Share the offers under the prefixes with the other receivers of this pool
+    /// (`--pool NAME`): each transfer is taken by one member. See [`pool`]; the
+    /// name is checked by [`pool::check_pool_name`].
+    pub pool: Option<String>,
 }
 
 impl Default for ReceiveOptions {
@@ -194,6 +202,7 @@ impl Default for ReceiveOptions {
             state_dir: None,
             forget_after: Some(DEFAULT_FORGET_AFTER),
             prune_after: Some(DEFAULT_PRUNE_AFTER),
+            pool: None,
         }
     }
 }
@@ -376,6 +385,10 @@ async fn run(
     events: Events<ReceiveEvent>,
     cancel: CancellationToken,
 ) -> Result<ReceiveReport, Error> {
+    // Before anything is created: a `/` or `+` in it would change the filter.
+    if let Some(name) = &opts.pool {
+        pool::check_pool_name(name).map_err(Error::usage)?;
+    }
     let meta = tokio::fs::metadata(&dir).await.map_err(|e| Error::io("open", &dir, e))?;
     if !meta.is_dir() {
         return Err(Error::usage(format!("{} is not a directory", dir.display())));
@@ -386,9 +399,13 @@ async fn run(
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let state = local::open_state(&dir, &opts).await?;
     local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
-    let rid = opts.receiver_id.clone().unwrap_or_else(|| default_receiver_id(&dir));
+    let rid = opts.receiver_id.clone().unwrap_or_else(|| match opts.pool {
+        Some(_) => pool::member_id(&dir),
+        None => default_receiver_id(&dir),
+    });
     // Stable across restarts, so the broker keeps the session; the directory is part
-    // of it so that two receivers on one host do not take each other's session.
+    // of it so that two receivers on one host do not take each other's session. A
+    // pool member's receiver id is its own, and so is this.
     let client_id = cfg.client_id.clone().unwrap_or_else(|| {
         let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
@@ -397,7 +414,11 @@ async fn run(
     // Chunks may be as large as the protocol allows: a smaller limit would make an
     // MQTT 5 broker drop them silently.
     let max_incoming = proto::wire::MAX_CHUNK_SIZE + config::PACKET_OVERHEAD;
-    let mqtt_opts = conn::options(&cfg, client_id, true, max_incoming, config::PACKET_OVERHEAD);
+    // A pool member's session must die with it: Mosquitto keeps handing a
+    // persistent session its share of a shared subscription's messages while the
+    // member is gone, and those offers would wait there unread.
+    let persistent = opts.pool.is_none();
+    let mqtt_opts = conn::options(&cfg, client_id, persistent, max_incoming, config::PACKET_OVERHEAD);
     let mut conn = Connection::open(&cfg, &mqtt_opts)?;
     let info = conn.wait_up(&cancel).await?;
     // Unlimited unless asked for: a receiver rides out a broker's restart.
@@ -410,13 +431,20 @@ async fn run(
     let mut limits = proto::Limits::default();
     limits.max_concurrent = opts.max_concurrent;
     limits.max_size = opts.max_size;
-    limits.queue = opts.queue;
+    // A pool member that holds an offer in its queue would take it later, while
+    // the sender offers it again to the others: it refuses it for now instead
+    // (QueueFull), and the sender's next offer goes to another member.
+    limits.queue = if opts.pool.is_some() { 0 } else { opts.queue };
     limits.queue_bytes = opts.queue_bytes;
     let endpoint = ReceiverEndpoint::with_patterns(patterns, rid.clone(), limits);
     // Only the patterns the endpoint kept: one covered by another would have the
     // broker deliver its messages twice.
     for pattern in endpoint.patterns() {
-        conn.out.subscribe(pattern.manifest_filter());
+        let manifests = pattern.manifest_filter();
+        conn.out.subscribe(match &opts.pool {
+            Some(name) => pool::shared_filter(name, &manifests),
+            None => manifests,
+        });
         conn.out.subscribe(pattern.ctl_filter());
     }
     // The replay memory of signed transfers lives in the state folder.
@@ -655,6 +683,13 @@ impl Engine {
                 };
                 info!(%reason, "connection lost");
                 self.events.emit(ReceiveEvent::Disconnected { reason });
+            }
+            // A pool member takes offers from live publications only: the broker
+            // may hand it a transfer's retained manifest that another member took.
+            ConnEvent::Message { topic, retain: true, .. }
+                if self.opts.pool.is_some() && topic.ends_with("/manifest") =>
+            {
+                debug!(topic, "pool: a retained manifest ignored");
             }
             ConnEvent::Message { topic, payload, .. } => self.on_message(&topic, payload).await,
         }

@@ -126,9 +126,9 @@ pub(crate) struct StateDir {
     /// `lock` in the state folder, held (`flock`) while this receiver runs, so
     /// that a second receiver can tell it shares the folder.
     _lock: File,
-    /// Another receiver held the lock at start. Sharing works, but each
-    /// receiver rewrites the completed log from what it knows, so records the
-    /// other appended since its start may be lost (those files are then refused
+    /// Another receiver held the lock at start. Sharing works: each rewrite of
+    /// the completed log merges what the other appended first, so only a record
+    /// appended during the rewrite itself can be lost (that file is then refused
     /// as existing, never confirmed unchecked).
     pub shared: bool,
 }

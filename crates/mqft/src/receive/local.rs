@@ -56,7 +56,9 @@ pub(super) async fn open_state(dir: &Path, opts: &ReceiveOptions) -> Result<Arc<
     let root = opts.state_dir.clone().unwrap_or_else(|| dir.join(store::STATE_DIR_NAME));
     let state = opened.map_err(|e| Error::io("open the state folder", &root, e))?;
     info!(state = %state.root.display(), completed = state.completed_count(), "state folder open");
-    if state.shared {
+    // Pool members share a folder on purpose (a member that takes over a transfer
+    // resumes its `.part`).
+    if state.shared && opts.pool.is_none() {
         warn!(
             state = %state.root.display(),
             "another receiver is using this state folder: each may forget files the other received \

@@ -94,6 +94,9 @@ pub(crate) struct Completed {
     /// Records in the file, live or not.
     records: usize,
     forget_after: Option<Duration>,
+    /// The latest time (Unix seconds) this store was told of: what a record that
+    /// another receiver appended is judged expired against when merged.
+    clock: u64,
 }
 
 impl Completed {
@@ -110,10 +113,11 @@ impl Completed {
             remove_stale_temporaries(dir);
         }
         let (entries, mut loaded) = load(&path)?;
-        let mut store = Completed { path, tmp, dir: dir.to_owned(), entries, records: 0, forget_after };
+        let mut store = Completed { path, tmp, dir: dir.to_owned(), entries, records: 0, forget_after, clock: now };
         loaded.forgotten = store.drop_expired(now);
         loaded.live = store.entries.len();
-        store.compact()?;
+        // Just loaded: nothing to merge.
+        store.rewrite(false)?;
         Ok((store, loaded))
     }
 
@@ -129,6 +133,7 @@ impl Completed {
     /// append fails (this run still knows; the error says the next may not).
     pub fn put(&mut self, entry: Entry) -> io::Result<()> {
         let record = encode(&entry)?;
+        self.clock = self.clock.max(entry.at);
         self.entries.insert(entry.key(), entry);
         // O_NOFOLLOW: a symlink swapped in at the log's name is not written
         // through; it fails the append, and the next rewrite replaces it.
@@ -155,6 +160,7 @@ impl Completed {
     }
 
     fn drop_expired(&mut self, now: u64) -> usize {
+        self.clock = self.clock.max(now);
         let Some(age) = self.forget_after else { return 0 };
         let before = self.entries.len();
         let oldest = now.saturating_sub(age.as_secs());
@@ -170,10 +176,25 @@ impl Completed {
         Ok(())
     }
 
+    /// Rewrites the log with the live entries, after merging those that other
+    /// receivers sharing the folder appended (pool members do on purpose).
+    fn compact(&mut self) -> io::Result<()> {
+        self.rewrite(true)
+    }
+
     /// Rewrites the log with the live entries only: a new temporary file
     /// (created exclusively), fsync, rename over the log, directory fsync. A
     /// crash at any point leaves the old log or the new one, whole.
-    fn compact(&mut self) -> io::Result<()> {
+    ///
+    /// With `merge`, the log is read first and the records this store does not
+    /// know (or knows older) are kept, unless expired: another receiver sharing
+    /// the folder appended them since this one loaded it. Only a record appended
+    /// between this read and the rename (the rewrite's own few milliseconds) can
+    /// still be lost, and then costs a refusal as existing, never a wrong answer.
+    fn rewrite(&mut self, merge: bool) -> io::Result<()> {
+        if merge {
+            self.merge_from_disk();
+        }
         let f = create_exclusive(&self.tmp)?;
         let mut w = BufWriter::new(f);
         w.write_all(&LOG_MAGIC)?;
@@ -187,6 +208,27 @@ impl Completed {
         File::open(&self.dir)?.sync_all()?;
         self.records = self.entries.len();
         Ok(())
+    }
+}
+
+impl Completed {
+    /// Takes into the map the log's records that are newer than what the map
+    /// holds for their key and not expired. A log that cannot be read adds
+    /// nothing: the rewrite goes on with what this store knows, as before.
+    fn merge_from_disk(&mut self) {
+        let Ok((disk, _)) = load(&self.path) else { return };
+        let oldest = self.forget_after.map(|age| self.clock.saturating_sub(age.as_secs()));
+        for (key, e) in disk {
+            if oldest.is_some_and(|oldest| e.at < oldest) {
+                continue;
+            }
+            match self.entries.get(&key) {
+                Some(ours) if ours.at >= e.at => {}
+                _ => {
+                    self.entries.insert(key, e);
+                }
+            }
+        }
     }
 }
 
@@ -392,5 +434,30 @@ mod tests {
         s.put(entry(1, 1)).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(!fs::symlink_metadata(dir.path().join("completed.log")).unwrap().is_symlink());
+    }
+
+    /// Two receivers on one folder (pool members): each one's rewrite keeps the
+    /// records the other appended since it loaded the log, and what one forgot
+    /// as expired is not brought back from the disk.
+    #[test]
+    fn a_rewrite_keeps_what_another_receiver_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = Duration::from_secs(86_400);
+        let (mut a, _) = Completed::open(dir.path(), Some(day), 1_000_000, true).unwrap();
+        let (mut b, _) = Completed::open(dir.path(), Some(day), 1_000_000, true).unwrap();
+        a.put(entry(1, 1_000_000)).unwrap();
+        b.put(entry(2, 1_000_010)).unwrap();
+        // `a` compacts (as after many dead records) knowing only its own entry.
+        a.compact().unwrap();
+        assert!(a.get(&entry(2, 0).key()).is_some(), "b's record merged in");
+        drop((a, b));
+        let (s, loaded) = Completed::open(dir.path(), Some(day), 1_000_020, false).unwrap();
+        assert_eq!(loaded.live, 2);
+        assert!(s.get(&entry(1, 0).key()).is_some() && s.get(&entry(2, 0).key()).is_some());
+        // Forgotten as expired: not merged back from the log it is still in.
+        let (mut s, _) = Completed::open(dir.path(), Some(day), 1_000_020, false).unwrap();
+        assert_eq!(s.forget_expired(1_000_000 + 2 * 86_400).unwrap(), 2);
+        s.compact().unwrap();
+        assert_eq!(s.len(), 0);
     }
 }
