@@ -1,4 +1,4 @@
-//! Receiver pools ([`ReceiveOptions::pool`]): several receivers that share the
+//! Receiver pools ([`ReceiveOptions::pool`](super::ReceiveOptions::pool)): several receivers that share the
 //! offers of a prefix through an MQTT shared subscription, so that each transfer
 //! is taken by one of them.
 //!
