@@ -109,6 +109,9 @@ fn tar_piped_into_send_dash_arrives_as_the_archive() {
     )
     .finish_within(WAIT);
     assert_eq!(sent.status.code(), Some(0), "tar | mqft send -\n{}", show(&sent));
+    // The user sees what was sent, not where it was spooled.
+    let said = String::from_utf8_lossy(&sent.stderr);
+    assert!(said.contains("sent dir.tar (standard input)") && !said.contains(".mqft-stdin"), "{said}");
     let received = receiver.finish_within(WAIT);
     assert_eq!(received.status.code(), Some(0), "{}", show(&received));
 

@@ -255,6 +255,11 @@ async fn send(a: SendArgs) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let mut reporter = Reporter::new(a.output);
+    if spool.is_some() {
+        if let Some(file) = tree.files.first() {
+            reporter.stdin_spool(file.path.clone());
+        }
+    }
     reporter.connecting(&cfg.addr());
     let mut handle = Client::new(cfg).send(tree.files, opts);
     let interrupted = match spool {

@@ -6,7 +6,7 @@
 //! name cannot move the cursor or recolour the terminal.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -40,6 +40,9 @@ pub struct Reporter {
     /// Send: each file's size and the least any receiver held already, for the
     /// bytes this send really sent.
     sent: HashMap<TransferId, (u64, Option<u64>)>,
+    /// Send: the spool file of `send -`, shown as what it is (its name, from
+    /// standard input) rather than as a path under `$TMPDIR`.
+    stdin_spool: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,7 @@ impl Reporter {
             first_accepted: None,
             last_ended: None,
             sent: HashMap::new(),
+            stdin_spool: None,
         }
     }
 
@@ -155,6 +159,20 @@ impl Reporter {
         })
     }
 
+    /// `send -`: the file at `spool` is standard input; say so rather than show
+    /// where it was spooled.
+    pub fn stdin_spool(&mut self, spool: PathBuf) {
+        self.stdin_spool = Some(spool);
+    }
+
+    /// A sent file's path as the user knows it.
+    fn shown(&self, path: &Path) -> String {
+        match &self.stdin_spool {
+            Some(spool) if spool == path => format!("{} (standard input)", file_name(path)),
+            _ => display_path(path),
+        }
+    }
+
     pub fn send_event(&mut self, e: &SendEvent) {
         if matches!(e, SendEvent::Connected) {
             self.connected();
@@ -180,7 +198,7 @@ impl Reporter {
         match e {
             SendEvent::Started { path, transfer, size, .. } => {
                 let spinner = self.multi.add(ProgressBar::new_spinner());
-                spinner.set_message(format!("{}: waiting for receivers ({})", display_path(path), bytes(*size)));
+                spinner.set_message(format!("{}: waiting for receivers ({})", self.shown(path), bytes(*size)));
                 spinner.enable_steady_tick(Duration::from_millis(100));
                 self.waiting.insert(*transfer, spinner);
             }
@@ -192,7 +210,7 @@ impl Reporter {
                     self.note(&format!(
                         "{}{}: resuming: {} already held by {receiver}",
                         self.side,
-                        display_path(path),
+                        self.shown(path),
                         bytes(*held_bytes)
                     ));
                 }
@@ -214,7 +232,7 @@ impl Reporter {
                 } else {
                     // Complete without ever joining: it had the file already (as
                     // rsync says "up to date"), so nothing was sent to it.
-                    self.note(&format!("{}{}: {receiver} already has it", self.side, display_path(path)));
+                    self.note(&format!("{}{}: {receiver} already has it", self.side, self.shown(path)));
                 }
             }
             SendEvent::ReceiverFailed { path, receiver, reason, transfer } => {
@@ -222,7 +240,7 @@ impl Reporter {
                 if let Some(bar) = self.bars.get(&(*transfer, receiver.to_string())) {
                     bar.abandon_with_message(format!("failed: {why}"));
                 } else {
-                    self.note(&format!("{}: receiver {receiver} failed: {why}", display_path(path)));
+                    self.note(&format!("{}: receiver {receiver} failed: {why}", self.shown(path)));
                 }
             }
             SendEvent::StoredAs { path, receiver, name, change, detail, .. } => {
@@ -232,30 +250,30 @@ impl Reporter {
                 self.note(&format!(
                     "{}{}: {receiver} stored it as {} ({why})",
                     self.side,
-                    display_path(path),
+                    self.shown(path),
                     escape(name)
                 ));
             }
             SendEvent::Queued { path, receiver, position, .. } => {
-                self.note(&format!("{}{}: queued at position {position} at {receiver}", self.side, display_path(path)));
+                self.note(&format!("{}{}: queued at position {position} at {receiver}", self.side, self.shown(path)));
             }
             SendEvent::Retrying { path, receiver, reason, retry_in, .. } => self.note(&format!(
                 "{}{}: {receiver} refused it for now ({reason}); offering again in {:.1} s",
                 self.side,
-                display_path(path),
+                self.shown(path),
                 retry_in.as_secs_f64()
             )),
             SendEvent::Finished { path, transfer } => {
                 if let Some(s) = self.waiting.remove(transfer) {
                     s.finish_and_clear();
                 }
-                self.note(&format!("{}sent {}", self.side, display_path(path)));
+                self.note(&format!("{}sent {}", self.side, self.shown(path)));
             }
             SendEvent::Failed { path, transfer, message, .. } => {
                 if let Some(s) = transfer.and_then(|t| self.waiting.remove(&t)) {
                     s.finish_and_clear();
                 }
-                self.note(&format!("{}failed {}: {message}", self.side, display_path(path)));
+                self.note(&format!("{}failed {}: {message}", self.side, self.shown(path)));
             }
             SendEvent::Disconnected { reason } => {
                 self.note(&format!("{}disconnected: {reason}; reconnecting", self.side))
@@ -272,7 +290,7 @@ impl Reporter {
                 self.note(&format!(
                     "{}{}: chunks of {} do not get through this broker; retrying with {}",
                     self.side,
-                    display_path(path),
+                    self.shown(path),
                     bytes(u64::from(*chunk_size)),
                     bytes(u64::from(*retry_with))
                 ));
