@@ -253,8 +253,9 @@ pub struct SendArgs {
     /// Seconds to wait for receivers to answer.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
-    /// Files in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Files in flight at once, at most; fewer while those being sent are large
+    /// (64 MiB in flight).
+    #[arg(long, default_value_t = mqft::send::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Sign each file's manifest with this secret key (from `mqft keygen`):
     /// receivers that --trust its public key accept it.
