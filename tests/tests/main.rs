@@ -24,6 +24,7 @@ mod many;
 mod names;
 mod nudge;
 mod pool;
+mod raw;
 mod receivers;
 mod secrets;
 mod send_concurrency;

@@ -17,14 +17,12 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use mqft::proto::{self, Ack, Chunk, Ctl, Manifest, Prefix};
 use mqft_tests::{files_equal, random_file, Broker, HOST};
-use tokio::sync::mpsc;
 
 use crate::fault_util::{mqft, Cli, WAIT};
-use crate::util::within;
+use crate::raw::Raw;
 
 /// A file of a few chunks.
 const LEN: u64 = 200_000;
@@ -138,96 +136,27 @@ fn unsigned_transfers_and_other_keys_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
-// A raw client that captures and re-publishes.
+// Playing a sender with the raw client.
 
-/// A plain rumqttc client: publishes what the test builds, and collects what
-/// arrives on its subscriptions.
-struct Raw {
-    client: rumqttc::AsyncClient,
-    messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Raw {
-    async fn connect(broker: &Broker, client_id: &str) -> Raw {
-        let mut o = rumqttc::MqttOptions::new(client_id, HOST, broker.port());
-        o.set_max_packet_size(16 << 20, 16 << 20);
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 256);
-        let (tx, messages) = mpsc::unbounded_channel();
-        let (up_tx, up) = tokio::sync::oneshot::channel();
-        let mut up_tx = Some(up_tx);
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        if let Some(t) = up_tx.take() {
-                            let _ = t.send(());
-                        }
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic, p.payload.to_vec()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        within("the raw client's CONNACK", up).await.unwrap();
-        Raw { client, messages, task }
-    }
-
-    async fn publish(&self, topic: &str, retain: bool, payload: Vec<u8>) {
-        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).await.unwrap();
-    }
-
-    async fn subscribe(&self, broker: &Broker, client_id: &str, filter: &str) {
-        self.client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
-        let placed =
-            tokio::task::block_in_place(|| mqft_tests::wait_until(WAIT, || broker.has_subscription(client_id, filter)));
-        assert!(placed, "the raw client's subscription to {filter}");
-    }
-
-    /// The next message whose topic `wanted` takes.
-    async fn next(&mut self, what: &str, wanted: impl Fn(&str, &[u8]) -> bool) -> (String, Vec<u8>) {
-        within(what, async {
-            loop {
-                let (topic, payload) = self.messages.recv().await.expect("the raw client's task runs");
-                if wanted(&topic, &payload) {
-                    return (topic, payload);
-                }
-            }
-        })
-        .await
-    }
-
-    /// Plays the sender of `m`, whose file is `bytes`: the manifest (retained),
-    /// and once receiver `rid` is ready, every chunk and an end of round. `tamper`
-    /// changes a chunk's data before it is encoded, so that its CRC32 is right.
-    async fn send_as(&mut self, m: &Manifest, manifest_payload: Vec<u8>, bytes: &[u8], rid: &str, tamper: Option<u32>) {
-        let prefix = Prefix::default();
-        self.publish(&prefix.manifest(&m.id), true, manifest_payload).await;
-        let ack_topic = format!("{}/{rid}", prefix.ack_filter(&m.id).trim_end_matches("/+"));
-        let count = m.chunk_count;
-        self.next("the receiver's Ready", |t, p| {
-            t == ack_topic && matches!(Ack::decode(p, count), Ok(Ack::Ready { .. }))
-        })
+/// Plays the sender of `m`, whose file is `bytes`: the manifest (retained),
+/// and once receiver `rid` is ready, every chunk and an end of round. `tamper`
+/// changes a chunk's data before it is encoded, so that its CRC32 is right.
+async fn send_as(raw: &mut Raw, m: &Manifest, manifest_payload: Vec<u8>, bytes: &[u8], rid: &str, tamper: Option<u32>) {
+    let prefix = Prefix::default();
+    raw.publish_retained(&prefix.manifest(&m.id), manifest_payload).await;
+    let ack_topic = format!("{}/{rid}", prefix.ack_filter(&m.id).trim_end_matches("/+"));
+    let count = m.chunk_count;
+    raw.next("the receiver's Ready", |t, p| t == ack_topic && matches!(Ack::decode(p, count), Ok(Ack::Ready { .. })))
         .await;
-        for index in 0..m.chunk_count {
-            let start = m.chunk_offset(index) as usize;
-            let mut data = bytes[start..start + m.chunk_len(index) as usize].to_vec();
-            if tamper == Some(index) {
-                data[7] ^= 0x20;
-            }
-            self.publish(&prefix.chunk(&m.id, index), false, Chunk::encode(m.run, index, index, &data)).await;
+    for index in 0..m.chunk_count {
+        let start = m.chunk_offset(index) as usize;
+        let mut data = bytes[start..start + m.chunk_len(index) as usize].to_vec();
+        if tamper == Some(index) {
+            data[7] ^= 0x20;
         }
-        self.publish(&prefix.ctl(&m.id), false, Ctl::EndRound { run: m.run, next_seq: m.chunk_count }.encode()).await;
+        raw.publish(&prefix.chunk(&m.id, index), Chunk::encode(m.run, index, index, &data)).await;
     }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    raw.publish(&prefix.ctl(&m.id), Ctl::EndRound { run: m.run, next_seq: m.chunk_count }.encode()).await;
 }
 
 /// Sends `file` signed with `secret` to a receiver into `out` that trusts
@@ -267,12 +196,12 @@ async fn a_manifest_changed_after_signing_is_refused() {
     let out = tempfile::tempdir().unwrap();
     let raw = Raw::connect(&broker, "tamper").await;
     let mut rx = tokio::task::block_in_place(|| trusting(broker.port(), out.path(), "rx-second", &public));
-    raw.publish(&Prefix::default().manifest(&m.id), true, changed).await;
+    raw.publish_retained(&Prefix::default().manifest(&m.id), changed).await;
     let rejected = tokio::task::block_in_place(|| rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected"));
     assert_eq!(rejected["detail"], "bad signature: the manifest was changed after it was signed", "{}", rx.output());
     rx.kill();
     assert!(received(out.path()).is_empty(), "a changed manifest writes nothing");
-    raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
+    raw.publish_retained(&Prefix::default().manifest(&m.id), Vec::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +223,7 @@ async fn a_chunk_changed_on_the_way_with_a_valid_crc_fails_the_signed_digest() {
     raw.subscribe(&broker, "tamper", &Prefix::default().ack_filter(&m.id)).await;
     let rx = tokio::task::block_in_place(|| trusting(broker.port(), out.path(), "rx-second", &public));
     let bytes = fs::read(&file).unwrap();
-    raw.send_as(&m, captured, &bytes, "rx-second", Some(1)).await;
+    send_as(&mut raw, &m, captured, &bytes, "rx-second", Some(1)).await;
     let received = tokio::task::block_in_place(|| rx.finish_within(WAIT));
     assert_eq!(received.code, Some(6), "an integrity failure\n{}", received.text);
     assert!(received.text.contains("does not match the signed digest"), "{}", received.text);
@@ -306,7 +235,7 @@ async fn a_chunk_changed_on_the_way_with_a_valid_crc_fails_the_signed_digest() {
         .filter(|n| n.ends_with(".part"))
         .collect();
     assert!(parts.is_empty(), "the bad bytes are discarded: {parts:?}");
-    raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
+    raw.publish_retained(&Prefix::default().manifest(&m.id), Vec::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,7 +255,7 @@ async fn a_captured_signed_transfer_replayed_later_is_refused() {
     let mut raw = Raw::connect(&broker, "replay").await;
     raw.subscribe(&broker, "replay", &Prefix::default().ack_filter(&m.id)).await;
     let mut rx = tokio::task::block_in_place(|| trusting(broker.port(), out.path(), "rx-first", &public));
-    raw.publish(&Prefix::default().manifest(&m.id), true, captured).await;
+    raw.publish_retained(&Prefix::default().manifest(&m.id), captured).await;
     let rejected = tokio::task::block_in_place(|| rx.wait_for("rejected", WAIT, |e| e["event"] == "rejected"));
     assert_eq!(rejected["detail"], "replay of a signed transfer already received here", "{}", rx.output());
     let (_, ack) = raw.next("the refusal", |t, _| t.ends_with("/rx-first")).await;
@@ -336,7 +265,7 @@ async fn a_captured_signed_transfer_replayed_later_is_refused() {
     );
     rx.kill();
     assert!(visible(out.path()).is_empty(), "a replay writes nothing: {:?}", visible(out.path()));
-    raw.publish(&Prefix::default().manifest(&m.id), true, Vec::new()).await;
+    raw.publish_retained(&Prefix::default().manifest(&m.id), Vec::new()).await;
 }
 
 // ---------------------------------------------------------------------------

@@ -33,8 +33,8 @@ use mqft_tests::{files_equal, random_file, wait_until, Broker, Process, TmpfsMou
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use tokio::sync::mpsc;
 
+use crate::raw::Raw;
 use crate::util::{client, connected, drain, next_matching, receive_opts, visible, within, LIMIT};
 
 mod disk;
@@ -43,86 +43,6 @@ mod garbage;
 mod links;
 mod lying;
 mod names;
-
-// ---------------------------------------------------------------------------
-// A raw MQTT client for crafted payloads.
-
-/// A plain rumqttc (MQTT 3.1.1) client that publishes whatever the test
-/// builds, and collects what arrives on its subscriptions.
-struct Raw {
-    client: rumqttc::AsyncClient,
-    messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Raw {
-    async fn connect(broker: &Broker, client_id: &str) -> Raw {
-        let mut o = rumqttc::MqttOptions::new(client_id, HOST, broker.port());
-        // Room for the oversized garbage this client sends.
-        o.set_max_packet_size(64 << 20, 64 << 20);
-        o.set_keep_alive(Duration::from_secs(30));
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 256);
-        let (tx, messages) = mpsc::unbounded_channel();
-        let (up_tx, up) = tokio::sync::oneshot::channel();
-        let mut up_tx = Some(up_tx);
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        if let Some(t) = up_tx.take() {
-                            let _ = t.send(());
-                        }
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        let _ = tx.send((p.topic, p.payload.to_vec()));
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        within("the raw client's CONNACK", up).await.unwrap();
-        Raw { client, messages, task }
-    }
-
-    /// Publishes `payload` on `topic`, QoS 1, not retained.
-    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into()).await.unwrap();
-    }
-
-    /// Subscribes to `filter` and waits until the broker has it in place.
-    async fn subscribe(&self, broker: &Broker, client_id: &str, filter: &str) {
-        self.client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
-        until("the raw client's subscription", || broker.has_subscription(client_id, filter)).await;
-    }
-
-    /// The next ack receiver `from` published for transfer `m`, decoded, for
-    /// which `wanted` holds.
-    async fn next_ack(&mut self, m: &Manifest, from: &str, wanted: impl Fn(&Ack) -> bool) -> Ack {
-        let prefix = Prefix::default();
-        within("an ack", async {
-            loop {
-                let (topic, payload) = self.messages.recv().await.expect("the raw client's task runs");
-                if let Some(proto::Topic::Ack(id, rid)) = prefix.parse(&topic) {
-                    if id == m.id && rid.as_str() == from {
-                        if let Ok(ack) = Ack::decode(&payload, m.chunk_count) {
-                            if wanted(&ack) {
-                                return ack;
-                            }
-                        }
-                    }
-                }
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Polls `condition` every 10 ms until it holds, within [`LIMIT`].
 async fn until(what: &str, mut condition: impl FnMut() -> bool) {
