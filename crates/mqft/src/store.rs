@@ -512,6 +512,12 @@ fn write_state(paths: &Paths, state: &StateFile, sync: bool) -> io::Result<()> {
     fs::rename(&paths.state_tmp, &paths.state)
 }
 
+/// The completed log's record of `manifest`'s file found at `path` (relative to
+/// the output root) with the right bytes, as it looked when they were hashed.
+fn found_entry(manifest: &Manifest, path: Vec<u8>, verified: Option<Fingerprint>) -> Entry {
+    Entry { id: manifest.id, path, size: manifest.size, sha256: manifest.sha256, verified, at: unix_now() }
+}
+
 /// True when the file under the final name is this transfer's, verified: the
 /// completed store records `manifest`'s transfer at this path (or, after a crash
 /// between the final rename and the record, its complete `.state` is still
@@ -567,14 +573,7 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
     // need not hash it again; if it changed while it was hashed, no fingerprint.
     let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
     if unchanged || from_marker {
-        let entry = Entry {
-            id: manifest.id,
-            path: key.1,
-            size: manifest.size,
-            sha256: manifest.sha256,
-            verified: unchanged.then_some(before),
-            at: unix_now(),
-        };
+        let entry = found_entry(manifest, key.1, unchanged.then_some(before));
         // Best effort: without it the next offer hashes again.
         match paths.store.completed().put(entry) {
             Ok(()) if from_marker => remove_if_exists(&paths.state)?,
@@ -944,14 +943,7 @@ pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<O
         let _ = fs::remove_file(&paths.state);
         let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
         let key = candidate.key(&manifest.id);
-        let entry = Entry {
-            id: manifest.id,
-            path: key.1,
-            size: manifest.size,
-            sha256: manifest.sha256,
-            verified: unchanged.then_some(before),
-            at: unix_now(),
-        };
+        let entry = found_entry(manifest, key.1, unchanged.then_some(before));
         // Best effort: without it the next offer hashes again.
         if let Err(e) = paths.store.completed().put(entry) {
             tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a found file");
