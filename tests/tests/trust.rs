@@ -231,7 +231,7 @@ async fn a_chunk_changed_on_the_way_with_a_valid_crc_fails_the_signed_digest() {
     assert!(visible(out.path()).is_empty(), "nothing under a final name: {:?}", visible(out.path()));
     // (Partial files live in the state folder, `.mqft/part/`.)
     let parts: Vec<_> =
-        received(out.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "part")).collect();
+        crate::trust::received(out.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "part")).collect();
     assert!(parts.is_empty(), "the bad bytes are discarded: {parts:?}");
     raw.publish_retained(&Prefix::default().manifest(&m.id), Vec::new()).await;
 }
