@@ -47,6 +47,11 @@ impl Process {
         lossy(&self.stdout)
     }
 
+    /// How many bytes it has written to stdout so far (binary output included).
+    pub fn stdout_len(&self) -> usize {
+        self.stdout.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Its process id, for `/proc/<pid>/...`.
     pub fn id(&self) -> u32 {
         self.child.id()

@@ -293,6 +293,8 @@ fn an_encrypted_file_reaches_its_recipient_and_a_subscriber_sees_only_ciphertext
             &broker.port().to_string(),
             "-i",
             "eavesdropper",
+            "-q",
+            "1",
             "-t",
             "files/#",
             "-v",
@@ -313,6 +315,10 @@ fn an_encrypted_file_reaches_its_recipient_and_a_subscriber_sees_only_ciphertext
     assert_eq!(completed["sha256"], hex(&mqft::proto::integrity::sha256(&bytes)));
     assert_eq!(visible(out.path()), vec![name.to_owned()]);
 
+    // QoS 1, the broker drops nothing for it; a slow machine may still have it
+    // behind: the whole transfer (at least the file's size) is read before the kill.
+    let caught_up = mqft_tests::wait_until(WAIT, || sub.stdout_len() as u64 > LEN);
+    assert!(caught_up, "the capture holds the transfer: {} bytes", sub.stdout_len());
     sub.kill();
     let capture = sub.finish_within(WAIT).stdout;
     // Every chunk went past the eavesdropper: it saw at least the file's size.
@@ -374,6 +380,8 @@ fn a_plain_capture_does_show_the_file_so_the_encrypted_check_can_fail() {
             &broker.port().to_string(),
             "-i",
             "eavesdropper",
+            "-q",
+            "1",
             "-t",
             "files/#",
             "-v",
@@ -383,6 +391,10 @@ fn a_plain_capture_does_show_the_file_so_the_encrypted_check_can_fail() {
     let sent = Cli::send(broker.port(), &file, &unsigned()).finish_within(WAIT);
     assert_eq!(rx.finish_within(WAIT).code, Some(0));
     assert_eq!(sent.code, Some(0), "{}", sent.text);
+    // QoS 1, the broker drops nothing for it; a slow machine may still have it
+    // behind: the whole transfer (at least the file's size) is read before the kill.
+    let caught_up = mqft_tests::wait_until(WAIT, || sub.stdout_len() as u64 > LEN);
+    assert!(caught_up, "the capture holds the transfer: {} bytes", sub.stdout_len());
     sub.kill();
     let capture = sub.finish_within(WAIT).stdout;
     let bytes = fs::read(&file).unwrap();
