@@ -338,13 +338,16 @@ fn a_password_in_a_world_readable_config_file_is_warned_about() {
     );
     for (mode, warned) in [(0o644, true), (0o600, false)] {
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
-        let output = run(&mut mqft([
+        // Into the temp dir: a receiver makes its state folder in its output
+        // directory (by default the working directory) before it connects.
+        let output = run(mqft([
             "receive".as_ref(),
             "--config".as_ref(),
             cfg.as_os_str(),
             "--connect-timeout".as_ref(),
             "1".as_ref(),
-        ]));
+        ])
+        .current_dir(work.path()));
         assert_eq!(output.status.code(), Some(3), "{}", show(&output));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.contains("anyone on this machine can read it"), warned, "mode {mode:o}\n{}", show(&output));
