@@ -332,6 +332,29 @@ fn an_encrypted_file_reaches_its_recipient_and_a_subscriber_sees_only_ciphertext
     assert!(capture.len() > 16 && runs.len() as u64 > LEN - 32);
 }
 
+/// An encrypted file kept under another name (a different file of its name was
+/// there) arrives, but the name it took is not told back: it would travel in the
+/// clear, where the name sent did not.
+#[test]
+fn an_encrypted_file_renamed_at_the_receiver_is_not_named_back_in_the_clear() {
+    let broker = Broker::start();
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, public) = keygen(keys.path(), "server");
+    let src = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let file = random_file(src.path(), "payroll.csv", LEN, 1208);
+    fs::write(out.path().join("payroll.csv"), b"another file of that name").unwrap();
+    let mut flags = unsigned();
+    flags.extend(["--encrypt-to".to_owned(), public.display().to_string()]);
+    let rx = Cli::receive(broker.port(), out.path(), "rx-renamed", &["--identity", identity.to_str().unwrap()]);
+    let sent = Cli::send(broker.port(), &file, &flags).finish_within(WAIT);
+    let received = rx.finish_within(WAIT);
+    assert_eq!((sent.code, received.code), (Some(0), Some(0)), "{}\n{}", sent.text, received.text);
+    assert!(files_equal(&file, &out.path().join("payroll (1).csv")), "kept beside the other\n{}", received.text);
+    assert!(sent.event("stored_as").is_none(), "the new name went back to the sender\n{}", sent.text);
+    assert!(!sent.text.contains("payroll (1)"), "{}", sent.text);
+}
+
 /// The same encrypted file sent again (its `Complete` lost, or a camera that
 /// sends twice) is found by its plaintext: "already have", no second copy, and
 /// its name not told back in the clear.

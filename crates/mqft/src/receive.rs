@@ -643,8 +643,7 @@ impl Engine {
             Ok(Decision::AlreadyComplete(found)) => {
                 let path = found.in_dir(&dir);
                 info!(%id, path = %path.display(), "already complete");
-                // Not told back in the clear for an encrypted transfer.
-                let stored = if unseal.is_some() { None } else { stored_as(&m, &name, &found) };
+                let stored = stored_as(&m, &name, &found);
                 match &stored {
                     Some(s) => self.endpoint.already_stored(m.clone(), s),
                     None => self.endpoint.already_complete(m.clone()),
@@ -840,10 +839,8 @@ impl Engine {
         let manifest = t.rx.manifest().clone();
         // The path taken, relative to the transfer's directory.
         let got = path.strip_prefix(&t.paths.dir).ok().and_then(|p| p.to_str()).and_then(|p| sanitize_path(p).ok());
-        // An encrypted transfer's name travels sealed: the name it took is not
-        // told back in the clear ([`Ack::Stored`]).
         let stored = match (sanitize_path(&manifest.name), got) {
-            (Ok(name), Some(got)) if t.unseal.is_none() => stored_as(&manifest, &name, &got),
+            (Ok(name), Some(got)) => stored_as(&manifest, &name, &got),
             _ => None,
         };
         let change = stored.as_ref().map(|s| s.change);
@@ -1056,9 +1053,11 @@ impl Engine {
 }
 
 /// What the sender of `m` is told when its file, `safe` once its name was
-/// cleaned, went under the name `stored`: `None` when that is the manifest's name.
+/// cleaned, went under the name `stored`: `None` when that is the manifest's name,
+/// and for an encrypted transfer, whose name travels sealed and must not come
+/// back in the clear ([`proto::Ack::Stored`]).
 fn stored_as(m: &Manifest, safe: &SafePath, stored: &SafePath) -> Option<StoredAs> {
-    if stored.as_str() == m.name {
+    if stored.as_str() == m.name || m.sealed.is_some() {
         return None;
     }
     let cleaned = crate::name::changes(&m.name, safe.as_str());
