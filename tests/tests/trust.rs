@@ -159,32 +159,46 @@ async fn send_as(raw: &mut Raw, m: &Manifest, manifest_payload: Vec<u8>, bytes: 
     raw.publish(&prefix.ctl(&m.id), Ctl::EndRound { run: m.run, next_seq: m.chunk_count }.encode()).await;
 }
 
-/// Sends `file` signed with `secret` to a receiver into `out` that trusts
-/// `public`, while a raw client captures the manifest as published; returns it.
-async fn capture_signed_manifest(broker: &Broker, secret: &Path, public: &Path, file: &Path, out: &Path) -> Vec<u8> {
-    let mut raw = Raw::connect(broker, "capture").await;
-    raw.subscribe(broker, "capture", &Prefix::default().manifest_filter()).await;
-    let port = broker.port();
-    let (sent, received) = tokio::task::block_in_place(|| {
-        let rx = trusting(port, out, "rx-first", public);
-        let sent = Cli::send(port, file, &signed(secret)).finish_within(WAIT);
-        (sent, rx.finish_within(WAIT))
-    });
-    assert_eq!(sent.code, Some(0), "{}", sent.text);
-    assert_eq!(received.code, Some(0), "{}", received.text);
-    let (_, payload) = raw.next("the signed manifest", |t, p| t.ends_with("/manifest") && !p.is_empty()).await;
-    payload
+/// A signed transfer as it went through a broker: the broker, the trusted public
+/// key, the file, and its signed manifest as published (captured by a raw
+/// client).
+struct Captured {
+    broker: Broker,
+    public: PathBuf,
+    file: PathBuf,
+    manifest: Vec<u8>,
+    /// The keys' and the file's directories, alive as long as this.
+    _dirs: [tempfile::TempDir; 2],
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_changed_after_signing_is_refused() {
+/// Sends a file `name` of `LEN` bytes (the stream of `seed`), signed by
+/// `cam-01`, to a receiver into `out` that trusts that key, while a raw client
+/// captures the manifest as published.
+async fn a_captured_transfer(name: &str, seed: u64, out: &Path) -> Captured {
     let broker = Broker::start();
     let keys = tempfile::tempdir().unwrap();
     let (secret, public) = keygen(keys.path(), "cam-01");
     let src = tempfile::tempdir().unwrap();
-    let file = random_file(src.path(), "changed.bin", LEN, 1203);
+    let file = random_file(src.path(), name, LEN, seed);
+    let mut raw = Raw::connect(&broker, "capture").await;
+    raw.subscribe(&broker, "capture", &Prefix::default().manifest_filter()).await;
+    let port = broker.port();
+    let (sent, received) = tokio::task::block_in_place(|| {
+        let rx = trusting(port, out, "rx-first", &public);
+        let sent = Cli::send(port, &file, &signed(&secret)).finish_within(WAIT);
+        (sent, rx.finish_within(WAIT))
+    });
+    assert_eq!(sent.code, Some(0), "{}", sent.text);
+    assert_eq!(received.code, Some(0), "{}", received.text);
+    let (_, manifest) = raw.next("the signed manifest", |t, p| t.ends_with("/manifest") && !p.is_empty()).await;
+    Captured { broker, public, file, manifest, _dirs: [keys, src] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_changed_after_signing_is_refused() {
     let first = tempfile::tempdir().unwrap();
-    let captured = capture_signed_manifest(&broker, &secret, &public, &file, first.path()).await;
+    let Captured { broker, public, manifest: captured, _dirs, .. } =
+        a_captured_transfer("changed.bin", 1203, first.path()).await;
 
     // One field changed, the encoding still valid: the modification time, which
     // the receiver would set on the file.
@@ -206,13 +220,9 @@ async fn a_manifest_changed_after_signing_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_changed_on_the_way_with_a_valid_crc_fails_the_signed_digest() {
-    let broker = Broker::start();
-    let keys = tempfile::tempdir().unwrap();
-    let (secret, public) = keygen(keys.path(), "cam-01");
-    let src = tempfile::tempdir().unwrap();
-    let file = random_file(src.path(), "chunky.bin", LEN, 1204);
     let first = tempfile::tempdir().unwrap();
-    let captured = capture_signed_manifest(&broker, &secret, &public, &file, first.path()).await;
+    let Captured { broker, public, file, manifest: captured, _dirs } =
+        a_captured_transfer("chunky.bin", 1204, first.path()).await;
     let m = Manifest::decode(&captured).unwrap();
     assert!(m.chunk_count >= 3, "a few chunks: {}", m.chunk_count);
 
@@ -238,13 +248,9 @@ async fn a_chunk_changed_on_the_way_with_a_valid_crc_fails_the_signed_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_captured_signed_transfer_replayed_later_is_refused() {
-    let broker = Broker::start();
-    let keys = tempfile::tempdir().unwrap();
-    let (secret, public) = keygen(keys.path(), "cam-01");
-    let src = tempfile::tempdir().unwrap();
-    let file = random_file(src.path(), "replayed.bin", LEN, 1205);
     let out = tempfile::tempdir().unwrap();
-    let captured = capture_signed_manifest(&broker, &secret, &public, &file, out.path()).await;
+    let Captured { broker, public, manifest: captured, _dirs, .. } =
+        a_captured_transfer("replayed.bin", 1205, out.path()).await;
     let m = Manifest::decode(&captured).unwrap();
     // The user moves the file away, as an inbox's consumer does.
     fs::remove_file(out.path().join("replayed.bin")).unwrap();
