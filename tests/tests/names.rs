@@ -11,7 +11,7 @@ use mqft::proto::{RejectReason, TransferId};
 use mqft::{MqttVersion, ReceiveEvent, SendEvent, SendFile, SendOptions};
 use mqft_tests::{files_equal, random_file, Broker};
 
-use crate::util::{client, connected, drain, within};
+use crate::util::{client, connected, drain, stop_receive, within};
 
 /// Names a hostile or careless sender might give, and whether each must be
 /// refused: `..` has no usable name left in it, and a path that climbs or is
@@ -75,9 +75,7 @@ async fn hostile_names_are_sanitized_into_the_output_directory_or_refused() {
         .count();
     assert_eq!(finished + bad_name, HOSTILE.len(), "{send_events:#?}");
 
-    rx.cancel();
-    let events = drain(&mut rx).await;
-    within("the receive", rx.wait()).await.unwrap();
+    let events = stop_receive(rx).await;
 
     // The offered (raw) name of each transfer, and how each ended.
     let mut offered: HashMap<TransferId, String> = HashMap::new();

@@ -79,6 +79,15 @@ pub async fn drain<E, R>(handle: &mut Handle<E, R>) -> Vec<E> {
     .await
 }
 
+/// Stops a receive and returns every event it gave after the ones already read;
+/// it must end without an error.
+pub async fn stop_receive(mut rx: ReceiveHandle) -> Vec<ReceiveEvent> {
+    rx.cancel();
+    let events = drain(&mut rx).await;
+    within("the receive", rx.wait()).await.unwrap();
+    events
+}
+
 /// The visible files of a directory, sorted.
 pub fn visible(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)

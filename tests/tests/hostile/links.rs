@@ -114,9 +114,7 @@ async fn links_planted_in_the_output_directory_are_never_written_through() {
     let mut send = client.send(files, send_opts);
     drain(&mut send).await;
     let _ = within("the send", send.wait()).await;
-    rx.cancel();
-    let events = drain(&mut rx).await;
-    within("the receive", rx.wait()).await.unwrap();
+    let events = stop_receive(rx).await;
 
     for (trap, name, path, m, victim) in &cases {
         let what = format!("{trap:?}");

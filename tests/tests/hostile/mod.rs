@@ -35,7 +35,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 use crate::raw::Raw;
-use crate::util::{client, connected, drain, next_matching, receive_opts, visible, within, LIMIT};
+use crate::util::{client, connected, drain, next_matching, receive_opts, stop_receive, visible, within, LIMIT};
 
 mod disk;
 mod flood;

@@ -295,9 +295,7 @@ async fn generated_hostile_names_through_a_real_receiver() {
     let mut send = client.send(files, send_opts);
     drain(&mut send).await;
     let _ = within("the send", send.wait()).await;
-    rx.cancel();
-    let events = drain(&mut rx).await;
-    within("the receive", rx.wait()).await.unwrap();
+    let events = stop_receive(rx).await;
 
     let mut landed = BTreeSet::new();
     for raw in &names {
