@@ -45,18 +45,15 @@ pub(super) fn shared_filter(pool: &str, filter: &str) -> String {
 }
 
 /// A pool member's default receiver id: the lone receiver's default for `dir`
-/// ([`super::default_receiver_id`]) with 8 hex digits of its own, from the
-/// process id and the clock. Members on one host into one shared directory get
-/// distinct ids, and a member that restarts is a new receiver to the sender
-/// (which takes it as a join; with a shared directory it resumes the `.part`).
+/// ([`super::default_receiver_id`]) with 8 random hex digits of its own. Members
+/// on one host into one shared directory get distinct ids, and a member that
+/// restarts is a new receiver to the sender (which takes it as a join; with a
+/// shared directory it resumes the `.part`).
 pub fn member_id(dir: &std::path::Path) -> ReceiverId {
     let base = super::default_receiver_id(dir);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let seed = format!("{}-{nanos}-{}", std::process::id(), rand::random::<u64>());
-    let d = proto::integrity::sha256(seed.as_bytes());
     // 9 bytes for the dash and the hex: the base is cut to keep the id within 64.
     let base = &base.as_str()[..base.as_str().len().min(proto::topic::MAX_RECEIVER_ID_LEN - 9)];
-    let id = format!("{base}-{:02x}{:02x}{:02x}{:02x}", d[0], d[1], d[2], d[3]);
+    let id = format!("{base}-{:08x}", rand::random::<u32>());
     // A valid id cut at a character boundary (the alphabet is ASCII), plus a dash
     // and hex digits, is a valid id.
     ReceiverId::new(&id).expect("a receiver id plus a dash and hex is a valid receiver id")
