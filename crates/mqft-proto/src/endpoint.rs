@@ -384,8 +384,8 @@ impl ReceiverEndpoint {
     /// if not, the transfer is forgotten and `m` decided on as a new offer, which
     /// may come back as [`Routed::Offer`] (refused as existing, or received again
     /// where files are replaced).
-    pub fn history_checked(&mut self, m: Manifest, still_complete: bool) -> Option<Routed> {
-        self.history_checked_as(m, still_complete, None)
+    pub fn history_checked(&mut self, m: Manifest, found: Option<[u8; 32]>) -> Option<Routed> {
+        self.history_checked_as(m, found, None)
     }
 
     /// [`ReceiverEndpoint::history_checked`] for a caller that found the file
@@ -394,7 +394,7 @@ impl ReceiverEndpoint {
     pub fn history_checked_as(
         &mut self,
         m: Manifest,
-        still_complete: bool,
+        found: Option<[u8; 32]>,
         stored: Option<&crate::receiver::StoredAs>,
     ) -> Option<Routed> {
         if self.open.contains_key(&m.id) {
@@ -404,10 +404,10 @@ impl ReceiverEndpoint {
         }
         let prefix = self.reply_prefix(&m.id);
         self.forget_origin(&m.id);
-        if still_complete {
+        if let Some(sha256) = found {
             self.transmits.push_back(match stored {
-                Some(s) => Receiver::already_stored(&prefix, &self.rid, &m, s),
-                None => complete(&prefix, &self.rid, &m),
+                Some(s) => Receiver::already_stored(&prefix, &self.rid, &m, sha256, s),
+                None => Receiver::already_complete(&prefix, &self.rid, &m, sha256),
             });
             return None;
         }
@@ -533,20 +533,20 @@ impl ReceiverEndpoint {
 
     /// The caller found the offered file already here, verified: the sender is told
     /// `Complete`, and the transfer remembered.
-    pub fn already_complete(&mut self, m: Manifest) {
+    pub fn already_complete(&mut self, m: Manifest, sha256: [u8; 32]) {
         let prefix = self.reply_prefix(&m.id);
         self.forget_origin(&m.id);
-        self.transmits.push_back(complete(&prefix, &self.rid, &m));
-        self.completed(m);
+        self.transmits.push_back(Receiver::already_complete(&prefix, &self.rid, &m, sha256));
+        self.completed(m.with_digest(sha256));
     }
 
     /// [`ReceiverEndpoint::already_complete`] for a file found under another name
     /// than the manifest's: the sender is told that name ([`Ack::Stored`]).
-    pub fn already_stored(&mut self, m: Manifest, stored: &crate::receiver::StoredAs) {
+    pub fn already_stored(&mut self, m: Manifest, sha256: [u8; 32], stored: &crate::receiver::StoredAs) {
         let prefix = self.reply_prefix(&m.id);
         self.forget_origin(&m.id);
-        self.transmits.push_back(Receiver::already_stored(&prefix, &self.rid, &m, stored));
-        self.completed(m);
+        self.transmits.push_back(Receiver::already_stored(&prefix, &self.rid, &m, sha256, stored));
+        self.completed(m.with_digest(sha256));
     }
 
     /// The transfer of `m` delivered its file: remembered, so that the same offer
@@ -726,9 +726,6 @@ fn offered(m: &Manifest) -> EndpointEvent {
     EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size, sender: m.sender.clone() }
 }
 
-fn complete(prefix: &Prefix, rid: &ReceiverId, m: &Manifest) -> Transmit {
-    ack_transmit(prefix, &m.id, rid, &Ack::Complete { sha256: m.sha256 })
-}
 
 #[cfg(test)]
 mod tests {
@@ -736,7 +733,7 @@ mod tests {
     use crate::{AbortReason, Meta, Payload};
 
     fn manifest(name: &str) -> Manifest {
-        Manifest::new(name.into(), 10, 4, [7; 32], Meta::default(), 1).unwrap()
+        Manifest::new(name.into(), 10, 4, Some([7; 32]), Meta::default(), 1).unwrap()
     }
 
     fn endpoint(limits: Limits) -> (ReceiverEndpoint, Prefix) {
@@ -797,13 +794,13 @@ mod tests {
         ep.closed(&m.id);
         assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::CheckHistory(m.clone())));
         assert!(ep.poll_transmit().is_none(), "nothing is confirmed before the disk is checked");
-        assert_eq!(ep.history_checked(m.clone(), true), None);
-        assert_eq!(acks(&mut ep, m.chunk_count), [Ack::Complete { sha256: m.sha256 }]);
+        assert_eq!(ep.history_checked(m.clone(), m.sha256), None);
+        assert_eq!(acks(&mut ep, m.chunk_count), [Ack::Complete { sha256: m.sha256.unwrap() }]);
         // A lost Complete: the sender's end of round asks again.
-        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None }.encode();
         assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
         // The file changed since: forgotten, and offered anew.
-        assert_eq!(ep.history_checked(m.clone(), false), Some(Routed::Offer(m.clone())));
+        assert_eq!(ep.history_checked(m.clone(), None), Some(Routed::Offer(m.clone())));
         assert!(ep.poll_transmit().is_none());
         assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::Offer(m)));
     }
@@ -899,12 +896,12 @@ mod tests {
         let m = manifest("a");
         ep.completed(m.clone());
         assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::CheckHistory(m.clone())));
-        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None }.encode();
         assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
-        assert_eq!(ep.history_checked(m.clone(), false), Some(Routed::Offer(m.clone())));
+        assert_eq!(ep.history_checked(m.clone(), None), Some(Routed::Offer(m.clone())));
         ep.accept(m.id);
-        assert_eq!(ep.history_checked(m.clone(), false), None);
-        assert_eq!(ep.history_checked(m, true), None);
+        assert_eq!(ep.history_checked(m.clone(), None), None);
+        assert_eq!(ep.history_checked(m.clone(), m.sha256), None);
         assert!(ep.poll_transmit().is_none());
     }
 
@@ -934,7 +931,7 @@ mod tests {
         assert!(ep.poll_transmit().is_none(), "no ack, not even a refusal");
         assert_eq!(ep.poll_event(), Some(EndpointEvent::NotAddressed { id: m.id }));
         // Nor does it answer from history a transfer it was not sent.
-        let end = Ctl::EndRound { run: 1, next_seq: 9 }.encode();
+        let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None }.encode();
         assert_eq!(ep.handle(&p.ctl(&m.id), &end), None);
         // Listed among others: an offer.
         let m = manifest("b").with_to([ReceiverId::new("r2").unwrap(), ReceiverId::new("r1").unwrap()]).unwrap();
@@ -1014,7 +1011,7 @@ mod tests {
         }
         assert_eq!(ep.completed.len(), COMPLETED_MEMORY);
         for i in 0..(STALE_MEMORY as u64 + 10) {
-            let id = crate::transfer_id(&[0; 32], i, 1, "x");
+            let id = crate::transfer_id(i, 1, None, "x", None);
             let _ = ep.handle(&p.chunk(&id, 0), b"");
         }
         assert!(ep.stale.len() <= STALE_MEMORY);

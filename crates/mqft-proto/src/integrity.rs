@@ -28,17 +28,39 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// Derives the transfer id: the first 16 bytes of
-/// `SHA-256("mqft-id-v1" || sha256 || size as u64 LE || chunk_size as u32 LE || name)`.
+/// `SHA-256("mqft-id-v4" || size as u64 LE || chunk_size as u32 LE || mtime || name || bound)`,
+/// where `mtime` is `00` for a file without a modification time, or `01` and the
+/// time in milliseconds as an i64 LE, and `bound` is empty, or for an encrypted
+/// transfer the 32-byte SHA-256 of its ciphertext (its outer manifest has no name
+/// or time of its own to tell it apart by).
 ///
-/// The same file under the same name and chunk size always gets the same id, so a
-/// second send of it finds the receivers' saved state and resumes.
-pub fn transfer_id(sha256: &[u8; 32], size: u64, chunk_size: u32, name: &str) -> TransferId {
+/// The id does not depend on the file's contents, so a sender can publish it before
+/// reading a byte. The same file (the same name, size, modification time and chunk
+/// size) gets the same id and so resumes at receivers that hold part of it; a file
+/// changed without a new size or time gets the same id too, and its new SHA-256,
+/// which arrives at the end, fails the old part: the receiver starts over.
+pub fn transfer_id(
+    size: u64,
+    chunk_size: u32,
+    modified_ms: Option<i64>,
+    name: &str,
+    bound: Option<&[u8; 32]>,
+) -> TransferId {
     let mut h = Sha256::new();
-    h.update(b"mqft-id-v1");
-    h.update(sha256);
+    h.update(b"mqft-id-v4");
     h.update(size.to_le_bytes());
     h.update(chunk_size.to_le_bytes());
+    match modified_ms {
+        Some(ms) => {
+            h.update([1]);
+            h.update(ms.to_le_bytes());
+        }
+        None => h.update([0]),
+    }
     h.update(name.as_bytes());
+    if let Some(bound) = bound {
+        h.update(bound);
+    }
     let digest: [u8; 32] = h.finalize().into();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);

@@ -412,15 +412,24 @@ impl Receiver {
     }
 
     /// The transmit that tells the sender of `manifest` that this receiver already has
-    /// the file, for a caller that keeps no `Receiver` for finished transfers.
-    pub fn already_complete(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest) -> Transmit {
-        ack_transmit(prefix, &manifest.id, id, &Ack::Complete { sha256: manifest.sha256 })
+    /// the file, whose SHA-256 is `sha256`, for a caller that keeps no `Receiver`
+    /// for finished transfers. When the manifest carries no hash yet, this is a
+    /// claim the sender checks against its own once it has read the file
+    /// (PROTOCOL.md 8.3).
+    pub fn already_complete(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, sha256: [u8; 32]) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &Ack::Complete { sha256 })
     }
 
     /// [`Receiver::already_complete`] for a file this receiver holds under another
     /// name than the manifest's: the sender is told that name.
-    pub fn already_stored(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, stored: &StoredAs) -> Transmit {
-        ack_transmit(prefix, &manifest.id, id, &stored.ack(manifest.sha256))
+    pub fn already_stored(
+        prefix: &Prefix,
+        id: &ReceiverId,
+        manifest: &Manifest,
+        sha256: [u8; 32],
+        stored: &StoredAs,
+    ) -> Transmit {
+        ack_transmit(prefix, &manifest.id, id, &stored.ack(sha256))
     }
 
     // ---- getters ----
@@ -491,6 +500,11 @@ impl Receiver {
         }
         self.manifest.run = manifest.run;
         self.heard(now);
+        if self.manifest.sha256.is_none() {
+            // Re-published once the sender read the whole file.
+            self.manifest.sha256 = manifest.sha256;
+            self.check_done();
+        }
         self.answer();
         Ok(())
     }
@@ -572,10 +586,20 @@ impl Receiver {
         let ctl = Ctl::decode(payload)?;
         self.heard(now);
         match ctl {
-            Ctl::EndRound { run, next_seq } => {
+            Ctl::EndRound { run, next_seq, sha256 } => {
                 // Everything sent before the end of round has arrived or is lost.
                 self.saw_seq(run, next_seq);
-                self.answer();
+                // The hash the manifest did not carry. A manifest's own is never
+                // replaced: under a signature it is the one the signature covers.
+                let before = self.state;
+                if self.manifest.sha256.is_none() && run == self.manifest.run {
+                    self.manifest.sha256 = sha256;
+                    self.check_done();
+                }
+                // A mismatch found just now was answered with the rejection.
+                if self.state == before || !matches!(self.state, State::Failed(_)) {
+                    self.answer();
+                }
             }
             Ctl::Abort { run, reason } => {
                 if run == self.manifest.run && self.state == State::Receiving {
@@ -709,9 +733,10 @@ impl Receiver {
                 };
                 Ack::Missing { run: self.seq_run, next_seq: self.next_seq, missing, more: false }
             }
+            // Complete only after a match with the known hash.
             State::Complete => match &self.stored_as {
-                Some(s) => s.ack(self.manifest.sha256),
-                None => Ack::Complete { sha256: self.manifest.sha256 },
+                Some(s) => s.ack(self.manifest.sha256.unwrap_or_default()),
+                None => Ack::Complete { sha256: self.manifest.sha256.unwrap_or_default() },
             },
             State::Failed(reason) => Ack::Rejected { reason, detail: self.detail.clone() },
         };
@@ -736,7 +761,10 @@ impl Receiver {
         if self.state != State::Receiving || self.hashed != self.manifest.chunk_count {
             return;
         }
-        if self.hash.finish() == self.manifest.sha256 {
+        // Every byte is in and hashed; the sender's hash may still be on its way
+        // (with the end of round that follows its last chunk).
+        let Some(expected) = self.manifest.sha256 else { return };
+        if self.hash.finish() == expected {
             self.state = State::Verified;
             self.events.push_back(ReceiverEvent::Verified);
         } else {
@@ -784,7 +812,7 @@ mod tests {
     fn progress_counts_the_chunk_that_triggered_it() {
         let now = Instant::now();
         let data = b"0123456789";
-        let m = Manifest::new("f".into(), 10, 4, integrity::sha256(data), Meta::default(), 7).unwrap();
+        let m = Manifest::new("f".into(), 10, 4, Some(integrity::sha256(data)), Meta::default(), 7).unwrap();
         let cfg = ReceiverConfig { ack_every: 1, ..ReceiverConfig::default() };
         let id = ReceiverId::new("r").unwrap();
         let mut rx = Receiver::new(cfg, Prefix::default(), id, m.clone(), None, now).unwrap();
@@ -821,7 +849,7 @@ mod resume_tests {
     fn file() -> (Vec<u8>, Manifest) {
         let data: Vec<u8> = (0..38u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
         let m =
-            Manifest::new("f".into(), data.len() as u64, CHUNK, integrity::sha256(&data), Meta::default(), 7).unwrap();
+            Manifest::new("f".into(), data.len() as u64, CHUNK, Some(integrity::sha256(&data)), Meta::default(), 7).unwrap();
         (data, m)
     }
 
@@ -894,7 +922,7 @@ mod resume_tests {
         while rx.poll_transmit().is_some() {}
         let stored = StoredAs { name: "f (1)".into(), change: NameChange::Renamed, detail: "taken".into() };
         rx.finalized_as(Some(stored.clone()), Instant::now());
-        let end = Ctl::EndRound { run: m.run, next_seq: 99 }.encode();
+        let end = Ctl::EndRound { run: m.run, next_seq: 99, sha256: None }.encode();
         rx.handle_ctl(&end, Instant::now()).unwrap();
         let acks: Vec<Ack> = std::iter::from_fn(|| rx.poll_transmit())
             .map(|t| match t.payload {
@@ -902,7 +930,7 @@ mod resume_tests {
                 Payload::Chunk(_) => panic!("a receiver sent a chunk"),
             })
             .collect();
-        let want = Ack::Stored { sha256: m.sha256, name: stored.name, change: stored.change, detail: stored.detail };
+        let want = Ack::Stored { sha256: m.sha256.unwrap(), name: stored.name, change: stored.change, detail: stored.detail };
         assert_eq!(acks, [want.clone(), want]);
     }
 
@@ -961,7 +989,7 @@ mod resume_tests {
         part[4..8].fill(0);
         let rx = new_rx(&m, Some(saved)).unwrap();
         assert_eq!(finish(rx, &data, &m, part.clone()), [ReceiverEvent::Verified]);
-        assert_ne!(integrity::sha256(&part), m.sha256, "the bytes behind that Verified are wrong");
+        assert_ne!(integrity::sha256(&part), m.sha256.unwrap(), "the bytes behind that Verified are wrong");
     }
 
     #[test]

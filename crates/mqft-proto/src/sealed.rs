@@ -160,7 +160,9 @@ pub fn seal(
         name: plain.name.clone(),
         size: plain.size,
         chunk_size: plain.chunk_size,
-        sha256: plain.sha256,
+        // The receiver checks the plaintext against it: an encrypted sender reads
+        // the file before it publishes.
+        sha256: plain.sha256.ok_or(SealError::BadBody)?,
         meta: plain.meta.clone(),
     };
     // A Vec is always large enough for postcard.
@@ -174,11 +176,13 @@ pub fn seal(
         SEALED_NAME.into(),
         plain.size + count * u64::from(TAG_LEN),
         plain.chunk_size.checked_add(TAG_LEN).ok_or(DecodeError::BadChunkSize)?,
-        cipher_sha256,
+        Some(cipher_sha256),
         Meta::default(),
         plain.run,
     )?;
     outer.sealed = Some(Sealed { recipients: wrapped, body });
+    // Bound to the ciphertext's digest, now that it is sealed.
+    outer.id = outer.derived_id();
     Ok(outer)
 }
 
@@ -266,7 +270,7 @@ mod tests {
     fn sealed_for(keys: &[&SigningKey], data: &[u8], chunk: u32) -> (Manifest, [u8; 32]) {
         let meta = Meta { modified_ms: Some(5), ..Meta::default() };
         let plain =
-            Manifest::new("secret plans.pdf".into(), data.len() as u64, chunk, integrity::sha256(data), meta, 7)
+            Manifest::new("secret plans.pdf".into(), data.len() as u64, chunk, Some(integrity::sha256(data)), meta, 7)
                 .unwrap();
         let file_key = [9u8; 32];
         let cipher = ChunkCipher::new(&file_key);
@@ -335,7 +339,7 @@ mod tests {
         assert_eq!(open(&wrapped, &a).unwrap_err(), SealError::NotForUs);
         // A description that does not match the ciphertext's chunking.
         let mut lie =
-            Manifest::new(SEALED_NAME.into(), outer.size + 1, outer.chunk_size, [0; 32], Meta::default(), 7).unwrap();
+            Manifest::new(SEALED_NAME.into(), outer.size + 1, outer.chunk_size, Some([0; 32]), Meta::default(), 7).unwrap();
         lie.sealed = outer.sealed.clone();
         assert_eq!(open(&lie, &a).unwrap_err(), SealError::BadBody);
         let too_many =

@@ -347,6 +347,12 @@ pub struct Sender {
     refused: BTreeMap<ReceiverId, (RejectReason, String)>,
     /// Offers refused for now so far: drives the retry backoff.
     busy_retries: u32,
+    /// Receivers that said they have the file (`Complete`, or `Stored` with the
+    /// name) before this sender knew its hash: each is checked once the hash is
+    /// [set](Sender::set_digest). Bounded like `queued`.
+    claims: BTreeMap<ReceiverId, ([u8; 32], Option<(String, NameChange, String)>)>,
+    /// The round is over but the end of round waits for the hash.
+    digest_due: bool,
 }
 
 impl Sender {
@@ -377,6 +383,8 @@ impl Sender {
             queued: BTreeMap::new(),
             refused: BTreeMap::new(),
             busy_retries: 0,
+            claims: BTreeMap::new(),
+            digest_due: false,
         };
         s.publish_manifest(now);
         s
@@ -405,6 +413,36 @@ impl Sender {
     /// runtime that can pick another chunk size may act on it before the failure.
     pub fn stalled_rounds(&self) -> u32 {
         self.stalled_rounds
+    }
+
+    /// True when the transfer waits for the file's hash ([`Sender::set_digest`]):
+    /// the round is over and its end carries the hash, or a receiver said it has
+    /// the file and is to be checked. A caller that hashes as it reads has it by
+    /// the end of the first round, unless the round skipped chunks that receivers
+    /// held already; then it reads the rest of the file for it.
+    pub fn wants_digest(&self) -> bool {
+        self.manifest.sha256.is_none() && (self.digest_due || !self.claims.is_empty())
+    }
+
+    /// The SHA-256 of the whole file, for a manifest published without it: from
+    /// now on every end of round carries it, and the receivers that said they had
+    /// the file are checked against it. If any was, the manifest goes out again
+    /// with the hash, so that one whose file differs takes it as an offer again.
+    pub fn set_digest(&mut self, sha256: [u8; 32], now: Instant) {
+        if self.manifest.sha256.is_some() || self.phase == Phase::Done {
+            return;
+        }
+        self.manifest.sha256 = Some(sha256);
+        self.digest_due = false;
+        let claims = std::mem::take(&mut self.claims);
+        if !claims.is_empty() {
+            self.push_manifest();
+        }
+        for (from, (theirs, stored)) in claims {
+            if theirs == sha256 {
+                self.on_complete(&from, theirs, stored, now);
+            }
+        }
     }
 
     /// The receivers known, and whether each has confirmed the file.
@@ -653,6 +691,12 @@ impl Sender {
             return None;
         }
         if self.to_send.is_empty() {
+            if self.manifest.sha256.is_none() {
+                // The end of round carries the hash, which comes from the caller
+                // once it has read the whole file (`set_digest`).
+                self.digest_due = true;
+                return None;
+            }
             self.start_drain(now);
             return self.out.pop_front();
         }
@@ -772,7 +816,7 @@ impl Sender {
             self.push_manifest();
         }
         if quiet || retry {
-            self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+            self.push_end_round(next_seq);
             self.asked_at = now;
         }
         self.rejoin_at = now + self.cfg.rejoin_interval;
@@ -787,7 +831,7 @@ impl Sender {
     fn ask_again(&mut self, now: Instant) {
         if let Phase::Draining { next_seq, .. } = self.phase {
             if now >= self.asked_at + self.cfg.rto {
-                self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq });
+                self.push_end_round(next_seq);
                 self.asked_at = now;
             }
         }
@@ -868,13 +912,21 @@ impl Sender {
         if !self.has_room_for(from) {
             return;
         }
+        if self.manifest.sha256.is_none() {
+            // Checked once the file is read (`set_digest`): a receiver matches
+            // files by name and size before it can know their bytes are these.
+            if self.claims.contains_key(from) || self.claims.len() < self.cfg.max_receivers || self.waits_for(from) {
+                self.claims.insert(from.clone(), (sha256, stored));
+            }
+            return;
+        }
         // Unknown: a receiver that had the file before we asked.
         let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq, now));
         // Only an active receiver, or one given up as lost that was only slow.
         if !matches!(p.state, PeerState::Active | PeerState::Gone(None)) {
             return;
         }
-        if sha256 == self.manifest.sha256 {
+        if self.manifest.sha256 == Some(sha256) {
             *p = Peer::complete(p.acked, self.manifest.chunk_count, now);
             if let Some((name, change, detail)) = stored {
                 self.events.push_back(SenderEvent::StoredAs { receiver: from.clone(), name, change, detail });
@@ -929,7 +981,12 @@ impl Sender {
         self.rejoin_at = now + self.cfg.rto;
         self.asked_at = now;
         self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.cfg.rto };
-        self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq: self.next_seq });
+        self.push_end_round(self.next_seq);
+    }
+
+    /// The end of round at `next_seq`, with the file's hash once it is known.
+    fn push_end_round(&mut self, next_seq: u32) {
+        self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq, sha256: self.manifest.sha256 });
     }
 
     /// Ends the drain once every active receiver answered.
@@ -1218,7 +1275,7 @@ mod tests {
 
     /// Two receivers waited for by id that joined run 7 of a 3-chunk file.
     fn joined_pair(now: Instant) -> (Sender, ReceiverId, ReceiverId) {
-        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let m = Manifest::new("f".into(), 10, 4, Some([1; 32]), Meta::default(), 7).unwrap();
         let (r0, r1) = (rid("r0"), rid("r1"));
         let cfg = SenderConfig {
             wait: Wait::Ids([r0.clone(), r1.clone()].into()),
@@ -1299,7 +1356,7 @@ mod tests {
 
     /// A one-receiver sender of a 3-chunk file, run 7, join timeout 10 s.
     fn lone_sender(now: Instant) -> Sender {
-        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let m = Manifest::new("f".into(), 10, 4, Some([1; 32]), Meta::default(), 7).unwrap();
         let cfg = SenderConfig { join_timeout: Duration::from_secs(10), ..SenderConfig::default() };
         Sender::new(cfg, Prefix::default(), m, now)
     }
@@ -1314,7 +1371,7 @@ mod tests {
         let t0 = Instant::now();
         let mut tx = lone_sender(t0);
         let r = rid("gw1");
-        let sha = tx.manifest().sha256;
+        let sha = tx.manifest().sha256.unwrap();
         let stored = Ack::Stored {
             sha256: sha,
             name: "f (1)".into(),
@@ -1345,7 +1402,7 @@ mod tests {
         let mut tx = lone_sender(t0);
         let r = rid("gw1");
         let mut offers = 0;
-        let sha = tx.manifest().sha256;
+        let sha = tx.manifest().sha256.unwrap();
         let out = run(&mut tx, t0, |t| {
             if !is_manifest(t) {
                 return match ctl(t) {
@@ -1455,7 +1512,7 @@ mod tests {
         let t0 = Instant::now();
         let delays: BTreeSet<Duration> = (0..20u32)
             .map(|run| {
-                let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), run).unwrap();
+                let m = Manifest::new("f".into(), 10, 4, Some([1; 32]), Meta::default(), run).unwrap();
                 Sender::new(SenderConfig::default(), Prefix::default(), m, t0).retry_delay()
             })
             .collect();
@@ -1517,7 +1574,7 @@ mod tests {
         let (mut tx, r0, r1) = joined_pair(now);
         let (a0, a1) = (r0.clone(), r1.clone());
         let out = run(&mut tx, now, |t| match ctl(t) {
-            Some(Ctl::EndRound { run, next_seq }) => [&a0, &a1]
+            Some(Ctl::EndRound { run, next_seq, .. }) => [&a0, &a1]
                 .map(|r| (r.clone(), Ack::Missing { run, next_seq, missing: RangeSet::new(), more: false }))
                 .into(),
             _ => Vec::new(),
@@ -1532,7 +1589,7 @@ mod tests {
     #[test]
     fn a_receiver_joining_a_drain_stuck_on_a_dead_one_is_served_at_once() {
         let now = Instant::now();
-        let m = Manifest::new("f".into(), 10, 4, [1; 32], Meta::default(), 7).unwrap();
+        let m = Manifest::new("f".into(), 10, 4, Some([1; 32]), Meta::default(), 7).unwrap();
         let mut tx = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
         let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
         tx.handle_ack(&rid("dead"), &ready, now).unwrap();

@@ -56,6 +56,10 @@ pub enum TrustError {
     /// Signed in the future, past the allowed clock skew.
     #[error("signed {0} s in the future")]
     FromTheFuture(i64),
+    /// Signed, but without the file's SHA-256: the signature would cover the
+    /// name and not the bytes.
+    #[error("signed without the file's SHA-256, so the signature does not cover its bytes")]
+    NoDigest,
 }
 
 /// The bytes a manifest's signature covers: [`SIGNATURE_CONTEXT`], then the
@@ -87,6 +91,9 @@ pub fn sign(m: &mut Manifest, key: &SigningKey, created_ms: i64) {
 /// of `now_ms`. Returns the signer's key.
 pub fn check(m: &Manifest, trusted: &[[u8; 32]], now_ms: i64, max_age_ms: i64) -> Result<[u8; 32], TrustError> {
     let s = m.signature.as_ref().ok_or(TrustError::Unsigned)?;
+    if m.sha256.is_none() {
+        return Err(TrustError::NoDigest);
+    }
     if !trusted.contains(&s.key) {
         return Err(TrustError::UnknownKey);
     }
@@ -116,7 +123,7 @@ mod tests {
     const DAY: i64 = 86_400_000;
 
     fn manifest() -> Manifest {
-        Manifest::new("cam.jpg".into(), 10, 4, [7; 32], Meta::default(), 9).unwrap()
+        Manifest::new("cam.jpg".into(), 10, 4, Some([7; 32]), Meta::default(), 9).unwrap()
     }
 
     fn key(seed: u8) -> SigningKey {
@@ -155,9 +162,13 @@ mod tests {
         for lie in [run, meta, time, sig] {
             assert_eq!(check(&lie, &[pk], 0, DAY), Err(TrustError::BadSignature));
         }
-        let other = Manifest::new("cam.jpg".into(), 10, 4, [8; 32], Meta::default(), 9).unwrap();
+        let other = Manifest::new("cam.jpg".into(), 10, 4, Some([8; 32]), Meta::default(), 9).unwrap();
         let forged = Manifest { signature: m.signature.clone(), ..other };
         assert_eq!(check(&forged, &[pk], 0, DAY), Err(TrustError::BadSignature));
+        // Without the hash the signature would not cover the chunks.
+        let mut bare = Manifest::new("cam.jpg".into(), 10, 4, None, Meta::default(), 9).unwrap();
+        sign(&mut bare, &key(1), 0);
+        assert_eq!(check(&bare, &[pk], 0, DAY), Err(TrustError::NoDigest));
 
         assert_eq!(check(&m, &[pk], DAY + 1, DAY), Err(TrustError::TooOld { age_s: 86_400, max_s: 86_400 }));
         assert_eq!(check(&m, &[pk], -CLOCK_SKEW_MS - 1000, DAY), Err(TrustError::FromTheFuture(301)));

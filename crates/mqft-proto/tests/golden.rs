@@ -109,7 +109,7 @@ const SENDER: &str = "cam-7";
 
 /// The manifest of the running example, with metadata and a sender name.
 fn manifest() -> Manifest {
-    Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), meta(), RUN).unwrap().with_sender(SENDER).unwrap()
+    Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, None, meta(), RUN).unwrap().with_sender(SENDER).unwrap()
 }
 
 fn chunk_data(index: u32) -> &'static [u8] {
@@ -181,15 +181,16 @@ fn every_annotated_block_adds_up_and_is_checked() {
 #[test]
 fn transfer_id_is_derived_as_documented() {
     assert_eq!(hex::encode(integrity::sha256(FILE)), FILE_SHA256);
-    let mut preimage = b"mqft-id-v1".to_vec();
-    preimage.extend_from_slice(&sha());
+    let mut preimage = b"mqft-id-v4".to_vec();
     preimage.extend_from_slice(&(FILE.len() as u64).to_le_bytes());
     preimage.extend_from_slice(&CHUNK_SIZE.to_le_bytes());
+    preimage.push(1);
+    preimage.extend_from_slice(&meta().modified_ms.unwrap().to_le_bytes());
     preimage.extend_from_slice(NAME.as_bytes());
     assert_eq!(hex::encode(&preimage), ID_PREIMAGE);
     assert_eq!(hex::encode(integrity::sha256(&unhex(ID_PREIMAGE))), ID_PREIMAGE_SHA256);
     assert!(ID_PREIMAGE_SHA256.starts_with(TRANSFER_ID));
-    let id = transfer_id(&sha(), FILE.len() as u64, CHUNK_SIZE, NAME);
+    let id = transfer_id(FILE.len() as u64, CHUNK_SIZE, meta().modified_ms, NAME, None);
     assert_eq!(id.to_string(), TRANSFER_ID);
     assert_eq!(manifest().id, id);
     for s in [FILE_SHA256, ID_PREIMAGE_SHA256, TRANSFER_ID] {
@@ -218,7 +219,7 @@ fn manifest_vectors() {
     assert_eq!(unhex(MANIFEST).len(), 107);
     assert_in_doc("Whole payload (107 bytes)");
 
-    let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
+    let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, Some(sha()), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
     assert_eq!(Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap(), bare);
     assert!(MANIFEST_NO_META.ends_with("000000"));
@@ -294,7 +295,7 @@ fn ack_vectors() {
 #[test]
 fn ctl_vectors() {
     for (ctl, hex, index, name) in [
-        (Ctl::EndRound { run: RUN, next_seq: 3 }, CTL_END_ROUND, 0, "EndRound"),
+        (Ctl::EndRound { run: RUN, next_seq: 3, sha256: Some(sha()) }, CTL_END_ROUND, 0, "EndRound"),
         (Ctl::Abort { run: RUN, reason: AbortReason::Finished }, CTL_ABORT, 1, "Abort"),
     ] {
         assert_eq!(hex::encode(ctl.encode()), hex);
@@ -564,7 +565,15 @@ impl Pair {
     fn publishes(&mut self) -> Vec<(u32, String)> {
         let id = manifest().id;
         let mut out = Vec::new();
-        while let Some(t) = self.sender.poll_transmit(self.now) {
+        loop {
+            let Some(t) = self.sender.poll_transmit(self.now) else {
+                // The runtime hashes the file as it reads it for sending.
+                if !self.sender.wants_digest() {
+                    break;
+                }
+                self.sender.set_digest(sha(), self.now);
+                continue;
+            };
             match t.payload {
                 Payload::Chunk(c) => {
                     assert_eq!(
@@ -656,7 +665,7 @@ fn repair_round_diagram() {
     let repair = p.publishes();
     assert_eq!(
         repair,
-        [(2, CHUNK_2_REPAIR.to_owned()), (u32::MAX, hex::encode(Ctl::EndRound { run: RUN, next_seq: 4 }.encode()))]
+        [(2, CHUNK_2_REPAIR.to_owned()), (u32::MAX, hex::encode(Ctl::EndRound { run: RUN, next_seq: 4, sha256: Some(sha()) }.encode()))]
     );
     p.chunk_to_receiver(2, CHUNK_2_REPAIR);
     p.finalize();
@@ -723,7 +732,7 @@ const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6
 #[test]
 fn signed_manifest_vector() {
     let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-    let mut m = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
+    let mut m = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, Some(sha()), Meta::default(), RUN).unwrap();
     mqft_proto::trust::sign(&mut m, &key, 1_700_000_000_000);
     let enc = hex::encode(m.encode());
     assert_eq!(enc, SIGNED_MANIFEST);

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 fn manifest() -> Manifest {
     let data = vec![7u8; 10_000];
-    Manifest::new("x.bin".into(), data.len() as u64, 1000, integrity::sha256(&data), Meta::default(), 1).unwrap()
+    Manifest::new("x.bin".into(), data.len() as u64, 1000, Some(integrity::sha256(&data)), Meta::default(), 1).unwrap()
 }
 
 /// Valid payloads of every kind, to mutate.
@@ -25,8 +25,9 @@ fn seeds() -> Vec<Vec<u8>> {
         Ack::Ready { run: 1, held: held.clone() }.encode(),
         Ack::Progress { run: 1, next_seq: 9, held: 3 }.encode(),
         Ack::Missing { run: 1, next_seq: 9, missing: held, more: false }.encode(),
-        Ack::Complete { sha256: m.sha256 }.encode(),
-        Ctl::EndRound { run: 1, next_seq: 4 }.encode(),
+        Ack::Complete { sha256: m.sha256.unwrap() }.encode(),
+        Ctl::EndRound { run: 1, next_seq: 4, sha256: None }.encode(),
+        Ctl::EndRound { run: 1, next_seq: 4, sha256: m.sha256 }.encode(),
         Ack::Rejected { reason: mqft_proto::RejectReason::Io, detail: "read-only file system".into() }.encode(),
         Ack::Queued { run: 1, position: 3 }.encode(),
     ]
@@ -127,19 +128,21 @@ fn unhex(s: &str) -> Vec<u8> {
 #[test]
 fn fuzz_regressions() {
     // The reproducers were found under protocol version 1; the version byte is the
-    // current one here (and in the corpus files), the rest as found (a manifest ends
-    // with an empty `to`, an empty sender, no signature and no encryption since
-    // version 3).
+    // current one here (and in the corpus files), the rest as found, but for the
+    // fields added since (a manifest ends with an empty `to`, an empty sender, no
+    // signature and no encryption since version 3; its hash is optional, and its id
+    // derived from its name, size, time and chunking, since version 4; an end of
+    // round ends with its optional hash).
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
-    assert_eq!(Ctl::decode(&unhex("0300800000")), Err(DecodeError::NonMinimalVarint));
-    assert_eq!(Ctl::decode(&unhex("03000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0 }));
+    assert_eq!(Ctl::decode(&unhex("040080000000")), Err(DecodeError::NonMinimalVarint));
+    assert_eq!(Ctl::decode(&unhex("0400000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0, sha256: None }));
 
     // decode_manifest/regress-overlong-varint: a valid manifest but for its run, 7
     // spelled `87 00`.
     let overlong = unhex(concat!(
-        "034b4082509ca7f647bcc0fffc182404a287000866757a7a2e62696ed804400a4effa5c024a3deae835cdc3ff9eb604d30",
-        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d01020000000000",
+        "0465472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e",
+        "4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e01186170706c69636174696f6e2f6f637465742d73747265616d01020000000000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
     let mut minimal = overlong.clone();
@@ -148,7 +151,7 @@ fn fuzz_regressions() {
 
     // decode_ack/regress-progress-held-past-chunk-count: 10 chunks, then
     // `Progress { run: 7, next_seq: 0, held: 4294967295 }`.
-    let input = unhex("0a00000003010700ffffffff0f");
+    let input = unhex("0a00000004010700ffffffff0f");
     let (count, payload) = input.split_at(4);
     let count = u32::from_le_bytes(count.try_into().unwrap());
     assert_eq!(Ack::decode(payload, count), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));

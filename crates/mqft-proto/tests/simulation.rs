@@ -228,6 +228,49 @@ fn receiver_that_already_has_the_file_answers_at_once() {
     assert_eq!(sim.chunk_transmissions, first, "nothing resent");
 }
 
+/// Version 4: the manifest carries no hash, so a receiver that has a file of the
+/// same name and size can only claim it. The sender checks the claim against the
+/// hash it gets from reading the file: the same file costs no chunk; another file
+/// of that size gets the manifest again, with the hash, and is sent.
+#[test]
+fn a_claim_without_the_hash_is_checked_by_the_sender() {
+    for same in [true, false] {
+        let mut sim = SimBuilder::new(13, 10_000, 1000);
+        sim.digest_first = false;
+        let mut sim = sim.build();
+        let mut here = sim.file.clone();
+        if !same {
+            here[4321] ^= 1;
+        }
+        sim.receivers[0].final_file = Some(here);
+        let sim = run(sim);
+        sim.assert_delivered([0]);
+        let sent = if same { 0 } else { 10 };
+        assert_eq!(sim.chunk_transmissions, sent, "same file: {same}");
+    }
+}
+
+/// The hash arrives with the end of round that follows the last chunk, and a
+/// receiver that holds every chunk waits for it before it says anything is
+/// complete; a hash that does not match fails the transfer and leaves no file.
+#[test]
+fn the_hash_at_the_end_is_what_decides() {
+    let mut sim = SimBuilder::new(14, 10_000, 1000);
+    sim.digest_first = false;
+    let mut sim = sim.build();
+    // A sender whose reading and hashing disagree (a bug, or a file that changed
+    // between the two reads of a chunk): every chunk passes its CRC.
+    sim.source[100] ^= 0xff;
+    sim.digest_override = Some(mqft_proto::integrity::sha256(&sim.file));
+    let sim = run(sim);
+    assert!(
+        matches!(sim.outcome(), Some(Err(SendFailure::HashMismatch { .. }) | Err(SendFailure::Rejected { .. }))),
+        "{:?}",
+        sim.outcome()
+    );
+    assert!(sim.receivers[0].final_file.is_none());
+}
+
 #[test]
 fn hash_mismatch_fails_loudly_and_leaves_no_file() {
     // The file changed under the sender after the manifest was made: every chunk
@@ -364,9 +407,11 @@ fn resend_with_new_metadata_resumes() {
     sim.run_until(Duration::from_millis(150));
     let held = sim.receivers[0].rx.as_ref().unwrap().held().len();
     assert!(held > 50 && held < 400, "mid-transfer: {held}");
-    // The sender dies; the file is sent again with a new modification time.
+    // The sender dies; the file is sent again with new metadata. (A new
+    // modification time is a new transfer id: the file may have changed.)
     sim.sender = None;
-    sim.manifest.meta.modified_ms = Some(1_700_000_000_000);
+    sim.manifest.meta.content_type = Some("image/jpeg".into());
+    sim.manifest.meta.user.push(("camera".into(), "gate-2".into()));
     sim.start_sender();
     sim.drive(HOUR);
     sim.assert_delivered([0]);

@@ -13,6 +13,9 @@ pub enum Ctl {
         run: u32,
         /// One past the last `seq` sent.
         next_seq: u32,
+        /// The SHA-256 of the whole file, once the sender knows it: always at the
+        /// end of a round in which it sent the last chunk, and after.
+        sha256: Option<[u8; 32]>,
     },
     /// The sender stops serving this transfer.
     Abort {

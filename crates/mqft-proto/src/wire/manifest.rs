@@ -43,8 +43,11 @@ pub struct Manifest {
     pub chunk_size: u32,
     /// `ceil(size / chunk_size)`; 0 for an empty file.
     pub chunk_count: u32,
-    /// SHA-256 of the whole file.
-    pub sha256: [u8; 32],
+    /// SHA-256 of the whole file, when the sender knew it as it published the
+    /// manifest (a signed, encrypted or held transfer, or a re-publication after
+    /// the sender read the file); otherwise it arrives with the end of round
+    /// ([`crate::wire::Ctl::EndRound`]). Not part of the transfer id.
+    pub sha256: Option<[u8; 32]>,
     /// Optional metadata.
     pub meta: Meta,
     /// The receivers this transfer is for, by id ([`crate::ReceiverId`] rules, at
@@ -121,7 +124,7 @@ impl Manifest {
         name: String,
         size: u64,
         chunk_size: u32,
-        sha256: [u8; 32],
+        sha256: Option<[u8; 32]>,
         meta: Meta,
         run: u32,
     ) -> Result<Self, DecodeError> {
@@ -131,7 +134,7 @@ impl Manifest {
         let count = size.div_ceil(u64::from(chunk_size));
         let chunk_count =
             u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
-        let id = integrity::transfer_id(&sha256, size, chunk_size, &name);
+        let id = integrity::transfer_id(size, chunk_size, meta.modified_ms, &name, None);
         let m = Manifest {
             id,
             run,
@@ -164,6 +167,9 @@ impl Manifest {
             if s.recipients.is_empty() || s.recipients.len() > MAX_RECIPIENTS {
                 return Err(DecodeError::BadMeta);
             }
+            if self.sha256.is_none() {
+                return Err(DecodeError::SealedWithoutDigest);
+            }
         }
         if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
             return Err(DecodeError::BadName);
@@ -183,10 +189,17 @@ impl Manifest {
         {
             return Err(DecodeError::BadChunkCount);
         }
-        if self.id != integrity::transfer_id(&self.sha256, self.size, self.chunk_size, &self.name) {
+        if self.id != self.derived_id() {
             return Err(DecodeError::IdMismatch);
         }
         Ok(())
+    }
+
+    /// The id this manifest's fields give ([`integrity::transfer_id`]); an
+    /// encrypted transfer's is bound to its ciphertext's digest.
+    pub fn derived_id(&self) -> TransferId {
+        let bound = self.sealed.as_ref().and(self.sha256.as_ref());
+        integrity::transfer_id(self.size, self.chunk_size, self.meta.modified_ms, &self.name, bound)
     }
 
     /// The manifest addressed to these receivers only (see [`Manifest::to`]).
@@ -226,15 +239,26 @@ impl Manifest {
     }
 
     /// True when `other` describes the same transfer: the same id, name, size,
-    /// chunking and hash. The run and the metadata may differ (a file sent again
-    /// with a new modification time is still the same bytes, and resumes).
+    /// modification time and chunking, and no two different hashes. The run and the
+    /// rest of the metadata may differ, and one may carry the hash that the other
+    /// did not know yet.
     pub fn same_transfer(&self, other: &Manifest) -> bool {
         self.id == other.id
             && self.name == other.name
             && self.size == other.size
+            && self.meta.modified_ms == other.meta.modified_ms
             && self.chunk_size == other.chunk_size
             && self.chunk_count == other.chunk_count
-            && self.sha256 == other.sha256
+            && match (self.sha256, other.sha256) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+
+    /// The manifest with its hash filled in, once the sender has read the file.
+    pub fn with_digest(mut self, sha256: [u8; 32]) -> Self {
+        self.sha256 = Some(sha256);
+        self
     }
 }
 

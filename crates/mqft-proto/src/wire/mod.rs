@@ -24,7 +24,7 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// The most `/`-separated components a file name may have (`a/b/c.jpg` has 3):
@@ -101,6 +101,10 @@ pub enum DecodeError {
     /// Metadata exceeds one of its caps.
     #[error("metadata exceeds its limits")]
     BadMeta,
+    /// An encrypted manifest without the SHA-256 of its ciphertext, which its id
+    /// is bound to.
+    #[error("encrypted manifest without the SHA-256 of its ciphertext")]
+    SealedWithoutDigest,
     /// The chunk size is 0 or above [`MAX_CHUNK_SIZE`].
     #[error("bad chunk size")]
     BadChunkSize,

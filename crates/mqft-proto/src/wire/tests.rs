@@ -1,7 +1,7 @@
 use super::*;
 
 fn manifest(size: u64, chunk_size: u32) -> Manifest {
-    Manifest::new("cam.jpg".into(), size, chunk_size, [7; 32], Meta::default(), 9).unwrap()
+    Manifest::new("cam.jpg".into(), size, chunk_size, Some([7; 32]), Meta::default(), 9).unwrap()
 }
 
 #[test]
@@ -120,12 +120,12 @@ fn manifest_round_trip_and_checks() {
     lie.meta.user = vec![("k".into(), "v".into()); MAX_USER_ENTRIES + 1];
     assert_eq!(Manifest::decode(&lie.encode()), Err(DecodeError::BadMeta));
     assert_eq!(
-        Manifest::new("x".repeat(MAX_NAME_LEN + 1), 1, 1, [0; 32], Meta::default(), 0),
+        Manifest::new("x".repeat(MAX_NAME_LEN + 1), 1, 1, Some([0; 32]), Meta::default(), 0),
         Err(DecodeError::BadName)
     );
-    assert_eq!(Manifest::new(String::new(), 1, 1, [0; 32], Meta::default(), 0), Err(DecodeError::BadName));
-    assert_eq!(Manifest::new("a".into(), 1, 0, [0; 32], Meta::default(), 0), Err(DecodeError::BadChunkSize));
-    assert_eq!(Manifest::new("a".into(), u64::MAX, 1, [0; 32], Meta::default(), 0), Err(DecodeError::BadChunkCount));
+    assert_eq!(Manifest::new(String::new(), 1, 1, Some([0; 32]), Meta::default(), 0), Err(DecodeError::BadName));
+    assert_eq!(Manifest::new("a".into(), 1, 0, Some([0; 32]), Meta::default(), 0), Err(DecodeError::BadChunkSize));
+    assert_eq!(Manifest::new("a".into(), u64::MAX, 1, Some([0; 32]), Meta::default(), 0), Err(DecodeError::BadChunkCount));
     let mut big = m.encode();
     big.resize(MAX_MANIFEST_LEN + 1, 0);
     assert_eq!(Manifest::decode(&big), Err(DecodeError::TooLarge(MAX_MANIFEST_LEN + 1)));
@@ -190,14 +190,14 @@ fn lengthen(payload: &[u8], at: usize) -> Vec<u8> {
 /// of message, made longer than needed, is refused.
 #[test]
 fn non_minimal_varints_are_refused() {
-    let end_round = Ctl::EndRound { run: 300, next_seq: 3 }.encode();
-    assert_eq!(end_round, [PROTOCOL_VERSION, 0, 0xac, 0x02, 3]);
+    let end_round = Ctl::EndRound { run: 300, next_seq: 3, sha256: None }.encode();
+    assert_eq!(end_round, [PROTOCOL_VERSION, 0, 0xac, 0x02, 3, 0]);
     for at in [1, 3, 4] {
         assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
     }
     // As long as a u32 can be, and still 0.
     assert_eq!(
-        Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3]),
+        Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3, 0]),
         Err(DecodeError::NonMinimalVarint)
     );
 
@@ -292,9 +292,9 @@ fn sender_and_stored_names_are_bounded() {
 }
 
 #[test]
-fn a_v2_message_names_both_versions() {
-    let err = Ctl::decode(&[2, 0, 0xac, 0x02, 3]).unwrap_err();
-    assert_eq!(err.to_string(), "protocol version 2, this peer speaks 3");
+fn an_older_message_names_both_versions() {
+    let err = Ctl::decode(&[3, 0, 0xac, 0x02, 3]).unwrap_err();
+    assert_eq!(err.to_string(), "protocol version 3, this peer speaks 4");
 }
 
 /// `to` is bounded and holds only valid receiver ids, and is not part of the
@@ -318,10 +318,10 @@ fn addressed_receivers_are_checked() {
 
 #[test]
 fn ctl_round_trip() {
-    for c in [Ctl::EndRound { run: 5, next_seq: 1000 }, Ctl::Abort { run: 5, reason: AbortReason::Finished }] {
+    for c in [Ctl::EndRound { run: 5, next_seq: 1000, sha256: None }, Ctl::Abort { run: 5, reason: AbortReason::Finished }] {
         assert_eq!(Ctl::decode(&c.encode()).unwrap(), c);
     }
-    let mut t = Ctl::EndRound { run: 5, next_seq: 1 }.encode();
+    let mut t = Ctl::EndRound { run: 5, next_seq: 1, sha256: None }.encode();
     t.push(0);
     assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
     assert_eq!(Ctl::decode(&[PROTOCOL_VERSION, 9]), Err(DecodeError::Malformed));

@@ -176,7 +176,7 @@ impl SimReceiver {
     /// from outside the simulation holds the one slot, and a full queue has room
     /// for nothing.
     fn sync_slots(&mut self) {
-        let phantom = integrity::transfer_id(&[0; 32], 0, 1, "outside the simulation");
+        let phantom = integrity::transfer_id(0, 1, None, "outside the simulation", None);
         if self.slots_full != self.phantom_open {
             if self.slots_full {
                 self.endpoint.accept(phantom);
@@ -191,10 +191,13 @@ impl SimReceiver {
         self.endpoint.set_limits(limits);
     }
 
-    /// What the runtime's `store::already_complete` finds: the final file holds the
-    /// manifest's bytes.
-    fn has_file(&self, m: &Manifest) -> bool {
-        self.final_file.as_ref().is_some_and(|f| integrity::sha256(f) == m.sha256)
+    /// What the runtime's `store::find_identical` finds: the final file holds the
+    /// manifest's bytes, or for a manifest without a hash, is as long (a claim the
+    /// sender checks): the file's hash then.
+    fn has_file(&self, m: &Manifest) -> Option<[u8; 32]> {
+        let f = self.final_file.as_ref().filter(|f| f.len() as u64 == m.size)?;
+        let sha = integrity::sha256(f);
+        m.sha256.is_none_or(|d| d == sha).then_some(sha)
     }
 }
 
@@ -207,6 +210,9 @@ pub struct Sim {
     /// The bytes the sender actually reads (differs from `file` to simulate a file
     /// changed under the sender).
     pub source: Vec<u8>,
+    /// The hash the sender sets when it asks for one, instead of that of
+    /// `source` (a sender whose hashing and reading disagree).
+    pub digest_override: Option<[u8; 32]>,
     pub manifest: Manifest,
     /// How the sender encodes chunks...
     pub compression: Compression,
@@ -270,6 +276,10 @@ pub struct SimBuilder {
     /// A file of four letters (2 bits a byte), which zstd shrinks, instead of
     /// random bytes.
     pub compressible: bool,
+    /// The manifest carries the hash, as a signed or encrypted sender's does;
+    /// otherwise the sender sets it when it asks ([`Sender::wants_digest`]), as
+    /// the runtime does once it has read the file. A third of the seeds.
+    pub digest_first: bool,
 }
 
 impl SimBuilder {
@@ -284,6 +294,7 @@ impl SimBuilder {
             receiver_cfg: ReceiverConfig::default(),
             queue_cap: None,
             compressible: false,
+            digest_first: seed % 3 == 0,
         }
     }
 
@@ -307,7 +318,7 @@ impl SimBuilder {
             "photo.jpg".into(),
             file.len() as u64,
             self.chunk_size,
-            integrity::sha256(&file),
+            self.digest_first.then(|| integrity::sha256(&file)),
             Meta::default(),
             rng.next_u64() as u32,
         )
@@ -349,6 +360,7 @@ impl SimBuilder {
             rng,
             prefix: prefix.clone(),
             source: file.clone(),
+            digest_override: None,
             file,
             manifest,
             compression: Compression::None,
@@ -453,7 +465,15 @@ impl Sim {
     /// Moves every pending output into the network.
     fn flush(&mut self) {
         if let Some(mut s) = self.sender.take() {
-            while let Some(t) = s.poll_transmit(self.now) {
+            loop {
+                let Some(t) = s.poll_transmit(self.now) else {
+                    if !s.wants_digest() {
+                        break;
+                    }
+                    let digest = self.digest_override.unwrap_or_else(|| integrity::sha256(&self.source));
+                    s.set_digest(digest, self.now);
+                    continue;
+                };
                 let payload = match t.payload {
                     Payload::Bytes(b) => b,
                     Payload::Chunk(c) => {
@@ -526,8 +546,8 @@ impl Sim {
     fn take_offer(&mut self, i: usize, m: Manifest) {
         let (prefix, cfg, now) = (self.prefix.clone(), self.receiver_cfg.clone(), self.now);
         let r = &mut self.receivers[i];
-        if r.has_file(&m) {
-            return r.endpoint.already_complete(m);
+        if let Some(sha) = r.has_file(&m) {
+            return r.endpoint.already_complete(m, sha);
         }
         r.failure = None;
         r.endpoint.accept(m.id);
