@@ -220,7 +220,7 @@ async fn a_forged_chunk_that_inflates_past_its_length_is_refused() {
         "bomb.log".into(),
         bytes.len() as u64,
         CHUNK,
-        mqft::proto::integrity::sha256(&bytes),
+        Some(mqft::proto::integrity::sha256(&bytes)),
         Meta::default(),
         1,
     )

@@ -50,7 +50,7 @@ fn mosquitto_pub(broker: &Broker, topic: &str, payload: &[u8]) {
 /// A manifest for a file nobody will send the chunks of: it holds a transfer
 /// slot until aborted.
 fn slot_holder(name: &str, run: u32) -> Manifest {
-    Manifest::new(name.into(), 1 << 20, 64 << 10, [5; 32], Meta::default(), run).unwrap()
+    Manifest::new(name.into(), 1 << 20, 64 << 10, Some([5; 32]), Meta::default(), run).unwrap()
 }
 
 /// The peak resident set of a running process, from `VmHWM` in
@@ -171,7 +171,7 @@ fn once_exits_7_when_the_sender_aborts_its_transfer() {
     let receiver = start_receiver(&broker, out.path(), &["--once", "--json"]);
 
     // A sender that offers a file and aborts once it is accepted, by hand.
-    let m = Manifest::new("gate.jpg".into(), 1 << 20, 64 << 10, [3; 32], Meta::default(), 77).unwrap();
+    let m = Manifest::new("gate.jpg".into(), 1 << 20, 64 << 10, Some([3; 32]), Meta::default(), 77).unwrap();
     let prefix = Prefix::default();
     let publish = |topic: String, payload: &[u8]| mosquitto_pub(&broker, &topic, payload);
     publish(prefix.manifest(&m.id), &m.encode());

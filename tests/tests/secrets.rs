@@ -89,9 +89,13 @@ fn passwords_from_the_environment_or_a_file_stay_out_of_arguments_logs_and_outpu
     // so it is surely running (not still being exec'd) when its command line
     // is read.
     let id = {
-        let bytes = std::fs::read(&file).unwrap();
-        let sha = mqft::proto::integrity::sha256(&bytes);
-        Manifest::new("secret-plans.bin".into(), bytes.len() as u64, 65536, sha, Meta::default(), 0).unwrap().id
+        // The id the sender derives: name, size, modification time, chunk size.
+        let meta = std::fs::metadata(&file).unwrap();
+        let ms = meta.modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let meta = Meta { modified_ms: Some(ms as i64), ..Meta::default() };
+        Manifest::new("secret-plans.bin".into(), std::fs::metadata(&file).unwrap().len(), 65536, None, meta, 0)
+            .unwrap()
+            .id
     };
     let sender = Process::spawn(
         mqft(["send".as_ref(), file.as_os_str(), "-vv".as_ref(), "--json".as_ref()])

@@ -393,8 +393,12 @@ async fn a_file_changed_while_sent_fails_its_integrity_check_on_both_sides() {
     f.write_all_at(b"changed", len - 7).unwrap();
     drop(f);
 
+    // The sender hashes what it reads as it sends, and sees at the end that the
+    // file is no longer what it started to send: it says so, and tells the
+    // receivers to drop what they hold, a mix of old and new bytes.
     let err = within("the send", send.wait()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
+    assert!(err.to_string().contains("changed while it was being sent"), "{err}");
     let err = within("the receive", rx.wait()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
     // Known-bad bytes are not kept, under any name: the output directory has
@@ -431,7 +435,7 @@ async fn session_survives_a_restart(version: MqttVersion) {
 
     // A manifest published while it is away, not retained: only the session can
     // keep it.
-    let m = mqft::proto::Manifest::new("late.bin".into(), 10, 4, [1; 32], Default::default(), 7).unwrap();
+    let m = mqft::proto::Manifest::new("late.bin".into(), 10, 4, Some([1; 32]), Default::default(), 7).unwrap();
     mosquitto_pub(&broker, &mqft::proto::Prefix::default().manifest(&m.id), &m.encode());
 
     // The same receiver (same id, same directory, so the same client id) comes back

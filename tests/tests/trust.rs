@@ -156,7 +156,7 @@ async fn send_as(raw: &mut Raw, m: &Manifest, manifest_payload: Vec<u8>, bytes: 
         }
         raw.publish(&prefix.chunk(&m.id, index), Chunk::encode(m.run, index, index, &data)).await;
     }
-    raw.publish(&prefix.ctl(&m.id), Ctl::EndRound { run: m.run, next_seq: m.chunk_count }.encode()).await;
+    raw.publish(&prefix.ctl(&m.id), Ctl::EndRound { run: m.run, next_seq: m.chunk_count, sha256: None }.encode()).await;
 }
 
 /// A signed transfer as it went through a broker: the broker, the trusted public
@@ -200,10 +200,10 @@ async fn a_manifest_changed_after_signing_is_refused() {
     let Captured { broker, public, manifest: captured, _dirs, .. } =
         a_captured_transfer("changed.bin", 1203, first.path()).await;
 
-    // One field changed, the encoding still valid: the modification time, which
-    // the receiver would set on the file.
+    // One field changed, the encoding still valid and the id still the same:
+    // the content type.
     let mut m = Manifest::decode(&captured).unwrap();
-    m.meta.modified_ms = Some(m.meta.modified_ms.unwrap_or(0) + 1);
+    m.meta.content_type = Some("application/x-changed".into());
     let changed = m.encode();
     assert_ne!(changed, captured);
 

@@ -726,7 +726,6 @@ fn offered(m: &Manifest) -> EndpointEvent {
     EndpointEvent::Offered { id: m.id, name: m.name.clone(), size: m.size, sender: m.sender.clone() }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

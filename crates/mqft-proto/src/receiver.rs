@@ -848,8 +848,8 @@ mod resume_tests {
     /// A 38-byte file in 4-byte chunks (10 chunks, the last one short).
     fn file() -> (Vec<u8>, Manifest) {
         let data: Vec<u8> = (0..38u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
-        let m =
-            Manifest::new("f".into(), data.len() as u64, CHUNK, Some(integrity::sha256(&data)), Meta::default(), 7).unwrap();
+        let m = Manifest::new("f".into(), data.len() as u64, CHUNK, Some(integrity::sha256(&data)), Meta::default(), 7)
+            .unwrap();
         (data, m)
     }
 
@@ -930,7 +930,8 @@ mod resume_tests {
                 Payload::Chunk(_) => panic!("a receiver sent a chunk"),
             })
             .collect();
-        let want = Ack::Stored { sha256: m.sha256.unwrap(), name: stored.name, change: stored.change, detail: stored.detail };
+        let want =
+            Ack::Stored { sha256: m.sha256.unwrap(), name: stored.name, change: stored.change, detail: stored.detail };
         assert_eq!(acks, [want.clone(), want]);
     }
 

@@ -339,7 +339,8 @@ mod tests {
         assert_eq!(open(&wrapped, &a).unwrap_err(), SealError::NotForUs);
         // A description that does not match the ciphertext's chunking.
         let mut lie =
-            Manifest::new(SEALED_NAME.into(), outer.size + 1, outer.chunk_size, Some([0; 32]), Meta::default(), 7).unwrap();
+            Manifest::new(SEALED_NAME.into(), outer.size + 1, outer.chunk_size, Some([0; 32]), Meta::default(), 7)
+                .unwrap();
         lie.sealed = outer.sealed.clone();
         assert_eq!(open(&lie, &a).unwrap_err(), SealError::BadBody);
         let too_many =

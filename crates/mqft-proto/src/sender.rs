@@ -669,6 +669,16 @@ impl Sender {
         }
     }
 
+    /// Ends the transfer because the file changed while it was being sent (the
+    /// runtime saw its size or modification time change): receivers are told
+    /// `Abort(Changed)` and drop what they hold, which mixes old and new bytes.
+    /// Reported as [`SendFailure::Cancelled`]: the runtime reports its own error.
+    pub fn file_changed(&mut self, _now: Instant) {
+        if self.phase != Phase::Done {
+            self.finish_as(AbortReason::Changed, Some(SendFailure::Cancelled));
+        }
+    }
+
     /// Gives up on the transfer for a reason of the sender's own (its file became
     /// unreadable): receivers are told `Abort(Failed)`, as for any sender that gives
     /// up, and keep what they hold for a later send; unlike [`Sender::cancel`], a

@@ -665,7 +665,10 @@ fn repair_round_diagram() {
     let repair = p.publishes();
     assert_eq!(
         repair,
-        [(2, CHUNK_2_REPAIR.to_owned()), (u32::MAX, hex::encode(Ctl::EndRound { run: RUN, next_seq: 4, sha256: Some(sha()) }.encode()))]
+        [
+            (2, CHUNK_2_REPAIR.to_owned()),
+            (u32::MAX, hex::encode(Ctl::EndRound { run: RUN, next_seq: 4, sha256: Some(sha()) }.encode()))
+        ]
     );
     p.chunk_to_receiver(2, CHUNK_2_REPAIR);
     p.finalize();

@@ -449,24 +449,22 @@ impl Engine {
                 // Remembering that the file was received proves nothing about the
                 // disk now: the endpoint answers `Complete` only once it is checked.
                 let found = self.still_complete(&m).await;
-                // A manifest offered again is news ("already have"); an end of round
-                // that asks again after a lost Complete is not.
-                if let Some((path, stored)) = found.as_ref().filter(|_| topic.ends_with("/manifest")) {
+                let stored = found.as_ref().and_then(|(_, s, _)| s.clone());
+                let told = found.as_ref().map(|&(_, _, sha)| m.sha256.unwrap_or(sha));
+                let next = self.endpoint.history_checked_as(m.clone(), told, stored.as_ref());
+                self.drain_endpoint();
+                // A manifest offered again is news ("already have"), once it carries
+                // the hash that proves it (without one the answer is a claim the
+                // sender checks); an end of round that asks again after a lost
+                // Complete is not.
+                let news = topic.ends_with("/manifest") && m.sha256.is_some();
+                if let Some((path, stored, sha)) = found.filter(|_| news) {
                     // Said, as for an offer answered from the marker on disk: a hook
                     // or log that watches for "already have" sees every one.
                     info!(id = %m.id, "offered again: already complete");
-                    self.events.emit(ReceiveEvent::AlreadyComplete {
-                        transfer: m.id,
-                        path: path.clone(),
-                        size: m.size,
-                        sha256: m.sha256,
-                        sender: m.sender.clone(),
-                        change: stored.as_ref().map(|s| s.change),
-                    });
+                    let change = stored.map(|s| s.change);
+                    self.had_it(m.id, path, m.size, sha, m.sender.clone(), change).await;
                 }
-                let stored = found.as_ref().and_then(|(_, s)| s.clone());
-                let next = self.endpoint.history_checked_as(m, found.is_some(), stored.as_ref());
-                self.drain_endpoint();
                 if let Some(Routed::Offer(m)) = next {
                     self.offer(m).await;
                 }
@@ -600,7 +598,7 @@ impl Engine {
         let content = match &unseal {
             Some(u) => {
                 let mut c = m.clone();
-                (c.size, c.sha256) = (u.opened.inner.size, u.opened.inner.sha256);
+                (c.size, c.sha256) = (u.opened.inner.size, Some(u.opened.inner.sha256));
                 c
             }
             None => m.clone(),
@@ -613,8 +611,8 @@ impl Engine {
                 store::check_parent_dirs(&paths)?;
                 // The same bytes under this name or a numbered one, whatever
                 // transfer brought them: already here.
-                if let Some(found) = store::find_identical(&paths, &content)? {
-                    return Ok(Decision::AlreadyComplete(found));
+                if let Some((found, sha)) = store::find_identical(&paths, &content)? {
+                    return Ok(Decision::AlreadyComplete(found, sha));
                 }
                 // Anything at the final name, a symlink or a dangling one included,
                 // is someone else's.
@@ -640,35 +638,26 @@ impl Engine {
             .await
         };
         let (file, saved) = match decision {
-            Ok(Decision::AlreadyComplete(found)) => {
+            Ok(Decision::AlreadyComplete(found, sha)) => {
                 let path = found.in_dir(&dir);
-                info!(%id, path = %path.display(), "already complete");
                 let stored = stored_as(&m, &name, &found);
+                // The sender compares what it is told with its manifest's hash: an
+                // encrypted transfer's is the ciphertext's.
+                let told = m.sha256.unwrap_or(sha);
                 match &stored {
-                    Some(s) => self.endpoint.already_stored(m.clone(), s),
-                    None => self.endpoint.already_complete(m.clone()),
+                    Some(s) => self.endpoint.already_stored(m.clone(), told, s),
+                    None => self.endpoint.already_complete(m.clone(), told),
                 }
                 self.drain_endpoint();
-                self.events.emit(ReceiveEvent::AlreadyComplete {
-                    transfer: id,
-                    path: path.clone(),
-                    size: content.size,
-                    sha256: content.sha256,
-                    sender: m.sender.clone(),
-                    change: stored.map(|s| s.change),
-                });
-                self.report.files.push(ReceivedFile {
-                    transfer: id,
-                    path,
-                    size: content.size,
-                    resumed_bytes: content.size,
-                    read_back_bytes: 0,
-                    corrupt_chunks: 0,
-                    duplicate_chunks: 0,
-                });
-                if self.opts.once {
-                    self.stop(Ok(())).await;
+                if content.sha256.is_none() {
+                    // Only a claim: the sender answers with the manifest again, with
+                    // its hash, and that decides (`Routed::CheckHistory`).
+                    info!(%id, path = %path.display(), "a file of this name and size is here; the sender checks it");
+                    return;
                 }
+                info!(%id, path = %path.display(), "already complete");
+                let change = stored.map(|s| s.change);
+                self.had_it(id, path, content.size, sha, m.sender.clone(), change).await;
                 return;
             }
             Ok(Decision::Exists(reason)) => return self.reject(&m, reason),
@@ -851,8 +840,12 @@ impl Engine {
         let size = manifest.size;
         info!(%id, path = %path.display(), size, sender = manifest.sender, "received");
         // An encrypted file's real size and hash, not its ciphertext's.
-        let (size, sha256) =
-            t.unseal.as_ref().map_or((size, manifest.sha256), |u| (u.opened.inner.size, u.opened.inner.sha256));
+        // Verified: the manifest has its hash, from the sender's manifest or its end
+        // of round.
+        let (size, sha256) = t
+            .unseal
+            .as_ref()
+            .map_or((size, manifest.sha256.unwrap_or_default()), |u| (u.opened.inner.size, u.opened.inner.sha256));
         if let Some(gate) = &mut self.gate {
             // One short append; before `Completed`, so that a replay the moment
             // after is caught.
@@ -932,7 +925,8 @@ impl Engine {
                     let path = t.paths.final_path.clone();
                     info!(%id, path = %path.display(), %failure, "receive failed");
                     let aborted_empty = matches!(failure, ReceiveFailure::SenderAborted(_)) && t.rx.bytes_held() == 0;
-                    if failure == ReceiveFailure::HashMismatch || aborted_empty {
+                    let stale = failure == ReceiveFailure::SenderAborted(AbortReason::Changed);
+                    if failure == ReceiveFailure::HashMismatch || aborted_empty || stale {
                         // The bytes are known bad, or there are none (a sender that
                         // gave up on its chunk size starts a new transfer): nothing
                         // to resume, so no `.part` is left behind.
@@ -958,7 +952,8 @@ impl Engine {
                     // gave up may be run again and resume, so that one is waited out.
                     let for_good = matches!(
                         failure,
-                        ReceiveFailure::HashMismatch | ReceiveFailure::SenderAborted(AbortReason::Cancelled)
+                        ReceiveFailure::HashMismatch
+                            | ReceiveFailure::SenderAborted(AbortReason::Cancelled | AbortReason::Changed)
                     ) || matches!(failure, ReceiveFailure::Local(r) if r != RejectReason::Cancelled);
                     if self.opts.once && self.stopping.is_none() && for_good {
                         self.stopping = Some(Err(err));
@@ -1026,17 +1021,43 @@ impl Engine {
     /// the manifest names ([`store::find_identical`], off the engine's thread),
     /// and what the sender is told when its name differs from the manifest's:
     /// remembering that it was received proves nothing about the disk now.
-    async fn still_complete(&self, m: &Manifest) -> Option<(PathBuf, Option<StoredAs>)> {
+    async fn still_complete(&self, m: &Manifest) -> Option<(PathBuf, Option<StoredAs>, [u8; 32])> {
         let name = sanitize_path(&m.name).ok()?;
         let dir = self.files_dir(m, false).await.ok()?;
         let (id, paths, m2) = (m.id, Paths::new(&self.state, &dir, &name, &m.id), m.clone());
         let check = move || store::check_parent_dirs(&paths).and_then(|()| store::find_identical(&paths, &m2));
         match blocking(check).await {
-            Ok(found) => found.map(|f| (f.in_dir(&dir), stored_as(m, &name, &f))),
+            Ok(found) => found.map(|(f, sha)| (f.in_dir(&dir), stored_as(m, &name, &f), sha)),
             Err(e) => {
                 debug!(%id, error = %e, "cannot check a completed file");
                 None
             }
+        }
+    }
+
+    /// A file offered is here already, verified: said, counted, and with `--once`
+    /// the end.
+    async fn had_it(
+        &mut self,
+        transfer: TransferId,
+        path: PathBuf,
+        size: u64,
+        sha256: [u8; 32],
+        sender: String,
+        change: Option<NameChange>,
+    ) {
+        self.events.emit(ReceiveEvent::AlreadyComplete { transfer, path: path.clone(), size, sha256, sender, change });
+        self.report.files.push(ReceivedFile {
+            transfer,
+            path,
+            size,
+            resumed_bytes: size,
+            read_back_bytes: 0,
+            corrupt_chunks: 0,
+            duplicate_chunks: 0,
+        });
+        if self.opts.once {
+            self.stop(Ok(())).await;
         }
     }
 
@@ -1073,8 +1094,8 @@ fn stored_as(m: &Manifest, safe: &SafePath, stored: &SafePath) -> Option<StoredA
 
 /// What to do with an offer, as found on disk.
 enum Decision {
-    /// Under this name (the offered one or a numbered one).
-    AlreadyComplete(SafePath),
+    /// Under this name (the offered one or a numbered one), with this SHA-256.
+    AlreadyComplete(SafePath, [u8; 32]),
     /// Refused as [`RejectReason::Exists`] or [`RejectReason::Skipped`].
     Exists(RejectReason),
     /// A signed transfer completed here before, and its file is not here as it was.
@@ -1117,6 +1138,9 @@ fn failure_error(path: &std::path::Path, failure: &ReceiveFailure, local: Option
     match failure {
         ReceiveFailure::HashMismatch => {
             Error::Integrity { path, detail: "sha-256 of the received bytes does not match the manifest".into() }
+        }
+        ReceiveFailure::SenderAborted(AbortReason::Changed) => {
+            Error::Integrity { path, detail: "the file changed at the sender while it was being sent".into() }
         }
         &ReceiveFailure::SenderAborted(reason) => {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

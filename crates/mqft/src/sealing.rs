@@ -23,7 +23,8 @@ use crate::proto::Manifest;
 
 /// Encrypts `plain` (whose chunk size is the wire's, already settled) for
 /// `recipients`: returns the manifest to publish and the chunk cipher. Reads
-/// and encrypts the whole file once. Blocks.
+/// and encrypts the whole file once, hashing the plaintext for the encrypted
+/// description and the ciphertext for the manifest in the same pass. Blocks.
 pub(crate) fn seal_file(
     file: &File,
     plain: &Manifest,
@@ -39,15 +40,22 @@ pub(crate) fn seal_file(
     let file_key: [u8; 32] = rand::random();
     let cipher = ChunkCipher::new(&file_key);
     let mut hasher = Sha256::new();
+    let mut plain_hasher = Sha256::new();
     let mut data = vec![0u8; chunk as usize];
     let mut out = Vec::with_capacity(chunk as usize + sealed::TAG_LEN as usize);
     for i in 0..plain.chunk_count {
         let len = plain.chunk_len(i) as usize;
         file.read_exact_at(&mut data[..len], plain.chunk_offset(i))?;
+        plain_hasher.update(&data[..len]);
         out.clear();
         cipher.seal(i, &data[..len], &mut out);
         hasher.update(&out);
     }
+    let plain_sha: [u8; 32] = plain_hasher.finalize().into();
+    if plain.sha256.is_some_and(|known| known != plain_sha) {
+        return Err(io::Error::other("the file changed while it was being encrypted"));
+    }
+    let plain = plain.with_digest(plain_sha);
     let keys: Vec<[u8; 32]> = recipients.iter().map(|k| k.key).collect();
     let ephemeral: Vec<[u8; 32]> = keys.iter().map(|_| rand::random()).collect();
     let outer = sealed::seal(&plain, &keys, &file_key, &ephemeral, hasher.finalize().into()).map_err(bad)?;
@@ -122,7 +130,7 @@ mod tests {
         std::fs::write(&src, &data).unwrap();
         let key = SecretKey::generate();
         let sha = crate::proto::integrity::sha256(&data);
-        let plain = Manifest::new("f".into(), data.len() as u64, 1016, sha, Default::default(), 1).unwrap();
+        let plain = Manifest::new("f".into(), data.len() as u64, 1016, Some(sha), Default::default(), 1).unwrap();
         let (outer, cipher) = seal_file(&File::open(&src).unwrap(), &plain, &[key.public()]).unwrap();
         assert_eq!(outer.chunk_size, 1016);
         let opened = std::sync::Arc::new(sealed::open(&outer, key.signing_key()).unwrap());

@@ -77,13 +77,84 @@ struct Job {
     sha256: Option<[u8; 32]>,
 }
 
-/// A file, opened and hashed.
+/// A file, opened, and hashed when its manifest must carry the hash.
 struct Prepared {
     idx: usize,
     file: Arc<File>,
-    sha256: [u8; 32],
+    sha256: Option<[u8; 32]>,
     size: u64,
     modified_ms: Option<i64>,
+}
+
+/// The SHA-256 of a file being sent without it in its manifest, taken from the
+/// chunks as they are read for sending, in file order: in the common case the
+/// file is read once, and the hash is ready when the last chunk goes out. Chunks
+/// not sent in order (receivers held them, or a repair) are read for it at the
+/// end, by [`finish_hash`].
+struct InOrderHash {
+    hasher: Sha256,
+    /// Bytes hashed so far: the offset of the next chunk to hash.
+    next: u64,
+    size: u64,
+    /// The modification time the manifest gives.
+    modified_ms: Option<i64>,
+    digest: Option<[u8; 32]>,
+    /// The file's size or modification time was not the manifest's when the
+    /// hash was done: it changed while it was sent, and the bytes read mix old
+    /// and new.
+    changed: bool,
+}
+
+impl InOrderHash {
+    fn new(size: u64, modified_ms: Option<i64>) -> Self {
+        let mut h = InOrderHash { hasher: Sha256::new(), next: 0, size, modified_ms, digest: None, changed: false };
+        h.finish_if_done();
+        h
+    }
+
+    /// After the last byte: whether the file is still as the manifest says.
+    /// Blocks (an fstat).
+    fn check_unchanged(&mut self, file: &File) -> io::Result<()> {
+        let meta = file.metadata()?;
+        self.changed = meta.len() != self.size || modified_ms(&meta) != self.modified_ms;
+        Ok(())
+    }
+
+    /// Hashes chunk bytes read at `offset`, if they are the next in file order.
+    fn feed(&mut self, offset: u64, data: &[u8]) {
+        if offset == self.next && self.digest.is_none() {
+            self.hasher.update(data);
+            self.next += data.len() as u64;
+            self.finish_if_done();
+        }
+    }
+
+    fn finish_if_done(&mut self) {
+        if self.next == self.size && self.digest.is_none() {
+            self.digest = Some(std::mem::take(&mut self.hasher).finalize().into());
+        }
+    }
+}
+
+/// Reads what the chunks sent in order did not hash, to the end of the file,
+/// and returns the file's SHA-256. A file that is no longer as long as its
+/// manifest says changed while it was sent. Blocks.
+fn finish_hash(file: &File, hash: &std::sync::Mutex<InOrderHash>) -> io::Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt as _;
+    // Only this task takes the lock for long; chunk reads skip hashing meanwhile.
+    let mut h = hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut buf = vec![0u8; 1 << 20];
+    while h.digest.is_none() {
+        let want = (h.size - h.next).min(buf.len() as u64) as usize;
+        let n = file.read_at(&mut buf[..want], h.next)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was sent"));
+        }
+        let at = h.next;
+        h.feed(at, &buf[..n]);
+    }
+    h.check_unchanged(file)?;
+    h.digest.ok_or_else(|| io::Error::other("no hash"))
 }
 
 /// A file being sent.
@@ -112,6 +183,10 @@ struct Active {
     /// The file's bytes in the chunks published, and their bytes on the wire.
     data_bytes: u64,
     wire_bytes: u64,
+    /// For a manifest without the file's hash: the hash taken as chunks are read.
+    hash: Option<Arc<std::sync::Mutex<InOrderHash>>>,
+    /// The rest of the file is being read for the hash ([`finish_hash`]).
+    finishing: bool,
 }
 
 async fn run(
@@ -167,6 +242,7 @@ async fn run(
         jobs,
         next_job: 0,
         preparing: JoinSet::new(),
+        digesting: JoinSet::new(),
         deferred: Vec::new(),
         ready: VecDeque::new(),
         active: Vec::new(),
@@ -208,19 +284,22 @@ async fn check_file(file: SendFile) -> Result<Job, Error> {
     Ok(Job { path, name, size: meta.len(), sha256 })
 }
 
-/// Opens and hashes a file: SHA-256, size and modification time. Checks `cancel`
-/// between blocks, since a blocking task cannot be aborted from outside. A file
-/// whose hash is `known` is only opened.
-fn hash_file(idx: usize, path: &Path, known: Option<[u8; 32]>, cancel: &CancellationToken) -> io::Result<Prepared> {
+/// Opens a file for its size and modification time, and hashes it when `hash`:
+/// a signed transfer's manifest must carry the SHA-256 that the signature covers.
+/// Checks `cancel` between blocks, since a blocking task cannot be aborted from
+/// outside. A file whose hash is `known` is only opened.
+fn hash_file(
+    idx: usize,
+    path: &Path,
+    known: Option<[u8; 32]>,
+    hash: bool,
+    cancel: &CancellationToken,
+) -> io::Result<Prepared> {
     let file = File::open(path)?;
     let meta = file.metadata()?;
-    let modified_ms = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_millis()).ok());
-    if let Some(sha256) = known {
-        return Ok(Prepared { idx, file: Arc::new(file), sha256, size: meta.len(), modified_ms });
+    let modified_ms = modified_ms(&meta);
+    if known.is_some() || !hash {
+        return Ok(Prepared { idx, file: Arc::new(file), sha256: known, size: meta.len(), modified_ms });
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -236,7 +315,13 @@ fn hash_file(idx: usize, path: &Path, known: Option<[u8; 32]>, cancel: &Cancella
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(Prepared { idx, file: Arc::new(file), sha256: hasher.finalize().into(), size, modified_ms })
+    Ok(Prepared { idx, file: Arc::new(file), sha256: Some(hasher.finalize().into()), size, modified_ms })
+}
+
+/// A file's modification time in milliseconds since the Unix epoch, as
+/// manifests carry it.
+fn modified_ms(meta: &std::fs::Metadata) -> Option<i64> {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 struct Engine {
@@ -270,6 +355,8 @@ struct Engine {
     cancelled: bool,
     /// Stops the hashing threads on cancel.
     hashing: CancellationToken,
+    /// Reads that finish a file's hash for its end of round ([`finish_hash`]).
+    digesting: JoinSet<(TransferId, io::Result<[u8; 32]>)>,
 }
 
 impl Engine {
@@ -315,6 +402,14 @@ impl Engine {
                         return Err(Error::Panicked { task: "hashing", message });
                     }
                 },
+                Some(joined) = self.digesting.join_next(), if !self.digesting.is_empty() => match joined {
+                    Ok((id, digest)) => self.on_digest(id, digest),
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        let message = crate::error::panic_message(e.into_panic());
+                        return Err(Error::Panicked { task: "hashing", message });
+                    }
+                },
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
                     let now = now();
                     for a in &mut self.active {
@@ -342,7 +437,11 @@ impl Engine {
             self.next_job += 1;
             let (path, known) = (self.jobs[idx].path.clone(), self.jobs[idx].sha256);
             let cancel = self.hashing.clone();
-            self.preparing.spawn_blocking(move || (idx, hash_file(idx, &path, known, &cancel)));
+            // Only a signature needs the hash before the first chunk; everyone
+            // else gets it at the end of the round (an encrypted file is hashed
+            // in the pass that encrypts it).
+            let hash = self.opts.sign.is_some();
+            self.preparing.spawn_blocking(move || (idx, hash_file(idx, &path, known, hash, &cancel)));
         }
     }
 
@@ -481,6 +580,10 @@ impl Engine {
         let mut cfg = self.opts.protocol.clone();
         cfg.window = window_for(cfg.window, self.opts.window_bytes, manifest.chunk_size);
         self.endpoint.opened(manifest.id);
+        let hash = manifest
+            .sha256
+            .is_none()
+            .then(|| Arc::new(std::sync::Mutex::new(InOrderHash::new(manifest.size, manifest.meta.modified_ms))));
         let sender = proto::Sender::new(cfg, self.prefix.clone(), manifest, now());
         self.active.push(Active {
             idx: p.idx,
@@ -496,7 +599,56 @@ impl Engine {
             cipher,
             data_bytes: 0,
             wire_bytes: 0,
+            hash,
+            finishing: false,
         });
+    }
+
+    /// Hands each state machine that lacks its file's hash the hash once the
+    /// chunks read in order have given it, or starts reading the rest of the
+    /// file for it when the machine waits for it (`Sender::wants_digest`).
+    fn settle_digests(&mut self) -> bool {
+        let mut set = false;
+        for a in &mut self.active {
+            let wants = a.sender.manifest().sha256.is_none() && !a.sender.is_done();
+            let Some(hash) = a.hash.as_ref().filter(|_| wants) else { continue };
+            // Held for long only by `finish_hash`, whose result comes by itself.
+            let ready = hash.try_lock().ok().and_then(|h| h.digest.map(|d| (d, h.changed)));
+            if let Some((_, true)) = ready {
+                let detail = "the file changed while it was being sent".to_owned();
+                a.local_failure = Some(Error::Integrity { path: self.jobs[a.idx].path.clone(), detail });
+                a.sender.file_changed(now());
+                set = true;
+            } else if let Some((digest, false)) = ready {
+                a.sender.set_digest(digest, now());
+                set = true;
+            } else if a.sender.wants_digest() && !a.finishing {
+                a.finishing = true;
+                let (id, file, hash) = (a.sender.manifest().id, a.file.clone(), hash.clone());
+                self.digesting.spawn_blocking(move || (id, finish_hash(&file, &hash)));
+            }
+        }
+        set
+    }
+
+    /// The end of [`finish_hash`] for transfer `id`.
+    fn on_digest(&mut self, id: TransferId, digest: io::Result<[u8; 32]>) {
+        let Some(a) = self.active.iter_mut().find(|a| a.sender.manifest().id == id) else { return };
+        a.finishing = false;
+        let changed = a.hash.as_ref().and_then(|h| h.try_lock().ok()).is_some_and(|h| h.changed);
+        match digest {
+            Ok(_) if changed => {
+                let detail = "the file changed while it was being sent".to_owned();
+                a.local_failure = Some(Error::Integrity { path: self.jobs[a.idx].path.clone(), detail });
+                a.sender.file_changed(now());
+            }
+            Ok(d) => a.sender.set_digest(d, now()),
+            Err(e) => {
+                let path = &self.jobs[a.idx].path;
+                a.local_failure = Some(Error::io("read", path, e));
+                a.sender.abandon(now());
+            }
+        }
     }
 
     /// Publishes the abort and the cleared manifest of every transfer abandoned for
@@ -594,6 +746,9 @@ impl Engine {
             self.conn.out.transmit(t);
         }
         let old = a.plain.clone();
+        // The hash learned while sending, if any: an encrypted file's manifest
+        // carries the ciphertext's, not the file's.
+        let known = if a.cipher.is_some() { old.sha256 } else { a.sender.manifest().sha256.or(old.sha256) };
         // What went on the wire: for an encrypted file, not the plain manifest.
         let wire = (a.sender.manifest().id, a.sender.manifest().run);
         let (idx, file) = (a.idx, a.file.clone());
@@ -629,7 +784,7 @@ impl Engine {
             Ok(m) => m,
             Err(e) => return self.record(idx, None, Err(e)),
         };
-        let p = Prepared { idx, file, sha256: old.sha256, size: old.size, modified_ms: old.meta.modified_ms };
+        let p = Prepared { idx, file, sha256: known, size: old.size, modified_ms: old.meta.modified_ms };
         if self.active.iter().any(|a| !a.superseded && a.sender.manifest().id == manifest.id) {
             self.deferred.push((p, manifest));
         } else {
@@ -645,6 +800,7 @@ impl Engine {
         }
         self.hashing.cancel();
         self.preparing.abort_all();
+        self.digesting.abort_all();
         for (p, m) in std::mem::take(&mut self.deferred) {
             self.record(p.idx, Some(m.id), Err(Error::Cancelled));
         }
@@ -662,6 +818,7 @@ impl Engine {
     async fn pump(&mut self) {
         loop {
             self.conn.out.flush();
+            self.settle_digests();
             self.drain_events();
             self.check_sizes();
             if !self.conn.out.has_room() {
@@ -678,7 +835,9 @@ impl Engine {
                     break;
                 }
             }
-            if !sent && !self.reap() {
+            // A round that ended waits for its hash, which the last chunk's read
+            // may just have given.
+            if !sent && !self.settle_digests() && !self.reap() {
                 return;
             }
         }
@@ -693,12 +852,25 @@ impl Engine {
         let file = self.active[i].file.clone();
         let sealed = self.active[i].cipher.clone().map(|k| (k, self.active[i].sender.manifest().chunk_size));
         let compress = self.opts.compress;
-        // Sealing and compressing are CPU work too: off the async workers with the
-        // read. Ciphertext does not compress, so a sealed chunk goes as it is.
+        let hash = self.active[i].hash.clone();
+        // Sealing, compressing and hashing are CPU work too: off the async workers
+        // with the read. Ciphertext does not compress, so a sealed chunk goes as
+        // it is.
         let read = tokio::task::spawn_blocking(move || match sealed {
             Some((k, wire_chunk)) => crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len)
                 .map(|d| c.encode_with(&d, proto::wire::Compression::None)),
-            None => store::read_at(&file, c.offset, c.len).map(|d| c.encode_with(&d, compress)),
+            None => store::read_at(&file, c.offset, c.len).and_then(|d| {
+                // Busy only while `finish_hash` reads the rest, which covers these
+                // bytes too.
+                if let Some(mut h) = hash.as_ref().and_then(|h| h.try_lock().ok()) {
+                    let done = h.digest.is_some();
+                    h.feed(c.offset, &d);
+                    if !done && h.digest.is_some() {
+                        h.check_unchanged(&file)?;
+                    }
+                }
+                Ok(c.encode_with(&d, compress))
+            }),
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));

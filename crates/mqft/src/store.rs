@@ -514,38 +514,42 @@ fn write_state(paths: &Paths, state: &StateFile, sync: bool) -> io::Result<()> {
 
 /// The completed log's record of `manifest`'s file found at `path` (relative to
 /// the output root) with the right bytes, as it looked when they were hashed.
-fn found_entry(manifest: &Manifest, path: Vec<u8>, verified: Option<Fingerprint>) -> Entry {
-    Entry { id: manifest.id, path, size: manifest.size, sha256: manifest.sha256, verified, at: unix_now() }
+fn found_entry(manifest: &Manifest, sha256: [u8; 32], path: Vec<u8>, verified: Option<Fingerprint>) -> Entry {
+    Entry { id: manifest.id, path, size: manifest.size, sha256, verified, at: unix_now() }
 }
 
-/// True when the file under the final name is this transfer's, verified: the
-/// completed store records `manifest`'s transfer at this path (or, after a crash
-/// between the final rename and the record, its complete `.state` is still
-/// there), no `.part`, and the file's bytes hash to the manifest's SHA-256. The
-/// hash is skipped while the file still has the [`Fingerprint`] recorded when it
-/// was last verified; a file that passes the hash gets a new one.
+/// The SHA-256 of the file under the final name when it is this transfer's,
+/// verified: the completed store records `manifest`'s transfer at this path (or,
+/// after a crash between the final rename and the record, its complete `.state`
+/// is still there), no `.part`, and the file's bytes hash to the SHA-256 it was
+/// received with, which is the manifest's when the manifest carries one. The hash
+/// is skipped while the file still has the [`Fingerprint`] recorded when it was
+/// last verified; a file that passes the hash gets a new one.
 ///
-/// `false` says nothing about the file: it may be another file under that name,
-/// or this one changed since. It is never answered `Complete`.
-pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result<bool> {
+/// `None` says nothing about the file: it may be another file under that name,
+/// or this one changed since. It is never answered `Complete`. For a manifest
+/// without a hash, `Some` is a claim the sender checks (PROTOCOL.md 8.3): the
+/// same id is the same name, size, time and chunking, not yet the same bytes.
+pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result<Option<[u8; 32]>> {
     if fs::symlink_metadata(&paths.part).is_ok() {
-        return Ok(false);
+        return Ok(None);
     }
     let key = paths.key(&manifest.id);
     let recorded = paths.store.completed().get(&key).cloned();
-    let (verified, from_marker) = match recorded {
-        Some(e) if e.size == manifest.size && e.sha256 == manifest.sha256 => (e.verified, false),
-        Some(_) => return Ok(false),
+    let agrees = |sha: [u8; 32]| manifest.sha256.is_none_or(|d| d == sha);
+    let (expected, verified, from_marker) = match recorded {
+        Some(e) if e.size == manifest.size && agrees(e.sha256) => (Some(e.sha256), e.verified, false),
+        Some(_) => return Ok(None),
         None => {
-            let Some(marker) = load(&paths.state)? else { return Ok(false) };
+            let Some(marker) = load(&paths.state)? else { return Ok(None) };
             let state = &marker.resume;
             let complete = state.manifest.same_transfer(manifest)
                 && state.hashed == manifest.chunk_count
                 && state.held == marker_held(manifest);
             if !complete {
-                return Ok(false);
+                return Ok(None);
             }
-            (None, true)
+            (state.manifest.sha256.or(manifest.sha256), None, true)
         }
     };
     // A symlink at the final name is not the file this receiver put there (the
@@ -554,26 +558,27 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
         OpenOptions::new().read(true).custom_flags(flags(OFlags::NOFOLLOW | OFlags::NONBLOCK)).open(&paths.final_path);
     let f = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || is_symlink_error(&e) => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || is_symlink_error(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
     let before = Fingerprint::take(&f)?;
     let m = f.metadata()?;
     if !m.is_file() || m.len() != manifest.size {
-        return Ok(false);
+        return Ok(None);
     }
-    if verified.is_some_and(|fp| fp.proves(&m)) {
-        return Ok(true);
+    if let Some(sha) = expected.filter(|_| verified.is_some_and(|fp| fp.proves(&m))) {
+        return Ok(Some(sha));
     }
-    if sha256_of(&f)? != manifest.sha256 {
+    let sha = sha256_of(&f)?;
+    if expected.is_some_and(|e| e != sha) {
         tracing::info!(path = %paths.final_path.display(), "the file changed since it was received");
-        return Ok(false);
+        return Ok(None);
     }
     // Verified. Record what the file looks like now, so that the next offer
     // need not hash it again; if it changed while it was hashed, no fingerprint.
     let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
     if unchanged || from_marker {
-        let entry = found_entry(manifest, key.1, unchanged.then_some(before));
+        let entry = found_entry(manifest, sha, key.1, unchanged.then_some(before));
         // Best effort: without it the next offer hashes again.
         match paths.store.completed().put(entry) {
             Ok(()) if from_marker => remove_if_exists(&paths.state)?,
@@ -581,7 +586,7 @@ pub(crate) fn already_complete(paths: &Paths, manifest: &Manifest) -> io::Result
             Err(e) => tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a verified file"),
         }
     }
-    Ok(true)
+    Ok(Some(sha))
 }
 
 /// The SHA-256 of a whole file, read from its start.
@@ -777,7 +782,9 @@ pub(crate) fn finalize(
     // The record is not fsynced either: losing it costs what losing the marker
     // did before, a refusal as existing, never a wrong `Complete`.
     let key = paths.store.key(&complete.manifest.id, &taken);
-    let (size, sha256) = content.unwrap_or((complete.manifest.size, complete.manifest.sha256));
+    // A verified transfer's manifest has its hash: from the sender's manifest or
+    // its end of round.
+    let (size, sha256) = content.unwrap_or((complete.manifest.size, complete.manifest.sha256.unwrap_or_default()));
     let entry = Entry { id: complete.manifest.id, path: key.1, size, sha256, verified: None, at: unix_now() };
     match paths.store.completed().put(entry) {
         // Recorded: the state folder keeps nothing per completed transfer.
@@ -903,20 +910,24 @@ fn link_no_clobber(part: &Path, dir: &std::os::fd::OwnedFd, leaf: &str) -> io::R
 
 /// Where a file with the bytes of `manifest` already is, under the final path of
 /// `paths` or one of its numbered variants (`name (1).ext`, ... up to the first
-/// name that is free): a file this transfer delivered ([`already_complete`]), or
-/// any regular file of the manifest's size whose SHA-256 is the manifest's,
-/// whatever transfer (chunk size, sender, MQTT version) brought it (at most
-/// [`MAX_HASHED_CANDIDATES`] of them hashed). Such a file is recorded in the
-/// completed store for this transfer, with a fingerprint, so that the next offer
-/// of it is answered without a hash. Returns the path relative to `paths.dir`.
-/// Never follows a symlink.
-pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<Option<SafePath>> {
+/// name that is free), and its SHA-256: a file this transfer delivered
+/// ([`already_complete`]), or any regular file of the manifest's size whose
+/// SHA-256 is the manifest's, whatever transfer (chunk size, sender, MQTT version)
+/// brought it (at most [`MAX_HASHED_CANDIDATES`] of them hashed). Such a file is
+/// recorded in the completed store for this transfer, with a fingerprint, so that
+/// the next offer of it is answered without a hash. Returns the path relative to
+/// `paths.dir`. Never follows a symlink.
+///
+/// For a manifest without a hash, the first file of the manifest's size is
+/// found: a claim, which the sender checks against the hash it reads, and
+/// answers with the manifest again, with the hash, when it is not the file.
+pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<Option<(SafePath, [u8; 32])>> {
     let mut hashed = 0;
     for n in 0..=MAX_RENAMES {
         let rel = if n == 0 { paths.rel.clone() } else { crate::name::numbered_path(&paths.rel, n) };
         let candidate = Paths::new(&paths.store, &paths.dir, &rel, &manifest.id);
-        if already_complete(&candidate, manifest)? {
-            return Ok(Some(rel));
+        if let Some(sha) = already_complete(&candidate, manifest)? {
+            return Ok(Some((rel, sha)));
         }
         let opened = OpenOptions::new()
             .read(true)
@@ -935,7 +946,8 @@ pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<O
             continue;
         }
         hashed += 1;
-        if sha256_of(&f)? != manifest.sha256 {
+        let sha = sha256_of(&f)?;
+        if manifest.sha256.is_some_and(|d| d != sha) {
             continue;
         }
         // A part of this transfer is a resume that is no longer needed.
@@ -943,12 +955,12 @@ pub(crate) fn find_identical(paths: &Paths, manifest: &Manifest) -> io::Result<O
         let _ = fs::remove_file(&paths.state);
         let unchanged = Fingerprint::with(&f.metadata()?, before.taken) == before;
         let key = candidate.key(&manifest.id);
-        let entry = found_entry(manifest, key.1, unchanged.then_some(before));
+        let entry = found_entry(manifest, sha, key.1, unchanged.then_some(before));
         // Best effort: without it the next offer hashes again.
         if let Err(e) = paths.store.completed().put(entry) {
             tracing::debug!(root = %paths.store.root.display(), error = %e, "cannot record a found file");
         }
-        return Ok(Some(rel));
+        return Ok(Some((rel, sha)));
     }
     Ok(None)
 }
@@ -969,13 +981,13 @@ mod tests {
     use crate::proto::{HashState, Meta};
 
     fn manifest(size: u64) -> Manifest {
-        Manifest::new("photo.jpg".into(), size, 4, [9; 32], Meta::default(), 1).unwrap()
+        Manifest::new("photo.jpg".into(), size, 4, Some([9; 32]), Meta::default(), 1).unwrap()
     }
 
     /// The manifest of `data` in 4-byte chunks.
     fn manifest_of(data: &[u8]) -> Manifest {
         let sha = integrity::sha256(data);
-        Manifest::new("photo.jpg".into(), data.len() as u64, 4, sha, Meta::default(), 1).unwrap()
+        Manifest::new("photo.jpg".into(), data.len() as u64, 4, Some(sha), Meta::default(), 1).unwrap()
     }
 
     /// The state of a transfer of `data` holding `held` (whole chunks), with their
@@ -1035,7 +1047,7 @@ mod tests {
         finalize(&f, &paths, &complete_of(&m, data), None, OnConflict::Fail, None).unwrap();
         let names: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["photo.jpg"]);
-        assert!(already_complete(&paths, &m).unwrap());
+        assert!(already_complete(&paths, &m).unwrap().is_some());
     }
 
     #[test]
@@ -1067,7 +1079,7 @@ mod tests {
         // A new receiver (a restart) answers from the log.
         drop(paths);
         let again = paths_in(dir.path(), &m);
-        assert!(already_complete(&again, &m).unwrap());
+        assert!(already_complete(&again, &m).unwrap().is_some());
     }
 
     #[test]
@@ -1080,7 +1092,7 @@ mod tests {
         drop(paths);
         let again = paths_in(dir.path(), &m);
         assert_eq!(again.store.completed_count(), 0);
-        assert!(already_complete(&again, &m).unwrap());
+        assert!(already_complete(&again, &m).unwrap().is_some());
         // Now recorded, and the marker gone.
         assert_eq!(again.store.completed_count(), 1);
         assert!(!again.state.exists());
@@ -1149,15 +1161,15 @@ mod tests {
         // The verified state is kept for a later try, but is no completion marker
         // while the .part is there.
         fs::write(&paths.final_path, b"old!").unwrap();
-        assert!(!already_complete(&paths, &m).unwrap());
+        assert!(!already_complete(&paths, &m).unwrap().is_some());
 
         finalize(&f, &paths, &complete, None, OnConflict::Overwrite, Some(1_000_000)).unwrap();
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"new!");
         assert!(!paths.part.exists());
-        assert!(already_complete(&paths, &m).unwrap());
+        assert!(already_complete(&paths, &m).unwrap().is_some());
         // A final file of another size is not this transfer's.
         fs::write(&paths.final_path, b"changed").unwrap();
-        assert!(!already_complete(&paths, &m).unwrap());
+        assert!(!already_complete(&paths, &m).unwrap().is_some());
     }
 
     #[test]
@@ -1177,8 +1189,8 @@ mod tests {
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"old");
         assert!(!paths.part.exists() && !paths.state.exists());
         // Found again, by its record, under the numbered name.
-        assert!(already_complete(&Paths::new(&paths.store, dir.path(), &second, &m.id), &m).unwrap());
-        assert_eq!(find_identical(&paths, &m).unwrap(), Some(second));
+        assert!(already_complete(&Paths::new(&paths.store, dir.path(), &second, &m.id), &m).unwrap().is_some());
+        assert_eq!(find_identical(&paths, &m).unwrap().map(|(p, _)| p), Some(second));
     }
 
     #[test]
@@ -1196,11 +1208,11 @@ mod tests {
         assert_ne!(other_chunks.id, m.id);
         let other = Paths::new(&paths.store, dir.path(), &name.clone().into(), &other_chunks.id);
         let first: SafePath = crate::name::numbered(&name, 1).into();
-        assert_eq!(find_identical(&other, &other_chunks).unwrap(), Some(first.clone()));
+        assert_eq!(find_identical(&other, &other_chunks).unwrap().map(|(p, _)| p), Some(first.clone()));
         // Recorded for that transfer: the next offer is answered from the record.
         let marked = Paths::new(&paths.store, dir.path(), &first, &other_chunks.id);
-        assert_eq!(recorded(&marked, &other_chunks).sha256, m.sha256);
-        assert!(already_complete(&marked, &other_chunks).unwrap());
+        assert_eq!(Some(recorded(&marked, &other_chunks).sha256), m.sha256);
+        assert!(already_complete(&marked, &other_chunks).unwrap().is_some());
         // A symlink to the same bytes is not followed.
         let link_dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(first.in_dir(dir.path()), name.in_dir(link_dir.path())).unwrap();
@@ -1227,15 +1239,15 @@ mod tests {
     fn a_received_file_rewritten_with_other_bytes_of_its_size_is_not_complete() {
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
-        assert!(already_complete(&paths, &m).unwrap());
+        assert!(already_complete(&paths, &m).unwrap().is_some());
         // Zeros over it, in place: same inode, same size.
         let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
         f.write_all_at(&[0; 20], 0).unwrap();
         drop(f);
-        assert!(!already_complete(&paths, &m).unwrap());
+        assert!(!already_complete(&paths, &m).unwrap().is_some());
         // Its bytes back: complete again.
         fs::write(&paths.final_path, data).unwrap();
-        assert!(already_complete(&paths, &m).unwrap());
+        assert!(already_complete(&paths, &m).unwrap().is_some());
     }
 
     #[test]
@@ -1243,7 +1255,7 @@ mod tests {
         // What `cp -p other photo.jpg` does: new bytes, the old modification time.
         let data = b"0123456789abcdefghij";
         let (_dir, m, paths) = received(data);
-        assert!(already_complete(&paths, &m).unwrap());
+        assert!(already_complete(&paths, &m).unwrap().is_some());
         let entry = recorded(&paths, &m);
         assert!(entry.verified.is_some(), "a file verified on an offer leaves its fingerprint");
         let before = fs::metadata(&paths.final_path).unwrap();
@@ -1253,7 +1265,7 @@ mod tests {
         drop(f);
         let after = fs::metadata(&paths.final_path).unwrap();
         assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
-        assert!(!already_complete(&paths, &m).unwrap());
+        assert!(!already_complete(&paths, &m).unwrap().is_some());
     }
 
     #[test]
@@ -1287,22 +1299,22 @@ mod tests {
         // The fingerprint as a later offer would find it, taken once the file had
         // settled; the record claims it for bytes that do not even hash right, so
         // only the fingerprint can make the file complete.
-        assert!(already_complete(&paths, &m).unwrap());
+        assert!(already_complete(&paths, &m).unwrap().is_some());
         let mut entry = recorded(&paths, &m);
         let fp = entry.verified.unwrap();
         entry.verified = Some(Fingerprint { taken: (fp.ctime.0 + 2, fp.ctime.1), ..fp });
         let mut wrong = m.clone();
-        wrong.sha256 = [7; 32];
-        entry.sha256 = wrong.sha256;
+        wrong.sha256 = Some([7; 32]);
+        entry.sha256 = [7; 32];
         paths.store.completed().put(entry).unwrap();
-        assert!(already_complete(&paths, &wrong).unwrap(), "the fingerprint was not trusted");
+        assert!(already_complete(&paths, &wrong).unwrap().is_some(), "the fingerprint was not trusted");
         // Rewritten in place with the old modification time, as `cp -p` does.
         let before = fs::metadata(&paths.final_path).unwrap();
         let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
         f.write_all_at(b"ABCDEFGHIJ0123456789", 0).unwrap();
         f.set_modified(before.modified().unwrap()).unwrap();
         drop(f);
-        assert!(!already_complete(&paths, &wrong).unwrap(), "a rewritten file kept its proof");
+        assert!(already_complete(&paths, &wrong).unwrap().is_none(), "a rewritten file kept its proof");
     }
 
     #[test]
@@ -1483,7 +1495,7 @@ mod tests {
         let complete = complete_of(&m, &victim.content);
         save_state(&paths, &complete).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.final_path).unwrap();
-        assert!(!already_complete(&paths, &m).unwrap());
+        assert!(!already_complete(&paths, &m).unwrap().is_some());
         // And the no-clobber link does not go through it.
         let (f, _) = open_part(&paths, &m).unwrap();
         let e = finalize(&f, &paths, &complete, None, OnConflict::Fail, None).unwrap_err();
@@ -1498,7 +1510,7 @@ mod tests {
         let free = free_space(&paths.dir).unwrap();
         let e = check_room(&paths, &m, free).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::StorageFull);
-        let huge = Manifest::new("x".into(), 1 << 46, 16 << 20, [0; 32], Meta::default(), 1).unwrap();
+        let huge = Manifest::new("x".into(), 1 << 46, 16 << 20, Some([0; 32]), Meta::default(), 1).unwrap();
         assert_eq!(check_room(&paths, &huge, 0).unwrap_err().kind(), io::ErrorKind::StorageFull);
         assert!(!paths.part.exists(), "the check writes nothing");
     }

@@ -194,7 +194,7 @@ mod tests {
             gate.seen.insert(format!("{i:0128x}"), stale);
         }
         let key = trust::SigningKey::from_bytes(&[1; 32]);
-        let mut m = Manifest::new("a".into(), 1, 1, [0; 32], Default::default(), 1).unwrap();
+        let mut m = Manifest::new("a".into(), 1, 1, Some([0; 32]), Default::default(), 1).unwrap();
         trust::sign(&mut m, &key, unix_ms());
         gate.remember(&m);
         assert_eq!(gate.seen.len(), 1, "only the fresh signature is left");

@@ -51,7 +51,7 @@ async fn a_flood_of_manifests_leaves_the_receiver_bounded_and_serving() {
     let manifests: Vec<Manifest> = (0..FLOOD)
         .map(|i| {
             let sha = proto::integrity::sha256(&i.to_le_bytes());
-            Manifest::new(format!("flood-{i}.bin"), 1 << 20, 64 << 10, sha, Meta::default(), 1).unwrap()
+            Manifest::new(format!("flood-{i}.bin"), 1 << 20, 64 << 10, Some(sha), Meta::default(), 1).unwrap()
         })
         .collect();
     let prefix = Prefix::default();

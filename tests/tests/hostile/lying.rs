@@ -8,7 +8,8 @@ async fn sizes_above_the_limit_or_the_free_space_are_refused_before_anything_is_
     let client = client(&broker, MqttVersion::V5);
     let mut raw = Raw::connect(&broker, "raw-sizes").await;
     raw.subscribe(&broker, "raw-sizes", "files/+/ack/+").await;
-    let lie = |name: &str, size: u64| Manifest::new(name.into(), size, 16 << 20, [7; 32], Meta::default(), 1).unwrap();
+    let lie =
+        |name: &str, size: u64| Manifest::new(name.into(), size, 16 << 20, Some([7; 32]), Meta::default(), 1).unwrap();
 
     // A receiver on a 4 MiB file system, that takes files up to 1 GiB.
     let small = TmpfsMount::new(4 << 20);
@@ -98,13 +99,14 @@ async fn lying_chunks_and_manifests_mid_transfer_are_dropped_and_the_file_still_
     let mut other_size = m.clone();
     other_size.size += 1; // the id no longer matches: IdMismatch
     raw.publish(&prefix.manifest(&m.id), other_size.encode()).await;
-    let other = Manifest::new("other.bin".into(), 10, 4, [1; 32], Meta::default(), 1).unwrap();
+    let other = Manifest::new("other.bin".into(), 10, 4, Some([1; 32]), Meta::default(), 1).unwrap();
     raw.publish(&prefix.manifest(&m.id), other.encode()).await; // another transfer's, under this id
     raw.publish(&prefix.manifest(&m.id), [&[proto::PROTOCOL_VERSION][..], b"garbage"].concat()).await;
     // The same transfer with other metadata and a new run: the same transfer.
+    // (The modification time is part of the id since version 4, so it stays.)
     let meta = Meta {
         content_type: Some("application/x-evil".into()),
-        modified_ms: Some(-1),
+        modified_ms: m.meta.modified_ms,
         user: vec![("k".into(), "v".into())],
     };
     let renewed = Manifest::new(m.name.clone(), m.size, CHUNK, m.sha256, meta, 2).unwrap();

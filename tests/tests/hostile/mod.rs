@@ -75,10 +75,15 @@ async fn start_receive(
 /// chunks of `chunk_size` bytes (the run aside, which only the sender knows):
 /// its id is derived from these, so the test knows the transfer's topics and
 /// hidden file names before it starts.
+/// The manifest of `path` under `name`, with its hash; its id is the one a
+/// real sender of the file derives (name, size, modification time, chunking).
 fn manifest_of(path: &Path, name: &str, chunk_size: u32, run: u32) -> Manifest {
     let bytes = fs::read(path).unwrap();
     let sha = proto::integrity::sha256(&bytes);
-    Manifest::new(name.into(), bytes.len() as u64, chunk_size, sha, Meta::default(), run).unwrap()
+    let modified = fs::metadata(path).unwrap().modified().unwrap();
+    let ms = modified.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let meta = Meta { modified_ms: Some(ms), ..Meta::default() };
+    Manifest::new(name.into(), bytes.len() as u64, chunk_size, Some(sha), meta, run).unwrap()
 }
 
 /// The chunk payload of chunk `index` of `path`, as a sender of run `run` sends it.

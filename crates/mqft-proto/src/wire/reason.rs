@@ -133,6 +133,11 @@ pub enum AbortReason {
     /// (those of this one did not get through the broker); a receiver drops this
     /// one and takes its successor (code 4).
     Superseded,
+    /// The sender's file changed while it was being sent (version 4: its hash
+    /// comes from reading it as it goes, so a change mid-way would otherwise
+    /// deliver a mix of old and new bytes); what a receiver holds of it is stale
+    /// and is dropped (code 5).
+    Changed,
     /// A code this version does not know.
     Other(u16),
 }
@@ -145,6 +150,7 @@ impl AbortReason {
             AbortReason::Failed => 2,
             AbortReason::Finished => 3,
             AbortReason::Superseded => 4,
+            AbortReason::Changed => 5,
             AbortReason::Other(c) => c,
         }
     }
@@ -156,6 +162,7 @@ impl AbortReason {
             2 => AbortReason::Failed,
             3 => AbortReason::Finished,
             4 => AbortReason::Superseded,
+            5 => AbortReason::Changed,
             c => AbortReason::Other(c),
         }
     }
@@ -168,6 +175,7 @@ impl std::fmt::Display for AbortReason {
             AbortReason::Failed => f.write_str("gave up"),
             AbortReason::Finished => f.write_str("finished with the receivers it waited for"),
             AbortReason::Superseded => f.write_str("started again with smaller chunks"),
+            AbortReason::Changed => f.write_str("the file changed while it was being sent"),
             AbortReason::Other(c) => write!(f, "reason code {c}"),
         }
     }

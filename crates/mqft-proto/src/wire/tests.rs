@@ -125,7 +125,10 @@ fn manifest_round_trip_and_checks() {
     );
     assert_eq!(Manifest::new(String::new(), 1, 1, Some([0; 32]), Meta::default(), 0), Err(DecodeError::BadName));
     assert_eq!(Manifest::new("a".into(), 1, 0, Some([0; 32]), Meta::default(), 0), Err(DecodeError::BadChunkSize));
-    assert_eq!(Manifest::new("a".into(), u64::MAX, 1, Some([0; 32]), Meta::default(), 0), Err(DecodeError::BadChunkCount));
+    assert_eq!(
+        Manifest::new("a".into(), u64::MAX, 1, Some([0; 32]), Meta::default(), 0),
+        Err(DecodeError::BadChunkCount)
+    );
     let mut big = m.encode();
     big.resize(MAX_MANIFEST_LEN + 1, 0);
     assert_eq!(Manifest::decode(&big), Err(DecodeError::TooLarge(MAX_MANIFEST_LEN + 1)));
@@ -318,7 +321,9 @@ fn addressed_receivers_are_checked() {
 
 #[test]
 fn ctl_round_trip() {
-    for c in [Ctl::EndRound { run: 5, next_seq: 1000, sha256: None }, Ctl::Abort { run: 5, reason: AbortReason::Finished }] {
+    for c in
+        [Ctl::EndRound { run: 5, next_seq: 1000, sha256: None }, Ctl::Abort { run: 5, reason: AbortReason::Finished }]
+    {
         assert_eq!(Ctl::decode(&c.encode()).unwrap(), c);
     }
     let mut t = Ctl::EndRound { run: 5, next_seq: 1, sha256: None }.encode();
