@@ -37,7 +37,9 @@ pub fn manifest(data: &[u8]) {
     let built = built
         .and_then(|b| b.with_to(to))
         .and_then(|b| b.with_sender(&m.sender))
-        .map(|b| Manifest { signature: m.signature.clone(), sealed: m.sealed.clone(), ..b });
+        .map(|b| Manifest { signature: m.signature.clone(), sealed: m.sealed.clone(), ..b })
+        // An encrypted transfer's id is bound to its ciphertext's hash (version 4).
+        .map(|b| Manifest { id: b.derived_id(), ..b });
     assert_eq!(built.as_ref(), Ok(&m));
     assert!(m.to.len() <= mqft_proto::wire::MAX_TO);
     // Checking a signature and opening an encrypted description never panic,
@@ -92,7 +94,7 @@ pub fn chunk(data: &[u8]) {
     let mut r = Reader::new(data);
     let (size, chunk_size, topic_index) = (r.u64(), r.u32(), r.u32());
     let payload = r.rest();
-    let m = Manifest::new("c".into(), size, chunk_size, [0; 32], Meta::default(), 1)
+    let m = Manifest::new("c".into(), size, chunk_size, Some([0; 32]), Meta::default(), 1)
         .unwrap_or_else(|_| fixture(0).manifest);
     let Ok(c) = Chunk::decode(payload, topic_index, &m) else { return };
     assert_eq!(c.index, topic_index);

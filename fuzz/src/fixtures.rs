@@ -45,7 +45,7 @@ pub fn fixture(selector: u8) -> Fixture {
     };
     let data = pattern(size, u64::from(selector % COUNT));
     let meta = Meta { content_type: Some("application/octet-stream".into()), modified_ms: Some(1), user: vec![] };
-    let manifest = Manifest::new(name.into(), size as u64, chunk_size, integrity::sha256(&data), meta, RUN)
+    let manifest = Manifest::new(name.into(), size as u64, chunk_size, Some(integrity::sha256(&data)), meta, RUN)
         .expect("the fixture manifests are valid");
     Fixture { data, manifest }
 }

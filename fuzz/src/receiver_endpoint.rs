@@ -205,7 +205,7 @@ impl Harness {
     fn id(&self, which: u8) -> TransferId {
         match self.manifests.get(usize::from(which % (COUNT + 1))) {
             Some(m) => m.id,
-            None => mqft_proto::transfer_id(&[9; 32], 1, 1, "unknown"),
+            None => mqft_proto::transfer_id(1, 1, None, "unknown", None),
         }
     }
 
@@ -257,7 +257,8 @@ impl Harness {
                     0 | 1 => self.ep.refuse(&m, RejectReason::Exists, String::new()),
                     _ => {
                         self.confirmed.insert(m.id);
-                        self.ep.already_complete(m);
+                        let sha = m.sha256.unwrap_or_default();
+                        self.ep.already_complete(m, sha);
                     }
                 }
             }
@@ -269,7 +270,8 @@ impl Harness {
                 if still {
                     self.confirmed.insert(m.id);
                 }
-                let next = self.ep.history_checked(m, still);
+                let found = still.then(|| m.sha256.unwrap_or_default());
+                let next = self.ep.history_checked(m, found);
                 self.routed(next);
             }
             Op::End { which, completed } => {

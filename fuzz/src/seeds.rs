@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use mqft_proto::receiver::ReceiveFailure;
 use mqft_proto::{
-    AbortReason, Ack, Chunk, Ctl, Manifest, Meta, NameChange, Prefix, RangeSet, Receiver, ReceiverConfig, ReceiverId, RejectReason,
-    SendFailure, TransferId,
+    AbortReason, Ack, Chunk, Ctl, Manifest, Meta, NameChange, Prefix, RangeSet, Receiver, ReceiverConfig, ReceiverId,
+    RejectReason, SendFailure, TransferId,
 };
 
 use crate::fixtures::{fixture, RUN};
@@ -121,15 +121,15 @@ fn manifests() -> Named {
         modified_ms: Some(-1_700_000_000_000),
         user: vec![("camera".into(), "north-gate".into()), ("k".into(), String::new())],
     };
-    let m = Manifest::new("photo 2024-05-01.jpg".into(), 5 << 20, 256 << 10, [0xa5; 32], meta, u32::MAX)
+    let m = Manifest::new("photo 2024-05-01.jpg".into(), 5 << 20, 256 << 10, None, meta, u32::MAX)
         .and_then(|m| m.with_sender("cam-7"))
         .unwrap();
     out.push(("meta".into(), m.encode()));
-    let big = Manifest::new("big.iso".into(), 1 << 46, 16 << 20, [1; 32], Meta::default(), 0).unwrap();
+    let big = Manifest::new("big.iso".into(), 1 << 46, 16 << 20, Some([1; 32]), Meta::default(), 0).unwrap();
     out.push(("largest".into(), big.encode()));
     // Version 3: a relative path, addressed to two receivers.
     let to = ["gw1", "gw-3"].map(|r| mqft_proto::ReceiverId::new(r).expect("a valid receiver id"));
-    let addressed = Manifest::new("photos/2026/a.jpg".into(), 1000, 256, [3; 32], Meta::default(), 9)
+    let addressed = Manifest::new("photos/2026/a.jpg".into(), 1000, 256, None, Meta::default(), 9)
         .and_then(|m| m.with_to(to))
         .unwrap();
     out.push(("addressed-path".into(), addressed.encode()));
@@ -162,7 +162,7 @@ fn acks() -> Named {
             "missing-cut".into(),
             ack_seed(1100, &Ack::Missing { run: RUN, next_seq: 70_000, missing: sparse, more: false }),
         ),
-        ("complete".into(), ack_seed(10, &Ack::Complete { sha256: fixture(0).manifest.sha256 })),
+        ("complete".into(), ack_seed(10, &Ack::Complete { sha256: fixture(0).manifest.sha256.unwrap_or_default() })),
         ("rejected".into(), ack_seed(10, &Ack::Rejected { reason: RejectReason::DiskFull, detail: String::new() })),
         (
             "rejected-unknown".into(),
@@ -190,7 +190,8 @@ fn acks() -> Named {
 
 fn ctls() -> Named {
     vec![
-        ("end-round".into(), Ctl::EndRound { run: RUN, next_seq: 1000 }.encode()),
+        ("end-round".into(), Ctl::EndRound { run: RUN, next_seq: 1000, sha256: None }.encode()),
+        ("end-round-hash".into(), Ctl::EndRound { run: RUN, next_seq: 1000, sha256: Some([0xd8; 32]) }.encode()),
         ("abort-cancelled".into(), Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode()),
         ("abort-finished".into(), Ctl::Abort { run: u32::MAX, reason: AbortReason::Finished }.encode()),
         ("abort-unknown".into(), Ctl::Abort { run: 0, reason: AbortReason::Other(4000) }.encode()),
@@ -301,13 +302,13 @@ fn receiver_seed(selector: u8, ack_every: u8, ops: &[receiver::Op<'_>]) -> Vec<u
 fn receivers() -> Named {
     use receiver::Op;
     let chunk = |index: u32| Op::Chunk { index, run: RUN, seq: index, flip: 0 };
-    let end_round = Ctl::EndRound { run: RUN, next_seq: 10 }.encode();
+    let end_round = Ctl::EndRound { run: RUN, next_seq: 10, sha256: fixture(0).manifest.sha256 }.encode();
     let abort = Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode();
     let f0 = fixture(0);
     let raw_good = Chunk::encode(RUN, 0, 0, f0.chunk(0));
     let mut raw_bad = raw_good.clone();
     *raw_bad.last_mut().unwrap() ^= 1;
-    let other = Manifest::new("other".into(), 600, 64, [9; 32], Meta::default(), RUN).unwrap().encode();
+    let other = Manifest::new("other".into(), 600, 64, Some([9; 32]), Meta::default(), RUN).unwrap().encode();
     let rerun = Manifest { run: RUN + 1, ..f0.manifest.clone() }.encode();
     let hash = Op::HashRead(0);
 
@@ -495,7 +496,7 @@ fn endpoints() -> Named {
     use receiver_endpoint::Op;
     let offer = |which: u8| Op::Offer { which, run: RUN };
     let chunk = Chunk::encode(RUN, 0, 0, fixture(0).chunk(0));
-    let end_round = Ctl::EndRound { run: RUN, next_seq: 10 }.encode();
+    let end_round = Ctl::EndRound { run: RUN, next_seq: 10, sha256: fixture(0).manifest.sha256 }.encode();
     let abort = Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode();
     let other = fixture(1).manifest.encode();
     // Max concurrent is `slots % 4 + 1`.

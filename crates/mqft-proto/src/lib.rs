@@ -46,8 +46,9 @@
 //!
 //! let file: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
 //! let prefix = Prefix::new("files")?;
+//! // No hash yet: the first chunks go out before the file was read to the end.
 //! let manifest = Manifest::new("demo.bin".into(), file.len() as u64, 1024,
-//!                              integrity::sha256(&file), Meta::default(), 1)?;
+//!                              None, Meta::default(), 1)?;
 //! let mut now = Instant::now();
 //! let mut sender = Sender::new(SenderConfig::default(), prefix.clone(), manifest, now);
 //! let rx_id = ReceiverId::new("rx")?;
@@ -59,7 +60,16 @@
 //! let mut finished = false;
 //! for _ in 0..10_000 { // a bound, so that a live-lock fails instead of hanging
 //!     // Output: drain transmits, then events, from both sides.
-//!     while let Some(t) = sender.poll_transmit(now) {
+//!     loop {
+//!         let Some(t) = sender.poll_transmit(now) else {
+//!             // The end of round carries the file's hash: a runtime hashes the
+//!             // chunks as it reads them, and has it when the last one is out.
+//!             if !sender.wants_digest() {
+//!                 break;
+//!             }
+//!             sender.set_digest(integrity::sha256(&file), now);
+//!             continue;
+//!         };
 //!         let payload = match t.payload {
 //!             Payload::Bytes(b) => b,
 //!             // The state machine names the bytes; reading them is the caller's job.

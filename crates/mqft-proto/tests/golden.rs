@@ -36,31 +36,31 @@ const RUN: u32 = 300;
 const RECEIVER: &str = "gw-7";
 
 const FILE_SHA256: &str = "d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d000000000000000500000068656c6c6f2e747874";
-const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
-const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
+const ID_PREIMAGE: &str = "6d7166742d69642d76340d0000000000000005000000010068e5cf8b01000068656c6c6f2e747874";
+const ID_PREIMAGE_SHA256: &str = "071e6eaf2caa71f42c1082849f866cc07198f88e7ee4aa4084a0e70ff5a620da";
+const TRANSFER_ID: &str = "071e6eaf2caa71f42c1082849f866cc0";
 
-const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d370000";
-const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const MANIFEST: &str = "04071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d370000";
+const MANIFEST_NO_META: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
 
-const CHUNK_0: &str = "03ac020000008289d1f70548656c6c6f";
-const CHUNK_1: &str = "03ac020101008f4edbb0052c206d7166";
-const CHUNK_2_REPAIR: &str = "03ac0203020063e5f3c00374210a";
+const CHUNK_0: &str = "04ac020000008289d1f70548656c6c6f";
+const CHUNK_1: &str = "04ac020101008f4edbb0052c206d7166";
+const CHUNK_2_REPAIR: &str = "04ac0203020063e5f3c00374210a";
 
-const ACK_READY_EMPTY: &str = "0300ac0200";
-const ACK_READY: &str = "0300ac020200010101";
-const ACK_PROGRESS: &str = "0301ac020202";
-const ACK_MISSING: &str = "0302ac020301020100";
-const ACK_COMPLETE: &str = "0303d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const ACK_REJECTED: &str = "03040300";
-const ACK_REJECTED_UNKNOWN: &str = "0304e80700";
-const ACK_REJECTED_DETAIL: &str = "03040715726561642d6f6e6c792066696c652073797374656d";
-const ACK_QUEUED: &str = "0305ac0203";
+const ACK_READY_EMPTY: &str = "0400ac0200";
+const ACK_READY: &str = "0400ac020200010101";
+const ACK_PROGRESS: &str = "0401ac020202";
+const ACK_MISSING: &str = "0402ac020301020100";
+const ACK_COMPLETE: &str = "0403d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
+const ACK_REJECTED: &str = "04040300";
+const ACK_REJECTED_UNKNOWN: &str = "0404e80700";
+const ACK_REJECTED_DETAIL: &str = "04040715726561642d6f6e6c792066696c652073797374656d";
+const ACK_QUEUED: &str = "0405ac0203";
 const ACK_STORED: &str =
-    "0306d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
+    "0406d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
 
-const CTL_END_ROUND: &str = "0300ac0203";
-const CTL_ABORT: &str = "0301ac0203";
+const CTL_END_ROUND: &str = "0400ac020301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
+const CTL_ABORT: &str = "0401ac0203";
 
 const RANGES: &str = "0301020401020a";
 
@@ -216,8 +216,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 107);
-    assert_in_doc("Whole payload (107 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 76);
+    assert_in_doc("Whole payload (76 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, Some(sha()), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -313,7 +313,7 @@ fn reason_code_tables() {
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
     }
-    for code in 1..=4 {
+    for code in 1..=5 {
         let reason = AbortReason::from_code(code);
         assert_eq!(reason.code(), code);
         assert_in_doc(&format!("| {code} | `{reason:?}` |"));
@@ -373,34 +373,34 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const BAD_ID_MANIFEST: &str = "043e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const BAD_COUNT_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
 /// Chunk 3 of a 3-chunk file.
-const PAST_END_CHUNK: &str = "03ac020403008316dc8c0178";
+const PAST_END_CHUNK: &str = "04ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
-const LONG_CHUNK: &str = "03ac0202020022f99f1f0574210a2121";
+const LONG_CHUNK: &str = "04ac0202020022f99f1f0574210a2121";
 
 #[test]
 fn rejected_payloads() {
     let m = manifest();
     let cases = [
         ("01ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(1)),
-        ("03ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
-        ("03ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
-        ("03ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
+        ("04ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
+        ("04ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
+        ("04ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
         (CHUNK_0, Kind::Chunk(1), DecodeError::IndexMismatch { topic: 1, payload: 0 }),
         (PAST_END_CHUNK, Kind::Chunk(3), DecodeError::IndexOutOfRange { index: 3, count: 3 }),
         (LONG_CHUNK, Kind::Chunk(2), DecodeError::BadChunkLength { index: 2, len: 5, expected: 3 }),
         (BAD_ID_MANIFEST, Kind::Manifest, DecodeError::IdMismatch),
         (BAD_COUNT_MANIFEST, Kind::Manifest, DecodeError::BadChunkCount),
-        ("0300ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
-        ("0300ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
-        ("0301ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
-        ("0302ac0203010102", Kind::Ack, DecodeError::Malformed),
-        ("0307", Kind::Ack, DecodeError::Malformed),
-        ("0300ac020300", Kind::Ctl, DecodeError::TrailingBytes(1)),
-        ("0300ac028300", Kind::Ctl, DecodeError::NonMinimalVarint),
+        ("0400ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
+        ("0400ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
+        ("0401ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
+        ("0402ac0203010102", Kind::Ack, DecodeError::Malformed),
+        ("0407", Kind::Ack, DecodeError::Malformed),
+        ("0400ac02030000", Kind::Ctl, DecodeError::TrailingBytes(1)),
+        ("0400ac02830000", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
     for (hex, kind, want) in cases {
         let payload = unhex(hex);
@@ -422,10 +422,12 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(bad_id), BAD_ID_MANIFEST);
     let bare = Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap();
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
-    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0301ac020304");
+    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0401ac020304");
     // The non-minimal ones spell one varint of a good payload a byte longer.
-    assert_eq!(CHUNK_0.replacen("03ac020000", "03ac02008000", 1), "03ac02008000008289d1f70548656c6c6f");
-    assert_eq!(format!("{}00", CTL_END_ROUND.replacen("ac0203", "ac0283", 1)), "0300ac028300");
+    assert_eq!(CHUNK_0.replacen("04ac020000", "04ac02008000", 1), "04ac02008000008289d1f70548656c6c6f");
+    let early = hex::encode(Ctl::EndRound { run: RUN, next_seq: 3, sha256: None }.encode());
+    assert_eq!(format!("{early}00"), "0400ac02030000");
+    assert_eq!(early.replacen("ac0203", "ac028300", 1), "0400ac02830000");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));
@@ -643,6 +645,13 @@ fn normal_transfer_diagram() {
     p.deliver_ack(ACK_PROGRESS);
 
     p.chunk_to_receiver(2, &sent[2].1);
+    // Every chunk is in and hashed; the hash to check against comes with the end
+    // of round, which the receiver answers with nothing missing.
+    assert_eq!(p.receiver.poll_event(), None, "verified before the sender's hash arrived");
+    p.receiver.handle_ctl(&unhex(CTL_END_ROUND), p.now).unwrap();
+    let none_missing = Ack::Missing { run: RUN, next_seq: 3, missing: RangeSet::new(), more: false };
+    assert_eq!(p.acks(), [hex::encode(none_missing.encode())]);
+    assert_in_doc("ack/gw-7: Missing {300, 3, [], false}");
     p.finalize();
     p.receiver.handle_ctl(&unhex(CTL_END_ROUND), p.now).unwrap();
     assert_eq!(p.acks(), [ACK_COMPLETE], "a complete receiver answers the end of round with Complete");
@@ -711,7 +720,7 @@ fn queued_receiver_diagram() {
 
     // Every slot of gw-7 is taken: it holds the offer at the head of its queue.
     let t = Receiver::queued(&prefix, &receiver_id(), &m, 1);
-    assert_eq!(hex::encode(bytes(&t)), "0305ac0201");
+    assert_eq!(hex::encode(bytes(&t)), "0405ac0201");
     sender.handle_ack(&receiver_id(), bytes(&t), now).unwrap();
     assert!(matches!(sender.poll_event(), Some(SenderEvent::Queued { position: 1, .. })));
     assert!(sender.poll_transmit(now).is_none(), "a queued receiver has not joined: no chunk goes out");
@@ -730,7 +739,7 @@ fn queued_receiver_diagram() {
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c1a7184343f1bbd3cf5c57cd183028c60c29970ad74697761049d7b6779e6ecb38b25e4af1e0da9458377903b000fead539d4928e4f78d29822029641fce8f30600";
+const SIGNED_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6e234970f1a4af0a2d2f896efeb26d77e2b218575c498d8c200901b4aa2548213eb98a505bf16b120cc86784de2fe454bceb389997ed021eb46ba59a7f74200800";
 
 #[test]
 fn signed_manifest_vector() {
