@@ -22,7 +22,7 @@ fn transfer(file: &[u8], sha256: [u8; 32], chunk: u32, out: &mut [u8]) -> u32 {
     let now = Instant::now();
     let prefix = Prefix::default();
     let rid = ReceiverId::new("bench").expect("a valid receiver id");
-    let m = Manifest::new("f.bin".into(), file.len() as u64, chunk, sha256, Meta::default(), 1).expect("valid");
+    let m = Manifest::new("f.bin".into(), file.len() as u64, chunk, Some(sha256), Meta::default(), 1).expect("valid");
     let mut tx = Sender::new(SenderConfig::default(), prefix.clone(), m.clone(), now);
     let mut rx = Receiver::new(ReceiverConfig::default(), prefix.clone(), rid.clone(), m, None, now).expect("fresh");
     let mut buf = Vec::new();

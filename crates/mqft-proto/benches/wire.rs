@@ -16,7 +16,7 @@ fn data(len: usize) -> Vec<u8> {
 }
 
 fn manifest(size: u64, chunk: u32) -> Manifest {
-    Manifest::new("img_0042.jpg".into(), size, chunk, [7; 32], Meta::default(), 1).expect("a valid manifest")
+    Manifest::new("img_0042.jpg".into(), size, chunk, None, Meta::default(), 1).expect("a valid manifest")
 }
 
 fn chunks(c: &mut Criterion) {
@@ -75,7 +75,7 @@ fn control(c: &mut Criterion) {
     g.bench_function("ack_missing_512_ranges_decode", |b| {
         b.iter(|| Ack::decode(black_box(&mp), 1 << 22).expect("valid"))
     });
-    let ctl = Ctl::EndRound { run: 1, next_seq: 4096 };
+    let ctl = Ctl::EndRound { run: 1, next_seq: 4096, sha256: Some([7; 32]) };
     let cp = ctl.encode();
     g.bench_function("ctl_encode", |b| b.iter(|| black_box(&ctl).encode()));
     g.bench_function("ctl_decode", |b| b.iter(|| Ctl::decode(black_box(&cp)).expect("valid")));

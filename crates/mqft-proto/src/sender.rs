@@ -299,6 +299,10 @@ enum Phase {
     Done,
 }
 
+/// A receiver's `Complete` (or `Stored`, with where it stored the file) given
+/// before the sender knew its file's hash: the hash of the file it has.
+type Claim = ([u8; 32], Option<(String, NameChange, String)>);
+
 /// The sender of one file to one or more receivers.
 #[derive(Debug)]
 pub struct Sender {
@@ -350,7 +354,7 @@ pub struct Sender {
     /// Receivers that said they have the file (`Complete`, or `Stored` with the
     /// name) before this sender knew its hash: each is checked once the hash is
     /// [set](Sender::set_digest). Bounded like `queued`.
-    claims: BTreeMap<ReceiverId, ([u8; 32], Option<(String, NameChange, String)>)>,
+    claims: BTreeMap<ReceiverId, Claim>,
     /// The round is over but the end of round waits for the hash.
     digest_due: bool,
 }

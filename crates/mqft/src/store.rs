@@ -1161,7 +1161,7 @@ mod tests {
         // The verified state is kept for a later try, but is no completion marker
         // while the .part is there.
         fs::write(&paths.final_path, b"old!").unwrap();
-        assert!(!already_complete(&paths, &m).unwrap().is_some());
+        assert!(already_complete(&paths, &m).unwrap().is_none());
 
         finalize(&f, &paths, &complete, None, OnConflict::Overwrite, Some(1_000_000)).unwrap();
         assert_eq!(fs::read(&paths.final_path).unwrap(), b"new!");
@@ -1169,7 +1169,7 @@ mod tests {
         assert!(already_complete(&paths, &m).unwrap().is_some());
         // A final file of another size is not this transfer's.
         fs::write(&paths.final_path, b"changed").unwrap();
-        assert!(!already_complete(&paths, &m).unwrap().is_some());
+        assert!(already_complete(&paths, &m).unwrap().is_none());
     }
 
     #[test]
@@ -1244,7 +1244,7 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&paths.final_path).unwrap();
         f.write_all_at(&[0; 20], 0).unwrap();
         drop(f);
-        assert!(!already_complete(&paths, &m).unwrap().is_some());
+        assert!(already_complete(&paths, &m).unwrap().is_none());
         // Its bytes back: complete again.
         fs::write(&paths.final_path, data).unwrap();
         assert!(already_complete(&paths, &m).unwrap().is_some());
@@ -1265,7 +1265,7 @@ mod tests {
         drop(f);
         let after = fs::metadata(&paths.final_path).unwrap();
         assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
-        assert!(!already_complete(&paths, &m).unwrap().is_some());
+        assert!(already_complete(&paths, &m).unwrap().is_none());
     }
 
     #[test]
@@ -1495,7 +1495,7 @@ mod tests {
         let complete = complete_of(&m, &victim.content);
         save_state(&paths, &complete).unwrap();
         std::os::unix::fs::symlink(&victim.path, &paths.final_path).unwrap();
-        assert!(!already_complete(&paths, &m).unwrap().is_some());
+        assert!(already_complete(&paths, &m).unwrap().is_none());
         // And the no-clobber link does not go through it.
         let (f, _) = open_part(&paths, &m).unwrap();
         let e = finalize(&f, &paths, &complete, None, OnConflict::Fail, None).unwrap_err();

@@ -294,7 +294,7 @@ impl SimBuilder {
             receiver_cfg: ReceiverConfig::default(),
             queue_cap: None,
             compressible: false,
-            digest_first: seed % 3 == 0,
+            digest_first: seed.is_multiple_of(3),
         }
     }
 
