@@ -576,6 +576,7 @@ impl Env {
                 }
                 let cpu0 = measure::process_cpu(broker_pid, self.ticks)?;
                 let t0 = Instant::now();
+                let first = FirstData::watch(&out, t0);
                 let mut tx = if *stdio {
                     // `sh -c 'cat "$0" | "$@"' FILE mqft send - ...`: standard input is
                     // a pipe; GNU time's peak RSS is the largest of sh's children.
@@ -627,6 +628,7 @@ impl Env {
                     receiver: r.usage,
                     broker_cpu: cpu1 - cpu0,
                     unconfirmed,
+                    first_data: first.stop(),
                 }
             }
             Tool::Recipe | Tool::RecipeLoop => {
@@ -684,6 +686,7 @@ impl Env {
                     receiver: r.usage,
                     broker_cpu: cpu1 - cpu0,
                     unconfirmed: false,
+                    first_data: None,
                 }
             }
             Tool::Pump { version, chunk } => {
@@ -736,6 +739,7 @@ impl Env {
                     receiver: r.usage,
                     broker_cpu: cpu1 - cpu0,
                     unconfirmed: false,
+                    first_data: None,
                 }
             }
         };
@@ -800,6 +804,42 @@ fn concat_equal(files: &[PathBuf], got: &Path) -> Result<bool> {
 /// dropped because a client's queue was full) with a `mosquitto_sub` that runs as
 /// long as the broker. (Asking for the retained value before and after each case
 /// proved unreliable: after some cases Mosquitto 2.0.11 no longer hands it out.)
+/// Time from the sender's start to the first file bytes on the receiver's disk:
+/// the first allocated block of a partial file under `<out>/.mqft/part` (they
+/// are created sparse at their full size), or a file under its final name in
+/// `<out>`, polled every millisecond by a thread of its own.
+struct FirstData {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<f64>>,
+}
+
+impl FirstData {
+    fn watch(out: &Path, t0: Instant) -> FirstData {
+        use std::os::unix::fs::MetadataExt as _;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (out, flag) = (out.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let part = out.join(".mqft").join("part");
+            let any = |dir: &Path, ok: &dyn Fn(&fs::Metadata) -> bool| {
+                fs::read_dir(dir).is_ok_and(|d| d.flatten().any(|e| e.metadata().is_ok_and(|m| ok(&m))))
+            };
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if any(&part, &|m| m.is_file() && m.blocks() > 0) || any(&out, &|m| m.is_file()) {
+                    return Some(t0.elapsed().as_secs_f64());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            None
+        });
+        FirstData { stop, thread }
+    }
+
+    fn stop(self) -> Option<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
 struct DropWatch {
     child: std::process::Child,
     latest: std::sync::Arc<std::sync::Mutex<Option<u64>>>,

@@ -38,6 +38,9 @@ pub struct Sample {
     /// The file arrived verified, but the sender never learnt it (it was
     /// interrupted); the time runs to the receiver's exit.
     pub unconfirmed: bool,
+    /// Seconds from the sender's start to the first file bytes on the
+    /// receiver's disk (mqft cases).
+    pub first_data: Option<f64>,
 }
 
 /// All repetitions of one case.
@@ -60,6 +63,12 @@ impl CaseResult {
 
     fn e2e(&self) -> Vec<f64> {
         self.samples.iter().map(|s| s.e2e).collect()
+    }
+
+    /// Median seconds to the receiver's first file bytes, when measured.
+    fn first_data(&self) -> Option<f64> {
+        let t: Vec<f64> = self.samples.iter().filter_map(|s| s.first_data).collect();
+        (!t.is_empty()).then(|| median(&t))
     }
 
     /// Median end-to-end seconds.
@@ -278,16 +287,16 @@ pub fn render(results: &[CaseResult], info: &MachineInfo, a: &RunArgs, took: Dur
             let _ = writeln!(
                 o,
                 "| case | reps | end-to-end (s) | spread (s) | MiB/s | time ÷ A | MiB/s ÷ B | CPU s: sender | receiver | \
-                 broker | peak RSS MiB: sender | receiver | dropped | unconfirmed |"
+                 broker | peak RSS MiB: sender | receiver | dropped | unconfirmed | first data (s) |"
             );
-            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         }
         let dropped = r.dropped.map_or("?".into(), |d| d.to_string());
         if !r.ok() {
             let err = r.error.clone().unwrap_or_else(|| "no sample".into()).replace('|', "/");
             let _ = writeln!(
                 o,
-                "| {} | {} | failed: {} | | | | | | | | | | {dropped} | |",
+                "| {} | {} | failed: {} | | | | | | | | | | {dropped} | | |",
                 r.case.label,
                 r.samples.len(),
                 err
@@ -310,7 +319,7 @@ pub fn render(results: &[CaseResult], info: &MachineInfo, a: &RunArgs, took: Dur
         };
         let _ = writeln!(
             o,
-            "| {} | {} | {:.3} | {:.3}–{:.3} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {:.3} | {:.3}–{:.3} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} | {} | {} |",
             r.case.label,
             r.samples.len(),
             r.median(),
@@ -325,7 +334,8 @@ pub fn render(results: &[CaseResult], info: &MachineInfo, a: &RunArgs, took: Dur
             r.max_of(|s| s.sender.rss_mib()),
             r.max_of(|s| s.receiver.rss_mib()),
             dropped,
-            r.samples.iter().filter(|s| s.unconfirmed).count()
+            r.samples.iter().filter(|s| s.unconfirmed).count(),
+            r.first_data().map_or("–".into(), |t| format!("{t:.3}"))
         );
     }
     let _ = writeln!(o, "\n#### Targets\n\n{}", targets(results));
