@@ -221,7 +221,18 @@ pub enum ReceiverEvent {
     Verified,
     /// The transfer failed. Terminal.
     Failed(ReceiveFailure),
+    /// A held transfer ([`Manifest::hold_until_ms`]) lacks these chunks and no
+    /// sender serves it: subscribe to each one's own topic
+    /// (`<prefix>/<id>/chunk/<n>`) so that the broker hands over its retained copy
+    /// again, and drop the subscriptions of the previous batch. At most
+    /// [`REFETCH_BATCH`] chunks, in index order.
+    Refetch(Vec<u32>),
 }
+
+/// The most chunks one [`ReceiverEvent::Refetch`] asks for: under Mosquitto's
+/// default in-flight limit (20), so the broker sends the whole batch at once and
+/// queues none of it, and no queue limit (`max_queued_messages`) can drop it again.
+pub const REFETCH_BATCH: usize = 16;
 
 /// Why a receive failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -297,6 +308,11 @@ pub struct Receiver {
     /// Where the file went, when not under the manifest's name: answered as
     /// [`Ack::Stored`] instead of [`Ack::Complete`].
     stored_as: Option<StoredAs>,
+    /// A held transfer: until when the broker holds it ([`Receiver::set_hold_until`]).
+    hold_until: Option<Instant>,
+    /// The chunks of the last [`ReceiverEvent::Refetch`] still missing: the next
+    /// batch is asked for once they are all here (or at the next silence).
+    refetching: Vec<u32>,
 }
 
 /// The name a file was stored under, when it differs from the manifest's, and why.
@@ -379,6 +395,8 @@ impl Receiver {
             duplicates: 0,
             detail: String::new(),
             stored_as: None,
+            hold_until: None,
+            refetching: Vec::new(),
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -421,6 +439,16 @@ impl Receiver {
     /// name than the manifest's: the sender is told that name.
     pub fn already_stored(prefix: &Prefix, id: &ReceiverId, manifest: &Manifest, stored: &StoredAs) -> Transmit {
         ack_transmit(prefix, &manifest.id, id, &stored.ack(manifest.sha256))
+    }
+
+    /// Marks the transfer as held at the broker until `until` (the manifest's
+    /// [`Manifest::hold_until_ms`] on the caller's clock): the receiver does not give
+    /// up on the silent sender before then, and fetches the chunks it lacks from the
+    /// broker's retained copies itself ([`ReceiverEvent::Refetch`]) at every silence.
+    /// A confirmation ([`Ack::Complete`], [`Ack::Stored`]) goes out retained, so that
+    /// a sender or `mqft status` that comes later sees it.
+    pub fn set_hold_until(&mut self, until: Instant) {
+        self.hold_until = Some(until);
     }
 
     // ---- getters ----
@@ -539,6 +567,9 @@ impl Receiver {
             self.hashed += 1;
         }
         self.check_done();
+        if !self.refetching.is_empty() {
+            self.refetch(false);
+        }
         let offset = self.manifest.chunk_offset(chunk.index);
         Ok(Some(Write { index: chunk.index, offset, data: chunk.data, wire_len: chunk.wire_len }))
     }
@@ -595,11 +626,12 @@ impl Receiver {
         if self.state != State::Receiving {
             return;
         }
-        if now >= self.last_heard + self.cfg.give_up_after {
+        if now >= self.give_up_at() {
             self.state = State::Failed(RejectReason::Cancelled);
             self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::SenderGone));
         } else if now >= self.next_announce {
             self.announce(now);
+            self.refetch(true);
         }
     }
 
@@ -653,8 +685,7 @@ impl Receiver {
 
     /// When [`Receiver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle =
-            (self.state == State::Receiving).then(|| self.next_announce.min(self.last_heard + self.cfg.give_up_after));
+        let idle = (self.state == State::Receiving).then(|| self.next_announce.min(self.give_up_at()));
         match (self.ack_due, idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -662,6 +693,13 @@ impl Receiver {
     }
 
     // ---- internals ----
+
+    /// When a silent sender is given up on: `give_up_after` after the last word,
+    /// or, for a held transfer, not before the hold ends (the broker serves it).
+    fn give_up_at(&self) -> Instant {
+        let silent = self.last_heard + self.cfg.give_up_after;
+        self.hold_until.map_or(silent, |h| silent.max(h))
+    }
 
     fn heard(&mut self, now: Instant) {
         self.last_heard = now;
@@ -728,7 +766,29 @@ impl Receiver {
     }
 
     fn push(&mut self, ack: &Ack) {
-        self.out.push_back(ack_transmit(&self.prefix, &self.manifest.id, &self.id, ack));
+        let mut t = ack_transmit(&self.prefix, &self.manifest.id, &self.id, ack);
+        // A held transfer's confirmation stays at the broker for whoever asks later.
+        t.retain = self.hold_until.is_some() && matches!(ack, Ack::Complete { .. } | Ack::Stored { .. });
+        self.out.push_back(t);
+    }
+
+    /// Asks for the next batch of missing chunks of a held transfer: at a silence
+    /// (`silence`), or at once when the last batch has all arrived.
+    fn refetch(&mut self, silence: bool) {
+        if self.hold_until.is_none() || self.state != State::Receiving {
+            return;
+        }
+        self.refetching.retain(|&i| !self.held.contains(i));
+        if !self.refetching.is_empty() && !silence {
+            return;
+        }
+        let missing = self.held.complement(self.manifest.chunk_count);
+        let batch: Vec<u32> = missing.iter().flatten().take(REFETCH_BATCH).collect();
+        if batch.is_empty() {
+            return;
+        }
+        self.refetching.clone_from(&batch);
+        self.events.push_back(ReceiverEvent::Refetch(batch));
     }
 
     /// Verifies the hash once every chunk is held and hashed.

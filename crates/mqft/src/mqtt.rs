@@ -261,10 +261,25 @@ fn system_roots_config(tls: &Tls, client_auth: Option<(Vec<u8>, Vec<u8>)>) -> Re
 }
 
 impl Client {
-    pub async fn publish(&self, topic: String, qos: Qos, retain: bool, payload: Bytes) -> Result<(), Closed> {
-        match self {
-            Client::V311(c) => c.publish_bytes(topic, qos4(qos), retain, payload).await.map_err(|_| Closed),
-            Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Closed),
+    /// Publishes; `expiry` (seconds) becomes the MQTT 5 Message Expiry Interval.
+    /// MQTT 3.1.1 has no expiry: callers refuse what needs one before connecting
+    /// (`send --hold`), so here it is dropped.
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: Qos,
+        retain: bool,
+        payload: Bytes,
+        expiry: Option<u32>,
+    ) -> Result<(), Closed> {
+        match (self, expiry) {
+            (Client::V311(c), _) => c.publish_bytes(topic, qos4(qos), retain, payload).await.map_err(|_| Closed),
+            (Client::V5(c), None) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Closed),
+            (Client::V5(c), Some(secs)) => {
+                let props =
+                    p5::PublishProperties { message_expiry_interval: Some(secs), ..Default::default() };
+                c.publish_bytes_with_properties(topic, qos5(qos), retain, payload, props).await.map_err(|_| Closed)
+            }
         }
     }
 

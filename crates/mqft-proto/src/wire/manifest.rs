@@ -65,6 +65,13 @@ pub struct Manifest {
     /// wrapped for each recipient, and the real name, size, chunking, hash and
     /// metadata, encrypted. The fields above then describe the ciphertext.
     pub sealed: Option<Sealed>,
+    /// For a transfer held at the broker for receivers that come online later
+    /// (`mqft send --hold`; PROTOCOL.md 17): until when, in milliseconds since the
+    /// Unix epoch. The manifest and every chunk are then retained and expire at the
+    /// broker then; a receiver fetches them from the broker alone and does not give
+    /// up on the silent sender before this time. `None` for a live transfer. Signed
+    /// with the rest when the manifest is.
+    pub hold_until_ms: Option<i64>,
 }
 
 /// The most recipients an encrypted manifest names.
@@ -145,6 +152,7 @@ impl Manifest {
             sender: String::new(),
             signature: None,
             sealed: None,
+            hold_until_ms: None,
         };
         m.check()?;
         Ok(m)
@@ -194,6 +202,11 @@ impl Manifest {
         self.to = to.into_iter().map(|r| r.as_str().to_owned()).collect();
         self.check()?;
         Ok(self)
+    }
+
+    /// True for a transfer held at the broker ([`Manifest::hold_until_ms`]).
+    pub fn is_held(&self) -> bool {
+        self.hold_until_ms.is_some()
     }
 
     /// True when receiver `rid` may take this transfer: it is listed in
