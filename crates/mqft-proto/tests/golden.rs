@@ -40,8 +40,8 @@ const ID_PREIMAGE: &str = "6d7166742d69642d7631d8c3a4acb9cab366d77b6de3b594132b5
 const ID_PREIMAGE_SHA256: &str = "895ee63689ba3e633ccf6e7a8f323d35b5b06e4bd544deee2c07bd89c7c0ba32";
 const TRANSFER_ID: &str = "895ee63689ba3e633ccf6e7a8f323d35";
 
-const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d370000";
-const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d37000000";
+const MANIFEST_NO_META: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 
 const CHUNK_0: &str = "03ac020000008289d1f70548656c6c6f";
 const CHUNK_1: &str = "03ac020101008f4edbb0052c206d7166";
@@ -215,8 +215,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 107);
-    assert_in_doc("Whole payload (107 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 108);
+    assert_in_doc("Whole payload (108 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, sha(), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -372,9 +372,9 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const BAD_ID_MANIFEST: &str = "03885ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const BAD_COUNT_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0504d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 /// Chunk 3 of a 3-chunk file.
 const PAST_END_CHUNK: &str = "03ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
@@ -718,7 +718,7 @@ fn queued_receiver_diagram() {
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c1a7184343f1bbd3cf5c57cd183028c60c29970ad74697761049d7b6779e6ecb38b25e4af1e0da9458377903b000fead539d4928e4f78d29822029641fce8f30600";
+const SIGNED_MANIFEST: &str = "03895ee63689ba3e633ccf6e7a8f323d35ac020968656c6c6f2e7478740d0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c32497180c95a542426bdb13e738e39d30907324f730ad7b97f0fb5d2ac1c96b9047d856359e43cb519bc9e8f1118c6474afda545acae7ba70070e54d78c3cd090000";
 
 #[test]
 fn signed_manifest_vector() {

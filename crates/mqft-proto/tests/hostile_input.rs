@@ -129,7 +129,7 @@ fn fuzz_regressions() {
     // The reproducers were found under protocol version 1; the version byte is the
     // current one here (and in the corpus files), the rest as found (a manifest ends
     // with an empty `to`, an empty sender, no signature and no encryption since
-    // version 3).
+    // version 3, and no hold since the held transfers of PROTOCOL.md 17).
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
     assert_eq!(Ctl::decode(&unhex("0300800000")), Err(DecodeError::NonMinimalVarint));
@@ -139,7 +139,7 @@ fn fuzz_regressions() {
     // spelled `87 00`.
     let overlong = unhex(concat!(
         "034b4082509ca7f647bcc0fffc182404a287000866757a7a2e62696ed804400a4effa5c024a3deae835cdc3ff9eb604d30",
-        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d01020000000000",
+        "14394ae1ee16790dfc2d65625dd04f01186170706c69636174696f6e2f6f637465742d73747265616d0102000000000000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
     let mut minimal = overlong.clone();
