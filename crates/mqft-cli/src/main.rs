@@ -279,7 +279,10 @@ async fn send(a: SendArgs) -> Result<()> {
     }
     let report = result?;
     reporter.held(&report, a.hold, &a.to);
-    reporter.send_summary(&report);
+    if a.hold.is_none() {
+        // A held file was published, not delivered: the lines above say it.
+        reporter.send_summary(&report);
+    }
     if a.output.json {
         println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
     }

@@ -514,17 +514,18 @@ pub fn send_summary(r: &mqft::SendReport, sent_bytes: u64, took: Duration) -> Va
     json!({"event": "summary", "files": files, "bytes": sent_bytes, "seconds": took.as_secs_f64()})
 }
 
-/// A duration as the flags take it: 7d, 24h, 90m, 45s (the largest unit that
-/// divides it), or whole seconds.
+/// A duration in the flags' units: `24h`, `7d`, `1h30m`, `59m59s` (whole hours
+/// under two days as hours, as people say them).
 pub fn duration_text(d: Duration) -> String {
     let s = d.as_secs();
-    match s {
-        0 => format!("{}ms", d.as_millis()),
-        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{s}s"),
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
     }
+    if s % 3600 == 0 && s < 2 * 86_400 {
+        return format!("{}h", s / 3600);
+    }
+    let parts = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")];
+    parts.iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect()
 }
 
 /// `mqft status`: one line per held transfer (or one JSON object per line with
@@ -728,5 +729,16 @@ mod tests {
         assert_eq!(escape("plain.jpg"), "plain.jpg");
         assert_eq!(escape("photo\u{202e}gnp.exe"), "photo\\u{202e}gnp.exe");
         assert_eq!(escape("..\u{2215}..\u{2215}etc"), "..\\u{2215}..\\u{2215}etc");
+    }
+
+    #[test]
+    fn durations_read_as_the_flags_take_them() {
+        let text = |s| duration_text(Duration::from_secs(s));
+        assert_eq!(text(86_400), "24h");
+        assert_eq!(text(7 * 86_400), "7d");
+        assert_eq!(text(3), "3s");
+        assert_eq!(text(5400), "1h30m");
+        assert_eq!(text(3599), "59m59s");
+        assert_eq!(text(2 * 86_400 + 60), "2d1m");
     }
 }
