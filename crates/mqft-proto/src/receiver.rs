@@ -60,6 +60,13 @@ pub struct ReceiverConfig {
     pub max_idle: Duration,
     /// Give up after this long without a word from the sender.
     pub give_up_after: Duration,
+    /// A held transfer ([`Receiver::set_hold_until`]): after this long without a
+    /// chunk, the broker has handed over all it will of the retained ones, and
+    /// the missing are asked for again ([`ReceiverEvent::Refetch`]); doubling up to
+    /// `max_idle` while nothing comes. Short, since nobody is sending: a flood of
+    /// retained chunks has no gaps, and a needless refetch costs at most
+    /// [`REFETCH_BATCH`] chunks delivered twice.
+    pub held_silence: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -70,6 +77,7 @@ impl Default for ReceiverConfig {
             idle: Duration::from_secs(2),
             max_idle: Duration::from_secs(16),
             give_up_after: Duration::from_secs(120),
+            held_silence: Duration::from_millis(250),
         }
     }
 }
@@ -449,6 +457,7 @@ impl Receiver {
     /// a sender or `mqft status` that comes later sees it.
     pub fn set_hold_until(&mut self, until: Instant) {
         self.hold_until = Some(until);
+        self.next_announce = self.next_announce.min(self.last_heard + self.silence());
     }
 
     // ---- getters ----
@@ -704,7 +713,16 @@ impl Receiver {
     fn heard(&mut self, now: Instant) {
         self.last_heard = now;
         self.announcements = 0;
-        self.next_announce = now + self.cfg.idle;
+        self.next_announce = now + self.silence();
+    }
+
+    /// The first silence after which the receiver speaks up: `idle`, or for a held
+    /// transfer the shorter `held_silence`.
+    fn silence(&self) -> Duration {
+        match self.hold_until {
+            Some(_) => self.cfg.held_silence.min(self.cfg.idle),
+            None => self.cfg.idle,
+        }
     }
 
     fn saw_seq(&mut self, run: u32, next_seq: u32) {
@@ -719,7 +737,7 @@ impl Receiver {
     /// Says hello again after a silence: the sender may have missed the first one.
     fn announce(&mut self, now: Instant) {
         self.answer_ready();
-        let wait = self.cfg.idle.saturating_mul(1 << self.announcements.min(16)).min(self.cfg.max_idle);
+        let wait = self.silence().saturating_mul(1 << self.announcements.min(16)).min(self.cfg.max_idle);
         self.next_announce = now + wait;
         self.announcements += 1;
     }
@@ -1134,10 +1152,10 @@ mod hold_tests {
             give(&mut rx, &data, i, now);
         }
         assert_eq!(events(&mut rx), [], "no refetch while chunks arrive");
-        // The credit timer first, then the silence (`idle`).
+        // The credit timer first, then the silence (`held_silence`).
         rx.handle_timeout(now + ReceiverConfig::default().ack_delay);
         assert_eq!(events(&mut rx), []);
-        let silence = now + ReceiverConfig::default().idle;
+        let silence = now + ReceiverConfig::default().held_silence;
         assert_eq!(rx.poll_timeout(), Some(silence));
         rx.handle_timeout(silence);
         assert_eq!(events(&mut rx), [ReceiverEvent::Refetch((10..26).collect())]);
