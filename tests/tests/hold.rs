@@ -9,8 +9,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use mqft_tests::{
-    broker_flags as at, files_equal, mqft_command as mqft, random_file, show_output as show, Broker,
-    ClosedPort, Process,
+    broker_flags as at, files_equal, mqft_command as mqft, random_file, show_output as show, Broker, ClosedPort,
+    Process,
 };
 
 use crate::raw::Raw;

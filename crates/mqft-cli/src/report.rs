@@ -537,8 +537,7 @@ pub fn print_status(held: &[mqft::HeldTransfer], out: OutputArgs) {
     for h in held {
         let left = Duration::from_millis(u64::try_from(h.hold_until_ms.saturating_sub(now_ms)).unwrap_or(0));
         let confirmed: Vec<&str> = h.confirmed.iter().map(|r| r.as_str()).collect();
-        let pending: Vec<&str> =
-            h.to.iter().map(String::as_str).filter(|r| !confirmed.contains(r)).collect();
+        let pending: Vec<&str> = h.to.iter().map(String::as_str).filter(|r| !confirmed.contains(r)).collect();
         if out.json {
             println!(
                 "{}",

@@ -124,7 +124,13 @@ pub(crate) const PACED_CAPACITY: usize = 1;
 pub(crate) enum Request {
     /// `expiry`: the MQTT 5 Message Expiry Interval in seconds, for a held
     /// transfer's retained messages (`None`: never expires; ignored under 3.1.1).
-    Publish { topic: String, qos: Qos, retain: bool, payload: Bytes, expiry: Option<u32> },
+    Publish {
+        topic: String,
+        qos: Qos,
+        retain: bool,
+        payload: Bytes,
+        expiry: Option<u32>,
+    },
     Subscribe(String),
     Unsubscribe(String),
     Disconnect,
@@ -1125,7 +1131,8 @@ mod tests {
         let (acked_tx, acked) = watch::channel(0);
         let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default(), None));
         for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
-            let publish = Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new(), expiry: None };
+            let publish =
+                Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new(), expiry: None };
             req_tx.send(publish).await.unwrap();
         }
         req_tx.send(Request::Disconnect).await.unwrap();

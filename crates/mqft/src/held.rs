@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::{debug, info};
 
 use crate::conn::Outbox;
-use crate::proto::{self, Ack, Manifest, Prefix, Qos, ReceiverId, Topic, Transmit, TransferId};
+use crate::proto::{self, Ack, Manifest, Prefix, Qos, ReceiverId, Topic, TransferId, Transmit};
 
 /// The bytes the Message Expiry Interval property adds to every PUBLISH (one
 /// byte of identifier, four of value): a held chunk is that much smaller than the
@@ -104,13 +104,12 @@ impl Holds {
         if !m.is_held() || self.watches.contains_key(&m.id) {
             return;
         }
-        let ack_topics: Vec<String> = m
-            .to
-            .iter()
-            .filter(|r| r.as_str() != me.as_str())
-            .filter_map(|r| ReceiverId::new(r).ok())
-            .map(|r| prefix.ack(&m.id, &r))
-            .collect();
+        let ack_topics: Vec<String> =
+            m.to.iter()
+                .filter(|r| r.as_str() != me.as_str())
+                .filter_map(|r| ReceiverId::new(r).ok())
+                .map(|r| prefix.ack(&m.id, &r))
+                .collect();
         for t in &ack_topics {
             out.subscribe(t.clone());
         }
@@ -204,8 +203,12 @@ impl Holds {
     /// Holds that are over have expired at the broker: their watches go, so a
     /// receiver that runs for months keeps no more than the holds still running.
     fn forget_expired(&mut self, out: &mut Outbox) {
-        let over: Vec<TransferId> =
-            self.watches.iter().filter(|(_, w)| time_left(&w.manifest).is_some_and(|l| l.is_zero())).map(|(id, _)| *id).collect();
+        let over: Vec<TransferId> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| time_left(&w.manifest).is_some_and(|l| l.is_zero()))
+            .map(|(id, _)| *id)
+            .collect();
         for id in over {
             self.forget(out, &id);
         }

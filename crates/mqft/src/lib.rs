@@ -179,7 +179,11 @@ impl Client {
     /// ([`SendOptions::hold`]) and who confirmed each, from their retained
     /// messages; waits at most `wait` for the broker to hand them over (see
     /// [`status`]). Soonest to expire first.
-    pub async fn status(&self, wait: std::time::Duration, cancel: CancellationToken) -> Result<Vec<HeldTransfer>, Error> {
+    pub async fn status(
+        &self,
+        wait: std::time::Duration,
+        cancel: CancellationToken,
+    ) -> Result<Vec<HeldTransfer>, Error> {
         status::status(self.config.clone(), wait, cancel).await
     }
 }

@@ -276,8 +276,7 @@ impl Client {
             (Client::V311(c), _) => c.publish_bytes(topic, qos4(qos), retain, payload).await.map_err(|_| Closed),
             (Client::V5(c), None) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Closed),
             (Client::V5(c), Some(secs)) => {
-                let props =
-                    p5::PublishProperties { message_expiry_interval: Some(secs), ..Default::default() };
+                let props = p5::PublishProperties { message_expiry_interval: Some(secs), ..Default::default() };
                 c.publish_bytes_with_properties(topic, qos5(qos), retain, payload, props).await.map_err(|_| Closed)
             }
         }

@@ -30,8 +30,8 @@ use super::{hash_file, Job, SendEvent, SendOptions, SentFile};
 use crate::config::{self, Config};
 use crate::conn::{ConnEvent, Connection};
 use crate::handle::Events;
-use crate::proto::{self, Ack, Manifest, Prefix, Qos, ReceiverId, Topic};
 use crate::held::{clear, expiry_secs, EXPIRY_PROPERTY_LEN};
+use crate::proto::{self, Ack, Manifest, Prefix, Qos, ReceiverId, Topic};
 use crate::{store, Error};
 
 /// What a held send tells about one file.
@@ -117,10 +117,11 @@ async fn hold_one(
         proto::Wait::Ids(ids) => ids.iter().cloned().collect(),
         _ => Vec::new(),
     };
-    let mut manifest = Manifest::new(job.name.clone(), prepared.size, chunk_size, prepared.sha256, meta, rand::random())
-        .and_then(|m| m.with_to(to))
-        .and_then(|m| m.with_sender(&opts.from))
-        .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))?;
+    let mut manifest =
+        Manifest::new(job.name.clone(), prepared.size, chunk_size, prepared.sha256, meta, rand::random())
+            .and_then(|m| m.with_to(to))
+            .and_then(|m| m.with_sender(&opts.from))
+            .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))?;
     let mut cipher = None;
     if !opts.encrypt_to.is_empty() {
         let (outer, c) = crate::sealing::seal_file(&prepared.file, &manifest, &opts.encrypt_to)
@@ -167,7 +168,8 @@ async fn hold_one(
                 offset: m.chunk_offset(index),
                 len: m.chunk_len(index),
             };
-            let (file, compress, cipher, wire_chunk) = (prepared.file.clone(), opts.compress, cipher.clone(), m.chunk_size);
+            let (file, compress, cipher, wire_chunk) =
+                (prepared.file.clone(), opts.compress, cipher.clone(), m.chunk_size);
             let read = tokio::task::spawn_blocking(move || match cipher {
                 Some(k) => crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len)
                     .map(|d| c.encode_with(&d, proto::wire::Compression::None)),
@@ -227,7 +229,13 @@ async fn hold_one(
 /// Handles what the connection reports while a file is held. True when the file
 /// must be published again: a reconnect without a session may have lost
 /// publishes that the broker never acknowledged.
-fn on_event(conn: &mut Connection, held: &mut Held<'_>, ev: ConnEvent, path: &std::path::Path, events: &Events<SendEvent>) -> bool {
+fn on_event(
+    conn: &mut Connection,
+    held: &mut Held<'_>,
+    ev: ConnEvent,
+    path: &std::path::Path,
+    events: &Events<SendEvent>,
+) -> bool {
     match ev {
         ConnEvent::Up(info) => {
             conn.out.resubscribe();
