@@ -521,7 +521,7 @@ pub fn duration_text(d: Duration) -> String {
     if s == 0 {
         return format!("{}ms", d.as_millis());
     }
-    if s % 3600 == 0 && s < 2 * 86_400 {
+    if s.is_multiple_of(3600) && s < 2 * 86_400 {
         return format!("{}h", s / 3600);
     }
     let parts = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")];

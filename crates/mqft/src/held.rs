@@ -143,6 +143,10 @@ impl Holds {
     /// A message on another receiver's ack topic of a watched transfer; false for
     /// any other topic (the caller routes it as usual).
     pub fn on_message(&mut self, out: &mut Outbox, topic: &str, payload: &[u8]) -> bool {
+        // Chunks pass here by the thousand: only ack topics are looked up.
+        if self.watches.is_empty() || !topic.contains("/ack/") {
+            return false;
+        }
         let Some((id, from)) = self.watches.iter().find_map(|(id, w)| match w.prefix.parse(topic) {
             Some(Topic::Ack(t, from)) if t == *id => Some((*id, from)),
             _ => None,

@@ -164,7 +164,15 @@ async fn run(
     if let Some(hold) = opts.hold {
         // A held file is published whole and left at the broker: no state
         // machine, nobody to wait for (send/hold.rs).
-        let outcome = hold::run(&mut conn, &cfg, &jobs, &opts, hold, info.max_packet_size, &events, &cancel).await;
+        let setting = hold::Setting {
+            cfg: &cfg,
+            opts: &opts,
+            hold,
+            broker_max: info.max_packet_size,
+            events: &events,
+            cancel: &cancel,
+        };
+        let outcome = hold::run(&mut conn, &jobs, &setting).await;
         conn.close(if cancel.is_cancelled() { CANCEL_CLOSE_GRACE } else { CLOSE_GRACE }).await;
         return outcome?.into_iter().collect::<Result<Vec<_>, _>>().map(|files| SendReport { files });
     }

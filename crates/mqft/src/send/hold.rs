@@ -55,25 +55,33 @@ impl Held<'_> {
     }
 }
 
-/// Sends `jobs` held for `hold`, one after another, on a connection that is up.
-/// Returns one result per job, in order.
+/// What every held file of one send shares.
+pub(super) struct Setting<'a> {
+    pub cfg: &'a Config,
+    pub opts: &'a SendOptions,
+    /// How long each file is held.
+    pub hold: Duration,
+    /// The broker's Maximum Packet Size, from its CONNACK.
+    pub broker_max: Option<u32>,
+    pub events: &'a Events<SendEvent>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// Sends `jobs` held, one after another, on a connection that is up. Returns one
+/// result per job, in order.
 pub(super) async fn run(
     conn: &mut Connection,
-    cfg: &Config,
     jobs: &[Job],
-    opts: &SendOptions,
-    hold: Duration,
-    broker_max: Option<u32>,
-    events: &Events<SendEvent>,
-    cancel: &CancellationToken,
+    s: &Setting<'_>,
 ) -> Result<Vec<Result<SentFile, Error>>, Error> {
+    let (events, cancel) = (s.events, s.cancel);
     let mut results = Vec::with_capacity(jobs.len());
     for (idx, job) in jobs.iter().enumerate() {
         if cancel.is_cancelled() {
             results.push(Err(Error::Cancelled));
             continue;
         }
-        let r = hold_one(conn, cfg, job, idx, opts, hold, broker_max, events, cancel).await;
+        let r = hold_one(conn, job, idx, s).await;
         if let Err(e) = &r {
             events.emit(SendEvent::Failed {
                 path: job.path.clone(),
@@ -90,18 +98,8 @@ pub(super) async fn run(
     Ok(results)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn hold_one(
-    conn: &mut Connection,
-    cfg: &Config,
-    job: &Job,
-    idx: usize,
-    opts: &SendOptions,
-    hold: Duration,
-    broker_max: Option<u32>,
-    events: &Events<SendEvent>,
-    cancel: &CancellationToken,
-) -> Result<SentFile, Error> {
+async fn hold_one(conn: &mut Connection, job: &Job, idx: usize, s: &Setting<'_>) -> Result<SentFile, Error> {
+    let Setting { cfg, opts, hold, broker_max, events, cancel } = *s;
     let path = job.path.clone();
     let hashing = cancel.child_token();
     let (p, known) = (path.clone(), job.sha256);
