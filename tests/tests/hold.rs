@@ -185,3 +185,15 @@ async fn a_receiver_fetches_again_the_chunks_the_broker_queue_dropped() {
     assert!(String::from_utf8_lossy(&got.stderr).contains("fetching held chunks again"), "{}", show(&got));
     assert_eq!(retained(&broker).await, Vec::<String>::new());
 }
+
+/// A broker that keeps no retained messages says so in its CONNACK (Retain
+/// Available 0): a hold there is refused (exit 2), nothing published.
+#[test]
+fn hold_is_refused_by_a_broker_that_keeps_no_retained_messages() {
+    let broker = Broker::builder().config_line("retain_available false").start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "f.bin", 10, 1);
+    let out = send_held(broker.port(), &file, "24h", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps no retained messages"), "{}", show(&out));
+}

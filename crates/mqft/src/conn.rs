@@ -1080,7 +1080,12 @@ mod tests {
         events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
         let feeder = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let info = ConnAckInfo { session_present: true, max_packet_size: Some(1000), receive_maximum: None };
+            let info = ConnAckInfo {
+                session_present: true,
+                max_packet_size: Some(1000),
+                receive_maximum: None,
+                retain_available: true,
+            };
             events.try_send(ConnEvent::Up(info)).unwrap();
             events
         });

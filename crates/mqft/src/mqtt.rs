@@ -99,6 +99,9 @@ pub(crate) struct ConnAckInfo {
     pub max_packet_size: Option<u32>,
     /// The broker's Receive Maximum (MQTT 5).
     pub receive_maximum: Option<u16>,
+    /// False when the broker said it keeps no retained messages (MQTT 5 Retain
+    /// Available 0): `send --hold` cannot work there.
+    pub retain_available: bool,
 }
 
 /// Why polling failed. The event loop reconnects when polled again, except after
@@ -368,7 +371,11 @@ impl EventLoop {
                         let held = std::mem::take(held);
                         let dropped = if ack.session_present { Vec::new() } else { held };
                         Ok(Some(Incoming::ConnAck {
-                            info: ConnAckInfo { session_present: ack.session_present, ..ConnAckInfo::default() },
+                            info: ConnAckInfo {
+                                session_present: ack.session_present,
+                                retain_available: true,
+                                ..ConnAckInfo::default()
+                            },
                             dropped: Dropped::V311(dropped),
                         }))
                     }
@@ -410,6 +417,7 @@ impl EventLoop {
                                 session_present: ack.session_present,
                                 max_packet_size: props.and_then(|p| p.max_packet_size),
                                 receive_maximum: props.and_then(|p| p.receive_max),
+                                retain_available: props.and_then(|p| p.retain_available) != Some(0),
                             },
                             dropped: Dropped::V5(dropped),
                         }))

@@ -162,6 +162,12 @@ async fn run(
         config::settle_chunk_size(opts.chunk_size, cfg.version, info.max_packet_size, &cfg.prefix, job.size)?;
     }
     if let Some(hold) = opts.hold {
+        if !info.retain_available {
+            return Err(Error::usage(format!(
+                "--hold: the broker at {} keeps no retained messages (Retain Available 0)",
+                cfg.addr()
+            )));
+        }
         // A held file is published whole and left at the broker: no state
         // machine, nobody to wait for (send/hold.rs).
         let setting = hold::Setting {
