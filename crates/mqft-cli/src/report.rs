@@ -551,6 +551,7 @@ pub fn print_status(held: &[mqft::HeldTransfer], out: OutputArgs) {
         } else if !out.quiet {
             let whom = if h.to.is_empty() { "anyone".to_owned() } else { h.to.join(", ") };
             let from = if h.sender.is_empty() { String::new() } else { format!(" from {}", h.sender) };
+            let from = if h.encrypted { format!("{from}, encrypted") } else { from };
             let mut line = format!(
                 "{} {} ({}){from} for {whom}, expires in {}: confirmed: {}",
                 h.transfer,
