@@ -717,8 +717,6 @@ impl Engine {
                 return self.reject_io(&m, &e);
             }
         };
-        // Subscribed before the state machine's Ready goes out, through the same
-        // ordered queue: the sender starts sending chunks when it reads Ready.
         let mut rx = rx;
         if let Some(left) = crate::held::time_left(&m) {
             // Held at the broker: no sender to wait for, and the other receivers'
@@ -726,6 +724,8 @@ impl Engine {
             rx.set_hold_until(now() + left);
             self.holds.accepted(&mut self.conn.out, &prefix, &self.rid, &m);
         }
+        // Subscribed before the state machine's Ready goes out, through the same
+        // ordered queue: the sender starts sending chunks when it reads Ready.
         let chunk_filter = prefix.chunk_filter(&id);
         self.conn.out.subscribe(chunk_filter.clone());
         let resumed_bytes = rx.bytes_held();
