@@ -197,3 +197,28 @@ fn hold_is_refused_by_a_broker_that_keeps_no_retained_messages() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("keeps no retained messages"), "{}", show(&out));
 }
+
+/// A receiver online while the sender holds the file gets it as the chunks go
+/// out, confirms, and (the only one it is for) clears the hold: nothing stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_online_during_the_hold_gets_the_file_and_clears_it() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "live.bin", 2_000_000, 11);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut command = mqft(["receive", "--once", "--name", "gw", "--out"]);
+    command.arg(&out).args(at(broker.port()));
+    let receiver = Process::spawn(&mut command);
+    assert!(
+        mqft_tests::wait_until(WAIT, || !broker.subscribers("files/+/manifest").is_empty()),
+        "the receiver never subscribed\n{}",
+        receiver.stderr()
+    );
+    let sent = send_held(broker.port(), &file, "1h", &["--to", "gw"]);
+    assert!(sent.status.success(), "{}", show(&sent));
+    let got = receiver.finish_within(WAIT);
+    assert!(got.status.success(), "{}", show(&got));
+    assert!(files_equal(&file, &out.join("live.bin")));
+    assert_eq!(retained(&broker).await, Vec::<String>::new(), "left retained after the confirmation");
+}
