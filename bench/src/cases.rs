@@ -88,6 +88,10 @@ pub enum Tool {
         /// `mqft receive --once --stdout > OUT/NAME` (one file only).
         stdio: bool,
     },
+    /// `mqft send --hold 1h` run to its end with no receiver, then `mqft receive
+    /// --once` started after it exited: the file from the broker's retained copies
+    /// alone (offline receivers). Timed from the send's start to the receive's end.
+    Held,
     /// Baseline A: `mosquitto_pub -f` (one message, QoS 1) into `mosquitto_sub -C 1 -N`.
     Recipe,
     /// `mosquitto_pub -f` per file in a shell loop into `mosquitto_sub -C <n> -N`.
@@ -251,6 +255,9 @@ pub fn plan(a: &RunArgs) -> Vec<Case> {
             reps,
             S,
         ),
+        // What holding costs: the same 100 MiB left at the broker by a sender that
+        // exits, and fetched by a receiver started after it (the live rows above).
+        case("hold", "mqft send --hold, then a late receive --once", Tool::Held, Def, m100, reps, S),
     ];
     if !a.quick {
         let g1 = Input::One(1 << 30);
@@ -629,6 +636,37 @@ impl Env {
                     broker_cpu: cpu1 - cpu0,
                     unconfirmed,
                     first_data: first.stop(),
+                }
+            }
+            Tool::Held => {
+                let mut tx_args: Vec<OsString> = vec!["send".into(), "--hold".into(), "1h".into()];
+                tx_args.extend(files.iter().map(|f| f.clone().into_os_string()));
+                tx_args.extend(host_args(Version::V5));
+                tx_args.push("--quiet".into());
+                let cpu0 = measure::process_cpu(broker_pid, self.ticks)?;
+                let t0 = Instant::now();
+                let mut tx = timed("sender", &self.mqft, tx_args, Stdio::null())?;
+                let s = tx.wait_until(deadline(t0))?;
+                ensure!(s.status.success(), "mqft send --hold failed ({}): {}", s.status, tx.stderr_tail());
+                let mut rx_args: Vec<OsString> = vec!["receive".into(), "--out".into(), out.clone().into()];
+                rx_args.push("--once".into());
+                rx_args.extend(host_args(Version::V5));
+                rx_args.extend(["-i".into(), format!("bench-rx-{n}").into(), "--quiet".into()]);
+                let mut rx = timed("receiver", &self.mqft, rx_args, Stdio::null())?;
+                let r = rx.wait_until(deadline(t0))?;
+                ensure!(r.status.success(), "mqft receive failed ({}): {}", r.status, rx.stderr_tail());
+                let cpu1 = measure::process_cpu(broker_pid, self.ticks)?;
+                for f in &files {
+                    let name = f.file_name().ok_or_else(|| anyhow!("no file name"))?;
+                    let got = out.join(name);
+                    ensure!(got.exists() && files_equal(f, &got), "{} did not arrive intact", got.display());
+                }
+                Sample {
+                    e2e: (r.at - t0).as_secs_f64(),
+                    sender: s.usage,
+                    receiver: r.usage,
+                    broker_cpu: cpu1 - cpu0,
+                    unconfirmed: false,
                 }
             }
             Tool::Recipe | Tool::RecipeLoop => {

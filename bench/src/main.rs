@@ -69,9 +69,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3)]
     pub sweep_reps: usize,
     /// Only these scenarios (comma-separated): 5m, 100m, 1g, images, constrained,
-    /// qos, encrypted, v311, 5m-nodelay, images-nodelay, zstd, stdio, sweep-chunk,
-    /// sweep-window. Default:
-    /// all.
+    /// qos, encrypted, v311, 5m-nodelay, images-nodelay, zstd, stdio, hold,
+    /// sweep-chunk, sweep-window. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub cases: Vec<String>,
     /// Where to write PERFORMANCE.md's results section and the plot (the results

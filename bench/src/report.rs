@@ -97,7 +97,7 @@ impl CaseResult {
     }
 
     fn is_mqft(&self) -> bool {
-        matches!(self.case.tool, Tool::Mqft { .. })
+        matches!(self.case.tool, Tool::Mqft { .. } | Tool::Held)
     }
 }
 
@@ -246,6 +246,7 @@ fn scenario_title(s: &str) -> &'static str {
         "images-nodelay" => "1,000 images of 200 KiB, Mosquitto with set_tcp_nodelay true",
         "zstd" => "100 MiB, --compress zstd against the defaults, on random data and on log lines",
         "stdio" => "100 MiB through pipes: cat | send -, receive --stdout > file, against files",
+        "hold" => "100 MiB held at the broker (send --hold), received by a receiver started after the sender exited",
         "1g" => "One 1 GiB file (one message is impossible: MQTT's limit is 256 MiB)",
         "sweep-chunk" => "Sweep: chunk size (100 MiB, the default window: 256 chunks, 64 MiB at most; QoS 1, MQTT 5)",
         "sweep-window" => "Sweep: window (100 MiB, chunk 256 KiB, QoS 1, MQTT 5)",

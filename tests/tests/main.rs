@@ -17,6 +17,7 @@ mod faults_net;
 mod flags;
 mod flood;
 mod harness;
+mod hold;
 mod hostile;
 mod integrity;
 mod links;

@@ -75,6 +75,10 @@ pub enum Command {
     /// Receive files into a directory.
     #[command(disable_help_flag = true)]
     Receive(ReceiveArgs),
+    /// List the transfers held at the broker (`send --hold`) under the prefix,
+    /// and who confirmed each so far; then exit.
+    #[command(disable_help_flag = true)]
+    Status(StatusArgs),
     /// Write a new Ed25519 key pair for signed transfers: the secret key to PATH
     /// (mode 0600), the public key to PATH.pub, which receivers --trust.
     #[command(disable_help_flag = true)]
@@ -92,6 +96,18 @@ pub enum Command {
     /// pages of mqft and of each subcommand there.
     #[command(disable_help_flag = true)]
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Seconds to wait, at most, for the broker to hand over what it holds
+    /// (normally a round trip; see README "Offline receivers").
+    #[arg(long, default_value_t = 5)]
+    pub wait: u64,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +262,13 @@ pub struct SendArgs {
     /// Receivers not listed ignore the transfer.
     #[arg(long, value_name = "RECEIVER_ID")]
     pub to: Vec<String>,
+    /// Hold each file at the broker for this long (30m, 24h, 7d) for receivers
+    /// that come online later, and exit once the broker holds it all, whoever is
+    /// online: no receiver is needed. With --to it is held for those receivers
+    /// until each confirmed, without for the first one. Needs MQTT 5; the broker
+    /// keeps the whole file in memory meanwhile (README "Offline receivers").
+    #[arg(long, value_name = "DURATION", value_parser = parse_hold)]
+    pub hold: Option<Duration>,
     /// Follow symbolic links in a directory sent (`send DIR`); without it they are
     /// skipped, with a note.
     #[arg(long)]
@@ -535,6 +558,7 @@ impl SendArgs {
             bail!(usage(format!("--encrypt-to: at most {} recipients", proto::wire::MAX_RECIPIENTS)));
         }
         opts.compress = self.compress;
+        opts.hold = self.hold;
         opts.from = match &self.from {
             Some(name) if proto::wire::is_sender_name(name) => name.clone(),
             Some(name) => bail!(usage(format!(
@@ -673,6 +697,14 @@ pub fn parse_age(s: &str) -> Result<Age, UsageError> {
     };
     let secs = n.checked_mul(scale).ok_or_else(bad)?;
     Ok(Age((secs > 0).then(|| Duration::from_secs(secs))))
+}
+
+/// `--hold`: a duration as for ages (30d, 12h, 90m, 45s), not 0 and not off.
+pub fn parse_hold(s: &str) -> Result<Duration, UsageError> {
+    match parse_age(s) {
+        Ok(Age(Some(d))) => Ok(d),
+        _ => Err(usage(format!("bad hold '{s}': use 7d, 24h, 30m or 45s"))),
+    }
 }
 
 /// A usage error, tagged so `main` exits with code 2.

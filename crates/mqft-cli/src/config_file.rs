@@ -33,6 +33,9 @@ use crate::args::{usage, Cli, UsageError};
 
 /// The subcommands the file has sections for.
 const SECTIONS: [&str; 2] = ["send", "receive"];
+/// Subcommands that take the top-level keys they have (the broker's), without a
+/// section and without narrowing what the top level may hold: `mqft status`.
+const TOP_LEVEL_ONLY: [&str; 1] = ["status"];
 
 /// The file used when there is no `--config` and no `MQFT_CONFIG`: the user's, then
 /// the system's, whichever exists first.
@@ -132,7 +135,7 @@ struct Flags {
 impl Flags {
     fn of(cmd: &clap::Command) -> Flags {
         let mut by_command = BTreeMap::new();
-        for name in SECTIONS {
+        for name in SECTIONS.iter().chain(&TOP_LEVEL_ONLY) {
             let Some(sub) = cmd.find_subcommand(name) else { continue };
             let args = sub
                 .get_arguments()
@@ -141,7 +144,7 @@ impl Flags {
                 .filter(|a| a.get_id() != "config")
                 .filter_map(|a| a.get_long().map(|l| (l.replace('-', "_"), a.clone())))
                 .collect();
-            by_command.insert(name.to_owned(), args);
+            by_command.insert((*name).to_owned(), args);
         }
         Flags { by_command }
     }
@@ -150,7 +153,8 @@ impl Flags {
     fn settings(&self, table: &toml::Table) -> Result<Vec<(String, String, toml::Value)>, String> {
         let mut out = Vec::new();
         for (key, value) in table {
-            if let (Some(args), toml::Value::Table(inner)) = (self.by_command.get(key), value) {
+            let section = self.by_command.get(key).filter(|_| SECTIONS.contains(&key.as_str()));
+            if let (Some(args), toml::Value::Table(inner)) = (section, value) {
                 for (k, v) in inner {
                     if !args.contains_key(k) {
                         return Err(format!("unknown key `{k}` in [{key}]"));
@@ -160,8 +164,9 @@ impl Flags {
                 continue;
             }
             // At the top level: a flag of every subcommand.
-            if !self.by_command.values().all(|args| args.contains_key(key)) {
-                let only = self.by_command.iter().find(|(_, args)| args.contains_key(key)).map(|(c, _)| c);
+            let sections = || self.by_command.iter().filter(|(c, _)| SECTIONS.contains(&c.as_str()));
+            if !sections().all(|(_, args)| args.contains_key(key)) {
+                let only = sections().find(|(_, args)| args.contains_key(key)).map(|(c, _)| c);
                 return Err(match only {
                     Some(c) => format!("key `{key}` is for `mqft {c}` only: put it under [{c}]"),
                     None => format!("unknown key `{key}`"),

@@ -77,6 +77,7 @@ fn main() -> ExitCode {
     let output = match &cli.command {
         Command::Send(a) => a.output,
         Command::Receive(a) => a.output,
+        Command::Status(a) => a.output,
         #[cfg(feature = "demo")]
         Command::Demo(a) => a.output,
         // Text for the shell or `man`, written out before any runtime starts.
@@ -195,6 +196,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Send(a) => send(a).await,
         Command::Receive(a) => receive(a).await,
+        Command::Status(a) => status(a).await,
         #[cfg(feature = "demo")]
         Command::Demo(a) => demo::run(a).await,
         // Handled in `main`, before the runtime starts.
@@ -276,7 +278,11 @@ async fn send(a: SendArgs) -> Result<()> {
         return Err(Interrupted.into());
     }
     let report = result?;
-    reporter.send_summary(&report);
+    reporter.held(&report, a.hold, &a.to);
+    if a.hold.is_none() {
+        // A held file was published, not delivered: the lines above say it.
+        reporter.send_summary(&report);
+    }
     if a.output.json {
         println!("{}", report::send_summary(&report, reporter.sent_bytes(), started.elapsed()));
     }
@@ -285,6 +291,23 @@ async fn send(a: SendArgs) -> Result<()> {
         let e = std::io::Error::other(why);
         return Err(anyhow::Error::new(e).context(format!("cannot send {}", path.display())));
     }
+    Ok(())
+}
+
+/// `mqft status`: what the broker holds under the prefix, and who confirmed it.
+async fn status(a: args::StatusArgs) -> Result<()> {
+    let cfg = a.broker.config()?;
+    match &a.broker.prefixes()?[..] {
+        [one] if one.concrete().is_some() => {}
+        _ => return Err(UsageError("status takes one --prefix, without '+'".into()).into()),
+    }
+    let cancel = mqft::CancellationToken::new();
+    let interrupted = on_ctrl_c(cancel.clone());
+    let result = Client::new(cfg).status(Duration::from_secs(a.wait.max(1)), cancel).await;
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(Interrupted.into());
+    }
+    report::print_status(&result?, a.output);
     Ok(())
 }
 

@@ -393,6 +393,27 @@ impl Reporter {
         }
     }
 
+    /// `send --hold`: per file, what the broker holds, for how long, for whom,
+    /// and who confirmed before the send ended ("held at the broker for 24h for
+    /// dev-1, dev-2; 0 confirmed so far").
+    pub fn held(&self, report: &mqft::SendReport, hold: Option<Duration>, to: &[String]) {
+        let Some(hold) = hold else { return };
+        for f in report.files.iter().filter(|f| f.held_until_ms.is_some()) {
+            let whom = if to.is_empty() { "any receiver".to_owned() } else { to.join(", ") };
+            let confirmed = f.receivers.iter().map(|r| r.as_str()).collect::<Vec<_>>();
+            let mut line = format!(
+                "{}: held at the broker for {} for {whom}; {} confirmed so far",
+                self.shown(&f.path),
+                duration_text(hold),
+                confirmed.len()
+            );
+            if !confirmed.is_empty() {
+                line.push_str(&format!(" ({})", confirmed.join(", ")));
+            }
+            self.note(&line);
+        }
+    }
+
     /// Bytes a send moved: per file, its size less what the receiver holding the
     /// least had already.
     pub fn sent_bytes(&self) -> u64 {
@@ -486,10 +507,70 @@ pub fn send_summary(r: &mqft::SendReport, sent_bytes: u64, took: Duration) -> Va
                 "receivers": f.receivers.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                 "chunks": f.chunks, "transmissions": f.transmissions,
                 "data_bytes": f.data_bytes, "wire_bytes": f.wire_bytes,
+                "held_until_ms": f.held_until_ms,
             })
         })
         .collect();
     json!({"event": "summary", "files": files, "bytes": sent_bytes, "seconds": took.as_secs_f64()})
+}
+
+/// A duration in the flags' units: `24h`, `7d`, `1h30m`, `59m59s` (whole hours
+/// under two days as hours, as people say them).
+pub fn duration_text(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    if s.is_multiple_of(3600) && s < 2 * 86_400 {
+        return format!("{}h", s / 3600);
+    }
+    let parts = [(s / 86_400, "d"), (s / 3600 % 24, "h"), (s / 60 % 60, "m"), (s % 60, "s")];
+    parts.iter().filter(|(n, _)| *n > 0).map(|(n, u)| format!("{n}{u}")).collect()
+}
+
+/// `mqft status`: one line per held transfer (or one JSON object per line with
+/// `--json`), then how many. Names from the network are escaped.
+pub fn print_status(held: &[mqft::HeldTransfer], out: OutputArgs) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for h in held {
+        let left = Duration::from_millis(u64::try_from(h.hold_until_ms.saturating_sub(now_ms)).unwrap_or(0));
+        let confirmed: Vec<&str> = h.confirmed.iter().map(|r| r.as_str()).collect();
+        let pending: Vec<&str> = h.to.iter().map(String::as_str).filter(|r| !confirmed.contains(r)).collect();
+        if out.json {
+            println!(
+                "{}",
+                json!({
+                    "event": "held", "transfer": h.transfer.to_string(), "name": h.name, "size": h.size,
+                    "sender": h.sender, "to": h.to, "hold_until_ms": h.hold_until_ms,
+                    "expires_in_seconds": left.as_secs(), "confirmed": confirmed, "pending": pending,
+                    "signed": h.signed, "encrypted": h.encrypted,
+                })
+            );
+        } else if !out.quiet {
+            let whom = if h.to.is_empty() { "anyone".to_owned() } else { h.to.join(", ") };
+            let from = if h.sender.is_empty() { String::new() } else { format!(" from {}", h.sender) };
+            let from = if h.encrypted { format!("{from}, encrypted") } else { from };
+            let mut line = format!(
+                "{} {} ({}){from} for {whom}, expires in {}: confirmed: {}",
+                h.transfer,
+                escape(&h.name),
+                bytes(h.size),
+                duration_text(Duration::from_secs(left.as_secs())),
+                if confirmed.is_empty() { "none".to_owned() } else { confirmed.join(", ") },
+            );
+            if !pending.is_empty() {
+                line.push_str(&format!("; pending: {}", pending.join(", ")));
+            }
+            println!("{line}");
+        }
+    }
+    if out.json {
+        println!("{}", json!({"event": "summary", "held": held.len()}));
+    } else if !out.quiet {
+        println!("{} held", held.len());
+    }
 }
 
 /// The last line of `receive --json`: per file, what was resumed, read back,
@@ -648,5 +729,16 @@ mod tests {
         assert_eq!(escape("plain.jpg"), "plain.jpg");
         assert_eq!(escape("photo\u{202e}gnp.exe"), "photo\\u{202e}gnp.exe");
         assert_eq!(escape("..\u{2215}..\u{2215}etc"), "..\\u{2215}..\\u{2215}etc");
+    }
+
+    #[test]
+    fn durations_read_as_the_flags_take_them() {
+        let text = |s| duration_text(Duration::from_secs(s));
+        assert_eq!(text(86_400), "24h");
+        assert_eq!(text(7 * 86_400), "7d");
+        assert_eq!(text(3), "3s");
+        assert_eq!(text(5400), "1h30m");
+        assert_eq!(text(3599), "59m59s");
+        assert_eq!(text(2 * 86_400 + 60), "2d1m");
     }
 }

@@ -60,6 +60,13 @@ pub struct ReceiverConfig {
     pub max_idle: Duration,
     /// Give up after this long without a word from the sender.
     pub give_up_after: Duration,
+    /// A held transfer ([`Receiver::set_hold_until`]): after this long without a
+    /// chunk, the broker has handed over all it will of the retained ones, and
+    /// the missing are asked for again ([`ReceiverEvent::Refetch`]); doubling up to
+    /// `max_idle` while nothing comes. Short, since nobody is sending: a flood of
+    /// retained chunks has no gaps, and a needless refetch costs at most
+    /// [`REFETCH_BATCH`] chunks delivered twice.
+    pub held_silence: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -70,6 +77,7 @@ impl Default for ReceiverConfig {
             idle: Duration::from_secs(2),
             max_idle: Duration::from_secs(16),
             give_up_after: Duration::from_secs(120),
+            held_silence: Duration::from_millis(250),
         }
     }
 }
@@ -221,7 +229,18 @@ pub enum ReceiverEvent {
     Verified,
     /// The transfer failed. Terminal.
     Failed(ReceiveFailure),
+    /// A held transfer ([`Manifest::hold_until_ms`]) lacks these chunks and no
+    /// sender serves it: subscribe to each one's own topic
+    /// (`<prefix>/<id>/chunk/<n>`) so that the broker hands over its retained copy
+    /// again, and drop the subscriptions of the previous batch. At most
+    /// [`REFETCH_BATCH`] chunks, in index order.
+    Refetch(Vec<u32>),
 }
+
+/// The most chunks one [`ReceiverEvent::Refetch`] asks for: under Mosquitto's
+/// default in-flight limit (20), so the broker sends the whole batch at once and
+/// queues none of it, and no queue limit (`max_queued_messages`) can drop it again.
+pub const REFETCH_BATCH: usize = 16;
 
 /// Why a receive failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -297,6 +316,11 @@ pub struct Receiver {
     /// Where the file went, when not under the manifest's name: answered as
     /// [`Ack::Stored`] instead of [`Ack::Complete`].
     stored_as: Option<StoredAs>,
+    /// A held transfer: until when the broker holds it ([`Receiver::set_hold_until`]).
+    hold_until: Option<Instant>,
+    /// The chunks of the last [`ReceiverEvent::Refetch`] still missing: the next
+    /// batch is asked for once they are all here (or at the next silence).
+    refetching: Vec<u32>,
 }
 
 /// The name a file was stored under, when it differs from the manifest's, and why.
@@ -379,6 +403,8 @@ impl Receiver {
             duplicates: 0,
             detail: String::new(),
             stored_as: None,
+            hold_until: None,
+            refetching: Vec::new(),
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -430,6 +456,17 @@ impl Receiver {
         stored: &StoredAs,
     ) -> Transmit {
         ack_transmit(prefix, &manifest.id, id, &stored.ack(sha256))
+    }
+
+    /// Marks the transfer as held at the broker until `until` (the manifest's
+    /// [`Manifest::hold_until_ms`] on the caller's clock): the receiver does not give
+    /// up on the silent sender before then, and fetches the chunks it lacks from the
+    /// broker's retained copies itself ([`ReceiverEvent::Refetch`]) at every silence.
+    /// A confirmation ([`Ack::Complete`], [`Ack::Stored`]) goes out retained, so that
+    /// a sender or `mqft status` that comes later sees it.
+    pub fn set_hold_until(&mut self, until: Instant) {
+        self.hold_until = Some(until);
+        self.next_announce = self.next_announce.min(self.last_heard + self.silence());
     }
 
     // ---- getters ----
@@ -553,6 +590,9 @@ impl Receiver {
             self.hashed += 1;
         }
         self.check_done();
+        if !self.refetching.is_empty() {
+            self.refetch(false);
+        }
         let offset = self.manifest.chunk_offset(chunk.index);
         Ok(Some(Write { index: chunk.index, offset, data: chunk.data, wire_len: chunk.wire_len }))
     }
@@ -619,11 +659,12 @@ impl Receiver {
         if self.state != State::Receiving {
             return;
         }
-        if now >= self.last_heard + self.cfg.give_up_after {
+        if now >= self.give_up_at() {
             self.state = State::Failed(RejectReason::Cancelled);
             self.events.push_back(ReceiverEvent::Failed(ReceiveFailure::SenderGone));
         } else if now >= self.next_announce {
             self.announce(now);
+            self.refetch(true);
         }
     }
 
@@ -677,8 +718,7 @@ impl Receiver {
 
     /// When [`Receiver::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle =
-            (self.state == State::Receiving).then(|| self.next_announce.min(self.last_heard + self.cfg.give_up_after));
+        let idle = (self.state == State::Receiving).then(|| self.next_announce.min(self.give_up_at()));
         match (self.ack_due, idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -687,10 +727,26 @@ impl Receiver {
 
     // ---- internals ----
 
+    /// When a silent sender is given up on: `give_up_after` after the last word,
+    /// or, for a held transfer, not before the hold ends (the broker serves it).
+    fn give_up_at(&self) -> Instant {
+        let silent = self.last_heard + self.cfg.give_up_after;
+        self.hold_until.map_or(silent, |h| silent.max(h))
+    }
+
     fn heard(&mut self, now: Instant) {
         self.last_heard = now;
         self.announcements = 0;
-        self.next_announce = now + self.cfg.idle;
+        self.next_announce = now + self.silence();
+    }
+
+    /// The first silence after which the receiver speaks up: `idle`, or for a held
+    /// transfer the shorter `held_silence`.
+    fn silence(&self) -> Duration {
+        match self.hold_until {
+            Some(_) => self.cfg.held_silence.min(self.cfg.idle),
+            None => self.cfg.idle,
+        }
     }
 
     fn saw_seq(&mut self, run: u32, next_seq: u32) {
@@ -705,7 +761,7 @@ impl Receiver {
     /// Says hello again after a silence: the sender may have missed the first one.
     fn announce(&mut self, now: Instant) {
         self.answer_ready();
-        let wait = self.cfg.idle.saturating_mul(1 << self.announcements.min(16)).min(self.cfg.max_idle);
+        let wait = self.silence().saturating_mul(1 << self.announcements.min(16)).min(self.cfg.max_idle);
         self.next_announce = now + wait;
         self.announcements += 1;
     }
@@ -753,7 +809,29 @@ impl Receiver {
     }
 
     fn push(&mut self, ack: &Ack) {
-        self.out.push_back(ack_transmit(&self.prefix, &self.manifest.id, &self.id, ack));
+        let mut t = ack_transmit(&self.prefix, &self.manifest.id, &self.id, ack);
+        // A held transfer's confirmation stays at the broker for whoever asks later.
+        t.retain = self.hold_until.is_some() && matches!(ack, Ack::Complete { .. } | Ack::Stored { .. });
+        self.out.push_back(t);
+    }
+
+    /// Asks for the next batch of missing chunks of a held transfer: at a silence
+    /// (`silence`), or at once when the last batch has all arrived.
+    fn refetch(&mut self, silence: bool) {
+        if self.hold_until.is_none() || self.state != State::Receiving {
+            return;
+        }
+        self.refetching.retain(|&i| !self.held.contains(i));
+        if !self.refetching.is_empty() && !silence {
+            return;
+        }
+        let missing = self.held.complement(self.manifest.chunk_count);
+        let batch: Vec<u32> = missing.iter().flatten().take(REFETCH_BATCH).collect();
+        if batch.is_empty() {
+            return;
+        }
+        self.refetching.clone_from(&batch);
+        self.events.push_back(ReceiverEvent::Refetch(batch));
     }
 
     /// Verifies the hash once every chunk is held and hashed.
@@ -1034,5 +1112,120 @@ mod resume_tests {
         let before = saved.clone();
         assert_eq!(saved.prove(|r| if r.index == 1 { Err("eio") } else { Ok(Some(0)) }), Err("eio"));
         assert_eq!(saved, before);
+    }
+}
+
+#[cfg(test)]
+mod hold_tests {
+    //! Held transfers (PROTOCOL.md 17): no sender, the chunks at the broker.
+
+    use super::*;
+    use crate::integrity;
+    use crate::wire::Meta;
+
+    /// A 40-chunk file of 4-byte chunks, its manifest held, and a receiver of it
+    /// held for an hour from `now`.
+    fn held(now: Instant) -> (Vec<u8>, Manifest, Receiver) {
+        let data: Vec<u8> = (0..160u32).map(|i| (i * 7 + 3) as u8).collect();
+        let mut m = Manifest::new("f".into(), 160, 4, Some(integrity::sha256(&data)), Meta::default(), 9).unwrap();
+        m.hold_until_ms = Some(1_700_000_000_000);
+        let id = ReceiverId::new("r").unwrap();
+        let mut rx = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, m.clone(), None, now).unwrap();
+        rx.set_hold_until(now + Duration::from_secs(3600));
+        (data, m, rx)
+    }
+
+    fn give(rx: &mut Receiver, data: &[u8], i: u32, now: Instant) {
+        let at = i as usize * 4;
+        let payload = Chunk::encode(9, i, i, &data[at..at + 4]);
+        assert!(rx.handle_chunk(i, &payload, now).unwrap().is_some(), "chunk {i} was new");
+    }
+
+    fn events(rx: &mut Receiver) -> Vec<ReceiverEvent> {
+        std::iter::from_fn(|| rx.poll_event()).collect()
+    }
+
+    /// A receiver of a live transfer gives up on a silent sender after
+    /// `give_up_after`; of a held one, not before the hold ends: nobody is meant
+    /// to be sending, the broker holds the chunks.
+    #[test]
+    fn a_held_transfer_is_not_given_up_on_within_the_hold() {
+        let now = Instant::now();
+        let (data, _, mut rx) = held(now);
+        give(&mut rx, &data, 0, now);
+        let end = now + Duration::from_secs(3600);
+        let mut timers = 0;
+        loop {
+            let t = rx.poll_timeout().expect("a timer while receiving");
+            if t >= end {
+                break;
+            }
+            timers += 1;
+            rx.handle_timeout(t);
+            assert!(!events(&mut rx).iter().any(|e| matches!(e, ReceiverEvent::Failed(_))), "gave up at {t:?}");
+            assert!(!rx.is_done());
+        }
+        assert!(timers > 200, "it kept announcing itself through the hour: {timers} timers");
+        rx.handle_timeout(end);
+        assert!(events(&mut rx).contains(&ReceiverEvent::Failed(ReceiveFailure::SenderGone)));
+    }
+
+    /// What the broker did not hand over on the wildcard subscription (its queue
+    /// limit) is asked for again in batches: the first at a silence, each next one
+    /// as soon as the last has arrived, until the file is whole.
+    #[test]
+    fn missing_chunks_of_a_held_transfer_are_fetched_again_in_batches() {
+        let now = Instant::now();
+        let (data, m, mut rx) = held(now);
+        for i in 0..10 {
+            give(&mut rx, &data, i, now);
+        }
+        assert_eq!(events(&mut rx), [], "no refetch while chunks arrive");
+        // The credit timer first, then the silence (`held_silence`).
+        rx.handle_timeout(now + ReceiverConfig::default().ack_delay);
+        assert_eq!(events(&mut rx), []);
+        let silence = now + ReceiverConfig::default().held_silence;
+        assert_eq!(rx.poll_timeout(), Some(silence));
+        rx.handle_timeout(silence);
+        assert_eq!(events(&mut rx), [ReceiverEvent::Refetch((10..26).collect())]);
+        for i in 10..25 {
+            give(&mut rx, &data, i, silence);
+        }
+        assert_eq!(events(&mut rx), [], "the batch is not in yet");
+        give(&mut rx, &data, 25, silence);
+        assert_eq!(events(&mut rx), [ReceiverEvent::Refetch((26..40).collect())], "the next batch at once");
+        for i in 26..40 {
+            give(&mut rx, &data, i, silence);
+        }
+        assert_eq!(events(&mut rx), [ReceiverEvent::Verified]);
+        while rx.poll_transmit().is_some() {}
+        rx.finalized(silence);
+        let confirm = rx.poll_transmit().expect("the confirmation");
+        assert!(confirm.retain, "a held transfer's confirmation stays at the broker");
+        assert_eq!(confirm.topic, Prefix::default().ack(&m.id, &ReceiverId::new("r").unwrap()));
+    }
+
+    /// A live transfer's missing chunks are the sender's to repair: no refetch, and
+    /// the confirmation is not retained.
+    #[test]
+    fn a_live_transfer_is_never_refetched() {
+        let now = Instant::now();
+        let data: Vec<u8> = (0..16u8).collect();
+        let m = Manifest::new("f".into(), 16, 4, Some(integrity::sha256(&data)), Meta::default(), 9).unwrap();
+        let id = ReceiverId::new("r").unwrap();
+        let mut rx = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, m, None, now).unwrap();
+        give(&mut rx, &data, 0, now);
+        for _ in 0..5 {
+            let t = rx.poll_timeout().unwrap();
+            rx.handle_timeout(t);
+        }
+        assert!(!events(&mut rx).iter().any(|e| matches!(e, ReceiverEvent::Refetch(_))));
+        for i in 1..4 {
+            give(&mut rx, &data, i, now);
+        }
+        assert_eq!(events(&mut rx), [ReceiverEvent::Verified]);
+        while rx.poll_transmit().is_some() {}
+        rx.finalized(now);
+        assert!(!rx.poll_transmit().unwrap().retain);
     }
 }

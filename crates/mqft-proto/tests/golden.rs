@@ -40,8 +40,8 @@ const ID_PREIMAGE: &str = "6d7166742d69642d76340d0000000000000005000000010068e5c
 const ID_PREIMAGE_SHA256: &str = "071e6eaf2caa71f42c1082849f866cc07198f88e7ee4aa4084a0e70ff5a620da";
 const TRANSFER_ID: &str = "071e6eaf2caa71f42c1082849f866cc0";
 
-const MANIFEST: &str = "04071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d370000";
-const MANIFEST_NO_META: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const MANIFEST: &str = "04071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d37000000";
+const MANIFEST_NO_META: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 
 const CHUNK_0: &str = "04ac020000008289d1f70548656c6c6f";
 const CHUNK_1: &str = "04ac020101008f4edbb0052c206d7166";
@@ -216,8 +216,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 76);
-    assert_in_doc("Whole payload (76 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 77);
+    assert_in_doc("Whole payload (77 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, Some(sha()), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -373,9 +373,9 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "043e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const BAD_ID_MANIFEST: &str = "043e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000000";
+const BAD_COUNT_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 /// Chunk 3 of a 3-chunk file.
 const PAST_END_CHUNK: &str = "04ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
@@ -739,7 +739,7 @@ fn queued_receiver_diagram() {
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c6e234970f1a4af0a2d2f896efeb26d77e2b218575c498d8c200901b4aa2548213eb98a505bf16b120cc86784de2fe454bceb389997ed021eb46ba59a7f74200800";
+const SIGNED_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c66b5aa63986668a24559191ac374da8a80d20c9745acec22446ea78fce1157696664f35e8953bcb582944b3bf4b9fd1ec7674fb48898a84441735364c15bae080000";
 
 #[test]
 fn signed_manifest_vector() {

@@ -132,7 +132,8 @@ fn fuzz_regressions() {
     // fields added since (a manifest ends with an empty `to`, an empty sender, no
     // signature and no encryption since version 3; its hash is optional, and its id
     // derived from its name, size, time and chunking, since version 4; an end of
-    // round ends with its optional hash).
+    // round ends with its optional hash; and no hold since the held transfers of
+    // PROTOCOL.md 17).
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
     assert_eq!(Ctl::decode(&unhex("040080000000")), Err(DecodeError::NonMinimalVarint));
@@ -141,8 +142,8 @@ fn fuzz_regressions() {
     // decode_manifest/regress-overlong-varint: a valid manifest but for its run, 7
     // spelled `87 00`.
     let overlong = unhex(concat!(
-        "0465472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e",
-        "4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e01186170706c69636174696f6e2f6f637465742d73747265616d01020000000000",
+        "0465472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4",
+        "e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e01186170706c69636174696f6e2f6f637465742d73747265616d0102000000000000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
     let mut minimal = overlong.clone();

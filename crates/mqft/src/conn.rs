@@ -122,7 +122,15 @@ pub(crate) const PACED_CAPACITY: usize = 1;
 /// A request for the feed task.
 #[derive(Debug)]
 pub(crate) enum Request {
-    Publish { topic: String, qos: Qos, retain: bool, payload: Bytes },
+    /// `expiry`: the MQTT 5 Message Expiry Interval in seconds, for a held
+    /// transfer's retained messages (`None`: never expires; ignored under 3.1.1).
+    Publish {
+        topic: String,
+        qos: Qos,
+        retain: bool,
+        payload: Bytes,
+        expiry: Option<u32>,
+    },
     Subscribe(String),
     Unsubscribe(String),
     Disconnect,
@@ -201,7 +209,7 @@ impl Connection {
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer));
         Ok(Connection {
             events: Inbox::new(events, cfg.addr()),
-            out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() },
+            out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), queued_qos1: 0 },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
             acked,
@@ -307,6 +315,21 @@ impl Connection {
         self.ack_task.abort();
     }
 
+    /// True once the broker has acknowledged every QoS 1 publish queued through
+    /// [`Connection::out`] so far: for `send --hold`, the moment the broker holds
+    /// the file. Counted on the engine's side of the queue, so a publish still in
+    /// the backlog or the channel is owed. A reconnect without a session counts the
+    /// publishes it dropped as acknowledged (they never will be): the engine learns
+    /// of that loss from [`ConnEvent::Up`] and must publish them again.
+    pub fn all_acked(&self) -> bool {
+        *self.acked.borrow() >= self.out.queued_qos1
+    }
+
+    /// The broker's count of PUBACKs, to wait on for [`Connection::all_acked`].
+    pub fn acked_watch(&self) -> watch::Receiver<u64> {
+        self.acked.clone()
+    }
+
     /// `host:port`, for messages.
     pub fn addr(&self) -> &str {
         &self.addr
@@ -392,18 +415,37 @@ pub(crate) struct Outbox {
     backlog: VecDeque<Request>,
     /// Filters to restore after every CONNACK.
     subscriptions: BTreeSet<String>,
+    /// QoS 1 publishes queued so far, for [`Connection::all_acked`].
+    queued_qos1: u64,
 }
 
 impl Outbox {
     /// Queues a request behind everything queued before it.
     pub fn push(&mut self, req: Request) {
+        if matches!(req, Request::Publish { qos: Qos::AtLeastOnce, .. }) {
+            self.queued_qos1 += 1;
+        }
         self.backlog.push_back(req);
         self.flush();
     }
 
     /// Queues a protocol transmit whose payload is ready.
     pub fn publish(&mut self, topic: String, qos: Qos, retain: bool, payload: Vec<u8>) {
-        self.push(Request::Publish { topic, qos, retain, payload: Bytes::from(payload) });
+        self.push(Request::Publish { topic, qos, retain, payload: Bytes::from(payload), expiry: None });
+    }
+
+    /// [`Outbox::publish`] with an MQTT 5 Message Expiry Interval (seconds): the
+    /// broker drops the message, retained or queued, once it has expired.
+    pub fn publish_expiring(&mut self, topic: String, qos: Qos, retain: bool, payload: Vec<u8>, expiry: u32) {
+        self.push(Request::Publish { topic, qos, retain, payload: Bytes::from(payload), expiry: Some(expiry) });
+    }
+
+    /// Subscribes to `filter` again even if it is subscribed already, so that the
+    /// broker hands over its retained messages once more (MQTT 5 retain handling 0;
+    /// Mosquitto does the same under 3.1.1). Remembered for reconnections.
+    pub fn subscribe_again(&mut self, filter: String) {
+        self.subscriptions.insert(filter.clone());
+        self.push(Request::Subscribe(filter));
     }
 
     /// Queues a protocol transmit that carries bytes (not a chunk reference).
@@ -867,14 +909,14 @@ async fn feed_loop(
             }
         }
         let sent = match req {
-            Request::Publish { topic, qos, retain, payload } => {
+            Request::Publish { topic, qos, retain, payload, expiry } => {
                 // Counted before the wait: from here on it is owed an ack (if the
                 // client is gone, so is everything else).
                 if qos == Qos::AtLeastOnce {
                     handed += 1;
                     taken.fetch_add(1, Ordering::SeqCst);
                 }
-                client.publish(topic, qos, retain, payload).await
+                client.publish(topic, qos, retain, payload, expiry).await
             }
             Request::Subscribe(filter) => client.subscribe(filter, Qos::AtLeastOnce).await,
             Request::Unsubscribe(filter) => client.unsubscribe(filter).await,
@@ -938,7 +980,7 @@ mod tests {
 
     fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Request>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Outbox { tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new() }, rx)
+        (Outbox { tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), queued_qos1: 0 }, rx)
     }
 
     fn topic(r: Request) -> String {
@@ -1038,7 +1080,12 @@ mod tests {
         events.try_send(down(io::ErrorKind::ConnectionRefused)).unwrap();
         let feeder = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let info = ConnAckInfo { session_present: true, max_packet_size: Some(1000), receive_maximum: None };
+            let info = ConnAckInfo {
+                session_present: true,
+                max_packet_size: Some(1000),
+                receive_maximum: None,
+                retain_available: true,
+            };
             events.try_send(ConnEvent::Up(info)).unwrap();
             events
         });
@@ -1089,7 +1136,8 @@ mod tests {
         let (acked_tx, acked) = watch::channel(0);
         let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default(), None));
         for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
-            let publish = Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new() };
+            let publish =
+                Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new(), expiry: None };
             req_tx.send(publish).await.unwrap();
         }
         req_tx.send(Request::Disconnect).await.unwrap();

@@ -78,6 +78,7 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod handle;
+mod held;
 pub mod keys;
 mod mqtt;
 pub mod name;
@@ -87,6 +88,7 @@ pub mod receive;
 mod sealing;
 pub mod send;
 pub mod spool;
+pub mod status;
 mod store;
 mod tls;
 pub mod tree;
@@ -103,6 +105,7 @@ pub use receive::{
     OnConflict, ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile, UNKNOWN_SENDER_DIR,
 };
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
+pub use status::HeldTransfer;
 pub use tls::TlsVersion;
 pub use tokio_util::sync::CancellationToken;
 
@@ -170,6 +173,18 @@ impl Client {
     /// Must be called within a tokio runtime.
     pub fn receive(&self, out_dir: impl Into<PathBuf>, opts: ReceiveOptions) -> ReceiveHandle {
         receive::spawn(self.config.clone(), out_dir.into(), opts)
+    }
+
+    /// The transfers held at the broker under the configured prefix
+    /// ([`SendOptions::hold`]) and who confirmed each, from their retained
+    /// messages; waits at most `wait` for the broker to hand them over (see
+    /// [`status`]). Soonest to expire first.
+    pub async fn status(
+        &self,
+        wait: std::time::Duration,
+        cancel: CancellationToken,
+    ) -> Result<Vec<HeldTransfer>, Error> {
+        status::status(self.config.clone(), wait, cancel).await
     }
 }
 

@@ -99,6 +99,9 @@ pub(crate) struct ConnAckInfo {
     pub max_packet_size: Option<u32>,
     /// The broker's Receive Maximum (MQTT 5).
     pub receive_maximum: Option<u16>,
+    /// False when the broker said it keeps no retained messages (MQTT 5 Retain
+    /// Available 0): `send --hold` cannot work there.
+    pub retain_available: bool,
 }
 
 /// Why polling failed. The event loop reconnects when polled again, except after
@@ -261,10 +264,24 @@ fn system_roots_config(tls: &Tls, client_auth: Option<(Vec<u8>, Vec<u8>)>) -> Re
 }
 
 impl Client {
-    pub async fn publish(&self, topic: String, qos: Qos, retain: bool, payload: Bytes) -> Result<(), Closed> {
-        match self {
-            Client::V311(c) => c.publish_bytes(topic, qos4(qos), retain, payload).await.map_err(|_| Closed),
-            Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Closed),
+    /// Publishes; `expiry` (seconds) becomes the MQTT 5 Message Expiry Interval.
+    /// MQTT 3.1.1 has no expiry: callers refuse what needs one before connecting
+    /// (`send --hold`), so here it is dropped.
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: Qos,
+        retain: bool,
+        payload: Bytes,
+        expiry: Option<u32>,
+    ) -> Result<(), Closed> {
+        match (self, expiry) {
+            (Client::V311(c), _) => c.publish_bytes(topic, qos4(qos), retain, payload).await.map_err(|_| Closed),
+            (Client::V5(c), None) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Closed),
+            (Client::V5(c), Some(secs)) => {
+                let props = p5::PublishProperties { message_expiry_interval: Some(secs), ..Default::default() };
+                c.publish_bytes_with_properties(topic, qos5(qos), retain, payload, props).await.map_err(|_| Closed)
+            }
         }
     }
 
@@ -354,7 +371,11 @@ impl EventLoop {
                         let held = std::mem::take(held);
                         let dropped = if ack.session_present { Vec::new() } else { held };
                         Ok(Some(Incoming::ConnAck {
-                            info: ConnAckInfo { session_present: ack.session_present, ..ConnAckInfo::default() },
+                            info: ConnAckInfo {
+                                session_present: ack.session_present,
+                                retain_available: true,
+                                ..ConnAckInfo::default()
+                            },
                             dropped: Dropped::V311(dropped),
                         }))
                     }
@@ -396,6 +417,7 @@ impl EventLoop {
                                 session_present: ack.session_present,
                                 max_packet_size: props.and_then(|p| p.max_packet_size),
                                 receive_maximum: props.and_then(|p| p.receive_max),
+                                retain_available: props.and_then(|p| p.retain_available) != Some(0),
                             },
                             dropped: Dropped::V5(dropped),
                         }))

@@ -208,6 +208,7 @@ async fn run(
         report: ReceiveReport::default(),
         stopping: None,
         gate,
+        holds: crate::held::Holds::default(),
     };
     let outcome = engine.run(&cancel).await;
     let Engine { conn, report, stopping, transfers, mut finishing, .. } = engine;
@@ -313,6 +314,9 @@ struct Engine {
     stopping: Option<Result<(), Error>>,
     /// With trusted keys: the signature checks and the replay memory.
     gate: Option<Gate>,
+    /// Held transfers (`send --hold`) accepted here: other receivers'
+    /// confirmations, refetches, clearing the hold (held.rs).
+    holds: crate::held::Holds,
 }
 
 impl Engine {
@@ -380,7 +384,8 @@ impl Engine {
                     return;
                 }
                 match t.rx.poll_transmit() {
-                    Some(tx) => self.conn.out.transmit(tx),
+                    // A held transfer's confirmation is retained, and expires with the hold.
+                    Some(tx) => crate::held::transmit(&mut self.conn.out, tx, t.rx.manifest()),
                     None => break,
                 }
             }
@@ -430,6 +435,10 @@ impl Engine {
 
     /// Routes a message through the endpoint, and does what it asks.
     async fn on_message(&mut self, topic: &str, payload: Bytes) {
+        // Other receivers' confirmations of a held transfer: not the endpoint's.
+        if self.holds.on_message(&mut self.conn.out, topic, &payload) {
+            return;
+        }
         let routed = self.endpoint.handle(topic, &payload);
         self.drain_endpoint();
         match routed {
@@ -697,6 +706,13 @@ impl Engine {
                 return self.reject_io(&m, &e);
             }
         };
+        let mut rx = rx;
+        if let Some(left) = crate::held::time_left(&m) {
+            // Held at the broker: no sender to wait for, and the other receivers'
+            // confirmations are watched from before the first chunk.
+            rx.set_hold_until(now() + left);
+            self.holds.accepted(&mut self.conn.out, &prefix, &self.rid, &m);
+        }
         // Subscribed before the state machine's Ready goes out, through the same
         // ordered queue: the sender starts sending chunks when it reads Ready.
         let chunk_filter = prefix.chunk_filter(&id);
@@ -834,6 +850,14 @@ impl Engine {
         };
         let change = stored.as_ref().map(|s| s.change);
         t.rx.finalized_as(stored, now());
+        if manifest.is_held() {
+            // The confirmation goes out (retained) before anything that clears the
+            // hold, which must clear it too: one ordered queue.
+            while let Some(tx) = t.rx.poll_transmit() {
+                crate::held::transmit(&mut self.conn.out, tx, &manifest);
+            }
+            self.holds.confirmed(&mut self.conn.out, &id);
+        }
         t.ended = true;
         self.endpoint.ended(&id);
         t.unsaved_since = None;
@@ -919,9 +943,11 @@ impl Engine {
                     };
                     t.writer.send(job).await;
                 }
+                ReceiverEvent::Refetch(chunks) => self.holds.refetch(&mut self.conn.out, &id, &chunks),
                 ReceiverEvent::Failed(failure) => {
                     t.ended = true;
                     self.endpoint.ended(&id);
+                    self.holds.ended(&mut self.conn.out, &id);
                     let path = t.paths.final_path.clone();
                     info!(%id, path = %path.display(), %failure, "receive failed");
                     let aborted_empty = matches!(failure, ReceiveFailure::SenderAborted(_)) && t.rx.bytes_held() == 0;

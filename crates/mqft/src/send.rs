@@ -39,6 +39,7 @@ use crate::proto::{self, Manifest, Payload, Prefix, ReceiverId, RejectReason, Se
 use crate::{now, store, to_tokio, Error, ErrorKind, TransferFailure};
 
 mod api;
+mod hold;
 
 pub use api::*;
 
@@ -201,6 +202,13 @@ async fn run(
         return Err(Error::usage("no files to send"));
     }
     // Usage errors before any network traffic.
+    if opts.hold.is_some() && cfg.version == MqttVersion::V311 {
+        // Nothing retained under 3.1.1 could ever expire at the broker: a hold
+        // nobody collects would stay there for good.
+        return Err(Error::usage(
+            "--hold needs MQTT 5 (messages held at the broker must expire, and MQTT 3.1.1 has no expiry); use -V 5",
+        ));
+    }
     let mut jobs = Vec::with_capacity(files.len());
     for file in files {
         jobs.push(check_file(file).await?);
@@ -227,6 +235,27 @@ async fn run(
     // A chunk size the broker cannot take is an error before anything is sent.
     for job in &jobs {
         config::settle_chunk_size(opts.chunk_size, cfg.version, info.max_packet_size, &cfg.prefix, job.size)?;
+    }
+    if let Some(hold) = opts.hold {
+        if !info.retain_available {
+            return Err(Error::usage(format!(
+                "--hold: the broker at {} keeps no retained messages (Retain Available 0)",
+                cfg.addr()
+            )));
+        }
+        // A held file is published whole and left at the broker: no state
+        // machine, nobody to wait for (send/hold.rs).
+        let setting = hold::Setting {
+            cfg: &cfg,
+            opts: &opts,
+            hold,
+            broker_max: info.max_packet_size,
+            events: &events,
+            cancel: &cancel,
+        };
+        let outcome = hold::run(&mut conn, &jobs, &setting).await;
+        conn.close(if cancel.is_cancelled() { CANCEL_CLOSE_GRACE } else { CLOSE_GRACE }).await;
+        return outcome?.into_iter().collect::<Result<Vec<_>, _>>().map(|files| SendReport { files });
     }
     let n = jobs.len();
     let mut engine = Engine {
@@ -951,6 +980,7 @@ impl Engine {
                             transmissions,
                             data_bytes,
                             wire_bytes,
+                            held_until_ms: None,
                         }));
                         SendEvent::Finished { path, transfer }
                     }

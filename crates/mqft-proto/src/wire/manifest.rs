@@ -68,6 +68,13 @@ pub struct Manifest {
     /// wrapped for each recipient, and the real name, size, chunking, hash and
     /// metadata, encrypted. The fields above then describe the ciphertext.
     pub sealed: Option<Sealed>,
+    /// For a transfer held at the broker for receivers that come online later
+    /// (`mqft send --hold`; PROTOCOL.md 17): until when, in milliseconds since the
+    /// Unix epoch. The manifest and every chunk are then retained and expire at the
+    /// broker then; a receiver fetches them from the broker alone and does not give
+    /// up on the silent sender before this time. `None` for a live transfer. Signed
+    /// with the rest when the manifest is.
+    pub hold_until_ms: Option<i64>,
 }
 
 /// The most recipients an encrypted manifest names.
@@ -148,6 +155,7 @@ impl Manifest {
             sender: String::new(),
             signature: None,
             sealed: None,
+            hold_until_ms: None,
         };
         m.check()?;
         Ok(m)
@@ -176,6 +184,9 @@ impl Manifest {
         }
         if !is_sender_name(&self.sender) {
             return Err(DecodeError::BadSender);
+        }
+        if self.hold_until_ms.is_some() && self.sha256.is_none() {
+            return Err(DecodeError::HeldWithoutDigest);
         }
         self.meta.check()?;
         if self.to.len() > MAX_TO || !self.to.iter().all(|r| crate::ReceiverId::new(r).is_ok()) {
@@ -207,6 +218,11 @@ impl Manifest {
         self.to = to.into_iter().map(|r| r.as_str().to_owned()).collect();
         self.check()?;
         Ok(self)
+    }
+
+    /// True for a transfer held at the broker ([`Manifest::hold_until_ms`]).
+    pub fn is_held(&self) -> bool {
+        self.hold_until_ms.is_some()
     }
 
     /// True when receiver `rid` may take this transfer: it is listed in

@@ -105,6 +105,10 @@ pub enum DecodeError {
     /// is bound to.
     #[error("encrypted manifest without the SHA-256 of its ciphertext")]
     SealedWithoutDigest,
+    /// A held manifest without the file's SHA-256: no end of round will bring
+    /// it ([`Manifest::hold_until_ms`]).
+    #[error("held manifest without the file's SHA-256")]
+    HeldWithoutDigest,
     /// The chunk size is 0 or above [`MAX_CHUNK_SIZE`].
     #[error("bad chunk size")]
     BadChunkSize,

@@ -331,3 +331,23 @@ fn ctl_round_trip() {
     assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
     assert_eq!(Ctl::decode(&[PROTOCOL_VERSION, 9]), Err(DecodeError::Malformed));
 }
+
+/// Version 4: the hash is optional, except where nothing else would bring it or
+/// the id is bound to it: a held or an encrypted manifest without one is refused.
+#[test]
+fn the_hash_is_optional_but_not_for_held_or_sealed_manifests() {
+    let bare = Manifest { sha256: None, ..manifest(10, 4) };
+    assert_eq!(Manifest::decode(&bare.encode()).unwrap(), bare);
+    let held = Manifest { hold_until_ms: Some(1), ..bare.clone() };
+    assert_eq!(Manifest::decode(&held.encode()), Err(DecodeError::HeldWithoutDigest));
+    let with = Manifest { hold_until_ms: Some(1), ..manifest(10, 4) };
+    assert_eq!(Manifest::decode(&with.encode()).unwrap(), with);
+    let sealed = Manifest {
+        sealed: Some(Sealed {
+            recipients: vec![Recipient { epk: [1; 32], wrapped: [2; 32], tag: [3; 16] }],
+            body: vec![0; 20],
+        }),
+        ..bare
+    };
+    assert_eq!(Manifest::decode(&sealed.encode()), Err(DecodeError::SealedWithoutDigest));
+}

@@ -57,6 +57,13 @@ pub struct SendOptions {
     /// other subscribers see only ciphertext, the name and metadata included.
     /// See [`proto::sealed`].
     pub encrypt_to: Vec<crate::keys::PublicKey>,
+    /// Hold each file at the broker for this long (`--hold`), for receivers that
+    /// come online later: the manifest and every chunk are published retained with
+    /// an MQTT 5 Message Expiry Interval, and the send ends once the broker has
+    /// acknowledged them all, whoever is online. The receivers it is for are those
+    /// of `protocol.wait` when it names them (`--to`), anybody otherwise. Needs
+    /// MQTT 5 (3.1.1 has no expiry: refused as a usage error). See PROTOCOL.md 17.
+    pub hold: Option<std::time::Duration>,
 }
 
 impl Default for SendOptions {
@@ -71,6 +78,7 @@ impl Default for SendOptions {
             sign: None,
             encrypt_to: Vec::new(),
             from: String::new(),
+            hold: None,
         }
     }
 }
@@ -313,6 +321,10 @@ pub struct SentFile {
     /// ...and what they took on the wire: fewer when compressed
     /// ([`SendOptions::compress`]), never more. Chunk headers not counted.
     pub wire_bytes: u64,
+    /// Held at the broker ([`SendOptions::hold`]) until this time, in milliseconds
+    /// since the Unix epoch; `receivers` are those that confirmed before the send
+    /// ended. `None` for a live transfer.
+    pub held_until_ms: Option<i64>,
 }
 
 /// A running send.
