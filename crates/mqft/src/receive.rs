@@ -658,6 +658,19 @@ impl Engine {
                     None => self.endpoint.already_complete(m.clone()),
                 }
                 self.drain_endpoint();
+                if m.is_held() {
+                    // Held for this receiver, which has it: confirmed as if it had
+                    // just come, so that the hold is cleared once everyone has it.
+                    let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
+                    let mut confirm = match &stored {
+                        Some(s) => proto::Receiver::already_stored(&prefix, &self.rid, &m, s),
+                        None => proto::Receiver::already_complete(&prefix, &self.rid, &m),
+                    };
+                    confirm.retain = true;
+                    self.holds.accepted(&mut self.conn.out, &prefix, &self.rid, &m);
+                    crate::held::transmit(&mut self.conn.out, confirm, &m);
+                    self.holds.confirmed(&mut self.conn.out, &id);
+                }
                 self.events.emit(ReceiveEvent::AlreadyComplete {
                     transfer: id,
                     path: path.clone(),
