@@ -222,3 +222,22 @@ async fn a_receiver_online_during_the_hold_gets_the_file_and_clears_it() {
     assert!(files_equal(&file, &out.join("live.bin")));
     assert_eq!(retained(&broker).await, Vec::<String>::new(), "left retained after the confirmation");
 }
+
+/// A receiver that already has the held file confirms it without a byte sent,
+/// and that confirmation clears the hold like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_already_has_the_file_confirms_and_clears_the_hold() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = random_file(dir.path(), "again.jpg", 400_000, 17);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::copy(&file, out.join("again.jpg")).unwrap();
+    let sent = send_held(broker.port(), &file, "1h", &["--to", "cam-sink"]);
+    assert!(sent.status.success(), "{}", show(&sent));
+    assert!(!retained(&broker).await.is_empty(), "held at first");
+    let got = receive_once(broker.port(), &out, "cam-sink", &[]);
+    assert!(got.status.success(), "{}", show(&got));
+    assert!(String::from_utf8_lossy(&got.stderr).contains("already"), "{}", show(&got));
+    assert_eq!(retained(&broker).await, Vec::<String>::new(), "left retained after the confirmation");
+}

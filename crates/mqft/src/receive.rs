@@ -664,6 +664,19 @@ impl Engine {
                     info!(%id, path = %path.display(), "a file of this name and size is here; the sender checks it");
                     return;
                 }
+                if m.is_held() {
+                    // Held for this receiver, which has it: confirmed as if it had
+                    // just come, so that the hold is cleared once everyone has it.
+                    let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
+                    let mut confirm = match &stored {
+                        Some(s) => proto::Receiver::already_stored(&prefix, &self.rid, &m, told, s),
+                        None => proto::Receiver::already_complete(&prefix, &self.rid, &m, told),
+                    };
+                    confirm.retain = true;
+                    self.holds.accepted(&mut self.conn.out, &prefix, &self.rid, &m);
+                    crate::held::transmit(&mut self.conn.out, confirm, &m);
+                    self.holds.confirmed(&mut self.conn.out, &id);
+                }
                 info!(%id, path = %path.display(), "already complete");
                 let change = stored.map(|s| s.change);
                 self.had_it(id, path, content.size, sha, m.sender.clone(), change).await;
