@@ -667,6 +667,7 @@ impl Env {
                     receiver: r.usage,
                     broker_cpu: cpu1 - cpu0,
                     unconfirmed: false,
+                    first_data: None,
                 }
             }
             Tool::Recipe | Tool::RecipeLoop => {
