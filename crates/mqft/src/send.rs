@@ -347,6 +347,16 @@ fn hash_file(
     Ok(Prepared { idx, file: Arc::new(file), sha256: Some(hasher.finalize().into()), size, modified_ms })
 }
 
+/// The result of a blocking task that reads a file (to open it, or for its hash):
+/// `None` when it was cancelled, and a panic in it as the send's error.
+fn reading_done<T>(joined: Result<T, tokio::task::JoinError>) -> Result<Option<T>, Error> {
+    match joined {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_cancelled() => Ok(None),
+        Err(e) => Err(Error::Panicked { task: "hashing", message: crate::error::panic_message(e.into_panic()) }),
+    }
+}
+
 /// A file's modification time in milliseconds since the Unix epoch, as
 /// manifests carry it.
 fn modified_ms(meta: &std::fs::Metadata) -> Option<i64> {
@@ -423,22 +433,16 @@ impl Engine {
                     return Ok(());
                 }
                 ev = self.conn.events.recv() => self.on_conn_event(ev?),
-                Some(joined) = self.preparing.join_next(), if !self.preparing.is_empty() => match joined {
-                    Ok((idx, prepared)) => self.on_prepared(idx, prepared),
-                    Err(e) if e.is_cancelled() => {}
-                    Err(e) => {
-                        let message = crate::error::panic_message(e.into_panic());
-                        return Err(Error::Panicked { task: "hashing", message });
+                Some(joined) = self.preparing.join_next(), if !self.preparing.is_empty() => {
+                    if let Some((idx, prepared)) = reading_done(joined)? {
+                        self.on_prepared(idx, prepared);
                     }
-                },
-                Some(joined) = self.digesting.join_next(), if !self.digesting.is_empty() => match joined {
-                    Ok((id, digest)) => self.on_digest(id, digest),
-                    Err(e) if e.is_cancelled() => {}
-                    Err(e) => {
-                        let message = crate::error::panic_message(e.into_panic());
-                        return Err(Error::Panicked { task: "hashing", message });
+                }
+                Some(joined) = self.digesting.join_next(), if !self.digesting.is_empty() => {
+                    if let Some((id, digest)) = reading_done(joined)? {
+                        self.on_digest(id, digest);
                     }
-                },
+                }
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
                     let now = now();
                     for a in &mut self.active {
