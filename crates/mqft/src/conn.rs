@@ -194,7 +194,7 @@ impl Connection {
         if let Some(n) = nudger.clone() {
             // It ends with `stop`, as the others do.
             let topic = format!("{}/nudge", cfg.prefix.as_str());
-            tokio::spawn(nudge_loop(client.clone(), topic, n, closing.clone(), stop.clone()));
+            tokio::spawn(nudge_loop(client.clone(), topic, n, stop.clone()));
         }
         let poll_task = tokio::spawn(poll_loop(
             el,
@@ -203,10 +203,14 @@ impl Connection {
             acked_tx,
             closing.clone(),
             stop.clone(),
-            PollSettings { max_backoff: cfg.max_backoff.max(MIN_BACKOFF), ack_limit: ack_limit(cfg), nudger },
+            PollSettings {
+                max_backoff: cfg.max_backoff.max(MIN_BACKOFF),
+                ack_limit: ack_limit(cfg),
+                nudger: nudger.clone(),
+            },
         ));
         let taken = Arc::new(AtomicU64::new(0));
-        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer));
+        let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer, nudger));
         Ok(Connection {
             events: Inbox::new(events, cfg.addr()),
             out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), queued_qos1: 0 },
@@ -769,6 +773,10 @@ const NUDGE_AFTER: Duration = Duration::from_millis(1);
 struct Nudger {
     arrived: Notify,
     departures: AtomicU64,
+    /// Set by the feed task as it hands over our DISCONNECT, under the lock that
+    /// a nudge is made under: no packet may follow a DISCONNECT, and every nudge
+    /// before it is one less stall while the last acks come in.
+    disconnected: std::sync::Mutex<bool>,
 }
 
 impl Nudger {
@@ -779,6 +787,19 @@ impl Nudger {
     fn departed(&self) {
         self.departures.fetch_add(1, Ordering::SeqCst);
     }
+
+    /// Publishes a nudge unless our DISCONNECT went out.
+    fn nudge(&self, client: &mqtt::Client, topic: &str) {
+        let disconnected = self.disconnected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !*disconnected {
+            client.try_nudge(topic);
+        }
+    }
+
+    /// From now on no nudge: the DISCONNECT follows.
+    fn disconnect(&self) {
+        *self.disconnected.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = true;
+    }
 }
 
 /// Publishes an empty QoS 0 message when the broker answered us and nothing of
@@ -787,13 +808,7 @@ impl Nudger {
 /// wait for) until that ACK; the kernel would delay it ~40 ms. Mosquitto as
 /// installed is such a broker. A task of its own because the poll task may not
 /// time out a poll halfway through a write, nor await the client.
-async fn nudge_loop(
-    client: mqtt::Client,
-    topic: String,
-    nudger: Arc<Nudger>,
-    closing: CancellationToken,
-    stop: CancellationToken,
-) {
+async fn nudge_loop(client: mqtt::Client, topic: String, nudger: Arc<Nudger>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -804,9 +819,10 @@ async fn nudge_loop(
             _ = stop.cancelled() => return,
             _ = sleep(NUDGE_AFTER) => {}
         }
-        // Once closing, our DISCONNECT may be out: no packet may follow it.
-        if nudger.departures.load(Ordering::SeqCst) == before && !closing.is_cancelled() {
-            client.try_nudge(&topic);
+        // Also while closing, until the DISCONNECT: the acks of our last
+        // publishes are small answers the broker would hold back too.
+        if nudger.departures.load(Ordering::SeqCst) == before {
+            nudger.nudge(&client, &topic);
         }
     }
 }
@@ -894,6 +910,7 @@ async fn feed_loop(
     mut acked: watch::Receiver<u64>,
     taken: Arc<AtomicU64>,
     mut pacer: Option<Pacer>,
+    nudger: Option<Arc<Nudger>>,
 ) {
     let mut handed: u64 = 0;
     while let Some(req) = rx.recv().await {
@@ -923,6 +940,9 @@ async fn feed_loop(
             Request::Disconnect => {
                 // An error means the poll task is gone, and the DISCONNECT with it.
                 if acked.wait_for(|&n| n >= handed).await.is_ok() {
+                    if let Some(n) = &nudger {
+                        n.disconnect();
+                    }
                     let _ = client.disconnect().await;
                 }
                 return;
@@ -1134,7 +1154,7 @@ mod tests {
         let mqtt::EventLoop::V5 { mut el, .. } = el else { panic!("mqtt 5 is the default") };
         let (req_tx, req_rx) = mpsc::channel(8);
         let (acked_tx, acked) = watch::channel(0);
-        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default(), None));
+        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default(), None, None));
         for qos in [Qos::AtLeastOnce, Qos::AtMostOnce, Qos::AtLeastOnce] {
             let publish =
                 Request::Publish { topic: "t".into(), qos, retain: false, payload: Bytes::new(), expiry: None };
@@ -1150,6 +1170,52 @@ mod tests {
         acked_tx.send(2).unwrap();
         feed.await.unwrap();
         assert_eq!(taken(&mut el), [rumqttc::v5::Request::Disconnect]);
+    }
+
+    /// While a closing connection waits for the acks of its last publishes, a
+    /// broker's answer is still nudged (the next ack would otherwise wait ~40 ms
+    /// for our delayed TCP ACK); once the DISCONNECT is handed over, nothing is.
+    #[tokio::test(start_paused = true)]
+    async fn nudges_go_out_while_closing_until_the_disconnect_and_never_after() {
+        let cfg = Config::new("127.0.0.1", 1883);
+        let (client, el) = mqtt::new(&cfg, &options(&cfg, "c".into(), false, 1024, 1024)).unwrap();
+        let mqtt::EventLoop::V5 { mut el, .. } = el else { panic!("mqtt 5 is the default") };
+        let nudger = Arc::new(Nudger::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(nudge_loop(client.clone(), "files/nudge".into(), nudger.clone(), stop.clone()));
+        let (req_tx, req_rx) = mpsc::channel(8);
+        let (acked_tx, acked) = watch::channel(0);
+        let feed = tokio::spawn(feed_loop(client, req_rx, acked, Arc::default(), None, Some(nudger.clone())));
+        let is_nudge =
+            |r: &rumqttc::v5::Request| matches!(r, rumqttc::v5::Request::Publish(p) if p.topic == "files/nudge");
+        for _ in 0..2 {
+            let publish = Request::Publish {
+                topic: "t".into(),
+                qos: Qos::AtLeastOnce,
+                retain: false,
+                payload: Bytes::new(),
+                expiry: None,
+            };
+            req_tx.send(publish).await.unwrap();
+        }
+        req_tx.send(Request::Disconnect).await.unwrap();
+        settle().await;
+        assert_eq!(taken(&mut el).len(), 2, "the two publishes");
+        // The first PUBACK: the DISCONNECT still waits for the second, and the
+        // broker's answer is nudged.
+        acked_tx.send(1).unwrap();
+        nudger.arrived();
+        settle().await;
+        let after_first = taken(&mut el);
+        assert_eq!(after_first.len(), 1, "{after_first:?}");
+        assert!(is_nudge(&after_first[0]), "{after_first:?}");
+        // The second: the DISCONNECT, and no nudge after it.
+        acked_tx.send(2).unwrap();
+        feed.await.unwrap();
+        nudger.arrived();
+        settle().await;
+        assert_eq!(taken(&mut el), [rumqttc::v5::Request::Disconnect]);
+        stop.cancel();
     }
 
     #[tokio::test(start_paused = true)]
