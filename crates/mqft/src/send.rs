@@ -1,16 +1,20 @@
 //! The sending side: files in, manifests and chunks out.
 //!
 //! One engine task runs every file's [`proto::Sender`] on one connection. For each
-//! file it hashes the whole file on a blocking thread (streaming, 1 MiB at a time),
-//! settles the chunk size against the broker's CONNACK, builds the manifest,
-//! subscribes to `<prefix>/<id>/ack/+` and only then lets the state machine publish
-//! the manifest (both go through one ordered queue, so the broker sees the
-//! subscription first). Up to [`SendOptions::concurrency`] files are in flight at
-//! once and share the connection round-robin, one transmit each in turn.
+//! file it opens the file on a blocking thread (and hashes it there first only when
+//! the manifest must carry the hash: a signed file), settles the chunk size against
+//! the broker's CONNACK, builds the manifest, subscribes to `<prefix>/<id>/ack/+`
+//! and only then lets the state machine publish the manifest (both go through one
+//! ordered queue, so the broker sees the subscription first). Up to
+//! [`SendOptions::concurrency`] files are in flight at once and share the
+//! connection round-robin, one transmit each in turn.
 //!
-//! A file must not change while it is sent: it is hashed once, up front, and
-//! receivers that find a different SHA-256 refuse the result
-//! ([`ErrorKind::Integrity`]).
+//! The file's SHA-256 (protocol version 4) is taken from the chunks as they are
+//! read for sending, in file order (`InOrderHash`), and goes to the state machine,
+//! which sends it with the end of round; chunks not sent in order are read for it
+//! at the end (`finish_hash`). A file must not change while it is sent: once the
+//! hash is complete the file must still have the manifest's size and modification
+//! time, or the transfer ends with `Abort(Changed)` ([`ErrorKind::Integrity`]).
 //!
 //! A chunk is read from the file (a positional read on a blocking thread) only when
 //! its state machine hands out a [`proto::Payload::Chunk`], and a transmit is taken
@@ -579,8 +583,8 @@ impl Engine {
         let mut cipher = None;
         if !self.opts.encrypt_to.is_empty() {
             // One pass over the file, here on the engine: the SHA-256 of what will
-            // travel goes in the manifest. (A blocking pass; the hash pass before
-            // it is on a blocking thread, this one is not yet.)
+            // travel goes in the manifest, and the plaintext's in its sealed part.
+            // (A blocking pass on the engine; not yet on a blocking thread.)
             match crate::sealing::seal_file(&p.file, &manifest, &self.opts.encrypt_to) {
                 Ok((outer, c)) => {
                     manifest = outer;
