@@ -14,8 +14,10 @@
 //!   after the first unacknowledged one, an [`Ack::Progress`] grants the sender
 //!   credit.
 //!
-//! An end of round ([`Ctl::EndRound`]) is answered with the missing ranges. Once every
-//! chunk is held and hashed, the SHA-256 is compared with the manifest's: on a match
+//! An end of round ([`Ctl::EndRound`]) is answered with the missing ranges, and
+//! brings the file's SHA-256 when the manifest did not carry it (protocol version
+//! 4: the sender hashes as it reads). Once every chunk is held and hashed and the
+//! sender's SHA-256 is known, the two are compared: on a match
 //! the receiver reports [`ReceiverEvent::Verified`], the caller moves the file to its
 //! final name and calls [`Receiver::finalized`], and only then is
 //! [`Ack::Complete`] sent. On a mismatch the transfer fails, loudly, on both sides.

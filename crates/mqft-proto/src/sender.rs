@@ -13,7 +13,12 @@
 //! 3. **Draining**: once nothing is left to send, or when the window has been shut
 //!    for a retransmission timeout (the tail of the window or the credit was lost),
 //!    the sender publishes [`Ctl::EndRound`] and waits until every active receiver has
-//!    answered with [`Ack::Missing`] or [`Ack::Complete`]. Because the broker delivers
+//!    answered with [`Ack::Missing`] or [`Ack::Complete`]. The end of round carries
+//!    the file's SHA-256 (protocol version 4: the manifest need not), so a round that
+//!    sent the last chunk ends only once the caller has given it
+//!    ([`Sender::set_digest`], asked for by [`Sender::wants_digest`]); receivers
+//!    that said they had the file before it was known are checked against it then.
+//!    Because the broker delivers
 //!    a subscriber's messages in order, the answer accounts for every chunk sent
 //!    before the end of round. The union of the missing sets is the next round.
 //!    Unanswered ends of round are re-published with exponential backoff; a receiver
