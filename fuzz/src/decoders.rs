@@ -31,13 +31,18 @@ pub fn manifest(data: &[u8]) {
     assert!(mqft_proto::wire::is_sender_name(&m.sender), "sender {:?}", m.sender);
     let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run);
     // `to` and `sender` are not part of the id: the same file to the same receivers
-    // from the same sender is the same manifest. Version 3's signature and
-    // encryption are set on top of that.
+    // from the same sender is the same manifest. The signature, the encryption
+    // and the hold are set on top of that.
     let to = m.to.iter().map(|r| ReceiverId::new(r).expect("a decoded `to` holds valid receiver ids"));
     let built = built
         .and_then(|b| b.with_to(to))
         .and_then(|b| b.with_sender(&m.sender))
-        .map(|b| Manifest { signature: m.signature.clone(), sealed: m.sealed.clone(), ..b })
+        .map(|b| Manifest {
+            signature: m.signature.clone(),
+            sealed: m.sealed.clone(),
+            hold_until_ms: m.hold_until_ms,
+            ..b
+        })
         // An encrypted transfer's id is bound to its ciphertext's hash (version 4).
         .map(|b| Manifest { id: b.derived_id(), ..b });
     assert_eq!(built.as_ref(), Ok(&m));
