@@ -20,6 +20,11 @@
 //! its state machine hands out a [`proto::Payload::Chunk`], and a transmit is taken
 //! only when the outbox has room: so the memory a send holds is a few chunks, not
 //! the window and not the file.
+//!
+//! Over 600 lines, the engine of a send: one select loop and the handlers of what
+//! it selects, which share the files in flight. Its public API is `send/api.rs`, a
+//! held send `send/hold.rs`; splitting the preparation of files out is left (issue
+//! 14).
 
 use std::collections::VecDeque;
 use std::fs::File;
