@@ -146,10 +146,11 @@ impl InOrderHash {
     }
 }
 
-/// Reads what the chunks sent in order did not hash, to the end of the file,
-/// and returns the file's SHA-256. A file that is no longer as long as its
-/// manifest says changed while it was sent. Blocks.
-fn finish_hash(file: &File, hash: &std::sync::Mutex<InOrderHash>) -> io::Result<[u8; 32]> {
+/// Reads what the chunks sent in order did not hash, to the end of the file, and
+/// leaves the file's SHA-256 (and whether the file changed) in `hash`. A file
+/// that is no longer as long as its manifest says changed while it was sent.
+/// Blocks.
+fn finish_hash(file: &File, hash: &std::sync::Mutex<InOrderHash>) -> io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     // Only this task takes the lock for long; chunk reads skip hashing meanwhile.
     let mut h = hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -163,8 +164,7 @@ fn finish_hash(file: &File, hash: &std::sync::Mutex<InOrderHash>) -> io::Result<
         let at = h.next;
         h.feed(at, &buf[..n]);
     }
-    h.check_unchanged(file)?;
-    h.digest.ok_or_else(|| io::Error::other("no hash"))
+    h.check_unchanged(file)
 }
 
 /// A file being sent.
@@ -404,7 +404,7 @@ struct Engine {
     /// Stops the hashing threads on cancel.
     hashing: CancellationToken,
     /// Reads that finish a file's hash for its end of round ([`finish_hash`]).
-    digesting: JoinSet<(TransferId, io::Result<[u8; 32]>)>,
+    digesting: JoinSet<(TransferId, io::Result<()>)>,
 }
 
 impl Engine {
@@ -448,8 +448,8 @@ impl Engine {
                     }
                 }
                 Some(joined) = self.digesting.join_next(), if !self.digesting.is_empty() => {
-                    if let Some((id, digest)) = reading_done(joined)? {
-                        self.on_digest(id, digest);
+                    if let Some((id, read)) = reading_done(joined)? {
+                        self.on_digest(id, read);
                     }
                 }
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
@@ -674,22 +674,16 @@ impl Engine {
     }
 
     /// The end of [`finish_hash`] for transfer `id`.
-    fn on_digest(&mut self, id: TransferId, digest: io::Result<[u8; 32]>) {
+    /// The end of [`finish_hash`] for transfer `id`. The hash it completed, or
+    /// the change it saw, is in the transfer's `InOrderHash`, which
+    /// [`Engine::settle_digests`] hands on; only a failed read is news here.
+    fn on_digest(&mut self, id: TransferId, read: io::Result<()>) {
         let Some(a) = self.active.iter_mut().find(|a| a.sender.manifest().id == id) else { return };
         a.finishing = false;
-        let changed = a.hash.as_ref().and_then(|h| h.try_lock().ok()).is_some_and(|h| h.changed);
-        match digest {
-            Ok(_) if changed => {
-                let detail = "the file changed while it was being sent".to_owned();
-                a.local_failure = Some(Error::Integrity { path: self.jobs[a.idx].path.clone(), detail });
-                a.sender.file_changed(now());
-            }
-            Ok(d) => a.sender.set_digest(d, now()),
-            Err(e) => {
-                let path = &self.jobs[a.idx].path;
-                a.local_failure = Some(Error::io("read", path, e));
-                a.sender.abandon(now());
-            }
+        if let Err(e) = read {
+            let path = &self.jobs[a.idx].path;
+            a.local_failure = Some(Error::io("read", path, e));
+            a.sender.abandon(now());
         }
     }
 
