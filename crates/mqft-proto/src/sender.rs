@@ -365,8 +365,6 @@ pub struct Sender {
     /// name) before this sender knew its hash: each is checked once the hash is
     /// [set](Sender::set_digest). Bounded like `queued`.
     claims: BTreeMap<ReceiverId, Claim>,
-    /// The round is over but the end of round waits for the hash.
-    digest_due: bool,
 }
 
 impl Sender {
@@ -398,7 +396,6 @@ impl Sender {
             refused: BTreeMap::new(),
             busy_retries: 0,
             claims: BTreeMap::new(),
-            digest_due: false,
         };
         s.publish_manifest(now);
         s
@@ -435,7 +432,8 @@ impl Sender {
     /// the end of the first round, unless the round skipped chunks that receivers
     /// held already; then it reads the rest of the file for it.
     pub fn wants_digest(&self) -> bool {
-        self.manifest.sha256.is_none() && (self.digest_due || !self.claims.is_empty())
+        let round_over = self.phase == Phase::Sending && self.to_send.is_empty();
+        self.manifest.sha256.is_none() && (round_over || !self.claims.is_empty())
     }
 
     /// The SHA-256 of the whole file, for a manifest published without it: from
@@ -447,7 +445,6 @@ impl Sender {
             return;
         }
         self.manifest.sha256 = Some(sha256);
-        self.digest_due = false;
         let claims = std::mem::take(&mut self.claims);
         if !claims.is_empty() {
             self.push_manifest();
@@ -715,12 +712,9 @@ impl Sender {
             return None;
         }
         if self.to_send.is_empty() {
-            if self.manifest.sha256.is_none() {
-                // The end of round carries the hash, which comes from the caller
-                // once it has read the whole file (`set_digest`).
-                self.digest_due = true;
-                return None;
-            }
+            // The end of round carries the hash, which comes from the caller once
+            // it has read the whole file (`set_digest`, `wants_digest`).
+            self.manifest.sha256?;
             self.start_drain(now);
             return self.out.pop_front();
         }
