@@ -422,8 +422,9 @@ impl Harness {
             let ack = Ack::decode(payload, m.chunk_count).expect("the receiver's own acks decode");
             let held = self.rx.held();
             match ack {
-                Ack::Ready { run, held: reported } => {
+                Ack::Ready { run, held: reported, from_start } => {
                     assert_eq!(run, self.rx.manifest().run);
+                    assert!(!from_start, "a receiver made with `new` never had the chunks from the start");
                     assert!(covers(held, &reported), "reports a chunk it does not hold");
                 }
                 Ack::Progress { held: n, .. } => {

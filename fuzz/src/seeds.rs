@@ -154,8 +154,8 @@ fn acks() -> Named {
     // Every other chunk of 1100: more ranges than one message carries.
     let sparse: RangeSet = (0..550).map(|i| i * 2).collect();
     vec![
-        ("ready".into(), ack_seed(10, &Ack::Ready { run: RUN, held: set.clone() })),
-        ("ready-empty".into(), ack_seed(10, &Ack::Ready { run: RUN, held: RangeSet::new() })),
+        ("ready".into(), ack_seed(10, &Ack::Ready { run: RUN, held: set.clone(), from_start: false })),
+        ("ready-empty".into(), ack_seed(10, &Ack::Ready { run: RUN, held: RangeSet::new(), from_start: false })),
         ("progress".into(), ack_seed(10, &Ack::Progress { run: RUN, next_seq: 300, held: 9 })),
         ("missing".into(), ack_seed(10, &Ack::Missing { run: RUN, next_seq: 12, missing: set, more: false })),
         (
@@ -404,7 +404,7 @@ fn senders() -> Named {
         more: false,
     };
     let complete = |from: u8| Op::Complete { from, good: true };
-    let raw_ready = Ack::Ready { run: RUN, held: [1, 2].into_iter().collect() }.encode();
+    let raw_ready = Ack::Ready { run: RUN, held: [1, 2].into_iter().collect(), from_start: false }.encode();
 
     // Window 4 (byte 3): 10 chunks go out 4 at a time as credit comes back.
     let one = vec![ready(0), Op::Wait(600), progress(0, 4), progress(0, 8), missing(0, 10, 0, 0), complete(0)];

@@ -180,13 +180,16 @@ pub fn run(data: &[u8]) -> Outcome {
         fx.manifest.sha256 = None;
     }
     let window = 1 + u32::from(r.u8() % 32);
-    let wait = match r.u8() % 4 {
+    let policy = r.u8();
+    let wait = match policy % 4 {
         0 => Wait::Count(1),
         1 => Wait::Count(2),
         2 => Wait::Ids([rid(0)].into()),
         _ => Wait::Ids([rid(0), rid(1)].into()),
     };
-    let mut h = Harness::new(fx, SenderConfig { window, wait, ..SenderConfig::default() });
+    // Chunks before anyone joined (version 5): none, a few, or the default.
+    let eager_window = [0, 1, 4, 16][usize::from(policy >> 2) % 4];
+    let mut h = Harness::new(fx, SenderConfig { window, wait, eager_window, ..SenderConfig::default() });
     h.drain();
     while let Some(op) = Op::read(&mut r) {
         crate::trace!("{op:?}");
@@ -270,7 +273,10 @@ impl Harness {
             Op::RawAck { from, payload } => self.ack(from, payload),
             Op::Ready { from, run, start, len } => {
                 let held = self.set(start, len);
-                self.ack(from, &Ack::Ready { run, held }.encode());
+                // The top bit of `len` (a length past any file's chunk count
+                // anyway) says the receiver had the chunks from the start.
+                let from_start = len & 0x8000 != 0;
+                self.ack(from, &Ack::Ready { run, held, from_start }.encode());
             }
             Op::Progress { from, run, next_seq, held } => {
                 self.ack(from, &Ack::Progress { run, next_seq, held }.encode());

@@ -180,6 +180,13 @@ pub struct ReceiverEndpoint {
     stale: HashSet<String>,
     queue: OfferQueue,
     stopping: bool,
+    /// The caller subscribes every pattern's [`PrefixPattern::chunks_filter`]
+    /// ([`ReceiverEndpoint::set_chunk_wildcard`]).
+    chunk_wildcard: bool,
+    /// Offers handed to the caller straight from a live manifest while the chunk
+    /// wildcard was in effect: every chunk of theirs reaches the caller. Bounded
+    /// like `origins`.
+    early: VecDeque<TransferId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
 }
@@ -216,9 +223,23 @@ impl ReceiverEndpoint {
             stale: HashSet::new(),
             queue: OfferQueue::default(),
             stopping: false,
+            chunk_wildcard: false,
+            early: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Tells the endpoint that the caller subscribes, for every pattern, to the
+    /// chunks of all transfers ([`PrefixPattern::chunks_filter`]), in effect before
+    /// any manifest it handles: senders send chunks before anyone answers
+    /// (PROTOCOL.md 8.2), and a receiver subscribed to them takes a transfer with
+    /// no round trip before its data. An offer that came from a live manifest is
+    /// then accepted as early ([`ReceiverEndpoint::accept`]); chunks of transfers
+    /// not open here are dropped without a word (they are someone else's, or of
+    /// an offer refused or queued).
+    pub fn set_chunk_wildcard(&mut self, on: bool) {
+        self.chunk_wildcard = on;
     }
 
     // Getters.
@@ -256,6 +277,7 @@ impl ReceiverEndpoint {
 
     fn forget_origin(&mut self, id: &TransferId) {
         self.origins.retain(|(i, _)| i != id);
+        self.early.retain(|e| e != id);
     }
 
     /// The limits in force.
@@ -294,6 +316,18 @@ impl ReceiverEndpoint {
     /// the endpoint answers itself goes out through
     /// [`ReceiverEndpoint::poll_transmit`].
     pub fn handle(&mut self, topic: &str, payload: &[u8]) -> Option<Routed> {
+        self.handle_as(topic, payload, false)
+    }
+
+    /// [`ReceiverEndpoint::handle`] for a message the broker delivered as a retained
+    /// copy (because a subscription was made, not because it was just published):
+    /// a manifest that arrives so may have been published long before, and its
+    /// first chunks with it, so it is never accepted as early.
+    pub fn handle_retained(&mut self, topic: &str, payload: &[u8]) -> Option<Routed> {
+        self.handle_as(topic, payload, true)
+    }
+
+    fn handle_as(&mut self, topic: &str, payload: &[u8], retained: bool) -> Option<Routed> {
         let (prefix, parsed) = self.patterns.iter().find_map(|p| p.parse(topic))?;
         if let Some((_, open_under)) = self.open.get(parsed.transfer_id()) {
             if *open_under != prefix {
@@ -304,7 +338,18 @@ impl ReceiverEndpoint {
             }
         }
         match parsed {
-            Topic::Manifest(id) => self.on_manifest(prefix, id, payload),
+            Topic::Manifest(id) => {
+                let routed = self.on_manifest(prefix, id, payload);
+                if let Some(Routed::Offer(m)) = &routed {
+                    if self.chunk_wildcard && !retained {
+                        if self.early.len() >= ORIGIN_MEMORY {
+                            self.early.pop_front();
+                        }
+                        self.early.push_back(m.id);
+                    }
+                }
+                routed
+            }
             Topic::Chunk(id, index) => self.on_chunk(prefix, id, index),
             Topic::Ctl(id) => self.on_ctl(prefix, id, payload),
             // Other receivers' acks: not ours to read.
@@ -352,6 +397,10 @@ impl ReceiverEndpoint {
     fn on_chunk(&mut self, prefix: Prefix, id: TransferId, index: u32) -> Option<Routed> {
         if self.open.contains_key(&id) {
             return Some(Routed::Chunk(id, index));
+        }
+        if self.chunk_wildcard {
+            // Through the wildcard: another receiver's, or of an offer not taken.
+            return None;
         }
         // A chunk of a transfer this endpoint does not know: a subscription left in
         // the broker's session by an earlier run. Dropped once; the memory is
@@ -510,14 +559,18 @@ impl ReceiverEndpoint {
     }
 
     /// The caller took the offer: its messages are routed to it from now on, and it
-    /// holds a slot.
-    pub fn accept(&mut self, id: TransferId) {
+    /// holds a slot. Returns true when every chunk of it reached the caller since
+    /// before its manifest ([`ReceiverEndpoint::set_chunk_wildcard`]): make its
+    /// `Receiver` with [`Receiver::new_early`], whose `Ready` tells the sender so.
+    pub fn accept(&mut self, id: TransferId) -> bool {
         // An offer of it that queued meanwhile (a caller that decides later than
         // at once) has been answered by this.
+        let early = self.early.contains(&id);
         let prefix = self.reply_prefix(&id);
         self.forget_origin(&id);
         self.queue.remove(&id);
         self.open.insert(id, (true, prefix));
+        early
     }
 
     /// The caller refuses the offer `m`; the sender is told why, with `detail` for

@@ -327,6 +327,9 @@ pub struct Receiver {
     /// The chunks of the last [`ReceiverEvent::Refetch`] still missing: the next
     /// batch is asked for once they are all here (or at the next silence).
     refetching: Vec<u32>,
+    /// The run whose every chunk transmission reaches this receiver, from the first
+    /// ([`Receiver::new_early`]): its `Ready` says so, for that run only.
+    from_start: Option<u32>,
 }
 
 /// The name a file was stored under, when it differs from the manifest's, and why.
@@ -360,6 +363,35 @@ impl Receiver {
         saved: Option<ResumeState>,
         now: Instant,
     ) -> Result<Self, ResumeError> {
+        Self::accept(cfg, prefix, id, manifest, saved, false, now)
+    }
+
+    /// [`Receiver::new`] for a receiver whose subscription to the transfer's chunks
+    /// (`<prefix>/+/chunk/+`) took effect before the manifest reached it, live rather
+    /// than as a retained copy: every chunk the sender published after that manifest
+    /// reaches it, so its `Ready` carries `from_start` and the sender, which sends
+    /// the first chunks without waiting for anyone (PROTOCOL.md 8.2), counts them as
+    /// on their way to it instead of sending them twice.
+    pub fn new_early(
+        cfg: ReceiverConfig,
+        prefix: Prefix,
+        id: ReceiverId,
+        manifest: Manifest,
+        saved: Option<ResumeState>,
+        now: Instant,
+    ) -> Result<Self, ResumeError> {
+        Self::accept(cfg, prefix, id, manifest, saved, true, now)
+    }
+
+    fn accept(
+        cfg: ReceiverConfig,
+        prefix: Prefix,
+        id: ReceiverId,
+        manifest: Manifest,
+        saved: Option<ResumeState>,
+        early: bool,
+        now: Instant,
+    ) -> Result<Self, ResumeError> {
         let (held, crcs, hash, hashed) = match saved {
             None => (RangeSet::new(), Vec::new(), HashState::new(), 0),
             Some(s) => {
@@ -386,6 +418,7 @@ impl Receiver {
                 (held, crcs, s.hash, s.hashed)
             }
         };
+        let from_start = early.then_some(manifest.run);
         let mut r = Receiver {
             seq_run: manifest.run,
             cfg,
@@ -411,6 +444,7 @@ impl Receiver {
             stored_as: None,
             hold_until: None,
             refetching: Vec::new(),
+            from_start,
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -775,7 +809,8 @@ impl Receiver {
     fn answer_ready(&mut self) {
         match self.state {
             State::Receiving => {
-                let ack = Ack::Ready { run: self.manifest.run, held: self.held.clone() };
+                let run = self.manifest.run;
+                let ack = Ack::Ready { run, held: self.held.clone(), from_start: self.from_start == Some(run) };
                 self.push(&ack);
             }
             _ => self.answer(),

@@ -70,6 +70,13 @@ pub struct SenderConfig {
     /// acknowledged. Keep it under the broker's per-client queue (Mosquitto's
     /// `max_queued_messages` defaults to 1000) so a slow receiver loses nothing.
     pub window: u32,
+    /// The most chunk transmissions sent before any receiver joined (protocol
+    /// version 5). Receivers subscribed to the prefix's chunks get them without a
+    /// round trip first; a receiver that joins says whether it did
+    /// ([`Ack::Ready`]'s `from_start`), so none is sent twice to it. What nobody
+    /// hears is lost: keep it to what the link carries in one round trip, and 0
+    /// for a sender that must not spend a byte before someone answers.
+    pub eager_window: u32,
     /// QoS of chunk publishes.
     pub chunk_qos: Qos,
     /// First retransmission timeout for the manifest and ends of round, and how long
@@ -108,6 +115,7 @@ impl Default for SenderConfig {
     fn default() -> Self {
         SenderConfig {
             window: 256,
+            eager_window: 16,
             chunk_qos: Qos::AtLeastOnce,
             rto: Duration::from_secs(1),
             max_rto: Duration::from_secs(16),
@@ -323,6 +331,15 @@ pub struct Sender {
     peers: BTreeMap<ReceiverId, Peer>,
     /// Chunks to send in this round.
     to_send: RangeSet,
+    /// `to_send` is the whole file, sent eagerly before anyone joined: the first
+    /// receiver to join replaces it with what it lacks.
+    provisional: bool,
+    /// The end of round that followed the whole file sent eagerly, by its
+    /// `next_seq`: a receiver that joins from the start with nothing lacking is
+    /// waited for to answer it, rather than asked again.
+    eager_end: Option<u32>,
+    /// When a claim that failed last had the manifest published again for it.
+    claim_answered_at: Option<Instant>,
     next_seq: u32,
     /// The chunk index of each transmission from seq `sent_base` to `next_seq`: the
     /// ones that may still be in flight. Trimmed to the window floor as credit
@@ -380,6 +397,9 @@ impl Sender {
             phase: Phase::Joining { gather: None },
             peers: BTreeMap::new(),
             to_send: RangeSet::new(),
+            provisional: false,
+            eager_end: None,
+            claim_answered_at: None,
             next_seq: 0,
             sent: VecDeque::new(),
             sent_base: 0,
@@ -398,6 +418,10 @@ impl Sender {
             claims: BTreeMap::new(),
         };
         s.publish_manifest(now);
+        if s.cfg.eager_window > 0 && s.manifest.chunk_count > 0 {
+            s.to_send.insert_range(0..s.manifest.chunk_count);
+            s.provisional = true;
+        }
         s
     }
 
@@ -432,7 +456,7 @@ impl Sender {
     /// the end of the first round, unless the round skipped chunks that receivers
     /// held already; then it reads the rest of the file for it.
     pub fn wants_digest(&self) -> bool {
-        let round_over = self.phase == Phase::Sending && self.to_send.is_empty();
+        let round_over = (self.phase == Phase::Sending || self.eager()) && self.to_send.is_empty();
         self.manifest.sha256.is_none() && (round_over || !self.claims.is_empty())
     }
 
@@ -475,7 +499,7 @@ impl Sender {
             p.heard = now;
         }
         match ack {
-            Ack::Ready { run: r, held } => {
+            Ack::Ready { run: r, held, from_start } => {
                 if r != run {
                     return Ok(()); // answers an earlier run's manifest
                 }
@@ -493,7 +517,7 @@ impl Sender {
                         }
                     }
                     Some(p) if !p.is_gone() => {} // complete
-                    _ => self.join(from, lacks, held.len(), now),
+                    _ => self.join(from, lacks, held.len(), from_start, now),
                 }
             }
             Ack::Progress { run: r, next_seq, held } => {
@@ -516,7 +540,7 @@ impl Sender {
                     }
                     // Its Ready was lost: this answer is as good a join.
                     let held = u64::from(self.manifest.chunk_count) - missing.len();
-                    self.join(from, RangeSet::new(), held, now);
+                    self.join(from, RangeSet::new(), held, false, now);
                 }
                 let Some(p) = self.peers.get_mut(from) else { return Ok(()) };
                 if r == run {
@@ -708,24 +732,42 @@ impl Sender {
         if let Some(t) = self.out.pop_front() {
             return Some(t);
         }
-        if self.phase != Phase::Sending {
+        let eager = self.eager();
+        if self.phase != Phase::Sending && !eager {
             return None;
         }
         if self.to_send.is_empty() {
             // The end of round carries the hash, which comes from the caller once
             // it has read the whole file (`set_digest`, `wants_digest`).
             self.manifest.sha256?;
-            self.start_drain(now);
+            if eager {
+                // The whole file went out before anyone answered: the end of round
+                // follows it, so that a receiver that got it all verifies it now.
+                // Joining goes on as before; whoever joins lacking nothing is
+                // waited for to answer this end of round.
+                self.push_end_round(self.next_seq);
+                self.provisional = false;
+                self.eager_end = Some(self.next_seq);
+            } else {
+                self.start_drain(now);
+            }
             return self.out.pop_front();
         }
-        let floor = self.window_floor()?;
+        // Before anyone joined, the eager window counts from the first transmission.
+        let (floor, window) = if eager {
+            (0, self.cfg.eager_window.min(self.cfg.window))
+        } else {
+            (self.window_floor()?, self.cfg.window)
+        };
         // What every receiver the window follows has acknowledged is no longer in
         // flight to it.
         let acked = floor.saturating_sub(self.sent_base).min(self.sent.len() as u32);
         self.sent.drain(..acked as usize);
         self.sent_base += acked;
-        if self.next_seq >= floor.saturating_add(self.cfg.window) {
-            self.blocked_since.get_or_insert(now);
+        if self.next_seq >= floor.saturating_add(window) {
+            if !eager {
+                self.blocked_since.get_or_insert(now);
+            }
             return None;
         }
         let Some(next) = self.next_seq.checked_add(1) else {
@@ -784,6 +826,11 @@ impl Sender {
             Wait::Count(n) => (*n).max(1),
             Wait::Ids(ids) => ids.len(),
         }
+    }
+
+    /// True while chunks go out before any receiver joined (PROTOCOL.md 8.2).
+    fn eager(&self) -> bool {
+        self.provisional && self.phase == (Phase::Joining { gather: None })
     }
 
     /// True while fewer receivers have joined than the wait policy needs: the
@@ -860,12 +907,14 @@ impl Sender {
     /// if they are lost the next end of round says so. Without this a receiver that
     /// answers the manifest twice (retained, then re-published) would have every chunk
     /// in flight queued a second time.
-    fn queue_lacking(&mut self, mut lacks: RangeSet, acked: u32) {
+    /// Returns whether it lacks anything not in flight.
+    fn queue_lacking(&mut self, mut lacks: RangeSet, acked: u32) -> bool {
         let skip = acked.saturating_sub(self.sent_base) as usize;
         for &index in self.sent.iter().skip(skip) {
             lacks.remove(index);
         }
         self.to_send.union_with(&lacks);
+        !lacks.is_empty()
     }
 
     fn push_ctl(&mut self, ctl: Ctl) {
@@ -938,6 +987,20 @@ impl Sender {
             }
             return;
         }
+        if !self.peers.contains_key(from) && self.manifest.sha256 != Some(sha256) {
+            // A receiver that never joined answers with another file's hash: a claim
+            // made on a manifest without the hash (the retained copy, or one sent
+            // before the sender had read its file), not a file that failed its
+            // check, which only a receiver that has the hash could report. It is
+            // not this file; the manifest goes out again, with the hash, so that
+            // the receiver takes the transfer as an offer (at most once per `rto`,
+            // whoever claims).
+            if self.claim_answered_at.is_none_or(|t| now >= t + self.cfg.rto) {
+                self.claim_answered_at = Some(now);
+                self.push_manifest();
+            }
+            return;
+        }
         // Unknown: a receiver that had the file before we asked.
         let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq, now));
         // Only an active receiver, or one given up as lost that was only slow.
@@ -956,22 +1019,45 @@ impl Sender {
         self.after_peer_change(now);
     }
 
-    fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64, now: Instant) {
+    /// A receiver joins, lacking `lacks`. One that got the chunks `from_start`
+    /// (PROTOCOL.md 8.2) has the transmissions the sender still tracks on their way
+    /// to it: its credit starts at the oldest of them, and they are not queued
+    /// again. Any other starts at the current `seq`, with nothing in flight to it.
+    fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64, from_start: bool, now: Instant) {
         if !self.has_room_for(from) {
             return;
         }
         self.queued.remove(from);
         self.refused.remove(from);
-        let mut peer = Peer::new(self.next_seq, now);
+        let acked = if from_start && !self.sent.is_empty() { self.sent_base } else { self.next_seq };
+        let mut peer = Peer::new(acked, now);
         peer.held = held;
         peer.missing = lacks.len();
         // A receiver that joins during a drain is asked in the next one; its lacks
         // are already queued.
         peer.answered = true;
         self.peers.insert(from.clone(), peer);
-        self.to_send.union_with(&lacks);
-        let lacks = !lacks.is_empty();
+        if std::mem::take(&mut self.provisional) {
+            // The eager plan was the whole file; from now on, what receivers lack.
+            self.to_send = RangeSet::new();
+        }
+        let lacks = self.queue_lacking(lacks, acked);
         self.events.push_back(SenderEvent::ReceiverJoined { receiver: from.clone(), held });
+        if matches!(self.phase, Phase::Joining { .. } | Phase::AwaitingJoins)
+            && !lacks
+            && acked < self.next_seq
+            && self.eager_end == Some(self.next_seq)
+        {
+            // It has the whole file and the end of round behind it on their way:
+            // wait for its answer to that one instead of asking again.
+            if let Some(p) = self.peers.get_mut(from) {
+                p.answered = false;
+            }
+            self.credit_in_drain = false;
+            (self.asked_at, self.rejoin_at) = (now, now + self.cfg.rto);
+            self.phase = Phase::Draining { next_seq: self.next_seq, retries: 0, deadline: now + self.cfg.rto };
+            return;
+        }
         match self.phase {
             // Start at once when everyone is here, else after a short grace.
             Phase::Joining { .. } | Phase::AwaitingJoins if !self.needs_joins() => self.phase = Phase::Sending,

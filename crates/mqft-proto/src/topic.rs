@@ -156,6 +156,12 @@ impl PrefixPattern {
         format!("{}/+/ctl", self.0)
     }
 
+    /// `<pattern>/+/chunk/+`: the chunks of every transfer, for a receiver that takes
+    /// them before it answers a manifest (PROTOCOL.md 3.6).
+    pub fn chunks_filter(&self) -> String {
+        format!("{}/+/chunk/+", self.0)
+    }
+
     /// True when `self` matches every topic `other` matches: the same number of
     /// levels, each `+` or equal in `self`. A receiver subscribes only to patterns no other one covers, so that a broker
     /// does not deliver one message twice.

@@ -40,27 +40,28 @@ const ID_PREIMAGE: &str = "6d7166742d69642d76340d0000000000000005000000010068e5c
 const ID_PREIMAGE_SHA256: &str = "071e6eaf2caa71f42c1082849f866cc07198f88e7ee4aa4084a0e70ff5a620da";
 const TRANSFER_ID: &str = "071e6eaf2caa71f42c1082849f866cc0";
 
-const MANIFEST: &str = "04071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d37000000";
-const MANIFEST_NO_META: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
+const MANIFEST: &str = "05071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d37000000";
+const MANIFEST_NO_META: &str = "053f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 
-const CHUNK_0: &str = "04ac020000008289d1f70548656c6c6f";
-const CHUNK_1: &str = "04ac020101008f4edbb0052c206d7166";
-const CHUNK_2_REPAIR: &str = "04ac0203020063e5f3c00374210a";
+const CHUNK_0: &str = "05ac020000008289d1f70548656c6c6f";
+const CHUNK_1: &str = "05ac020101008f4edbb0052c206d7166";
+const CHUNK_2_REPAIR: &str = "05ac0203020063e5f3c00374210a";
 
-const ACK_READY_EMPTY: &str = "0400ac0200";
-const ACK_READY: &str = "0400ac020200010101";
-const ACK_PROGRESS: &str = "0401ac020202";
-const ACK_MISSING: &str = "0402ac020301020100";
-const ACK_COMPLETE: &str = "0403d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const ACK_REJECTED: &str = "04040300";
-const ACK_REJECTED_UNKNOWN: &str = "0404e80700";
-const ACK_REJECTED_DETAIL: &str = "04040715726561642d6f6e6c792066696c652073797374656d";
-const ACK_QUEUED: &str = "0405ac0203";
+const ACK_READY_EMPTY: &str = "0500ac020001";
+const ACK_READY_LATE: &str = "0500ac020000";
+const ACK_READY: &str = "0500ac02020001010100";
+const ACK_PROGRESS: &str = "0501ac020202";
+const ACK_MISSING: &str = "0502ac020301020100";
+const ACK_COMPLETE: &str = "0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
+const ACK_REJECTED: &str = "05040300";
+const ACK_REJECTED_UNKNOWN: &str = "0504e80700";
+const ACK_REJECTED_DETAIL: &str = "05040715726561642d6f6e6c792066696c652073797374656d";
+const ACK_QUEUED: &str = "0505ac0203";
 const ACK_STORED: &str =
-    "0406d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
+    "0506d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
 
-const CTL_END_ROUND: &str = "0400ac020301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const CTL_ABORT: &str = "0401ac0203";
+const CTL_END_ROUND: &str = "0500ac020301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
+const CTL_ABORT: &str = "0501ac0203";
 
 const RANGES: &str = "0301020401020a";
 
@@ -253,8 +254,8 @@ fn chunk_vectors() {
 fn ack_vectors() {
     let n = manifest().chunk_count;
     let vectors = [
-        (Ack::Ready { run: RUN, held: RangeSet::new() }, ACK_READY_EMPTY),
-        (Ack::Ready { run: RUN, held: [0, 2].into_iter().collect() }, ACK_READY),
+        (Ack::Ready { run: RUN, held: RangeSet::new(), from_start: true }, ACK_READY_EMPTY),
+        (Ack::Ready { run: RUN, held: [0, 2].into_iter().collect(), from_start: false }, ACK_READY),
         (Ack::Progress { run: RUN, next_seq: 2, held: 2 }, ACK_PROGRESS),
         (Ack::Missing { run: RUN, next_seq: 3, missing: [2].into_iter().collect(), more: false }, ACK_MISSING),
         (Ack::Complete { sha256: sha() }, ACK_COMPLETE),
@@ -373,34 +374,34 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "043e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
+const BAD_ID_MANIFEST: &str = "053e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
+const BAD_COUNT_MANIFEST: &str = "053f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
 /// Chunk 3 of a 3-chunk file.
-const PAST_END_CHUNK: &str = "04ac020403008316dc8c0178";
+const PAST_END_CHUNK: &str = "05ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
-const LONG_CHUNK: &str = "04ac0202020022f99f1f0574210a2121";
+const LONG_CHUNK: &str = "05ac0202020022f99f1f0574210a2121";
 
 #[test]
 fn rejected_payloads() {
     let m = manifest();
     let cases = [
         ("01ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(1)),
-        ("04ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
-        ("04ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
-        ("04ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
+        ("05ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
+        ("05ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
+        ("05ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
         (CHUNK_0, Kind::Chunk(1), DecodeError::IndexMismatch { topic: 1, payload: 0 }),
         (PAST_END_CHUNK, Kind::Chunk(3), DecodeError::IndexOutOfRange { index: 3, count: 3 }),
         (LONG_CHUNK, Kind::Chunk(2), DecodeError::BadChunkLength { index: 2, len: 5, expected: 3 }),
         (BAD_ID_MANIFEST, Kind::Manifest, DecodeError::IdMismatch),
         (BAD_COUNT_MANIFEST, Kind::Manifest, DecodeError::BadChunkCount),
-        ("0400ac020200010001", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
-        ("0400ac02010202", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
-        ("0401ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
-        ("0402ac0203010102", Kind::Ack, DecodeError::Malformed),
-        ("0407", Kind::Ack, DecodeError::Malformed),
-        ("0400ac02030000", Kind::Ctl, DecodeError::TrailingBytes(1)),
-        ("0400ac02830000", Kind::Ctl, DecodeError::NonMinimalVarint),
+        ("0500ac02020001000100", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
+        ("0500ac0201020200", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
+        ("0501ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
+        ("0502ac0203010102", Kind::Ack, DecodeError::Malformed),
+        ("0507", Kind::Ack, DecodeError::Malformed),
+        ("0500ac02030000", Kind::Ctl, DecodeError::TrailingBytes(1)),
+        ("0500ac02830000", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
     for (hex, kind, want) in cases {
         let payload = unhex(hex);
@@ -422,12 +423,12 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(bad_id), BAD_ID_MANIFEST);
     let bare = Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap();
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
-    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0401ac020304");
+    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0501ac020304");
     // The non-minimal ones spell one varint of a good payload a byte longer.
-    assert_eq!(CHUNK_0.replacen("04ac020000", "04ac02008000", 1), "04ac02008000008289d1f70548656c6c6f");
+    assert_eq!(CHUNK_0.replacen("05ac020000", "05ac02008000", 1), "05ac02008000008289d1f70548656c6c6f");
     let early = hex::encode(Ctl::EndRound { run: RUN, next_seq: 3, sha256: None }.encode());
-    assert_eq!(format!("{early}00"), "0400ac02030000");
-    assert_eq!(early.replacen("ac0203", "ac028300", 1), "0400ac02830000");
+    assert_eq!(format!("{early}00"), "0500ac02030000");
+    assert_eq!(early.replacen("ac0203", "ac028300", 1), "0500ac02830000");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));
@@ -526,7 +527,8 @@ struct Pair {
 
 impl Pair {
     /// Starts the sender, checks its manifest publish, and lets the receiver accept it
-    /// and announce itself.
+    /// and announce itself: it got the manifest live, subscribed to the prefix's
+    /// chunks, so its `Ready` says `from_start`. The test delivers that `Ready`.
     fn start() -> Self {
         let now = Instant::now();
         let prefix = Prefix::default();
@@ -535,16 +537,21 @@ impl Pair {
         let t = sender.poll_transmit(now).expect("manifest");
         assert_eq!((t.topic.as_str(), t.qos, t.retain), (prefix.manifest(&m.id).as_str(), Qos::AtLeastOnce, true));
         assert_eq!(hex::encode(bytes(&t)), MANIFEST);
-        assert!(sender.poll_transmit(now).is_none(), "nothing before a receiver joins");
 
         let decoded = Manifest::decode(bytes(&t)).unwrap();
         let receiver =
-            Receiver::new(ReceiverConfig::default(), prefix.clone(), receiver_id(), decoded, None, now).unwrap();
+            Receiver::new_early(ReceiverConfig::default(), prefix.clone(), receiver_id(), decoded, None, now).unwrap();
         let mut pair = Pair { now, prefix, sender, receiver };
         assert_eq!(pair.acks(), [ACK_READY_EMPTY]);
-        pair.deliver_ack(ACK_READY_EMPTY);
-        assert!(matches!(pair.sender.poll_event(), Some(SenderEvent::ReceiverJoined { held: 0, .. })));
         pair
+    }
+
+    /// The receiver's `Ready` reaches the sender after the chunks went out: it
+    /// joins, and nothing is sent again.
+    fn join(&mut self) {
+        self.deliver_ack(ACK_READY_EMPTY);
+        assert!(matches!(self.sender.poll_event(), Some(SenderEvent::ReceiverJoined { held: 0, .. })));
+        assert_eq!(self.publishes(), [], "the chunks already sent are on their way to it");
     }
 
     /// The receiver's pending acks, as hex, checking their topic, QoS and retain flag.
@@ -627,6 +634,7 @@ impl Pair {
 #[test]
 fn normal_transfer_diagram() {
     let mut p = Pair::start();
+    // Chunks follow the manifest at once; the end of round follows the last one.
     let sent = p.publishes();
     let want: Vec<(u32, String)> = vec![
         (0, CHUNK_0.to_owned()),
@@ -635,6 +643,7 @@ fn normal_transfer_diagram() {
         (u32::MAX, CTL_END_ROUND.to_owned()),
     ];
     assert_eq!(sent, want);
+    p.join();
 
     p.chunk_to_receiver(0, CHUNK_0);
     p.chunk_to_receiver(1, CHUNK_1);
@@ -664,6 +673,7 @@ fn repair_round_diagram() {
     let sent = p.publishes();
     assert_eq!(sent.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, u32::MAX]);
     assert_eq!(sent[3].1, CTL_END_ROUND);
+    p.join();
     p.chunk_to_receiver(0, &sent[0].1);
     p.chunk_to_receiver(1, &sent[1].1);
     // Chunk 2 is lost; the end of round arrives.
@@ -717,29 +727,39 @@ fn queued_receiver_diagram() {
     let m = manifest();
     let mut sender = Sender::new(SenderConfig::default(), prefix.clone(), m.clone(), now);
     assert_eq!(hex::encode(bytes(&sender.poll_transmit(now).expect("manifest"))), MANIFEST);
+    // The chunks go out before anyone answered; gw-7 drops them: it has not taken
+    // the transfer.
+    let eager: Vec<u32> = std::iter::from_fn(|| sender.poll_transmit(now))
+        .filter_map(|t| match t.payload {
+            Payload::Chunk(c) => Some(c.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(eager, [0, 1, 2]);
 
     // Every slot of gw-7 is taken: it holds the offer at the head of its queue.
     let t = Receiver::queued(&prefix, &receiver_id(), &m, 1);
-    assert_eq!(hex::encode(bytes(&t)), "0405ac0201");
+    assert_eq!(hex::encode(bytes(&t)), "0505ac0201");
     sender.handle_ack(&receiver_id(), bytes(&t), now).unwrap();
     assert!(matches!(sender.poll_event(), Some(SenderEvent::Queued { position: 1, .. })));
-    assert!(sender.poll_transmit(now).is_none(), "a queued receiver has not joined: no chunk goes out");
 
-    // A slot frees: gw-7 accepts the offer as a new manifest and announces itself.
+    // A slot frees: gw-7 accepts the offer from its queue and announces itself,
+    // without `from_start`: it dropped what came before.
     let mut receiver = Receiver::new(ReceiverConfig::default(), prefix.clone(), receiver_id(), m, None, now).unwrap();
     let ready = receiver.poll_transmit().expect("Ready");
-    assert_eq!(hex::encode(bytes(&ready)), ACK_READY_EMPTY);
+    assert_eq!(hex::encode(bytes(&ready)), ACK_READY_LATE);
+    assert_in_doc("ack/gw-7: Ready {300, held [], from_start false}");
     sender.handle_ack(&receiver_id(), bytes(&ready), now).unwrap();
     assert!(matches!(sender.poll_event(), Some(SenderEvent::ReceiverJoined { held: 0, .. })));
-    let first = sender.poll_transmit(now).expect("the first chunk");
-    assert!(matches!(first.payload, Payload::Chunk(ref c) if c.index == 0 && c.seq == 0));
+    let first = sender.poll_transmit(now).expect("the first chunk again");
+    assert!(matches!(first.payload, Payload::Chunk(ref c) if c.index == 0 && c.seq == 3));
 }
 
 // ---- section 15: a signed manifest ----
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "043f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c66b5aa63986668a24559191ac374da8a80d20c9745acec22446ea78fce1157696664f35e8953bcb582944b3bf4b9fd1ec7674fb48898a84441735364c15bae080000";
+const SIGNED_MANIFEST: &str = "053f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5ccdc6cdf4b6cc5b7bbd45b5230dea695a597a999be5b06601093e2aa76feb99fbefcd1c8e62c0d01e326cd41f779f59cc9d02fc18069f6066f6a51d3a5e4cd8000000";
 
 #[test]
 fn signed_manifest_vector() {

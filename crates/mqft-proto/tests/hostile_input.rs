@@ -22,7 +22,7 @@ fn seeds() -> Vec<Vec<u8>> {
     vec![
         m.encode(),
         Chunk::encode(1, 3, 2, &[7; 1000]),
-        Ack::Ready { run: 1, held: held.clone() }.encode(),
+        Ack::Ready { run: 1, held: held.clone(), from_start: false }.encode(),
         Ack::Progress { run: 1, next_seq: 9, held: 3 }.encode(),
         Ack::Missing { run: 1, next_seq: 9, missing: held, more: false }.encode(),
         Ack::Complete { sha256: m.sha256.unwrap() }.encode(),
@@ -136,13 +136,13 @@ fn fuzz_regressions() {
     // PROTOCOL.md 17).
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
-    assert_eq!(Ctl::decode(&unhex("040080000000")), Err(DecodeError::NonMinimalVarint));
-    assert_eq!(Ctl::decode(&unhex("0400000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0, sha256: None }));
+    assert_eq!(Ctl::decode(&unhex("050080000000")), Err(DecodeError::NonMinimalVarint));
+    assert_eq!(Ctl::decode(&unhex("0500000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0, sha256: None }));
 
     // decode_manifest/regress-overlong-varint: a valid manifest but for its run, 7
     // spelled `87 00`.
     let overlong = unhex(concat!(
-        "0465472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4",
+        "0565472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4",
         "e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e01186170706c69636174696f6e2f6f637465742d73747265616d0102000000000000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
@@ -152,7 +152,7 @@ fn fuzz_regressions() {
 
     // decode_ack/regress-progress-held-past-chunk-count: 10 chunks, then
     // `Progress { run: 7, next_seq: 0, held: 4294967295 }`.
-    let input = unhex("0a00000004010700ffffffff0f");
+    let input = unhex("0a00000005010700ffffffff0f");
     let (count, payload) = input.split_at(4);
     let count = u32::from_le_bytes(count.try_into().unwrap());
     assert_eq!(Ack::decode(payload, count), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));

@@ -25,14 +25,29 @@ fn clean_link_sends_each_chunk_once() {
     assert_eq!(sim.receivers[0].corrupt_seen, 0);
 }
 
+/// The chunks a sender sends before anyone answered (PROTOCOL.md 8.2): what a
+/// receiver not subscribed to them yet misses, and what one that turns out to
+/// have the file already did not need.
+fn eager(sim: &Sim, chunks: u64) -> u64 {
+    chunks.min(sim.sender_cfg.eager_window.min(sim.sender_cfg.window).into())
+}
+
 #[test]
 fn edge_sizes() {
     for (size, chunk) in [(0, 16), (1, 16), (64, 16), (65, 16), (15, 16), (16, 16), (17, 16), (5000, 1)] {
-        let mut sim = SimBuilder::new(size as u64, size, chunk).receivers(2).build();
-        sim.sender_cfg.wait = Wait::Count(2);
-        let sim = run(sim);
-        sim.assert_delivered([0, 1]);
-        assert_eq!(sim.chunk_transmissions, size.div_ceil(chunk as usize) as u64, "size {size}");
+        for early_chunks in [true, false] {
+            let mut sim = SimBuilder::new(size as u64, size, chunk).receivers(2);
+            sim.early_chunks = early_chunks;
+            let mut sim = sim.build();
+            sim.sender_cfg.wait = Wait::Count(2);
+            let sim = run(sim);
+            sim.assert_delivered([0, 1]);
+            let chunks = size.div_ceil(chunk as usize) as u64;
+            // Receivers subscribed to every transfer's chunks get each once; others
+            // miss those sent before they answered, which go out again.
+            let lost = if early_chunks { 0 } else { eager(&sim, chunks) };
+            assert_eq!(sim.chunk_transmissions, chunks + lost, "size {size}, early chunks {early_chunks}");
+        }
     }
 }
 
@@ -225,7 +240,8 @@ fn receiver_that_already_has_the_file_answers_at_once() {
     sim.start_sender();
     sim.drive(HOUR);
     sim.assert_delivered([0]);
-    assert_eq!(sim.chunk_transmissions, first, "nothing resent");
+    // Nothing resent but the chunks that went out before the receiver answered.
+    assert_eq!(sim.chunk_transmissions, first + eager(&sim, 10), "nothing resent");
 }
 
 /// Version 4: the manifest carries no hash, so a receiver that has a file of the
@@ -245,7 +261,9 @@ fn a_claim_without_the_hash_is_checked_by_the_sender() {
         sim.receivers[0].final_file = Some(here);
         let sim = run(sim);
         sim.assert_delivered([0]);
-        let sent = if same { 0 } else { 10 };
+        // The chunks sent before the receiver's claim arrived, and, for another
+        // file, all of them again once it took the transfer.
+        let sent = if same { eager(&sim, 10) } else { eager(&sim, 10) + 10 };
         assert_eq!(sim.chunk_transmissions, sent, "same file: {same}");
     }
 }
@@ -453,7 +471,7 @@ fn strangers_cannot_grow_the_sender_or_throttle_a_waited_receiver() {
     // Thousands of made-up receivers say Ready and never grant credit.
     for i in 0..5000 {
         let id = mqft_proto::ReceiverId::new(&format!("stranger{i}")).unwrap();
-        let ready = mqft_proto::Ack::Ready { run, held: mqft_proto::RangeSet::new() }.encode();
+        let ready = mqft_proto::Ack::Ready { run, held: mqft_proto::RangeSet::new(), from_start: false }.encode();
         sim.sender.as_mut().unwrap().handle_ack(&id, &ready, now).unwrap();
     }
     assert!(sim.sender.as_ref().unwrap().receivers().count() <= 8, "bounded");
@@ -605,7 +623,9 @@ fn a_finished_transfer_offered_again_is_confirmed_only_from_the_disk() {
     sim.start_sender();
     sim.drive(HOUR);
     sim.assert_delivered([0]);
-    assert_eq!(sim.chunk_transmissions, 2 * first, "every chunk sent again");
+    // Those sent before the receiver answered found the transfer not open there
+    // (it was being checked against the disk), so they too went out again.
+    assert_eq!(sim.chunk_transmissions, 2 * first + eager(&sim, 10), "every chunk sent again");
 }
 
 /// PROTOCOL.md 8.9 rule 2 and 11: under Count(n), when no receiver is left active

@@ -179,7 +179,7 @@ async fn garbage_acks_at_a_sender(version: MqttVersion) {
     // and others, for as long as the send runs.
     let prefix = Prefix::default();
     let lies = [
-        Ack::Ready { run: 0, held: proto::RangeSet::new() }.encode(),
+        Ack::Ready { run: 0, held: proto::RangeSet::new(), from_start: false }.encode(),
         Ack::Missing { run: 0, next_seq: 0, missing: (0..10_000).collect(), more: true }.encode(),
         Ack::Progress { run: 0, next_seq: 1, held: 1 }.encode(),
     ];

@@ -42,7 +42,7 @@ fn joined_pair(now: Instant) -> (Sender, ReceiverId, ReceiverId) {
     let cfg =
         SenderConfig { wait: Wait::Ids([r0.clone(), r1.clone()].into()), max_retries: 2, ..SenderConfig::default() };
     let mut tx = Sender::new(cfg, Prefix::default(), m, now);
-    let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+    let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false }.encode();
     tx.handle_ack(&r0, &ready, now).unwrap();
     tx.handle_ack(&r1, &ready, now).unwrap();
     (tx, r0, r1)
@@ -82,7 +82,7 @@ fn readys_while_draining_ask_again_once_per_rto() {
     let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
     assert_eq!(sent.iter().filter(|t| matches!(t.payload, Payload::Chunk(_))).count(), 3);
     assert!(matches!(sent.last().and_then(ctl), Some(Ctl::EndRound { next_seq: 3, .. })));
-    let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+    let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false }.encode();
     let count_end_rounds = |tx: &mut Sender, at| {
         std::iter::from_fn(|| tx.poll_transmit(at))
             .filter(|t| {
@@ -165,7 +165,9 @@ fn a_queued_receiver_is_waited_for_and_joins_later() {
     let out = run(&mut tx, t0, |t| {
         if !is_manifest(t) {
             return match ctl(t) {
-                Some(Ctl::EndRound { .. }) => vec![(r.clone(), Ack::Complete { sha256: sha })],
+                // A queued receiver drops the chunks sent before anyone joined,
+                // and the end of round behind them.
+                Some(Ctl::EndRound { .. }) if offers > 3 => vec![(r.clone(), Ack::Complete { sha256: sha })],
                 _ => Vec::new(),
             };
         }
@@ -174,7 +176,7 @@ fn a_queued_receiver_is_waited_for_and_joins_later() {
         match offers {
             1 => vec![(r.clone(), Ack::Queued { run: 7, position: 3 })],
             2 | 3 => vec![(r.clone(), Ack::Queued { run: 7, position: 1 })],
-            _ => vec![(r.clone(), Ack::Ready { run: 7, held: RangeSet::new() })],
+            _ => vec![(r.clone(), Ack::Ready { run: 7, held: RangeSet::new(), from_start: false })],
         }
     });
     assert!(out.iter().filter(|t| is_manifest(t)).count() >= 4);
@@ -213,7 +215,7 @@ fn stale_queued_answers_are_ignored() {
     let r = rid("gw1");
     tx.handle_ack(&r, &Ack::Queued { run: 6, position: 1 }.encode(), t0).unwrap();
     assert_eq!(tx.poll_event(), None);
-    tx.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::new() }.encode(), t0).unwrap();
+    tx.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::new(), from_start: false }.encode(), t0).unwrap();
     tx.handle_ack(&r, &Ack::Queued { run: 7, position: 1 }.encode(), t0).unwrap();
     let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
     assert_eq!(events, [SenderEvent::ReceiverJoined { receiver: r, held: 0 }]);
@@ -346,7 +348,7 @@ fn a_receiver_joining_a_drain_stuck_on_a_dead_one_is_served_at_once() {
     let now = Instant::now();
     let m = Manifest::new("f".into(), 10, 4, Some([1; 32]), Meta::default(), 7).unwrap();
     let mut tx = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
-    let ready = Ack::Ready { run: 7, held: RangeSet::new() }.encode();
+    let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false }.encode();
     tx.handle_ack(&rid("dead"), &ready, now).unwrap();
     let sent: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(now)).collect();
     assert_eq!(sent.iter().filter(|t| matches!(t.payload, Payload::Chunk(_))).count(), 3);
@@ -358,7 +360,7 @@ fn a_receiver_joining_a_drain_stuck_on_a_dead_one_is_served_at_once() {
     assert!(again.iter().any(is_manifest), "the manifest is published again for a quiet receiver");
     // ...and "next" answers it holding chunk 0 (from a shared partial file).
     let held: RangeSet = [0u32].into_iter().collect();
-    tx.handle_ack(&rid("next"), &Ack::Ready { run: 7, held }.encode(), later).unwrap();
+    tx.handle_ack(&rid("next"), &Ack::Ready { run: 7, held, from_start: false }.encode(), later).unwrap();
     let resent: Vec<u32> = std::iter::from_fn(|| tx.poll_transmit(later))
         .filter_map(|t| match t.payload {
             Payload::Chunk(c) => Some(c.index),
@@ -370,4 +372,104 @@ fn a_receiver_joining_a_drain_stuck_on_a_dead_one_is_served_at_once() {
     assert!(tx.is_done());
     let events: Vec<SenderEvent> = std::iter::from_fn(|| tx.poll_event()).collect();
     assert_eq!(events.last(), Some(&SenderEvent::Finished), "{events:?}");
+}
+
+/// The chunks and payload topics the sender publishes now, and whether the last
+/// thing was an end of round.
+fn chunk_seqs(tx: &mut Sender, now: Instant) -> (Vec<(u32, u32)>, usize) {
+    let mut chunks = Vec::new();
+    let mut ends = 0;
+    while let Some(t) = tx.poll_transmit(now) {
+        match t.payload {
+            Payload::Chunk(c) => chunks.push((c.index, c.seq)),
+            _ if matches!(ctl(&t), Some(Ctl::EndRound { .. })) => ends += 1,
+            _ => {}
+        }
+    }
+    (chunks, ends)
+}
+
+/// Version 5: the chunks follow the manifest before anyone answered, and the end
+/// of round follows them. A receiver that had them from the start joins without
+/// any being sent again, and its answer to that end of round finishes it.
+#[test]
+fn chunks_go_out_before_anyone_answers_and_are_not_sent_twice() {
+    let t0 = Instant::now();
+    let mut tx = lone_sender(t0);
+    let (chunks, ends) = chunk_seqs(&mut tx, t0);
+    assert_eq!(chunks, [(0, 0), (1, 1), (2, 2)]);
+    assert_eq!(ends, 1, "the end of round follows the last chunk");
+    let r = rid("gw1");
+    let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: true }.encode();
+    tx.handle_ack(&r, &ready, t0).unwrap();
+    assert_eq!(chunk_seqs(&mut tx, t0), (vec![], 0), "nothing again, not even the end of round");
+    tx.handle_ack(&r, &Ack::Complete { sha256: [1; 32] }.encode(), t0).unwrap();
+    assert!(tx.is_done());
+    assert_eq!(tx.chunks_sent(), 3);
+}
+
+/// A receiver that did not get the first chunks (it took the transfer from the
+/// retained manifest, or out of its queue) says so, and gets them all again: a
+/// repair, without waiting for any timer.
+#[test]
+fn a_receiver_that_missed_the_first_chunks_gets_them_at_once() {
+    let t0 = Instant::now();
+    let mut tx = lone_sender(t0);
+    assert_eq!(chunk_seqs(&mut tx, t0).0.len(), 3);
+    let ready = Ack::Ready { run: 7, held: [1].into_iter().collect(), from_start: false }.encode();
+    tx.handle_ack(&rid("late"), &ready, t0).unwrap();
+    let (chunks, ends) = chunk_seqs(&mut tx, t0);
+    assert_eq!(chunks, [(0, 3), (2, 4)], "what it lacks, at once");
+    assert_eq!(ends, 1);
+}
+
+/// Before anyone answered, no more than the eager window goes out, and a shut
+/// eager window is no stall: the sender waits for a receiver, not for credit.
+#[test]
+fn the_eager_window_bounds_what_goes_out_before_anyone_answers() {
+    let t0 = Instant::now();
+    let m = Manifest::new("f".into(), 100, 1, Some([1; 32]), Meta::default(), 7).unwrap();
+    let cfg = SenderConfig { eager_window: 4, ..SenderConfig::default() };
+    let mut tx = Sender::new(cfg, Prefix::default(), m, t0);
+    assert_eq!(chunk_seqs(&mut tx, t0).0, [(0, 0), (1, 1), (2, 2), (3, 3)]);
+    let t1 = t0 + Duration::from_secs(5);
+    tx.handle_timeout(t1);
+    assert_eq!(chunk_seqs(&mut tx, t1), (vec![], 0), "no probe: nobody to ask");
+    // One that had them from the start takes the rest, under the usual window.
+    tx.handle_ack(&rid("r"), &Ack::Ready { run: 7, held: RangeSet::new(), from_start: true }.encode(), t1).unwrap();
+    let (chunks, _) = chunk_seqs(&mut tx, t1);
+    assert_eq!(chunks.first(), Some(&(4, 4)));
+    assert_eq!(chunks.len(), 96);
+
+    // Without an eager window the sender waits for a `Ready`, as before version 5.
+    let m = Manifest::new("f".into(), 100, 1, Some([1; 32]), Meta::default(), 7).unwrap();
+    let cfg = SenderConfig { eager_window: 0, ..SenderConfig::default() };
+    let mut tx = Sender::new(cfg, Prefix::default(), m, t0);
+    assert_eq!(chunk_seqs(&mut tx, t0), (vec![], 0));
+}
+
+/// A receiver that never joined and answers with another file's hash made a claim
+/// on a manifest without the hash, which reached it before the sender had read
+/// its file: not a failure of the transfer. The manifest goes out again, now with
+/// the hash, and the receiver takes the transfer.
+#[test]
+fn a_late_claim_that_fails_offers_the_manifest_again() {
+    let t0 = Instant::now();
+    let m = Manifest::new("f".into(), 10, 4, None, Meta::default(), 7).unwrap();
+    let mut tx = Sender::new(SenderConfig::default(), Prefix::default(), m, t0);
+    let _ = chunk_seqs(&mut tx, t0);
+    assert!(tx.wants_digest());
+    tx.set_digest([1; 32], t0);
+    let _ = chunk_seqs(&mut tx, t0);
+    let r = rid("r");
+    tx.handle_ack(&r, &Ack::Complete { sha256: [2; 32] }.encode(), t0).unwrap();
+    assert!(!tx.is_done(), "a claim that failed fails nothing");
+    let again = tx.poll_transmit(t0).expect("the manifest again");
+    let Payload::Bytes(b) = &again.payload else { panic!("{again:?}") };
+    assert!(is_manifest(&again));
+    assert_eq!(Manifest::decode(b).unwrap().sha256, Some([1; 32]), "with the hash");
+    tx.handle_ack(&r, &Ack::Complete { sha256: [2; 32] }.encode(), t0).unwrap();
+    assert!(tx.poll_transmit(t0).is_none(), "at most once per rto");
+    tx.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::new(), from_start: false }.encode(), t0).unwrap();
+    assert_eq!(chunk_seqs(&mut tx, t0).0.len(), 3);
 }

@@ -5,7 +5,7 @@ use super::*;
 /// The postcard shape of an ack payload (after the version byte).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum AckWire {
-    Ready { run: u32, held: WireRanges },
+    Ready { run: u32, held: WireRanges, from_start: bool },
     Progress { run: u32, next_seq: u32, held: u32 },
     Missing { run: u32, next_seq: u32, missing: WireRanges, more: bool },
     Complete { sha256: [u8; 32] },
@@ -25,6 +25,12 @@ pub enum Ack {
         run: u32,
         /// Chunks the receiver already has.
         held: RangeSet,
+        /// The receiver's subscription to the transfer's chunks was in effect before
+        /// the manifest reached it live (not as a retained copy): it gets every chunk
+        /// transmission of this run, those sent before the sender read this `Ready`
+        /// included, so the sender counts them as in flight to it rather than sending
+        /// them again (protocol version 5, PROTOCOL.md 8.2).
+        from_start: bool,
     },
     /// Flow-control credit: the receiver has seen chunk transmissions of run `run`
     /// up to `next_seq - 1`, and holds `held` distinct chunks.
@@ -94,7 +100,9 @@ impl Ack {
     /// Encodes the ack payload; range sets are cut to the wire cap, lowest first.
     pub fn encode(&self) -> Vec<u8> {
         let wire = match self {
-            Ack::Ready { run, held } => AckWire::Ready { run: *run, held: held.to_wire().0 },
+            Ack::Ready { run, held, from_start } => {
+                AckWire::Ready { run: *run, held: held.to_wire().0, from_start: *from_start }
+            }
             Ack::Progress { run, next_seq, held } => AckWire::Progress { run: *run, next_seq: *next_seq, held: *held },
             Ack::Missing { run, next_seq, missing, more } => {
                 let (missing, cut) = missing.to_wire();
@@ -119,7 +127,7 @@ impl Ack {
     /// `Progress` count must stay within them.
     pub fn decode(payload: &[u8], chunk_count: u32) -> Result<Self, DecodeError> {
         Ok(match take_all(open(payload, MAX_CONTROL_LEN)?)? {
-            AckWire::Ready { run, held } => Ack::Ready { run, held: held.to_set(chunk_count)? },
+            AckWire::Ready { run, held, from_start } => Ack::Ready { run, held: held.to_set(chunk_count)?, from_start },
             AckWire::Progress { held, .. } if held > chunk_count => {
                 return Err(DecodeError::HeldOutOfRange { held, count: chunk_count });
             }

@@ -24,7 +24,7 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 4;
+pub const PROTOCOL_VERSION: u8 = 5;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// The most `/`-separated components a file name may have (`a/b/c.jpg` has 3):

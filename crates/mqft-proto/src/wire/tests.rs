@@ -147,7 +147,7 @@ fn chunk_lengths() {
 fn acks_round_trip_and_check_ranges() {
     let all: RangeSet = [1, 2, 3, 7].into_iter().collect();
     for ack in [
-        Ack::Ready { run: 1, held: all.clone() },
+        Ack::Ready { run: 1, held: all.clone(), from_start: false },
         Ack::Progress { run: 1, next_seq: 99, held: 4 },
         Ack::Missing { run: 1, next_seq: 5, missing: all.clone(), more: true },
         Ack::Complete { sha256: [3; 32] },
@@ -160,7 +160,7 @@ fn acks_round_trip_and_check_ranges() {
     ] {
         assert_eq!(Ack::decode(&ack.encode(), 8).unwrap(), ack);
     }
-    let ready = Ack::Ready { run: 1, held: all }.encode();
+    let ready = Ack::Ready { run: 1, held: all, from_start: false }.encode();
     assert_eq!(Ack::decode(&ready, 7), Err(DecodeError::Ranges(RangeError::OutOfRange)));
 }
 
@@ -210,8 +210,8 @@ fn non_minimal_varints_are_refused() {
         assert_eq!(Ack::decode(&lengthen(&progress, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
     }
     // A range list's count, gap and length.
-    let ready = Ack::Ready { run: 1, held: [2].into_iter().collect() }.encode();
-    assert_eq!(ready, [PROTOCOL_VERSION, 0, 1, 1, 2, 1]);
+    let ready = Ack::Ready { run: 1, held: [2].into_iter().collect(), from_start: false }.encode();
+    assert_eq!(ready, [PROTOCOL_VERSION, 0, 1, 1, 2, 1, 0]);
     for at in [3, 4, 5] {
         assert_eq!(Ack::decode(&lengthen(&ready, at), 8), Err(DecodeError::NonMinimalVarint), "byte {at}");
     }
@@ -296,8 +296,8 @@ fn sender_and_stored_names_are_bounded() {
 
 #[test]
 fn an_older_message_names_both_versions() {
-    let err = Ctl::decode(&[3, 0, 0xac, 0x02, 3]).unwrap_err();
-    assert_eq!(err.to_string(), "protocol version 3, this peer speaks 4");
+    let err = Ctl::decode(&[4, 0, 0xac, 0x02, 3]).unwrap_err();
+    assert_eq!(err.to_string(), "protocol version 4, this peer speaks 5");
 }
 
 /// `to` is bounded and holds only valid receiver ids, and is not part of the

@@ -105,6 +105,8 @@ impl Default for Link {
 enum Ev {
     /// A publish reaches receiver `i`'s queue at the broker.
     ToReceiver(usize, String, Vec<u8>),
+    /// The retained manifest, handed to a receiver as it subscribes.
+    RetainedToReceiver(usize, String, Vec<u8>),
     /// Receiver `i` takes the next message off its queue.
     Serve(usize),
     /// An ack reaches the sender.
@@ -134,7 +136,9 @@ pub struct SimReceiver {
     pub failure: Option<ReceiveFailure>,
     pub online: bool,
     /// Messages queued for it at the broker.
-    pub queue: std::collections::VecDeque<(String, Vec<u8>)>,
+    /// Messages the broker holds for it: topic, payload, and whether it is a
+    /// retained copy handed over at subscription.
+    pub queue: std::collections::VecDeque<(String, Vec<u8>, bool)>,
     pub serving: bool,
     /// Time to handle one message (a slow disk).
     pub service: Duration,
@@ -166,10 +170,12 @@ pub struct SimReceiver {
 
 impl SimReceiver {
     /// An endpoint with one slot, so that [`SimReceiver::slots_full`] can take it.
-    fn new_endpoint(prefix: &Prefix, id: &ReceiverId) -> ReceiverEndpoint {
+    fn new_endpoint(prefix: &Prefix, id: &ReceiverId, early_chunks: bool) -> ReceiverEndpoint {
         let mut limits = Limits::default();
         limits.max_concurrent = 1;
-        ReceiverEndpoint::new(prefix.clone(), id.clone(), limits)
+        let mut endpoint = ReceiverEndpoint::new(prefix.clone(), id.clone(), limits);
+        endpoint.set_chunk_wildcard(early_chunks);
+        endpoint
     }
 
     /// Brings the endpoint in line with `slots_full` and `queue_full`: a transfer
@@ -238,6 +244,8 @@ pub struct Sim {
     /// get too are left out: a receiver that has not accepted the transfer again
     /// drops them.)
     pub offline_session: bool,
+    /// See [`SimBuilder::early_chunks`].
+    pub early_chunks: bool,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     evs: Vec<Option<Ev>>,
     order: u64,
@@ -280,6 +288,12 @@ pub struct SimBuilder {
     /// otherwise the sender sets it when it asks ([`Sender::wants_digest`]), as
     /// the runtime does once it has read the file. A third of the seeds.
     pub digest_first: bool,
+    /// Receivers subscribe to every transfer's chunks from the start
+    /// ([`ReceiverEndpoint::set_chunk_wildcard`]), as the reference runtime does,
+    /// so the chunks a sender sends before anyone answered reach them; otherwise
+    /// they subscribe to a transfer's chunks once they take it, as a pool member
+    /// does. Two thirds of the seeds.
+    pub early_chunks: bool,
 }
 
 impl SimBuilder {
@@ -295,6 +309,7 @@ impl SimBuilder {
             queue_cap: None,
             compressible: false,
             digest_first: seed.is_multiple_of(3),
+            early_chunks: !seed.is_multiple_of(3) || seed.is_multiple_of(2),
         }
     }
 
@@ -328,7 +343,11 @@ impl SimBuilder {
         let receivers = (0..self.receivers)
             .map(|i| SimReceiver {
                 id: ReceiverId::new(&format!("rx{i}")).unwrap(),
-                endpoint: SimReceiver::new_endpoint(&prefix, &ReceiverId::new(&format!("rx{i}")).unwrap()),
+                endpoint: SimReceiver::new_endpoint(
+                    &prefix,
+                    &ReceiverId::new(&format!("rx{i}")).unwrap(),
+                    self.early_chunks,
+                ),
                 rx: None,
                 closing: false,
                 link: Link { delay: Duration::ZERO, ..Link::default() },
@@ -376,6 +395,7 @@ impl SimBuilder {
             retained: None,
             retained_mode: Retained::Always,
             offline_session: false,
+            early_chunks: self.early_chunks,
             heap: BinaryHeap::new(),
             evs: Vec::new(),
             order: 0,
@@ -427,8 +447,8 @@ impl Sim {
                 r.session.push((topic.clone(), payload.clone()));
                 continue;
             }
-            // Chunks reach only receivers subscribed to the transfer.
-            if !r.online || (is_chunk && r.rx.is_none()) {
+            // Chunks reach only receivers subscribed to the transfer, or to all.
+            if !r.online || (is_chunk && r.rx.is_none() && !self.early_chunks) {
                 continue;
             }
             let extra = r.link.clone();
@@ -550,8 +570,12 @@ impl Sim {
             return r.endpoint.already_complete(m, sha);
         }
         r.failure = None;
-        r.endpoint.accept(m.id);
-        r.rx = Some(Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now).unwrap());
+        let rx = if r.endpoint.accept(m.id) {
+            Receiver::new_early(cfg, prefix, r.id.clone(), m, r.saved.clone(), now)
+        } else {
+            Receiver::new(cfg, prefix, r.id.clone(), m, r.saved.clone(), now)
+        };
+        r.rx = Some(rx.unwrap());
     }
 
     fn next_timer(&self) -> Option<Instant> {
@@ -640,7 +664,7 @@ impl Sim {
                 }
                 Action::StartReceiver(i) => {
                     let r = &mut self.receivers[i];
-                    r.endpoint = SimReceiver::new_endpoint(&self.prefix, &r.id);
+                    r.endpoint = SimReceiver::new_endpoint(&self.prefix, &r.id, self.early_chunks);
                     r.phantom_open = false;
                     r.online = true;
                     r.started_at = Some(self.now);
@@ -661,7 +685,7 @@ impl Sim {
                     }
                     if let Some(m) = self.retained.clone().filter(|_| gets_retained) {
                         let topic = self.prefix.manifest(&self.manifest.id);
-                        self.push(at, Ev::ToReceiver(i, topic, m));
+                        self.push(at, Ev::RetainedToReceiver(i, topic, m));
                     }
                 }
                 Action::KillSender => self.sender = None,
@@ -683,6 +707,7 @@ impl Sim {
     }
 
     fn handle(&mut self, ev: Ev) {
+        let retained = matches!(ev, Ev::RetainedToReceiver(..));
         match ev {
             Ev::Wake => {}
             Ev::Finalized(i) => {
@@ -704,7 +729,7 @@ impl Sim {
                     let _ = s.handle_ack(&ack.from, &payload, self.now);
                 }
             }
-            Ev::ToReceiver(i, topic, payload) => {
+            Ev::ToReceiver(i, topic, payload) | Ev::RetainedToReceiver(i, topic, payload) => {
                 let cap = self.queue_cap;
                 let r = &mut self.receivers[i];
                 if !r.online {
@@ -714,7 +739,7 @@ impl Sim {
                     r.broker_drops += 1;
                     return;
                 }
-                r.queue.push_back((topic, payload));
+                r.queue.push_back((topic, payload, retained));
                 if !r.serving {
                     r.serving = true;
                     let at = self.now + r.service;
@@ -722,11 +747,11 @@ impl Sim {
                 }
             }
             Ev::Serve(i) => {
-                let Some((topic, payload)) = self.receivers[i].queue.pop_front() else {
+                let Some((topic, payload, retained)) = self.receivers[i].queue.pop_front() else {
                     self.receivers[i].serving = false;
                     return;
                 };
-                self.deliver(i, &topic, &payload);
+                self.deliver(i, &topic, &payload, retained);
                 let r = &mut self.receivers[i];
                 if r.queue.is_empty() {
                     r.serving = false;
@@ -739,14 +764,16 @@ impl Sim {
     }
 
     /// Receiver `i` handles one message, as the runtime would.
-    fn deliver(&mut self, i: usize, topic: &str, payload: &[u8]) {
+    fn deliver(&mut self, i: usize, topic: &str, payload: &[u8], retained: bool) {
         let now = self.now;
         let r = &mut self.receivers[i];
         if !r.online {
             return;
         }
         r.sync_slots();
-        match r.endpoint.handle(topic, payload) {
+        let routed =
+            if retained { r.endpoint.handle_retained(topic, payload) } else { r.endpoint.handle(topic, payload) };
+        match routed {
             Some(Routed::Manifest(m)) => {
                 if let Some(rx) = r.rx.as_mut() {
                     let _ = rx.handle_manifest(&m, now);
