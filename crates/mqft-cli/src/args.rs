@@ -255,6 +255,11 @@ pub struct SendArgs {
     /// 256, and no more than 64 MiB of chunks.
     #[arg(long)]
     pub window: Option<u32>,
+    /// Bytes of chunks sent before any receiver answered (4m by default): a
+    /// receiver already listening gets a file with no round trip first. 0 waits
+    /// for a receiver, for a metered link where nobody may be listening.
+    #[arg(long, value_name = "SIZE", default_value = "4m", value_parser = parse_size)]
+    pub eager: u64,
     /// How many receivers must confirm each file.
     #[arg(short = 'n', long, default_value_t = 1, conflicts_with = "to")]
     pub receivers: usize,
@@ -394,6 +399,11 @@ pub struct ReceiveArgs {
     /// Members may share one --out (a takeover then resumes the partial file).
     #[arg(long, value_name = "NAME")]
     pub pool: Option<String>,
+    /// Subscribe to a file's chunks only once it is taken, not to every file's
+    /// from the start: no other receiver's chunks reach this one (for a metered
+    /// link under a shared prefix), at one round trip per file.
+    #[arg(long)]
+    pub no_early_chunks: bool,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -531,6 +541,7 @@ impl SendArgs {
             // Asked for in chunks: no cut to the default's bytes.
             opts.window_bytes = u64::MAX;
         }
+        opts.eager_bytes = self.eager;
         opts.protocol.chunk_qos = if self.qos == 0 { proto::Qos::AtMostOnce } else { proto::Qos::AtLeastOnce };
         opts.protocol.join_timeout = Duration::from_secs(self.timeout);
         opts.protocol.wait = if self.to.is_empty() {
@@ -604,6 +615,7 @@ impl ReceiveArgs {
             mqft::receive::pool::check_pool_name(name).map_err(|e| usage(format!("--pool: {e}")))?;
             opts.pool = Some(name.clone());
         }
+        opts.early_chunks = !self.no_early_chunks;
         Ok(opts)
     }
 

@@ -244,6 +244,12 @@ impl ReceiverEndpoint {
 
     // Getters.
 
+    /// True when the caller subscribes to every transfer's chunks
+    /// ([`ReceiverEndpoint::set_chunk_wildcard`]).
+    pub fn chunk_wildcard(&self) -> bool {
+        self.chunk_wildcard
+    }
+
     /// The patterns listened under, none covering another: subscribe to each one's
     /// manifest and control filters.
     pub fn patterns(&self) -> &[PrefixPattern] {
@@ -556,6 +562,13 @@ impl ReceiverEndpoint {
     /// stay, whatever the new bounds.
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
+    }
+
+    /// True when the offer of `id` reached the caller through a live manifest
+    /// while the chunk wildcard was in effect: what [`ReceiverEndpoint::accept`]
+    /// will say, for a caller that makes the transfer's `Receiver` first.
+    pub fn is_early(&self, id: &TransferId) -> bool {
+        self.early.contains(id)
     }
 
     /// The caller took the offer: its messages are routed to it from now on, and it

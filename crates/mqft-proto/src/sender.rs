@@ -338,8 +338,12 @@ pub struct Sender {
     /// `next_seq`: a receiver that joins from the start with nothing lacking is
     /// waited for to answer it, rather than asked again.
     eager_end: Option<u32>,
-    /// When a claim that failed last had the manifest published again for it.
+    /// When a claim made after the hash was known last had the manifest published
+    /// again for it.
     claim_answered_at: Option<Instant>,
+    /// The first manifest went out without the hash: a receiver that never joined
+    /// may answer it with a claim.
+    offered_without_hash: bool,
     next_seq: u32,
     /// The chunk index of each transmission from seq `sent_base` to `next_seq`: the
     /// ones that may still be in flight. Trimmed to the window floor as credit
@@ -400,6 +404,7 @@ impl Sender {
             provisional: false,
             eager_end: None,
             claim_answered_at: None,
+            offered_without_hash: false,
             next_seq: 0,
             sent: VecDeque::new(),
             sent_base: 0,
@@ -417,6 +422,7 @@ impl Sender {
             busy_retries: 0,
             claims: BTreeMap::new(),
         };
+        s.offered_without_hash = s.manifest.sha256.is_none();
         s.publish_manifest(now);
         if s.cfg.eager_window > 0 && s.manifest.chunk_count > 0 {
             s.to_send.insert_range(0..s.manifest.chunk_count);
@@ -995,11 +1001,14 @@ impl Sender {
             // not this file; the manifest goes out again, with the hash, so that
             // the receiver takes the transfer as an offer (at most once per `rto`,
             // whoever claims).
-            if self.claim_answered_at.is_none_or(|t| now >= t + self.cfg.rto) {
-                self.claim_answered_at = Some(now);
-                self.push_manifest();
-            }
+            self.answer_claim(now);
             return;
+        }
+        if !self.peers.contains_key(from) && self.offered_without_hash {
+            // The same hash from a receiver that never joined: a claim that holds,
+            // but the receiver made it on a manifest without the hash, and confirms
+            // its file only once it sees the manifest with it (PROTOCOL.md 8.3).
+            self.answer_claim(now);
         }
         // Unknown: a receiver that had the file before we asked.
         let p = self.peers.entry(from.clone()).or_insert(Peer::new(self.next_seq, now));
@@ -1023,6 +1032,15 @@ impl Sender {
     /// (PROTOCOL.md 8.2) has the transmissions the sender still tracks on their way
     /// to it: its credit starts at the oldest of them, and they are not queued
     /// again. Any other starts at the current `seq`, with nothing in flight to it.
+    /// Publishes the manifest, with the hash, for a receiver that claimed the file
+    /// on a manifest without it; at most once per `rto`, whoever claims.
+    fn answer_claim(&mut self, now: Instant) {
+        if self.claim_answered_at.is_none_or(|t| now >= t + self.cfg.rto) {
+            self.claim_answered_at = Some(now);
+            self.push_manifest();
+        }
+    }
+
     fn join(&mut self, from: &ReceiverId, lacks: RangeSet, held: u64, from_start: bool, now: Instant) {
         if !self.has_room_for(from) {
             return;

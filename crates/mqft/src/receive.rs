@@ -174,9 +174,17 @@ async fn run(
     // (QueueFull), and the sender's next offer goes to another member.
     limits.queue = if opts.pool.is_some() { 0 } else { opts.queue };
     limits.queue_bytes = opts.queue_bytes;
-    let endpoint = ReceiverEndpoint::with_patterns(patterns, rid.clone(), limits);
+    let mut endpoint = ReceiverEndpoint::with_patterns(patterns, rid.clone(), limits);
+    // A pool's members share the offers, not one transfer's chunks.
+    let early_chunks = opts.early_chunks && opts.pool.is_none();
+    endpoint.set_chunk_wildcard(early_chunks);
     // Only the patterns the endpoint kept: one covered by another would have the
-    // broker deliver its messages twice.
+    // broker deliver its messages twice. The chunks last: the broker hands a new
+    // subscription every retained message under it, and the retained chunks of
+    // held transfers must not crowd the retained manifests out of a short queue
+    // (Mosquitto's max_queued_messages). A manifest published live between the
+    // two subscriptions is taken as early while its first chunks were missed:
+    // the sender's next end of round repairs them (PROTOCOL.md 3.6).
     for pattern in endpoint.patterns() {
         let manifests = pattern.manifest_filter();
         conn.out.subscribe(match &opts.pool {
@@ -184,6 +192,9 @@ async fn run(
             None => manifests,
         });
         conn.out.subscribe(pattern.ctl_filter());
+        if early_chunks {
+            conn.out.subscribe(pattern.chunks_filter());
+        }
     }
     // The replay memory of signed transfers lives in the state folder.
     let gate = if opts.trust.is_empty() {
@@ -276,7 +287,8 @@ struct Transfer {
     writer: Writer,
     /// Verified, and the final rename is queued: no more checkpoints.
     finalizing: bool,
-    chunk_filter: String,
+    /// The transfer's own chunk subscription, when the wildcard does not cover it.
+    chunk_filter: Option<String>,
     /// Chunks written since the last checkpoint, and when the first of them came.
     unsaved: u32,
     unsaved_since: Option<Instant>,
@@ -401,7 +413,9 @@ impl Engine {
         for id in ended {
             if let Some(t) = self.transfers.remove(&id) {
                 self.endpoint.closed(&id);
-                self.conn.out.unsubscribe(t.chunk_filter);
+                if let Some(filter) = t.chunk_filter {
+                    self.conn.out.unsubscribe(filter);
+                }
                 self.finishing.push(t.writer.finish());
             }
         }
@@ -434,17 +448,23 @@ impl Engine {
             {
                 debug!(topic, "pool: a retained manifest ignored");
             }
-            ConnEvent::Message { topic, payload, .. } => self.on_message(&topic, payload).await,
+            ConnEvent::Message { topic, payload, retain, .. } => self.on_message(&topic, payload, retain).await,
         }
     }
 
     /// Routes a message through the endpoint, and does what it asks.
-    async fn on_message(&mut self, topic: &str, payload: Bytes) {
+    async fn on_message(&mut self, topic: &str, payload: Bytes, retained: bool) {
         // Other receivers' confirmations of a held transfer: not the endpoint's.
         if self.holds.on_message(&mut self.conn.out, topic, &payload) {
             return;
         }
-        let routed = self.endpoint.handle(topic, &payload);
+        // A retained copy may be of a manifest published long ago, its first chunks
+        // gone by: never taken as early.
+        let routed = if retained {
+            self.endpoint.handle_retained(topic, &payload)
+        } else {
+            self.endpoint.handle(topic, &payload)
+        };
         self.drain_endpoint();
         match routed {
             Some(Routed::Manifest(m)) => {
@@ -701,7 +721,15 @@ impl Engine {
         let cfg = self.opts.protocol.clone();
         // Answered under the prefix the offer came on, never under a pattern.
         let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
-        let rx = match proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now()) {
+        // Every chunk of it reaches us: the endpoint knows whether since before
+        // its manifest, and the Ready says so.
+        let early = self.endpoint.is_early(&id);
+        let made = if early {
+            proto::Receiver::new_early(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now())
+        } else {
+            proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now())
+        };
+        let rx = match made {
             Ok(rx) => rx,
             Err(e) => {
                 // Saved state that does not add up: start over.
@@ -731,10 +759,15 @@ impl Engine {
             rx.set_hold_until(now() + left);
             self.holds.accepted(&mut self.conn.out, &prefix, &self.rid, &m);
         }
-        // Subscribed before the state machine's Ready goes out, through the same
-        // ordered queue: the sender starts sending chunks when it reads Ready.
-        let chunk_filter = prefix.chunk_filter(&id);
-        self.conn.out.subscribe(chunk_filter.clone());
+        // Without the wildcard, subscribed before the state machine's Ready goes
+        // out, through the same ordered queue: the chunks that follow it match. A
+        // held transfer's own subscription is what makes the broker hand over its
+        // retained chunks, which the wildcard's came before the manifest was taken.
+        let own = !self.endpoint.chunk_wildcard() || m.is_held();
+        let chunk_filter = own.then(|| prefix.chunk_filter(&id));
+        if let Some(filter) = &chunk_filter {
+            self.conn.out.subscribe(filter.clone());
+        }
         let resumed_bytes = rx.bytes_held();
         info!(%id, path = %paths.final_path.display(), resumed_bytes, "accepted");
         self.events.emit(ReceiveEvent::Accepted {

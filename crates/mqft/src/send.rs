@@ -621,6 +621,10 @@ impl Engine {
         });
         let mut cfg = self.opts.protocol.clone();
         cfg.window = window_for(cfg.window, self.opts.window_bytes, manifest.chunk_size);
+        cfg.eager_window = match self.opts.eager_bytes {
+            0 => 0,
+            bytes => window_for(cfg.window, bytes, manifest.chunk_size),
+        };
         self.endpoint.opened(manifest.id);
         let hash = manifest
             .sha256

@@ -81,6 +81,16 @@ pub struct ReceiveOptions {
     /// (`--pool NAME`): each transfer is taken by one member. See [`pool`]; the
     /// name is checked by [`pool::check_pool_name`].
     pub pool: Option<String>,
+    /// Subscribe to the chunks of every transfer under the prefixes from the start
+    /// (`<prefix>/+/chunk/+`), so that a file's first chunks, which senders send
+    /// before anyone answered, arrive with no round trip (PROTOCOL.md 3.6, 8.2).
+    /// The price: chunks of transfers this receiver does not take (addressed to
+    /// others, refused, queued) reach it too, and are dropped. Off
+    /// (`--no-early-chunks`), a transfer's chunks are subscribed to once it is
+    /// taken, which suits a receiver on a metered link under a prefix that carries
+    /// other receivers' files. Pool members always work so: a shared
+    /// subscription would split one transfer's chunks among them.
+    pub early_chunks: bool,
 }
 
 impl Default for ReceiveOptions {
@@ -106,6 +116,7 @@ impl Default for ReceiveOptions {
             forget_after: Some(DEFAULT_FORGET_AFTER),
             prune_after: Some(DEFAULT_PRUNE_AFTER),
             pool: None,
+            early_chunks: true,
         }
     }
 }
