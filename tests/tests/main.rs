@@ -11,6 +11,7 @@ mod autosize;
 mod bounded;
 mod cli;
 mod constrained;
+mod early;
 mod fault_util;
 mod faults;
 mod faults_net;
