@@ -2,7 +2,8 @@
 //!
 //! A `Receiver` is made when the caller decides to accept a manifest (or to resume
 //! one from saved state), and answers at once with [`Ack::Ready`] and the chunks it
-//! already holds. Then, for every chunk:
+//! already holds; one made with [`Receiver::new_early`] says too that the chunks the
+//! sender sent before anyone answered reach it (protocol version 5). Then, for every chunk:
 //! - the payload is decoded and checked against the manifest (index, length, CRC32);
 //!   a bad chunk is dropped, so the next end of round lists it as missing;
 //! - a chunk not held yet is handed back as a [`Write`] for the caller to put at its

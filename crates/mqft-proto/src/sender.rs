@@ -3,7 +3,12 @@
 //! A transfer goes through these phases:
 //! 1. **Joining**: the manifest is published (retained, QoS 1) and re-published with
 //!    backoff while fewer receivers than the [`Wait`] policy needs have answered
-//!    [`Ack::Ready`], until the join timeout. Sending starts once they all joined, or
+//!    [`Ack::Ready`], until the join timeout. Right behind the manifest, before
+//!    anyone answered, go the first [`SenderConfig::eager_window`] chunks (protocol
+//!    version 5), and for a file they cover, the end of round: a receiver that
+//!    subscribed to every transfer's chunks gets a file with no round trip first,
+//!    and says so in its `Ready` (`from_start`), so the sender counts them as in
+//!    flight to it. Sending the rest starts once all the receivers joined, or
 //!    [`SenderConfig::join_grace`] after the first one did.
 //! 2. **Sending**: the chunks that the joined receivers lack (the union of their
 //!    missing sets) go out in index order. Each transmission gets the next `seq`;
