@@ -1,18 +1,18 @@
 //! `send -`: a stream of unknown size (standard input) spooled to a private file.
 //!
-//! The wire (version 3) puts the file's size and SHA-256 in the manifest, before
-//! the first chunk: receivers check the size against their limits and free space
-//! before they accept, and a resumed or repaired transfer is known to be the same
-//! bytes by its digest. A stream's size and digest are known only at its end, so
-//! it cannot be sent as it is read. It is copied to a file first, hashed as it is
-//! written (one pass), and then sent as any file is, with the digest already known
-//! ([`crate::SendFile::with_sha256`]), so it is read once more, for its chunks only.
+//! The manifest carries the file's size, before the first chunk: receivers check it
+//! against their limits and free space before they accept, and the chunk count
+//! follows from it. A stream's size is known only at its end, so it cannot be sent
+//! as it is read. It is copied to a file first, with nothing else done to it, and
+//! then sent as any file is: the sender hashes it as it reads it for its chunks
+//! (protocol version 4 carries the hash at the end), from the page cache where the
+//! copy left it. Before version 4 the copy also hashed it, a serial SHA-256 pass
+//! before the first chunk.
 //!
 //! The cost is disk, not memory: the spool holds the whole stream once, memory holds
-//! one buffer ([`BUF`]) whatever the size. A wire that carried the digest at the end
-//! (the "v2" of issue 11) would let chunks go out as they are read, with no spool
-//! and no wait for the end of the input, at the price of receivers that accept a
-//! file of unknown size and learn whether it is intact only at its end.
+//! one buffer ([`BUF`]) whatever the size. A manifest that allowed an unknown size
+//! would let chunks go out as they are read, with no spool and no wait for the end
+//! of the input, at the price of receivers that accept a file of unknown size.
 //!
 //! The spool is a file created exclusively with mode 0600 in a directory of its
 //! own, mode 0700 under a random name (`.mqft-stdin-XXXXXX/NAME`), in `$TMPDIR` (or
@@ -28,8 +28,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::SendFile;
 
 /// The copy's buffer: all the memory a spool takes, whatever the stream's size.
@@ -43,14 +41,12 @@ pub struct Spool {
     _dir: tempfile::TempDir,
 }
 
-/// What a stream held: its size and SHA-256.
+/// What a stream held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Spooled {
     /// Bytes read.
     pub size: u64,
-    /// Their SHA-256.
-    pub sha256: [u8; 32],
 }
 
 impl Spool {
@@ -79,17 +75,16 @@ impl Spool {
         &self.path
     }
 
-    /// The spool as a file to send under `name`, with the digest [`fill`] found.
-    pub fn send_file(&self, name: impl Into<String>, spooled: Spooled) -> SendFile {
-        SendFile::named(self.path.clone(), name).with_sha256(spooled.sha256)
+    /// The spool as a file to send under `name`, once [`fill`] copied the stream.
+    pub fn send_file(&self, name: impl Into<String>, _spooled: Spooled) -> SendFile {
+        SendFile::named(self.path.clone(), name)
     }
 }
 
-/// Copies `reader` to its end into `file`, hashing as it goes; blocking. An
-/// interrupted read is retried; any other error ends the copy.
+/// Copies `reader` to its end into `file`; blocking. An interrupted read is
+/// retried; any other error ends the copy.
 pub fn fill(mut reader: impl Read, mut file: File) -> io::Result<Spooled> {
     let mut buf = vec![0u8; BUF];
-    let mut hasher = Sha256::new();
     let mut size = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
@@ -99,11 +94,10 @@ pub fn fill(mut reader: impl Read, mut file: File) -> io::Result<Spooled> {
             Err(e) => return Err(e),
         };
         file.write_all(&buf[..n])?;
-        hasher.update(&buf[..n]);
         size += n as u64;
     }
     file.flush()?;
-    Ok(Spooled { size, sha256: hasher.finalize().into() })
+    Ok(Spooled { size })
 }
 
 #[cfg(test)]
@@ -120,7 +114,7 @@ mod tests {
     }
 
     #[test]
-    fn a_spool_is_private_hashed_and_removed_on_drop() {
+    fn a_spool_is_private_whole_and_removed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, file) = Spool::create(Some(dir.path()), "backup/x.tar").unwrap();
         let path = spool.path().to_owned();
@@ -131,10 +125,10 @@ mod tests {
         let data: Vec<u8> = (0..3 * BUF + 17).map(|i| (i * 7 % 251) as u8).collect();
         let got = fill(&data[..], file).unwrap();
         assert_eq!(got.size, data.len() as u64);
-        assert_eq!(got.sha256, <[u8; 32]>::from(Sha256::digest(&data)));
         assert_eq!(std::fs::read(&path).unwrap(), data);
         let f = spool.send_file("x.tar", got);
-        assert_eq!((f.name.as_deref(), f.sha256), (Some("x.tar"), Some(got.sha256)));
+        // Hashed as it is read for sending, like any file.
+        assert_eq!((f.name.as_deref(), f.sha256), (Some("x.tar"), None));
         drop(spool);
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
