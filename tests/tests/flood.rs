@@ -12,6 +12,8 @@ use std::time::Duration;
 use mqft::proto::Prefix;
 use mqft_tests::{files_equal, mqft_command as mqft, random_file, wait_until, Broker, Process, HOST};
 
+use crate::raw::Raw;
+
 /// The bound on each step; the transfer takes a few seconds even under the flood.
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -28,22 +30,14 @@ fn flood(port: u16, name: &str, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> 
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
-            let mut opts = rumqttc::MqttOptions::new(name, HOST, port);
-            opts.set_max_packet_size(1 << 20, 1 << 20);
-            opts.set_inflight(100);
-            let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
-            tokio::spawn(async move { while el.poll().await.is_ok() {} });
+            let raw = Raw::connect_to(port, &name).await;
             let level = long_level();
             let mut n: u64 = 0;
             while !stop.load(Ordering::SeqCst) {
-                let (kind, qos) = if n.is_multiple_of(2) {
-                    ("ctl", rumqttc::QoS::AtMostOnce)
-                } else {
-                    ("manifest", rumqttc::QoS::AtLeastOnce)
-                };
+                let (kind, qos1) = if n.is_multiple_of(2) { ("ctl", false) } else { ("manifest", true) };
                 // A different level each time, so that no broker could coalesce them.
                 let topic = format!("files/{n:08}{level}/{kind}");
-                if client.publish(topic, qos, false, Vec::<u8>::new()).await.is_err() {
+                if !raw.publish_qos(&topic, qos1, Vec::<u8>::new()).await {
                     break;
                 }
                 n += 1;

@@ -8,6 +8,7 @@
 //! and chunk publishes over the whole command's time, connecting and the final
 //! check included, so that the tolerance covers everything a user would see.
 
+use crate::raw::Raw;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -173,40 +174,6 @@ fn compress_zstd_sends_random_data_raw_without_growth() {
     assert!(!String::from_utf8_lossy(&sent.stderr).contains("saved"));
 }
 
-/// Receives `(topic, payload)` of what a plain rumqttc client subscribed to.
-struct Raw {
-    client: rumqttc::AsyncClient,
-    messages: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Raw {
-    async fn connect(broker: &Broker, id: &str) -> Raw {
-        let mut o = rumqttc::MqttOptions::new(id, mqft_tests::HOST, broker.port());
-        o.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
-        let (tx, messages) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Ok(ev) = el.poll().await {
-                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
-                    let _ = tx.send((p.topic, p.payload.to_vec()));
-                }
-            }
-        });
-        Raw { client, messages, task }
-    }
-
-    async fn publish(&self, topic: String, payload: Vec<u8>) {
-        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.unwrap();
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_chunk_that_inflates_past_its_length_is_refused() {
     use mqft::proto::{Ack, Chunk, Manifest, Meta};
@@ -230,27 +197,19 @@ async fn a_forged_chunk_that_inflates_past_its_length_is_refused() {
 
     // The test is the sender: a manifest, then a bomb, then the real chunks.
     let mut raw = Raw::connect(&broker, "raw-bomb").await;
-    raw.client.subscribe(prefix.ack_filter(&m.id), rumqttc::QoS::AtLeastOnce).await.unwrap();
-    assert!(wait_until(WAIT, || broker.has_subscription("raw-bomb", &prefix.ack_filter(&m.id))));
-    raw.publish(prefix.manifest(&m.id), m.encode()).await;
-    let ready = tokio::time::timeout(WAIT, async {
-        loop {
-            let (_, payload) = raw.messages.recv().await.expect("the raw client runs");
-            if let Ok(ack @ Ack::Ready { .. }) = Ack::decode(&payload, m.chunk_count) {
-                return ack;
-            }
-        }
-    })
-    .await
-    .expect("the receiver accepts the offer");
-    assert!(matches!(ready, Ack::Ready { run: 1, .. }));
+    raw.subscribe(&broker, "raw-bomb", &prefix.ack_filter(&m.id)).await;
+    raw.publish(&prefix.manifest(&m.id), m.encode()).await;
+    let (_, ready) = raw
+        .next("the receiver's Ready", |_, payload| matches!(Ack::decode(payload, m.chunk_count), Ok(Ack::Ready { .. })))
+        .await;
+    assert!(matches!(Ack::decode(&ready, m.chunk_count), Ok(Ack::Ready { run: 1, .. })));
     // 1 MiB of one letter: a few dozen bytes of zstd, 64 times chunk 0's length.
     let bomb = Chunk::encode_compressed(1, 0, 0, &vec![b'x'; 1 << 20]);
     assert!(bomb.len() < 200, "{} bytes", bomb.len());
-    raw.publish(prefix.chunk(&m.id, 0), bomb).await;
+    raw.publish(&prefix.chunk(&m.id, 0), bomb).await;
     for i in 0..m.chunk_count {
         let range = m.chunk_offset(i) as usize..(m.chunk_offset(i) + m.chunk_len(i)) as usize;
-        raw.publish(prefix.chunk(&m.id, i), Chunk::encode_compressed(1, i + 1, i, &bytes[range])).await;
+        raw.publish(&prefix.chunk(&m.id, i), Chunk::encode_compressed(1, i + 1, i, &bytes[range])).await;
     }
 
     let received = receiver.finish_within(WAIT);

@@ -1,7 +1,9 @@
 //! One raw MQTT client for the tests that craft their own payloads (hostile
-//! input, signed manifests changed or replayed): plain rumqttc (MQTT 3.1.1),
-//! publishing whatever a test builds and collecting what arrives on its
-//! subscriptions.
+//! input, signed manifests changed or replayed, forged chunks, floods): plain
+//! rumqttc (MQTT 3.1.1), publishing whatever a test builds and collecting what
+//! arrives on its subscriptions. (`constrained.rs` keeps clients of its own on
+//! purpose: it shows what a user's plain rumqttc and raw MQTT 5 publishes of a
+//! whole file meet at a broker's packet limit.)
 
 use std::time::Duration;
 
@@ -21,10 +23,17 @@ pub struct Raw {
 impl Raw {
     /// Connects as `client_id` and waits for the CONNACK.
     pub async fn connect(broker: &Broker, client_id: &str) -> Raw {
-        let mut o = rumqttc::MqttOptions::new(client_id, HOST, broker.port());
+        Raw::connect_to(broker.port(), client_id).await
+    }
+
+    /// [`Raw::connect`] by the broker's port, for a thread that cannot borrow it.
+    pub async fn connect_to(port: u16, client_id: &str) -> Raw {
+        let mut o = rumqttc::MqttOptions::new(client_id, HOST, port);
         // Room for the oversized garbage some tests send.
         o.set_max_packet_size(64 << 20, 64 << 20);
         o.set_keep_alive(Duration::from_secs(30));
+        // A flood keeps this many QoS 1 publishes in flight.
+        o.set_inflight(100);
         let (client, mut el) = rumqttc::AsyncClient::new(o, 256);
         let (tx, messages) = mpsc::unbounded_channel();
         let (up_tx, up) = tokio::sync::oneshot::channel();
@@ -52,6 +61,13 @@ impl Raw {
     /// Publishes `payload` on `topic`, QoS 1, not retained.
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into()).await.unwrap();
+    }
+
+    /// Publishes `payload` on `topic`, QoS 0 or 1 (`qos1`), not retained; false once
+    /// the client is gone.
+    pub async fn publish_qos(&self, topic: &str, qos1: bool, payload: impl Into<Vec<u8>>) -> bool {
+        let qos = if qos1 { rumqttc::QoS::AtLeastOnce } else { rumqttc::QoS::AtMostOnce };
+        self.client.publish(topic, qos, false, payload.into()).await.is_ok()
     }
 
     /// Publishes `payload` on `topic`, QoS 1, retained (an empty one clears it).
