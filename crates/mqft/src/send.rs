@@ -22,18 +22,16 @@
 //! the window and not the file.
 //!
 //! Over 600 lines, the engine of a send: one select loop and the handlers of what
-//! it selects, which share the files in flight. Its public API is `send/api.rs`, a
-//! held send `send/hold.rs`; splitting the preparation of files out is left (issue
-//! 14).
+//! it selects, which share the files in flight. Its public API is `send/api.rs`, the
+//! preparation and hashing of files `send/prepare.rs`, a held send `send/hold.rs`.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
@@ -49,8 +47,10 @@ use crate::{now, store, to_tokio, Error, ErrorKind, TransferFailure};
 
 mod api;
 mod hold;
+mod prepare;
 
 pub use api::*;
+use prepare::{check_file, finish_hash, hash_file, reading_done, InOrderHash, Job, Prepared};
 
 /// How long a finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -75,96 +75,6 @@ pub(crate) fn spawn(cfg: Config, files: Vec<SendFile>, opts: SendOptions, sizes:
     let cancel = CancellationToken::new();
     let task = tokio::spawn(run(cfg, files, opts, sizes, events, cancel.clone()));
     Handle::new(rx, task, cancel)
-}
-
-/// A file to send, as checked before connecting.
-#[derive(Debug)]
-struct Job {
-    path: PathBuf,
-    name: String,
-    size: u64,
-    /// Known already: not hashed again.
-    sha256: Option<[u8; 32]>,
-}
-
-/// A file, opened, and hashed when its manifest must carry the hash.
-struct Prepared {
-    idx: usize,
-    file: Arc<File>,
-    sha256: Option<[u8; 32]>,
-    size: u64,
-    modified_ms: Option<i64>,
-}
-
-/// The SHA-256 of a file being sent without it in its manifest, taken from the
-/// chunks as they are read for sending, in file order: in the common case the
-/// file is read once, and the hash is ready when the last chunk goes out. Chunks
-/// not sent in order (receivers held them, or a repair) are read for it at the
-/// end, by [`finish_hash`].
-struct InOrderHash {
-    hasher: Sha256,
-    /// Bytes hashed so far: the offset of the next chunk to hash.
-    next: u64,
-    size: u64,
-    /// The modification time the manifest gives.
-    modified_ms: Option<i64>,
-    digest: Option<[u8; 32]>,
-    /// The file's size or modification time was not the manifest's when the
-    /// hash was done: it changed while it was sent, and the bytes read mix old
-    /// and new.
-    changed: bool,
-}
-
-impl InOrderHash {
-    fn new(size: u64, modified_ms: Option<i64>) -> Self {
-        let mut h = InOrderHash { hasher: Sha256::new(), next: 0, size, modified_ms, digest: None, changed: false };
-        h.finish_if_done();
-        h
-    }
-
-    /// After the last byte: whether the file is still as the manifest says.
-    /// Blocks (an fstat).
-    fn check_unchanged(&mut self, file: &File) -> io::Result<()> {
-        let meta = file.metadata()?;
-        self.changed = meta.len() != self.size || modified_ms(&meta) != self.modified_ms;
-        Ok(())
-    }
-
-    /// Hashes chunk bytes read at `offset`, if they are the next in file order.
-    fn feed(&mut self, offset: u64, data: &[u8]) {
-        if offset == self.next && self.digest.is_none() {
-            self.hasher.update(data);
-            self.next += data.len() as u64;
-            self.finish_if_done();
-        }
-    }
-
-    fn finish_if_done(&mut self) {
-        if self.next == self.size && self.digest.is_none() {
-            self.digest = Some(std::mem::take(&mut self.hasher).finalize().into());
-        }
-    }
-}
-
-/// Reads what the chunks sent in order did not hash, to the end of the file, and
-/// leaves the file's SHA-256 (and whether the file changed) in `hash`. A file
-/// that is no longer as long as its manifest says changed while it was sent.
-/// Blocks.
-fn finish_hash(file: &File, hash: &std::sync::Mutex<InOrderHash>) -> io::Result<()> {
-    use std::os::unix::fs::FileExt as _;
-    // Only this task takes the lock for long; chunk reads skip hashing meanwhile.
-    let mut h = hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut buf = vec![0u8; 1 << 20];
-    while h.digest.is_none() {
-        let want = (h.size - h.next).min(buf.len() as u64) as usize;
-        let n = file.read_at(&mut buf[..want], h.next)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was sent"));
-        }
-        let at = h.next;
-        h.feed(at, &buf[..n]);
-    }
-    h.check_unchanged(file)
 }
 
 /// A file being sent.
@@ -299,77 +209,6 @@ async fn run(
         files.push(r.unwrap_or(Err(Error::Cancelled))?);
     }
     Ok(SendReport { files })
-}
-
-/// Checks that a file is a regular file with a usable name.
-async fn check_file(file: SendFile) -> Result<Job, Error> {
-    let SendFile { path, name, sha256 } = file;
-    let meta = tokio::fs::metadata(&path).await.map_err(|e| Error::io("open", &path, e))?;
-    if !meta.is_file() {
-        return Err(Error::usage(format!("{} is not a regular file", path.display())));
-    }
-    let name = match name {
-        Some(n) => n,
-        None => path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::usage(format!("{}: the file name must be valid utf-8", path.display())))?
-            .to_owned(),
-    };
-    if name.is_empty() || name.len() > proto::wire::MAX_NAME_LEN {
-        return Err(Error::usage(format!("{}: the name to send must be 1 to 255 bytes", path.display())));
-    }
-    Ok(Job { path, name, size: meta.len(), sha256 })
-}
-
-/// Opens a file for its size and modification time, and hashes it when `hash`:
-/// a signed transfer's manifest must carry the SHA-256 that the signature covers.
-/// Checks `cancel` between blocks, since a blocking task cannot be aborted from
-/// outside. A file whose hash is `known` is only opened.
-fn hash_file(
-    idx: usize,
-    path: &Path,
-    known: Option<[u8; 32]>,
-    hash: bool,
-    cancel: &CancellationToken,
-) -> io::Result<Prepared> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    let modified_ms = modified_ms(&meta);
-    if known.is_some() || !hash {
-        return Ok(Prepared { idx, file: Arc::new(file), sha256: known, size: meta.len(), modified_ms });
-    }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        if cancel.is_cancelled() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
-        }
-        let n = (&file).read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok(Prepared { idx, file: Arc::new(file), sha256: Some(hasher.finalize().into()), size, modified_ms })
-}
-
-/// The result of a blocking task that reads a file (to open it, or for its hash):
-/// `None` when it was cancelled, and a panic in it as the send's error.
-fn reading_done<T>(joined: Result<T, tokio::task::JoinError>) -> Result<Option<T>, Error> {
-    match joined {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_cancelled() => Ok(None),
-        Err(e) => Err(Error::Panicked { task: "hashing", message: crate::error::panic_message(e.into_panic()) }),
-    }
-}
-
-/// A file's modification time in milliseconds since the Unix epoch, as
-/// manifests carry it.
-fn modified_ms(meta: &std::fs::Metadata) -> Option<i64> {
-    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
 struct Engine {
