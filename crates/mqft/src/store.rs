@@ -14,7 +14,7 @@
 //!   after an fdatasync of the `.part`, so the state never claims bytes the disk
 //!   does not have;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to its final
-//!   name under `out` (a no-clobber link unless overwriting is allowed)
+//!   name under `out` (a no-clobber rename unless overwriting is allowed)
 //!   ([`place_verified`]), then the directory fsynced, the transfer recorded in
 //!   `completed.log` (module `completed`) and its `.state`, if it had one,
 //!   removed ([`commit`], for every file finalized close together at once);
@@ -53,10 +53,11 @@
 //!   forever), from a regular file with a single link, at most [`MAX_STATE_BYTES`];
 //! - before the final link or rename it checks that the `.part` name still holds
 //!   the file it wrote, and only that name;
-//! - the final name is taken with a no-clobber hard link (or, with
-//!   [`OnConflict::Overwrite`], a rename, which replaces a link rather than
+//! - the final name is taken with a no-clobber rename (`RENAME_NOREPLACE`, or a
+//!   hard link where the file system has no such rename; with
+//!   [`OnConflict::Overwrite`], a plain rename, which replaces a link rather than
 //!   following it); with [`OnConflict::Rename`] a name that is taken makes the
-//!   link try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
+//!   rename try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
 //!   two transfers racing for one name never both get it.
 //!
 //! # The same file again
@@ -1012,16 +1013,27 @@ fn place(paths: &Paths, conflict: OnConflict) -> io::Result<(PathBuf, std::os::f
 }
 
 /// Moves `part` to `leaf` in `dir` unless something is there, atomically: a
-/// hard link fails if the name exists (even as a dangling symlink). Some file
-/// systems (FAT) have no links, so fall back to check-then-rename there.
+/// rename with `RENAME_NOREPLACE` (one step, where a link and an unlink were
+/// two, and no moment with the file under both names), which fails if the name
+/// exists (even as a dangling symlink). A file system without it (some network
+/// and FUSE ones) gets a hard link, which fails the same way, then the unlink;
+/// one without links either (FAT) a check-then-rename.
 fn link_no_clobber(part: &Path, dir: &std::os::fd::OwnedFd, leaf: &str) -> io::Result<()> {
-    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+    use rustix::fs::{linkat, renameat, renameat_with, statat, AtFlags, RenameFlags, CWD};
+    let exists = || io::Error::new(io::ErrorKind::AlreadyExists, "file exists");
+    match renameat_with(CWD, part, dir, leaf, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::EXIST) => return Err(exists()),
+        // Not supported here (EINVAL), or another failure the link below meets
+        // again and reports.
+        Err(_) => {}
+    }
     match linkat(CWD, part, dir, leaf, AtFlags::empty()) {
         Ok(()) => fs::remove_file(part),
-        Err(rustix::io::Errno::EXIST) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
+        Err(rustix::io::Errno::EXIST) => Err(exists()),
         Err(_) => {
             if statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+                return Err(exists());
             }
             Ok(renameat(CWD, part, dir, leaf)?)
         }
