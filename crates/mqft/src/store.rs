@@ -749,6 +749,8 @@ fn check_still_ours(file: &File, paths: &Paths) -> io::Result<()> {
 
 /// Gives a verified file its final name and makes it durable there, alone:
 /// [`place_verified`], then [`commit`] of a batch of one. Returns the path taken.
+/// (The receiver's writer threads do the two halves apart, to batch the second.)
+#[cfg(test)]
 pub(crate) fn finalize(
     file: &File,
     paths: &Paths,
@@ -781,7 +783,7 @@ pub(crate) struct Placed {
     marker: Option<PathBuf>,
 }
 
-/// The first half of [`finalize`], per file: fsync, the name taken (no-clobber
+/// The first half of giving a verified file its final name, per file: fsync, the name taken (no-clobber
 /// unless [`OnConflict::Overwrite`]; with [`OnConflict::Rename`] the first free of
 /// `name`, `name (1).ext`, ...). The directory fsync and the record in the
 /// completed store are [`commit`]'s, so that files finalized close together share
@@ -837,7 +839,7 @@ pub(crate) fn place_verified(
     Ok(Placed { taken, dir, root, entry, store: Arc::clone(&paths.store), marker })
 }
 
-/// The second half of [`finalize`], for every file of a batch at once: one fsync
+/// The second half (after [`place_verified`]), for every file of a batch at once: one fsync
 /// per directory the batch's names were taken in (and per output root a walk may
 /// have added folders to), then one append to the completed log per state
 /// folder, then the markers removed. Returns each file's outcome, in order: `Ok`
@@ -973,7 +975,7 @@ fn walk_parent_dirs(root: &Path, rel: &SafePath, create: bool) -> io::Result<(st
     Ok((cur, (*leaf).to_owned()))
 }
 
-/// The step of [`finalize`] that gives the `.part` (in the state folder) its
+/// The step of [`place_verified`] that gives the `.part` (in the state folder) its
 /// name, through the directory descriptor that [`open_parent_dirs`] walked to,
 /// so that no symlink on the way is followed; returns the path taken and that
 /// directory, for [`commit`]'s fsync.

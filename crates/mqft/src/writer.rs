@@ -180,6 +180,7 @@ impl Pool {
     }
 
     /// Writer threads started so far.
+    #[cfg(test)]
     pub fn threads(&self) -> usize {
         self.workers().len()
     }
