@@ -783,9 +783,9 @@ pub(crate) struct Placed {
     marker: Option<PathBuf>,
 }
 
-/// The first half of giving a verified file its final name, per file: fsync, the name taken (no-clobber
-/// unless [`OnConflict::Overwrite`]; with [`OnConflict::Rename`] the first free of
-/// `name`, `name (1).ext`, ...). The directory fsync and the record in the
+/// The first half of giving a verified file its final name, per file: fsync,
+/// the name taken (no-clobber unless [`OnConflict::Overwrite`]; with
+/// [`OnConflict::Rename`] the first free of `name`, `name (1).ext`, ...). The directory fsync and the record in the
 /// completed store are [`commit`]'s, so that files finalized close together share
 /// them. `content` is the size and SHA-256 of what `file` holds when they are not
 /// the transfer's (an encrypted transfer's plaintext, see `crate::sealing`): the
@@ -839,10 +839,10 @@ pub(crate) fn place_verified(
     Ok(Placed { taken, dir, root, entry, store: Arc::clone(&paths.store), marker })
 }
 
-/// The second half (after [`place_verified`]), for every file of a batch at once: one fsync
-/// per directory the batch's names were taken in (and per output root a walk may
-/// have added folders to), then one append to the completed log per state
-/// folder, then the markers removed. Returns each file's outcome, in order: `Ok`
+/// The second half (after [`place_verified`]), for every file of a batch at
+/// once: one fsync per directory the batch's names were taken in (and per
+/// output root a walk may have added folders to), then one append to the
+/// completed log per state folder, then the markers removed. Returns each file's outcome, in order: `Ok`
 /// only once its name is durable. A file whose directory could not be synced
 /// is not recorded: the completed log never claims a file a crash could lose.
 ///
