@@ -70,7 +70,6 @@ use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -100,7 +99,7 @@ use crate::sealing::Unseal;
 pub use crate::store::OnConflict;
 use crate::store::{self, Paths, StateDir};
 use crate::trusted::Gate;
-use crate::writer::{Job, Writer, WriterEvent};
+use crate::writer::{Job, Pool, Writer, WriterEvent};
 use crate::{now, to_tokio, Error, TransferFailure};
 
 /// How long a stopping receiver may take to get its last messages out.
@@ -166,6 +165,8 @@ async fn run(
     let patterns = if opts.prefixes.is_empty() { vec![cfg.prefix.clone().into()] } else { opts.prefixes.clone() };
 
     let (writer_tx, writer_events) = mpsc::unbounded_channel();
+    let writers = Pool::new(Pool::size_for(opts.max_concurrent), writer_tx)
+        .map_err(|e| Error::io("start the writer threads for", &dir, e))?;
     let mut limits = proto::Limits::default();
     limits.max_concurrent = opts.max_concurrent;
     limits.max_size = opts.max_size;
@@ -209,9 +210,8 @@ async fn run(
     };
     let mut engine = Engine {
         conn,
-        writer_tx,
+        writers,
         writer_events,
-        finishing: Vec::new(),
         prefix: cfg.prefix.clone(),
         rid,
         dir,
@@ -227,15 +227,13 @@ async fn run(
         holds: crate::held::Holds::default(),
     };
     let outcome = engine.run(&cancel).await;
-    let Engine { conn, report, stopping, transfers, mut finishing, .. } = engine;
+    let Engine { conn, report, stopping, transfers, writers, .. } = engine;
     // Whatever the writer threads still have queued (the last checkpoints) must be
     // on disk before the caller may exit.
-    finishing.extend(transfers.into_values().map(|t| t.writer.finish()));
-    let joined = tokio::task::spawn_blocking(move || {
-        finishing.into_iter().map(JoinHandle::join).filter(Result::is_err).count() == 0
-    });
-    if !joined.await.unwrap_or(false) {
-        warn!("a writer thread panicked");
+    drop(transfers);
+    let panics = tokio::task::spawn_blocking(move || writers.join()).await.unwrap_or(1);
+    if panics > 0 {
+        warn!(panics, "a writer thread panicked");
     }
     conn.close(CLOSE_GRACE).await;
     outcome?;
@@ -307,11 +305,9 @@ struct Transfer {
 
 struct Engine {
     conn: Connection,
-    /// Given to every writer thread, for what it reports.
-    writer_tx: mpsc::UnboundedSender<WriterEvent>,
+    /// The writer threads, which report to `writer_events`.
+    writers: Pool,
     writer_events: mpsc::UnboundedReceiver<WriterEvent>,
-    /// Writer threads of transfers that ended, still finishing their queues.
-    finishing: Vec<JoinHandle<()>>,
     prefix: Prefix,
     rid: ReceiverId,
     dir: PathBuf,
@@ -416,11 +412,9 @@ impl Engine {
                 if let Some(filter) = t.chunk_filter {
                     self.conn.out.unsubscribe(filter);
                 }
-                self.finishing.push(t.writer.finish());
+                t.writer.finish();
             }
         }
-        // Reap the threads that are done, so a long receive does not pile them up.
-        self.finishing.retain(|h| !h.is_finished());
     }
 
     async fn on_conn_event(&mut self, ev: ConnEvent) {
@@ -745,7 +739,7 @@ impl Engine {
                     .expect("a receiver without saved state always starts")
             }
         };
-        let writer = match Writer::spawn(id, m.chunk_size, Arc::new(file), paths.clone(), self.writer_tx.clone()) {
+        let writer = match Writer::spawn(&self.writers, id, m.chunk_size, Arc::new(file), paths.clone()) {
             Ok(w) => w,
             Err(e) => {
                 warn!(%id, error = %e, "cannot start a writer thread");

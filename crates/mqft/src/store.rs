@@ -14,9 +14,10 @@
 //!   after an fdatasync of the `.part`, so the state never claims bytes the disk
 //!   does not have;
 //! - once the SHA-256 checks out, the `.part` is fsynced and renamed to its final
-//!   name under `out` (a no-clobber link unless overwriting is allowed), the
-//!   directory fsynced, the transfer recorded in `completed.log` (module
-//!   `completed`) and its `.state` removed;
+//!   name under `out` (a no-clobber rename unless overwriting is allowed)
+//!   ([`place_verified`]), then the directory fsynced, the transfer recorded in
+//!   `completed.log` (module `completed`) and its `.state`, if it had one,
+//!   removed ([`commit`], for every file finalized close together at once);
 //! - [`prune`] removes the `.part` and `.state` of transfers that have not
 //!   advanced for a while, and the engine forgets old completed records.
 //!
@@ -52,10 +53,11 @@
 //!   forever), from a regular file with a single link, at most [`MAX_STATE_BYTES`];
 //! - before the final link or rename it checks that the `.part` name still holds
 //!   the file it wrote, and only that name;
-//! - the final name is taken with a no-clobber hard link (or, with
-//!   [`OnConflict::Overwrite`], a rename, which replaces a link rather than
+//! - the final name is taken with a no-clobber rename (`RENAME_NOREPLACE`, or a
+//!   hard link where the file system has no such rename; with
+//!   [`OnConflict::Overwrite`], a plain rename, which replaces a link rather than
 //!   following it); with [`OnConflict::Rename`] a name that is taken makes the
-//!   link try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
+//!   rename try `name (1).ext`, `name (2).ext`, ... in turn, each atomically, so
 //!   two transfers racing for one name never both get it.
 //!
 //! # The same file again
@@ -745,16 +747,10 @@ fn check_still_ours(file: &File, paths: &Paths) -> io::Result<()> {
     Ok(())
 }
 
-/// Gives a verified file its final name: fsync, complete state, the name taken
-/// (no-clobber unless [`OnConflict::Overwrite`]; with [`OnConflict::Rename`] the
-/// first free of `name`, `name (1).ext`, ...), directory fsync, a record in the
-/// completed store under the path taken, and the state removed. Returns the path
-/// taken. The state goes first so that a crash between it and the rename resumes
-/// as "verified, not yet renamed" (or, if the crash lost the state's bytes,
-/// starts that transfer over: never a wrong file). `content` is the size and
-/// SHA-256 of what `file` holds when they are not the transfer's (an encrypted
-/// transfer's plaintext, see `crate::sealing`): the completed log records them,
-/// so that the same file offered again is found by its content.
+/// Gives a verified file its final name and makes it durable there, alone:
+/// [`place_verified`], then [`commit`] of a batch of one. Returns the path taken.
+/// (The receiver's writer threads do the two halves apart, to batch the second.)
+#[cfg(test)]
 pub(crate) fn finalize(
     file: &File,
     paths: &Paths,
@@ -763,6 +759,58 @@ pub(crate) fn finalize(
     conflict: OnConflict,
     modified_ms: Option<i64>,
 ) -> io::Result<PathBuf> {
+    let placed = place_verified(file, paths, complete, content, conflict, modified_ms)?;
+    let mut results = commit(vec![placed]);
+    // One in, one out (`commit_with` answers every file it is given).
+    results.pop().unwrap_or_else(|| Err(io::Error::other("nothing committed")))
+}
+
+/// A verified file under its final name whose directory is not yet synced nor
+/// its transfer recorded: what [`place_verified`] leaves for [`commit`], which
+/// does that for a whole batch at once.
+pub(crate) struct Placed {
+    /// The path taken.
+    pub taken: PathBuf,
+    /// The directory the name was taken in, open: its fsync makes the name durable.
+    dir: std::os::fd::OwnedFd,
+    /// The transfer's output root, when the name is in a folder under it that
+    /// the walk may have created: the root's entries need an fsync too.
+    root: Option<PathBuf>,
+    entry: Entry,
+    store: Arc<StateDir>,
+    /// A complete-state marker written before the name was taken, removed once
+    /// the transfer is recorded.
+    marker: Option<PathBuf>,
+}
+
+/// The first half of giving a verified file its final name, per file: fsync,
+/// the name taken (no-clobber unless [`OnConflict::Overwrite`]; with
+/// [`OnConflict::Rename`] the first free of `name`, `name (1).ext`, ...). The directory fsync and the record in the
+/// completed store are [`commit`]'s, so that files finalized close together share
+/// them. `content` is the size and SHA-256 of what `file` holds when they are not
+/// the transfer's (an encrypted transfer's plaintext, see `crate::sealing`): the
+/// completed log records them, so that the same file offered again is found by
+/// its content.
+///
+/// A transfer that saved a resume state (a checkpoint, or a resume from one)
+/// gets its complete state written first, so that a crash between it and the
+/// rename resumes as "verified, not yet renamed", and one between the rename and
+/// the record leaves a marker that `already_complete` still accepts. It needs no
+/// fsync of its own: a state whose bytes a crash lost does not decode, or names
+/// no transfer, which is as good as none. A transfer that never saved one (a
+/// small file that arrived in one go) writes none: a crash before the rename
+/// costs its bytes again (its `.part` is started afresh), and one after it
+/// leaves a file that [`find_identical`] hashes and records at the next offer.
+/// Creating, renaming and removing that file was a third of the per-file cost
+/// of many small files (ext4 allocates and frees an inode for each).
+pub(crate) fn place_verified(
+    file: &File,
+    paths: &Paths,
+    complete: &ResumeState,
+    content: Option<(u64, [u8; 32])>,
+    conflict: OnConflict,
+    modified_ms: Option<i64>,
+) -> io::Result<Placed> {
     check_still_ours(file, paths)?;
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
@@ -772,34 +820,108 @@ pub(crate) fn finalize(
         }
     }
     file.sync_all()?;
-    // The complete state goes first, so that a crash between it and the rename
-    // resumes as "verified, not yet renamed", and one between the rename and
-    // the record below leaves a marker that `already_complete` still accepts.
-    // It needs no fsync of its own: a state whose bytes a crash lost does not
-    // decode, or names no transfer, which is as good as none (the file is then
-    // refused as existing rather than answered complete). One fsync fewer per
-    // file is a third of the cost of receiving many small ones.
-    write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
-    let taken = place(paths, conflict)?;
+    let marker = if fs::symlink_metadata(&paths.state).is_ok() {
+        write_state(paths, &StateFile { resume: complete.clone(), verified: None }, false)?;
+        Some(paths.state.clone())
+    } else {
+        None
+    };
+    let (taken, dir) = place(paths, conflict)?;
     // No fingerprint yet: the link and unlink above changed the file's ctime,
     // and one taken right after them proves nothing (see `Fingerprint::proves`).
     // The first offer of the transfer again hashes the file and records one.
-    // The record is not fsynced either: losing it costs what losing the marker
-    // did before, a refusal as existing, never a wrong `Complete`.
     let key = paths.store.key(&complete.manifest.id, &taken);
     // A verified transfer's manifest has its hash: from the sender's manifest or
     // its end of round.
     let (size, sha256) = content.unwrap_or((complete.manifest.size, complete.manifest.sha256.unwrap_or_default()));
     let entry = Entry { id: complete.manifest.id, path: key.1, size, sha256, verified: None, at: unix_now() };
-    match paths.store.completed().put(entry) {
-        // Recorded: the state folder keeps nothing per completed transfer.
-        Ok(()) => remove_if_exists(&paths.state)?,
-        // The file is in place and verified: the marker stays, and stands in
-        // (for the manifest's own name; under a numbered name the next offer
-        // hashes the file to find it).
-        Err(e) => tracing::warn!(root = %paths.store.root.display(), error = %e, "cannot record a completed transfer"),
+    let root = paths.rel.components().nth(1).is_some().then(|| paths.dir.clone());
+    Ok(Placed { taken, dir, root, entry, store: Arc::clone(&paths.store), marker })
+}
+
+/// The second half (after [`place_verified`]), for every file of a batch at
+/// once: one fsync per directory the batch's names were taken in (and per
+/// output root a walk may have added folders to), then one append to the
+/// completed log per state folder, then the markers removed. Returns each file's outcome, in order: `Ok`
+/// only once its name is durable. A file whose directory could not be synced
+/// is not recorded: the completed log never claims a file a crash could lose.
+///
+/// The record is not fsynced: losing it costs what losing the marker did, a
+/// hash of the file at the next offer ([`find_identical`]), never a wrong
+/// `Complete`.
+pub(crate) fn commit(batch: Vec<Placed>) -> Vec<io::Result<PathBuf>> {
+    commit_with(batch, &mut |fd| rustix::fs::fsync(fd).map_err(io::Error::from))
+}
+
+/// [`commit`], with the directory fsync given (tests count and order them).
+pub(crate) fn commit_with(
+    batch: Vec<Placed>,
+    sync_dir: &mut dyn FnMut(std::os::fd::BorrowedFd<'_>) -> io::Result<()>,
+) -> Vec<io::Result<PathBuf>> {
+    use std::collections::HashMap;
+    use std::os::fd::AsFd as _;
+    // Keyed by path: every name of the batch was taken before this first fsync,
+    // so one fsync of a directory covers all of them.
+    // An outcome that can be handed to every file of a directory: io::Error is
+    // not Clone.
+    type Outcome = Result<(), (io::ErrorKind, String)>;
+    let mut synced: HashMap<&Path, Outcome> = HashMap::new();
+    let keep = |r: io::Result<()>| r.map_err(|e| (e.kind(), e.to_string()));
+    for p in &batch {
+        let parent = p.taken.parent().unwrap_or(&p.taken);
+        if !synced.contains_key(parent) {
+            let r = keep(sync_dir(p.dir.as_fd()));
+            synced.insert(parent, r);
+        }
+        if let Some(root) = &p.root {
+            if !synced.contains_key(root.as_path()) {
+                // Folders the walk created: their entries in the root.
+                let r = File::open(root).and_then(|f| sync_dir(f.as_fd()));
+                synced.insert(root.as_path(), keep(r));
+            }
+        }
     }
-    Ok(taken)
+    let outcome = |p: &Placed| -> Outcome {
+        synced[p.taken.parent().unwrap_or(&p.taken)].clone()?;
+        p.root.as_deref().map_or(Ok(()), |r| synced[r].clone())
+    };
+    let results: Vec<Outcome> = batch.iter().map(outcome).collect();
+    // The records, one append per state folder (a receiver has one).
+    let mut done = vec![false; batch.len()];
+    for i in 0..batch.len() {
+        if done[i] || results[i].is_err() {
+            continue;
+        }
+        let store = &batch[i].store;
+        let mine: Vec<usize> = (i..batch.len())
+            .filter(|&j| !done[j] && results[j].is_ok() && Arc::ptr_eq(&batch[j].store, store))
+            .collect();
+        let entries = mine.iter().map(|&j| batch[j].entry.clone()).collect();
+        match store.completed().put_all(entries) {
+            // Recorded: the state folder keeps nothing per completed transfer.
+            Ok(()) => {
+                for &j in &mine {
+                    if let Some(marker) = &batch[j].marker {
+                        if let Err(e) = remove_if_exists(marker) {
+                            tracing::debug!(path = %marker.display(), error = %e, "cannot remove a complete state");
+                        }
+                    }
+                }
+            }
+            // The files are in place and verified: the markers stay, and stand
+            // in (for the manifest's own name; under a numbered name, or without
+            // a marker, the next offer hashes the file to find it).
+            Err(e) => tracing::warn!(root = %store.root.display(), error = %e, "cannot record a completed transfer"),
+        }
+        for j in mine {
+            done[j] = true;
+        }
+    }
+    batch
+        .into_iter()
+        .zip(results)
+        .map(|(p, r)| r.map(|()| p.taken).map_err(|(kind, msg)| io::Error::new(kind, msg)))
+        .collect()
 }
 
 /// Opens (creating what is missing) the directories of `rel` under `root`, one
@@ -853,10 +975,11 @@ fn walk_parent_dirs(root: &Path, rel: &SafePath, create: bool) -> io::Result<(st
     Ok((cur, (*leaf).to_owned()))
 }
 
-/// The step of [`finalize`] that gives the `.part` (in the state folder) its
+/// The step of [`place_verified`] that gives the `.part` (in the state folder) its
 /// name, through the directory descriptor that [`open_parent_dirs`] walked to,
-/// so that no symlink on the way is followed; returns the path taken.
-fn place(paths: &Paths, conflict: OnConflict) -> io::Result<PathBuf> {
+/// so that no symlink on the way is followed; returns the path taken and that
+/// directory, for [`commit`]'s fsync.
+fn place(paths: &Paths, conflict: OnConflict) -> io::Result<(PathBuf, std::os::fd::OwnedFd)> {
     use rustix::fs::{renameat, CWD};
     let (dir, leaf) = open_parent_dirs(&paths.dir, &paths.rel)?;
     let taken = match conflict {
@@ -888,25 +1011,31 @@ fn place(paths: &Paths, conflict: OnConflict) -> io::Result<PathBuf> {
             paths.final_path.with_file_name(candidate.as_str())
         }
     };
-    rustix::fs::fsync(&dir)?;
-    if paths.rel.components().nth(1).is_some() {
-        // Directories the walk created: their entries in the root.
-        File::open(&paths.dir)?.sync_all()?;
-    }
-    Ok(taken)
+    Ok((taken, dir))
 }
 
 /// Moves `part` to `leaf` in `dir` unless something is there, atomically: a
-/// hard link fails if the name exists (even as a dangling symlink). Some file
-/// systems (FAT) have no links, so fall back to check-then-rename there.
+/// rename with `RENAME_NOREPLACE` (one step, where a link and an unlink were
+/// two, and no moment with the file under both names), which fails if the name
+/// exists (even as a dangling symlink). A file system without it (some network
+/// and FUSE ones) gets a hard link, which fails the same way, then the unlink;
+/// one without links either (FAT) a check-then-rename.
 fn link_no_clobber(part: &Path, dir: &std::os::fd::OwnedFd, leaf: &str) -> io::Result<()> {
-    use rustix::fs::{linkat, renameat, statat, AtFlags, CWD};
+    use rustix::fs::{linkat, renameat, renameat_with, statat, AtFlags, RenameFlags, CWD};
+    let exists = || io::Error::new(io::ErrorKind::AlreadyExists, "file exists");
+    match renameat_with(CWD, part, dir, leaf, RenameFlags::NOREPLACE) {
+        Ok(()) => return Ok(()),
+        Err(rustix::io::Errno::EXIST) => return Err(exists()),
+        // Not supported here (EINVAL), or another failure the link below meets
+        // again and reports.
+        Err(_) => {}
+    }
     match linkat(CWD, part, dir, leaf, AtFlags::empty()) {
         Ok(()) => fs::remove_file(part),
-        Err(rustix::io::Errno::EXIST) => Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists")),
+        Err(rustix::io::Errno::EXIST) => Err(exists()),
         Err(_) => {
             if statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
+                return Err(exists());
             }
             Ok(renameat(CWD, part, dir, leaf)?)
         }
@@ -979,5 +1108,7 @@ pub(crate) fn discard(paths: &Paths) {
     }
 }
 
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod tests;

@@ -1,33 +1,53 @@
-//! The receiver's file work for one transfer, off the engine: a thread that takes
-//! jobs in order (write a chunk at its offset, checkpoint, read back, finalize,
-//! discard) from a small bounded queue.
+//! The receiver's file work, off the engine: a small pool of threads that take
+//! each transfer's jobs in order (write a chunk at its offset, checkpoint, read
+//! back, finalize, discard), and one committer thread that makes the names of
+//! files finalized close together durable in one go.
 //!
 //! Before, the engine awaited every positional write on tokio's blocking pool:
 //! a thread hand-off each way per chunk, and the next chunk's CRC and SHA-256
 //! waited for the page-cache copy of the last one. Now the engine hashes chunk
-//! `n + 1` while this thread writes chunk `n`, and a checkpoint's fdatasync no
-//! longer holds up the network.
+//! `n + 1` while a writer thread writes chunk `n`, and a checkpoint's fdatasync
+//! no longer holds up the network. The threads are a [`Pool`]: a transfer is
+//! bound to one of them for its whole life, and they are started as transfers
+//! need them, up to the pool's size, and joined when the receiver stops. (One
+//! thread per transfer cost a thread's start and end per file: 1,000 of them
+//! for 1,000 small files.)
 //!
-//! Order is what makes that safe. Every job runs after the jobs queued before it,
-//! so a checkpoint's fdatasync covers every chunk the state it records says is
-//! held, a read-back for the hash sees the bytes written before it, and the final
-//! rename sees the whole file. After a failed write or checkpoint the thread does
-//! no more writes and no more checkpoints for the transfer: the state machine
-//! counts a chunk as held before it is written, so a state saved after a lost
-//! write would claim bytes the file does not have. The last good checkpoint
-//! stands, and the engine learns of the failure through [`WriterEvent::Failed`].
+//! Order is what makes that safe. Every job of a transfer runs on its thread,
+//! after the jobs queued before it, so a checkpoint's fdatasync covers every
+//! chunk the state it records says is held, a read-back for the hash sees the
+//! bytes written before it, and the final rename sees the whole file. After a
+//! failed write or checkpoint the thread does no more writes and no more
+//! checkpoints for the transfer: the state machine counts a chunk as held
+//! before it is written, so a state saved after a lost write would claim bytes
+//! the file does not have. The last good checkpoint stands, and the engine
+//! learns of the failure through [`WriterEvent::Failed`]. A job that panics
+//! counts as such a failure (the transfer fails, the thread goes on with the
+//! other transfers' jobs), and [`Pool::join`] reports how many did.
 //!
-//! The queue holds [`QUEUE_BYTES`] of chunks (2 to 16 jobs); the engine awaits
-//! room, which leaves later messages in the connection's channel, where the
-//! connection's own budget bounds them.
+//! # Group commit
+//! A finalize fsyncs the file and takes its final name on the transfer's
+//! thread ([`store::place_verified`]), then hands it to the committer, which
+//! takes every file handed to it so far as one batch: one fsync per directory,
+//! one append to the completed log ([`store::commit`]), then a
+//! [`WriterEvent::Finalized`] for each, so the engine confirms a file only once
+//! its name is durable. It never waits for company: a file finalized alone is
+//! synced at once, and files that finish while a batch is being synced make up
+//! the next one.
+//!
+//! Each transfer's queue holds [`QUEUE_BYTES`] of chunks (2 to 16 jobs); the
+//! engine awaits room, which leaves later messages in the connection's channel,
+//! where the connection's own budget bounds them.
 
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc as chan, Arc, Mutex};
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::proto::{ResumeState, TransferId};
@@ -39,6 +59,11 @@ use crate::store::{self, Paths};
 /// 256 KiB; 4 of 1 MiB.
 pub(crate) const QUEUE_BYTES: usize = 4 << 20;
 
+/// The most writer threads a receiver runs. Their work is mostly waiting on the
+/// disk (fsyncs), so a few more than the cores keep it busy; past that they only
+/// contend.
+pub(crate) const MAX_THREADS: usize = 8;
+
 /// Work for a writer thread.
 pub(crate) enum Job {
     /// Write a chunk's bytes at its offset in the `.part`.
@@ -47,8 +72,8 @@ pub(crate) enum Job {
     Checkpoint(ResumeState),
     /// Read bytes back for the hash.
     Read { offset: u64, len: u64, reply: oneshot::Sender<io::Result<Vec<u8>>> },
-    /// Give the verified file its final name ([`store::finalize`]); answered with
-    /// [`WriterEvent::Finalized`].
+    /// Give the verified file its final name ([`store::place_verified`], then the
+    /// committer's [`store::commit`]); answered with [`WriterEvent::Finalized`].
     Finalize {
         complete: ResumeState,
         conflict: store::OnConflict,
@@ -57,46 +82,180 @@ pub(crate) enum Job {
     },
     /// Remove the `.part` and the state: the bytes are known bad.
     Discard,
+    /// Panics, as a bug in a job would (tests of the pool's panic handling).
+    #[cfg(test)]
+    Panic,
 }
 
 /// What a writer thread tells the engine.
 #[derive(Debug)]
 pub(crate) enum WriterEvent {
-    /// A write or checkpoint failed; the thread writes nothing more for this
-    /// transfer.
+    /// A write or checkpoint failed (or a job panicked); the thread writes
+    /// nothing more for this transfer.
     Failed { id: TransferId, op: &'static str, path: PathBuf, error: io::Error },
-    /// The outcome of a [`Job::Finalize`].
+    /// The outcome of a [`Job::Finalize`]: `Ok` once the name is durable.
     Finalized { id: TransferId, result: io::Result<PathBuf> },
 }
 
-/// The engine's end of one transfer's writer thread.
+/// How the committer syncs a directory: `fsync`, or what a test puts there.
+pub(crate) type SyncDir = Arc<dyn Fn(std::os::fd::BorrowedFd<'_>) -> io::Result<()> + Send + Sync>;
+
+/// One transfer's side of its thread: what its jobs work on.
+struct Ctx {
+    id: TransferId,
+    file: Arc<File>,
+    paths: Paths,
+    /// A write or checkpoint failed: no more of either (see the module doc).
+    /// Only the transfer's one thread reads or sets it.
+    failed: AtomicBool,
+}
+
+/// A job on its way to a thread, with its place in the transfer's queue.
+struct Task {
+    ctx: Arc<Ctx>,
+    job: Job,
+    /// Given back when the job is done, making room in the transfer's queue.
+    _room: OwnedSemaphorePermit,
+}
+
+/// A file whose name is taken, for the committer.
+struct Pending {
+    id: TransferId,
+    placed: store::Placed,
+}
+
+/// One thread of the pool.
+struct Worker {
+    tasks: chan::Sender<Task>,
+    /// Transfers bound to it that have not finished: a new one goes to the
+    /// least busy thread.
+    load: Arc<AtomicUsize>,
+    thread: JoinHandle<()>,
+}
+
+/// The receiver's writer threads and its committer.
+pub(crate) struct Pool {
+    size: usize,
+    workers: Mutex<Vec<Worker>>,
+    events: mpsc::UnboundedSender<WriterEvent>,
+    commits: chan::Sender<Pending>,
+    committer: JoinHandle<()>,
+    panics: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    /// A pool of at most `size` writer threads (at least one, at most
+    /// [`MAX_THREADS`]), reporting to `events`. No writer thread starts before
+    /// a transfer needs it.
+    pub fn new(size: usize, events: mpsc::UnboundedSender<WriterEvent>) -> io::Result<Pool> {
+        Pool::with_sync(size, events, Arc::new(|fd| rustix::fs::fsync(fd).map_err(io::Error::from)))
+    }
+
+    /// [`Pool::new`], with the committer's directory sync given.
+    pub fn with_sync(size: usize, events: mpsc::UnboundedSender<WriterEvent>, sync: SyncDir) -> io::Result<Pool> {
+        let panics = Arc::new(AtomicUsize::new(0));
+        let (commits, pending) = chan::channel();
+        let committer = {
+            let (events, panics) = (events.clone(), Arc::clone(&panics));
+            std::thread::Builder::new()
+                .name("mqft-commit".into())
+                .spawn(move || commit_loop(&pending, &events, &*sync, &panics))?
+        };
+        Ok(Pool {
+            size: size.clamp(1, MAX_THREADS),
+            workers: Mutex::new(Vec::new()),
+            events,
+            commits,
+            committer,
+            panics,
+        })
+    }
+
+    /// The pool's size for a receiver of `max_concurrent` transfers at once:
+    /// no more threads than transfers, nor than [`MAX_THREADS`]; twice the cores
+    /// otherwise, since the threads mostly wait on the disk.
+    pub fn size_for(max_concurrent: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        max_concurrent.min(2 * cores).clamp(1, MAX_THREADS)
+    }
+
+    /// Writer threads started so far.
+    #[cfg(test)]
+    pub fn threads(&self) -> usize {
+        self.workers().len()
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        // A panic while it was held leaves the list whole: every change to it is
+        // one push.
+        self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The thread a new transfer goes to: an idle one, else a new one while the
+    /// pool has room, else the least busy.
+    fn pick(&self) -> io::Result<(chan::Sender<Task>, Arc<AtomicUsize>)> {
+        let mut workers = self.workers();
+        let least = workers.iter().min_by_key(|w| w.load.load(Ordering::Relaxed));
+        let idle = least.is_some_and(|w| w.load.load(Ordering::Relaxed) == 0);
+        if !idle && workers.len() < self.size {
+            let (tasks, rx) = chan::channel();
+            let (events, commits, panics) = (self.events.clone(), self.commits.clone(), Arc::clone(&self.panics));
+            let thread = std::thread::Builder::new()
+                .name(format!("mqft-write-{}", workers.len()))
+                .spawn(move || work(&rx, &events, &commits, &panics))?;
+            workers.push(Worker { tasks, load: Arc::new(AtomicUsize::new(0)), thread });
+        }
+        let w = workers
+            .iter()
+            .min_by_key(|w| w.load.load(Ordering::Relaxed))
+            .ok_or_else(|| io::Error::other("no writer thread"))?;
+        w.load.fetch_add(1, Ordering::Relaxed);
+        Ok((w.tasks.clone(), Arc::clone(&w.load)))
+    }
+
+    /// Lets every thread finish what is queued, then joins them all, the
+    /// committer last (the writers hand it their finalized files). Returns how
+    /// many jobs or threads panicked. Call it once every [`Writer`] is
+    /// finished or dropped; until it returns, the last checkpoints and names
+    /// may not be on disk.
+    pub fn join(self) -> usize {
+        let Pool { workers, commits, committer, panics, .. } = self;
+        let workers = workers.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut dead = 0;
+        for w in workers {
+            drop(w.tasks);
+            dead += usize::from(w.thread.join().is_err());
+        }
+        drop(commits);
+        dead += usize::from(committer.join().is_err());
+        dead + panics.load(Ordering::Relaxed)
+    }
+}
+
+/// The engine's end of one transfer's writer.
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
-    thread: std::thread::JoinHandle<()>,
+    ctx: Arc<Ctx>,
+    tasks: chan::Sender<Task>,
+    room: Arc<Semaphore>,
+    load: Arc<AtomicUsize>,
 }
 
 impl Writer {
-    /// Starts the thread for a transfer of `chunk_size` chunks whose `.part` is
-    /// open as `file`.
-    pub fn spawn(
-        id: TransferId,
-        chunk_size: u32,
-        file: Arc<File>,
-        paths: Paths,
-        events: mpsc::UnboundedSender<WriterEvent>,
-    ) -> io::Result<Writer> {
-        let (jobs, rx) = mpsc::channel(queue_len(chunk_size));
-        let thread = std::thread::Builder::new()
-            .name(format!("mqft-write-{}", &id.to_string()[..8]))
-            .spawn(move || work(id, &file, &paths, rx, &events))?;
-        Ok(Writer { jobs, thread })
+    /// Binds a transfer of `chunk_size` chunks whose `.part` is open as `file`
+    /// to a thread of `pool`.
+    pub fn spawn(pool: &Pool, id: TransferId, chunk_size: u32, file: Arc<File>, paths: Paths) -> io::Result<Writer> {
+        let (tasks, load) = pool.pick()?;
+        let ctx = Arc::new(Ctx { id, file, paths, failed: AtomicBool::new(false) });
+        Ok(Writer { ctx, tasks, room: Arc::new(Semaphore::new(queue_len(chunk_size))), load })
     }
 
     /// Queues a job, waiting for room.
     pub async fn send(&self, job: Job) {
-        // The thread only stops once this end is dropped (or it panicked, which
-        // the join in `finish` reports); a job refused here has nobody to do it.
-        if self.jobs.send(job).await.is_err() {
+        // The semaphore is never closed.
+        let Ok(room) = Arc::clone(&self.room).acquire_owned().await else { return };
+        // The thread only stops once the pool is joined (or it died outside a
+        // job, which the join reports); a job refused here has nobody to do it.
+        if self.tasks.send(Task { ctx: Arc::clone(&self.ctx), job, _room: room }).is_err() {
             warn!("writer thread gone; job dropped");
         }
     }
@@ -108,11 +267,14 @@ impl Writer {
         answer.await.unwrap_or_else(|_| Err(io::Error::other("writer thread gone")))
     }
 
-    /// Closes the queue; the thread finishes what is queued, then ends. Join the
-    /// handle before the process may exit, or the last checkpoint may be lost.
-    pub fn finish(self) -> std::thread::JoinHandle<()> {
-        drop(self.jobs);
-        self.thread
+    /// Ends the transfer's use of its thread; what it queued still runs, in
+    /// order. [`Pool::join`] waits for it.
+    pub fn finish(self) {}
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -121,70 +283,127 @@ fn queue_len(chunk_size: u32) -> usize {
     (QUEUE_BYTES / (chunk_size as usize).max(1)).clamp(2, 16)
 }
 
-/// The thread's loop: jobs in order until the queue closes.
+/// A writer thread's loop: jobs in order until the pool closes.
 fn work(
-    id: TransferId,
-    file: &File,
-    paths: &Paths,
-    mut jobs: mpsc::Receiver<Job>,
+    tasks: &chan::Receiver<Task>,
     events: &mpsc::UnboundedSender<WriterEvent>,
+    commits: &chan::Sender<Pending>,
+    panics: &AtomicUsize,
 ) {
-    let mut failed = false;
-    // The engine may be gone already when the process stops; its events then
-    // have nobody to read them, which is fine.
-    let fail = |op, path: &std::path::Path, error| {
-        let _ = events.send(WriterEvent::Failed { id, op, path: path.to_owned(), error });
-    };
-    while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Write { .. } | Job::Checkpoint(_) if failed => {}
-            Job::Write { offset, data } => {
-                if let Err(e) = store::write_at(file, offset, &data) {
-                    failed = true;
-                    fail("write", &paths.part, e);
-                }
-            }
-            Job::Checkpoint(state) => {
-                if let Err(e) = store::checkpoint(file, paths, &state) {
-                    failed = true;
-                    fail("write", &paths.state, e);
-                }
-            }
-            Job::Read { offset, len, reply } => {
-                let data = if failed {
-                    Err(io::Error::other("an earlier write failed"))
-                } else {
-                    store::read_at(file, offset, len)
-                };
-                let _ = reply.send(data);
-            }
-            Job::Finalize { complete, conflict, modified_ms, unseal } => {
-                let result = if failed {
-                    Err(io::Error::other("an earlier write failed"))
-                } else {
-                    // An encrypted transfer's ciphertext checked out: decrypt it in
-                    // place first (crate::sealing).
-                    unseal.as_ref().map_or(Ok(()), |u| crate::sealing::unseal_in_place(file, u)).and_then(|()| {
-                        let content = unseal.as_ref().map(|u| (u.opened.inner.size, u.opened.inner.sha256));
-                        store::finalize(file, paths, &complete, content, conflict, modified_ms)
-                    })
-                };
-                let _ = events.send(WriterEvent::Finalized { id, result });
-            }
-            Job::Discard => store::discard(paths),
+    while let Ok(task) = tasks.recv() {
+        let ctx = Arc::clone(&task.ctx);
+        let run = std::panic::AssertUnwindSafe(|| run(task, events, commits));
+        if let Err(panic) = std::panic::catch_unwind(run) {
+            // A bug, not an I/O error: the transfer fails as if a write had (its
+            // file can no longer be trusted), and the others go on.
+            panics.fetch_add(1, Ordering::Relaxed);
+            ctx.failed.store(true, Ordering::Relaxed);
+            let what = panic_message(&*panic);
+            let error = io::Error::other(format!("the writer thread panicked: {what}"));
+            // The engine may be gone already when the process stops.
+            let _ = events.send(WriterEvent::Failed { id: ctx.id, op: "write", path: ctx.paths.part.clone(), error });
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::queue_len;
-
-    #[test]
-    fn the_queue_holds_a_few_megabytes_of_chunks() {
-        assert_eq!(queue_len(256 << 10), 16);
-        assert_eq!(queue_len(1 << 20), 4);
-        assert_eq!(queue_len(16 << 10), 16);
-        assert_eq!(queue_len(8 << 20), 2);
+/// One job of one transfer.
+fn run(task: Task, events: &mpsc::UnboundedSender<WriterEvent>, commits: &chan::Sender<Pending>) {
+    let Task { ctx, job, _room } = task;
+    let (id, file, paths) = (ctx.id, &*ctx.file, &ctx.paths);
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    // The engine may be gone already when the process stops; its events then
+    // have nobody to read them, which is fine.
+    let fail = |op, path: &std::path::Path, error| {
+        ctx.failed.store(true, Ordering::Relaxed);
+        let _ = events.send(WriterEvent::Failed { id, op, path: path.to_owned(), error });
+    };
+    match job {
+        Job::Write { .. } | Job::Checkpoint(_) if failed => {}
+        Job::Write { offset, data } => {
+            if let Err(e) = store::write_at(file, offset, &data) {
+                fail("write", &paths.part, e);
+            }
+        }
+        Job::Checkpoint(state) => {
+            if let Err(e) = store::checkpoint(file, paths, &state) {
+                fail("write", &paths.state, e);
+            }
+        }
+        Job::Read { offset, len, reply } => {
+            let data = if failed {
+                Err(io::Error::other("an earlier write failed"))
+            } else {
+                store::read_at(file, offset, len)
+            };
+            let _ = reply.send(data);
+        }
+        Job::Finalize { complete, conflict, modified_ms, unseal } => {
+            let placed = if failed {
+                Err(io::Error::other("an earlier write failed"))
+            } else {
+                // An encrypted transfer's ciphertext checked out: decrypt it in
+                // place first (crate::sealing).
+                unseal.as_ref().map_or(Ok(()), |u| crate::sealing::unseal_in_place(file, u)).and_then(|()| {
+                    let content = unseal.as_ref().map(|u| (u.opened.inner.size, u.opened.inner.sha256));
+                    store::place_verified(file, paths, &complete, content, conflict, modified_ms)
+                })
+            };
+            match placed {
+                Ok(placed) => {
+                    if let Err(chan::SendError(p)) = commits.send(Pending { id, placed }) {
+                        // Only once the pool is joined, and it joins the writers
+                        // first: commit here rather than lose the answer.
+                        let result =
+                            store::commit(vec![p.placed]).pop().unwrap_or_else(|| Err(io::Error::other("lost")));
+                        let _ = events.send(WriterEvent::Finalized { id, result });
+                    }
+                }
+                Err(e) => {
+                    let _ = events.send(WriterEvent::Finalized { id, result: Err(e) });
+                }
+            }
+        }
+        Job::Discard => store::discard(paths),
+        #[cfg(test)]
+        Job::Panic => panic!("a test asked for it"),
     }
 }
+
+/// The committer's loop: whatever is ready, as one batch, until the pool closes.
+fn commit_loop(
+    pending: &chan::Receiver<Pending>,
+    events: &mpsc::UnboundedSender<WriterEvent>,
+    sync: &(dyn Fn(std::os::fd::BorrowedFd<'_>) -> io::Result<()> + Send + Sync),
+    panics: &AtomicUsize,
+) {
+    while let Ok(first) = pending.recv() {
+        // What is ready now, and nothing waited for: a lone file goes at once.
+        let batch: Vec<Pending> = std::iter::once(first).chain(pending.try_iter()).collect();
+        let ids: Vec<TransferId> = batch.iter().map(|p| p.id).collect();
+        let placed = batch.into_iter().map(|p| p.placed).collect();
+        let commit = std::panic::AssertUnwindSafe(|| store::commit_with(placed, &mut |fd| sync(fd)));
+        let results = match std::panic::catch_unwind(commit) {
+            Ok(results) => results,
+            Err(panic) => {
+                panics.fetch_add(1, Ordering::Relaxed);
+                let what = panic_message(&*panic);
+                ids.iter().map(|_| Err(io::Error::other(format!("the committer panicked: {what}")))).collect()
+            }
+        };
+        for (id, result) in ids.into_iter().zip(results) {
+            let _ = events.send(WriterEvent::Finalized { id, result });
+        }
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,11 +3,12 @@
 //!
 //! # Format
 //! [`LOG_MAGIC`], then records, each `len: u32 LE | crc32(body): u32 LE | body`,
-//! where the body is an [`Entry`] in postcard. A record is appended with a
-//! single write to the file opened `O_APPEND` for it (and closed again, so an
+//! where the body is an [`Entry`] in postcard. A record (or the records of
+//! files finalized together) is appended with a single write to the file
+//! opened `O_APPEND` for it (and closed again, so an
 //! idle receiver holds nothing open for writing, and an append after another
 //! process's rewrite goes to the new file), and never fsynced on its own (see
-//! `store::finalize` for why losing the last records costs no correctness).
+//! `store::commit` for why losing the last records costs no correctness).
 //!
 //! # What a crash or a scribble does
 //! A crash can leave the last record cut short; a disk or a user can damage any.
@@ -132,9 +133,19 @@ impl Completed {
     /// Records `entry`, replacing any of its key. The map is updated even if the
     /// append fails (this run still knows; the error says the next may not).
     pub fn put(&mut self, entry: Entry) -> io::Result<()> {
-        let record = encode(&entry)?;
-        self.clock = self.clock.max(entry.at);
-        self.entries.insert(entry.key(), entry);
+        self.put_all(vec![entry])
+    }
+
+    /// Records `entries` with one append (a batch of files finalized together),
+    /// each replacing any of its key, as [`Completed::put`] does.
+    pub fn put_all(&mut self, entries: Vec<Entry>) -> io::Result<()> {
+        let mut records = Vec::new();
+        let count = entries.len();
+        for entry in entries {
+            records.extend_from_slice(&encode(&entry)?);
+            self.clock = self.clock.max(entry.at);
+            self.entries.insert(entry.key(), entry);
+        }
         // O_NOFOLLOW: a symlink swapped in at the log's name is not written
         // through; it fails the append, and the next rewrite replaces it.
         let opened = OpenOptions::new().append(true).custom_flags(flags(OFlags::NOFOLLOW)).open(&self.path);
@@ -146,8 +157,10 @@ impl Completed {
         if !is_own_file(&f.metadata()?) {
             return Err(io::Error::other(format!("{} is not a file of ours", self.path.display())));
         }
-        f.write_all(&record)?;
-        self.records += 1;
+        // One write: a crash tears at most the batch's last records, which the
+        // load cuts off.
+        f.write_all(&records)?;
+        self.records += count;
         self.maybe_compact()
     }
 

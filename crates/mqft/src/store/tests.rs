@@ -7,14 +7,14 @@ fn manifest(size: u64) -> Manifest {
 }
 
 /// The manifest of `data` in 4-byte chunks.
-fn manifest_of(data: &[u8]) -> Manifest {
+pub(super) fn manifest_of(data: &[u8]) -> Manifest {
     let sha = integrity::sha256(data);
     Manifest::new("photo.jpg".into(), data.len() as u64, 4, Some(sha), Meta::default(), 1).unwrap()
 }
 
 /// The state of a transfer of `data` holding `held` (whole chunks), with their
 /// CRCs and nothing hashed.
-fn holding(m: &Manifest, data: &[u8], held: Vec<(u32, u32)>) -> ResumeState {
+pub(super) fn holding(m: &Manifest, data: &[u8], held: Vec<(u32, u32)>) -> ResumeState {
     let crcs = held
         .iter()
         .flat_map(|&(a, b)| a..b)
@@ -24,7 +24,7 @@ fn holding(m: &Manifest, data: &[u8], held: Vec<(u32, u32)>) -> ResumeState {
 }
 
 /// The completed-transfer state of `data`.
-fn complete_of(m: &Manifest, data: &[u8]) -> ResumeState {
+pub(super) fn complete_of(m: &Manifest, data: &[u8]) -> ResumeState {
     let mut s = holding(m, data, vec![(0, m.chunk_count)]);
     s.hash.update(data);
     s.hashed = m.chunk_count;
@@ -33,7 +33,7 @@ fn complete_of(m: &Manifest, data: &[u8]) -> ResumeState {
 
 /// The paths of `m`'s transfer, received into `out` with its default state
 /// folder.
-fn paths_in(out: &Path, m: &Manifest) -> Paths {
+pub(super) fn paths_in(out: &Path, m: &Manifest) -> Paths {
     let state = StateDir::open(out, None, None).unwrap();
     Paths::new(&state, out, &sanitize_file_name(&m.name).unwrap().into(), &m.id)
 }
