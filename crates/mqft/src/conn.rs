@@ -136,6 +136,9 @@ pub(crate) enum Request {
         expiry: Option<u32>,
     },
     Subscribe(String),
+    /// A subscription that the broker's retained messages do not come with (MQTT
+    /// 5 only; see [`Outbox::subscribe_live`]).
+    SubscribeLive(String),
     Unsubscribe(String),
     Disconnect,
 }
@@ -217,7 +220,13 @@ impl Connection {
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer, nudger));
         Ok(Connection {
             events: Inbox::new(events, cfg.addr()),
-            out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), queued_qos1: 0 },
+            out: Outbox {
+                tx: req_tx,
+                backlog: VecDeque::new(),
+                subscriptions: BTreeSet::new(),
+                live: BTreeSet::new(),
+                queued_qos1: 0,
+            },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
             acked,
@@ -423,6 +432,8 @@ pub(crate) struct Outbox {
     backlog: VecDeque<Request>,
     /// Filters to restore after every CONNACK.
     subscriptions: BTreeSet<String>,
+    /// Those of them subscribed without retained messages.
+    live: BTreeSet<String>,
     /// QoS 1 publishes queued so far, for [`Connection::all_acked`].
     queued_qos1: u64,
 }
@@ -475,9 +486,20 @@ impl Outbox {
         }
     }
 
+    /// [`Outbox::subscribe`], asking the broker (MQTT 5 Retain Handling 2) not to
+    /// hand over the retained messages under `filter` now or after a reconnection:
+    /// only what is published from then on. Under MQTT 3.1.1 they come all the same.
+    pub fn subscribe_live(&mut self, filter: String) {
+        if self.subscriptions.insert(filter.clone()) {
+            self.live.insert(filter.clone());
+            self.push(Request::SubscribeLive(filter));
+        }
+    }
+
     /// Unsubscribes, and forgets the filter.
     pub fn unsubscribe(&mut self, filter: String) {
         self.subscriptions.remove(&filter);
+        self.live.remove(&filter);
         self.push(Request::Unsubscribe(filter));
     }
 
@@ -485,7 +507,8 @@ impl Outbox {
     pub fn resubscribe(&mut self) {
         let filters: Vec<String> = self.subscriptions.iter().cloned().collect();
         for f in filters {
-            self.push(Request::Subscribe(f));
+            let req = if self.live.contains(&f) { Request::SubscribeLive(f) } else { Request::Subscribe(f) };
+            self.push(req);
         }
     }
 
@@ -923,7 +946,7 @@ async fn feed_loop(
                 Request::Publish { topic, payload, .. } => {
                     pacer.admit(topic.len() + payload.len() + HEADER_ESTIMATE, true).await;
                 }
-                Request::Subscribe(filter) | Request::Unsubscribe(filter) => {
+                Request::Subscribe(filter) | Request::SubscribeLive(filter) | Request::Unsubscribe(filter) => {
                     pacer.admit(filter.len() + HEADER_ESTIMATE, false).await;
                 }
                 Request::Disconnect => {}
@@ -940,6 +963,7 @@ async fn feed_loop(
                 client.publish(topic, qos, retain, payload, expiry).await
             }
             Request::Subscribe(filter) => client.subscribe(filter, Qos::AtLeastOnce).await,
+            Request::SubscribeLive(filter) => client.subscribe_live(filter, Qos::AtLeastOnce).await,
             Request::Unsubscribe(filter) => client.unsubscribe(filter).await,
             Request::Disconnect => {
                 // An error means the poll task is gone, and the DISCONNECT with it.

@@ -296,6 +296,19 @@ impl Client {
         }
     }
 
+    /// [`Client::subscribe`] without the retained messages under `filter` (MQTT 5
+    /// Retain Handling 2); MQTT 3.1.1 has no such option, and gets them.
+    pub async fn subscribe_live(&self, filter: String, qos: Qos) -> Result<(), Closed> {
+        match self {
+            Client::V311(c) => c.subscribe(filter, qos4(qos)).await.map_err(|_| Closed),
+            Client::V5(c) => {
+                let mut f = p5::Filter::new(filter, qos5(qos));
+                f.retain_forward_rule = p5::RetainForwardRule::Never;
+                c.subscribe_many([f]).await.map_err(|_| Closed)
+            }
+        }
+    }
+
     pub async fn unsubscribe(&self, filter: String) -> Result<(), Closed> {
         match self {
             Client::V311(c) => c.unsubscribe(filter).await.map_err(|_| Closed),

@@ -180,10 +180,10 @@ async fn run(
     let early_chunks = opts.early_chunks && opts.pool.is_none();
     endpoint.set_chunk_wildcard(early_chunks);
     // Only the patterns the endpoint kept: one covered by another would have the
-    // broker deliver its messages twice. The chunks last: the broker hands a new
-    // subscription every retained message under it, and the retained chunks of
-    // held transfers must not crowd the retained manifests out of a short queue
-    // (Mosquitto's max_queued_messages). A manifest published live between the
+    // broker deliver its messages twice. The chunks last: under MQTT 3.1.1 the
+    // broker hands a new subscription every retained message under it, and the
+    // retained chunks of held transfers must not crowd the retained manifests out
+    // of a short queue (Mosquitto's max_queued_messages). A manifest published live between the
     // two subscriptions is taken as early while its first chunks were missed:
     // the sender's next end of round repairs them (PROTOCOL.md 3.6).
     for pattern in endpoint.patterns() {
@@ -194,7 +194,10 @@ async fn run(
         });
         conn.out.subscribe(pattern.ctl_filter());
         if early_chunks {
-            conn.out.subscribe(pattern.chunks_filter());
+            // Live chunks only (MQTT 5): held transfers' retained ones come with
+            // their own subscription once the transfer is taken, not all at once
+            // at every start.
+            conn.out.subscribe_live(pattern.chunks_filter());
         }
     }
     // The replay memory of signed transfers lives in the state folder.

@@ -15,12 +15,15 @@ fn large_packets_get_shorter_queues() {
 
 fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Request>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (Outbox { tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), queued_qos1: 0 }, rx)
+    (Outbox { tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), live: BTreeSet::new(), queued_qos1: 0 }, rx)
 }
 
 fn topic(r: Request) -> String {
     match r {
-        Request::Publish { topic, .. } | Request::Subscribe(topic) | Request::Unsubscribe(topic) => topic,
+        Request::Publish { topic, .. }
+        | Request::Subscribe(topic)
+        | Request::SubscribeLive(topic)
+        | Request::Unsubscribe(topic) => topic,
         Request::Disconnect => "disconnect".into(),
     }
 }
@@ -389,4 +392,24 @@ async fn a_closed_channel_drops_requests() {
     drop(rx);
     out.publish("a".into(), Qos::AtMostOnce, false, vec![]);
     assert!(out.backlog.is_empty());
+}
+
+/// A subscription made without retained messages is made so again after a
+/// reconnection, or the broker would hand over every retained chunk of every
+/// held transfer at each one.
+#[tokio::test]
+async fn a_live_subscription_stays_live_after_a_reconnect() {
+    let (mut out, mut rx) = outbox(16);
+    out.subscribe("x/+/manifest".into());
+    out.subscribe_live("x/+/chunk/+".into());
+    let live = |r: Request| matches!(r, Request::SubscribeLive(ref f) if f == "x/+/chunk/+");
+    assert!(!live(rx.try_recv().unwrap()));
+    assert!(live(rx.try_recv().unwrap()));
+    out.resubscribe();
+    let again: Vec<Request> = (0..2).map(|_| rx.try_recv().unwrap()).collect();
+    assert_eq!(again.into_iter().filter(|r| matches!(r, Request::SubscribeLive(_))).count(), 1);
+    out.unsubscribe("x/+/chunk/+".into());
+    let _ = rx.try_recv();
+    out.subscribe("x/+/chunk/+".into());
+    assert!(matches!(rx.try_recv().unwrap(), Request::Subscribe(_)), "forgotten with the unsubscribe");
 }
