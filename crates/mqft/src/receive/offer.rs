@@ -178,12 +178,15 @@ impl Engine {
         // Every chunk of it reaches us: the endpoint knows whether since before
         // its manifest, and the Ready says so.
         let early = self.endpoint.is_early(&id);
-        let made = if early {
-            proto::Receiver::new_early(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now())
-        } else {
-            proto::Receiver::new(cfg.clone(), prefix.clone(), self.rid.clone(), m.clone(), saved, now())
+        let start = |saved| {
+            let (cfg, prefix, rid, m) = (cfg.clone(), prefix.clone(), self.rid.clone(), m.clone());
+            if early {
+                proto::Receiver::new_early(cfg, prefix, rid, m, saved, now())
+            } else {
+                proto::Receiver::new(cfg, prefix, rid, m, saved, now())
+            }
         };
-        let rx = match made {
+        let rx = match start(saved) {
             Ok(rx) => rx,
             Err(e) => {
                 // Saved state that does not add up: start over.
@@ -195,8 +198,7 @@ impl Engine {
                 if let Err(e) = fresh {
                     return self.reject_io(&m, &e);
                 }
-                proto::Receiver::new(cfg, prefix.clone(), self.rid.clone(), m.clone(), None, now())
-                    .expect("a receiver without saved state always starts")
+                start(None).expect("a receiver without saved state always starts")
             }
         };
         let writer = match Writer::spawn(&self.writers, id, m.chunk_size, Arc::new(file), paths.clone()) {
