@@ -172,8 +172,10 @@ pub struct ReceiverEndpoint {
     /// under; `true` while the transfer holds a slot (not yet ended).
     open: BTreeMap<TransferId, (bool, Prefix)>,
     /// The prefix of each offer or history check handed to the caller and not yet
-    /// answered, newest last; bounded by [`ORIGIN_MEMORY`].
-    origins: VecDeque<(TransferId, Prefix)>,
+    /// answered, newest last; bounded by [`ORIGIN_MEMORY`]. The flag marks an offer
+    /// handed over straight from a live manifest while the chunk wildcard was in
+    /// effect: every chunk of it reaches the caller ([`ReceiverEndpoint::is_early`]).
+    origins: VecDeque<(TransferId, Prefix, bool)>,
     /// The manifests of recently completed transfers, oldest first.
     completed: VecDeque<Manifest>,
     /// Chunk filters of unknown transfers, dropped.
@@ -183,10 +185,6 @@ pub struct ReceiverEndpoint {
     /// The caller subscribes every pattern's [`PrefixPattern::chunks_filter`]
     /// ([`ReceiverEndpoint::set_chunk_wildcard`]).
     chunk_wildcard: bool,
-    /// Offers handed to the caller straight from a live manifest while the chunk
-    /// wildcard was in effect: every chunk of theirs reaches the caller. Bounded
-    /// like `origins`.
-    early: VecDeque<TransferId>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
 }
@@ -224,7 +222,6 @@ impl ReceiverEndpoint {
             queue: OfferQueue::default(),
             stopping: false,
             chunk_wildcard: false,
-            early: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -263,7 +260,7 @@ impl ReceiverEndpoint {
         self.open
             .get(id)
             .map(|(_, p)| p)
-            .or_else(|| self.origins.iter().rev().find(|(i, _)| i == id).map(|(_, p)| p))
+            .or_else(|| self.origins.iter().rev().find(|(i, ..)| i == id).map(|(_, p, _)| p))
             .or_else(|| self.queue.offers.iter().find(|(m, _)| m.id == *id).map(|(_, p)| p))
     }
 
@@ -274,16 +271,15 @@ impl ReceiverEndpoint {
     }
 
     fn remember_origin(&mut self, id: TransferId, prefix: Prefix) {
-        self.origins.retain(|(i, _)| *i != id);
+        self.origins.retain(|(i, ..)| *i != id);
         if self.origins.len() >= ORIGIN_MEMORY {
             self.origins.pop_front();
         }
-        self.origins.push_back((id, prefix));
+        self.origins.push_back((id, prefix, false));
     }
 
     fn forget_origin(&mut self, id: &TransferId) {
-        self.origins.retain(|(i, _)| i != id);
-        self.early.retain(|e| e != id);
+        self.origins.retain(|(i, ..)| i != id);
     }
 
     /// The limits in force.
@@ -347,11 +343,9 @@ impl ReceiverEndpoint {
             Topic::Manifest(id) => {
                 let routed = self.on_manifest(prefix, id, payload);
                 if let Some(Routed::Offer(m)) = &routed {
-                    if self.chunk_wildcard && !retained {
-                        if self.early.len() >= ORIGIN_MEMORY {
-                            self.early.pop_front();
-                        }
-                        self.early.push_back(m.id);
+                    // The offer's origin was remembered last, as it was handed over.
+                    if let Some((_, _, early)) = self.origins.back_mut().filter(|(i, ..)| *i == m.id) {
+                        *early = self.chunk_wildcard && !retained;
                     }
                 }
                 routed
@@ -568,7 +562,7 @@ impl ReceiverEndpoint {
     /// while the chunk wildcard was in effect: what [`ReceiverEndpoint::accept`]
     /// will say, for a caller that makes the transfer's `Receiver` first.
     pub fn is_early(&self, id: &TransferId) -> bool {
-        self.early.contains(id)
+        self.origins.iter().rev().find(|(i, ..)| i == id).is_some_and(|(.., early)| *early)
     }
 
     /// The caller took the offer: its messages are routed to it from now on, and it
@@ -578,7 +572,7 @@ impl ReceiverEndpoint {
     pub fn accept(&mut self, id: TransferId) -> bool {
         // An offer of it that queued meanwhile (a caller that decides later than
         // at once) has been answered by this.
-        let early = self.early.contains(&id);
+        let early = self.is_early(&id);
         let prefix = self.reply_prefix(&id);
         self.forget_origin(&id);
         self.queue.remove(&id);

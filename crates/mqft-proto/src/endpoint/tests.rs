@@ -285,3 +285,40 @@ fn memories_stay_bounded() {
     }
     assert!(ep.stale.len() <= STALE_MEMORY);
 }
+
+/// With the chunk wildcard, an offer handed over straight from a live manifest
+/// is accepted as early; one from a retained copy, one taken out of the queue,
+/// or any without the wildcard is not. Chunks of transfers not open are dropped
+/// silently under the wildcard, and unsubscribed without it.
+#[test]
+fn only_a_live_offer_under_the_chunk_wildcard_is_early() {
+    let mut limits = Limits::default();
+    limits.max_concurrent = 1;
+    let (mut ep, p) = endpoint(limits.clone());
+    ep.set_chunk_wildcard(true);
+    let (live, retained, queued) = (manifest("live"), manifest("retained"), manifest("queued"));
+    assert_eq!(ep.handle(&p.chunk(&live.id, 0), b"x"), None, "no unsubscribe under the wildcard");
+    assert_eq!(ep.handle(&p.manifest(&live.id), &live.encode()), Some(Routed::Offer(live.clone())));
+    assert!(ep.is_early(&live.id));
+    assert!(ep.accept(live.id));
+    // The one slot is taken: the next offer waits in the queue.
+    assert_eq!(ep.handle(&p.manifest(&queued.id), &queued.encode()), None);
+    ep.ended(&live.id);
+    ep.closed(&live.id);
+    assert_eq!(ep.next_admitted(), Some(Routed::Offer(queued.clone())));
+    assert!(!ep.accept(queued.id), "its first chunks came while it waited");
+    ep.ended(&queued.id);
+    ep.closed(&queued.id);
+    assert_eq!(
+        ep.handle_retained(&p.manifest(&retained.id), &retained.encode()),
+        Some(Routed::Offer(retained.clone()))
+    );
+    assert!(!ep.accept(retained.id), "a retained copy may be old");
+
+    let (mut ep, p) = endpoint(limits);
+    let m = manifest("plain");
+    assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::Offer(m.clone())));
+    assert!(!ep.accept(m.id), "without the wildcard");
+    let other = manifest("other");
+    assert_eq!(ep.handle(&p.chunk(&other.id, 0), b"x"), Some(Routed::Unsubscribe(p.chunk_filter(&other.id))));
+}
