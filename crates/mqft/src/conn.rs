@@ -67,7 +67,7 @@
 //! ack counts and the close sequence, whose reasoning is written next to each; split,
 //! that reasoning would be spread over files. Its tests live in `conn/tests.rs`.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -223,8 +223,7 @@ impl Connection {
             out: Outbox {
                 tx: req_tx,
                 backlog: VecDeque::new(),
-                subscriptions: BTreeSet::new(),
-                live: BTreeSet::new(),
+                subscriptions: BTreeMap::new(),
                 queued_qos1: 0,
             },
             addr: cfg.addr(),
@@ -430,10 +429,9 @@ pub(crate) struct Outbox {
     tx: mpsc::Sender<Request>,
     /// Requests that found the channel full, oldest first.
     backlog: VecDeque<Request>,
-    /// Filters to restore after every CONNACK.
-    subscriptions: BTreeSet<String>,
-    /// Those of them subscribed without retained messages.
-    live: BTreeSet<String>,
+    /// Filters to restore after every CONNACK, each with whether it was made
+    /// without retained messages ([`Outbox::subscribe_live`]).
+    subscriptions: BTreeMap<String, bool>,
     /// QoS 1 publishes queued so far, for [`Connection::all_acked`].
     queued_qos1: u64,
 }
@@ -463,7 +461,7 @@ impl Outbox {
     /// broker hands over its retained messages once more (MQTT 5 retain handling 0;
     /// Mosquitto does the same under 3.1.1). Remembered for reconnections.
     pub fn subscribe_again(&mut self, filter: String) {
-        self.subscriptions.insert(filter.clone());
+        self.subscriptions.entry(filter.clone()).or_insert(false);
         self.push(Request::Subscribe(filter));
     }
 
@@ -481,7 +479,7 @@ impl Outbox {
 
     /// Subscribes (QoS 1), and remembers the filter for reconnections.
     pub fn subscribe(&mut self, filter: String) {
-        if self.subscriptions.insert(filter.clone()) {
+        if self.subscriptions.insert(filter.clone(), false).is_none() {
             self.push(Request::Subscribe(filter));
         }
     }
@@ -490,8 +488,7 @@ impl Outbox {
     /// hand over the retained messages under `filter` now or after a reconnection:
     /// only what is published from then on. Under MQTT 3.1.1 they come all the same.
     pub fn subscribe_live(&mut self, filter: String) {
-        if self.subscriptions.insert(filter.clone()) {
-            self.live.insert(filter.clone());
+        if self.subscriptions.insert(filter.clone(), true).is_none() {
             self.push(Request::SubscribeLive(filter));
         }
     }
@@ -499,16 +496,14 @@ impl Outbox {
     /// Unsubscribes, and forgets the filter.
     pub fn unsubscribe(&mut self, filter: String) {
         self.subscriptions.remove(&filter);
-        self.live.remove(&filter);
         self.push(Request::Unsubscribe(filter));
     }
 
     /// Sends every remembered subscription again, after a CONNACK.
     pub fn resubscribe(&mut self) {
-        let filters: Vec<String> = self.subscriptions.iter().cloned().collect();
-        for f in filters {
-            let req = if self.live.contains(&f) { Request::SubscribeLive(f) } else { Request::Subscribe(f) };
-            self.push(req);
+        let filters: Vec<(String, bool)> = self.subscriptions.iter().map(|(f, &live)| (f.clone(), live)).collect();
+        for (f, live) in filters {
+            self.push(if live { Request::SubscribeLive(f) } else { Request::Subscribe(f) });
         }
     }
 

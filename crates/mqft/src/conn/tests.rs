@@ -15,7 +15,7 @@ fn large_packets_get_shorter_queues() {
 
 fn outbox(capacity: usize) -> (Outbox, mpsc::Receiver<Request>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (Outbox { tx, backlog: VecDeque::new(), subscriptions: BTreeSet::new(), live: BTreeSet::new(), queued_qos1: 0 }, rx)
+    (Outbox { tx, backlog: VecDeque::new(), subscriptions: BTreeMap::new(), queued_qos1: 0 }, rx)
 }
 
 fn topic(r: Request) -> String {
