@@ -42,7 +42,7 @@ pub async fn spool_stdin(name: &str) -> Result<(Spool, SendFile)> {
         .context("the thread reading standard input stopped")?
         .map_err(|e| anyhow::Error::new(e).context("cannot spool standard input"))?;
     tracing::info!(size = spooled.size, path = %spool.path().display(), "standard input spooled");
-    let file = spool.send_file(name, spooled);
+    let file = spool.send_file(name);
     Ok((spool, file))
 }
 

@@ -76,7 +76,7 @@ impl Spool {
     }
 
     /// The spool as a file to send under `name`, once [`fill`] copied the stream.
-    pub fn send_file(&self, name: impl Into<String>, _spooled: Spooled) -> SendFile {
+    pub fn send_file(&self, name: impl Into<String>) -> SendFile {
         SendFile::named(self.path.clone(), name)
     }
 }
@@ -126,7 +126,7 @@ mod tests {
         let got = fill(&data[..], file).unwrap();
         assert_eq!(got.size, data.len() as u64);
         assert_eq!(std::fs::read(&path).unwrap(), data);
-        let f = spool.send_file("x.tar", got);
+        let f = spool.send_file("x.tar");
         // Hashed as it is read for sending, like any file.
         assert_eq!((f.name.as_deref(), f.sha256), (Some("x.tar"), None));
         drop(spool);
