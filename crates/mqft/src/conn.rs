@@ -220,12 +220,7 @@ impl Connection {
         let feed_task = tokio::spawn(feed_loop(client, req_rx, acked.clone(), taken.clone(), pacer, nudger));
         Ok(Connection {
             events: Inbox::new(events, cfg.addr()),
-            out: Outbox {
-                tx: req_tx,
-                backlog: VecDeque::new(),
-                subscriptions: BTreeMap::new(),
-                queued_qos1: 0,
-            },
+            out: Outbox { tx: req_tx, backlog: VecDeque::new(), subscriptions: BTreeMap::new(), queued_qos1: 0 },
             addr: cfg.addr(),
             connect_timeout: cfg.connect_timeout,
             acked,
