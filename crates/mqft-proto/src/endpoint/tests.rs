@@ -292,8 +292,7 @@ fn memories_stay_bounded() {
 /// silently under the wildcard, and unsubscribed without it.
 #[test]
 fn only_a_live_offer_under_the_chunk_wildcard_is_early() {
-    let mut limits = Limits::default();
-    limits.max_concurrent = 1;
+    let limits = Limits { max_concurrent: 1, ..Limits::default() };
     let (mut ep, p) = endpoint(limits.clone());
     ep.set_chunk_wildcard(true);
     let (live, retained, queued) = (manifest("live"), manifest("retained"), manifest("queued"));
