@@ -21,15 +21,28 @@ pub fn manifest(data: &[u8]) {
     assert!(!m.name.is_empty() && m.name.len() <= MAX_NAME_LEN);
     assert!(m.chunk_size > 0 && m.chunk_size <= MAX_CHUNK_SIZE);
     assert!(m.chunk_count <= MAX_CHUNK_COUNT);
-    assert_eq!(u64::from(m.chunk_count), m.size.div_ceil(u64::from(m.chunk_size)));
+    if m.is_open() {
+        // An open stream (version 6): the bound, no hash, and its end unknown.
+        assert!(m.stream && m.chunk_count == MAX_CHUNK_COUNT && m.sha256.is_none());
+        assert_eq!(m.chunk_len(MAX_CHUNK_COUNT - 1), u64::from(m.chunk_size));
+    } else {
+        assert_eq!(u64::from(m.chunk_count), m.size.div_ceil(u64::from(m.chunk_size)));
+    }
     // The chunks tile the file: none is empty, and the last ends at its end.
-    if let Some(last) = m.chunk_count.checked_sub(1) {
+    if let Some(last) = m.chunk_count.checked_sub(1).filter(|_| !m.is_open()) {
         assert!(m.chunk_len(last) > 0);
         assert_eq!(m.chunk_offset(last) + m.chunk_len(last), m.size);
     }
     // What the sender builds from the same fields is the same manifest, id included.
     assert!(mqft_proto::wire::is_sender_name(&m.sender), "sender {:?}", m.sender);
-    let built = Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run);
+    let built = if m.stream {
+        // A stream's sender builds it open, and closes it once it read the end.
+        Manifest::new_stream(m.name.clone(), m.chunk_size, m.meta.clone(), m.run)
+            .and_then(|b| if m.is_open() { Ok(b) } else { b.close(m.size) })
+            .map(|b| Manifest { sha256: m.sha256, ..b })
+    } else {
+        Manifest::new(m.name.clone(), m.size, m.chunk_size, m.sha256, m.meta.clone(), m.run)
+    };
     // `to` and `sender` are not part of the id: the same file to the same receivers
     // from the same sender is the same manifest. The signature, the encryption
     // and the hold are set on top of that.
@@ -99,13 +112,22 @@ pub fn chunk(data: &[u8]) {
     let mut r = Reader::new(data);
     let (size, chunk_size, topic_index) = (r.u64(), r.u32(), r.u32());
     let payload = r.rest();
-    let m = Manifest::new("c".into(), size, chunk_size, Some([0; 32]), Meta::default(), 1)
-        .unwrap_or_else(|_| fixture(0).manifest);
+    // The size of an open stream (version 6) picks one: any chunk may be its last.
+    let m = if size == mqft_proto::wire::UNKNOWN_SIZE {
+        Manifest::new_stream("c".into(), chunk_size, Meta::default(), 1)
+    } else {
+        Manifest::new("c".into(), size, chunk_size, Some([0; 32]), Meta::default(), 1)
+    };
+    let m = m.unwrap_or_else(|_| fixture(0).manifest);
     let Ok(c) = Chunk::decode(payload, topic_index, &m) else { return };
     assert_eq!(c.index, topic_index);
     assert!(c.index < m.chunk_count);
-    assert_eq!(c.data.len() as u64, m.chunk_len(c.index));
-    assert!(m.chunk_offset(c.index) + c.data.len() as u64 <= m.size);
+    if m.is_open() {
+        assert!(!c.data.is_empty() && c.data.len() as u64 <= m.chunk_len(c.index));
+    } else {
+        assert_eq!(c.data.len() as u64, m.chunk_len(c.index));
+        assert!(m.chunk_offset(c.index) + c.data.len() as u64 <= m.size);
+    }
     // The CRC it was checked against is the one in the payload, over the bytes
     // on the wire; the chunk's own is over its decompressed bytes.
     let wire: ChunkWire<'_> = postcard::from_bytes(&payload[1..]).expect("an accepted chunk is a ChunkWire");

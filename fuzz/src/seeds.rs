@@ -133,6 +133,10 @@ fn manifests() -> Named {
         .and_then(|m| m.with_to(to))
         .unwrap();
     out.push(("addressed-path".into(), addressed.encode()));
+    // Version 6: a stream, open, and closed with its size and hash.
+    let open = Manifest::new_stream("dir.tar".into(), 256 << 10, Meta::default(), 9).unwrap();
+    out.push(("stream-open".into(), open.encode()));
+    out.push(("stream-closed".into(), open.close(1_000_000).unwrap().with_digest([2; 32]).encode()));
     // Version 3: a signed manifest, so that mutations reach the signature's fields.
     let mut signed = fixture(0).manifest;
     mqft_proto::trust::sign(&mut signed, &mqft_proto::trust::SigningKey::from_bytes(&[1; 32]), 1_700_000_000_000);
@@ -190,8 +194,16 @@ fn acks() -> Named {
 
 fn ctls() -> Named {
     vec![
-        ("end-round".into(), Ctl::EndRound { run: RUN, next_seq: 1000, sha256: None }.encode()),
-        ("end-round-hash".into(), Ctl::EndRound { run: RUN, next_seq: 1000, sha256: Some([0xd8; 32]) }.encode()),
+        ("end-round".into(), Ctl::EndRound { run: RUN, next_seq: 1000, sha256: None, size: None }.encode()),
+        (
+            "end-round-hash".into(),
+            Ctl::EndRound { run: RUN, next_seq: 1000, sha256: Some([0xd8; 32]), size: None }.encode(),
+        ),
+        // Version 6: a stream's end, with its size.
+        (
+            "end-round-stream".into(),
+            Ctl::EndRound { run: RUN, next_seq: 1000, sha256: Some([0xd8; 32]), size: Some(1 << 33) }.encode(),
+        ),
         ("abort-cancelled".into(), Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode()),
         ("abort-finished".into(), Ctl::Abort { run: u32::MAX, reason: AbortReason::Finished }.encode()),
         ("abort-unknown".into(), Ctl::Abort { run: 0, reason: AbortReason::Other(4000) }.encode()),
@@ -219,6 +231,11 @@ fn chunks() -> Named {
         // chunk's length (refused as BadCompression without allocating it).
         ("zstd".into(), compressed_seed(&b"abcd".repeat(1024), 4096)),
         ("zstd-bomb".into(), compressed_seed(&[0; 65536], 4096)),
+        // Version 6: a short chunk of an open stream, which may be its last.
+        (
+            "stream-short".into(),
+            Writer::new().u64(u64::MAX).u32(64).u32(9).raw(&Chunk::encode(RUN, 3, 9, b"tail")).finish(),
+        ),
     ]
 }
 
@@ -302,7 +319,7 @@ fn receiver_seed(selector: u8, ack_every: u8, ops: &[receiver::Op<'_>]) -> Vec<u
 fn receivers() -> Named {
     use receiver::Op;
     let chunk = |index: u32| Op::Chunk { index, run: RUN, seq: index, flip: 0 };
-    let end_round = Ctl::EndRound { run: RUN, next_seq: 10, sha256: fixture(0).manifest.sha256 }.encode();
+    let end_round = Ctl::EndRound { run: RUN, next_seq: 10, sha256: fixture(0).manifest.sha256, size: None }.encode();
     let abort = Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode();
     let f0 = fixture(0);
     let raw_good = Chunk::encode(RUN, 0, 0, f0.chunk(0));
@@ -496,7 +513,7 @@ fn endpoints() -> Named {
     use receiver_endpoint::Op;
     let offer = |which: u8| Op::Offer { which, run: RUN };
     let chunk = Chunk::encode(RUN, 0, 0, fixture(0).chunk(0));
-    let end_round = Ctl::EndRound { run: RUN, next_seq: 10, sha256: fixture(0).manifest.sha256 }.encode();
+    let end_round = Ctl::EndRound { run: RUN, next_seq: 10, sha256: fixture(0).manifest.sha256, size: None }.encode();
     let abort = Ctl::Abort { run: RUN, reason: AbortReason::Cancelled }.encode();
     let other = fixture(1).manifest.encode();
     // Max concurrent is `slots % 4 + 1`.

@@ -371,8 +371,9 @@ impl Harness {
                     if t.topic == self.prefix.ctl(&m.id) {
                         assert!(!t.retain);
                         match Ctl::decode(&b).expect("the sender's own control messages decode") {
-                            Ctl::EndRound { run, next_seq, sha256 } => {
+                            Ctl::EndRound { run, next_seq, sha256, size } => {
                                 assert_eq!(run, m.run);
+                                assert_eq!(size, None, "a file's end of round carries no size");
                                 if let Some(sha256) = sha256 {
                                     assert_eq!(
                                         sha256,

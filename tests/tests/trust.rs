@@ -156,7 +156,11 @@ async fn send_as(raw: &mut Raw, m: &Manifest, manifest_payload: Vec<u8>, bytes: 
         }
         raw.publish(&prefix.chunk(&m.id, index), Chunk::encode(m.run, index, index, &data)).await;
     }
-    raw.publish(&prefix.ctl(&m.id), Ctl::EndRound { run: m.run, next_seq: m.chunk_count, sha256: None }.encode()).await;
+    raw.publish(
+        &prefix.ctl(&m.id),
+        Ctl::EndRound { run: m.run, next_seq: m.chunk_count, sha256: None, size: None }.encode(),
+    )
+    .await;
 }
 
 /// A signed transfer as it went through a broker: the broker, the trusted public

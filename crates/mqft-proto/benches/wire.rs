@@ -75,7 +75,7 @@ fn control(c: &mut Criterion) {
     g.bench_function("ack_missing_512_ranges_decode", |b| {
         b.iter(|| Ack::decode(black_box(&mp), 1 << 22).expect("valid"))
     });
-    let ctl = Ctl::EndRound { run: 1, next_seq: 4096, sha256: Some([7; 32]) };
+    let ctl = Ctl::EndRound { run: 1, next_seq: 4096, sha256: Some([7; 32]), size: None };
     let cp = ctl.encode();
     g.bench_function("ctl_encode", |b| b.iter(|| black_box(&ctl).encode()));
     g.bench_function("ctl_decode", |b| b.iter(|| Ctl::decode(black_box(&cp)).expect("valid")));

@@ -496,7 +496,9 @@ impl ReceiverEndpoint {
             return None;
         }
         self.remember_origin(m.id, prefix);
-        if self.limits.max_size.is_some_and(|max| m.size > max) {
+        // An open stream's size is not known: its receiver checks the bound as
+        // chunks arrive ([`crate::ReceiverConfig::max_size`]).
+        if self.limits.max_size.is_some_and(|max| m.size > max) && !m.is_open() {
             self.refuse(&m, RejectReason::TooLarge, String::new());
             return None;
         }

@@ -50,6 +50,15 @@ pub fn transfer_id(
     h.update(b"mqft-id-v4");
     h.update(size.to_le_bytes());
     h.update(chunk_size.to_le_bytes());
+    put_modified(&mut h, modified_ms);
+    h.update(name.as_bytes());
+    if let Some(bound) = bound {
+        h.update(bound);
+    }
+    first_half(h)
+}
+
+fn put_modified(h: &mut Sha256, modified_ms: Option<i64>) {
     match modified_ms {
         Some(ms) => {
             h.update([1]);
@@ -57,14 +66,28 @@ pub fn transfer_id(
         }
         None => h.update([0]),
     }
-    h.update(name.as_bytes());
-    if let Some(bound) = bound {
-        h.update(bound);
-    }
+}
+
+fn first_half(h: Sha256) -> TransferId {
     let digest: [u8; 32] = h.finalize().into();
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     TransferId(id)
+}
+
+/// The transfer id of a stream ([`crate::wire::Manifest::stream`]): the first 16
+/// bytes of `SHA-256("mqft-stream-id-v6" || chunk_size as u32 LE || mtime || run
+/// as u32 LE || name)`. Its size is not known when the id is made, so it derives
+/// from the sender's run instead. A stream cannot be read again,
+/// so nothing resumes across a sender's restart, and a new run is a new transfer.
+pub fn stream_id(chunk_size: u32, modified_ms: Option<i64>, name: &str, run: u32) -> TransferId {
+    let mut h = Sha256::new();
+    h.update(b"mqft-stream-id-v6");
+    h.update(chunk_size.to_le_bytes());
+    put_modified(&mut h, modified_ms);
+    h.update(run.to_le_bytes());
+    h.update(name.as_bytes());
+    first_half(h)
 }
 
 /// A SHA-256 in progress whose state can be saved and restored.

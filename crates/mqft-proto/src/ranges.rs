@@ -121,6 +121,22 @@ impl RangeSet {
         Some(s)
     }
 
+    /// Removes every index at or above `n`.
+    pub fn truncate(&mut self, n: u32) {
+        for (s, e) in self.map.split_off(&n) {
+            self.len -= u64::from(e - s);
+        }
+        if let Some(e) = self.map.values_mut().next_back().filter(|e| **e > n) {
+            self.len -= u64::from(*e - n);
+            *e = n;
+        }
+    }
+
+    /// The highest index.
+    pub fn last(&self) -> Option<u32> {
+        self.map.values().next_back().map(|&e| e - 1)
+    }
+
     /// The lowest index.
     pub fn first(&self) -> Option<u32> {
         self.map.keys().next().copied()
@@ -289,6 +305,7 @@ mod tests {
                 match op {
                     0 => { s.insert_range(a..a + n); model.extend(a..a + n); }
                     1 => { prop_assert_eq!(s.remove(a), model.remove(&a)); }
+                    2 if n == 1 => { s.truncate(a); model.retain(|&i| i < a); }
                     _ => { prop_assert_eq!(s.pop_first(), model.pop_first()); }
                 }
                 prop_assert_eq!(s.len(), model.len() as u64);

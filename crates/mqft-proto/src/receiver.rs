@@ -74,6 +74,10 @@ pub struct ReceiverConfig {
     /// retained chunks has no gaps, and a needless refetch costs at most
     /// [`REFETCH_BATCH`] chunks delivered twice.
     pub held_silence: Duration,
+    /// The largest file taken, for a stream whose size its offer did not say
+    /// ([`Manifest::is_open`]): a chunk that reaches past it fails the transfer
+    /// as [`RejectReason::TooLarge`]. A file's size is checked at the offer.
+    pub max_size: Option<u64>,
 }
 
 impl Default for ReceiverConfig {
@@ -85,6 +89,7 @@ impl Default for ReceiverConfig {
             max_idle: Duration::from_secs(16),
             give_up_after: Duration::from_secs(120),
             held_silence: Duration::from_millis(250),
+            max_size: None,
         }
     }
 }
@@ -331,6 +336,9 @@ pub struct Receiver {
     /// The run whose every chunk transmission reaches this receiver, from the first
     /// ([`Receiver::new_early`]): its `Ready` says so, for that run only.
     from_start: Option<u32>,
+    /// An open stream's short chunk, the last one, by index and length: the
+    /// stream ends there. Checked against the size once that is known.
+    tail: Option<(u32, u32)>,
 }
 
 /// The name a file was stored under, when it differs from the manifest's, and why.
@@ -446,6 +454,7 @@ impl Receiver {
             hold_until: None,
             refetching: Vec::new(),
             from_start,
+            tail: None,
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -525,6 +534,9 @@ impl Receiver {
     /// Bytes held.
     pub fn bytes_held(&self) -> u64 {
         let full = self.held.len() * u64::from(self.manifest.chunk_size);
+        if let Some((index, len)) = self.tail {
+            return full - u64::from(self.manifest.chunk_size - len) * u64::from(self.held.contains(index));
+        }
         // The last chunk may be short.
         match self.manifest.chunk_count.checked_sub(1) {
             Some(last) if self.held.contains(last) => {
@@ -578,6 +590,13 @@ impl Receiver {
         }
         self.manifest.run = manifest.run;
         self.heard(now);
+        if self.manifest.is_open() && !manifest.is_open() {
+            // Published again once the sender read the stream's end.
+            self.close_stream(manifest.size);
+            if self.is_done() {
+                return Ok(());
+            }
+        }
         if self.manifest.sha256.is_none() {
             // Re-published once the sender read the whole file.
             self.manifest.sha256 = manifest.sha256;
@@ -603,10 +622,22 @@ impl Receiver {
                 return Err(e);
             }
         };
+        if let Err(e) = self.fits_stream(chunk.index, chunk.data.len()) {
+            self.corrupt += 1;
+            return Err(e);
+        }
         self.heard(now);
         self.saw_seq(chunk.run, chunk.seq.saturating_add(1));
         if self.state != State::Receiving {
             return Ok(None);
+        }
+        if self.cfg.max_size.is_some_and(|max| self.manifest.chunk_offset(chunk.index) + chunk.data.len() as u64 > max)
+        {
+            self.fail_with(RejectReason::TooLarge, String::new(), now);
+            return Ok(None);
+        }
+        if self.manifest.is_open() && chunk.data.len() < self.manifest.chunk_size as usize {
+            self.tail = Some((chunk.index, chunk.data.len() as u32));
         }
         // Held before the credit below, so that a `Progress` it triggers counts it.
         let new = self.held.insert(chunk.index);
@@ -645,7 +676,7 @@ impl Receiver {
             return None;
         }
         let index = self.hashed;
-        Some(HashRead { index, offset: self.manifest.chunk_offset(index), len: self.manifest.chunk_len(index) })
+        Some(HashRead { index, offset: self.manifest.chunk_offset(index), len: self.chunk_len(index) })
     }
 
     /// Feeds the bytes [`Receiver::next_hash_read`] asked for.
@@ -653,7 +684,7 @@ impl Receiver {
         if self.next_hash_read().map(|r| r.index) != Some(index) {
             return Err(HashFeedError::OutOfOrder(index));
         }
-        if data.len() as u64 != self.manifest.chunk_len(index) {
+        if data.len() as u64 != self.chunk_len(index) {
             return Err(HashFeedError::BadLength(index));
         }
         self.hash.update(data);
@@ -667,9 +698,15 @@ impl Receiver {
         let ctl = Ctl::decode(payload)?;
         self.heard(now);
         match ctl {
-            Ctl::EndRound { run, next_seq, sha256 } => {
+            Ctl::EndRound { run, next_seq, sha256, size } => {
                 // Everything sent before the end of round has arrived or is lost.
                 self.saw_seq(run, next_seq);
+                if let Some(size) = size.filter(|_| run == self.manifest.run) {
+                    self.close_stream(size);
+                    if self.is_done() {
+                        return Ok(());
+                    }
+                }
                 // The hash the manifest did not carry. A manifest's own is never
                 // replaced: under a signature it is the one the signature covers.
                 let before = self.state;
@@ -874,6 +911,71 @@ impl Receiver {
         }
         self.refetching.clone_from(&batch);
         self.events.push_back(ReceiverEvent::Refetch(batch));
+    }
+
+    /// The length of chunk `index`: the manifest's, or in an open stream the
+    /// short last chunk's as it arrived.
+    fn chunk_len(&self, index: u32) -> u64 {
+        match self.tail {
+            Some((i, len)) if i == index => u64::from(len),
+            _ => self.manifest.chunk_len(index),
+        }
+    }
+
+    /// Checks chunk `index` of `len` bytes against what an open stream's chunks
+    /// said of its end: one short chunk, the last. A short chunk below a held
+    /// one, a second short chunk, a full one where the short one was, or a chunk
+    /// past it contradicts the stream and is dropped.
+    fn fits_stream(&self, index: u32, len: usize) -> Result<(), DecodeError> {
+        if !self.manifest.is_open() {
+            return Ok(());
+        }
+        let full = self.manifest.chunk_size as usize;
+        match self.tail {
+            Some((i, _)) if index > i => Err(DecodeError::IndexOutOfRange { index, count: i + 1 }),
+            Some((i, l)) if index == i && len != l as usize || index != i && len < full => {
+                Err(DecodeError::BadChunkLength { index, len, expected: u64::from(l) })
+            }
+            None if len < full && self.held.last().is_some_and(|last| last > index) => {
+                Err(DecodeError::BadChunkLength { index, len, expected: full as u64 })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes an open stream at `size`, from its end of round or its manifest
+    /// published again ([`Manifest::close`]). What arrived must fit: no chunk
+    /// held past the end, and the last chunk, if held, of the right length.
+    /// Otherwise the sender contradicts itself, and the transfer fails.
+    fn close_stream(&mut self, size: u64) {
+        if !self.manifest.is_open() {
+            return;
+        }
+        let fits = self.manifest.close(size).ok().filter(|closed| {
+            let count = closed.chunk_count;
+            let within = self.held.last().is_none_or(|last| last < count);
+            let last_fits = match (self.tail, count.checked_sub(1)) {
+                (Some((i, len)), Some(last)) => i == last && closed.chunk_len(i) == u64::from(len),
+                (Some(_), None) => false,
+                (None, Some(last)) => {
+                    !self.held.contains(last) || closed.chunk_len(last) == u64::from(closed.chunk_size)
+                }
+                (None, None) => true,
+            };
+            within && last_fits
+        });
+        match fits {
+            Some(closed) => {
+                self.manifest = closed;
+                self.tail = None;
+                self.check_done();
+            }
+            None => self.fail_with(
+                RejectReason::BadManifest,
+                format!("the stream's size, {size} bytes, contradicts its chunks"),
+                self.last_heard,
+            ),
+        }
     }
 
     /// Verifies the hash once every chunk is held and hashed.

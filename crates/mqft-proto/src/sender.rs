@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use crate::ranges::RangeSet;
 use crate::topic::{Prefix, ReceiverId};
-use crate::wire::{AbortReason, Ack, Ctl, DecodeError, Manifest, NameChange, RejectReason};
+use crate::wire::{AbortReason, Ack, Ctl, DecodeError, Manifest, NameChange, RejectReason, MAX_CHUNK_COUNT};
 use crate::{ChunkRef, Payload, Qos, Transmit};
 
 /// Which receivers the sender waits for before it reports the transfer finished.
@@ -336,6 +336,10 @@ pub struct Sender {
     peers: BTreeMap<ReceiverId, Peer>,
     /// Chunks to send in this round.
     to_send: RangeSet,
+    /// Chunks the caller can read: all of them for a file; for an open stream
+    /// ([`Manifest::is_open`]), those read in whole so far ([`Sender::set_readable`]).
+    /// No chunk at or past it goes out.
+    readable: u32,
     /// `to_send` is the whole file, sent eagerly before anyone joined: the first
     /// receiver to join replaces it with what it lacks.
     provisional: bool,
@@ -397,6 +401,7 @@ impl Sender {
     /// Starts sending the file that `manifest` describes. `manifest.run` must differ
     /// from earlier runs of the same transfer (a random number or a clock reading).
     pub fn new(cfg: SenderConfig, prefix: Prefix, manifest: Manifest, now: Instant) -> Self {
+        let readable = if manifest.is_open() { 0 } else { manifest.chunk_count };
         let mut s = Sender {
             join_deadline: now + cfg.join_timeout,
             manifest_due: now,
@@ -406,6 +411,7 @@ impl Sender {
             phase: Phase::Joining { gather: None },
             peers: BTreeMap::new(),
             to_send: RangeSet::new(),
+            readable,
             provisional: false,
             eager_end: None,
             claim_answered_at: None,
@@ -491,6 +497,32 @@ impl Sender {
         }
     }
 
+    /// For an open stream: the first `chunks` chunks can be read now (whole
+    /// chunks only: the last, short one is readable once the size is known,
+    /// [`Sender::stream_ended`]). Chunks past them wait; the window does not count
+    /// the wait as a stall.
+    pub fn set_readable(&mut self, chunks: u32) {
+        if self.manifest.is_open() {
+            self.readable = self.readable.max(chunks.min(self.manifest.chunk_count));
+        }
+    }
+
+    /// For an open stream: its end is read, and it is `size` bytes long. The
+    /// manifest closes ([`Manifest::close`]): every chunk is readable, nothing
+    /// past the last is sent, and from now on every end of round carries the
+    /// size. An error, and nothing changed, for a size that contradicts what was
+    /// already sent (fewer chunks than were readable) or is out of bounds.
+    pub fn stream_ended(&mut self, size: u64) -> Result<(), DecodeError> {
+        let closed = self.manifest.close(size)?;
+        if closed.chunk_count < self.readable {
+            return Err(DecodeError::BadChunkCount);
+        }
+        self.to_send.truncate(closed.chunk_count);
+        self.readable = closed.chunk_count;
+        self.manifest = closed;
+        Ok(())
+    }
+
     /// The receivers known, and whether each has confirmed the file.
     pub fn receivers(&self) -> impl Iterator<Item = (&ReceiverId, bool)> {
         self.peers.iter().map(|(id, p)| (id, p.state == PeerState::Complete))
@@ -501,7 +533,10 @@ impl Sender {
     /// Handles a payload received on `<prefix>/<id>/ack/<from>`. Returns the decode
     /// error for a payload that was ignored as malformed.
     pub fn handle_ack(&mut self, from: &ReceiverId, payload: &[u8], now: Instant) -> Result<(), DecodeError> {
-        let ack = Ack::decode(payload, self.manifest.chunk_count)?;
+        // A stream's receivers may list chunks up to the bound until they learn
+        // its size; past the end they are of no interest, not malformed.
+        let bound = if self.manifest.stream { MAX_CHUNK_COUNT } else { self.manifest.chunk_count };
+        let ack = Ack::decode(payload, bound)?;
         if self.phase == Phase::Done {
             return Ok(());
         }
@@ -544,7 +579,8 @@ impl Sender {
                     }
                 }
             }
-            Ack::Missing { run: r, next_seq, missing, more } => {
+            Ack::Missing { run: r, next_seq, mut missing, more } => {
+                missing.truncate(self.manifest.chunk_count);
                 if !self.peers.get(from).is_some_and(|p| p.state == PeerState::Active) {
                     if self.peers.get(from).is_some_and(|p| !p.is_gone()) {
                         return Ok(());
@@ -787,6 +823,10 @@ impl Sender {
             self.finish(Some(SendFailure::NoProgress { rounds: self.stalled_rounds, chunk_size }));
             return self.out.pop_front();
         };
+        if self.to_send.first()? >= self.readable {
+            // An open stream's next chunk is not read yet: `set_readable` wakes us.
+            return None;
+        }
         let index = self.to_send.pop_first()?;
         let seq = self.next_seq;
         self.next_seq = next;
@@ -1113,7 +1153,8 @@ impl Sender {
 
     /// The end of round at `next_seq`, with the file's hash once it is known.
     fn push_end_round(&mut self, next_seq: u32) {
-        self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq, sha256: self.manifest.sha256 });
+        let size = (self.manifest.stream && !self.manifest.is_open()).then_some(self.manifest.size);
+        self.push_ctl(Ctl::EndRound { run: self.manifest.run, next_seq, sha256: self.manifest.sha256, size });
     }
 
     /// Ends the drain once every active receiver answered.

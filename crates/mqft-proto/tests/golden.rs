@@ -40,28 +40,28 @@ const ID_PREIMAGE: &str = "6d7166742d69642d76340d0000000000000005000000010068e5c
 const ID_PREIMAGE_SHA256: &str = "071e6eaf2caa71f42c1082849f866cc07198f88e7ee4aa4084a0e70ff5a620da";
 const TRANSFER_ID: &str = "071e6eaf2caa71f42c1082849f866cc0";
 
-const MANIFEST: &str = "05071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d37000000";
-const MANIFEST_NO_META: &str = "053f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
+const MANIFEST: &str = "06071e6eaf2caa71f42c1082849f866cc0ac020968656c6c6f2e7478740d050300010a746578742f706c61696e0180a0abfef962010663616d65726106676174652d32000563616d2d3700000000";
+const MANIFEST_NO_META: &str = "063f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000000000000000";
 
-const CHUNK_0: &str = "05ac020000008289d1f70548656c6c6f";
-const CHUNK_1: &str = "05ac020101008f4edbb0052c206d7166";
-const CHUNK_2_REPAIR: &str = "05ac0203020063e5f3c00374210a";
+const CHUNK_0: &str = "06ac020000008289d1f70548656c6c6f";
+const CHUNK_1: &str = "06ac020101008f4edbb0052c206d7166";
+const CHUNK_2_REPAIR: &str = "06ac0203020063e5f3c00374210a";
 
-const ACK_READY_EMPTY: &str = "0500ac020001";
-const ACK_READY_LATE: &str = "0500ac020000";
-const ACK_READY: &str = "0500ac02020001010100";
-const ACK_PROGRESS: &str = "0501ac020202";
-const ACK_MISSING: &str = "0502ac020301020100";
-const ACK_COMPLETE: &str = "0503d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const ACK_REJECTED: &str = "05040300";
-const ACK_REJECTED_UNKNOWN: &str = "0504e80700";
-const ACK_REJECTED_DETAIL: &str = "05040715726561642d6f6e6c792066696c652073797374656d";
-const ACK_QUEUED: &str = "0505ac0203";
+const ACK_READY_EMPTY: &str = "0600ac020001";
+const ACK_READY_LATE: &str = "0600ac020000";
+const ACK_READY: &str = "0600ac02020001010100";
+const ACK_PROGRESS: &str = "0601ac020202";
+const ACK_MISSING: &str = "0602ac020301020100";
+const ACK_COMPLETE: &str = "0603d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
+const ACK_REJECTED: &str = "06040300";
+const ACK_REJECTED_UNKNOWN: &str = "0604e80700";
+const ACK_REJECTED_DETAIL: &str = "06040715726561642d6f6e6c792066696c652073797374656d";
+const ACK_QUEUED: &str = "0605ac0203";
 const ACK_STORED: &str =
-    "0506d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
+    "0606d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190d68656c6c6f202831292e7478740200";
 
-const CTL_END_ROUND: &str = "0500ac020301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19";
-const CTL_ABORT: &str = "0501ac0203";
+const CTL_END_ROUND: &str = "0600ac020301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900";
+const CTL_ABORT: &str = "0601ac0203";
 
 const RANGES: &str = "0301020401020a";
 
@@ -217,8 +217,8 @@ fn manifest_vectors() {
     let m = manifest();
     assert_eq!(hex::encode(m.encode()), MANIFEST);
     assert_eq!(Manifest::decode(&unhex(MANIFEST)).unwrap(), m);
-    assert_eq!(unhex(MANIFEST).len(), 77);
-    assert_in_doc("Whole payload (77 bytes)");
+    assert_eq!(unhex(MANIFEST).len(), 78);
+    assert_in_doc("Whole payload (78 bytes)");
 
     let bare = Manifest::new(NAME.into(), FILE.len() as u64, CHUNK_SIZE, Some(sha()), Meta::default(), RUN).unwrap();
     assert_eq!(hex::encode(bare.encode()), MANIFEST_NO_META);
@@ -296,7 +296,7 @@ fn ack_vectors() {
 #[test]
 fn ctl_vectors() {
     for (ctl, hex, index, name) in [
-        (Ctl::EndRound { run: RUN, next_seq: 3, sha256: Some(sha()) }, CTL_END_ROUND, 0, "EndRound"),
+        (Ctl::EndRound { run: RUN, next_seq: 3, sha256: Some(sha()), size: None }, CTL_END_ROUND, 0, "EndRound"),
         (Ctl::Abort { run: RUN, reason: AbortReason::Finished }, CTL_ABORT, 1, "Abort"),
     ] {
         assert_eq!(hex::encode(ctl.encode()), hex);
@@ -374,34 +374,34 @@ enum Kind {
 }
 
 /// The manifest of the running example without metadata, with the first id byte changed.
-const BAD_ID_MANIFEST: &str = "053e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
+const BAD_ID_MANIFEST: &str = "063e96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000000000000000";
 /// The same with `chunk_count` 4.
-const BAD_COUNT_MANIFEST: &str = "053f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b190000000000000000";
+const BAD_COUNT_MANIFEST: &str = "063f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050401d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b19000000000000000000";
 /// Chunk 3 of a 3-chunk file.
-const PAST_END_CHUNK: &str = "05ac020403008316dc8c0178";
+const PAST_END_CHUNK: &str = "06ac020403008316dc8c0178";
 /// Chunk 2 with 5 bytes where it has 3.
-const LONG_CHUNK: &str = "05ac0202020022f99f1f0574210a2121";
+const LONG_CHUNK: &str = "06ac0202020022f99f1f0574210a2121";
 
 #[test]
 fn rejected_payloads() {
     let m = manifest();
     let cases = [
         ("01ac0200008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::UnsupportedVersion(1)),
-        ("05ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
-        ("05ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
-        ("05ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
+        ("06ac020000008289d1f70548656c6c", Kind::Chunk(0), DecodeError::Malformed),
+        ("06ac020000008289d1f70548656c6c6e", Kind::Chunk(0), DecodeError::BadCrc(0)),
+        ("06ac02008000008289d1f70548656c6c6f", Kind::Chunk(0), DecodeError::NonMinimalVarint),
         (CHUNK_0, Kind::Chunk(1), DecodeError::IndexMismatch { topic: 1, payload: 0 }),
         (PAST_END_CHUNK, Kind::Chunk(3), DecodeError::IndexOutOfRange { index: 3, count: 3 }),
         (LONG_CHUNK, Kind::Chunk(2), DecodeError::BadChunkLength { index: 2, len: 5, expected: 3 }),
         (BAD_ID_MANIFEST, Kind::Manifest, DecodeError::IdMismatch),
         (BAD_COUNT_MANIFEST, Kind::Manifest, DecodeError::BadChunkCount),
-        ("0500ac02020001000100", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
-        ("0500ac0201020200", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
-        ("0501ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
-        ("0502ac0203010102", Kind::Ack, DecodeError::Malformed),
-        ("0507", Kind::Ack, DecodeError::Malformed),
-        ("0500ac02030000", Kind::Ctl, DecodeError::TrailingBytes(1)),
-        ("0500ac02830000", Kind::Ctl, DecodeError::NonMinimalVarint),
+        ("0600ac02020001000100", Kind::Ack, DecodeError::Ranges(RangeError::NotCanonical)),
+        ("0600ac0201020200", Kind::Ack, DecodeError::Ranges(RangeError::OutOfRange)),
+        ("0601ac020304", Kind::Ack, DecodeError::HeldOutOfRange { held: 4, count: 3 }),
+        ("0602ac0203010102", Kind::Ack, DecodeError::Malformed),
+        ("0607", Kind::Ack, DecodeError::Malformed),
+        ("0600ac0203000000", Kind::Ctl, DecodeError::TrailingBytes(1)),
+        ("0600ac0283000000", Kind::Ctl, DecodeError::NonMinimalVarint),
     ];
     for (hex, kind, want) in cases {
         let payload = unhex(hex);
@@ -423,12 +423,12 @@ fn rejected_payloads() {
     assert_eq!(hex::encode(bad_id), BAD_ID_MANIFEST);
     let bare = Manifest::decode(&unhex(MANIFEST_NO_META)).unwrap();
     assert_eq!(hex::encode(Manifest { chunk_count: 4, ..bare }.encode()), BAD_COUNT_MANIFEST);
-    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0501ac020304");
+    assert_eq!(hex::encode(Ack::Progress { run: RUN, next_seq: 3, held: 4 }.encode()), "0601ac020304");
     // The non-minimal ones spell one varint of a good payload a byte longer.
-    assert_eq!(CHUNK_0.replacen("05ac020000", "05ac02008000", 1), "05ac02008000008289d1f70548656c6c6f");
-    let early = hex::encode(Ctl::EndRound { run: RUN, next_seq: 3, sha256: None }.encode());
-    assert_eq!(format!("{early}00"), "0500ac02030000");
-    assert_eq!(early.replacen("ac0203", "ac028300", 1), "0500ac02830000");
+    assert_eq!(CHUNK_0.replacen("06ac020000", "06ac02008000", 1), "06ac02008000008289d1f70548656c6c6f");
+    let early = hex::encode(Ctl::EndRound { run: RUN, next_seq: 3, sha256: None, size: None }.encode());
+    assert_eq!(format!("{early}00"), "0600ac0203000000");
+    assert_eq!(early.replacen("ac0203", "ac028300", 1), "0600ac0283000000");
 
     // The empty payload, oversized ones, and an over-long range list.
     assert_eq!(Manifest::decode(&[]), Err(DecodeError::Empty));
@@ -686,7 +686,7 @@ fn repair_round_diagram() {
         repair,
         [
             (2, CHUNK_2_REPAIR.to_owned()),
-            (u32::MAX, hex::encode(Ctl::EndRound { run: RUN, next_seq: 4, sha256: Some(sha()) }.encode()))
+            (u32::MAX, hex::encode(Ctl::EndRound { run: RUN, next_seq: 4, sha256: Some(sha()), size: None }.encode()))
         ]
     );
     p.chunk_to_receiver(2, CHUNK_2_REPAIR);
@@ -739,7 +739,7 @@ fn queued_receiver_diagram() {
 
     // Every slot of gw-7 is taken: it holds the offer at the head of its queue.
     let t = Receiver::queued(&prefix, &receiver_id(), &m, 1);
-    assert_eq!(hex::encode(bytes(&t)), "0505ac0201");
+    assert_eq!(hex::encode(bytes(&t)), "0605ac0201");
     sender.handle_ack(&receiver_id(), bytes(&t), now).unwrap();
     assert!(matches!(sender.poll_event(), Some(SenderEvent::Queued { position: 1, .. })));
 
@@ -759,7 +759,7 @@ fn queued_receiver_diagram() {
 
 /// The running example's manifest without metadata, signed at 2023-11-14T22:13:20Z
 /// by the Ed25519 key whose 32-byte seed is `01` repeated.
-const SIGNED_MANIFEST: &str = "053f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5ccdc6cdf4b6cc5b7bbd45b5230dea695a597a999be5b06601093e2aa76feb99fbefcd1c8e62c0d01e326cd41f779f59cc9d02fc18069f6066f6a51d3a5e4cd8000000";
+const SIGNED_MANIFEST: &str = "063f96177f91dac53daf6e1798a44c9669ac020968656c6c6f2e7478740d050301d8c3a4acb9cab366d77b6de3b594132b57d9f13c72fdb2bdf4ec96315ce63b1900000000000180a0abfef9628a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c70772d1307aa462fddfc73155140e497a6e8da2c6907ccf4c00e987e93f77bac372b045eb8b81d402e25df1b2af1ba2cde46dfdf0efac6cbf06b978d33c2b10e000000";
 
 #[test]
 fn signed_manifest_vector() {

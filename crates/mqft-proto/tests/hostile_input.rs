@@ -26,8 +26,8 @@ fn seeds() -> Vec<Vec<u8>> {
         Ack::Progress { run: 1, next_seq: 9, held: 3 }.encode(),
         Ack::Missing { run: 1, next_seq: 9, missing: held, more: false }.encode(),
         Ack::Complete { sha256: m.sha256.unwrap() }.encode(),
-        Ctl::EndRound { run: 1, next_seq: 4, sha256: None }.encode(),
-        Ctl::EndRound { run: 1, next_seq: 4, sha256: m.sha256 }.encode(),
+        Ctl::EndRound { run: 1, next_seq: 4, sha256: None, size: None }.encode(),
+        Ctl::EndRound { run: 1, next_seq: 4, sha256: m.sha256, size: None }.encode(),
         Ack::Rejected { reason: mqft_proto::RejectReason::Io, detail: "read-only file system".into() }.encode(),
         Ack::Queued { run: 1, position: 3 }.encode(),
     ]
@@ -132,18 +132,21 @@ fn fuzz_regressions() {
     // fields added since (a manifest ends with an empty `to`, an empty sender, no
     // signature and no encryption since version 3; its hash is optional, and its id
     // derived from its name, size, time and chunking, since version 4; an end of
-    // round ends with its optional hash; and no hold since the held transfers of
-    // PROTOCOL.md 17).
+    // round ends with its optional hash, and since version 6 its optional size; no
+    // hold since the held transfers of PROTOCOL.md 17; not a stream since version 6).
     // decode_ctl/regress-overlong-varint: `EndRound { run: 0, next_seq: 0 }` with the
     // run spelled `80 00`.
-    assert_eq!(Ctl::decode(&unhex("050080000000")), Err(DecodeError::NonMinimalVarint));
-    assert_eq!(Ctl::decode(&unhex("0500000000")), Ok(Ctl::EndRound { run: 0, next_seq: 0, sha256: None }));
+    assert_eq!(Ctl::decode(&unhex("06008000000000")), Err(DecodeError::NonMinimalVarint));
+    assert_eq!(
+        Ctl::decode(&unhex("060000000000")),
+        Ok(Ctl::EndRound { run: 0, next_seq: 0, sha256: None, size: None })
+    );
 
     // decode_manifest/regress-overlong-varint: a valid manifest but for its run, 7
     // spelled `87 00`.
     let overlong = unhex(concat!(
-        "0565472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4",
-        "e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e01186170706c69636174696f6e2f6f637465742d73747265616d0102000000000000",
+        "0665472ed0d5b9c894ba4435715c9aebf987000866757a7a2e62696ed804400a014e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4",
+        "e4e4e4e4e4e4e4e4e4e4e4e4e4e4e4e01186170706c69636174696f6e2f6f637465742d73747265616d010200000000000000",
     ));
     assert_eq!(Manifest::decode(&overlong), Err(DecodeError::NonMinimalVarint));
     let mut minimal = overlong.clone();
@@ -152,7 +155,7 @@ fn fuzz_regressions() {
 
     // decode_ack/regress-progress-held-past-chunk-count: 10 chunks, then
     // `Progress { run: 7, next_seq: 0, held: 4294967295 }`.
-    let input = unhex("0a00000005010700ffffffff0f");
+    let input = unhex("0a00000006010700ffffffff0f");
     let (count, payload) = input.split_at(4);
     let count = u32::from_le_bytes(count.try_into().unwrap());
     assert_eq!(Ack::decode(payload, count), Err(DecodeError::HeldOutOfRange { held: u32::MAX, count: 10 }));

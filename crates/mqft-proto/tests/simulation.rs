@@ -51,6 +51,56 @@ fn edge_sizes() {
     }
 }
 
+/// Streams (PROTOCOL.md 18): the input becomes readable over 40 ms and the sender
+/// learns the size only at its end; every size that ends on, before or after a
+/// chunk boundary arrives whole, and receivers that took the chunks from the start
+/// get each once, most of them before the end was read.
+#[test]
+fn streams_arrive_whole_at_every_edge_size() {
+    for (size, chunk) in [(0, 16), (1, 16), (15, 16), (16, 16), (17, 16), (64, 16), (65, 16), (5000, 64)] {
+        for early_chunks in [true, false] {
+            let mut sim = SimBuilder::new(size as u64 + 7, size, chunk).receivers(2);
+            sim.early_chunks = early_chunks;
+            sim.stream = Some(Duration::from_millis(40));
+            let mut sim = sim.build();
+            sim.sender_cfg.wait = Wait::Count(2);
+            let sim = run(sim);
+            sim.assert_delivered([0, 1]);
+            let chunks = size.div_ceil(chunk as usize) as u64;
+            if early_chunks {
+                assert_eq!(sim.chunk_transmissions, chunks, "size {size}");
+            }
+            if chunks > 8 {
+                let before = sim.chunks_before_end.expect("the stream ended");
+                assert!(before > chunks / 2, "size {size}: only {before} of {chunks} chunks before the end");
+            }
+        }
+    }
+}
+
+/// A stream through loss, duplicates, corruption and reordering, to one to three
+/// receivers, read over up to 200 ms (and one over 10 s: a pipe slower than the
+/// receivers' patience for a silent sender, which is not a stall).
+#[test]
+fn streams_survive_loss_duplication_and_reordering() {
+    for seed in 0..24 {
+        let mut rng = harness::Rng::new(seed);
+        let size = rng.below(30_000) as usize;
+        let chunk = 100 + rng.below(900) as u32;
+        let receivers = 1 + rng.below(3) as usize;
+        let link = Link { loss: 0.1, dup: 0.05, corrupt: 0.02, jitter: Duration::from_millis(3), ..Link::default() };
+        let mut sim = SimBuilder::new(seed, size, chunk).receivers(receivers).link(link);
+        let over = if seed == 0 { 10_000 } else { rng.below(200) };
+        sim.stream = Some(Duration::from_millis(over));
+        let mut sim = sim.build();
+        sim.sender_cfg.wait = Wait::Count(receivers);
+        sim.sender_cfg.max_retries = 30;
+        sim.sender_cfg.max_stalled_rounds = 30;
+        let sim = run(sim);
+        sim.assert_delivered(0..receivers);
+    }
+}
+
 #[test]
 fn lost_manifest_is_published_again() {
     // Lose everything for the first few hundred milliseconds: the first manifest

@@ -62,7 +62,7 @@ async fn garbage_on_every_topic(version: MqttVersion) {
     assert!(matches!(offer(&mut raw, &m, &rid).await, Ack::Ready { .. }));
     let unknown = TransferId([0xab; 16]);
     let valid_manifest = Manifest::new("x.bin".into(), 10, 4, Some([1; 32]), Meta::default(), 1).unwrap();
-    let valid_ctl = Ctl::EndRound { run: 1, next_seq: 5, sha256: None }.encode();
+    let valid_ctl = Ctl::EndRound { run: 1, next_seq: 5, sha256: None, size: None }.encode();
     let valid_ack = Ack::Progress { run: 1, next_seq: 5, held: 1 }.encode();
     let valid_chunk = chunk_of(&stalled, &m, 1, 0, 0);
 

@@ -66,7 +66,7 @@ fn a_completed_transfer_is_answered_from_history_only_after_a_check() {
     assert_eq!(ep.history_checked(m.clone(), m.sha256), None);
     assert_eq!(acks(&mut ep, m.chunk_count), [Ack::Complete { sha256: m.sha256.unwrap() }]);
     // A lost Complete: the sender's end of round asks again.
-    let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None }.encode();
+    let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None, size: None }.encode();
     assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
     // The file changed since: forgotten, and offered anew.
     assert_eq!(ep.history_checked(m.clone(), None), Some(Routed::Offer(m.clone())));
@@ -165,7 +165,7 @@ fn a_late_history_check_of_an_open_transfer_does_nothing() {
     let m = manifest("a");
     ep.completed(m.clone());
     assert_eq!(ep.handle(&p.manifest(&m.id), &m.encode()), Some(Routed::CheckHistory(m.clone())));
-    let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None }.encode();
+    let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None, size: None }.encode();
     assert_eq!(ep.handle(&p.ctl(&m.id), &end), Some(Routed::CheckHistory(m.clone())));
     assert_eq!(ep.history_checked(m.clone(), None), Some(Routed::Offer(m.clone())));
     ep.accept(m.id);
@@ -200,7 +200,7 @@ fn a_manifest_addressed_to_others_is_ignored_without_a_word() {
     assert!(ep.poll_transmit().is_none(), "no ack, not even a refusal");
     assert_eq!(ep.poll_event(), Some(EndpointEvent::NotAddressed { id: m.id }));
     // Nor does it answer from history a transfer it was not sent.
-    let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None }.encode();
+    let end = Ctl::EndRound { run: 1, next_seq: 9, sha256: None, size: None }.encode();
     assert_eq!(ep.handle(&p.ctl(&m.id), &end), None);
     // Listed among others: an offer.
     let m = manifest("b").with_to([ReceiverId::new("r2").unwrap(), ReceiverId::new("r1").unwrap()]).unwrap();

@@ -83,7 +83,7 @@ fn a_file_stored_under_another_name_is_answered_stored() {
     while rx.poll_transmit().is_some() {}
     let stored = StoredAs { name: "f (1)".into(), change: NameChange::Renamed, detail: "taken".into() };
     rx.finalized_as(Some(stored.clone()), Instant::now());
-    let end = Ctl::EndRound { run: m.run, next_seq: 99, sha256: None }.encode();
+    let end = Ctl::EndRound { run: m.run, next_seq: 99, sha256: None, size: None }.encode();
     rx.handle_ctl(&end, Instant::now()).unwrap();
     let acks: Vec<Ack> = std::iter::from_fn(|| rx.poll_transmit())
         .map(|t| match t.payload {

@@ -42,3 +42,67 @@ fn progress_counts_the_chunk_that_triggered_it() {
     assert!(rx.handle_chunk(2, &chunk(3, 2), now).unwrap().is_some());
     assert_eq!(progress_counts(&mut rx, 3), [3]);
 }
+
+/// An open stream (PROTOCOL.md 18): its short chunk is its last, chunks that
+/// contradict that are dropped, the end of round's size closes it, and the file
+/// verifies at its real length.
+#[test]
+fn an_open_stream_ends_at_its_short_chunk_and_closes_at_its_size() {
+    let now = Instant::now();
+    let data = b"0123456789";
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let id = ReceiverId::new("r").unwrap();
+    let mut rx = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, m, None, now).unwrap();
+    let chunk = |index: u32, bytes: &[u8]| Chunk::encode(7, index, index, bytes);
+    assert!(rx.handle_chunk(1, &chunk(1, &data[4..8]), now).unwrap().is_some());
+    // A short chunk below a held one cannot be the last.
+    assert!(rx.handle_chunk(0, &chunk(0, b"01"), now).is_err());
+    assert!(rx.handle_chunk(2, &chunk(2, &data[8..]), now).unwrap().is_some());
+    assert_eq!(rx.bytes_held(), 6);
+    // Past the short chunk, or a second short one: dropped.
+    assert!(rx.handle_chunk(3, &chunk(3, b"xxxx"), now).is_err());
+    assert!(rx.handle_chunk(1, &chunk(1, b"x"), now).is_err());
+    assert!(rx.handle_chunk(0, &chunk(0, &data[..4]), now).unwrap().is_some());
+    // Chunks 1 and 2 arrived first: they are read back for the hash.
+    while let Some(h) = rx.next_hash_read() {
+        rx.hash_chunk(h.index, &data[h.offset as usize..(h.offset + h.len) as usize]).unwrap();
+    }
+    while rx.poll_transmit().is_some() {}
+    let end = Ctl::EndRound { run: 7, next_seq: 3, sha256: Some(integrity::sha256(data)), size: Some(10) };
+    rx.handle_ctl(&end.encode(), now).unwrap();
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::Verified));
+    assert_eq!((rx.manifest().size, rx.manifest().chunk_count), (10, 3));
+}
+
+/// A size that contradicts the chunks held fails the transfer, loudly.
+#[test]
+fn a_stream_size_that_contradicts_its_chunks_fails() {
+    let now = Instant::now();
+    for (size, why) in
+        [(6, "a chunk held past the end"), (11, "the last chunk's length"), (12, "a short chunk not last")]
+    {
+        let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+        let id = ReceiverId::new("r").unwrap();
+        let mut rx = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, m, None, now).unwrap();
+        rx.handle_chunk(2, &Chunk::encode(7, 0, 2, b"89"), now).unwrap();
+        let end = Ctl::EndRound { run: 7, next_seq: 1, sha256: None, size: Some(size) };
+        rx.handle_ctl(&end.encode(), now).unwrap();
+        assert_eq!(
+            rx.poll_event(),
+            Some(ReceiverEvent::Failed(ReceiveFailure::Local(RejectReason::BadManifest))),
+            "{why}"
+        );
+    }
+}
+
+/// A stream's size limit is checked as its chunks arrive.
+#[test]
+fn a_stream_past_the_size_limit_fails_as_too_large() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let cfg = ReceiverConfig { max_size: Some(8), ..ReceiverConfig::default() };
+    let mut rx = Receiver::new(cfg, Prefix::default(), ReceiverId::new("r").unwrap(), m, None, now).unwrap();
+    assert!(rx.handle_chunk(1, &Chunk::encode(7, 0, 1, b"4567"), now).unwrap().is_some());
+    assert!(rx.handle_chunk(2, &Chunk::encode(7, 1, 2, b"8"), now).unwrap().is_none());
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::Failed(ReceiveFailure::Local(RejectReason::TooLarge))));
+}

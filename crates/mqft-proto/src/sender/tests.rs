@@ -473,3 +473,52 @@ fn a_late_claim_that_fails_offers_the_manifest_again() {
     tx.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::new(), from_start: false }.encode(), t0).unwrap();
     assert_eq!(chunk_seqs(&mut tx, t0).0.len(), 3);
 }
+
+/// An open stream's sender sends only what it has read, does not count the wait
+/// as a stall, and once the end is read sends the short last chunk and an end of
+/// round with the size and hash.
+#[test]
+fn a_stream_sends_what_is_read_and_ends_with_its_size() {
+    let mut now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let cfg = SenderConfig { eager_window: 16, ..SenderConfig::default() };
+    let mut s = Sender::new(cfg, Prefix::default(), m, now);
+    let chunks = |s: &mut Sender, now| {
+        std::iter::from_fn(|| s.poll_transmit(now))
+            .filter_map(|t| match t.payload {
+                Payload::Chunk(c) => Some((c.index, c.len)),
+                Payload::Bytes(_) => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chunks(&mut s, now), [], "nothing read yet");
+    s.set_readable(2);
+    assert_eq!(chunks(&mut s, now), [(0, 4), (1, 4)]);
+    now += Duration::from_secs(5);
+    s.handle_timeout(now);
+    assert_eq!(chunks(&mut s, now), [], "waiting for input is not a stall");
+    assert!(!s.is_done());
+    s.set_readable(1);
+    s.stream_ended(9).unwrap();
+    assert_eq!(s.stream_ended(9), Err(DecodeError::BadChunkCount), "closed once");
+    assert_eq!(chunks(&mut s, now), [(2, 1)]);
+    assert!(s.wants_digest());
+    s.set_digest([3; 32], now);
+    let end = std::iter::from_fn(|| s.poll_transmit(now)).find_map(|t| match t.payload {
+        Payload::Bytes(b) => Ctl::decode(&b).ok(),
+        Payload::Chunk(_) => None,
+    });
+    assert_eq!(end, Some(Ctl::EndRound { run: 7, next_seq: 3, sha256: Some([3; 32]), size: Some(9) }));
+}
+
+/// A stream that ends where fewer chunks exist than were already read is refused.
+#[test]
+fn a_stream_cannot_end_before_what_was_read() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+    s.set_readable(3);
+    assert_eq!(s.stream_ended(8), Err(DecodeError::BadChunkCount));
+    assert!(s.manifest().is_open());
+    assert_eq!(s.stream_ended(12), Ok(()));
+}

@@ -62,9 +62,13 @@ impl<'a> Chunk<'a> {
         }
         let expected = manifest.chunk_len(w.index);
         let compressed = w.flags & CHUNK_ZSTD != 0;
+        // In an open stream any chunk may be the last, so shorter (never empty);
+        // the receiver checks it against the size once that is known.
+        let open = manifest.is_open();
+        let raw_ok = |len: u64| len == expected || open && len > 0 && len < expected;
         // Compressed, it must have shrunk: a sender sends a chunk that does not
         // raw, and this bounds the decoder's input by the chunk's length too.
-        if !compressed && w.data.len() as u64 != expected || compressed && w.data.len() as u64 >= expected {
+        if !compressed && !raw_ok(w.data.len() as u64) || compressed && w.data.len() as u64 >= expected {
             return Err(DecodeError::BadChunkLength { index: w.index, len: w.data.len(), expected });
         }
         // Checked before decompressing: a corrupt chunk costs no decoder time.
@@ -73,7 +77,9 @@ impl<'a> Chunk<'a> {
             return Err(DecodeError::BadCrc(w.index));
         }
         let (data, crc32) = if compressed {
-            let data = decompress(w.data, expected).ok_or(DecodeError::BadCompression(w.index))?;
+            let data = decompress(w.data, expected)
+                .filter(|d| raw_ok(d.len() as u64))
+                .ok_or(DecodeError::BadCompression(w.index))?;
             let crc32 = integrity::crc32(&data);
             (Cow::Owned(data), crc32)
         } else {
@@ -158,15 +164,15 @@ impl std::str::FromStr for Compression {
     }
 }
 
-/// The zstd frame `z` decompressed, if it is exactly `len` bytes. The buffer is
-/// allocated at `len`, the manifest's chunk length (at most [`MAX_CHUNK_SIZE`]),
-/// and the decoder fails rather than write past it: input that would inflate
-/// further never costs more memory.
+/// The zstd frame `z` decompressed, if it is at most `len` bytes (the caller
+/// checks the length it got). The buffer is allocated at `len`, the manifest's
+/// chunk length (at most [`MAX_CHUNK_SIZE`]), and the decoder fails rather than
+/// write past it: input that would inflate further never costs more memory.
 fn decompress(z: &[u8], len: u64) -> Option<Vec<u8>> {
     let len = usize::try_from(len).ok()?;
     let mut out = Vec::with_capacity(len);
     let n = zstd::bulk::Decompressor::new().ok()?.decompress_to_buffer(z, &mut out).ok()?;
-    (n == len && out.len() == len).then_some(out)
+    (n == out.len()).then_some(out)
 }
 
 /// postcard's unsigned varint: 7 bits a byte, least significant first, high bit set

@@ -16,6 +16,10 @@ pub enum Ctl {
         /// The SHA-256 of the whole file, once the sender knows it: always at the
         /// end of a round in which it sent the last chunk, and after.
         sha256: Option<[u8; 32]>,
+        /// A stream's size (version 6), once the sender has read its end: it
+        /// closes the open manifest ([`Manifest::close`]). `None` for a file,
+        /// whose manifest has its size.
+        size: Option<u64>,
     },
     /// The sender stops serving this transfer.
     Abort {

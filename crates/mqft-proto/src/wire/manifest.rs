@@ -37,11 +37,13 @@ pub struct Manifest {
     pub run: u32,
     /// The file name as the sender has it: untrusted, to be sanitized by receivers.
     pub name: String,
-    /// File size in bytes.
+    /// File size in bytes, or [`UNKNOWN_SIZE`] in an open stream's manifest
+    /// ([`Manifest::is_open`]).
     pub size: u64,
     /// Bytes per chunk; every chunk but the last is exactly this long.
     pub chunk_size: u32,
-    /// `ceil(size / chunk_size)`; 0 for an empty file.
+    /// `ceil(size / chunk_size)`; 0 for an empty file; [`MAX_CHUNK_COUNT`], a
+    /// bound, in an open stream's manifest.
     pub chunk_count: u32,
     /// SHA-256 of the whole file, when the sender knew it as it published the
     /// manifest (a signed, encrypted or held transfer, or a re-publication after
@@ -75,7 +77,18 @@ pub struct Manifest {
     /// up on the silent sender before this time. `None` for a live transfer. Signed
     /// with the rest when the manifest is.
     pub hold_until_ms: Option<i64>,
+    /// A stream (version 6, `mqft send -`): its size was not known when the
+    /// transfer began. Its id derives from the name, chunk size and run instead of
+    /// the size ([`integrity::stream_id`]), so the manifest stays the same
+    /// transfer when the size becomes known: an open manifest ([`UNKNOWN_SIZE`])
+    /// is closed by the end of round that carries the size, or by the same
+    /// manifest published again with it. Never signed, encrypted or held: those
+    /// need the hash before the first chunk.
+    pub stream: bool,
 }
+
+/// The size of an open stream, one whose end the sender has not read yet.
+pub const UNKNOWN_SIZE: u64 = u64::MAX;
 
 /// The most recipients an encrypted manifest names.
 pub const MAX_RECIPIENTS: usize = 32;
@@ -156,7 +169,44 @@ impl Manifest {
             signature: None,
             sealed: None,
             hold_until_ms: None,
+            stream: false,
         };
+        m.check()?;
+        Ok(m)
+    }
+
+    /// Builds the open manifest of a stream whose size is not known yet
+    /// ([`Manifest::stream`]): the sender closes it with [`Manifest::close`] once
+    /// it has read the end.
+    pub fn new_stream(name: String, chunk_size: u32, meta: Meta, run: u32) -> Result<Self, DecodeError> {
+        let mut m = Manifest::new(name, 0, chunk_size, None, meta, run)?;
+        m.size = UNKNOWN_SIZE;
+        m.chunk_count = MAX_CHUNK_COUNT;
+        m.stream = true;
+        m.id = m.derived_id();
+        m.check()?;
+        Ok(m)
+    }
+
+    /// True for a stream whose size is not known yet: `size` is [`UNKNOWN_SIZE`]
+    /// and `chunk_count` the bound [`MAX_CHUNK_COUNT`]. Every chunk but the last
+    /// is `chunk_size` long; the last may be shorter.
+    pub fn is_open(&self) -> bool {
+        self.size == UNKNOWN_SIZE
+    }
+
+    /// The open stream's manifest with its size now known: the same transfer
+    /// ([`Manifest::same_transfer`]), with the real size and chunk count. An
+    /// error for a size past [`MAX_CHUNK_COUNT`] chunks, or a manifest that is
+    /// not an open stream's.
+    pub fn close(&self, size: u64) -> Result<Self, DecodeError> {
+        if !self.is_open() || size == UNKNOWN_SIZE {
+            return Err(DecodeError::BadChunkCount);
+        }
+        let count = size.div_ceil(u64::from(self.chunk_size));
+        let chunk_count =
+            u32::try_from(count).ok().filter(|&c| c <= MAX_CHUNK_COUNT).ok_or(DecodeError::BadChunkCount)?;
+        let m = Manifest { size, chunk_count, ..self.clone() };
         m.check()?;
         Ok(m)
     }
@@ -195,7 +245,15 @@ impl Manifest {
         if self.chunk_size == 0 || self.chunk_size > MAX_CHUNK_SIZE {
             return Err(DecodeError::BadChunkSize);
         }
-        if self.chunk_count > MAX_CHUNK_COUNT
+        if self.stream && (self.signature.is_some() || self.sealed.is_some() || self.hold_until_ms.is_some()) {
+            return Err(DecodeError::BadStream);
+        }
+        if self.is_open() {
+            // What an open stream's chunks may reach; no hash before its end.
+            if !self.stream || self.chunk_count != MAX_CHUNK_COUNT || self.sha256.is_some() {
+                return Err(DecodeError::BadStream);
+            }
+        } else if self.chunk_count > MAX_CHUNK_COUNT
             || u64::from(self.chunk_count) != self.size.div_ceil(u64::from(self.chunk_size))
         {
             return Err(DecodeError::BadChunkCount);
@@ -207,8 +265,12 @@ impl Manifest {
     }
 
     /// The id this manifest's fields give ([`integrity::transfer_id`]); an
-    /// encrypted transfer's is bound to its ciphertext's digest.
+    /// encrypted transfer's is bound to its ciphertext's digest, and a stream's
+    /// to its run rather than its size ([`integrity::stream_id`]).
     pub fn derived_id(&self) -> TransferId {
+        if self.stream {
+            return integrity::stream_id(self.chunk_size, self.meta.modified_ms, &self.name, self.run);
+        }
         let bound = self.sealed.as_ref().and(self.sha256.as_ref());
         integrity::transfer_id(self.size, self.chunk_size, self.meta.modified_ms, &self.name, bound)
     }
@@ -243,7 +305,8 @@ impl Manifest {
         Ok(m)
     }
 
-    /// The length of chunk `index`: `chunk_size`, except for a shorter last chunk.
+    /// The length of chunk `index`: `chunk_size`, except for a shorter last chunk
+    /// (in an open stream, not known yet: `chunk_size` for every chunk).
     pub fn chunk_len(&self, index: u32) -> u64 {
         let start = u64::from(index) * u64::from(self.chunk_size);
         self.size.saturating_sub(start).min(u64::from(self.chunk_size))
@@ -257,14 +320,16 @@ impl Manifest {
     /// True when `other` describes the same transfer: the same id, name, size,
     /// modification time and chunking, and no two different hashes. The run and the
     /// rest of the metadata may differ, and one may carry the hash that the other
-    /// did not know yet.
+    /// did not know yet; of a stream, one may be open and the other closed.
     pub fn same_transfer(&self, other: &Manifest) -> bool {
+        let sized = self.stream && other.stream && (self.is_open() || other.is_open())
+            || self.size == other.size && self.chunk_count == other.chunk_count;
         self.id == other.id
             && self.name == other.name
-            && self.size == other.size
+            && self.stream == other.stream
+            && sized
             && self.meta.modified_ms == other.meta.modified_ms
             && self.chunk_size == other.chunk_size
-            && self.chunk_count == other.chunk_count
             && match (self.sha256, other.sha256) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,

@@ -24,7 +24,7 @@ use crate::ranges::{RangeError, RangeSet, WireRanges};
 use crate::topic::TransferId;
 
 /// The protocol version this crate speaks; the first byte of every payload.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// The longest file name a manifest may carry, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 255;
 /// The most `/`-separated components a file name may have (`a/b/c.jpg` has 3):
@@ -109,6 +109,11 @@ pub enum DecodeError {
     /// it ([`Manifest::hold_until_ms`]).
     #[error("held manifest without the file's SHA-256")]
     HeldWithoutDigest,
+    /// A stream manifest that breaks a stream's rules ([`Manifest::stream`]): an
+    /// open one without the chunk-count bound or with a hash, or a stream that
+    /// is signed, encrypted or held.
+    #[error("bad stream manifest")]
+    BadStream,
     /// The chunk size is 0 or above [`MAX_CHUNK_SIZE`].
     #[error("bad chunk size")]
     BadChunkSize,

@@ -193,14 +193,14 @@ fn lengthen(payload: &[u8], at: usize) -> Vec<u8> {
 /// of message, made longer than needed, is refused.
 #[test]
 fn non_minimal_varints_are_refused() {
-    let end_round = Ctl::EndRound { run: 300, next_seq: 3, sha256: None }.encode();
-    assert_eq!(end_round, [PROTOCOL_VERSION, 0, 0xac, 0x02, 3, 0]);
+    let end_round = Ctl::EndRound { run: 300, next_seq: 3, sha256: None, size: None }.encode();
+    assert_eq!(end_round, [PROTOCOL_VERSION, 0, 0xac, 0x02, 3, 0, 0]);
     for at in [1, 3, 4] {
         assert_eq!(Ctl::decode(&lengthen(&end_round, at)), Err(DecodeError::NonMinimalVarint), "byte {at}");
     }
     // As long as a u32 can be, and still 0.
     assert_eq!(
-        Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3, 0]),
+        Ctl::decode(&[PROTOCOL_VERSION, 0, 0x80, 0x80, 0x80, 0x80, 0x00, 3, 0, 0]),
         Err(DecodeError::NonMinimalVarint)
     );
 
@@ -296,8 +296,8 @@ fn sender_and_stored_names_are_bounded() {
 
 #[test]
 fn an_older_message_names_both_versions() {
-    let err = Ctl::decode(&[4, 0, 0xac, 0x02, 3]).unwrap_err();
-    assert_eq!(err.to_string(), "protocol version 4, this peer speaks 5");
+    let err = Ctl::decode(&[5, 0, 0xac, 0x02, 3, 0]).unwrap_err();
+    assert_eq!(err.to_string(), "protocol version 5, this peer speaks 6");
 }
 
 /// `to` is bounded and holds only valid receiver ids, and is not part of the
@@ -321,12 +321,13 @@ fn addressed_receivers_are_checked() {
 
 #[test]
 fn ctl_round_trip() {
-    for c in
-        [Ctl::EndRound { run: 5, next_seq: 1000, sha256: None }, Ctl::Abort { run: 5, reason: AbortReason::Finished }]
-    {
+    for c in [
+        Ctl::EndRound { run: 5, next_seq: 1000, sha256: None, size: None },
+        Ctl::Abort { run: 5, reason: AbortReason::Finished },
+    ] {
         assert_eq!(Ctl::decode(&c.encode()).unwrap(), c);
     }
-    let mut t = Ctl::EndRound { run: 5, next_seq: 1, sha256: None }.encode();
+    let mut t = Ctl::EndRound { run: 5, next_seq: 1, sha256: None, size: None }.encode();
     t.push(0);
     assert_eq!(Ctl::decode(&t), Err(DecodeError::TrailingBytes(1)));
     assert_eq!(Ctl::decode(&[PROTOCOL_VERSION, 9]), Err(DecodeError::Malformed));
@@ -350,4 +351,55 @@ fn the_hash_is_optional_but_not_for_held_or_sealed_manifests() {
         ..bare
     };
     assert_eq!(Manifest::decode(&sealed.encode()), Err(DecodeError::SealedWithoutDigest));
+}
+
+/// A stream's manifest (version 6): open, with the bound and no hash, then closed
+/// at its size; the same transfer both ways, with an id that names the run and
+/// not the size; and every rule a decoder checks.
+#[test]
+fn stream_manifests_open_and_close() {
+    let open = Manifest::new_stream("dir.tar".into(), 4, Meta::default(), 9).unwrap();
+    assert!(open.is_open() && open.stream);
+    assert_eq!((open.size, open.chunk_count), (UNKNOWN_SIZE, MAX_CHUNK_COUNT));
+    assert_eq!(Manifest::decode(&open.encode()), Ok(open.clone()));
+    let closed = open.close(10).unwrap();
+    assert_eq!((closed.size, closed.chunk_count, closed.id), (10, 3, open.id));
+    assert!(!closed.is_open() && open.same_transfer(&closed) && closed.same_transfer(&open));
+    assert_eq!(Manifest::decode(&closed.encode()), Ok(closed.clone()));
+    assert!(!closed.same_transfer(&open.close(11).unwrap()), "two closed streams of two sizes differ");
+    assert_eq!(closed.close(12), Err(DecodeError::BadChunkCount), "closed once");
+    assert_eq!(open.close(u64::from(MAX_CHUNK_COUNT) * 4 + 1), Err(DecodeError::BadChunkCount));
+    // Another run is another transfer; a file of the same name is another too.
+    let again = Manifest::new_stream("dir.tar".into(), 4, Meta::default(), 10).unwrap();
+    assert_ne!(again.id, open.id);
+    let file = Manifest::new("dir.tar".into(), 10, 4, None, Meta::default(), 9).unwrap();
+    assert!(!file.same_transfer(&closed));
+    // An open manifest carries no hash; a stream is never signed, sealed or held.
+    let hashed = Manifest { sha256: Some([1; 32]), ..open.clone() };
+    assert_eq!(Manifest::decode(&hashed.encode()), Err(DecodeError::BadStream));
+    let held = Manifest { hold_until_ms: Some(1), ..closed.clone().with_digest([1; 32]) };
+    assert_eq!(Manifest::decode(&held.encode()), Err(DecodeError::BadStream));
+    let unbounded = Manifest { chunk_count: 5, ..open.clone() };
+    assert_eq!(Manifest::decode(&unbounded.encode()), Err(DecodeError::BadStream));
+    let not_stream = Manifest { stream: false, ..open.clone() };
+    assert!(Manifest::decode(&not_stream.encode()).is_err());
+}
+
+/// An open stream's chunks may be short (the last one), never empty.
+#[test]
+fn open_stream_chunks_may_be_short() {
+    let open = Manifest::new_stream("s".into(), 4, Meta::default(), 9).unwrap();
+    let short = Chunk::encode(9, 0, 7, b"ab");
+    assert_eq!(&*Chunk::decode(&short, 7, &open).unwrap().data, b"ab");
+    assert!(Chunk::decode(&Chunk::encode(9, 0, 7, b"abcd"), 7, &open).is_ok());
+    assert!(matches!(Chunk::decode(&Chunk::encode(9, 0, 7, b""), 7, &open), Err(DecodeError::BadChunkLength { .. })));
+    assert!(matches!(
+        Chunk::decode(&Chunk::encode(9, 0, 7, b"abcde"), 7, &open),
+        Err(DecodeError::TooLarge { .. } | DecodeError::BadChunkLength { .. })
+    ));
+    // Compressed, a short last chunk comes back at its own length.
+    let text = b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let big = Manifest::new_stream("s".into(), 1024, Meta::default(), 9).unwrap();
+    let z = Chunk::encode_compressed(9, 0, 3, text);
+    assert_eq!(&*Chunk::decode(&z, 3, &big).unwrap().data, &text[..]);
 }

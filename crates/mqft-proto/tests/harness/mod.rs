@@ -246,6 +246,11 @@ pub struct Sim {
     pub offline_session: bool,
     /// See [`SimBuilder::early_chunks`].
     pub early_chunks: bool,
+    /// See [`SimBuilder::stream`]; and when the sender began reading it.
+    pub stream: Option<Duration>,
+    pub stream_started: Instant,
+    /// Chunk publishes before the sender had read the stream's end.
+    pub chunks_before_end: Option<u64>,
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     evs: Vec<Option<Ev>>,
     order: u64,
@@ -294,6 +299,10 @@ pub struct SimBuilder {
     /// they subscribe to a transfer's chunks once they take it, as a pool member
     /// does. Two thirds of the seeds.
     pub early_chunks: bool,
+    /// The file is a stream ([`Manifest::new_stream`], `mqft send -`): its bytes
+    /// become readable evenly over this long, as from a pipe, and the sender
+    /// learns the size only at the end.
+    pub stream: Option<Duration>,
 }
 
 impl SimBuilder {
@@ -310,6 +319,7 @@ impl SimBuilder {
             compressible: false,
             digest_first: seed.is_multiple_of(3),
             early_chunks: !seed.is_multiple_of(3) || seed.is_multiple_of(2),
+            stream: None,
         }
     }
 
@@ -329,15 +339,13 @@ impl SimBuilder {
         if self.compressible {
             file.iter_mut().for_each(|b| *b = b'a' + *b % 4);
         }
-        let manifest = Manifest::new(
-            "photo.jpg".into(),
-            file.len() as u64,
-            self.chunk_size,
-            self.digest_first.then(|| integrity::sha256(&file)),
-            Meta::default(),
-            rng.next_u64() as u32,
-        )
-        .unwrap();
+        let run = rng.next_u64() as u32;
+        let manifest = if self.stream.is_some() {
+            Manifest::new_stream("photo.jpg".into(), self.chunk_size, Meta::default(), run).unwrap()
+        } else {
+            let digest = self.digest_first.then(|| integrity::sha256(&file));
+            Manifest::new("photo.jpg".into(), file.len() as u64, self.chunk_size, digest, Meta::default(), run).unwrap()
+        };
         let now = Instant::now();
         let prefix = Prefix::default();
         let receivers = (0..self.receivers)
@@ -396,6 +404,9 @@ impl SimBuilder {
             retained_mode: Retained::Always,
             offline_session: false,
             early_chunks: self.early_chunks,
+            stream: self.stream,
+            stream_started: now,
+            chunks_before_end: None,
             heap: BinaryHeap::new(),
             evs: Vec::new(),
             order: 0,
@@ -424,6 +435,12 @@ impl Sim {
     pub fn start_sender(&mut self) {
         let mut m = self.manifest.clone();
         m.run = self.rng.next_u64() as u32;
+        if m.stream {
+            // A stream's id names its run: a new run is a new transfer.
+            m.id = m.derived_id();
+            self.manifest = m.clone();
+            self.stream_started = self.now;
+        }
         // A new process: a new endpoint, with this one transfer open.
         self.sender_endpoint = SenderEndpoint::new(self.prefix.clone());
         self.sender_endpoint.opened(m.id);
@@ -483,8 +500,23 @@ impl Sim {
     }
 
     /// Moves every pending output into the network.
+    /// How many bytes of the stream the sender can read by now, if it is one.
+    fn stream_read(&self) -> Option<usize> {
+        let over = self.stream?;
+        let elapsed = self.now - self.stream_started;
+        let len = self.source.len();
+        Some(if elapsed >= over { len } else { (len as u128 * elapsed.as_nanos() / over.as_nanos()) as usize })
+    }
+
     fn flush(&mut self) {
         if let Some(mut s) = self.sender.take() {
+            if let Some(read) = self.stream_read().filter(|_| s.manifest().is_open()) {
+                s.set_readable((read / s.manifest().chunk_size as usize) as u32);
+                if read == self.source.len() {
+                    self.chunks_before_end = Some(self.chunk_transmissions);
+                    s.stream_ended(read as u64).unwrap();
+                }
+            }
             loop {
                 let Some(t) = s.poll_transmit(self.now) else {
                     if !s.wants_digest() {
@@ -579,7 +611,12 @@ impl Sim {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        let s = self.sender.as_ref().and_then(|s| s.poll_timeout());
+        let mut s = self.sender.as_ref().and_then(|s| s.poll_timeout());
+        if self.sender.as_ref().is_some_and(|s| s.manifest().is_open()) {
+            // The pipe fills on: look again a millisecond later.
+            let tick = self.now + Duration::from_millis(1);
+            s = Some(s.map_or(tick, |t| t.min(tick)));
+        }
         let r = self.receivers.iter().filter_map(|r| r.rx.as_ref()?.poll_timeout()).min();
         match (s, r) {
             (Some(a), Some(b)) => Some(a.min(b)),
