@@ -1,11 +1,13 @@
-//! Pipes (issue 11 item 2): `mqft send -` reads standard input through a private
-//! spool, and `mqft receive --once --stdout` writes the one file to standard
+//! Pipes (issue 11 item 2): `mqft send -` sends standard input as a stream
+//! (protocol version 6), its chunks read back from a private spool as they fill,
+//! and `mqft receive --once --stdout` writes the one file to standard
 //! output once its SHA-256 checked out, through the `mqft` binary and a real
 //! Mosquitto. Shell pipelines run under `sh -c` with the binary as `$MQFT`.
 //!
 //! - `tar c dir | mqft send - --name dir.tar` arrives as the archive, and
 //!   `mqft receive --once --stdout | tar x` rebuilds the tree a plain send sent;
-//! - a multi-megabyte stream goes through both ends at once, byte for byte;
+//! - a multi-megabyte stream goes through both ends at once, byte for byte, and
+//!   its first chunks arrive while standard input is still open;
 //! - the spool is gone after the send, after a refused send too;
 //! - standard output holds nothing when the file fails its check, and the
 //!   receiver's private copy is gone;
@@ -181,6 +183,49 @@ fn a_random_stream_goes_through_send_dash_and_receive_stdout_byte_for_byte() {
     assert!(stderr.contains("\"event\":\"completed\""), "{}", show(&received));
     assert_eq!(entries(spool.path()), Vec::<PathBuf>::new(), "the spool is left behind");
     assert_eq!(entries(&state.path().join("stdout")), Vec::<PathBuf>::new(), "the private copy is left behind");
+}
+
+/// `send -` is a stream (protocol version 6): its first chunks reach the
+/// receiver while standard input is still open (before version 6 nothing left
+/// before its end), and the file is whole and checked once it closes.
+#[test]
+fn send_dash_sends_its_first_chunks_before_standard_input_ends() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let data = fs::read(random_file(dir.path(), "live.bin", 3 << 20, 9251)).unwrap();
+    let receiver =
+        start_receiver(&broker, mqft(["receive", "--once", "--json", "--out"]).arg(&out).args(at(broker.port())));
+    let mut command = mqft(["send", "-", "--name", "live.bin"]);
+    command.args(at(broker.port())).env("TMPDIR", dir.path());
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, &data[..2 << 20]).unwrap();
+    let held = |text: &str| {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "progress")
+            .filter_map(|e| e["bytes"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(WAIT, || held(&receiver.stdout()) >= 1 << 20),
+        "no chunk arrived while standard input was open\n{}\n{}",
+        receiver.stdout(),
+        receiver.stderr()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the send ended before its input did");
+    std::io::Write::write_all(&mut input, &data[2 << 20..]).unwrap();
+    drop(input);
+    let sent = child.wait_with_output().unwrap();
+    assert_eq!(sent.status.code(), Some(0), "{}", String::from_utf8_lossy(&sent.stderr));
+    let received = receiver.finish_within(WAIT);
+    assert_eq!(received.status.code(), Some(0), "{}", show(&received));
+    assert_eq!(fs::read(out.join("live.bin")).unwrap(), data, "the stream arrived changed");
+    // The offer said the size was not known; the end of round brought it.
+    let stdout = String::from_utf8_lossy(&received.stdout);
+    assert!(stdout.contains("\"size\":null"), "{stdout}");
 }
 
 #[test]

@@ -241,17 +241,24 @@ fn on_ctrl_c(token: mqft::CancellationToken) -> Arc<AtomicBool> {
 async fn send(a: SendArgs) -> Result<()> {
     let cfg = a.broker.config()?;
     let opts = a.options()?;
-    // `send -`: standard input, spooled first. The spool is removed when `spool`
-    // drops: on every return below, a stop signal's included.
+    // `send -`: standard input, sent as it is copied into a spool, or copied to
+    // its end first where the manifest needs the hash. The spool is removed when
+    // `spool` drops: on every return below, a stop signal's included.
     let (tree, spool) = match a.stdin_name()? {
         Some(name) => {
-            let (spool, file) = tokio::select! {
-                r = stdio::spool_stdin(&name) => r?,
-                () = stdio::stop_signal() => return Err(Interrupted.into()),
+            let mut stop = stdio::Stop::arm();
+            let hash_first = opts.sign.is_some() || !opts.encrypt_to.is_empty() || opts.hold.is_some();
+            let (spool, file) = if hash_first {
+                tokio::select! {
+                    r = stdio::spool_stdin(&name) => r?,
+                    () = stop.wait() => return Err(Interrupted.into()),
+                }
+            } else {
+                stdio::stream_stdin(&name)?
             };
             let mut tree = mqft::tree::Tree::default();
             tree.files.push(file);
-            (tree, Some(spool))
+            (tree, Some((spool, stop)))
         }
         None => (files_to_send(&a)?, None),
     };
@@ -264,9 +271,9 @@ async fn send(a: SendArgs) -> Result<()> {
     }
     reporter.connecting(&cfg.addr());
     let mut handle = Client::new(cfg).send(tree.files, opts);
-    let interrupted = match spool {
-        Some(_) => stdio::on_stop(handle.cancellation_token()),
-        None => on_ctrl_c(handle.cancellation_token()),
+    let (spool, interrupted) = match spool {
+        Some((spool, stop)) => (Some(spool), stdio::on_stop(stop, handle.cancellation_token())),
+        None => (None, on_ctrl_c(handle.cancellation_token())),
     };
     while let Some(e) = handle.next_event().await {
         reporter.send_event(&e);

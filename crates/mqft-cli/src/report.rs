@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mqft::proto::wire::UNKNOWN_SIZE;
 use mqft::proto::TransferId;
 use mqft::{ReceiveEvent, SendEvent};
 use serde_json::{json, Value};
@@ -135,24 +136,28 @@ impl Reporter {
                     None
                 }
             };
-            let style = ProgressStyle::with_template(
-                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {rate} eta {left} {msg}",
-            )
-            .expect("the template is valid")
-            .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = match rate(state) {
-                    Some(r) => write!(w, "{}/s", indicatif::HumanBytes(r as u64)),
-                    None => write!(w, "-"),
-                };
-            })
-            .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let left = state.len().unwrap_or(0).saturating_sub(state.pos());
-                let _ = match rate(state) {
-                    Some(r) => write!(w, "{}", indicatif::HumanDuration(Duration::from_secs_f64(left as f64 / r))),
-                    None => write!(w, "-"),
-                };
-            })
-            .progress_chars("=> ");
+            // A stream's size is not known until its end: no bar, no eta.
+            let template = if total == UNKNOWN_SIZE {
+                "{prefix:.bold} {bytes} (size not known yet) {rate} {msg}"
+            } else {
+                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {rate} eta {left} {msg}"
+            };
+            let style = ProgressStyle::with_template(template)
+                .expect("the template is valid")
+                .with_key("rate", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = match rate(state) {
+                        Some(r) => write!(w, "{}/s", indicatif::HumanBytes(r as u64)),
+                        None => write!(w, "-"),
+                    };
+                })
+                .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let left = state.len().unwrap_or(0).saturating_sub(state.pos());
+                    let _ = match rate(state) {
+                        Some(r) => write!(w, "{}", indicatif::HumanDuration(Duration::from_secs_f64(left as f64 / r))),
+                        None => write!(w, "-"),
+                    };
+                })
+                .progress_chars("=> ");
             let bar = multi.add(ProgressBar::new(total).with_style(style).with_prefix(label).with_position(start));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
@@ -186,6 +191,12 @@ impl Reporter {
                     *held = Some(held.map_or(*held_bytes, |h| h.min(*held_bytes)));
                 }
             }
+            // A stream's size, once its end is read.
+            SendEvent::Progress { transfer, total, .. } if *total != UNKNOWN_SIZE => {
+                if let Some((size, _)) = self.sent.get_mut(transfer) {
+                    *size = *total;
+                }
+            }
             _ => {}
         }
         if self.mode == Mode::Json {
@@ -198,7 +209,7 @@ impl Reporter {
         match e {
             SendEvent::Started { path, transfer, size, .. } => {
                 let spinner = self.multi.add(ProgressBar::new_spinner());
-                spinner.set_message(format!("{}: waiting for receivers ({})", self.shown(path), bytes(*size)));
+                spinner.set_message(format!("{}: waiting for receivers ({})", self.shown(path), size_text(*size)));
                 spinner.enable_steady_tick(Duration::from_millis(100));
                 self.waiting.insert(*transfer, spinner);
             }
@@ -492,6 +503,24 @@ fn bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
+/// A size for people: a stream's is not known until its end.
+fn size_text(n: u64) -> String {
+    if n == UNKNOWN_SIZE {
+        "size not known yet".to_owned()
+    } else {
+        bytes(n)
+    }
+}
+
+/// A size in JSON: `null` for a stream's, not known until its end.
+fn size_json(n: u64) -> Value {
+    if n == UNKNOWN_SIZE {
+        Value::Null
+    } else {
+        n.into()
+    }
+}
+
 fn path_json(p: &Path) -> Value {
     Value::String(p.to_string_lossy().into_owned())
 }
@@ -597,7 +626,7 @@ pub fn send_json(e: &SendEvent) -> Value {
         SendEvent::Disconnected { reason } => json!({"event": "disconnected", "reason": reason}),
         SendEvent::Started { path, transfer, size, chunk_size } => json!({
             "event": "started", "path": path_json(path), "transfer": transfer.to_string(),
-            "size": size, "chunk_size": chunk_size,
+            "size": size_json(*size), "chunk_size": chunk_size,
         }),
         SendEvent::ReceiverJoined { path, transfer, receiver, held_bytes } => json!({
             "event": "receiver_joined", "path": path_json(path), "transfer": transfer.to_string(),
@@ -605,7 +634,7 @@ pub fn send_json(e: &SendEvent) -> Value {
         }),
         SendEvent::Progress { path, transfer, receiver, bytes, total } => json!({
             "event": "progress", "path": path_json(path), "transfer": transfer.to_string(),
-            "receiver": receiver.as_str(), "bytes": bytes, "total": total,
+            "receiver": receiver.as_str(), "bytes": bytes, "total": size_json(*total),
         }),
         SendEvent::ReceiverComplete { path, transfer, receiver } => json!({
             "event": "receiver_complete", "path": path_json(path), "transfer": transfer.to_string(),
@@ -676,7 +705,7 @@ pub fn receive_json(e: &ReceiveEvent) -> Value {
         ReceiveEvent::Connected { receiver } => json!({"event": "connected", "receiver": receiver.as_str()}),
         ReceiveEvent::Disconnected { reason } => json!({"event": "disconnected", "reason": reason}),
         ReceiveEvent::Offered { transfer, name, size, sender } => json!({
-            "event": "offered", "transfer": transfer.to_string(), "name": name, "size": size,
+            "event": "offered", "transfer": transfer.to_string(), "name": name, "size": size_json(*size),
             "sender": sender_json(sender),
         }),
         ReceiveEvent::Rejected { transfer, name, reason, detail, sender } => json!({
@@ -693,11 +722,11 @@ pub fn receive_json(e: &ReceiveEvent) -> Value {
         }),
         ReceiveEvent::Accepted { transfer, path, size, resumed_bytes, sender } => json!({
             "event": "accepted", "transfer": transfer.to_string(), "path": path_json(path),
-            "size": size, "resumed_bytes": resumed_bytes, "sender": sender_json(sender),
+            "size": size_json(*size), "resumed_bytes": resumed_bytes, "sender": sender_json(sender),
         }),
         ReceiveEvent::Progress { transfer, path, bytes, total } => json!({
             "event": "progress", "transfer": transfer.to_string(), "path": path_json(path),
-            "bytes": bytes, "total": total,
+            "bytes": bytes, "total": size_json(*total),
         }),
         // "change": why the path's name is not the one sent (the sender was told),
         // or null.

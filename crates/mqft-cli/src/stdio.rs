@@ -1,8 +1,11 @@
-//! Pipes: `send -` (standard input, spooled) and `receive --once --stdout`.
+//! Pipes: `send -` (standard input) and `receive --once --stdout`.
 //!
-//! The wire's manifest carries the file's size and SHA-256 before the first chunk
-//! (see `mqft::spool`), so `send -` reads standard input to its end into a private
-//! spool, hashing as it reads, and then sends that file. `receive --once --stdout`
+//! `send -` sends standard input as a stream (protocol version 6): a thread copies
+//! it into a private spool, and the send reads each chunk back from there as soon
+//! as it is whole, so the first chunks leave while the input is still being
+//! written (see `mqft::spool`); the size and hash follow at the end. A signed,
+//! encrypted or held send needs the hash before the first chunk: for those the
+//! input is copied to its end first, and then sent as a file. `receive --once --stdout`
 //! receives into a private folder of the state folder as any receive does, and
 //! only once the SHA-256 checked out copies the file to standard output and removes
 //! it: a reader of the pipe never sees bytes that were not verified. While it runs,
@@ -26,14 +29,40 @@ use mqft::SendFile;
 #[error("standard output closed before all of {0} was written (broken pipe): its reader quit")]
 pub struct StdoutClosed(String);
 
-/// Reads standard input to its end into a spool, hashing it on the way: the spool
-/// (removed when dropped, and so when this future is dropped half way) and the
-/// file to send as `name`.
-pub async fn spool_stdin(name: &str) -> Result<(Spool, SendFile)> {
-    // Typed at a terminal, the input ends only with Ctrl-D: say so, or it looks hung.
+/// Standard input as a stream to send as `name`, and its spool (removed when
+/// dropped): a thread of its own copies the input into the spool while the send
+/// follows it. The thread is not joined: it may wait on an input that never ends
+/// after the send gave up, and the process's exit ends it.
+pub fn stream_stdin(name: &str) -> Result<(Spool, SendFile)> {
+    note_if_terminal();
+    let (spool, file) = Spool::create(None, name).context("cannot create the spool for standard input")?;
+    let (progress, filled) = tokio::sync::watch::channel(spool::Filled::default());
+    std::thread::Builder::new()
+        .name("mqft-stdin".into())
+        .spawn(move || {
+            // The send reports a failed copy (`Filled::end`) as its error.
+            if let Ok(s) = spool::fill_watched(io::stdin().lock(), file, &progress) {
+                tracing::info!(size = s.size, "standard input read to its end");
+            }
+        })
+        .context("cannot start the thread that reads standard input")?;
+    let file = spool.send_stream(name, filled);
+    Ok((spool, file))
+}
+
+/// Typed at a terminal, the input ends only with Ctrl-D: say so, or it looks hung.
+fn note_if_terminal() {
     if io::IsTerminal::is_terminal(&io::stdin()) {
         eprintln!("note: reading standard input until end of file (Ctrl-D)");
     }
+}
+
+/// Reads standard input to its end into a spool: the spool (removed when
+/// dropped, and so when this future is dropped half way) and the file to send
+/// as `name`. For a send whose manifest needs the hash first (signed,
+/// encrypted, held).
+pub async fn spool_stdin(name: &str) -> Result<(Spool, SendFile)> {
+    note_if_terminal();
     let (spool, file) = Spool::create(None, name).context("cannot create the spool for standard input")?;
     // A blocking read, on its own thread; the spool stays here, so that a stop
     // signal can drop it (removing the file) while the thread still waits for input.
@@ -46,37 +75,52 @@ pub async fn spool_stdin(name: &str) -> Result<(Spool, SendFile)> {
     Ok((spool, file))
 }
 
-/// Resolves on SIGINT or SIGTERM. A spool must be dropped, not left behind, on
-/// either; SIGTERM's default would kill the process where it stands.
-pub async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot handle SIGTERM");
-            None
-        }
-    };
-    let term = async {
-        match &mut term {
-            Some(t) => {
-                t.recv().await;
+/// SIGINT and SIGTERM, caught from the moment it is made: a spool must be
+/// dropped, not left behind, on either, and their defaults would kill the
+/// process where it stands. Armed before the spool is created, so that no
+/// signal falls between the two.
+pub struct Stop {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    /// Starts catching both signals.
+    pub fn arm() -> Stop {
+        use tokio::signal::unix::{signal, SignalKind};
+        let catch = |kind: SignalKind, what: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle {what}");
+                None
             }
-            None => std::future::pending().await,
+        };
+        Stop { int: catch(SignalKind::interrupt(), "SIGINT"), term: catch(SignalKind::terminate(), "SIGTERM") }
+    }
+
+    /// Resolves at the first of the two.
+    pub async fn wait(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
+        tokio::select! {
+            () = recv(&mut self.int) => {}
+            () = recv(&mut self.term) => {}
+        }
     }
 }
 
-/// Cancels `token` on SIGINT or SIGTERM, and remembers that it did.
-pub fn on_stop(token: mqft::CancellationToken) -> Arc<AtomicBool> {
+/// Cancels `token` at `stop`'s signal, and remembers that it did.
+pub fn on_stop(mut stop: Stop, token: mqft::CancellationToken) -> Arc<AtomicBool> {
     let hit = Arc::new(AtomicBool::new(false));
     let flag = hit.clone();
     tokio::spawn(async move {
-        stop_signal().await;
+        stop.wait().await;
         flag.store(true, Ordering::SeqCst);
         token.cancel();
     });

@@ -107,6 +107,9 @@ struct Active {
     hash: Option<Arc<std::sync::Mutex<InOrderHash>>>,
     /// The rest of the file is being read for the hash ([`finish_hash`]).
     finishing: bool,
+    /// A stream: its chunks are sent as they are copied into the spool
+    /// ([`Engine::follow_stream`]).
+    stream: bool,
 }
 
 async fn run(
@@ -131,6 +134,18 @@ async fn run(
     let mut jobs = Vec::with_capacity(files.len());
     for file in files {
         jobs.push(check_file(file).await?);
+    }
+    let mut streams = jobs.iter().filter_map(|j| j.stream.clone());
+    let stream = streams.next();
+    if streams.next().is_some() {
+        return Err(Error::usage("one send takes at most one stream (there is one standard input)"));
+    }
+    if stream.is_some() && (opts.hold.is_some() || opts.sign.is_some() || !opts.encrypt_to.is_empty()) {
+        // Each needs the hash (or the ciphertext's) before the first chunk.
+        return Err(Error::usage(
+            "a stream cannot be sent signed, encrypted or held: its hash is known only at its end; \
+             copy it to its end first (Spool::send_file)",
+        ));
     }
     let max_chunk = match opts.chunk_size {
         ChunkSize::Fixed(c) => c.max(config::AUTO_CHUNK_CAP),
@@ -199,6 +214,8 @@ async fn run(
         events,
         cancelled: false,
         hashing: CancellationToken::new(),
+        stream,
+        stream_over: false,
     };
     let outcome = engine.run(&cancel).await;
     let Engine { conn, results, cancelled, .. } = engine;
@@ -244,6 +261,10 @@ struct Engine {
     hashing: CancellationToken,
     /// Reads that finish a file's hash for its end of round ([`finish_hash`]).
     digesting: JoinSet<(TransferId, io::Result<()>)>,
+    /// How far the stream being sent, if any, has been copied into its spool.
+    stream: Option<tokio::sync::watch::Receiver<crate::spool::Filled>>,
+    /// The copy is over (or its thread gone): nothing more to wait for.
+    stream_over: bool,
 }
 
 impl Engine {
@@ -269,6 +290,7 @@ impl Engine {
             }
             let deadline = self.active.iter().filter_map(|a| a.sender.poll_timeout()).min();
             let room = self.conn.out.has_room();
+            let following = !self.stream_over && self.stream.is_some();
             tokio::select! {
                 _ = cancel.cancelled(), if !self.cancelled => {
                     self.cancel_all();
@@ -300,6 +322,10 @@ impl Engine {
                     }
                 }
                 _ = self.conn.out.writable(), if !room => {}
+                more = stream_changed(&mut self.stream), if following => {
+                    self.stream_over |= !more;
+                    self.follow_stream();
+                }
             }
         }
     }
@@ -376,7 +402,8 @@ impl Engine {
         if self.cancelled {
             return self.record(idx, None, Err(Error::Cancelled));
         }
-        let chunk_size = match self.chunk_size_for(p.size) {
+        // A stream's chunks are settled for the longest stream (`STREAM_SIZE`).
+        let chunk_size = match self.chunk_size_for(self.jobs[idx].size.max(p.size)) {
             Ok(c) => c,
             Err(e) => return self.record(idx, None, Err(e)),
         };
@@ -387,9 +414,13 @@ impl Engine {
             proto::Wait::Ids(ids) => ids.iter().cloned().collect(),
             _ => Vec::new(),
         };
-        let made = Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random())
-            .and_then(|m| m.with_to(to))
-            .and_then(|m| m.with_sender(&self.opts.from));
+        let made = if self.jobs[idx].stream.is_some() {
+            // Sent as it is copied: its size and hash come at the end.
+            Manifest::new_stream(name, chunk_size, proto::Meta::default(), rand::random())
+        } else {
+            Manifest::new(name, p.size, chunk_size, p.sha256, meta, rand::random())
+        };
+        let made = made.and_then(|m| m.with_to(to)).and_then(|m| m.with_sender(&self.opts.from));
         let manifest = match made {
             Ok(m) => m,
             Err(e) => {
@@ -409,7 +440,8 @@ impl Engine {
     /// few at a time, each at full speed, while the next is hashed.
     fn start_ready(&mut self) {
         while !self.ready.is_empty() {
-            let bytes: u64 = self.active.iter().map(|a| a.sender.manifest().size).sum();
+            // An open stream's size is the largest there is: nothing starts beside it.
+            let bytes = self.active.iter().fold(0u64, |sum, a| sum.saturating_add(a.sender.manifest().size));
             if !self.active.is_empty() && bytes >= self.opts.in_flight_bytes {
                 return;
             }
@@ -465,10 +497,12 @@ impl Engine {
             bytes => window_for(cfg.window, bytes, manifest.chunk_size),
         };
         self.endpoint.opened(manifest.id);
-        let hash = manifest
-            .sha256
-            .is_none()
-            .then(|| Arc::new(std::sync::Mutex::new(InOrderHash::new(manifest.size, manifest.meta.modified_ms))));
+        let stream = manifest.is_open();
+        let hash = manifest.sha256.is_none().then(|| {
+            let h =
+                if stream { InOrderHash::stream() } else { InOrderHash::new(manifest.size, manifest.meta.modified_ms) };
+            Arc::new(std::sync::Mutex::new(h))
+        });
         let sender = proto::Sender::new(cfg, self.prefix.clone(), manifest, now());
         self.active.push(Active {
             idx: p.idx,
@@ -486,7 +520,52 @@ impl Engine {
             wire_bytes: 0,
             hash,
             finishing: false,
+            stream,
         });
+        if stream {
+            self.follow_stream();
+        }
+    }
+
+    /// Tells each open stream's state machine how much of the stream is in the
+    /// spool, and its size once the copy ended; a copy that failed ends the
+    /// transfer with its error.
+    fn follow_stream(&mut self) {
+        let Some(rx) = &self.stream else { return };
+        let mut filled = rx.borrow().clone();
+        if self.stream_over && filled.end.is_none() {
+            filled.end = Some(Err("the thread copying the stream stopped".into()));
+        }
+        let now = now();
+        for a in &mut self.active {
+            if !a.stream || !a.sender.manifest().is_open() || a.sender.is_done() {
+                continue;
+            }
+            let chunk = u64::from(a.sender.manifest().chunk_size);
+            a.sender.set_readable(u32::try_from(filled.bytes / chunk).unwrap_or(u32::MAX));
+            let path = &self.jobs[a.idx].path;
+            match &filled.end {
+                None => {}
+                Some(Err(e)) => {
+                    a.local_failure = Some(Error::io("read", path, io::Error::other(e.clone())));
+                    a.sender.abandon(now);
+                }
+                Some(Ok(())) => match a.sender.stream_ended(filled.bytes) {
+                    Ok(()) => {
+                        if let Some(h) = &a.hash {
+                            h.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stream_ended(filled.bytes);
+                        }
+                    }
+                    Err(_) => {
+                        let most = u64::from(proto::wire::MAX_CHUNK_COUNT) * chunk;
+                        let detail =
+                            format!("the stream is longer than {most} bytes, the most {chunk}-byte chunks allow");
+                        a.local_failure = Some(Error::usage(detail));
+                        a.sender.abandon(now);
+                    }
+                },
+            }
+        }
     }
 
     /// Hands each state machine that lacks its file's hash the hash once the
@@ -649,15 +728,23 @@ impl Engine {
             chunk_size: old.chunk_size,
             retry_with: next,
         });
-        let manifest = self.chunk_size_for(old.size).and_then(|chunk_size| {
-            Manifest::new(old.name.clone(), old.size, chunk_size, old.sha256, old.meta.clone(), rand::random())
-                // Addressed to the same receivers, from the same sender.
-                .map(|mut m| {
-                    m.to = old.to.clone();
-                    m
-                })
-                .and_then(|m| m.with_sender(&old.sender))
-                .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))
+        let stream = self.jobs[idx].stream.is_some();
+        let size = if stream { self.jobs[idx].size } else { old.size };
+        let manifest = self.chunk_size_for(size).and_then(|chunk_size| {
+            if stream {
+                // From the start of the spool, as a new stream: its end, if read
+                // already, closes it at once (`follow_stream`).
+                Manifest::new_stream(old.name.clone(), chunk_size, old.meta.clone(), rand::random())
+            } else {
+                Manifest::new(old.name.clone(), old.size, chunk_size, old.sha256, old.meta.clone(), rand::random())
+            }
+            // Addressed to the same receivers, from the same sender.
+            .map(|mut m| {
+                m.to = old.to.clone();
+                m
+            })
+            .and_then(|m| m.with_sender(&old.sender))
+            .map_err(|e| Error::usage(format!("cannot describe {}: {e}", path.display())))
         });
         let manifest = match manifest {
             Ok(m) => m,
@@ -920,6 +1007,15 @@ fn failure_error(path: &Path, f: SendFailure) -> Error {
         }
         SendFailure::Cancelled => Error::Cancelled,
         other => Error::Transfer { path, cause: TransferFailure::Send(other) },
+    }
+}
+
+/// Waits for the stream's copy to go further: false once its thread is gone.
+/// Pending for ever without a stream (the caller does not poll it then).
+async fn stream_changed(rx: &mut Option<tokio::sync::watch::Receiver<crate::spool::Filled>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -1,18 +1,22 @@
-//! `send -`: a stream of unknown size (standard input) spooled to a private file.
+//! `send -`: a stream of unknown size (standard input) copied to a private file as
+//! it is sent.
 //!
-//! The manifest carries the file's size, before the first chunk: receivers check it
-//! against their limits and free space before they accept, and the chunk count
-//! follows from it. A stream's size is known only at its end, so it cannot be sent
-//! as it is read. It is copied to a file first, with nothing else done to it, and
-//! then sent as any file is: the sender hashes it as it reads it for its chunks
-//! (protocol version 4 carries the hash at the end), from the page cache where the
-//! copy left it. Before version 4 the copy also hashed it, a serial SHA-256 pass
-//! before the first chunk.
+//! Since protocol version 6 a transfer may begin before its size is known (a
+//! stream, PROTOCOL.md 18): its chunks go out as they fill, and the size and hash
+//! follow at the end. What the sender cannot do without a copy is send a chunk
+//! again: a receiver that lost one, or joined late, asks for it after the sender
+//! has read past it, and standard input cannot be read twice. So a thread copies
+//! the stream into the spool ([`fill_watched`]) and tells the send how far it got
+//! ([`Filled`]); the send reads its chunks back from the spool, from the page cache
+//! where the copy just left them, as soon as each is whole. Nothing waits for the
+//! end of the input.
+//!
+//! A signed, encrypted or held transfer needs the hash (or the ciphertext's) in its
+//! manifest, before the first chunk: for those the stream is copied to its end
+//! first ([`fill`]), and then sent as any file.
 //!
 //! The cost is disk, not memory: the spool holds the whole stream once, memory holds
-//! one buffer ([`BUF`]) whatever the size. A manifest that allowed an unknown size
-//! would let chunks go out as they are read, with no spool and no wait for the end
-//! of the input, at the price of receivers that accept a file of unknown size.
+//! one buffer ([`BUF`]) whatever the size.
 //!
 //! The spool is a file created exclusively with mode 0600 in a directory of its
 //! own, mode 0700 under a random name (`.mqft-stdin-XXXXXX/NAME`), in `$TMPDIR` (or
@@ -27,6 +31,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use tokio::sync::watch;
 
 use crate::SendFile;
 
@@ -79,11 +85,55 @@ impl Spool {
     pub fn send_file(&self, name: impl Into<String>) -> SendFile {
         SendFile::named(self.path.clone(), name)
     }
+
+    /// The spool as a stream to send under `name` while [`fill_watched`] copies
+    /// into it: the send follows `filled` and sends each chunk once it is whole.
+    pub fn send_stream(&self, name: impl Into<String>, filled: watch::Receiver<Filled>) -> SendFile {
+        let mut f = SendFile::named(self.path.clone(), name);
+        f.stream = Some(filled);
+        f
+    }
+}
+
+/// How far [`fill_watched`] has copied a stream into its spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Filled {
+    /// Bytes in the spool: the bytes before this offset can be read from it.
+    pub bytes: u64,
+    /// The stream ended: `bytes` is its size, or the copy failed with this error
+    /// (its text: an `io::Error` cannot be shared).
+    pub end: Option<Result<(), String>>,
+}
+
+impl Filled {
+    /// True once the copy is over, whole or not.
+    pub fn is_over(&self) -> bool {
+        self.end.is_some()
+    }
+}
+
+/// [`fill`], telling `progress` after every write how far it got, and at the end
+/// whether it got there. A send that follows it reads only bytes it was told are
+/// written. Blocking.
+pub fn fill_watched(reader: impl Read, file: File, progress: &watch::Sender<Filled>) -> io::Result<Spooled> {
+    let result = copy(reader, file, |bytes| {
+        progress.send_modify(|f| f.bytes = bytes);
+    });
+    progress.send_modify(|f| {
+        f.end = Some(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+    });
+    result
 }
 
 /// Copies `reader` to its end into `file`; blocking. An interrupted read is
 /// retried; any other error ends the copy.
-pub fn fill(mut reader: impl Read, mut file: File) -> io::Result<Spooled> {
+pub fn fill(reader: impl Read, file: File) -> io::Result<Spooled> {
+    copy(reader, file, |_| {})
+}
+
+/// The copy, calling `written` with the bytes in the file after each write.
+fn copy(mut reader: impl Read, mut file: File, mut written: impl FnMut(u64)) -> io::Result<Spooled> {
     let mut buf = vec![0u8; BUF];
     let mut size = 0u64;
     loop {
@@ -95,6 +145,7 @@ pub fn fill(mut reader: impl Read, mut file: File) -> io::Result<Spooled> {
         };
         file.write_all(&buf[..n])?;
         size += n as u64;
+        written(size);
     }
     file.flush()?;
     Ok(Spooled { size })

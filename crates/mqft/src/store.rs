@@ -637,7 +637,10 @@ pub(crate) fn check_room(paths: &Paths, manifest: &Manifest, reserved: u64) -> i
         Ok(m) if is_own_file(&m) => m.blocks().saturating_mul(512),
         _ => 0,
     };
-    let needed = manifest.size.saturating_sub(on_disk).saturating_add(reserved);
+    // An open stream's size is not known (PROTOCOL.md 18): only what the others
+    // still need is counted, and the stream's writes tell if the disk fills.
+    let size = if manifest.is_open() { 0 } else { manifest.size };
+    let needed = size.saturating_sub(on_disk).saturating_add(reserved);
     let free = match free_space(&paths.dir) {
         Ok(free) => free,
         // A file system that cannot say (some network and FUSE ones): writes will
@@ -668,7 +671,7 @@ pub(crate) fn open_part(paths: &Paths, manifest: &Manifest) -> io::Result<(File,
     let saved = load_state(&paths.state)?.filter(|s| s.manifest.same_transfer(manifest));
     if let Some(mut saved) = saved {
         if let Some(f) = open_own(&paths.part)? {
-            if f.metadata()?.len() != manifest.size {
+            if f.metadata()?.len() != manifest.size && !manifest.is_open() {
                 f.set_len(manifest.size)?;
             }
             let proof = prove(&f, &mut saved)?;
@@ -712,7 +715,10 @@ pub(crate) fn fresh_part(paths: &Paths, manifest: &Manifest) -> io::Result<File>
     // Stale state must not survive a fresh start.
     remove_if_exists(&paths.state)?;
     let f = create_exclusive(&paths.part)?;
-    f.set_len(manifest.size)?;
+    // An open stream grows as its chunks land.
+    if !manifest.is_open() {
+        f.set_len(manifest.size)?;
+    }
     Ok(f)
 }
 
@@ -812,6 +818,12 @@ pub(crate) fn place_verified(
     modified_ms: Option<i64>,
 ) -> io::Result<Placed> {
     check_still_ours(file, paths)?;
+    if complete.manifest.stream && content.is_none() {
+        // A stream's `.part` grew as chunks landed; one resumed from a longer
+        // one may hold bytes past the end the sender gave. The hash covered
+        // exactly the stream's bytes: cut there.
+        file.set_len(complete.manifest.size)?;
+    }
     if let Some(ms) = modified_ms {
         // The sender's modification time, when it sent one; best effort.
         let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms.max(0) as u64));

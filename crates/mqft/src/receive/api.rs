@@ -145,7 +145,8 @@ pub enum ReceiveEvent {
         transfer: TransferId,
         /// The name as the sender gave it: untrusted, not yet sanitized.
         name: String,
-        /// Its size in bytes.
+        /// Its size in bytes ([`proto::wire::UNKNOWN_SIZE`](crate::proto::wire::UNKNOWN_SIZE)
+        /// for a stream, whose size comes at its end).
         size: u64,
         /// The sender's name from the manifest (claimed, not proven), or empty.
         sender: String,
@@ -181,7 +182,8 @@ pub enum ReceiveEvent {
         transfer: TransferId,
         /// Where the file will be once complete.
         path: PathBuf,
-        /// Its size in bytes.
+        /// Its size in bytes ([`proto::wire::UNKNOWN_SIZE`](crate::proto::wire::UNKNOWN_SIZE)
+        /// for a stream, whose size comes at its end).
         size: u64,
         /// Bytes already held from an earlier attempt.
         resumed_bytes: u64,
@@ -196,7 +198,8 @@ pub enum ReceiveEvent {
         path: PathBuf,
         /// Bytes held.
         bytes: u64,
-        /// The file's size.
+        /// The file's size ([`proto::wire::UNKNOWN_SIZE`](crate::proto::wire::UNKNOWN_SIZE)
+        /// for a stream until its end of round brought it).
         total: u64,
     },
     /// A file arrived, its SHA-256 matched, and it has its final name.

@@ -172,7 +172,9 @@ impl Engine {
                 return self.reject_io(&m, &e);
             }
         };
-        let cfg = self.opts.protocol.clone();
+        let mut cfg = self.opts.protocol.clone();
+        // A stream's size is not in its offer: its chunks are held to the limit.
+        cfg.max_size = cfg.max_size.or(self.opts.max_size);
         // Answered under the prefix the offer came on, never under a pattern.
         let prefix = self.endpoint.origin(&id).cloned().unwrap_or_else(|| self.prefix.clone());
         // Every chunk of it reaches us: the endpoint knows whether since before

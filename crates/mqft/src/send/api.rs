@@ -95,7 +95,7 @@ impl Default for SendOptions {
 /// Made from a path (`&str`, `String`, `&Path`, `PathBuf`) the name is the path's
 /// file name; [`SendFile::named`] sends it under another name, for a device that
 /// writes to temporary files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SendFile {
     /// Where the file is.
@@ -107,17 +107,21 @@ pub struct SendFile {
     /// it as it was written), so that the send does not read it twice. It must be
     /// right: a wrong one fails at every receiver as an integrity error.
     pub sha256: Option<[u8; 32]>,
+    /// A stream still being copied into `path` ([`crate::spool::Spool::send_stream`]):
+    /// sent as a stream (protocol version 6) whose chunks go out as they are
+    /// copied, and whose size is known at the end. `None` for a file.
+    pub stream: Option<tokio::sync::watch::Receiver<crate::spool::Filled>>,
 }
 
 impl SendFile {
     /// The file at `path`, under its own name.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        SendFile { path: path.into(), name: None, sha256: None }
+        SendFile { path: path.into(), name: None, sha256: None, stream: None }
     }
 
     /// The file at `path`, under `name`.
     pub fn named(path: impl Into<PathBuf>, name: impl Into<String>) -> Self {
-        SendFile { path: path.into(), name: Some(name.into()), sha256: None }
+        SendFile { path: path.into(), name: Some(name.into()), sha256: None, stream: None }
     }
 
     /// The same file, whose SHA-256 is already known to be `sha256` (see
@@ -175,7 +179,8 @@ pub enum SendEvent {
         path: PathBuf,
         /// Its transfer id.
         transfer: TransferId,
-        /// Its size in bytes.
+        /// Its size in bytes; for a stream, whose size is known only at its end,
+        /// [`proto::wire::UNKNOWN_SIZE`](crate::proto::wire::UNKNOWN_SIZE).
         size: u64,
         /// The chunk size settled for it.
         chunk_size: u32,
@@ -215,7 +220,8 @@ pub enum SendEvent {
         receiver: ReceiverId,
         /// Bytes it holds.
         bytes: u64,
-        /// The file's size.
+        /// The file's size ([`proto::wire::UNKNOWN_SIZE`](crate::proto::wire::UNKNOWN_SIZE)
+        /// for a stream until its end is read).
         total: u64,
     },
     /// A receiver has the whole file and confirmed its SHA-256.

@@ -23,7 +23,15 @@ pub(super) struct Job {
     pub(super) size: u64,
     /// Known already: not hashed again.
     pub(super) sha256: Option<[u8; 32]>,
+    /// A stream still being copied into `path` ([`SendFile::stream`]); its `size`
+    /// is then [`STREAM_SIZE`].
+    pub(super) stream: Option<tokio::sync::watch::Receiver<crate::spool::Filled>>,
 }
+
+/// The size a stream's chunk size is settled for: the most chunks a transfer
+/// may have, of the default size (1 TiB), so that the longest chunk topic
+/// fits the broker's packet limit. A longer stream needs larger chunks.
+pub(super) const STREAM_SIZE: u64 = proto::wire::MAX_CHUNK_COUNT as u64 * (256 << 10);
 
 /// A file, opened, and hashed when its manifest must carry the hash.
 pub(super) struct Prepared {
@@ -51,18 +59,44 @@ pub(super) struct InOrderHash {
     /// hash was done: it changed while it was sent, and the bytes read mix old
     /// and new.
     pub(super) changed: bool,
+    /// The file is a stream's private spool: it grows as the stream is copied,
+    /// and nothing else writes it, so its size and time say nothing of a change.
+    pub(super) spool: bool,
 }
 
 impl InOrderHash {
     pub(super) fn new(size: u64, modified_ms: Option<i64>) -> Self {
-        let mut h = InOrderHash { hasher: Sha256::new(), next: 0, size, modified_ms, digest: None, changed: false };
+        let mut h = InOrderHash {
+            hasher: Sha256::new(),
+            next: 0,
+            size,
+            modified_ms,
+            digest: None,
+            changed: false,
+            spool: false,
+        };
         h.finish_if_done();
         h
+    }
+
+    /// For a stream, whose size is not known yet: [`InOrderHash::stream_ended`]
+    /// gives it.
+    pub(super) fn stream() -> Self {
+        InOrderHash { spool: true, ..InOrderHash::new(proto::wire::UNKNOWN_SIZE, None) }
+    }
+
+    /// The stream is `size` bytes long: the hash is done once that many are in.
+    pub(super) fn stream_ended(&mut self, size: u64) {
+        self.size = size;
+        self.finish_if_done();
     }
 
     /// After the last byte: whether the file is still as the manifest says.
     /// Blocks (an fstat).
     pub(super) fn check_unchanged(&mut self, file: &File) -> io::Result<()> {
+        if self.spool {
+            return Ok(());
+        }
         let meta = file.metadata()?;
         self.changed = meta.len() != self.size || modified_ms(&meta) != self.modified_ms;
         Ok(())
@@ -107,7 +141,7 @@ pub(super) fn finish_hash(file: &File, hash: &std::sync::Mutex<InOrderHash>) -> 
 
 /// Checks that a file is a regular file with a usable name.
 pub(super) async fn check_file(file: SendFile) -> Result<Job, Error> {
-    let SendFile { path, name, sha256 } = file;
+    let SendFile { path, name, sha256, stream } = file;
     let meta = tokio::fs::metadata(&path).await.map_err(|e| Error::io("open", &path, e))?;
     if !meta.is_file() {
         return Err(Error::usage(format!("{} is not a regular file", path.display())));
@@ -123,7 +157,8 @@ pub(super) async fn check_file(file: SendFile) -> Result<Job, Error> {
     if name.is_empty() || name.len() > proto::wire::MAX_NAME_LEN {
         return Err(Error::usage(format!("{}: the name to send must be 1 to 255 bytes", path.display())));
     }
-    Ok(Job { path, name, size: meta.len(), sha256 })
+    let size = if stream.is_some() { STREAM_SIZE } else { meta.len() };
+    Ok(Job { path, name, size, sha256, stream })
 }
 
 /// Opens a file for its size and modification time, and hashes it when `hash`:
