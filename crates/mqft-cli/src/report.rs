@@ -192,9 +192,9 @@ impl Reporter {
                 }
             }
             // A stream's size, once its end is read.
-            SendEvent::Progress { transfer, total, .. } if *total != UNKNOWN_SIZE => {
-                if let Some((size, _)) = self.sent.get_mut(transfer) {
-                    *size = *total;
+            SendEvent::StreamEnded { transfer, size, .. } => {
+                if let Some((known, _)) = self.sent.get_mut(transfer) {
+                    *known = *size;
                 }
             }
             _ => {}
@@ -656,6 +656,9 @@ pub fn send_json(e: &SendEvent) -> Value {
             "event": "retrying", "path": path_json(path), "transfer": transfer.to_string(),
             "receiver": receiver.as_str(), "reason": reason.to_string(), "code": reason.code(),
             "retry_in_ms": u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+        }),
+        SendEvent::StreamEnded { path, transfer, size } => json!({
+            "event": "stream_ended", "path": path_json(path), "transfer": transfer.to_string(), "size": size,
         }),
         SendEvent::Finished { path, transfer } => json!({
             "event": "finished", "path": path_json(path), "transfer": transfer.to_string(),

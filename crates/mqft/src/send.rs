@@ -555,6 +555,8 @@ impl Engine {
                         if let Some(h) = &a.hash {
                             h.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stream_ended(filled.bytes);
                         }
+                        let (path, transfer, size) = (path.clone(), a.sender.manifest().id, filled.bytes);
+                        self.events.emit(SendEvent::StreamEnded { path, transfer, size });
                     }
                     Err(_) => {
                         let most = u64::from(proto::wire::MAX_CHUNK_COUNT) * chunk;

@@ -185,6 +185,17 @@ pub enum SendEvent {
         /// The chunk size settled for it.
         chunk_size: u32,
     },
+    /// A stream's end was read: its size is known now (it was
+    /// [`proto::wire::UNKNOWN_SIZE`](crate::proto::wire::UNKNOWN_SIZE) in
+    /// [`SendEvent::Started`]).
+    StreamEnded {
+        /// The stream's spool.
+        path: PathBuf,
+        /// Its transfer id.
+        transfer: TransferId,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// With [`ChunkSize::Auto`]: chunks of `chunk_size` do not get through this
     /// broker (the connection broke after each, or rounds repaired nothing while
     /// none arrived). The transfer was abandoned, and the file starts again as a new
