@@ -18,6 +18,8 @@
 //! - [`decoders`]: one function per wire decoder.
 //! - [`receiver`] and [`sender`]: a state machine driven by a sequence of messages,
 //!   timer ticks and commands; [`resume`]: a receiver restarted from saved state.
+//! - [`stream_receiver`]: a receiver of a stream (protocol version 6), whose
+//!   size comes at its end, fed honest and lying chunks and ends.
 //! - [`receiver_endpoint`]: the endpoint that routes a receiver's messages by
 //!   topic, fed arbitrary (topic, payload) sequences and the runtime's answers.
 //! - [`seeds`]: the seed corpus, built from real encodings.
@@ -32,6 +34,7 @@ pub mod receiver_endpoint;
 pub mod resume;
 pub mod seeds;
 pub mod sender;
+pub mod stream_receiver;
 
 /// True when the environment variable `MQFT_FUZZ_TRACE` is set: the state-machine
 /// harnesses then print each step and what came out of it, to read a reproducer.

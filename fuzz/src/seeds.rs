@@ -18,7 +18,7 @@ use mqft_proto::{
 
 use crate::fixtures::{fixture, RUN};
 use crate::input::Writer;
-use crate::{decoders, receiver, receiver_endpoint, resume, sender};
+use crate::{decoders, receiver, receiver_endpoint, resume, sender, stream_receiver};
 
 /// Every target, by name.
 pub const TARGETS: &[&str] = &[
@@ -32,6 +32,7 @@ pub const TARGETS: &[&str] = &[
     "receiver",
     "receiver_endpoint",
     "sender",
+    "stream_receiver",
 ];
 
 /// One seed file.
@@ -63,6 +64,9 @@ pub fn run_target(target: &str, data: &[u8]) {
         }
         "sender" => {
             sender::run(data);
+        }
+        "stream_receiver" => {
+            stream_receiver::run(data);
         }
         other => panic!("no target {other}"),
     }
@@ -103,6 +107,9 @@ pub fn all() -> Vec<Seed> {
     }
     for (name, data) in senders() {
         add("sender", &name, data);
+    }
+    for (name, data) in stream_receivers() {
+        add("stream_receiver", &name, data);
     }
     out
 }
@@ -582,4 +589,34 @@ fn endpoints() -> Named {
             (name.to_owned(), data)
         })
         .collect()
+}
+
+/// `stream_receiver` inputs: a stream in order, reversed with its end first, one
+/// whose end lies (a size past what was sent, a wrong hash), and one closed by its
+/// manifest.
+fn stream_receivers() -> Named {
+    use stream_receiver::Op;
+    let seed = |len: u16, chunk: u8, ops: &[Op<'_>]| {
+        let mut w = Writer::new();
+        w.u16(len).u8(chunk);
+        for op in ops {
+            op.write(&mut w);
+        }
+        w.finish()
+    };
+    let end = Op::End { size: 0, true_size: true, good: true };
+    let in_order: Vec<Op<'_>> = (0..10).map(Op::Honest).chain([end, Op::HashReads]).collect();
+    let reversed: Vec<Op<'_>> = [end].into_iter().chain((0..10).rev().map(Op::Honest)).chain([Op::HashReads]).collect();
+    let lies = [Op::Honest(0), Op::Honest(1), Op::End { size: 999, true_size: false, good: true }, Op::Honest(2)];
+    let wrong_hash: Vec<Op<'_>> =
+        (0..4).map(Op::Honest).chain([Op::End { size: 0, true_size: true, good: false }, Op::HashReads]).collect();
+    let closed: Vec<Op<'_>> = [Op::Honest(0), Op::Closed, Op::Honest(1), Op::Honest(2), Op::HashReads].into();
+    vec![
+        ("in-order".into(), seed(600, 63, &in_order)),
+        ("end-first".into(), seed(640, 63, &reversed)),
+        ("lying-size".into(), seed(300, 99, &lies)),
+        ("wrong-hash".into(), seed(200, 49, &wrong_hash)),
+        ("closed-by-manifest".into(), seed(150, 63, &closed)),
+        ("empty".into(), seed(0, 7, &[end])),
+    ]
 }
