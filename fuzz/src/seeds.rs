@@ -476,6 +476,13 @@ fn senders() -> Named {
         complete(0),
     ];
     let cancel = vec![ready(2), Op::Wait(600), Op::Reconnect(true), Op::Cancel, complete(2)];
+    // A stream (policy bit 4): its 10 chunks become readable 3 at each wait, its
+    // end with the last; the receiver answers the end of round that carries it.
+    let mut stream = vec![ready(0)];
+    for _ in 0..4 {
+        stream.extend([Op::Wait(3), progress(0, 10)]);
+    }
+    stream.extend([missing(0, 10, 0, 0), complete(0)]);
 
     let seeds: Vec<(&str, u8, u8, u8, Vec<Op<'_>>)> = vec![
         ("one-receiver", 0, 3, 0, one),
@@ -485,6 +492,7 @@ fn senders() -> Named {
         ("no-receiver", 2, 0, 0, nobody),
         ("queued", 0, 3, 0, queued),
         ("cancelled", 3, 15, 0, cancel),
+        ("stream", 0, 31, 0x10, stream),
     ];
     seeds
         .into_iter()
@@ -492,7 +500,7 @@ fn senders() -> Named {
             let data = sender_seed(selector, window, wait, &ops);
             let got = sender::run(&data);
             let ok = match name {
-                "one-receiver" | "two-receivers" | "queued" => got.finished,
+                "one-receiver" | "two-receivers" | "queued" | "stream" => got.finished,
                 "lost-receiver" => matches!(got.failed, Some(SendFailure::ReceiverLost { .. })),
                 "rejected" => {
                     matches!(got.failed, Some(SendFailure::Rejected { .. } | SendFailure::NoReceivers { .. }))

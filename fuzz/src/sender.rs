@@ -12,13 +12,20 @@
 //! - there is exactly one terminal event, and nothing after it, `Finished` only once
 //!   enough receivers sent a `Complete` with the right SHA-256, `Failed(Cancelled)`
 //!   only after a cancel; at most one `Ctl::Abort` goes out;
-//! - a sender not done always has a deadline (else its driver would sleep forever),
-//!   and one step never makes it publish without end.
+//! - a sender not done always has a deadline (else its driver would sleep forever;
+//!   an open stream waiting for input has one too, its keep-alive), and one step
+//!   never makes it publish without end.
 //!
 //! # Input
 //! A fixture selector (`u8`, see [`fixture`]), the window (`u8`: 1 to 32) and the
-//! wait policy (`u8`: any 1 receiver, any 2, `r0`, or `r0` and `r1`), then [`Op`]s
-//! until the input ends, each a tag byte and its fields (see [`Op::read`]).
+//! wait policy (`u8`: any 1 receiver, any 2, `r0`, or `r0` and `r1`; bits 2-3 the
+//! eager window; bit 4 sends the fixture as a stream, protocol version 6, whose
+//! chunks become readable a few at each [`Op::Wait`] and whose size the sender
+//! learns once they all are), then [`Op`]s until the input ends, each a tag byte
+//! and its fields (see [`Op::read`]).
+//!
+//! A stream's chunks are checked against what was readable when they went out,
+//! and its ends of round carry its size exactly once it is closed.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -189,7 +196,8 @@ pub fn run(data: &[u8]) -> Outcome {
     };
     // Chunks before anyone joined (version 5): none, a few, or the default.
     let eager_window = [0, 1, 4, 16][usize::from(policy >> 2) % 4];
-    let mut h = Harness::new(fx, SenderConfig { window, wait, eager_window, ..SenderConfig::default() });
+    let stream = policy & 0x10 != 0;
+    let mut h = Harness::new(fx, SenderConfig { window, wait, eager_window, ..SenderConfig::default() }, stream);
     h.drain();
     while let Some(op) = Op::read(&mut r) {
         crate::trace!("{op:?}");
@@ -224,12 +232,19 @@ struct Harness {
     aborted: bool,
     finished: bool,
     failed: Option<SendFailure>,
+    /// Sent as a stream: the chunks readable so far (all once it is closed).
+    stream: Option<u32>,
 }
 
 impl Harness {
-    fn new(fx: Fixture, cfg: SenderConfig) -> Self {
+    fn new(mut fx: Fixture, cfg: SenderConfig, stream: bool) -> Self {
         let now = Instant::now();
         let prefix = Prefix::default();
+        if stream {
+            let m = &fx.manifest;
+            fx.manifest = Manifest::new_stream(m.name.clone(), m.chunk_size, m.meta.clone(), m.run)
+                .expect("a fixture's name and chunk size make a stream");
+        }
         let tx = Sender::new(cfg.clone(), prefix.clone(), fx.manifest.clone(), now);
         let mut endpoint = SenderEndpoint::new(prefix.clone());
         endpoint.opened(fx.manifest.id);
@@ -247,6 +262,23 @@ impl Harness {
             aborted: false,
             finished: false,
             failed: None,
+            stream: stream.then_some(0),
+        }
+    }
+
+    /// The file's chunk count, whether or not the sender knows it yet.
+    fn count(&self) -> u32 {
+        self.fx.data.len().div_ceil(self.fx.manifest.chunk_size as usize) as u32
+    }
+
+    /// A stream's next `n` chunks become readable; once all are, its end.
+    fn reveal(&mut self, n: u32) {
+        let Some(readable) = self.stream else { return };
+        let readable = readable.saturating_add(n).min(self.count());
+        self.stream = Some(readable);
+        self.tx.set_readable(readable);
+        if readable == self.count() && self.tx.manifest().is_open() {
+            self.tx.stream_ended(self.fx.data.len() as u64).expect("the end fits what was readable");
         }
     }
 
@@ -260,7 +292,7 @@ impl Harness {
 
     /// The chunks `start..start + len`, cut to the file.
     fn set(&self, start: u16, len: u16) -> RangeSet {
-        let count = self.manifest().chunk_count;
+        let count = self.count();
         let start = u32::from(start).min(count);
         let mut s = RangeSet::new();
         s.insert_range(start..(start + u32::from(len)).min(count));
@@ -300,6 +332,7 @@ impl Harness {
                 self.ack(from, &Ack::Queued { run, position }.encode());
             }
             Op::Wait(ms) => {
+                self.reveal(ms % 4);
                 self.now += Duration::from_millis(u64::from(ms));
                 self.tx.handle_timeout(self.now);
             }
@@ -316,7 +349,9 @@ impl Harness {
         let routed = self.endpoint.handle(&topic).expect("an ack of the open transfer is routed");
         assert_eq!(routed.id, self.manifest().id, "routed to the transfer in its topic");
         let from = routed.from;
-        let decoded = Ack::decode(payload, self.manifest().chunk_count);
+        // A stream's receivers may list chunks up to the bound.
+        let bound = if self.stream.is_some() { mqft_proto::wire::MAX_CHUNK_COUNT } else { self.manifest().chunk_count };
+        let decoded = Ack::decode(payload, bound);
         let res = self.tx.handle_ack(&from, payload, self.now);
         assert_eq!(res.is_ok(), decoded.is_ok(), "handle_ack accepts exactly what decodes");
         match decoded {
@@ -336,6 +371,8 @@ impl Harness {
     /// Drains transmits, then events, checking each.
     fn drain(&mut self) {
         let m = self.fx.manifest.clone();
+        // What the chunks are checked against: a stream's, once closed, has its size.
+        let now_m = self.tx.manifest().clone();
         let mut control = 0;
         let mut cleared = false;
         loop {
@@ -352,8 +389,9 @@ impl Harness {
                     assert!(!self.done(), "a chunk after the transfer ended");
                     assert_eq!(c.run, m.run);
                     assert_eq!(c.seq, self.sent, "chunk transmissions are numbered in order");
-                    assert!(c.index < m.chunk_count, "chunk {} of {}", c.index, m.chunk_count);
-                    assert_eq!((c.offset, c.len), (m.chunk_offset(c.index), m.chunk_len(c.index)));
+                    assert!(c.index < now_m.chunk_count, "chunk {} of {}", c.index, now_m.chunk_count);
+                    assert!(self.stream.is_none_or(|r| c.index < r), "chunk {} not readable yet", c.index);
+                    assert_eq!((c.offset, c.len), (now_m.chunk_offset(c.index), now_m.chunk_len(c.index)));
                     assert_eq!(t.topic, self.prefix.chunk(&m.id, c.index));
                     assert_eq!((t.qos, t.retain), (self.cfg.chunk_qos, false));
                     assert!(
@@ -373,7 +411,9 @@ impl Harness {
                         match Ctl::decode(&b).expect("the sender's own control messages decode") {
                             Ctl::EndRound { run, next_seq, sha256, size } => {
                                 assert_eq!(run, m.run);
-                                assert_eq!(size, None, "a file's end of round carries no size");
+                                let closed = self.stream.is_some() && !now_m.is_open();
+                                let want = closed.then_some(self.fx.data.len() as u64);
+                                assert_eq!(size, want, "an end of round with the size {size:?}");
                                 if let Some(sha256) = sha256 {
                                     assert_eq!(
                                         sha256,
@@ -395,8 +435,10 @@ impl Harness {
                             cleared = true;
                         } else {
                             assert!(!cleared, "the manifest published again after it was cleared");
-                            // The same manifest, with the hash once the sender knows it.
-                            let want = self.tx.manifest().sha256.map_or(m.clone(), |d| m.clone().with_digest(d));
+                            // The same manifest, with the hash once the sender knows it
+                            // (a stream's closed once its end is read).
+                            let base = if self.stream.is_some() { now_m.clone() } else { m.clone() };
+                            let want = self.tx.manifest().sha256.map_or(base.clone(), |d| base.with_digest(d));
                             assert_eq!(Manifest::decode(&b).as_ref(), Ok(&want));
                         }
                     } else {
@@ -428,10 +470,10 @@ impl Harness {
                     self.failed = Some(f);
                 }
                 SenderEvent::ReceiverJoined { held, .. } => {
-                    assert!(held <= u64::from(m.chunk_count), "a receiver holds {held} chunks");
+                    assert!(held <= u64::from(now_m.chunk_count), "a receiver holds {held} chunks");
                 }
                 SenderEvent::Progress { held, .. } => {
-                    assert!(held <= u64::from(m.chunk_count), "a receiver holds {held} chunks");
+                    assert!(held <= u64::from(now_m.chunk_count), "a receiver holds {held} chunks");
                 }
                 SenderEvent::ReceiverComplete { receiver } => {
                     assert!(self.completes.contains(&receiver), "{receiver} complete without saying so");

@@ -374,6 +374,11 @@ pub struct Sender {
     manifest_sends: u32,
     /// Since when the window has been shut with no new credit.
     blocked_since: Option<Instant>,
+    /// Since when an open stream has had nothing to send but chunks not read
+    /// yet: every `max_rto` of it, an end of round tells the receivers the
+    /// sender is still there, so that a slow pipe does not look like a silent
+    /// sender to them.
+    input_wait: Option<Instant>,
     /// Credit arrived while draining: the receivers are still working through
     /// their queues, so an unanswered end of round is not yet a lost one.
     credit_in_drain: bool,
@@ -425,6 +430,7 @@ impl Sender {
             events: VecDeque::new(),
             manifest_sends: 0,
             blocked_since: None,
+            input_wait: None,
             credit_in_drain: false,
             stalled_rounds: 0,
             verify_rounds: 0,
@@ -471,10 +477,13 @@ impl Sender {
     /// the round is over and its end carries the hash, or a receiver said it has
     /// the file and is to be checked. A caller that hashes as it reads has it by
     /// the end of the first round, unless the round skipped chunks that receivers
-    /// held already; then it reads the rest of the file for it.
+    /// held already; then it reads the rest of the file for it. Never for an open
+    /// stream: its claims wait for its end.
     pub fn wants_digest(&self) -> bool {
         let round_over = (self.phase == Phase::Sending || self.eager()) && self.to_send.is_empty();
-        self.manifest.sha256.is_none() && (round_over || !self.claims.is_empty())
+        // An open stream's hash is not known before its end, whoever asks.
+        let knowable = !self.manifest.is_open();
+        self.manifest.sha256.is_none() && knowable && (round_over || !self.claims.is_empty())
     }
 
     /// The SHA-256 of the whole file, for a manifest published without it: from
@@ -668,6 +677,11 @@ impl Sender {
         if self.needs_joins() && now >= self.manifest_due && now < self.join_deadline {
             self.publish_manifest(now);
         }
+        if self.phase == Phase::Sending && self.input_wait.is_some_and(|t| now >= t + self.cfg.max_rto) {
+            // Still here, waiting for input: the answers say what is missing.
+            self.push_end_round(self.next_seq);
+            self.input_wait = Some(now);
+        }
         match self.phase {
             Phase::Joining { .. } | Phase::AwaitingJoins if now >= self.join_deadline => self.fail_no_receivers(),
             Phase::Joining { gather: Some(t) } if now >= t => self.phase = Phase::Sending,
@@ -825,8 +839,10 @@ impl Sender {
         };
         if self.to_send.first()? >= self.readable {
             // An open stream's next chunk is not read yet: `set_readable` wakes us.
+            self.input_wait.get_or_insert(now);
             return None;
         }
+        self.input_wait = None;
         let index = self.to_send.pop_first()?;
         let seq = self.next_seq;
         self.next_seq = next;
@@ -858,7 +874,11 @@ impl Sender {
         let phase = match self.phase {
             Phase::Joining { gather } => Some(gather.map_or(self.join_deadline, |g| g.min(self.join_deadline))),
             Phase::AwaitingJoins => Some(self.join_deadline),
-            Phase::Sending => self.blocked_since.map(|t| t + self.cfg.rto),
+            Phase::Sending => {
+                let blocked = self.blocked_since.map(|t| t + self.cfg.rto);
+                let waiting = self.input_wait.map(|t| t + self.cfg.max_rto);
+                blocked.into_iter().chain(waiting).min()
+            }
             Phase::Draining { deadline, .. } => Some(deadline.min(self.rejoin_at)),
             Phase::Done => return None,
         };

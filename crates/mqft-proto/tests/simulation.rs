@@ -78,9 +78,26 @@ fn streams_arrive_whole_at_every_edge_size() {
     }
 }
 
+/// A pipe that stalls half way for longer than the receivers' patience for a
+/// silent sender (`give_up_after`): the sender's keep-alive, an end of round
+/// every `max_rto` while it waits for input, keeps them.
+#[test]
+fn a_stream_that_stalls_longer_than_the_receivers_patience_arrives() {
+    let mut sim = SimBuilder::new(5, 10_000, 1000).receivers(2);
+    sim.stream = Some(Duration::from_secs(300));
+    sim.stream_stalls = true;
+    let mut sim = sim.build();
+    sim.sender_cfg.wait = Wait::Count(2);
+    assert!(sim.receiver_cfg.give_up_after < Duration::from_secs(300));
+    let sim = run(sim);
+    sim.assert_delivered([0, 1]);
+    assert!(sim.receivers.iter().all(|r| r.gave_up == 0), "a receiver gave up on the waiting sender");
+}
+
 /// A stream through loss, duplicates, corruption and reordering, to one to three
-/// receivers, read over up to 200 ms (and one over 10 s: a pipe slower than the
-/// receivers' patience for a silent sender, which is not a stall).
+/// receivers, read over up to 200 ms (and one that stalls half way for 200 s,
+/// longer than the receivers' patience for a silent sender: the sender's
+/// keep-alive covers it, and it is not a stall).
 #[test]
 fn streams_survive_loss_duplication_and_reordering() {
     for seed in 0..24 {
@@ -90,8 +107,11 @@ fn streams_survive_loss_duplication_and_reordering() {
         let receivers = 1 + rng.below(3) as usize;
         let link = Link { loss: 0.1, dup: 0.05, corrupt: 0.02, jitter: Duration::from_millis(3), ..Link::default() };
         let mut sim = SimBuilder::new(seed, size, chunk).receivers(receivers).link(link);
-        let over = if seed == 0 { 10_000 } else { rng.below(200) };
+        // Seed 0: a pipe that stalls for longer than the receivers' patience
+        // (give_up_after) half way.
+        let over = if seed == 0 { 200_000 } else { rng.below(200) };
         sim.stream = Some(Duration::from_millis(over));
+        sim.stream_stalls = seed == 0;
         let mut sim = sim.build();
         sim.sender_cfg.wait = Wait::Count(receivers);
         sim.sender_cfg.max_retries = 30;

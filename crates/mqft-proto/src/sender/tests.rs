@@ -522,3 +522,46 @@ fn a_stream_cannot_end_before_what_was_read() {
     assert!(s.manifest().is_open());
     assert_eq!(s.stream_ended(12), Ok(()));
 }
+
+/// A receiver's claim on an open stream waits for its end: the hash cannot be
+/// asked for before the stream is read to it.
+#[test]
+fn a_claim_on_an_open_stream_waits_for_its_end() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+    let rid = ReceiverId::new("r").unwrap();
+    s.handle_ack(&rid, &Ack::Complete { sha256: [3; 32] }.encode(), now).unwrap();
+    assert!(!s.wants_digest(), "asked for the hash of a stream not read to its end");
+    s.set_readable(2);
+    s.stream_ended(8).unwrap();
+    assert!(s.wants_digest(), "the claim is checked once the end is read");
+}
+
+/// A slow pipe: while an open stream waits for input, an end of round goes out
+/// every `max_rto`, so that its receivers hear from the sender.
+#[test]
+fn a_stream_waiting_for_input_is_not_a_silent_sender() {
+    let mut now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let cfg = SenderConfig { eager_window: 0, ..SenderConfig::default() };
+    let max_rto = cfg.max_rto;
+    let mut s = Sender::new(cfg, Prefix::default(), m, now);
+    let rid = ReceiverId::new("r").unwrap();
+    let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false };
+    s.handle_ack(&rid, &ready.encode(), now).unwrap();
+    s.set_readable(1);
+    let ends = |s: &mut Sender, now| {
+        std::iter::from_fn(|| s.poll_transmit(now))
+            .filter(|t| matches!(&t.payload, Payload::Bytes(b) if matches!(Ctl::decode(b), Ok(Ctl::EndRound { .. }))))
+            .count()
+    };
+    assert_eq!(ends(&mut s, now), 0);
+    assert_eq!(s.poll_timeout(), Some(now + max_rto), "a deadline while waiting for input");
+    for _ in 0..3 {
+        now += max_rto;
+        s.handle_timeout(now);
+        assert_eq!(ends(&mut s, now), 1, "an end of round after {max_rto:?} of waiting");
+    }
+    assert!(!s.is_done());
+}

@@ -134,6 +134,8 @@ pub struct SimReceiver {
     /// The file under its final name, once finalized.
     pub final_file: Option<Vec<u8>>,
     pub failure: Option<ReceiveFailure>,
+    /// Times it gave up on a silent sender.
+    pub gave_up: u32,
     pub online: bool,
     /// Messages queued for it at the broker.
     /// Messages the broker holds for it: topic, payload, and whether it is a
@@ -248,6 +250,8 @@ pub struct Sim {
     pub early_chunks: bool,
     /// See [`SimBuilder::stream`]; and when the sender began reading it.
     pub stream: Option<Duration>,
+    /// See [`SimBuilder::stream_stalls`].
+    pub stream_stalls: bool,
     pub stream_started: Instant,
     /// Chunk publishes before the sender had read the stream's end.
     pub chunks_before_end: Option<u64>,
@@ -303,6 +307,9 @@ pub struct SimBuilder {
     /// become readable evenly over this long, as from a pipe, and the sender
     /// learns the size only at the end.
     pub stream: Option<Duration>,
+    /// The stream's first half is readable at once, the rest only after the
+    /// whole of `stream`: a pipe that stalls.
+    pub stream_stalls: bool,
 }
 
 impl SimBuilder {
@@ -320,6 +327,7 @@ impl SimBuilder {
             digest_first: seed.is_multiple_of(3),
             early_chunks: !seed.is_multiple_of(3) || seed.is_multiple_of(2),
             stream: None,
+            stream_stalls: false,
         }
     }
 
@@ -363,6 +371,7 @@ impl SimBuilder {
                 saved: None,
                 final_file: None,
                 failure: None,
+                gave_up: 0,
                 online: true,
                 queue: Default::default(),
                 serving: false,
@@ -405,6 +414,7 @@ impl SimBuilder {
             offline_session: false,
             early_chunks: self.early_chunks,
             stream: self.stream,
+            stream_stalls: self.stream_stalls,
             stream_started: now,
             chunks_before_end: None,
             heap: BinaryHeap::new(),
@@ -505,7 +515,11 @@ impl Sim {
         let over = self.stream?;
         let elapsed = self.now - self.stream_started;
         let len = self.source.len();
-        Some(if elapsed >= over { len } else { (len as u128 * elapsed.as_nanos() / over.as_nanos()) as usize })
+        Some(match elapsed >= over {
+            true => len,
+            false if self.stream_stalls => len / 2,
+            false => (len as u128 * elapsed.as_nanos() / over.as_nanos()) as usize,
+        })
     }
 
     fn flush(&mut self) {
@@ -564,6 +578,7 @@ impl Sim {
                         self.push(at, Ev::Finalized(i));
                     }
                     ReceiverEvent::Failed(f) => {
+                        self.receivers[i].gave_up += u32::from(f == ReceiveFailure::SenderGone);
                         self.receivers[i].failure = Some(f);
                         self.receivers[i].endpoint.ended(&rx.manifest().id);
                         keep = false;
