@@ -143,18 +143,30 @@ async fn run(
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let state = local::open_state(&dir, &opts).await?;
     local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
-    let rid = opts.receiver_id.clone().unwrap_or_else(|| match opts.pool {
-        Some(_) => pool::member_id(&dir),
-        None => default_receiver_id(&dir),
-    });
-    // Stable across restarts, so the broker keeps the session; the directory is part
-    // of it so that two receivers on one host do not take each other's session. A
-    // pool member's receiver id is its own, and so is this.
-    let client_id = cfg.client_id.clone().unwrap_or_else(|| {
-        let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-        let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
-        format!("mqft-r-{rid}-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
-    });
+    // Both read the file system (the canonical directory, the host name): on the
+    // blocking pool, as every file operation of the engine.
+    let (rid, client_id) = {
+        let (at, pool_name, rid, client_id) =
+            (dir.clone(), opts.pool.clone(), opts.receiver_id.clone(), cfg.client_id.clone());
+        blocking(move || {
+            let dir = at;
+            let rid = rid.unwrap_or_else(|| match pool_name {
+                Some(_) => pool::member_id(&dir),
+                None => default_receiver_id(&dir),
+            });
+            // Stable across restarts, so the broker keeps the session; the directory is part
+            // of it so that two receivers on one host do not take each other's session. A
+            // pool member's receiver id is its own, and so is this.
+            let client_id = client_id.unwrap_or_else(|| {
+                let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+                let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
+                format!("mqft-r-{rid}-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
+            });
+            Ok((rid, client_id))
+        })
+        .await
+        .map_err(|e| Error::io("open", &dir, e))?
+    };
     // Chunks may be as large as the protocol allows: a smaller limit would make an
     // MQTT 5 broker drop them silently.
     let max_incoming = proto::wire::MAX_CHUNK_SIZE + config::PACKET_OVERHEAD;
@@ -675,9 +687,13 @@ impl Engine {
             .as_ref()
             .map_or((size, manifest.sha256.unwrap_or_default()), |u| (u.opened.inner.size, u.opened.inner.sha256));
         if let Some(gate) = &mut self.gate {
-            // One short append; before `Completed`, so that a replay the moment
-            // after is caught.
-            gate.remember(&manifest);
+            // In memory before `Completed`, so that a replay the moment after is
+            // caught; on disk (one short append) from the blocking pool.
+            if let Some(persist) = gate.remember(&manifest) {
+                // Awaited, so that the records reach the file in order (a
+                // rewrite never overtakes an append it does not hold).
+                let _ = blocking(move || Ok(persist.write())).await;
+            }
         }
         self.events.emit(ReceiveEvent::Completed {
             transfer: id,
