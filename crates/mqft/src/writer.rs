@@ -123,8 +123,9 @@ struct Ctx {
     id: TransferId,
     file: Arc<File>,
     paths: Paths,
-    /// A write or checkpoint failed: no more of either (see the module doc).
-    /// Only the transfer's one thread reads or sets it.
+    /// A write, checkpoint or read-back for the hash failed: no more writes,
+    /// checkpoints or hashing (see the module doc). Only the transfer's one
+    /// thread reads or sets it.
     failed: AtomicBool,
     /// The file's SHA-256 so far. Only the transfer's one thread locks it, so
     /// the lock is never waited for.
@@ -275,11 +276,13 @@ impl Writer {
         let room = Arc::new(Semaphore::new(queue_len(chunk_size)));
         let writer = Writer { ctx, tasks, room, load };
         if behind {
-            // A new queue has room for two jobs at least.
-            if let Ok(room) = Arc::clone(&writer.room).try_acquire_owned() {
-                let task = Task { ctx: Arc::clone(&writer.ctx), job: Job::CatchUp, _room: room };
-                writer.tasks.send(task).map_err(|_| io::Error::other("writer thread gone"))?;
-            }
+            // Nothing else would take the hash past the chunks held from before
+            // (none of them is written again), so this job must go. A new queue
+            // has room for two jobs at least, and the thread runs until the pool
+            // is joined.
+            let room = Arc::clone(&writer.room).try_acquire_owned().map_err(io::Error::other)?;
+            let task = Task { ctx: Arc::clone(&writer.ctx), job: Job::CatchUp, _room: room };
+            writer.tasks.send(task).map_err(|_| io::Error::other("writer thread gone"))?;
         }
         Ok(writer)
     }
