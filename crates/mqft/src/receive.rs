@@ -692,7 +692,11 @@ impl Engine {
             if let Some(persist) = gate.remember(&manifest) {
                 // Awaited, so that the records reach the file in order (a
                 // rewrite never overtakes an append it does not hold).
-                let _ = blocking(move || Ok(persist.write())).await;
+                let _ = blocking(move || {
+                    persist.write();
+                    Ok(())
+                })
+                .await;
             }
         }
         self.events.emit(ReceiveEvent::Completed {
