@@ -649,7 +649,8 @@ impl Receiver {
     }
 
     /// The next chunk to read back for the hash: one that arrived before the chunks
-    /// ahead of it. `None` while the next chunk in order is not held.
+    /// ahead of it. `None` while the next chunk in order is not held, and always
+    /// for a receiver whose caller hashes ([`Receiver::hash_elsewhere`]).
     pub fn next_hash_read(&self) -> Option<HashRead> {
         if self.hash_elsewhere || self.state != State::Receiving || !self.held.contains(self.hashed) {
             return None;
