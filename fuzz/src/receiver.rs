@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use mqft_proto::receiver::{HashFeedError, ReceiveFailure};
 use mqft_proto::{
-    integrity, Ack, Chunk, Ctl, Manifest, Payload, Prefix, Qos, RangeSet, Receiver, ReceiverConfig, ReceiverEvent,
+    integrity, Ack, Chunk, Ctl, HashState, Manifest, Payload, Prefix, Qos, RangeSet, Receiver, ReceiverConfig, ReceiverEvent,
     ReceiverId, RejectReason, ResumeState,
 };
 
@@ -72,7 +72,10 @@ pub enum Op<'a> {
     /// Time passes by this many milliseconds, then the timer fires.
     Wait(u32),
     /// The caller serves [`Receiver::next_hash_read`] from the shadow file (mode 0),
-    /// or feeds the wrong chunk (1) or a short one (2), which must be refused.
+    /// or feeds the wrong chunk (1) or a short one (2), which must be refused. A
+    /// caller that hashes elsewhere ([`Receiver::hash_elsewhere`]) instead reports
+    /// its hash of the written prefix of the shadow file (mode 0), or claims one
+    /// chunk past it (1) or hands a state one byte short (2), which must be refused.
     HashRead(u8),
     /// The caller moved the verified file to its final name.
     Finalize,
@@ -139,8 +142,11 @@ pub struct Outcome {
 pub fn run(data: &[u8]) -> Outcome {
     let mut r = Reader::new(data);
     let fx = fixture(r.u8());
-    let cfg = ReceiverConfig { ack_every: 1 + u32::from(r.u8() % 64), ..ReceiverConfig::default() };
-    let mut h = Harness::new(fx, cfg);
+    let tunables = r.u8();
+    let cfg = ReceiverConfig { ack_every: 1 + u32::from(tunables % 64), ..ReceiverConfig::default() };
+    // The top bit: the caller hashes what it writes, as the runtime's writer
+    // threads do.
+    let mut h = Harness::new(fx, cfg, tunables & 0x80 != 0);
     h.drain();
     while let Some(op) = Op::read(&mut r) {
         crate::trace!("{op:?}");
@@ -176,15 +182,20 @@ struct Harness {
     last_failure: Option<ReceiveFailure>,
     /// The reason of a `fail` command that must be reported.
     expect_local: Option<RejectReason>,
+    /// The caller hashes the chunks it writes ([`Receiver::hash_elsewhere`]).
+    elsewhere: bool,
 }
 
 impl Harness {
-    fn new(fx: Fixture, cfg: ReceiverConfig) -> Self {
+    fn new(fx: Fixture, cfg: ReceiverConfig, elsewhere: bool) -> Self {
         let now = Instant::now();
         let prefix = Prefix::default();
         let rid = ReceiverId::new("fuzz").expect("a valid receiver id");
-        let rx = Receiver::new(cfg.clone(), prefix.clone(), rid.clone(), fx.manifest.clone(), None, now)
+        let mut rx = Receiver::new(cfg.clone(), prefix.clone(), rid.clone(), fx.manifest.clone(), None, now)
             .expect("a fresh receiver needs no resume checks");
+        if elsewhere {
+            rx.hash_elsewhere();
+        }
         let size = fx.data.len();
         let count = fx.manifest.chunk_count as usize;
         Harness {
@@ -204,6 +215,7 @@ impl Harness {
             failed: false,
             last_failure: None,
             expect_local: None,
+            elsewhere,
         }
     }
 
@@ -323,6 +335,9 @@ impl Harness {
     }
 
     fn hash_read(&mut self, mode: u8) {
+        if self.elsewhere {
+            return self.hashed_elsewhere(mode);
+        }
         let Some(read) = self.rx.next_hash_read() else {
             assert!(self.rx.hash_chunk(u32::from(mode), &[]).is_err(), "a hash feed nobody asked for is accepted");
             return;
@@ -347,6 +362,40 @@ impl Harness {
         }
     }
 
+    /// The caller's hash, as a writer thread makes it: over the chunks written,
+    /// as far as they follow on from the start.
+    fn hashed_elsewhere(&mut self, mode: u8) {
+        assert_eq!(self.rx.next_hash_read(), None, "a hash read asked of a caller that hashes itself");
+        let m = &self.fx.manifest;
+        let through = u32::try_from(self.written.iter().take_while(|&&w| w).count()).expect("chunk counts fit a u32");
+        let prefix = |n: u32| {
+            let mut h = HashState::new();
+            h.update(&self.shadow[..m.chunk_offset(n).min(m.size) as usize]);
+            h
+        };
+        let before = self.rx.snapshot();
+        match mode % 3 {
+            0 => self.rx.hashed_through(through, prefix(through)).expect("a hash of the written prefix is taken"),
+            1 => {
+                // One chunk more than is written (or past the end): refused while
+                // receiving, ignored once it ended.
+                let claim = through + 1;
+                let res = self.rx.hashed_through(claim, prefix(claim.min(m.chunk_count)));
+                assert_eq!(res.is_err(), self.receiving() && claim > before.hashed, "{res:?}");
+            }
+            _ => {
+                let mut short = HashState::new();
+                let end = (m.chunk_offset(through).min(m.size) as usize).saturating_sub(1);
+                short.update(&self.shadow[..end]);
+                let res = self.rx.hashed_through(through, short);
+                assert_eq!(res.is_err(), self.receiving() && through > before.hashed, "{res:?}");
+            }
+        }
+        if !mode.is_multiple_of(3) {
+            assert_eq!(self.rx.snapshot(), before, "a refused hash changed the state");
+        }
+    }
+
     fn restart(&mut self) {
         let snap = self.rx.snapshot();
         let bytes = postcard::to_allocvec(&snap).expect("a snapshot serializes");
@@ -356,6 +405,9 @@ impl Harness {
         let m = self.rx.manifest().clone();
         self.rx = Receiver::new(self.cfg.clone(), self.prefix.clone(), self.rid.clone(), m, Some(back), self.now)
             .expect("a receiver resumes from its own snapshot");
+        if self.elsewhere {
+            self.rx.hash_elsewhere();
+        }
         assert_eq!(self.rx.held(), &held);
         self.verified = false;
         self.failed = false;

@@ -371,10 +371,13 @@ fn receivers() -> Named {
 
     let seeds: Vec<(&str, u8, u8, Vec<Op<'_>>)> = vec![
         ("in-order", 0, 3, in_order),
-        ("reverse", 0, 31, reverse),
+        ("reverse", 0, 31, reverse.clone()),
+        // The top bit of `ack_every`: hashed by the caller, as a writer thread does.
+        ("reverse-hashed-elsewhere", 0, 0x80 | 31, reverse),
         ("lossy", 0, 2, lossy),
         ("corrupt", 0, 0, corrupt),
-        ("restart", 0, 5, restart),
+        ("restart", 0, 5, restart.clone()),
+        ("restart-hashed-elsewhere", 0, 0x80 | 5, restart),
         ("silent-sender", 0, 31, silent),
         ("aborted", 0, 31, aborted),
         ("local-failure", 0, 31, failed),
@@ -390,7 +393,8 @@ fn receivers() -> Named {
             let got = receiver::run(&data);
             let failed = got.failed.clone();
             let ok = match name {
-                "in-order" | "reverse" | "lossy" | "restart" | "one-chunk" | "empty-file" | "whole-in-one-op" => {
+                "in-order" | "reverse" | "lossy" | "restart" | "one-chunk" | "empty-file" | "whole-in-one-op"
+                | "reverse-hashed-elsewhere" | "restart-hashed-elsewhere" => {
                     got.complete && failed.is_none()
                 }
                 "corrupt" => failed == Some(ReceiveFailure::HashMismatch),

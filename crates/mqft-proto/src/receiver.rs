@@ -11,6 +11,9 @@
 //! - if it is the next chunk in file order it is hashed right away, so in the common
 //!   case the file is never read back; chunks that arrived early are hashed once the
 //!   gap before them fills, by reading them back ([`Receiver::next_hash_read`]);
+//!   or, for a caller that hashes what it writes itself ([`Receiver::hash_elsewhere`],
+//!   a runtime whose writer thread has the bytes), not here at all: the caller
+//!   reports its progress with [`Receiver::hashed_through`];
 //! - every [`ReceiverConfig::ack_every`] chunks, or [`ReceiverConfig::ack_delay`]
 //!   after the first unacknowledged one, an [`Ack::Progress`] grants the sender
 //!   credit.
@@ -205,6 +208,10 @@ pub enum ResumeError {
     /// The saved state contradicts itself (hash length, ranges).
     #[error("saved state is inconsistent")]
     Inconsistent,
+    /// The saved state is of a stream whose size was not known yet: it does not
+    /// say how long its last chunk is, so the stream starts over.
+    #[error("saved state of a stream whose size was not known yet")]
+    OpenStream,
 }
 
 /// A chunk to write: `data` goes at byte `offset` of the file.
@@ -282,6 +289,10 @@ pub enum HashFeedError {
     /// The bytes are not the chunk's length.
     #[error("chunk {0} read back with the wrong length")]
     BadLength(u32),
+    /// [`Receiver::hashed_through`] claimed chunks that are not all held, or a
+    /// hash state whose length is not theirs.
+    #[error("a hash through chunk {0} does not fit what is held")]
+    NotHeld(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +350,8 @@ pub struct Receiver {
     /// An open stream's short chunk, the last one, by index and length: the
     /// stream ends there. Checked against the size once that is known.
     tail: Option<(u32, u32)>,
+    /// The caller hashes the chunks it writes ([`Receiver::hash_elsewhere`]).
+    hash_elsewhere: bool,
 }
 
 /// The name a file was stored under, when it differs from the manifest's, and why.
@@ -407,6 +420,11 @@ impl Receiver {
                 if !s.manifest.same_transfer(&manifest) {
                     return Err(ResumeError::OtherTransfer);
                 }
+                if s.manifest.is_open() {
+                    // Where an open stream's short last chunk ends is in no
+                    // saved state: it starts over (PROTOCOL.md 18).
+                    return Err(ResumeError::OpenStream);
+                }
                 if !s.is_well_formed() {
                     return Err(ResumeError::Inconsistent);
                 }
@@ -455,6 +473,7 @@ impl Receiver {
             refetching: Vec::new(),
             from_start,
             tail: None,
+            hash_elsewhere: false,
         };
         r.check_done();
         if r.state == State::Receiving {
@@ -657,7 +676,7 @@ impl Receiver {
             self.crcs.resize(at + 1, 0);
         }
         self.crcs[at] = chunk.crc32;
-        if chunk.index == self.hashed {
+        if chunk.index == self.hashed && !self.hash_elsewhere {
             self.hash.update(&chunk.data);
             self.hashed += 1;
         }
@@ -670,9 +689,10 @@ impl Receiver {
     }
 
     /// The next chunk to read back for the hash: one that arrived before the chunks
-    /// ahead of it. `None` while the next chunk in order is not held.
+    /// ahead of it. `None` while the next chunk in order is not held, and always
+    /// for a receiver whose caller hashes ([`Receiver::hash_elsewhere`]).
     pub fn next_hash_read(&self) -> Option<HashRead> {
-        if self.state != State::Receiving || !self.held.contains(self.hashed) {
+        if self.hash_elsewhere || self.state != State::Receiving || !self.held.contains(self.hashed) {
             return None;
         }
         let index = self.hashed;
@@ -689,6 +709,51 @@ impl Receiver {
         }
         self.hash.update(data);
         self.hashed += 1;
+        self.check_done();
+        Ok(())
+    }
+
+    /// Leaves the SHA-256 of the file to the caller, from now on: chunks are no
+    /// longer hashed as they arrive and [`Receiver::next_hash_read`] asks for
+    /// nothing. The caller hashes the chunks in file order as it writes them (and
+    /// reads back those that were written ahead of a gap, once it fills), starting
+    /// where [`Receiver::snapshot`] says the hash stands (`hash` over chunks
+    /// `0..hashed`), and reports each step with [`Receiver::hashed_through`]. The
+    /// receiver still decides: it finishes the hash it is handed once every chunk
+    /// is in it, and compares that with the manifest's.
+    ///
+    /// Call it before the first chunk is handled: a chunk hashed here and one
+    /// hashed by the caller would not make one hash.
+    pub fn hash_elsewhere(&mut self) {
+        self.hash_elsewhere = true;
+    }
+
+    /// Reports that the caller's SHA-256 ([`Receiver::hash_elsewhere`]) now covers
+    /// chunks `0..through`, with `hash` its state: a held chunk's bytes as the
+    /// caller wrote them to the file. Once `through` reaches the chunk count the
+    /// file is verified or fails, as with chunks hashed here, and the hash is
+    /// what [`Receiver::snapshot`] saves from then on, so a restarted receiver
+    /// resumes it.
+    ///
+    /// A report that covers no more than the last one changes nothing (an old
+    /// one, overtaken). One that claims a chunk not held, or whose state's length
+    /// is not that of chunks `0..through`, is refused and changes nothing.
+    pub fn hashed_through(&mut self, through: u32, hash: HashState) -> Result<(), HashFeedError> {
+        if self.state != State::Receiving || through <= self.hashed {
+            return Ok(());
+        }
+        // The bytes of chunks 0..through (an open stream's short last chunk at
+        // its own length).
+        let len = through.checked_sub(1).map_or(0, |last| self.manifest.chunk_offset(last) + self.chunk_len(last));
+        if through > self.manifest.chunk_count
+            || through > self.held.first_gap()
+            || !hash.is_valid()
+            || hash.len() != len
+        {
+            return Err(HashFeedError::NotHeld(through));
+        }
+        self.hash = hash;
+        self.hashed = through;
         self.check_done();
         Ok(())
     }

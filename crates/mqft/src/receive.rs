@@ -55,9 +55,12 @@
 //!
 //! Each chunk that the state machine hands out as a [`proto::Write`] is queued to
 //! the transfer's writer thread (module `writer`), which writes it at its offset
-//! while the engine goes on with the next chunk. The thread runs its jobs in
-//! order, so a checkpoint, a read-back for the hash, or the final rename only ever
-//! sees bytes that are in the file. Memory stays within the connection's budget for
+//! while the engine goes on with the next chunk, and takes the file's SHA-256 on
+//! with it (reading back the chunks that came ahead of a gap once it fills): the
+//! engine hashes nothing and reads nothing back, and hands the state machine the
+//! hash's progress as the thread reports it ([`proto::Receiver::hashed_through`]).
+//! The thread runs its jobs in order, so a checkpoint, a read-back for the hash,
+//! or the final rename only ever sees bytes that are in the file. Memory stays within the connection's budget for
 //! received payloads and each writer's queue, whatever the file size.
 //!
 //! Over 600 lines, the engine of a receive: one select loop and the handlers of what
@@ -140,18 +143,30 @@ async fn run(
     blocking(move || local::probe_dir(&probe_dir)).await.map_err(|e| Error::io("create files in", &dir, e))?;
     let state = local::open_state(&dir, &opts).await?;
     local::tidy(&state, std::collections::HashSet::new(), opts.prune_after).await;
-    let rid = opts.receiver_id.clone().unwrap_or_else(|| match opts.pool {
-        Some(_) => pool::member_id(&dir),
-        None => default_receiver_id(&dir),
-    });
-    // Stable across restarts, so the broker keeps the session; the directory is part
-    // of it so that two receivers on one host do not take each other's session. A
-    // pool member's receiver id is its own, and so is this.
-    let client_id = cfg.client_id.clone().unwrap_or_else(|| {
-        let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
-        let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
-        format!("mqft-r-{rid}-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
-    });
+    // Both read the file system (the canonical directory, the host name): on the
+    // blocking pool, as every file operation of the engine.
+    let (rid, client_id) = {
+        let (at, pool_name, rid, client_id) =
+            (dir.clone(), opts.pool.clone(), opts.receiver_id.clone(), cfg.client_id.clone());
+        blocking(move || {
+            let dir = at;
+            let rid = rid.unwrap_or_else(|| match pool_name {
+                Some(_) => pool::member_id(&dir),
+                None => default_receiver_id(&dir),
+            });
+            // Stable across restarts, so the broker keeps the session; the directory is part
+            // of it so that two receivers on one host do not take each other's session. A
+            // pool member's receiver id is its own, and so is this.
+            let client_id = client_id.unwrap_or_else(|| {
+                let canon = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+                let digest = proto::integrity::sha256(canon.as_os_str().as_encoded_bytes());
+                format!("mqft-r-{rid}-{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3])
+            });
+            Ok((rid, client_id))
+        })
+        .await
+        .map_err(|e| Error::io("open", &dir, e))?
+    };
     // Chunks may be as large as the protocol allows: a smaller limit would make an
     // MQTT 5 broker drop them silently.
     let max_incoming = proto::wire::MAX_CHUNK_SIZE + config::PACKET_OVERHEAD;
@@ -567,7 +582,7 @@ impl Engine {
                     std::borrow::Cow::Borrowed(d) => payload.slice_ref(d),
                     std::borrow::Cow::Owned(d) => Bytes::from(d),
                 };
-                t.writer.send(Job::Write { offset: w.offset, data }).await;
+                t.writer.send(Job::Write { index: w.index, offset: w.offset, data }).await;
                 t.unsaved += 1;
                 t.unsaved_since.get_or_insert_with(now);
             }
@@ -609,6 +624,16 @@ impl Engine {
                 warn!(%id, path = %path.display(), %error, "{op} failed");
                 t.rx.fail_with(reject_reason(&error), local::os_reason(&error), now());
                 t.local_error.get_or_insert(Error::io(op, &path, error));
+                self.after_input(id).await;
+            }
+            WriterEvent::Hashed { id, through, hash, read_back } => {
+                let Some(t) = self.transfers.get_mut(&id).filter(|t| !t.ended) else { return };
+                t.read_back_bytes += read_back;
+                if let Err(e) = t.rx.hashed_through(through, hash) {
+                    // Cannot happen: the thread hashes only chunks it wrote, which
+                    // the state machine counted as held before they were queued.
+                    warn!(%id, error = %e, "hash progress refused");
+                }
                 self.after_input(id).await;
             }
             WriterEvent::Finalized { id, result } => self.on_finalized(id, result).await,
@@ -662,9 +687,17 @@ impl Engine {
             .as_ref()
             .map_or((size, manifest.sha256.unwrap_or_default()), |u| (u.opened.inner.size, u.opened.inner.sha256));
         if let Some(gate) = &mut self.gate {
-            // One short append; before `Completed`, so that a replay the moment
-            // after is caught.
-            gate.remember(&manifest);
+            // In memory before `Completed`, so that a replay the moment after is
+            // caught; on disk (one short append) from the blocking pool.
+            if let Some(persist) = gate.remember(&manifest) {
+                // Awaited, so that the records reach the file in order (a
+                // rewrite never overtakes an append it does not hold).
+                let _ = blocking(move || {
+                    persist.write();
+                    Ok(())
+                })
+                .await;
+            }
         }
         self.events.emit(ReceiveEvent::Completed {
             transfer: id,
@@ -692,29 +725,10 @@ impl Engine {
         }
     }
 
-    /// After any input to a transfer: hash what can be hashed, act on its events,
-    /// checkpoint when due, report progress.
+    /// After any input to a transfer: act on its events, checkpoint when due,
+    /// report progress. (The hash is the writer thread's: `WriterEvent::Hashed`.)
     async fn after_input(&mut self, id: TransferId) {
         let Some(t) = self.transfers.get_mut(&id) else { return };
-        // Chunks that arrived ahead of a gap are hashed once it fills, read back
-        // from the file.
-        while let Some(r) = t.rx.next_hash_read() {
-            match t.writer.read(r.offset, r.len).await {
-                Ok(data) => {
-                    t.read_back_bytes += data.len() as u64;
-                    if let Err(e) = t.rx.hash_chunk(r.index, &data) {
-                        // Cannot happen: the read is the one asked for, at its length.
-                        warn!(%id, error = %e, "hash feed refused");
-                        break;
-                    }
-                }
-                Err(e) => {
-                    t.rx.fail_with(reject_reason(&e), local::os_reason(&e), now());
-                    t.local_error = Some(Error::io("read", &t.paths.part, e));
-                    break;
-                }
-            }
-        }
         while let Some(ev) = t.rx.poll_event() {
             match ev {
                 ReceiverEvent::Verified => {

@@ -668,7 +668,8 @@ pub(crate) fn check_room(paths: &Paths, manifest: &Manifest, reserved: u64) -> i
 /// `.part` of another length (cut short, say) is set to the file's size first,
 /// so that the chunks it lost fail the proof and are fetched again.
 pub(crate) fn open_part(paths: &Paths, manifest: &Manifest) -> io::Result<(File, Option<ResumeState>)> {
-    let saved = load_state(&paths.state)?.filter(|s| s.manifest.same_transfer(manifest));
+    // A stream saved before its size was known starts over (PROTOCOL.md 18).
+    let saved = load_state(&paths.state)?.filter(|s| s.manifest.same_transfer(manifest) && !s.manifest.is_open());
     if let Some(mut saved) = saved {
         if let Some(f) = open_own(&paths.part)? {
             if f.metadata()?.len() != manifest.size && !manifest.is_open() {

@@ -89,19 +89,13 @@ impl Gate {
 
     /// Replaces the file with what is in memory (write a temporary, rename).
     fn rewrite(&self) {
-        let tmp = self.path.with_extension("seen.tmp");
+        self.rewrite_later().write();
+    }
+
+    /// What [`Gate::rewrite`] writes, to be written later.
+    fn rewrite_later(&self) -> Persist {
         let text: String = self.seen.iter().map(|(sig, at)| format!("{sig} {at}\n")).collect();
-        let _ = std::fs::remove_file(&tmp);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            warn!(path = %self.path.display(), error = %e, "cannot compact the replay memory");
-        }
+        Persist { path: self.path.clone(), what: Write::Rewrite(text) }
     }
 
     fn max_age_ms(&self) -> i64 {
@@ -120,9 +114,13 @@ impl Gate {
         Ok((signer, seen))
     }
 
-    /// Records a signed transfer that completed here. Blocks (one short append).
-    pub fn remember(&mut self, m: &Manifest) {
-        let Some(s) = &m.signature else { return };
+    /// Records a signed transfer that completed here, in memory at once; what it
+    /// takes on disk (one short append, or now and then the file rewritten) is
+    /// returned, for the caller to run off its async task ([`Persist::write`]
+    /// blocks), one after the other in the order they were returned.
+    #[must_use = "the record is in memory only until the Persist is written"]
+    pub fn remember(&mut self, m: &Manifest) -> Option<Persist> {
+        let Some(s) = &m.signature else { return None };
         let hex = sig_hex(s);
         let line = format!("{hex} {}\n", s.created_ms);
         self.seen.insert(hex, s.created_ms);
@@ -132,19 +130,60 @@ impl Gate {
             let oldest = unix_ms().saturating_sub(self.max_age_ms());
             self.seen.retain(|_, at| *at >= oldest);
             self.compact_at = (self.seen.len() * 2).max(COMPACT_AT);
-            self.rewrite();
-            return;
+            return Some(self.rewrite_later());
         }
-        let written = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            // Whoever can write to the output directory could plant a link here.
-            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
-            warn!(path = %self.path.display(), error = %e, "cannot record a completed signed transfer");
+        Some(Persist { path: self.path.clone(), what: Write::Append(line) })
+    }
+}
+
+/// A change of the replay memory's file, made by [`Persist::write`].
+#[derive(Debug)]
+pub(crate) struct Persist {
+    path: PathBuf,
+    what: Write,
+}
+
+#[derive(Debug)]
+enum Write {
+    /// One line added.
+    Append(String),
+    /// The whole file replaced by this text.
+    Rewrite(String),
+}
+
+impl Persist {
+    /// Makes the change. Blocks; failures are logged (the memory in the process
+    /// stands, and a restart forgets at most what failed here).
+    pub fn write(self) {
+        let Persist { path, what } = self;
+        match what {
+            Write::Append(line) => {
+                let written = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    // Whoever can write to the output directory could plant a link here.
+                    .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                if let Err(e) = written {
+                    warn!(path = %path.display(), error = %e, "cannot record a completed signed transfer");
+                }
+            }
+            Write::Rewrite(text) => {
+                let tmp = path.with_extension("seen.tmp");
+                let _ = std::fs::remove_file(&tmp);
+                let written = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+                    .and_then(|()| std::fs::rename(&tmp, &path));
+                if let Err(e) = written {
+                    warn!(path = %path.display(), error = %e, "cannot compact the replay memory");
+                }
+            }
         }
     }
 }
@@ -196,7 +235,7 @@ mod tests {
         let key = trust::SigningKey::from_bytes(&[1; 32]);
         let mut m = Manifest::new("a".into(), 1, 1, Some([0; 32]), Default::default(), 1).unwrap();
         trust::sign(&mut m, &key, unix_ms());
-        gate.remember(&m);
+        gate.remember(&m).expect("a signed manifest is recorded").write();
         assert_eq!(gate.seen.len(), 1, "only the fresh signature is left");
         assert_eq!(std::fs::read_to_string(dir.path().join(SEEN_FILE)).unwrap().lines().count(), 1);
     }

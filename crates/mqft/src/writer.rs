@@ -5,9 +5,13 @@
 //!
 //! Before, the engine awaited every positional write on tokio's blocking pool:
 //! a thread hand-off each way per chunk, and the next chunk's CRC and SHA-256
-//! waited for the page-cache copy of the last one. Now the engine hashes chunk
-//! `n + 1` while a writer thread writes chunk `n`, and a checkpoint's fdatasync
-//! no longer holds up the network. The threads are a [`Pool`]: a transfer is
+//! waited for the page-cache copy of the last one. Now the engine checks chunk
+//! `n + 1`'s CRC while a writer thread writes chunk `n`, a checkpoint's fdatasync
+//! no longer holds up the network, and the file's SHA-256 is made here too, from
+//! the bytes each job writes (module `hash`): the engine's task neither hashes
+//! nor waits for a read-back, so one slow disk holds up no other transfer's
+//! timers or messages. The thread tells the engine how far the hash has come
+//! ([`WriterEvent::Hashed`]). The threads are a [`Pool`]: a transfer is
 //! bound to one of them for its whole life, and they are started as transfers
 //! need them, up to the pool's size, and joined when the receiver stops. (One
 //! thread per transfer cost a thread's start and end per file: 1,000 of them
@@ -47,12 +51,18 @@ use std::sync::{mpsc as chan, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+#[cfg(test)]
+use tokio::sync::oneshot;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
-use crate::proto::{ResumeState, TransferId};
+use crate::proto::{HashState, ResumeState, TransferId};
 use crate::sealing::Unseal;
 use crate::store::{self, Paths};
+
+mod hash;
+
+pub(crate) use hash::Hashing;
 
 /// Bytes of chunks queued to one writer thread: a few chunks in flight to the page
 /// cache are enough to keep it busy, and each holds a chunk's bytes. 16 chunks of
@@ -66,11 +76,15 @@ pub(crate) const MAX_THREADS: usize = 8;
 
 /// Work for a writer thread.
 pub(crate) enum Job {
-    /// Write a chunk's bytes at its offset in the `.part`.
-    Write { offset: u64, data: Bytes },
+    /// Write chunk `index`'s bytes at its offset in the `.part`, and hash them
+    /// if the hash has come that far (module `hash`).
+    Write { index: u32, offset: u64, data: Bytes },
+    /// Hash the chunks held from before that the hash can take now (a resume).
+    CatchUp,
     /// Make the `.part` durable, then save this state beside it.
     Checkpoint(ResumeState),
-    /// Read bytes back for the hash.
+    /// Read bytes back (tests: what a job wrote).
+    #[cfg(test)]
     Read { offset: u64, len: u64, reply: oneshot::Sender<io::Result<Vec<u8>>> },
     /// Give the verified file its final name ([`store::place_verified`], then the
     /// committer's [`store::commit`]); answered with [`WriterEvent::Finalized`].
@@ -90,9 +104,13 @@ pub(crate) enum Job {
 /// What a writer thread tells the engine.
 #[derive(Debug)]
 pub(crate) enum WriterEvent {
-    /// A write or checkpoint failed (or a job panicked); the thread writes
-    /// nothing more for this transfer.
+    /// A write, checkpoint or read-back for the hash failed (or a job panicked);
+    /// the thread writes nothing more for this transfer.
     Failed { id: TransferId, op: &'static str, path: PathBuf, error: io::Error },
+    /// The SHA-256 of the file now covers chunks `0..through`: for
+    /// [`crate::proto::Receiver::hashed_through`]. `read_back` bytes were read
+    /// back from the `.part` for it since the last such event.
+    Hashed { id: TransferId, through: u32, hash: HashState, read_back: u64 },
     /// The outcome of a [`Job::Finalize`]: `Ok` once the name is durable.
     Finalized { id: TransferId, result: io::Result<PathBuf> },
 }
@@ -105,9 +123,13 @@ struct Ctx {
     id: TransferId,
     file: Arc<File>,
     paths: Paths,
-    /// A write or checkpoint failed: no more of either (see the module doc).
-    /// Only the transfer's one thread reads or sets it.
+    /// A write, checkpoint or read-back for the hash failed: no more writes,
+    /// checkpoints or hashing (see the module doc). Only the transfer's one
+    /// thread reads or sets it.
     failed: AtomicBool,
+    /// The file's SHA-256 so far. Only the transfer's one thread locks it, so
+    /// the lock is never waited for.
+    hashing: Mutex<Hashing>,
 }
 
 /// A job on its way to a thread, with its place in the transfer's queue.
@@ -241,12 +263,28 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Binds a transfer of `chunk_size` chunks whose `.part` is open as `file`
-    /// to a thread of `pool`.
-    pub fn spawn(pool: &Pool, id: TransferId, chunk_size: u32, file: Arc<File>, paths: Paths) -> io::Result<Writer> {
+    /// Binds the transfer whose state machine stands at `from` (its snapshot)
+    /// and whose `.part` is open as `file` to a thread of `pool`. The thread
+    /// takes the file's hash on from where `from` has it, and starts by hashing
+    /// the chunks held from before that follow on from there.
+    pub fn spawn(pool: &Pool, from: &ResumeState, file: Arc<File>, paths: Paths) -> io::Result<Writer> {
         let (tasks, load) = pool.pick()?;
-        let ctx = Arc::new(Ctx { id, file, paths, failed: AtomicBool::new(false) });
-        Ok(Writer { ctx, tasks, room: Arc::new(Semaphore::new(queue_len(chunk_size))), load })
+        let (id, chunk_size) = (from.manifest.id, from.manifest.chunk_size);
+        let hashing = Hashing::resume(from);
+        let behind = hashing.behind();
+        let ctx = Arc::new(Ctx { id, file, paths, failed: AtomicBool::new(false), hashing: Mutex::new(hashing) });
+        let room = Arc::new(Semaphore::new(queue_len(chunk_size)));
+        let writer = Writer { ctx, tasks, room, load };
+        if behind {
+            // Nothing else would take the hash past the chunks held from before
+            // (none of them is written again), so this job must go. A new queue
+            // has room for two jobs at least, and the thread runs until the pool
+            // is joined.
+            let room = Arc::clone(&writer.room).try_acquire_owned().map_err(io::Error::other)?;
+            let task = Task { ctx: Arc::clone(&writer.ctx), job: Job::CatchUp, _room: room };
+            writer.tasks.send(task).map_err(|_| io::Error::other("writer thread gone"))?;
+        }
+        Ok(writer)
     }
 
     /// Queues a job, waiting for room.
@@ -261,6 +299,7 @@ impl Writer {
     }
 
     /// Reads `len` bytes at `offset`, after every write queued before.
+    #[cfg(test)]
     pub async fn read(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Read { offset, len, reply }).await;
@@ -319,16 +358,19 @@ fn run(task: Task, events: &mpsc::UnboundedSender<WriterEvent>, commits: &chan::
     };
     match job {
         Job::Write { .. } | Job::Checkpoint(_) if failed => {}
-        Job::Write { offset, data } => {
-            if let Err(e) = store::write_at(file, offset, &data) {
-                fail("write", &paths.part, e);
-            }
-        }
+        Job::Write { index, offset, data } => match store::write_at(file, offset, &data) {
+            Ok(()) => hash(&ctx, events, |h| h.written(file, index, &data)),
+            Err(e) => fail("write", &paths.part, e),
+        },
+        // After a failed write the hash could cover bytes that are not there.
+        Job::CatchUp if failed => {}
+        Job::CatchUp => hash(&ctx, events, |h| h.catch_up(file)),
         Job::Checkpoint(state) => {
             if let Err(e) = store::checkpoint(file, paths, &state) {
                 fail("write", &paths.state, e);
             }
         }
+        #[cfg(test)]
         Job::Read { offset, len, reply } => {
             let data = if failed {
                 Err(io::Error::other("an earlier write failed"))
@@ -366,6 +408,25 @@ fn run(task: Task, events: &mpsc::UnboundedSender<WriterEvent>, commits: &chan::
         Job::Discard => store::discard(paths),
         #[cfg(test)]
         Job::Panic => panic!("a test asked for it"),
+    }
+}
+
+/// Takes the transfer's hash on with `step`, and tells the engine how far it
+/// came; a read-back that failed fails the transfer, as a failed write does (its
+/// hash can go no further).
+fn hash(ctx: &Ctx, events: &mpsc::UnboundedSender<WriterEvent>, step: impl FnOnce(&mut Hashing) -> io::Result<()>) {
+    // Poisoned only by a panic in an earlier step, which failed the transfer.
+    let mut hashing = ctx.hashing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let stepped = step(&mut hashing);
+    let id = ctx.id;
+    // The progress made before an error is still true; the engine may be gone
+    // already when the process stops.
+    if let Some(h) = hashing.report() {
+        let _ = events.send(WriterEvent::Hashed { id, through: h.through, hash: h.hash, read_back: h.read_back });
+    }
+    if let Err(error) = stepped {
+        ctx.failed.store(true, Ordering::Relaxed);
+        let _ = events.send(WriterEvent::Failed { id, op: "read", path: ctx.paths.part.clone(), error });
     }
 }
 

@@ -196,3 +196,23 @@ fn a_read_error_stops_the_proof_and_changes_nothing() {
     assert_eq!(saved.prove(|r| if r.index == 1 { Err("eio") } else { Ok(Some(0)) }), Err("eio"));
     assert_eq!(saved, before);
 }
+
+/// Saved state of an open stream is not resumed: it does not say how long the
+/// short last chunk is. Once closed, a stream resumes like a file.
+#[test]
+fn an_open_stream_starts_over_after_a_restart() {
+    let now = Instant::now();
+    let open = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let id = ReceiverId::new("r").unwrap();
+    let mut rx =
+        Receiver::new(ReceiverConfig::default(), Prefix::default(), id.clone(), open.clone(), None, now).unwrap();
+    rx.handle_chunk(0, &Chunk::encode(7, 0, 0, b"0123"), now).unwrap();
+    let saved = rx.snapshot();
+    let again = Receiver::new(ReceiverConfig::default(), Prefix::default(), id.clone(), open.clone(), Some(saved), now);
+    assert_eq!(again.err(), Some(ResumeError::OpenStream));
+    let end = Ctl::EndRound { run: 7, next_seq: 1, sha256: None, size: Some(10) };
+    rx.handle_ctl(&end.encode(), now).unwrap();
+    let closed = rx.snapshot();
+    let resumed = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, open, Some(closed), now).unwrap();
+    assert!(resumed.held().contains(0));
+}

@@ -188,7 +188,7 @@ impl Engine {
                 proto::Receiver::new(cfg, prefix, rid, m, saved, now())
             }
         };
-        let rx = match start(saved) {
+        let mut rx = match start(saved) {
             Ok(rx) => rx,
             Err(e) => {
                 // Saved state that does not add up: start over.
@@ -203,14 +203,16 @@ impl Engine {
                 start(None).expect("a receiver without saved state always starts")
             }
         };
-        let writer = match Writer::spawn(&self.writers, id, m.chunk_size, Arc::new(file), paths.clone()) {
+        // The writer thread hashes what it writes, from where the saved state had
+        // the hash: the engine's task does no SHA-256 and no read-back.
+        rx.hash_elsewhere();
+        let writer = match Writer::spawn(&self.writers, &rx.snapshot(), Arc::new(file), paths.clone()) {
             Ok(w) => w,
             Err(e) => {
                 warn!(%id, error = %e, "cannot start a writer thread");
                 return self.reject_io(&m, &e);
             }
         };
-        let mut rx = rx;
         if let Some(left) = crate::held::time_left(&m) {
             // Held at the broker: no sender to wait for, and the other receivers'
             // confirmations are watched from before the first chunk.

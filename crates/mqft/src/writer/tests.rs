@@ -5,7 +5,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::{queue_len, Job, Pool, Writer, WriterEvent};
-use crate::proto::{integrity, HashState, Manifest, Meta, ResumeState};
+use std::os::unix::fs::FileExt;
+
+use crate::proto::{integrity, HashState, Manifest, Meta, ReceiveFailure, ReceiverEvent, ResumeState};
 use crate::store::{self, OnConflict, Paths, StateDir};
 
 #[test]
@@ -26,6 +28,11 @@ fn transfer(state: &Arc<StateDir>, name: &str, data: &[u8]) -> (Manifest, Paths,
     (m, paths, f)
 }
 
+/// The state of `m`'s transfer before anything arrived.
+fn fresh(m: &Manifest) -> ResumeState {
+    ResumeState { manifest: m.clone(), held: Vec::new(), hash: HashState::new(), hashed: 0, crcs: Vec::new() }
+}
+
 /// The complete state of `m`'s transfer of `data`.
 fn complete(m: &Manifest, data: &[u8]) -> ResumeState {
     let crcs = (0..m.chunk_count)
@@ -34,6 +41,16 @@ fn complete(m: &Manifest, data: &[u8]) -> ResumeState {
     let mut hash = HashState::new();
     hash.update(data);
     ResumeState { manifest: m.clone(), held: vec![(0, m.chunk_count)], hash, hashed: m.chunk_count, crcs }
+}
+
+/// The next event that is not the hash's progress.
+async fn outcome(events: &mut mpsc::UnboundedReceiver<WriterEvent>) -> Option<WriterEvent> {
+    loop {
+        match events.recv().await {
+            Some(WriterEvent::Hashed { .. }) => {}
+            other => return other,
+        }
+    }
 }
 
 fn finalize(m: &Manifest, data: &[u8]) -> Job {
@@ -52,7 +69,7 @@ async fn many_transfers_run_on_few_threads_each_in_order() {
     let mut writers = Vec::new();
     for n in 0..12 {
         let (m, paths, f) = transfer(&state, &format!("f{n}"), &[0; 64]);
-        writers.push(Writer::spawn(&pool, m.id, m.chunk_size, Arc::new(f), paths).unwrap());
+        writers.push(Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap());
     }
     assert_eq!(pool.threads(), 2);
     // Interleaved across transfers, 40 writes each over the same bytes (more
@@ -60,7 +77,7 @@ async fn many_transfers_run_on_few_threads_each_in_order() {
     for round in 0..40u8 {
         for (n, w) in writers.iter().enumerate() {
             let byte = round.wrapping_mul(7).wrapping_add(n as u8);
-            w.send(Job::Write { offset: 8, data: Bytes::from(vec![byte; 16]) }).await;
+            w.send(Job::Write { index: 2, offset: 8, data: Bytes::from(vec![byte; 16]) }).await;
         }
     }
     for (n, w) in writers.iter().enumerate() {
@@ -82,8 +99,8 @@ async fn a_panic_in_a_job_fails_its_transfer_and_is_reported() {
     let pool = Pool::new(1, tx).unwrap();
     let (a, pa, fa) = transfer(&state, "a", b"aaaaaaaa");
     let (b, pb, fb) = transfer(&state, "b", b"bbbbbbbb");
-    let wa = Writer::spawn(&pool, a.id, a.chunk_size, Arc::new(fa), pa).unwrap();
-    let wb = Writer::spawn(&pool, b.id, b.chunk_size, Arc::new(fb), pb).unwrap();
+    let wa = Writer::spawn(&pool, &fresh(&a), Arc::new(fa), pa).unwrap();
+    let wb = Writer::spawn(&pool, &fresh(&b), Arc::new(fb), pb).unwrap();
     assert_eq!(pool.threads(), 1, "both on one thread");
     wa.send(Job::Panic).await;
     match events.recv().await {
@@ -94,10 +111,10 @@ async fn a_panic_in_a_job_fails_its_transfer_and_is_reported() {
         other => panic!("{other:?}"),
     }
     assert!(wa.read(0, 8).await.is_err(), "nothing more for the failed transfer");
-    wb.send(Job::Write { offset: 0, data: Bytes::from_static(b"bbbbbbbb") }).await;
+    wb.send(Job::Write { index: 0, offset: 0, data: Bytes::from_static(b"bbbbbbbb") }).await;
     assert_eq!(wb.read(0, 8).await.unwrap(), b"bbbbbbbb");
     wb.send(finalize(&b, b"bbbbbbbb")).await;
-    match events.recv().await {
+    match outcome(&mut events).await {
         Some(WriterEvent::Finalized { id, result }) => {
             assert_eq!(id, b.id);
             assert_eq!(std::fs::read(result.unwrap()).unwrap(), b"bbbbbbbb");
@@ -132,10 +149,12 @@ async fn a_file_is_confirmed_only_after_a_sync_that_covers_its_name() {
 
     // Alone.
     let (m, paths, f) = transfer(&state, "alone.jpg", b"just one");
-    let w = Writer::spawn(&pool, m.id, m.chunk_size, Arc::new(f), paths).unwrap();
-    w.send(Job::Write { offset: 0, data: Bytes::from_static(b"just one") }).await;
+    let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
+    w.send(Job::Write { index: 0, offset: 0, data: Bytes::from_static(b"just one") }).await;
     w.send(finalize(&m, b"just one")).await;
-    let Some(WriterEvent::Finalized { result: Ok(_), .. }) = events.recv().await else { panic!("not finalized") };
+    let Some(WriterEvent::Finalized { result: Ok(_), .. }) = outcome(&mut events).await else {
+        panic!("not finalized")
+    };
     assert_eq!(syncs.load(Ordering::SeqCst), 1);
     assert_eq!(seen.lock().unwrap()[0], ["alone.jpg"]);
 
@@ -144,15 +163,15 @@ async fn a_file_is_confirmed_only_after_a_sync_that_covers_its_name() {
     for n in 0..8 {
         let data = format!("image {n}");
         let (m, paths, f) = transfer(&state, &format!("img{n}.jpg"), data.as_bytes());
-        let w = Writer::spawn(&pool, m.id, m.chunk_size, Arc::new(f), paths).unwrap();
-        w.send(Job::Write { offset: 0, data: Bytes::from(data.clone().into_bytes()) }).await;
+        let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
+        w.send(Job::Write { index: 0, offset: 0, data: Bytes::from(data.clone().into_bytes()) }).await;
         writers.push((w, m, data));
     }
     for (w, m, data) in &writers {
         w.send(finalize(m, data.as_bytes())).await;
     }
     for _ in 0..8 {
-        let Some(WriterEvent::Finalized { result, .. }) = events.recv().await else { panic!("not finalized") };
+        let Some(WriterEvent::Finalized { result, .. }) = outcome(&mut events).await else { panic!("not finalized") };
         let name = result.unwrap().file_name().unwrap().to_str().unwrap().to_owned();
         // The sync that confirmed it ran before this answer, and saw the name.
         assert!(seen.lock().unwrap().iter().skip(1).any(|names| names.contains(&name)), "{name}");
@@ -160,6 +179,130 @@ async fn a_file_is_confirmed_only_after_a_sync_that_covers_its_name() {
     assert!(syncs.load(Ordering::SeqCst) <= 1 + 8);
     assert_eq!(state.completed_count(), 9);
     drop(writers);
+    drop(w);
+    assert_eq!(pool.join(), 0);
+}
+
+/// The hash's progress events until one covers `through` chunks: the last one,
+/// and the bytes read back over them all.
+async fn hashed_until(events: &mut mpsc::UnboundedReceiver<WriterEvent>, through: u32) -> (HashState, u64) {
+    let mut read_back = 0;
+    loop {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await;
+        match ev.expect("no hash progress within 10 s") {
+            Some(WriterEvent::Hashed { through: t, hash, read_back: r, .. }) => {
+                read_back += r;
+                assert!(t <= through, "hashed through {t}, past {through}");
+                if t == through {
+                    return (hash, read_back);
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Chunk `i` of `data`, in 4-byte chunks.
+fn chunk(data: &[u8], i: u32) -> Bytes {
+    let at = i as usize * 4;
+    Bytes::copy_from_slice(&data[at..(at + 4).min(data.len())])
+}
+
+/// Chunks written in any order, the first one last: nothing is hashed until it
+/// comes, then the thread reads the rest back, and the hash is the file's.
+#[tokio::test]
+async fn the_hash_of_chunks_written_in_any_order_is_the_files() {
+    let out = tempfile::tempdir().unwrap();
+    let state = StateDir::open(out.path(), None, None).unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let pool = Pool::new(1, tx).unwrap();
+    // Ten chunks, the last one short.
+    let data: Vec<u8> = (0..38u8).map(|b| b.wrapping_mul(37)).collect();
+    let (m, paths, f) = transfer(&state, "any-order", &data);
+    let part = paths.part.clone();
+    let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
+    for i in [5, 9, 1, 3, 2, 8, 7, 4, 6] {
+        w.send(Job::Write { index: i, offset: m.chunk_offset(i), data: chunk(&data, i) }).await;
+    }
+    // Every write before it is done: still no progress, chunk 0 is missing.
+    assert_eq!(w.read(0, 38).await.unwrap()[4..], data[4..]);
+    assert!(events.try_recv().is_err(), "hashed with chunk 0 missing");
+    w.send(Job::Write { index: 0, offset: 0, data: chunk(&data, 0) }).await;
+    let (hash, read_back) = hashed_until(&mut events, 10).await;
+    assert_eq!(hash.finish(), integrity::sha256(&data));
+    assert_eq!(hash.finish(), integrity::sha256(&std::fs::read(&part).unwrap()));
+    assert_eq!(read_back, 38 - 4, "every chunk but the first read back, the short last one at its length");
+    drop(w);
+    assert_eq!(pool.join(), 0);
+}
+
+/// A byte changed on disk in a chunk written ahead of a gap is in the hash
+/// (the thread reads the file back, not what it was handed), and the state
+/// machine, handed that hash, fails the transfer instead of verifying it.
+#[tokio::test]
+async fn a_byte_changed_on_disk_ahead_of_a_gap_fails_verification() {
+    let out = tempfile::tempdir().unwrap();
+    let state = StateDir::open(out.path(), None, None).unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let pool = Pool::new(1, tx).unwrap();
+    let data = b"0123456789ab".to_vec();
+    let (m, paths, f) = transfer(&state, "changed", &data);
+    let part = paths.part.clone();
+    let now = std::time::Instant::now();
+    let rid = crate::proto::ReceiverId::new("r").unwrap();
+    let mut rx =
+        crate::proto::Receiver::new(Default::default(), Default::default(), rid, m.clone(), None, now).unwrap();
+    rx.hash_elsewhere();
+    let w = Writer::spawn(&pool, &rx.snapshot(), Arc::new(f), paths).unwrap();
+    for i in [2, 1, 0] {
+        let payload = crate::proto::wire::Chunk::encode(m.run, i, i, &chunk(&data, i));
+        let write = rx.handle_chunk(i, &payload, now).unwrap().expect("a new chunk");
+        let bytes = Bytes::copy_from_slice(&write.data);
+        if i == 0 {
+            // Chunks 1 and 2 are on disk, waiting for chunk 0: one byte of chunk
+            // 2 changes there (a failing disk, another program).
+            assert_eq!(w.read(4, 8).await.unwrap(), &data[4..]);
+            std::fs::OpenOptions::new().write(true).open(&part).unwrap().write_all_at(b"X", 9).unwrap();
+        }
+        w.send(Job::Write { index: i, offset: write.offset, data: bytes }).await;
+    }
+    let (hash, read_back) = hashed_until(&mut events, 3).await;
+    assert_eq!(read_back, 8);
+    assert_eq!(hash.finish(), integrity::sha256(b"012345678Xab"), "the bytes on disk");
+    rx.hashed_through(3, hash).unwrap();
+    assert_eq!(rx.poll_event(), Some(ReceiverEvent::Failed(ReceiveFailure::HashMismatch)));
+    drop(w);
+    assert_eq!(pool.join(), 0);
+}
+
+/// A resumed transfer's thread takes the hash on from the saved state: it reads
+/// back the held chunks that follow on from it at once, and those past the next
+/// gap once it fills.
+#[tokio::test]
+async fn a_resumed_transfer_hashes_on_from_its_saved_state() {
+    let out = tempfile::tempdir().unwrap();
+    let state = StateDir::open(out.path(), None, None).unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let pool = Pool::new(1, tx).unwrap();
+    let data: Vec<u8> = (0..24u8).collect();
+    let (m, paths, f) = transfer(&state, "resumed", &data);
+    // Held from before: chunks 0..3 and 5, on disk; the hash covers chunk 0.
+    for i in [0, 1, 2, 5] {
+        f.write_all_at(&chunk(&data, i), m.chunk_offset(i)).unwrap();
+    }
+    let mut hash = HashState::new();
+    hash.update(&data[..4]);
+    let crcs = [0, 1, 2, 5].map(|i| integrity::crc32(&chunk(&data, i))).to_vec();
+    let saved = ResumeState { manifest: m.clone(), held: vec![(0, 3), (5, 6)], hash, hashed: 1, crcs };
+    let w = Writer::spawn(&pool, &saved, Arc::new(f), paths).unwrap();
+    let (hash, read_back) = hashed_until(&mut events, 3).await;
+    assert_eq!((hash.len(), read_back), (12, 8), "chunks 1 and 2 read back at once");
+    for i in [3, 4] {
+        w.send(Job::Write { index: i, offset: m.chunk_offset(i), data: chunk(&data, i) }).await;
+    }
+    let (hash, read_back) = hashed_until(&mut events, 6).await;
+    assert_eq!(read_back, 4, "chunk 5 read back");
+    assert_eq!(hash.finish(), integrity::sha256(&data));
     drop(w);
     assert_eq!(pool.join(), 0);
 }
