@@ -228,6 +228,34 @@ fn send_dash_sends_its_first_chunks_before_standard_input_ends() {
     assert!(stdout.contains("\"size\":null"), "{stdout}");
 }
 
+/// A stream being received reserves no disk space for its unknown size: a file
+/// offered meanwhile is taken, not refused as "disk full".
+#[test]
+fn a_file_sent_while_a_stream_is_received_is_taken() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let receiver = start_receiver(&broker, mqft(["receive", "--json", "--out"]).arg(&out).args(at(broker.port())));
+    let mut command = mqft(["send", "-", "--name", "open.bin"]);
+    command.args(at(broker.port())).env("TMPDIR", dir.path());
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, &[7; 600_000]).unwrap();
+    assert!(
+        wait_until(WAIT, || receiver.stdout().contains("\"accepted\"")),
+        "the stream was not taken\n{}",
+        receiver.stderr()
+    );
+    let file = random_file(dir.path(), "photo.jpg", 300_000, 9271);
+    let sent = Process::spawn(mqft(["send"]).arg(&file).args(at(broker.port()))).finish_within(WAIT);
+    assert_eq!(sent.status.code(), Some(0), "{}", show(&sent));
+    assert!(files_equal(&file, &out.join("photo.jpg")));
+    drop(input);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(wait_until(WAIT, || out.join("open.bin").exists()), "{}", receiver.stderr());
+    assert_eq!(fs::read(out.join("open.bin")).unwrap(), vec![7; 600_000]);
+}
+
 #[test]
 fn a_refused_send_dash_leaves_no_spool() {
     let broker = Broker::start();

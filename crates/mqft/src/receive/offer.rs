@@ -75,10 +75,12 @@ impl Engine {
         let paths = Paths::new(&self.state, &dir, &name, &id);
         // What the transfers already open still have to write: the disk must hold
         // theirs and this one's.
+        // An open stream's size is not known: it reserves nothing (its writes
+        // tell if the disk fills).
         let reserved = self
             .transfers
             .values()
-            .filter(|t| !t.ended)
+            .filter(|t| !t.ended && !t.rx.manifest().is_open())
             .map(|t| t.rx.manifest().size.saturating_sub(t.rx.bytes_held()))
             .fold(0u64, u64::saturating_add);
         // What lands on disk: for an encrypted transfer the plaintext, whose size
