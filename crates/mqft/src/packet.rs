@@ -78,6 +78,12 @@ pub fn settle_chunk_size(
     file_size: u64,
 ) -> Result<u32, Error> {
     let broker_max = broker_max.filter(|_| version == MqttVersion::V5);
+    // A stream's size is not known (`UNKNOWN_SIZE`, PROTOCOL.md 18): its chunks
+    // may number up to the bound, so its topics are as long as the longest index,
+    // and no chunk size is too small for it up front (a stream that runs past the
+    // bound fails at its end).
+    let stream = file_size == proto::wire::UNKNOWN_SIZE;
+    let max_index = |size, chunk| if stream { proto::wire::MAX_CHUNK_COUNT - 1 } else { max_index(size, chunk) };
     // The largest chunk that fits the broker. The topic's length depends on the chunk
     // count, which depends on the chunk size: start from the longest index and
     // shorten. A larger chunk means fewer chunks and never a longer topic, so this
@@ -94,7 +100,10 @@ pub fn settle_chunk_size(
         }
     };
     // Fewer than MAX_CHUNK_COUNT chunks: a huge file needs larger chunks.
-    let min_for_count = u32::try_from(file_size.div_ceil(u64::from(proto::wire::MAX_CHUNK_COUNT))).unwrap_or(u32::MAX);
+    let min_for_count = match stream {
+        true => 1,
+        false => u32::try_from(file_size.div_ceil(u64::from(proto::wire::MAX_CHUNK_COUNT))).unwrap_or(u32::MAX),
+    };
     let chunk = match setting {
         ChunkSize::Fixed(c) => {
             if c == 0 || c > proto::wire::MAX_CHUNK_SIZE {
@@ -201,5 +210,19 @@ mod tests {
         // Four million chunks at most: a 1 TiB file cannot go in 64 KiB chunks.
         let huge = settle_chunk_size(ChunkSize::Fixed(65536), MqttVersion::V5, None, &p, 1 << 40);
         assert_eq!(huge.unwrap_err().kind(), crate::ErrorKind::Usage);
+    }
+
+    /// A stream's size is not known: any chunk size goes (under 3.1.1's smaller
+    /// default too), and its topics are counted at the longest index.
+    #[test]
+    fn a_stream_takes_any_chunk_size_and_the_longest_topic() {
+        let p = Prefix::new("site-1/cams").unwrap();
+        let stream = proto::wire::UNKNOWN_SIZE;
+        let settle = |c, v, max| settle_chunk_size(c, v, max, &p, stream);
+        assert_eq!(settle(ChunkSize::Auto, MqttVersion::V311, None).unwrap(), V311_DEFAULT_CHUNK);
+        assert_eq!(settle(ChunkSize::Fixed(4096), MqttVersion::V5, None).unwrap(), 4096);
+        let for_stream = settle(ChunkSize::Auto, MqttVersion::V5, Some(10_000)).unwrap();
+        let for_small_file = settle_chunk_size(ChunkSize::Auto, MqttVersion::V5, Some(10_000), &p, 10).unwrap();
+        assert!(for_stream < for_small_file, "a stream's chunk topics are longer: {for_stream} vs {for_small_file}");
     }
 }

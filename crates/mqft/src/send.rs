@@ -402,7 +402,7 @@ impl Engine {
         if self.cancelled {
             return self.record(idx, None, Err(Error::Cancelled));
         }
-        // A stream's chunks are settled for the longest stream (`STREAM_SIZE`).
+        // A stream's chunks are settled for its unknown size (`UNKNOWN_SIZE`).
         let chunk_size = match self.chunk_size_for(self.jobs[idx].size.max(p.size)) {
             Ok(c) => c,
             Err(e) => return self.record(idx, None, Err(e)),

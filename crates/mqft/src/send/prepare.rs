@@ -24,14 +24,10 @@ pub(super) struct Job {
     /// Known already: not hashed again.
     pub(super) sha256: Option<[u8; 32]>,
     /// A stream still being copied into `path` ([`SendFile::stream`]); its `size`
-    /// is then [`STREAM_SIZE`].
+    /// is then [`proto::wire::UNKNOWN_SIZE`], which the chunk size is settled for
+    /// (`packet::settle_chunk_size`).
     pub(super) stream: Option<tokio::sync::watch::Receiver<crate::spool::Filled>>,
 }
-
-/// The size a stream's chunk size is settled for: the most chunks a transfer
-/// may have, of the default size (1 TiB), so that the longest chunk topic
-/// fits the broker's packet limit. A longer stream needs larger chunks.
-pub(super) const STREAM_SIZE: u64 = proto::wire::MAX_CHUNK_COUNT as u64 * (256 << 10);
 
 /// A file, opened, and hashed when its manifest must carry the hash.
 pub(super) struct Prepared {
@@ -157,7 +153,7 @@ pub(super) async fn check_file(file: SendFile) -> Result<Job, Error> {
     if name.is_empty() || name.len() > proto::wire::MAX_NAME_LEN {
         return Err(Error::usage(format!("{}: the name to send must be 1 to 255 bytes", path.display())));
     }
-    let size = if stream.is_some() { STREAM_SIZE } else { meta.len() };
+    let size = if stream.is_some() { proto::wire::UNKNOWN_SIZE } else { meta.len() };
     Ok(Job { path, name, size, sha256, stream })
 }
 
