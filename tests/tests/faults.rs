@@ -96,7 +96,7 @@ async fn broker_outage_mid_transfer(
     // Both sides lost the broker, came back, and the file arrived after that.
     let rx_down = rx_events.iter().position(|e| matches!(e, ReceiveEvent::Disconnected { .. }));
     let rx_up = rx_events.iter().rposition(|e| matches!(e, ReceiveEvent::Connected { .. }));
-    let completed = rx_events.iter().position(|e| matches!(e, ReceiveEvent::Completed { .. }));
+    let completed = rx_events.iter().position(|e| matches!(e, ReceiveEvent::Completed(_)));
     assert!(
         rx_down < rx_up && rx_up < completed && rx_down.is_some(),
         "the receiver should disconnect, reconnect, then complete: {rx_events:#?}"

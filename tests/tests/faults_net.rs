@@ -204,7 +204,7 @@ async fn a_half_open_connection_to_the_receiver_is_noticed_by_its_keepalive() {
     // session back from the half-open one, and finishes.
     let events = drain(&mut rx).await;
     within("the receive", rx.wait()).await.unwrap();
-    assert!(events.iter().any(|e| matches!(e, ReceiveEvent::Completed { .. })), "{events:#?}");
+    assert!(events.iter().any(|e| matches!(e, ReceiveEvent::Completed(_))), "{events:#?}");
     let report = within("the send", send.wait()).await.unwrap();
     assert!(files_equal(&path, &out.path().join("half-open-rx.bin")));
     assert_not_started_over(&report);
@@ -264,7 +264,7 @@ async fn the_receivers_link_down_for_seconds_is_survived() {
     assert!(back >= DOWN && back <= DOWN + RECONNECT_BACKOFF + Duration::from_secs(3), "back after {back:?}");
     let events = drain(&mut rx).await;
     within("the receive", rx.wait()).await.unwrap();
-    assert!(events.iter().any(|e| matches!(e, ReceiveEvent::Completed { .. })), "{events:#?}");
+    assert!(events.iter().any(|e| matches!(e, ReceiveEvent::Completed(_))), "{events:#?}");
     let report = within("the send", send.wait()).await.unwrap();
     assert!(files_equal(&path, &out.path().join("down-rx.bin")));
     assert_not_started_over(&report);
@@ -395,7 +395,7 @@ async fn last_ack_and_a_reset(
     send_opts.protocol.max_retries = 3;
     let send = client_at(broker.port(), MqttVersion::V5).send([&path], send_opts);
 
-    next_matching(&mut rx, "the file to arrive", |e| matches!(e, ReceiveEvent::Completed { .. })).await;
+    next_matching(&mut rx, "the file to arrive", |e| matches!(e, ReceiveEvent::Completed(_))).await;
     if reset {
         let disconnected =
             poll_until(WAIT, || packet_types(&link.captured(Direction::ClientToServer)).contains(&DISCONNECT));

@@ -88,7 +88,7 @@ async fn hostile_names_are_sanitized_into_the_output_directory_or_refused() {
             ReceiveEvent::Rejected { name, reason, .. } => {
                 outcome.insert(name.clone(), Err(*reason));
             }
-            ReceiveEvent::Completed { transfer, path, .. } => {
+            ReceiveEvent::Completed(mqft::VerifiedFile { transfer, path, .. }) => {
                 let name = offered.get(transfer).unwrap_or_else(|| panic!("Completed before Offered: {events:#?}"));
                 outcome.insert(name.clone(), Ok(path.clone()));
             }

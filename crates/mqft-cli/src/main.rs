@@ -399,7 +399,7 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     let mut on_event = |e: &mqft::ReceiveEvent| {
         reporter.receive_event(e);
         match e {
-            mqft::ReceiveEvent::Completed { transfer, path, size, sha256, sender, .. } => {
+            mqft::ReceiveEvent::Completed(mqft::VerifiedFile { transfer, path, size, sha256, sender, .. }) => {
                 if a.stdout {
                     delivered = Some(stdio::Received(path.clone()));
                 }
@@ -408,7 +408,9 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
                 }
                 true
             }
-            mqft::ReceiveEvent::AlreadyComplete { transfer, path, size, sha256, sender, .. } => {
+            mqft::ReceiveEvent::AlreadyComplete(mqft::VerifiedFile {
+                transfer, path, size, sha256, sender, ..
+            }) => {
                 // A copy verified by an earlier run that never wrote it out.
                 if a.stdout {
                     delivered = Some(stdio::Received(path.clone()));

@@ -322,12 +322,12 @@ impl Reporter {
         if matches!(e, ReceiveEvent::Accepted { .. }) && self.first_accepted.is_none() {
             self.first_accepted = Some(Instant::now());
         }
-        if matches!(e, ReceiveEvent::Completed { .. } | ReceiveEvent::Failed { .. }) {
+        if matches!(e, ReceiveEvent::Completed(_) | ReceiveEvent::Failed { .. }) {
             self.last_ended = Some(Instant::now());
         }
         let print = match e {
-            ReceiveEvent::Completed { path, .. } => Some(path),
-            ReceiveEvent::AlreadyComplete { path, .. } if self.print_already_complete => Some(path),
+            ReceiveEvent::Completed(mqft::VerifiedFile { path, .. }) => Some(path),
+            ReceiveEvent::AlreadyComplete(mqft::VerifiedFile { path, .. }) if self.print_already_complete => Some(path),
             _ => None,
         };
         if let Some(path) = print {
@@ -367,7 +367,7 @@ impl Reporter {
                 let bar = self.bar(*transfer, "", *total, *bytes, label);
                 bar.set_position(*bytes);
             }
-            ReceiveEvent::Completed { transfer, path, sender, change, .. } => {
+            ReceiveEvent::Completed(mqft::VerifiedFile { transfer, path, sender, change, .. }) => {
                 match self.bars.get(&(*transfer, String::new())) {
                     Some(bar) => {
                         bar.set_position(bar.length().unwrap_or(0));
@@ -379,7 +379,7 @@ impl Reporter {
                     self.note(&format!("{}stored as {}: {change}", self.side, display_path(path)));
                 }
             }
-            ReceiveEvent::AlreadyComplete { path, sender, .. } => {
+            ReceiveEvent::AlreadyComplete(mqft::VerifiedFile { path, sender, .. }) => {
                 self.note(&format!("{}already have {}{}", self.side, display_path(path), from(sender)));
             }
             ReceiveEvent::Failed { transfer, path, failure } => match self.bars.get(&(*transfer, String::new())) {
@@ -510,6 +510,16 @@ fn size_text(n: u64) -> String {
     } else {
         bytes(n)
     }
+}
+
+/// A completed or already-complete file in JSON. "change": why the path's name
+/// is not the one sent (the sender was told), or null.
+fn verified_json(event: &str, f: &mqft::VerifiedFile) -> Value {
+    json!({
+        "event": event, "transfer": f.transfer.to_string(), "path": path_json(&f.path), "size": f.size,
+        "sha256": crate::service::hex(&f.sha256), "sender": sender_json(&f.sender),
+        "change": f.change.map(change_json),
+    })
 }
 
 /// A size in JSON: `null` for a stream's, not known until its end.
@@ -731,18 +741,8 @@ pub fn receive_json(e: &ReceiveEvent) -> Value {
             "event": "progress", "transfer": transfer.to_string(), "path": path_json(path),
             "bytes": bytes, "total": size_json(*total),
         }),
-        // "change": why the path's name is not the one sent (the sender was told),
-        // or null.
-        ReceiveEvent::Completed { transfer, path, size, sha256, sender, change } => json!({
-            "event": "completed", "transfer": transfer.to_string(), "path": path_json(path), "size": size,
-            "sha256": crate::service::hex(sha256), "sender": sender_json(sender),
-            "change": change.map(change_json),
-        }),
-        ReceiveEvent::AlreadyComplete { transfer, path, size, sha256, sender, change } => json!({
-            "event": "already_complete", "transfer": transfer.to_string(), "path": path_json(path),
-            "size": size, "sha256": crate::service::hex(sha256), "sender": sender_json(sender),
-            "change": change.map(change_json),
-        }),
+        ReceiveEvent::Completed(f) => verified_json("completed", f),
+        ReceiveEvent::AlreadyComplete(f) => verified_json("already_complete", f),
         ReceiveEvent::Failed { transfer, path, failure } => json!({
             "event": "failed", "transfer": transfer.to_string(), "path": path_json(path),
             "message": failure.to_string(),

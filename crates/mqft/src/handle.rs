@@ -84,7 +84,7 @@ pub(crate) trait Event {
 impl Event for crate::ReceiveEvent {
     fn is_terminal(&self) -> bool {
         use crate::ReceiveEvent::*;
-        matches!(self, Rejected { .. } | Completed { .. } | AlreadyComplete { .. } | Failed { .. })
+        matches!(self, Rejected { .. } | Completed(_) | AlreadyComplete(_) | Failed { .. })
     }
 }
 

@@ -102,7 +102,8 @@ pub use error::{ConnectError, Error, ErrorKind, TransferFailure};
 pub use handle::Handle;
 pub use name::{sanitize_file_name, sanitize_path, NameError, SafeName, SafePath};
 pub use receive::{
-    OnConflict, ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile, UNKNOWN_SENDER_DIR,
+    OnConflict, ReceiveEvent, ReceiveHandle, ReceiveOptions, ReceiveReport, ReceivedFile, VerifiedFile,
+    UNKNOWN_SENDER_DIR,
 };
 pub use send::{SendEvent, SendFile, SendHandle, SendOptions, SendReport, SentFile};
 pub use status::HeldTransfer;
@@ -162,8 +163,8 @@ impl Client {
     ///     stop.cancel();
     /// });
     /// while let Some(event) = rx.next_event().await {
-    ///     if let mqft::ReceiveEvent::Completed { path, .. } = event {
-    ///         println!("{}", path.display());
+    ///     if let mqft::ReceiveEvent::Completed(file) = event {
+    ///         println!("{}", file.path.display());
     ///     }
     /// }
     /// rx.wait().await?;

@@ -513,7 +513,15 @@ impl Engine {
                     // or log that watches for "already have" sees every one.
                     info!(id = %m.id, "offered again: already complete");
                     let change = stored.map(|s| s.change);
-                    self.had_it(m.id, path, m.size, sha, m.sender.clone(), change).await;
+                    let file = VerifiedFile {
+                        transfer: m.id,
+                        path,
+                        size: m.size,
+                        sha256: sha,
+                        sender: m.sender.clone(),
+                        change,
+                    };
+                    self.had_it(file).await;
                 }
                 if let Some(Routed::Offer(m)) = next {
                     self.offer(m).await;
@@ -699,14 +707,14 @@ impl Engine {
                 .await;
             }
         }
-        self.events.emit(ReceiveEvent::Completed {
+        self.events.emit(ReceiveEvent::Completed(VerifiedFile {
             transfer: id,
             path: path.clone(),
             size,
             sha256,
             sender: manifest.sender.clone(),
             change,
-        });
+        }));
         self.report.files.push(ReceivedFile {
             transfer: id,
             path,

@@ -51,7 +51,7 @@ async fn a_disk_that_fills_up_mid_transfer_fails_cleanly_and_the_transfer_resume
     let accepted = next_matching(&mut rx, "the second Accepted", |e| matches!(e, ReceiveEvent::Accepted { .. })).await;
     let ReceiveEvent::Accepted { resumed_bytes, .. } = accepted else { unreachable!("an Accepted") };
     assert!(resumed_bytes > 0 && resumed_bytes < len, "resumed {resumed_bytes} bytes");
-    next_matching(&mut rx, "the completion", |e| matches!(e, ReceiveEvent::Completed { .. })).await;
+    next_matching(&mut rx, "the completion", |e| matches!(e, ReceiveEvent::Completed(_))).await;
     let output = tokio::task::spawn_blocking(move || sender.finish_within(LIMIT)).await.unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(files_equal(&path, &final_path));

@@ -301,7 +301,7 @@ async fn generated_hostile_names_through_a_real_receiver() {
     for raw in &names {
         let id = manifest_of(&content, raw, 1024, 0).id;
         let completed = events.iter().find_map(|e| match e {
-            ReceiveEvent::Completed { transfer, path, .. } if *transfer == id => Some(path.clone()),
+            ReceiveEvent::Completed(mqft::VerifiedFile { transfer, path, .. }) if *transfer == id => Some(path.clone()),
             _ => None,
         });
         let rejected = events.iter().find_map(|e| match e {

@@ -203,37 +203,10 @@ pub enum ReceiveEvent {
         total: u64,
     },
     /// A file arrived, its SHA-256 matched, and it has its final name.
-    Completed {
-        /// The transfer id.
-        transfer: TransferId,
-        /// The file.
-        path: PathBuf,
-        /// Its size in bytes.
-        size: u64,
-        /// Its SHA-256, as the manifest named it and the received bytes matched.
-        sha256: [u8; 32],
-        /// The sender's name from the manifest, or empty.
-        sender: String,
-        /// Why `path` has another name than the manifest's (which the sender is
-        /// told), or `None`.
-        change: Option<NameChange>,
-    },
-    /// A file offered again is already here, complete; the sender is told so.
-    AlreadyComplete {
-        /// The transfer id.
-        transfer: TransferId,
-        /// The file.
-        path: PathBuf,
-        /// Its size in bytes.
-        size: u64,
-        /// Its SHA-256, which the file on disk was found to have.
-        sha256: [u8; 32],
-        /// The sender's name from the manifest, or empty.
-        sender: String,
-        /// Why `path` has another name than the manifest's (which the sender is
-        /// told), or `None`.
-        change: Option<NameChange>,
-    },
+    Completed(VerifiedFile),
+    /// A file offered again is already here, complete (its SHA-256 the one the file
+    /// on disk was found to have); the sender is told so.
+    AlreadyComplete(VerifiedFile),
     /// A signed offer checked out against a trusted key (`--trust`); sent just
     /// before its `Accepted`.
     Signed {
@@ -253,6 +226,26 @@ pub enum ReceiveEvent {
         /// Why.
         failure: ReceiveFailure,
     },
+}
+
+/// A file that is here under its final name and checked out: what
+/// [`ReceiveEvent::Completed`] and [`ReceiveEvent::AlreadyComplete`] say of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedFile {
+    /// The transfer id.
+    pub transfer: TransferId,
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256: the manifest's, which the bytes on disk match.
+    pub sha256: [u8; 32],
+    /// The sender's name from the manifest, or empty.
+    pub sender: String,
+    /// Why `path` has another name than the manifest's (which the sender is
+    /// told), or `None`.
+    pub change: Option<NameChange>,
 }
 
 /// What a receive did.

@@ -160,7 +160,15 @@ impl Engine {
                 }
                 info!(%id, path = %path.display(), "already complete");
                 let change = stored.map(|s| s.change);
-                self.had_it(id, path, content.size, sha, m.sender.clone(), change).await;
+                let file = VerifiedFile {
+                    transfer: id,
+                    path,
+                    size: content.size,
+                    sha256: sha,
+                    sender: m.sender.clone(),
+                    change,
+                };
+                self.had_it(file).await;
                 return;
             }
             Ok(Decision::Exists(reason)) => return self.reject(&m, reason),
@@ -297,25 +305,17 @@ impl Engine {
 
     /// A file offered is here already, verified: said, counted, and with `--once`
     /// the end.
-    pub(super) async fn had_it(
-        &mut self,
-        transfer: TransferId,
-        path: PathBuf,
-        size: u64,
-        sha256: [u8; 32],
-        sender: String,
-        change: Option<NameChange>,
-    ) {
-        self.events.emit(ReceiveEvent::AlreadyComplete { transfer, path: path.clone(), size, sha256, sender, change });
+    pub(super) async fn had_it(&mut self, file: VerifiedFile) {
         self.report.files.push(ReceivedFile {
-            transfer,
-            path,
-            size,
-            resumed_bytes: size,
+            transfer: file.transfer,
+            path: file.path.clone(),
+            size: file.size,
+            resumed_bytes: file.size,
             read_back_bytes: 0,
             corrupt_chunks: 0,
             duplicate_chunks: 0,
         });
+        self.events.emit(ReceiveEvent::AlreadyComplete(file));
         if self.opts.once {
             self.stop(Ok(())).await;
         }
