@@ -16,14 +16,16 @@
 //! hash is complete the file must still have the manifest's size and modification
 //! time, or the transfer ends with `Abort(Changed)` ([`ErrorKind::Integrity`]).
 //!
-//! A chunk is read from the file (a positional read on a blocking thread) only when
-//! its state machine hands out a [`proto::Payload::Chunk`], and a transmit is taken
-//! only when the outbox has room: so the memory a send holds is a few chunks, not
-//! the window and not the file.
+//! A chunk is read from the file (a positional read on a blocking thread, straight
+//! into its payload: `send/read.rs`) only when its state machine hands out a
+//! [`proto::Payload::Chunk`], and a transmit is taken only when the outbox has
+//! room: so the memory a send holds is a few chunks, not the window and not the
+//! file.
 //!
 //! Over 600 lines, the engine of a send: one select loop and the handlers of what
 //! it selects, which share the files in flight. Its public API is `send/api.rs`, the
-//! preparation and hashing of files `send/prepare.rs`, a held send `send/hold.rs`.
+//! preparation and hashing of files `send/prepare.rs`, the read of a chunk
+//! `send/read.rs`, a held send `send/hold.rs`.
 
 use std::collections::VecDeque;
 use std::fs::File;
