@@ -112,7 +112,10 @@ fn a_compressed_chunk_encoded_from_its_reader_is_the_one_encoding() {
         }
     }
     // The text went compressed, the random bytes raw.
-    let fill = |buf: &mut [u8]| Ok::<(), ()>(buf.copy_from_slice(&text));
+    let fill = |buf: &mut [u8]| {
+        buf.copy_from_slice(&text);
+        Ok::<(), ()>(())
+    };
     assert!(Chunk::encode_compressed_from(1, 0, 0, text.len(), fill).unwrap().1 < text.len() / 4);
 }
 
