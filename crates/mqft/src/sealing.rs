@@ -65,7 +65,7 @@ pub(crate) fn seal_file(
 /// Chunk `index` of a sealed transfer, read from the plaintext `file` into
 /// `buf` and encrypted there: `buf` is as long as the chunk on the wire, the
 /// plaintext and room for its tag, and is the slice of the payload after the
-/// header ([`proto::ChunkRef::encode_from`]), so the chunk is read once and
+/// header ([`crate::proto::ChunkRef::encode_from`]), so the chunk is read once and
 /// never copied. Blocks.
 pub(crate) fn read_sealed_into(
     file: &File,
