@@ -237,6 +237,26 @@ impl ChunkRef {
             crate::wire::Compression::None => (self.encode(data), data.len()),
         }
     }
+
+    /// Like [`ChunkRef::encode_with`], with the chunk's `len` bytes written by
+    /// `fill` straight into the payload rather than copied from a buffer (see
+    /// [`Chunk::encode_from`]): a sender reads the file into the slice it gets
+    /// and hashes it there. Uncompressed, that is the payload's one allocation
+    /// and the bytes are never copied; compressed, they are compressed from
+    /// that slice, and a chunk that does not shrink goes in it as it is.
+    pub fn encode_from(
+        &self,
+        compression: crate::wire::Compression,
+        fill: impl FnOnce(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<(Vec<u8>, usize)> {
+        let len = usize::try_from(self.len).map_err(std::io::Error::other)?;
+        match compression {
+            crate::wire::Compression::Zstd => Chunk::encode_compressed_from(self.run, self.seq, self.index, len, fill),
+            crate::wire::Compression::None => {
+                Chunk::encode_from(self.run, self.seq, self.index, len, fill).map(|payload| (payload, len))
+            }
+        }
+    }
 }
 
 /// Why a topic name or part of one was refused.

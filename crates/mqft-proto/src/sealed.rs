@@ -102,10 +102,28 @@ impl ChunkCipher {
     pub fn seal(&self, index: u32, data: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
         out.extend_from_slice(data);
+        out.resize(out.len() + TAG_LEN as usize, 0);
+        // Fails only without room for the tag, which was just made, or past the
+        // cipher's limit (see `seal_in_place`); the tag's bytes stay 0 then,
+        // and the chunk fails at its receiver.
+        let _ = self.seal_in_place(index, &mut out[start..]);
+    }
+
+    /// Encrypts chunk `index` in place: `buf` is the plaintext followed by
+    /// [`TAG_LEN`] bytes of room, which get the tag. The same bytes as
+    /// [`ChunkCipher::seal`], without a buffer of its own: a sender reads the
+    /// plaintext straight into its payload and seals it there.
+    pub fn seal_in_place(&self, index: u32, buf: &mut [u8]) -> Result<(), SealError> {
+        let len = buf.len().checked_sub(TAG_LEN as usize).ok_or(SealError::BadChunk(index))?;
+        let (msg, room) = buf.split_at_mut(len);
         // ChaCha20-Poly1305 fails only past 256 GiB in one message; chunks are
         // at most 16 MiB.
-        let tag = self.0.encrypt_inout_detached(&chunk_nonce(index), &[], (&mut out[start..]).into());
-        out.extend_from_slice(tag.map(|t| t.to_vec()).unwrap_or_default().as_slice());
+        let tag = self
+            .0
+            .encrypt_inout_detached(&chunk_nonce(index), &[], msg.into())
+            .map_err(|_| SealError::BadChunk(index))?;
+        room.copy_from_slice(&tag);
+        Ok(())
     }
 
     /// Decrypts chunk `index` in place: `buf` is ciphertext and tag; on success
@@ -325,6 +343,23 @@ mod tests {
         let mut other = out.clone();
         assert!(ChunkCipher::new(&[5; 32]).open(3, &mut other).is_err());
         assert_eq!(c.open(0, &mut [0u8; 5]), Err(SealError::BadChunk(0)));
+    }
+
+    #[test]
+    fn a_chunk_sealed_in_place_is_the_sealed_chunk() {
+        let c = ChunkCipher::new(&[4; 32]);
+        for data in [&b""[..], b"x", b"hello world", &[7u8; 4096][..]] {
+            let mut expected = Vec::new();
+            c.seal(9, data, &mut expected);
+            let mut buf = data.to_vec();
+            buf.extend([0xee; TAG_LEN as usize]);
+            c.seal_in_place(9, &mut buf).unwrap();
+            assert_eq!(buf, expected);
+            assert_eq!(c.open(9, &mut buf), Ok(data.len()));
+            assert_eq!(&buf[..data.len()], data);
+        }
+        // No room for the tag: refused, not a panic.
+        assert_eq!(c.seal_in_place(1, &mut [0u8; 15]), Err(SealError::BadChunk(1)));
     }
 
     #[test]

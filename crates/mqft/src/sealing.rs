@@ -62,22 +62,22 @@ pub(crate) fn seal_file(
     Ok((outer, cipher))
 }
 
-/// Chunk `index` of a sealed transfer, read from the plaintext `file` and
-/// encrypted: `wire_len` is the chunk's length on the wire. Blocks.
-pub(crate) fn read_sealed(
+/// Chunk `index` of a sealed transfer, read from the plaintext `file` into
+/// `buf` and encrypted there: `buf` is as long as the chunk on the wire, the
+/// plaintext and room for its tag, and is the slice of the payload after the
+/// header ([`crate::proto::ChunkRef::encode_from`]), so the chunk is read once and
+/// never copied. Blocks.
+pub(crate) fn read_sealed_into(
     file: &File,
     cipher: &ChunkCipher,
     wire_chunk: u32,
     index: u32,
-    wire_len: u64,
-) -> io::Result<Vec<u8>> {
+    buf: &mut [u8],
+) -> io::Result<()> {
     let plain_chunk = u64::from(wire_chunk - sealed::TAG_LEN);
-    let len = wire_len.checked_sub(u64::from(sealed::TAG_LEN)).ok_or_else(|| io::Error::other("short chunk"))?;
-    let mut data = vec![0u8; len as usize];
-    file.read_exact_at(&mut data, u64::from(index) * plain_chunk)?;
-    let mut out = Vec::with_capacity(wire_len as usize);
-    cipher.seal(index, &data, &mut out);
-    Ok(out)
+    let len = buf.len().checked_sub(sealed::TAG_LEN as usize).ok_or_else(|| io::Error::other("short chunk"))?;
+    file.read_exact_at(&mut buf[..len], u64::from(index) * plain_chunk)?;
+    cipher.seal_in_place(index, buf).map_err(io::Error::other)
 }
 
 /// What the writer needs to decrypt a verified `.part` in place.
@@ -137,7 +137,8 @@ mod tests {
         let part_path = dir.path().join("part");
         let mut part = File::create(&part_path).unwrap();
         for i in 0..outer.chunk_count {
-            let c = read_sealed(&File::open(&src).unwrap(), &cipher, outer.chunk_size, i, outer.chunk_len(i)).unwrap();
+            let mut c = vec![0; outer.chunk_len(i) as usize];
+            read_sealed_into(&File::open(&src).unwrap(), &cipher, outer.chunk_size, i, &mut c).unwrap();
             part.write_all(&c).unwrap();
         }
         drop(part);

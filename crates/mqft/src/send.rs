@@ -16,14 +16,16 @@
 //! hash is complete the file must still have the manifest's size and modification
 //! time, or the transfer ends with `Abort(Changed)` ([`ErrorKind::Integrity`]).
 //!
-//! A chunk is read from the file (a positional read on a blocking thread) only when
-//! its state machine hands out a [`proto::Payload::Chunk`], and a transmit is taken
-//! only when the outbox has room: so the memory a send holds is a few chunks, not
-//! the window and not the file.
+//! A chunk is read from the file (a positional read on a blocking thread, straight
+//! into its payload: `send/read.rs`) only when its state machine hands out a
+//! [`proto::Payload::Chunk`], and a transmit is taken only when the outbox has
+//! room: so the memory a send holds is a few chunks, not the window and not the
+//! file.
 //!
 //! Over 600 lines, the engine of a send: one select loop and the handlers of what
 //! it selects, which share the files in flight. Its public API is `send/api.rs`, the
-//! preparation and hashing of files `send/prepare.rs`, a held send `send/hold.rs`.
+//! preparation and hashing of files `send/prepare.rs`, the read of a chunk
+//! `send/read.rs`, a held send `send/hold.rs`.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -43,14 +45,16 @@ use crate::conn::{self, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
 use crate::proto::{self, Manifest, Payload, Prefix, ReceiverId, RejectReason, SendFailure, SenderEvent, TransferId};
-use crate::{now, store, to_tokio, Error, ErrorKind, TransferFailure};
+use crate::{now, to_tokio, Error, ErrorKind, TransferFailure};
 
 mod api;
 mod hold;
 mod prepare;
+mod read;
 
 pub use api::*;
 use prepare::{check_file, finish_hash, hash_file, reading_done, InOrderHash, Job, Prepared};
+use read::{read_chunk, Body};
 
 /// How long a finished send may take to get its last messages out.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -822,23 +826,14 @@ impl Engine {
         let compress = self.opts.compress;
         let hash = self.active[i].hash.clone();
         // Sealing, compressing and hashing are CPU work too: off the async workers
-        // with the read. Ciphertext does not compress, so a sealed chunk goes as
-        // it is.
-        let read = tokio::task::spawn_blocking(move || match sealed {
-            Some((k, wire_chunk)) => crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len)
-                .map(|d| c.encode_with(&d, proto::wire::Compression::None)),
-            None => store::read_at(&file, c.offset, c.len).and_then(|d| {
-                // Busy only while `finish_hash` reads the rest, which covers these
-                // bytes too.
-                if let Some(mut h) = hash.as_ref().and_then(|h| h.try_lock().ok()) {
-                    let done = h.digest.is_some();
-                    h.feed(c.offset, &d);
-                    if !done && h.digest.is_some() {
-                        h.check_unchanged(&file)?;
-                    }
-                }
-                Ok(c.encode_with(&d, compress))
-            }),
+        // with the read, which goes straight into the payload (send/read.rs).
+        // Ciphertext does not compress, so a sealed chunk goes as it is.
+        let read = tokio::task::spawn_blocking(move || {
+            let body = match &sealed {
+                Some((cipher, wire_chunk)) => Body::Sealed { cipher, wire_chunk: *wire_chunk },
+                None => Body::Plain(compress),
+            };
+            read_chunk(&file, c, body, hash.as_deref())
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));

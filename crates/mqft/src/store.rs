@@ -728,7 +728,9 @@ pub(crate) fn write_at(file: &File, offset: u64, data: &[u8]) -> io::Result<()> 
     file.write_all_at(data, offset)
 }
 
-/// Reads `len` bytes at `offset`.
+/// Reads `len` bytes at `offset`, into a buffer of their own: for tests (a
+/// sender reads a chunk straight into its payload, send/read.rs).
+#[cfg(test)]
 pub(crate) fn read_at(file: &File, offset: u64, len: u64) -> io::Result<Vec<u8>> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
     let mut buf = vec![0; len];

@@ -97,31 +97,73 @@ impl<'a> Chunk<'a> {
     /// saves at least 1/32 of the chunk (3 %); else raw: a JPEG or random data
     /// never grows. Returns the bytes of chunk data it put on the wire.
     pub fn encode_compressed_into(out: &mut Vec<u8>, run: u32, seq: u32, index: u32, data: &[u8]) -> usize {
-        match zstd::bulk::compress(data, ZSTD_LEVEL) {
-            Ok(z) if z.len() + data.len() / 32 <= data.len() && z.len() < data.len() => {
+        match compress_if_it_pays(data) {
+            Some(z) => {
                 Self::encode_parts(out, run, seq, index, CHUNK_ZSTD, &z);
                 z.len()
             }
-            // An error of the encoder (it has none for a valid level and input
-            // below its limits) sends the chunk raw, as if it had not shrunk.
-            _ => {
+            None => {
                 Self::encode_parts(out, run, seq, index, 0, data);
                 data.len()
             }
         }
     }
 
+    /// Encodes a chunk payload of `len` bytes of data that `fill` writes straight
+    /// into it: the payload is allocated once, at its final length, `fill` gets
+    /// the slice after the header (zeroed), and the header, whose CRC32 comes
+    /// before the data, is written after it. The bytes are exactly
+    /// [`Chunk::encode`]'s of what `fill` wrote; a sender reads the file into
+    /// the slice, and hashes it there, so the chunk's bytes are never copied.
+    /// An error of `fill` is returned as it is.
+    pub fn encode_from<E>(
+        run: u32,
+        seq: u32,
+        index: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Vec<u8>, E> {
+        // The header's length depends on the data's length, not on its CRC.
+        let (_, at) = header(run, seq, index, 0, 0, len);
+        // `vec!` of zeros: large buffers come zeroed from the allocator (calloc)
+        // rather than by a pass over them.
+        let mut out = vec![0u8; at + len];
+        fill(&mut out[at..])?;
+        let (head, n) = header(run, seq, index, 0, integrity::crc32(&out[at..]), len);
+        out[..n].copy_from_slice(&head[..n]);
+        Ok(out)
+    }
+
+    /// Like [`Chunk::encode_from`], zstd-compressed as
+    /// [`Chunk::encode_compressed_into`] would: a chunk that does not shrink
+    /// enough goes raw in the buffer it was read into, and one that does is
+    /// encoded anew around its compressed bytes. Returns the payload and the
+    /// bytes of chunk data it puts on the wire.
+    pub fn encode_compressed_from<E>(
+        run: u32,
+        seq: u32,
+        index: u32,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(Vec<u8>, usize), E> {
+        let raw = Self::encode_from(run, seq, index, len, fill)?;
+        let data = &raw[raw.len() - len..];
+        Ok(match compress_if_it_pays(data) {
+            Some(z) => {
+                let mut out = Vec::new();
+                Self::encode_parts(&mut out, run, seq, index, CHUNK_ZSTD, &z);
+                (out, z.len())
+            }
+            None => (raw, len),
+        })
+    }
+
     /// The layout of a chunk payload around `body`, the bytes on the wire.
     pub(super) fn encode_parts(out: &mut Vec<u8>, run: u32, seq: u32, index: u32, flags: u8, body: &[u8]) {
         out.clear();
-        out.reserve(MAX_CHUNK_HEADER_LEN + body.len());
-        out.push(PROTOCOL_VERSION);
-        put_varint(out, u64::from(run));
-        put_varint(out, u64::from(seq));
-        put_varint(out, u64::from(index));
-        out.push(flags);
-        out.extend_from_slice(&integrity::crc32(body).to_le_bytes());
-        put_varint(out, body.len() as u64);
+        let (head, n) = header(run, seq, index, flags, integrity::crc32(body), body.len());
+        out.reserve(n + body.len());
+        out.extend_from_slice(&head[..n]);
         out.extend_from_slice(body);
     }
 
@@ -175,12 +217,62 @@ fn decompress(z: &[u8], len: u64) -> Option<Vec<u8>> {
     (n == out.len()).then_some(out)
 }
 
+/// The compressed `data`, if zstd saves at least 1/32 of it (3 %).
+fn compress_if_it_pays(data: &[u8]) -> Option<Vec<u8>> {
+    // An error of the encoder (it has none for a valid level and input below
+    // its limits) sends the chunk raw, as if it had not shrunk.
+    zstd::bulk::compress(data, ZSTD_LEVEL)
+        .ok()
+        .filter(|z| z.len() + data.len() / 32 <= data.len() && z.len() < data.len())
+}
+
+/// Room for a header whose data length, unlike a chunk's, needs more than 5 varint
+/// bytes (a `usize` takes up to 10): the encoders never panic on a length.
+const HEADER_ROOM: usize = MAX_CHUNK_HEADER_LEN + 5;
+
+/// The bytes of a chunk payload before its data (version, run, seq, index,
+/// flags, CRC32 and the data's length), and how many there are: the one place
+/// that lays the header out, for [`Chunk::encode_parts`] and
+/// [`Chunk::encode_from`].
+fn header(run: u32, seq: u32, index: u32, flags: u8, crc32: u32, len: usize) -> ([u8; HEADER_ROOM], usize) {
+    let mut head = [0u8; HEADER_ROOM];
+    let mut at = 0;
+    let mut push = |bytes: &[u8]| {
+        head[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    push(&[PROTOCOL_VERSION]);
+    push(varint(u64::from(run)).as_slice());
+    push(varint(u64::from(seq)).as_slice());
+    push(varint(u64::from(index)).as_slice());
+    push(&[flags]);
+    push(&crc32.to_le_bytes());
+    push(varint(len as u64).as_slice());
+    (head, at)
+}
+
 /// postcard's unsigned varint: 7 bits a byte, least significant first, high bit set
 /// on every byte but the last.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+fn varint(mut v: u64) -> Varint {
+    let mut out = Varint { bytes: [0; 10], len: 0 };
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.bytes[out.len] = (v as u8) | 0x80;
+        out.len += 1;
         v >>= 7;
     }
-    out.push(v as u8);
+    out.bytes[out.len] = v as u8;
+    out.len += 1;
+    out
+}
+
+/// A varint's bytes: at most 10 for a `u64`.
+struct Varint {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl Varint {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }

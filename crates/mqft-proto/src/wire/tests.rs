@@ -55,6 +55,94 @@ fn incompressible_chunks_go_raw() {
     assert_eq!(Chunk::encode_compressed(1, 0, 0, &mostly), Chunk::encode(1, 0, 0, &mostly));
 }
 
+/// Bytes that zstd cannot shrink, `len` of them.
+fn random_bytes(len: usize, mut x: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_chunk_encoded_from_its_reader_is_the_one_encoding() {
+    // Numbers on both sides of each varint length, and data lengths whose own
+    // varint changes there too (127/128, 16383/16384), up to a full chunk of
+    // the default size and the largest.
+    let numbers = [0, 1, 127, 128, 300, 16_383, 16_384, 70_000, u32::MAX];
+    let lens = [0, 1, 5, 127, 128, 16_383, 16_384, 256 << 10, MAX_CHUNK_SIZE as usize];
+    let source = random_bytes(MAX_CHUNK_SIZE as usize, 0x9e37_79b9_7f4a_7c15);
+    for (k, &len) in lens.iter().enumerate() {
+        let data = &source[..len];
+        for (i, &n) in numbers.iter().enumerate() {
+            let (run, seq, index) = (n, numbers[(i + k + 1) % numbers.len()], numbers[(i + 2 * k + 2) % numbers.len()]);
+            let from = Chunk::encode_from(run, seq, index, len, |buf: &mut [u8]| {
+                assert_eq!(buf.len(), len);
+                buf.copy_from_slice(data);
+                Ok::<(), ()>(())
+            });
+            let from = from.unwrap();
+            assert!(from == Chunk::encode(run, seq, index, data), "run {run} seq {seq} index {index} len {len}");
+            // One allocation, of exactly the payload: nothing to grow or trim.
+            assert_eq!(from.capacity(), from.len());
+        }
+    }
+}
+
+#[test]
+fn a_compressed_chunk_encoded_from_its_reader_is_the_one_encoding() {
+    let text: Vec<u8> = b"2026-12-07 06:19:57 sensor=3 t=21.5C ok\n".repeat(3000);
+    let random = random_bytes(128 << 10, 7);
+    let mut mostly_random = random.clone();
+    mostly_random[..1000].fill(0);
+    for data in [&text[..], &random, &mostly_random, &text[..1], &[][..]] {
+        for (run, seq, index) in [(1, 0, 0), (300, 70_000, 2), (u32::MAX, 128, 127)] {
+            let fill = |buf: &mut [u8]| {
+                buf.copy_from_slice(data);
+                Ok::<(), ()>(())
+            };
+            let (payload, wire) = Chunk::encode_compressed_from(run, seq, index, data.len(), fill).unwrap();
+            let mut expected = Vec::new();
+            let expected_wire = Chunk::encode_compressed_into(&mut expected, run, seq, index, data);
+            assert!(payload == expected, "{} bytes, run {run}", data.len());
+            assert_eq!(wire, expected_wire);
+        }
+    }
+    // The text went compressed, the random bytes raw.
+    let fill = |buf: &mut [u8]| {
+        buf.copy_from_slice(&text);
+        Ok::<(), ()>(())
+    };
+    assert!(Chunk::encode_compressed_from(1, 0, 0, text.len(), fill).unwrap().1 < text.len() / 4);
+}
+
+#[test]
+fn a_chunk_ref_encodes_from_its_reader_with_either_compression() {
+    let text: Vec<u8> = b"log line, log line\n".repeat(500);
+    let c = crate::ChunkRef { run: 9, seq: 128, index: 3, offset: 0, len: text.len() as u64 };
+    for compression in [Compression::None, Compression::Zstd] {
+        let got = c.encode_from(compression, |buf| {
+            buf.copy_from_slice(&text);
+            Ok(())
+        });
+        assert_eq!(got.unwrap(), c.encode_with(&text, compression));
+    }
+}
+
+#[test]
+fn a_failed_read_is_the_encoders_error() {
+    let failed = Chunk::encode_from(1, 2, 3, 10, |_: &mut [u8]| Err("short read"));
+    assert_eq!(failed, Err("short read"));
+    let failed = Chunk::encode_compressed_from(1, 2, 3, 10, |_: &mut [u8]| Err("short read"));
+    assert_eq!(failed, Err("short read"));
+    let c = crate::ChunkRef { run: 1, seq: 2, index: 3, offset: 0, len: 10 };
+    let failed = c.encode_from(Compression::Zstd, |_| Err(std::io::ErrorKind::UnexpectedEof.into()));
+    assert_eq!(failed.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
 #[test]
 fn a_chunk_that_inflates_past_its_length_is_refused() {
     // 1 MiB of zeros compresses to a few dozen bytes; the manifest says the

@@ -26,13 +26,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{hash_file, Job, SendEvent, SendOptions, SentFile};
+use super::{hash_file, read_chunk, Body, Job, SendEvent, SendOptions, SentFile};
 use crate::config::{self, Config};
 use crate::conn::{ConnEvent, Connection};
 use crate::handle::Events;
 use crate::held::{clear, expiry_secs, EXPIRY_PROPERTY_LEN};
 use crate::proto::{self, Ack, Manifest, Prefix, Qos, ReceiverId, Topic};
-use crate::{store, Error};
+use crate::Error;
 
 /// What a held send tells about one file.
 struct Held<'a> {
@@ -168,10 +168,14 @@ async fn hold_one(conn: &mut Connection, job: &Job, idx: usize, s: &Setting<'_>)
             };
             let (file, compress, cipher, wire_chunk) =
                 (prepared.file.clone(), opts.compress, cipher.clone(), m.chunk_size);
-            let read = tokio::task::spawn_blocking(move || match cipher {
-                Some(k) => crate::sealing::read_sealed(&file, &k, wire_chunk, c.index, c.len)
-                    .map(|d| c.encode_with(&d, proto::wire::Compression::None)),
-                None => store::read_at(&file, c.offset, c.len).map(|d| c.encode_with(&d, compress)),
+            // Read straight into the payload (send/read.rs). The file was hashed
+            // before its manifest: nothing to hash here.
+            let read = tokio::task::spawn_blocking(move || {
+                let body = match &cipher {
+                    Some(cipher) => Body::Sealed { cipher, wire_chunk },
+                    None => Body::Plain(compress),
+                };
+                read_chunk(&file, c, body, None)
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
