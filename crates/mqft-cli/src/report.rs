@@ -153,7 +153,10 @@ impl Reporter {
                 .with_key("left", move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
                     let left = state.len().unwrap_or(0).saturating_sub(state.pos());
                     let _ = match rate(state) {
-                        Some(r) => write!(w, "{}", indicatif::HumanDuration(Duration::from_secs_f64(left as f64 / r))),
+                        Some(r) => match Duration::try_from_secs_f64(left as f64 / r) {
+                            Ok(eta) => write!(w, "{}", indicatif::HumanDuration(eta)),
+                            Err(_) => write!(w, "-"),
+                        },
                         None => write!(w, "-"),
                     };
                 })
@@ -225,7 +228,8 @@ impl Reporter {
                         bytes(*held_bytes)
                     ));
                 }
-                let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                // The size the send started with: a stream's spool is still growing.
+                let total = self.sent.get(transfer).map_or(0, |(size, _)| *size);
                 let label = format!("{}{} -> {}", self.side, file_name(path), receiver);
                 let bar = self.bar(*transfer, receiver.as_str(), total, *held_bytes, label);
                 bar.set_position(*held_bytes);
@@ -233,7 +237,9 @@ impl Reporter {
             SendEvent::Progress { transfer, receiver, bytes, total, path } => {
                 let label = format!("{}{} -> {}", self.side, file_name(path), receiver);
                 let bar = self.bar(*transfer, receiver.as_str(), *total, *bytes, label);
-                bar.set_length(*total);
+                if *total != UNKNOWN_SIZE {
+                    bar.set_length(*total);
+                }
                 bar.set_position(*bytes);
             }
             SendEvent::ReceiverComplete { transfer, receiver, path } => {
@@ -367,10 +373,12 @@ impl Reporter {
                 let bar = self.bar(*transfer, "", *total, *bytes, label);
                 bar.set_position(*bytes);
             }
-            ReceiveEvent::Completed(mqft::VerifiedFile { transfer, path, sender, change, .. }) => {
+            ReceiveEvent::Completed(mqft::VerifiedFile { transfer, path, size, sender, change, .. }) => {
                 match self.bars.get(&(*transfer, String::new())) {
                     Some(bar) => {
-                        bar.set_position(bar.length().unwrap_or(0));
+                        // A stream's bar started without its size.
+                        bar.set_length(*size);
+                        bar.set_position(*size);
                         bar.finish_with_message("sha-256 ok");
                     }
                     None => self.note(&format!("{}received {}{}", self.side, display_path(path), from(sender))),
@@ -428,7 +436,13 @@ impl Reporter {
     /// Bytes a send moved: per file, its size less what the receiver holding the
     /// least had already.
     pub fn sent_bytes(&self) -> u64 {
-        self.sent.values().filter_map(|(size, held)| held.map(|h| size.saturating_sub(h))).sum()
+        // A stream that never ended (cancelled, or started again with smaller
+        // chunks) has no size to count.
+        self.sent
+            .values()
+            .filter(|(size, _)| *size != UNKNOWN_SIZE)
+            .filter_map(|(size, held)| held.map(|h| size.saturating_sub(h)))
+            .fold(0, u64::saturating_add)
     }
 
     /// The receiver's last line: files, bytes received (resumed bytes not counted),

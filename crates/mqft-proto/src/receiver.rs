@@ -409,7 +409,7 @@ impl Receiver {
         cfg: ReceiverConfig,
         prefix: Prefix,
         id: ReceiverId,
-        manifest: Manifest,
+        mut manifest: Manifest,
         saved: Option<ResumeState>,
         early: bool,
         now: Instant,
@@ -424,6 +424,11 @@ impl Receiver {
                     // Where an open stream's short last chunk ends is in no
                     // saved state: it starts over (PROTOCOL.md 18).
                     return Err(ResumeError::OpenStream);
+                }
+                if manifest.is_open() {
+                    // Saved after the stream closed, offered again open (the
+                    // retained copy from before its end): the saved size holds.
+                    manifest = Manifest { run: manifest.run, ..s.manifest.clone() };
                 }
                 if !s.is_well_formed() {
                     return Err(ResumeError::Inconsistent);
@@ -1001,7 +1006,8 @@ impl Receiver {
             Some((i, l)) if index == i && len != l as usize || index != i && len < full => {
                 Err(DecodeError::BadChunkLength { index, len, expected: u64::from(l) })
             }
-            None if len < full && self.held.last().is_some_and(|last| last > index) => {
+            // Below a held chunk, or a short copy of one held whole.
+            None if len < full && self.held.last().is_some_and(|last| last >= index) => {
                 Err(DecodeError::BadChunkLength { index, len, expected: full as u64 })
             }
             _ => Ok(()),

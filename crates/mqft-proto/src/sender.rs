@@ -517,9 +517,9 @@ impl Sender {
     }
 
     /// For an open stream: its end is read, and it is `size` bytes long. The
-    /// manifest closes ([`Manifest::close`]): every chunk is readable, nothing
-    /// past the last is sent, and from now on every end of round carries the
-    /// size. An error, and nothing changed, for a size that contradicts what was
+    /// manifest closes ([`Manifest::close`]) and goes out again, retained: every
+    /// chunk is readable, nothing past the last is sent, and from now on every end
+    /// of round carries the size. An error, and nothing changed, for a size that contradicts what was
     /// already sent (fewer chunks than were readable) or is out of bounds.
     pub fn stream_ended(&mut self, size: u64) -> Result<(), DecodeError> {
         let closed = self.manifest.close(size)?;
@@ -529,6 +529,9 @@ impl Sender {
         self.to_send.truncate(closed.chunk_count);
         self.readable = closed.chunk_count;
         self.manifest = closed;
+        // The retained copy closes too: a receiver that (re)starts from it
+        // learns the size before any end of round.
+        self.push_manifest();
         Ok(())
     }
 

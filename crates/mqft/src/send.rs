@@ -735,7 +735,13 @@ impl Engine {
             retry_with: next,
         });
         let stream = self.jobs[idx].stream.is_some();
-        let size = if stream { self.jobs[idx].size } else { old.size };
+        // A stream read to its end has its size: the chunk size is settled for it.
+        let ended = self.stream.as_ref().map(|rx| rx.borrow().clone()).filter(|f| f.end == Some(Ok(())));
+        let size = match (stream, ended) {
+            (true, Some(filled)) => filled.bytes,
+            (true, None) => self.jobs[idx].size,
+            (false, _) => old.size,
+        };
         let manifest = self.chunk_size_for(size).and_then(|chunk_size| {
             if stream {
                 // From the start of the spool, as a new stream: its end, if read

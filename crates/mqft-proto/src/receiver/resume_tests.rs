@@ -216,3 +216,30 @@ fn an_open_stream_starts_over_after_a_restart() {
     let resumed = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, open, Some(closed), now).unwrap();
     assert!(resumed.held().contains(0));
 }
+
+/// Saved after the stream closed, then offered the retained open manifest from
+/// before its end: the saved size holds, and the short last chunk held keeps its
+/// length (the file verifies rather than failing as a contradiction).
+#[test]
+fn a_closed_stream_resumes_when_offered_open_again() {
+    let now = Instant::now();
+    let data = b"0123456789";
+    let open = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let id = ReceiverId::new("r").unwrap();
+    let mut rx =
+        Receiver::new(ReceiverConfig::default(), Prefix::default(), id.clone(), open.clone(), None, now).unwrap();
+    rx.handle_chunk(0, &Chunk::encode(7, 0, 0, &data[..4]), now).unwrap();
+    rx.handle_chunk(2, &Chunk::encode(7, 2, 2, &data[8..]), now).unwrap();
+    let end = Ctl::EndRound { run: 7, next_seq: 3, sha256: Some(integrity::sha256(data)), size: Some(10) };
+    rx.handle_ctl(&end.encode(), now).unwrap();
+    let saved = rx.snapshot();
+    let mut rx = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, open, Some(saved), now).unwrap();
+    assert_eq!((rx.manifest().size, rx.manifest().chunk_count), (10, 3));
+    assert_eq!(rx.bytes_held(), 6);
+    rx.handle_chunk(1, &Chunk::encode(7, 3, 1, &data[4..8]), now).unwrap();
+    while let Some(h) = rx.next_hash_read() {
+        rx.hash_chunk(h.index, &data[h.offset as usize..(h.offset + h.len) as usize]).unwrap();
+    }
+    let events: Vec<_> = std::iter::from_fn(|| rx.poll_event()).collect();
+    assert_eq!(events, [ReceiverEvent::Verified]);
+}

@@ -196,3 +196,16 @@ fn a_hash_made_elsewhere_must_fit_what_is_held() {
     rx.hashed_through(3, hash_of(data, 3)).unwrap();
     assert_eq!(rx.poll_event(), Some(ReceiverEvent::Verified));
 }
+
+/// A short copy of a chunk held whole contradicts the stream: dropped, and the
+/// stream still ends where its chunks say.
+#[test]
+fn a_short_copy_of_a_chunk_held_whole_is_dropped() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let id = ReceiverId::new("r").unwrap();
+    let mut rx = Receiver::new(ReceiverConfig::default(), Prefix::default(), id, m, None, now).unwrap();
+    assert!(rx.handle_chunk(0, &Chunk::encode(7, 0, 0, b"0123"), now).unwrap().is_some());
+    assert!(rx.handle_chunk(0, &Chunk::encode(7, 1, 0, b"01"), now).is_err());
+    assert_eq!(rx.bytes_held(), 4);
+}
