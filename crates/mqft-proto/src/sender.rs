@@ -557,7 +557,9 @@ impl Sender {
             p.heard = now;
         }
         match ack {
-            Ack::Ready { run: r, held, from_start } => {
+            Ack::Ready { run: r, mut held, from_start } => {
+                // A stream's receiver may hold past an end it did not know yet.
+                held.truncate(self.manifest.chunk_count);
                 if r != run {
                     return Ok(()); // answers an earlier run's manifest
                 }
@@ -585,8 +587,10 @@ impl Sender {
                         self.blocked_since = None;
                         self.credit_in_drain = true;
                     }
-                    if u64::from(held) > p.held {
-                        p.held = u64::from(held);
+                    // Never more than there are (a stream's bound is wider).
+                    let held = u64::from(held).min(u64::from(self.manifest.chunk_count));
+                    if held > p.held {
+                        p.held = held;
                         self.events.push_back(SenderEvent::Progress { receiver: from.clone(), held: p.held });
                     }
                 }

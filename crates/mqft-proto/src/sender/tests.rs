@@ -565,3 +565,27 @@ fn a_stream_waiting_for_input_is_not_a_silent_sender() {
     }
     assert!(!s.is_done());
 }
+
+/// Found by fuzzing (`fuzz/corpus/sender/regress-stream-progress-past-the-end`):
+/// a stream's acks are decoded against the bound, so a `Progress` (or `Ready`)
+/// may hold more chunks than the closed stream has; the sender counts no more
+/// than there are.
+#[test]
+fn a_streams_receiver_holds_no_more_chunks_than_there_are() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+    let rid = ReceiverId::new("r").unwrap();
+    s.set_readable(2);
+    s.stream_ended(10).unwrap();
+    // Answers made before the receiver learned the size.
+    s.handle_ack(&rid, &Ack::Ready { run: 7, held: RangeSet::full(50), from_start: false }.encode(), now).unwrap();
+    s.handle_ack(&rid, &Ack::Progress { run: 9, next_seq: 0, held: 2560 }.encode(), now).unwrap();
+    let held: Vec<u64> = std::iter::from_fn(|| s.poll_event())
+        .filter_map(|e| match e {
+            SenderEvent::ReceiverJoined { held, .. } | SenderEvent::Progress { held, .. } => Some(held),
+            _ => None,
+        })
+        .collect();
+    assert!(held.iter().all(|&h| h <= 3), "{held:?}");
+}
