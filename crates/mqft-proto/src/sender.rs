@@ -340,6 +340,10 @@ pub struct Sender {
     /// ([`Manifest::is_open`]), those read in whole so far ([`Sender::set_readable`]).
     /// No chunk at or past it goes out.
     readable: u32,
+    /// One past the highest chunk ever sent: of an open stream, every chunk from
+    /// here on is to be sent whatever receivers say they lack, since none can
+    /// hold a chunk never sent.
+    unsent: u32,
     /// `to_send` is the whole file, sent eagerly before anyone joined: the first
     /// receiver to join replaces it with what it lacks.
     provisional: bool,
@@ -417,6 +421,7 @@ impl Sender {
             peers: BTreeMap::new(),
             to_send: RangeSet::new(),
             readable,
+            unsent: 0,
             provisional: false,
             eager_end: None,
             claim_answered_at: None,
@@ -526,6 +531,7 @@ impl Sender {
         if closed.chunk_count < self.readable {
             return Err(DecodeError::BadChunkCount);
         }
+        self.to_send.insert_range(self.unsent..closed.chunk_count);
         self.to_send.truncate(closed.chunk_count);
         self.readable = closed.chunk_count;
         self.manifest = closed;
@@ -804,6 +810,10 @@ impl Sender {
         if self.phase != Phase::Sending && !eager {
             return None;
         }
+        if self.manifest.is_open() && self.unsent < self.manifest.chunk_count {
+            // The rest of the stream goes out whatever receivers said they lack.
+            self.to_send.insert_range(self.unsent..self.manifest.chunk_count);
+        }
         if self.to_send.is_empty() {
             // The end of round carries the hash, which comes from the caller once
             // it has read the whole file (`set_digest`, `wants_digest`).
@@ -851,6 +861,7 @@ impl Sender {
         }
         self.input_wait = None;
         let index = self.to_send.pop_first()?;
+        self.unsent = self.unsent.max(index + 1);
         let seq = self.next_seq;
         self.next_seq = next;
         if self.sent.is_empty() {

@@ -589,3 +589,27 @@ fn a_streams_receiver_holds_no_more_chunks_than_there_are() {
         .collect();
     assert!(held.iter().all(|&h| h <= 3), "{held:?}");
 }
+
+/// Found by fuzzing (`fuzz/corpus/sender/regress-stream-joined-lacking-nothing`):
+/// a receiver of an open stream that answers lacking nothing (no honest one
+/// does: the rest of the stream was never sent) left the sender with nothing to
+/// send and no deadline. The rest of a stream goes out whatever receivers lack.
+#[test]
+fn the_rest_of_a_stream_goes_out_whatever_receivers_say_they_lack() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let cfg = SenderConfig { eager_window: 0, ..SenderConfig::default() };
+    let mut s = Sender::new(cfg, Prefix::default(), m, now);
+    let rid = ReceiverId::new("r").unwrap();
+    let nothing = Ack::Missing { run: 7, next_seq: 0, missing: RangeSet::new(), more: false };
+    s.handle_ack(&rid, &nothing.encode(), now).unwrap();
+    s.set_readable(2);
+    let sent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(now))
+        .filter_map(|t| match t.payload {
+            Payload::Chunk(c) => Some(c.index),
+            Payload::Bytes(_) => None,
+        })
+        .collect();
+    assert_eq!(sent, [0, 1]);
+    assert!(s.poll_timeout().is_some(), "a sender waiting for input has a deadline");
+}
