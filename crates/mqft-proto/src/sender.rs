@@ -488,7 +488,8 @@ impl Sender {
         let round_over = (self.phase == Phase::Sending || self.eager()) && self.to_send.is_empty();
         // An open stream's hash is not known before its end, whoever asks.
         let knowable = !self.manifest.is_open();
-        self.manifest.sha256.is_none() && knowable && (round_over || !self.claims.is_empty())
+        let live = self.phase != Phase::Done;
+        self.manifest.sha256.is_none() && knowable && live && (round_over || !self.claims.is_empty())
     }
 
     /// The SHA-256 of the whole file, for a manifest published without it: from

@@ -613,3 +613,24 @@ fn the_rest_of_a_stream_goes_out_whatever_receivers_say_they_lack() {
     assert_eq!(sent, [0, 1]);
     assert!(s.poll_timeout().is_some(), "a sender waiting for input has a deadline");
 }
+
+/// Found by fuzzing (`fuzz/corpus/sender/regress-claim-on-a-stream-that-ended`):
+/// a claim made while a stream was open, on a transfer that then failed, and the
+/// stream's end read after: the sender wanted the hash, and `set_digest` on a
+/// finished transfer does nothing, so a caller that gives it when asked looped
+/// for ever. A finished transfer wants no hash.
+#[test]
+fn a_finished_transfer_wants_no_hash() {
+    let mut now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let cfg = SenderConfig::default();
+    let join_timeout = cfg.join_timeout;
+    let mut s = Sender::new(cfg, Prefix::default(), m, now);
+    let rid = ReceiverId::new("r").unwrap();
+    s.handle_ack(&rid, &Ack::Complete { sha256: [3; 32] }.encode(), now).unwrap();
+    now += join_timeout;
+    s.handle_timeout(now);
+    assert!(s.is_done(), "no receiver joined");
+    s.stream_ended(0).unwrap();
+    assert!(!s.wants_digest());
+}
