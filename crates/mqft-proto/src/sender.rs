@@ -506,7 +506,8 @@ impl Sender {
             self.push_manifest();
         }
         for (from, (theirs, stored)) in claims {
-            if theirs == sha256 {
+            // One of them may have finished the transfer: the rest change nothing.
+            if theirs == sha256 && self.phase != Phase::Done {
                 self.on_complete(&from, theirs, stored, now);
             }
         }

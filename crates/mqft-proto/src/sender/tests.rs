@@ -634,3 +634,33 @@ fn a_finished_transfer_wants_no_hash() {
     s.stream_ended(0).unwrap();
     assert!(!s.wants_digest());
 }
+
+/// Found by fuzzing (`fuzz/corpus/sender/regress-second-claim-after-the-end`):
+/// two receivers claimed an open stream; once its hash was known the first claim
+/// finished the transfer, clearing the manifest, and the second published it
+/// again, retained, for ever. The claims after the end change nothing.
+#[test]
+fn claims_checked_after_the_transfer_finished_publish_nothing() {
+    let now = Instant::now();
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+    let sha = [3; 32];
+    // "a" joined; "b" never did, and claims on the retained manifest.
+    let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false };
+    s.handle_ack(&ReceiverId::new("a").unwrap(), &ready.encode(), now).unwrap();
+    for r in ["a", "b"] {
+        s.handle_ack(&ReceiverId::new(r).unwrap(), &Ack::Complete { sha256: sha }.encode(), now).unwrap();
+    }
+    s.stream_ended(0).unwrap();
+    while s.poll_transmit(now).is_some() {}
+    s.set_digest(sha, now);
+    let manifests: Vec<Vec<u8>> = std::iter::from_fn(|| s.poll_transmit(now))
+        .filter(|t| t.topic.ends_with("/manifest"))
+        .filter_map(|t| match t.payload {
+            Payload::Bytes(b) => Some(b),
+            Payload::Chunk(_) => None,
+        })
+        .collect();
+    assert!(s.is_done());
+    assert_eq!(manifests.last().map(Vec::is_empty), Some(true), "the last manifest publish clears it");
+}
