@@ -474,15 +474,20 @@ fn a_late_claim_that_fails_offers_the_manifest_again() {
     assert_eq!(chunk_seqs(&mut tx, t0).0.len(), 3);
 }
 
+/// The sender of an open stream in 4-byte chunks, run 7.
+fn stream_sender(cfg: SenderConfig, now: Instant) -> Sender {
+    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
+    Sender::new(cfg, Prefix::default(), m, now)
+}
+
 /// An open stream's sender sends only what it has read, does not count the wait
 /// as a stall, and once the end is read sends the short last chunk and an end of
 /// round with the size and hash.
 #[test]
 fn a_stream_sends_what_is_read_and_ends_with_its_size() {
     let mut now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
     let cfg = SenderConfig { eager_window: 16, ..SenderConfig::default() };
-    let mut s = Sender::new(cfg, Prefix::default(), m, now);
+    let mut s = stream_sender(cfg, now);
     let chunks = |s: &mut Sender, now| {
         std::iter::from_fn(|| s.poll_transmit(now))
             .filter_map(|t| match t.payload {
@@ -504,10 +509,7 @@ fn a_stream_sends_what_is_read_and_ends_with_its_size() {
     assert_eq!(chunks(&mut s, now), [(2, 1)]);
     assert!(s.wants_digest());
     s.set_digest([3; 32], now);
-    let end = std::iter::from_fn(|| s.poll_transmit(now)).find_map(|t| match t.payload {
-        Payload::Bytes(b) => Ctl::decode(&b).ok(),
-        Payload::Chunk(_) => None,
-    });
+    let end = std::iter::from_fn(|| s.poll_transmit(now)).find_map(|t| ctl(&t));
     assert_eq!(end, Some(Ctl::EndRound { run: 7, next_seq: 3, sha256: Some([3; 32]), size: Some(9) }));
 }
 
@@ -515,8 +517,7 @@ fn a_stream_sends_what_is_read_and_ends_with_its_size() {
 #[test]
 fn a_stream_cannot_end_before_what_was_read() {
     let now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
-    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+    let mut s = stream_sender(SenderConfig::default(), now);
     s.set_readable(3);
     assert_eq!(s.stream_ended(8), Err(DecodeError::BadChunkCount));
     assert!(s.manifest().is_open());
@@ -528,10 +529,9 @@ fn a_stream_cannot_end_before_what_was_read() {
 #[test]
 fn a_claim_on_an_open_stream_waits_for_its_end() {
     let now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
-    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
-    let rid = ReceiverId::new("r").unwrap();
-    s.handle_ack(&rid, &Ack::Complete { sha256: [3; 32] }.encode(), now).unwrap();
+    let mut s = stream_sender(SenderConfig::default(), now);
+    let r = rid("r");
+    s.handle_ack(&r, &Ack::Complete { sha256: [3; 32] }.encode(), now).unwrap();
     assert!(!s.wants_digest(), "asked for the hash of a stream not read to its end");
     s.set_readable(2);
     s.stream_ended(8).unwrap();
@@ -543,25 +543,19 @@ fn a_claim_on_an_open_stream_waits_for_its_end() {
 #[test]
 fn a_stream_waiting_for_input_is_not_a_silent_sender() {
     let mut now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
     let cfg = SenderConfig { eager_window: 0, ..SenderConfig::default() };
     let max_rto = cfg.max_rto;
-    let mut s = Sender::new(cfg, Prefix::default(), m, now);
-    let rid = ReceiverId::new("r").unwrap();
+    let mut s = stream_sender(cfg, now);
+    let r = rid("r");
     let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false };
-    s.handle_ack(&rid, &ready.encode(), now).unwrap();
+    s.handle_ack(&r, &ready.encode(), now).unwrap();
     s.set_readable(1);
-    let ends = |s: &mut Sender, now| {
-        std::iter::from_fn(|| s.poll_transmit(now))
-            .filter(|t| matches!(&t.payload, Payload::Bytes(b) if matches!(Ctl::decode(b), Ok(Ctl::EndRound { .. }))))
-            .count()
-    };
-    assert_eq!(ends(&mut s, now), 0);
+    assert_eq!(chunk_seqs(&mut s, now), (vec![(0, 0)], 0));
     assert_eq!(s.poll_timeout(), Some(now + max_rto), "a deadline while waiting for input");
     for _ in 0..3 {
         now += max_rto;
         s.handle_timeout(now);
-        assert_eq!(ends(&mut s, now), 1, "an end of round after {max_rto:?} of waiting");
+        assert_eq!(chunk_seqs(&mut s, now).1, 1, "an end of round after {max_rto:?} of waiting");
     }
     assert!(!s.is_done());
 }
@@ -573,14 +567,13 @@ fn a_stream_waiting_for_input_is_not_a_silent_sender() {
 #[test]
 fn a_streams_receiver_holds_no_more_chunks_than_there_are() {
     let now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
-    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
-    let rid = ReceiverId::new("r").unwrap();
+    let mut s = stream_sender(SenderConfig::default(), now);
+    let r = rid("r");
     s.set_readable(2);
     s.stream_ended(10).unwrap();
     // Answers made before the receiver learned the size.
-    s.handle_ack(&rid, &Ack::Ready { run: 7, held: RangeSet::full(50), from_start: false }.encode(), now).unwrap();
-    s.handle_ack(&rid, &Ack::Progress { run: 9, next_seq: 0, held: 2560 }.encode(), now).unwrap();
+    s.handle_ack(&r, &Ack::Ready { run: 7, held: RangeSet::full(50), from_start: false }.encode(), now).unwrap();
+    s.handle_ack(&r, &Ack::Progress { run: 9, next_seq: 0, held: 2560 }.encode(), now).unwrap();
     let held: Vec<u64> = std::iter::from_fn(|| s.poll_event())
         .filter_map(|e| match e {
             SenderEvent::ReceiverJoined { held, .. } | SenderEvent::Progress { held, .. } => Some(held),
@@ -597,20 +590,13 @@ fn a_streams_receiver_holds_no_more_chunks_than_there_are() {
 #[test]
 fn the_rest_of_a_stream_goes_out_whatever_receivers_say_they_lack() {
     let now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
     let cfg = SenderConfig { eager_window: 0, ..SenderConfig::default() };
-    let mut s = Sender::new(cfg, Prefix::default(), m, now);
-    let rid = ReceiverId::new("r").unwrap();
+    let mut s = stream_sender(cfg, now);
+    let r = rid("r");
     let nothing = Ack::Missing { run: 7, next_seq: 0, missing: RangeSet::new(), more: false };
-    s.handle_ack(&rid, &nothing.encode(), now).unwrap();
+    s.handle_ack(&r, &nothing.encode(), now).unwrap();
     s.set_readable(2);
-    let sent: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(now))
-        .filter_map(|t| match t.payload {
-            Payload::Chunk(c) => Some(c.index),
-            Payload::Bytes(_) => None,
-        })
-        .collect();
-    assert_eq!(sent, [0, 1]);
+    assert_eq!(chunk_seqs(&mut s, now).0, [(0, 0), (1, 1)]);
     assert!(s.poll_timeout().is_some(), "a sender waiting for input has a deadline");
 }
 
@@ -622,12 +608,11 @@ fn the_rest_of_a_stream_goes_out_whatever_receivers_say_they_lack() {
 #[test]
 fn a_finished_transfer_wants_no_hash() {
     let mut now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
     let cfg = SenderConfig::default();
     let join_timeout = cfg.join_timeout;
-    let mut s = Sender::new(cfg, Prefix::default(), m, now);
-    let rid = ReceiverId::new("r").unwrap();
-    s.handle_ack(&rid, &Ack::Complete { sha256: [3; 32] }.encode(), now).unwrap();
+    let mut s = stream_sender(cfg, now);
+    let r = rid("r");
+    s.handle_ack(&r, &Ack::Complete { sha256: [3; 32] }.encode(), now).unwrap();
     now += join_timeout;
     s.handle_timeout(now);
     assert!(s.is_done(), "no receiver joined");
@@ -642,25 +627,19 @@ fn a_finished_transfer_wants_no_hash() {
 #[test]
 fn claims_checked_after_the_transfer_finished_publish_nothing() {
     let now = Instant::now();
-    let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
-    let mut s = Sender::new(SenderConfig::default(), Prefix::default(), m, now);
+    let mut s = stream_sender(SenderConfig::default(), now);
     let sha = [3; 32];
     // "a" joined; "b" never did, and claims on the retained manifest.
     let ready = Ack::Ready { run: 7, held: RangeSet::new(), from_start: false };
-    s.handle_ack(&ReceiverId::new("a").unwrap(), &ready.encode(), now).unwrap();
+    s.handle_ack(&rid("a"), &ready.encode(), now).unwrap();
     for r in ["a", "b"] {
-        s.handle_ack(&ReceiverId::new(r).unwrap(), &Ack::Complete { sha256: sha }.encode(), now).unwrap();
+        s.handle_ack(&rid(r), &Ack::Complete { sha256: sha }.encode(), now).unwrap();
     }
     s.stream_ended(0).unwrap();
     while s.poll_transmit(now).is_some() {}
     s.set_digest(sha, now);
-    let manifests: Vec<Vec<u8>> = std::iter::from_fn(|| s.poll_transmit(now))
-        .filter(|t| t.topic.ends_with("/manifest"))
-        .filter_map(|t| match t.payload {
-            Payload::Bytes(b) => Some(b),
-            Payload::Chunk(_) => None,
-        })
-        .collect();
+    let manifests: Vec<Transmit> =
+        std::iter::from_fn(|| s.poll_transmit(now)).filter(|t| t.topic.ends_with("/manifest")).collect();
     assert!(s.is_done());
-    assert_eq!(manifests.last().map(Vec::is_empty), Some(true), "the last manifest publish clears it");
+    assert!(manifests.last().is_some_and(|t| !is_manifest(t)), "the last manifest publish clears it");
 }
