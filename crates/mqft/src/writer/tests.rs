@@ -18,6 +18,16 @@ fn the_queue_holds_a_few_megabytes_of_chunks() {
     assert_eq!(queue_len(8 << 20), 2);
 }
 
+/// A state folder in a new temporary output folder (kept alive by the first
+/// value), and a pool of `threads` writer threads whose events come out of the
+/// receiver.
+fn pool_in_tempdir(threads: usize) -> (tempfile::TempDir, Arc<StateDir>, mpsc::UnboundedReceiver<WriterEvent>, Pool) {
+    let out = tempfile::tempdir().unwrap();
+    let state = StateDir::open(out.path(), None, None).unwrap();
+    let (tx, events) = mpsc::unbounded_channel();
+    (out, state, events, Pool::new(threads, tx).unwrap())
+}
+
 /// A transfer of `data` (4-byte chunks) named `name` into `out`, its `.part` open.
 fn transfer(state: &Arc<StateDir>, name: &str, data: &[u8]) -> (Manifest, Paths, std::fs::File) {
     let sha = integrity::sha256(data);
@@ -62,10 +72,7 @@ fn finalize(m: &Manifest, data: &[u8]) -> Job {
 /// and a read sees the last).
 #[tokio::test]
 async fn many_transfers_run_on_few_threads_each_in_order() {
-    let out = tempfile::tempdir().unwrap();
-    let state = StateDir::open(out.path(), None, None).unwrap();
-    let (tx, _events) = mpsc::unbounded_channel();
-    let pool = Pool::new(2, tx).unwrap();
+    let (_out, state, _events, pool) = pool_in_tempdir(2);
     let mut writers = Vec::new();
     for n in 0..12 {
         let (m, paths, f) = transfer(&state, &format!("f{n}"), &[0; 64]);
@@ -93,10 +100,7 @@ async fn many_transfers_run_on_few_threads_each_in_order() {
 /// reports it.
 #[tokio::test]
 async fn a_panic_in_a_job_fails_its_transfer_and_is_reported() {
-    let out = tempfile::tempdir().unwrap();
-    let state = StateDir::open(out.path(), None, None).unwrap();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let pool = Pool::new(1, tx).unwrap();
+    let (_out, state, mut events, pool) = pool_in_tempdir(1);
     let (a, pa, fa) = transfer(&state, "a", b"aaaaaaaa");
     let (b, pb, fb) = transfer(&state, "b", b"bbbbbbbb");
     let wa = Writer::spawn(&pool, &fresh(&a), Arc::new(fa), pa).unwrap();
@@ -212,10 +216,7 @@ fn chunk(data: &[u8], i: u32) -> Bytes {
 /// comes, then the thread reads the rest back, and the hash is the file's.
 #[tokio::test]
 async fn the_hash_of_chunks_written_in_any_order_is_the_files() {
-    let out = tempfile::tempdir().unwrap();
-    let state = StateDir::open(out.path(), None, None).unwrap();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let pool = Pool::new(1, tx).unwrap();
+    let (_out, state, mut events, pool) = pool_in_tempdir(1);
     // Ten chunks, the last one short.
     let data: Vec<u8> = (0..38u8).map(|b| b.wrapping_mul(37)).collect();
     let (m, paths, f) = transfer(&state, "any-order", &data);
@@ -241,10 +242,7 @@ async fn the_hash_of_chunks_written_in_any_order_is_the_files() {
 /// machine, handed that hash, fails the transfer instead of verifying it.
 #[tokio::test]
 async fn a_byte_changed_on_disk_ahead_of_a_gap_fails_verification() {
-    let out = tempfile::tempdir().unwrap();
-    let state = StateDir::open(out.path(), None, None).unwrap();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let pool = Pool::new(1, tx).unwrap();
+    let (_out, state, mut events, pool) = pool_in_tempdir(1);
     let data = b"0123456789ab".to_vec();
     let (m, paths, f) = transfer(&state, "changed", &data);
     let part = paths.part.clone();
@@ -280,10 +278,7 @@ async fn a_byte_changed_on_disk_ahead_of_a_gap_fails_verification() {
 /// gap once it fills.
 #[tokio::test]
 async fn a_resumed_transfer_hashes_on_from_its_saved_state() {
-    let out = tempfile::tempdir().unwrap();
-    let state = StateDir::open(out.path(), None, None).unwrap();
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let pool = Pool::new(1, tx).unwrap();
+    let (_out, state, mut events, pool) = pool_in_tempdir(1);
     let data: Vec<u8> = (0..24u8).collect();
     let (m, paths, f) = transfer(&state, "resumed", &data);
     // Held from before: chunks 0..3 and 5, on disk; the hash covers chunk 0.
