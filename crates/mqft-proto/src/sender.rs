@@ -526,8 +526,9 @@ impl Sender {
     /// For an open stream: its end is read, and it is `size` bytes long. The
     /// manifest closes ([`Manifest::close`]) and goes out again, retained: every
     /// chunk is readable, nothing past the last is sent, and from now on every end
-    /// of round carries the size. An error, and nothing changed, for a size that contradicts what was
-    /// already sent (fewer chunks than were readable) or is out of bounds.
+    /// of round carries the size. An error, and nothing changed, for a size that
+    /// contradicts what was already sent (fewer chunks than were readable) or is
+    /// out of bounds.
     pub fn stream_ended(&mut self, size: u64) -> Result<(), DecodeError> {
         let closed = self.manifest.close(size)?;
         if closed.chunk_count < self.readable {

@@ -111,9 +111,6 @@ struct Active {
     hash: Option<Arc<std::sync::Mutex<InOrderHash>>>,
     /// The rest of the file is being read for the hash ([`finish_hash`]).
     finishing: bool,
-    /// A stream: its chunks are sent as they are copied into the spool
-    /// ([`Engine::follow_stream`]).
-    stream: bool,
 }
 
 async fn run(
@@ -406,8 +403,10 @@ impl Engine {
         if self.cancelled {
             return self.record(idx, None, Err(Error::Cancelled));
         }
-        // A stream's chunks are settled for its unknown size (`UNKNOWN_SIZE`).
-        let chunk_size = match self.chunk_size_for(self.jobs[idx].size.max(p.size)) {
+        let stream = self.jobs[idx].stream.is_some();
+        // A stream's chunks are settled for its unknown size.
+        let size = if stream { proto::wire::UNKNOWN_SIZE } else { p.size };
+        let chunk_size = match self.chunk_size_for(size) {
             Ok(c) => c,
             Err(e) => return self.record(idx, None, Err(e)),
         };
@@ -418,7 +417,7 @@ impl Engine {
             proto::Wait::Ids(ids) => ids.iter().cloned().collect(),
             _ => Vec::new(),
         };
-        let made = if self.jobs[idx].stream.is_some() {
+        let made = if stream {
             // Sent as it is copied: its size and hash come at the end.
             Manifest::new_stream(name, chunk_size, proto::Meta::default(), rand::random())
         } else {
@@ -524,7 +523,6 @@ impl Engine {
             wire_bytes: 0,
             hash,
             finishing: false,
-            stream,
         });
         if stream {
             self.follow_stream();
@@ -541,8 +539,9 @@ impl Engine {
             filled.end = Some(Err("the thread copying the stream stopped".into()));
         }
         let now = now();
+        // Only a stream's manifest is ever open.
         for a in &mut self.active {
-            if !a.stream || !a.sender.manifest().is_open() || a.sender.is_done() {
+            if !a.sender.manifest().is_open() || a.sender.is_done() {
                 continue;
             }
             let chunk = u64::from(a.sender.manifest().chunk_size);

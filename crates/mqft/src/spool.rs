@@ -106,13 +106,6 @@ pub struct Filled {
     pub end: Option<Result<(), String>>,
 }
 
-impl Filled {
-    /// True once the copy is over, whole or not.
-    pub fn is_over(&self) -> bool {
-        self.end.is_some()
-    }
-}
-
 /// [`fill`], telling `progress` after every write how far it got, and at the end
 /// whether it got there. A send that follows it reads only bytes it was told are
 /// written. Blocking.

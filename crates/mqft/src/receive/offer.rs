@@ -74,9 +74,8 @@ impl Engine {
         }
         let paths = Paths::new(&self.state, &dir, &name, &id);
         // What the transfers already open still have to write: the disk must hold
-        // theirs and this one's.
-        // An open stream's size is not known: it reserves nothing (its writes
-        // tell if the disk fills).
+        // theirs and this one's. An open stream's size is not known: it reserves
+        // nothing (its writes tell if the disk fills).
         let reserved = self
             .transfers
             .values()
