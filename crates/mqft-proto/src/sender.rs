@@ -503,7 +503,10 @@ impl Sender {
         self.manifest.sha256 = Some(sha256);
         let claims = std::mem::take(&mut self.claims);
         if !claims.is_empty() {
-            self.push_manifest();
+            // Counted as the answer to every claim: `on_complete` below answers
+            // each again, and the manifest must go once (each copy is news to
+            // the receivers that have the file).
+            self.answer_claim(now);
         }
         for (from, (theirs, stored)) in claims {
             // One of them may have finished the transfer: the rest change nothing.

@@ -474,6 +474,24 @@ fn a_late_claim_that_fails_offers_the_manifest_again() {
     assert_eq!(chunk_seqs(&mut tx, t0).0.len(), 3);
 }
 
+/// A claim that comes before the hash is known is checked once it is: the
+/// manifest goes out again with the hash once, however the claim is then
+/// answered (twice made a receiver report "already have it" twice).
+#[test]
+fn a_claim_before_the_hash_republishes_the_manifest_once() {
+    let t0 = Instant::now();
+    let m = Manifest::new("f".into(), 10, 4, None, Meta::default(), 7).unwrap();
+    let mut tx = Sender::new(SenderConfig::default(), Prefix::default(), m, t0);
+    let _ = chunk_seqs(&mut tx, t0);
+    tx.handle_ack(&rid("r"), &Ack::Complete { sha256: [1; 32] }.encode(), t0).unwrap();
+    assert!(tx.wants_digest());
+    tx.set_digest([1; 32], t0);
+    let manifests: Vec<Transmit> = std::iter::from_fn(|| tx.poll_transmit(t0)).filter(is_manifest).collect();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let Payload::Bytes(b) = &manifests[0].payload else { panic!("{manifests:?}") };
+    assert_eq!(Manifest::decode(b).unwrap().sha256, Some([1; 32]), "with the hash");
+}
+
 /// The sender of an open stream in 4-byte chunks, run 7.
 fn stream_sender(cfg: SenderConfig, now: Instant) -> Sender {
     let m = Manifest::new_stream("s".into(), 4, Meta::default(), 7).unwrap();
