@@ -175,7 +175,7 @@ async fn run(
     // member is gone, and those offers would wait there unread.
     let persistent = opts.pool.is_none();
     let mqtt_opts = conn::options(&cfg, client_id, persistent, max_incoming, config::PACKET_OVERHEAD);
-    let mut conn = Connection::open(&cfg, &mqtt_opts)?;
+    let mut conn = Connection::open(&cfg, &mqtt_opts).await?;
     let info = conn.wait_up(&cancel).await?;
     // Unlimited unless asked for: a receiver rides out a broker's restart.
     conn.set_broker_timeout(cfg.broker_timeout);

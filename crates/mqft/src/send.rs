@@ -161,7 +161,7 @@ async fn run(
     let paced = crate::pace::queue_time(&cfg, 3, max_chunk + crate::pace::HEADER_ESTIMATE as u32);
     opts.protocol.rto = opts.protocol.rto.max(paced);
     opts.protocol.max_rto = opts.protocol.max_rto.max(opts.protocol.rto);
-    let mut conn = Connection::open(&cfg, &mqtt_opts)?;
+    let mut conn = Connection::open(&cfg, &mqtt_opts).await?;
     let info = conn.wait_up(&cancel).await?;
     conn.set_broker_timeout(Some(cfg.broker_timeout.unwrap_or(config::DEFAULT_SEND_BROKER_TIMEOUT)));
     // rumqttc keeps our QoS 1 publishes in flight within the Receive Maximum.

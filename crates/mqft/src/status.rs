@@ -57,7 +57,7 @@ pub(crate) async fn status(cfg: Config, wait: Duration, cancel: CancellationToke
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("mqft-q-{:08x}", rand::random::<u32>()));
     let max_in = crate::proto::wire::MAX_MANIFEST_LEN as u32 + config::PACKET_OVERHEAD;
     let opts = conn::options(&cfg, client_id, false, max_in, config::PACKET_OVERHEAD);
-    let mut conn = Connection::open(&cfg, &opts)?;
+    let mut conn = Connection::open(&cfg, &opts).await?;
     conn.wait_up(&cancel).await?;
     let prefix = cfg.prefix.clone();
     let marker = format!("{}/status/{:016x}", prefix.as_str(), rand::random::<u64>());
