@@ -627,7 +627,7 @@ pub fn print_status(held: &[mqft::HeldTransfer], out: OutputArgs) {
 }
 
 /// The last line of `receive --json`: per file, what was resumed, read back,
-/// dropped as corrupt and received twice.
+/// dropped as corrupt, received twice and dropped while its writes held more than its share.
 pub fn receive_summary(r: &mqft::ReceiveReport) -> Value {
     let files: Vec<Value> = r
         .files
@@ -637,6 +637,7 @@ pub fn receive_summary(r: &mqft::ReceiveReport) -> Value {
                 "path": path_json(&f.path), "transfer": f.transfer.to_string(), "size": f.size,
                 "resumed_bytes": f.resumed_bytes, "read_back_bytes": f.read_back_bytes,
                 "corrupt_chunks": f.corrupt_chunks, "duplicate_chunks": f.duplicate_chunks,
+                "over_share_drops": f.over_share_drops,
             })
         })
         .collect();

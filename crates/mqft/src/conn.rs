@@ -27,7 +27,8 @@
 //! publish under the prefix can send as much as the broker takes, as fast as it
 //! takes it: zero-byte payloads on 64 KiB topics, say. So every received message is
 //! charged its topic, its payload and [`MESSAGE_OVERHEAD`] against a byte budget
-//! until the engine drops it, and:
+//! until the engine drops it (a receiver's chunk: until a writer thread has
+//! written it, module `writer`), and:
 //!
 //! - a QoS 0 message that would take the budget past [`MAX_BUFFERED`] is dropped
 //!   (QoS 0 may be lost; the protocol repairs);
@@ -148,10 +149,10 @@ pub(crate) enum Request {
 pub(crate) enum ConnEvent {
     /// Connected (again): the CONNACK's numbers.
     Up(ConnAckInfo),
-    /// A message arrived. `_budget` holds its share of the budget until the
-    /// engine drops the event. `retain`: a retained message handed to a new
-    /// subscription, not a live publication.
-    Message { topic: String, payload: Bytes, retain: bool, _budget: Charge },
+    /// A message arrived. `charge` holds its share of the budget until the
+    /// engine drops it (a receiver's chunk: until it is written). `retain`: a
+    /// retained message handed to a new subscription, not a live publication.
+    Message { topic: String, payload: Bytes, retain: bool, charge: Charge },
     /// The connection failed or broke; the poll task retries after a backoff.
     Down(Failure),
 }
@@ -546,7 +547,7 @@ impl Outbox {
 #[derive(Debug, Default)]
 struct Budget {
     used: AtomicUsize,
-    /// Woken whenever the engine drops a message.
+    /// Woken whenever a message's charge is dropped.
     freed: Notify,
 }
 
@@ -581,11 +582,29 @@ impl Budget {
     }
 }
 
-/// One message's share of the budget, given back when the engine drops it.
+/// One message's share of the budget, given back when the engine drops it
+/// (or, for a receiver's chunk, the writer thread once it is written).
 #[derive(Debug)]
 pub(crate) struct Charge {
     budget: Arc<Budget>,
     cost: usize,
+}
+
+impl Charge {
+    /// Whether the budget this share is of is over [`MAX_BUFFERED`]: received
+    /// messages are being held back at the broker, or dropped.
+    pub fn budget_full(&self) -> bool {
+        self.budget.used() > MAX_BUFFERED
+    }
+
+    /// `cost` bytes of a budget of its own, with `used` bytes of it taken
+    /// already (tests of what holds charges).
+    #[cfg(test)]
+    pub fn detached(cost: usize, used: usize) -> Charge {
+        let budget = Arc::new(Budget::default());
+        budget.used.store(used + cost, Ordering::SeqCst);
+        Charge { budget, cost }
+    }
 }
 
 impl Drop for Charge {
@@ -716,7 +735,7 @@ async fn poll_loop(
                     debug!(%topic, dropped, "receive budget spent: message dropped");
                     continue;
                 };
-                ConnEvent::Message { topic, payload, retain, _budget: charge }
+                ConnEvent::Message { topic, payload, retain, charge }
             }
             Ok(Some(Incoming::DisconnectSent)) => {
                 disconnecting = true;

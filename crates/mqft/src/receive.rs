@@ -94,7 +94,7 @@ pub use api::*;
 pub use crate::store::STATE_DIR_NAME;
 
 use crate::config::{self, Config};
-use crate::conn::{self, ConnEvent, Connection};
+use crate::conn::{self, Charge, ConnEvent, Connection};
 use crate::handle::{Events, Handle};
 use crate::mqtt::Failure;
 use crate::name::{sanitize_path, SafePath};
@@ -321,6 +321,8 @@ struct Transfer {
     /// Bytes held when accepted, and bytes read back for the hash since.
     resumed_bytes: u64,
     read_back_bytes: u64,
+    /// Chunks dropped while its queue held more than its share of the budget.
+    over_share_drops: u64,
     /// Encrypted: how to decrypt the verified ciphertext, and the real file.
     unseal: Option<Unseal>,
 }
@@ -464,12 +466,14 @@ impl Engine {
             {
                 debug!(topic, "pool: a retained manifest ignored");
             }
-            ConnEvent::Message { topic, payload, retain, .. } => self.on_message(&topic, payload, retain).await,
+            ConnEvent::Message { topic, payload, retain, charge } => {
+                self.on_message(&topic, payload, retain, charge).await;
+            }
         }
     }
 
     /// Routes a message through the endpoint, and does what it asks.
-    async fn on_message(&mut self, topic: &str, payload: Bytes, retained: bool) {
+    async fn on_message(&mut self, topic: &str, payload: Bytes, retained: bool, charge: Charge) {
         // Other receivers' confirmations of a held transfer: not the endpoint's.
         if self.holds.on_message(&mut self.conn.out, topic, &payload) {
             return;
@@ -492,7 +496,7 @@ impl Engine {
                     let _ = t.rx.handle_manifest(&m, now());
                 }
             }
-            Some(Routed::Chunk(id, index)) => self.on_chunk(id, index, payload).await,
+            Some(Routed::Chunk(id, index)) => self.on_chunk(id, index, payload, charge).await,
             Some(Routed::Ctl(id)) => self.on_ctl(id, &payload).await,
             Some(Routed::Offer(m)) => self.offer(m).await,
             Some(Routed::CheckHistory(m)) => {
@@ -578,9 +582,20 @@ impl Engine {
         }
     }
 
-    async fn on_chunk(&mut self, id: TransferId, index: u32, payload: Bytes) {
+    async fn on_chunk(&mut self, id: TransferId, index: u32, payload: Bytes, charge: Charge) {
         // The endpoint routes here only chunks of transfers in the map.
+        let transfers = self.transfers.len();
         let Some(t) = self.transfers.get_mut(&id) else { return };
+        // This transfer's disk is behind and holds more than its share of the
+        // budget the others need: the chunk goes as if lost, unseen by the state
+        // machine, and is requested again (module `writer`).
+        if t.writer.over_share(&charge, transfers) {
+            if t.over_share_drops == 0 {
+                debug!(%id, index, "the file's writes are behind: dropping its chunks while it holds more than its share");
+            }
+            t.over_share_drops += 1;
+            return;
+        }
         match t.rx.handle_chunk(index, &payload, now()) {
             Ok(Some(w)) => {
                 // A failed write comes back as a `WriterEvent::Failed`.
@@ -590,7 +605,7 @@ impl Engine {
                     std::borrow::Cow::Borrowed(d) => payload.slice_ref(d),
                     std::borrow::Cow::Owned(d) => Bytes::from(d),
                 };
-                t.writer.send(Job::Write { index: w.index, offset: w.offset, data }).await;
+                t.writer.write(charge, w.index, w.offset, data);
                 t.unsaved += 1;
                 t.unsaved_since.get_or_insert_with(now);
             }
@@ -721,6 +736,7 @@ impl Engine {
             size,
             resumed_bytes: t.resumed_bytes,
             read_back_bytes: t.read_back_bytes,
+            over_share_drops: t.over_share_drops,
             corrupt_chunks: t.rx.corrupt_chunks(),
             duplicate_chunks: t.rx.duplicate_chunks(),
         });
@@ -754,7 +770,7 @@ impl Engine {
                             .map_or(t.rx.manifest().meta.modified_ms, |u| u.opened.inner.meta.modified_ms),
                         unseal: t.unseal.clone().map(Box::new),
                     };
-                    t.writer.send(job).await;
+                    t.writer.queue(job);
                 }
                 ReceiverEvent::Refetch(chunks) => self.holds.refetch(&mut self.conn.out, &id, &chunks),
                 ReceiverEvent::Failed(failure) => {
@@ -769,9 +785,9 @@ impl Engine {
                         // The bytes are known bad, or there are none (a sender that
                         // gave up on its chunk size starts a new transfer): nothing
                         // to resume, so no `.part` is left behind.
-                        t.writer.send(Job::Discard).await;
+                        t.writer.queue(Job::Discard);
                     } else if t.local_error.is_none() {
-                        checkpoint(t).await;
+                        checkpoint(t);
                     }
                     // After a local error the last checkpoint stands: the state
                     // machine counts a chunk as held before it is written, so a
@@ -811,7 +827,7 @@ impl Engine {
         let due = t.unsaved >= self.opts.checkpoint_chunks
             || t.unsaved_since.is_some_and(|s| now >= s + self.opts.checkpoint_interval);
         if due && !t.ended && !t.finalizing {
-            checkpoint(t).await;
+            checkpoint(t);
         }
         let bytes = t.rx.bytes_held();
         if t.last_progress.is_none_or(|(at, reported)| bytes != reported && now >= at + PROGRESS_INTERVAL) {
@@ -843,7 +859,7 @@ impl Engine {
             .collect();
         for id in ids {
             if let Some(t) = self.transfers.get_mut(&id) {
-                checkpoint(t).await;
+                checkpoint(t);
                 t.rx.fail(RejectReason::Cancelled, now());
             }
             Box::pin(self.after_input(id)).await;
@@ -872,13 +888,13 @@ enum Decision {
 /// durable and saves the state after the writes queued before it. A failure there
 /// fails the transfer (`WriterEvent::Failed`), since resuming from it would not be
 /// safe.
-async fn checkpoint(t: &mut Transfer) {
+fn checkpoint(t: &mut Transfer) {
     // Nothing new, or a local error since the last one (see the `Failed` arm of
     // `after_input`): the last checkpoint stands.
     if (t.unsaved == 0 && t.unsaved_since.is_none()) || t.local_error.is_some() {
         return;
     }
-    t.writer.send(Job::Checkpoint(t.rx.snapshot())).await;
+    t.writer.queue(Job::Checkpoint(t.rx.snapshot()));
     t.unsaved = 0;
     t.unsaved_since = None;
 }

@@ -39,9 +39,25 @@
 //! synced at once, and files that finish while a batch is being synced make up
 //! the next one.
 //!
-//! Each transfer's queue holds [`QUEUE_BYTES`] of chunks (2 to 16 jobs); the
-//! engine awaits room, which leaves later messages in the connection's channel,
-//! where the connection's own budget bounds them.
+//! # Never waited for
+//! The engine never waits for a writer. A chunk goes to its transfer's queue
+//! with the share of the connection's byte budget its message was charged
+//! ([`Charge`], module `conn`), and gives it back once written. So the budget
+//! bounds every received byte not yet on disk, in the connection's channel or
+//! in a writer's queue, and a disk behind the link throttles the broker
+//! through the connection's own rules (a QoS 1 chunk's ack waits; a QoS 0 one
+//! past the budget is lost and repaired), while the engine goes on handling
+//! every other message, acknowledgement and timer. Waiting for room instead
+//! held up all of those behind one slow file.
+//!
+//! One transfer must not take the whole budget from the others, either: once
+//! the budget is full, a chunk of a transfer whose queue holds more than its
+//! share ([`Writer::over_share`]) is dropped before the state machine sees it,
+//! as if the broker had lost it, and is requested again at the end of the
+//! round. A transfer alone has the whole budget and loses nothing. Jobs that
+//! are not chunks (checkpoint, finalize, discard, catch-up) are charged
+//! nothing: the engine queues at most one checkpoint per batch of chunks
+//! written, and one finalize or discard per transfer.
 
 use std::fs::File;
 use std::io;
@@ -51,11 +67,12 @@ use std::sync::{mpsc as chan, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 #[cfg(test)]
 use tokio::sync::oneshot;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
+use crate::conn::{Charge, MAX_BUFFERED};
 use crate::proto::{HashState, ResumeState, TransferId};
 use crate::sealing::Unseal;
 use crate::store::{self, Paths};
@@ -63,11 +80,6 @@ use crate::store::{self, Paths};
 mod hash;
 
 pub(crate) use hash::Hashing;
-
-/// Bytes of chunks queued to one writer thread: a few chunks in flight to the page
-/// cache are enough to keep it busy, and each holds a chunk's bytes. 16 chunks of
-/// 256 KiB; 4 of 1 MiB.
-pub(crate) const QUEUE_BYTES: usize = 4 << 20;
 
 /// The most writer threads a receiver runs. Their work is mostly waiting on the
 /// disk (fsyncs), so a few more than the cores keep it busy; past that they only
@@ -99,6 +111,10 @@ pub(crate) enum Job {
     /// Panics, as a bug in a job would (tests of the pool's panic handling).
     #[cfg(test)]
     Panic,
+    /// Holds the thread until the sender end is dropped or sends, as a stuck
+    /// disk would (tests of a full queue).
+    #[cfg(test)]
+    Block(chan::Receiver<()>),
 }
 
 /// What a writer thread tells the engine.
@@ -130,14 +146,17 @@ struct Ctx {
     /// The file's SHA-256 so far. Only the transfer's one thread locks it, so
     /// the lock is never waited for.
     hashing: Mutex<Hashing>,
+    /// Bytes of chunks in the queue, not written yet.
+    queued: AtomicUsize,
 }
 
 /// A job on its way to a thread, with its place in the transfer's queue.
 struct Task {
     ctx: Arc<Ctx>,
     job: Job,
-    /// Given back when the job is done, making room in the transfer's queue.
-    _room: OwnedSemaphorePermit,
+    /// A chunk's share of the connection's budget, given back once it is
+    /// written; other jobs hold none.
+    charge: Option<Charge>,
 }
 
 /// A file whose name is taken, for the committer.
@@ -258,7 +277,6 @@ impl Pool {
 pub(crate) struct Writer {
     ctx: Arc<Ctx>,
     tasks: chan::Sender<Task>,
-    room: Arc<Semaphore>,
     load: Arc<AtomicUsize>,
 }
 
@@ -269,40 +287,67 @@ impl Writer {
     /// the chunks held from before that follow on from there.
     pub fn spawn(pool: &Pool, from: &ResumeState, file: Arc<File>, paths: Paths) -> io::Result<Writer> {
         let (tasks, load) = pool.pick()?;
-        let (id, chunk_size) = (from.manifest.id, from.manifest.chunk_size);
+        let id = from.manifest.id;
         let hashing = Hashing::resume(from);
         let behind = hashing.behind();
-        let ctx = Arc::new(Ctx { id, file, paths, failed: AtomicBool::new(false), hashing: Mutex::new(hashing) });
-        let room = Arc::new(Semaphore::new(queue_len(chunk_size)));
-        let writer = Writer { ctx, tasks, room, load };
+        let ctx = Arc::new(Ctx {
+            id,
+            file,
+            paths,
+            failed: AtomicBool::new(false),
+            hashing: Mutex::new(hashing),
+            queued: AtomicUsize::new(0),
+        });
+        let writer = Writer { ctx, tasks, load };
         if behind {
             // Nothing else would take the hash past the chunks held from before
-            // (none of them is written again), so this job must go. A new queue
-            // has room for two jobs at least, and the thread runs until the pool
-            // is joined.
-            let room = Arc::clone(&writer.room).try_acquire_owned().map_err(io::Error::other)?;
-            let task = Task { ctx: Arc::clone(&writer.ctx), job: Job::CatchUp, _room: room };
+            // (none of them is written again), so this job must go. The thread
+            // runs until the pool is joined.
+            let task = Task { ctx: Arc::clone(&writer.ctx), job: Job::CatchUp, charge: None };
             writer.tasks.send(task).map_err(|_| io::Error::other("writer thread gone"))?;
         }
         Ok(writer)
     }
 
-    /// Queues a job, waiting for room.
-    pub async fn send(&self, job: Job) {
-        // The semaphore is never closed.
-        let Ok(room) = Arc::clone(&self.room).acquire_owned().await else { return };
+    /// Whether a chunk of this transfer is to be dropped for the others' sake:
+    /// the budget is full, and this transfer's queue holds more than its share
+    /// of it among `transfers` (see the module doc).
+    pub fn over_share(&self, charge: &Charge, transfers: usize) -> bool {
+        transfers > 1 && charge.budget_full() && self.ctx.queued.load(Ordering::Relaxed) > MAX_BUFFERED / transfers
+    }
+
+    /// Queues chunk `index`'s bytes, to be written at `offset`, holding
+    /// `charge` until they are.
+    pub fn write(&self, charge: Charge, index: u32, offset: u64, data: Bytes) {
+        self.ctx.queued.fetch_add(data.len(), Ordering::Relaxed);
+        self.push(Job::Write { index, offset, data }, Some(charge));
+    }
+
+    /// Queues a job that is not a chunk: it holds no budget, and is never refused.
+    pub fn queue(&self, job: Job) {
+        debug_assert!(!matches!(job, Job::Write { .. }), "a chunk is queued with its charge");
+        self.push(job, None);
+    }
+
+    fn push(&self, job: Job, charge: Option<Charge>) {
         // The thread only stops once the pool is joined (or it died outside a
         // job, which the join reports); a job refused here has nobody to do it.
-        if self.tasks.send(Task { ctx: Arc::clone(&self.ctx), job, _room: room }).is_err() {
+        if self.tasks.send(Task { ctx: Arc::clone(&self.ctx), job, charge }).is_err() {
             warn!("writer thread gone; job dropped");
         }
+    }
+
+    /// Bytes of chunks queued and not written yet.
+    #[cfg(test)]
+    pub fn queued_bytes(&self) -> usize {
+        self.ctx.queued.load(Ordering::Relaxed)
     }
 
     /// Reads `len` bytes at `offset`, after every write queued before.
     #[cfg(test)]
     pub async fn read(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Read { offset, len, reply }).await;
+        self.queue(Job::Read { offset, len, reply });
         answer.await.unwrap_or_else(|_| Err(io::Error::other("writer thread gone")))
     }
 
@@ -317,11 +362,6 @@ impl Drop for Writer {
     }
 }
 
-/// How many jobs a writer's queue holds for chunks of `chunk_size`.
-fn queue_len(chunk_size: u32) -> usize {
-    (QUEUE_BYTES / (chunk_size as usize).max(1)).clamp(2, 16)
-}
-
 /// A writer thread's loop: jobs in order until the pool closes.
 fn work(
     tasks: &chan::Receiver<Task>,
@@ -331,8 +371,11 @@ fn work(
 ) {
     while let Ok(task) = tasks.recv() {
         let ctx = Arc::clone(&task.ctx);
+        let chunk = if let Job::Write { data, .. } = &task.job { data.len() } else { 0 };
         let run = std::panic::AssertUnwindSafe(|| run(task, events, commits));
-        if let Err(panic) = std::panic::catch_unwind(run) {
+        let ran = std::panic::catch_unwind(run);
+        ctx.queued.fetch_sub(chunk, Ordering::Relaxed);
+        if let Err(panic) = ran {
             // A bug, not an I/O error: the transfer fails as if a write had (its
             // file can no longer be trusted), and the others go on.
             panics.fetch_add(1, Ordering::Relaxed);
@@ -347,7 +390,8 @@ fn work(
 
 /// One job of one transfer.
 fn run(task: Task, events: &mpsc::UnboundedSender<WriterEvent>, commits: &chan::Sender<Pending>) {
-    let Task { ctx, job, _room } = task;
+    // A chunk's charge is given back at the end of its job, written or not.
+    let Task { ctx, job, charge: _charge } = task;
     let (id, file, paths) = (ctx.id, &*ctx.file, &ctx.paths);
     let failed = ctx.failed.load(Ordering::Relaxed);
     // The engine may be gone already when the process stops; its events then
@@ -408,6 +452,10 @@ fn run(task: Task, events: &mpsc::UnboundedSender<WriterEvent>, commits: &chan::
         Job::Discard => store::discard(paths),
         #[cfg(test)]
         Job::Panic => panic!("a test asked for it"),
+        #[cfg(test)]
+        Job::Block(release) => {
+            let _ = release.recv();
+        }
     }
 }
 

@@ -271,6 +271,10 @@ pub struct ReceivedFile {
     /// Bytes read back from the partial file to hash chunks that had arrived out of
     /// order; 0 when every chunk came in order or a resume's hash state covered it.
     pub read_back_bytes: u64,
+    /// Chunk messages dropped while the file's writes were behind and held more
+    /// than its share of the receive budget that other files needed; the sender
+    /// sent them again.
+    pub over_share_drops: u64,
     /// Chunk messages dropped for a bad CRC, length or index.
     pub corrupt_chunks: u64,
     /// Chunk messages that repeated a chunk already held.

@@ -262,6 +262,7 @@ impl Engine {
                 ended: false,
                 resumed_bytes,
                 read_back_bytes: 0,
+                over_share_drops: 0,
                 unseal,
             },
         );
@@ -311,6 +312,7 @@ impl Engine {
             size: file.size,
             resumed_bytes: file.size,
             read_back_bytes: 0,
+            over_share_drops: 0,
             corrupt_chunks: 0,
             duplicate_chunks: 0,
         });

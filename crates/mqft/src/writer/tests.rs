@@ -4,18 +4,16 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{queue_len, Job, Pool, Writer, WriterEvent};
+use super::{Job, Pool, Writer, WriterEvent};
+use crate::conn::{Charge, MAX_BUFFERED};
 use std::os::unix::fs::FileExt;
 
 use crate::proto::{integrity, HashState, Manifest, Meta, ReceiveFailure, ReceiverEvent, ResumeState};
 use crate::store::{self, OnConflict, Paths, StateDir};
 
-#[test]
-fn the_queue_holds_a_few_megabytes_of_chunks() {
-    assert_eq!(queue_len(256 << 10), 16);
-    assert_eq!(queue_len(1 << 20), 4);
-    assert_eq!(queue_len(16 << 10), 16);
-    assert_eq!(queue_len(8 << 20), 2);
+/// A chunk's share of a budget nobody else uses.
+fn charge() -> Charge {
+    Charge::detached(0, 0)
 }
 
 /// A state folder in a new temporary output folder (kept alive by the first
@@ -30,8 +28,13 @@ fn pool_in_tempdir(threads: usize) -> (tempfile::TempDir, Arc<StateDir>, mpsc::U
 
 /// A transfer of `data` (4-byte chunks) named `name` into `out`, its `.part` open.
 fn transfer(state: &Arc<StateDir>, name: &str, data: &[u8]) -> (Manifest, Paths, std::fs::File) {
+    transfer_in(state, name, data, 4)
+}
+
+/// [`transfer`], in chunks of `chunk_size`.
+fn transfer_in(state: &Arc<StateDir>, name: &str, data: &[u8], chunk_size: u32) -> (Manifest, Paths, std::fs::File) {
     let sha = integrity::sha256(data);
-    let m = Manifest::new(name.into(), data.len() as u64, 4, Some(sha), Meta::default(), 1).unwrap();
+    let m = Manifest::new(name.into(), data.len() as u64, chunk_size, Some(sha), Meta::default(), 1).unwrap();
     let rel = crate::name::sanitize_path(name).unwrap();
     let paths = Paths::new(state, &state.out, &rel, &m.id);
     let (f, _) = store::open_part(&paths, &m).unwrap();
@@ -79,12 +82,11 @@ async fn many_transfers_run_on_few_threads_each_in_order() {
         writers.push(Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap());
     }
     assert_eq!(pool.threads(), 2);
-    // Interleaved across transfers, 40 writes each over the same bytes (more
-    // than a queue holds, so the engine's side waits for room too).
+    // Interleaved across transfers, 40 writes each over the same bytes.
     for round in 0..40u8 {
         for (n, w) in writers.iter().enumerate() {
             let byte = round.wrapping_mul(7).wrapping_add(n as u8);
-            w.send(Job::Write { index: 2, offset: 8, data: Bytes::from(vec![byte; 16]) }).await;
+            w.write(charge(), 2, 8, Bytes::from(vec![byte; 16]));
         }
     }
     for (n, w) in writers.iter().enumerate() {
@@ -92,6 +94,41 @@ async fn many_transfers_run_on_few_threads_each_in_order() {
         assert_eq!(w.read(8, 16).await.unwrap(), vec![last; 16], "transfer {n}");
     }
     drop(writers);
+    assert_eq!(pool.join(), 0);
+}
+
+/// A stuck disk: queuing never waits, the chunks' bytes count until written,
+/// and while the budget is full the transfer holding more than its share of
+/// it is told so, but not when it is alone; once the disk moves, everything
+/// runs in order (the checkpoint queued last records the chunks before it).
+#[tokio::test]
+async fn a_transfer_behind_its_disk_is_over_its_share_only_beside_others() {
+    let (_out, state, _events, pool) = pool_in_tempdir(1);
+    let data: Vec<u8> = (0..5u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (m, paths, f) = transfer_in(&state, "stuck", &data, 1 << 20);
+    let state_file = paths.state.clone();
+    let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
+    let (release, stuck) = std::sync::mpsc::channel();
+    w.queue(Job::Block(stuck));
+    for i in 0..5 {
+        let at = m.chunk_offset(i);
+        w.write(charge(), i, at, Bytes::copy_from_slice(&data[at as usize..][..1 << 20]));
+    }
+    assert_eq!(w.queued_bytes(), 5 << 20);
+    let (full, calm) = (Charge::detached(1, MAX_BUFFERED), Charge::detached(1, 0));
+    assert!(w.over_share(&full, 2), "5 MiB queued, over half the budget");
+    assert!(!w.over_share(&full, 1), "alone, it has the whole budget");
+    assert!(!w.over_share(&calm, 2), "nobody needs the budget");
+    let mut held = fresh(&m);
+    held.held = vec![(0, 5)];
+    w.queue(Job::Checkpoint(held));
+    release.send(()).unwrap();
+    assert_eq!(w.read(0, 5 << 20).await.unwrap(), data);
+    assert_eq!(w.queued_bytes(), 0);
+    assert!(!w.over_share(&full, 2), "written: nothing held");
+    let saved = store::load_state(&state_file).unwrap().expect("the checkpoint ran");
+    assert_eq!(saved.held, vec![(0, 5)]);
+    drop(w);
     assert_eq!(pool.join(), 0);
 }
 
@@ -106,7 +143,7 @@ async fn a_panic_in_a_job_fails_its_transfer_and_is_reported() {
     let wa = Writer::spawn(&pool, &fresh(&a), Arc::new(fa), pa).unwrap();
     let wb = Writer::spawn(&pool, &fresh(&b), Arc::new(fb), pb).unwrap();
     assert_eq!(pool.threads(), 1, "both on one thread");
-    wa.send(Job::Panic).await;
+    wa.queue(Job::Panic);
     match events.recv().await {
         Some(WriterEvent::Failed { id, error, .. }) => {
             assert_eq!(id, a.id);
@@ -115,9 +152,9 @@ async fn a_panic_in_a_job_fails_its_transfer_and_is_reported() {
         other => panic!("{other:?}"),
     }
     assert!(wa.read(0, 8).await.is_err(), "nothing more for the failed transfer");
-    wb.send(Job::Write { index: 0, offset: 0, data: Bytes::from_static(b"bbbbbbbb") }).await;
+    wb.write(charge(), 0, 0, Bytes::from_static(b"bbbbbbbb"));
     assert_eq!(wb.read(0, 8).await.unwrap(), b"bbbbbbbb");
-    wb.send(finalize(&b, b"bbbbbbbb")).await;
+    wb.queue(finalize(&b, b"bbbbbbbb"));
     match outcome(&mut events).await {
         Some(WriterEvent::Finalized { id, result }) => {
             assert_eq!(id, b.id);
@@ -154,8 +191,8 @@ async fn a_file_is_confirmed_only_after_a_sync_that_covers_its_name() {
     // Alone.
     let (m, paths, f) = transfer(&state, "alone.jpg", b"just one");
     let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
-    w.send(Job::Write { index: 0, offset: 0, data: Bytes::from_static(b"just one") }).await;
-    w.send(finalize(&m, b"just one")).await;
+    w.write(charge(), 0, 0, Bytes::from_static(b"just one"));
+    w.queue(finalize(&m, b"just one"));
     let Some(WriterEvent::Finalized { result: Ok(_), .. }) = outcome(&mut events).await else {
         panic!("not finalized")
     };
@@ -168,11 +205,11 @@ async fn a_file_is_confirmed_only_after_a_sync_that_covers_its_name() {
         let data = format!("image {n}");
         let (m, paths, f) = transfer(&state, &format!("img{n}.jpg"), data.as_bytes());
         let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
-        w.send(Job::Write { index: 0, offset: 0, data: Bytes::from(data.clone().into_bytes()) }).await;
+        w.write(charge(), 0, 0, Bytes::from(data.clone().into_bytes()));
         writers.push((w, m, data));
     }
     for (w, m, data) in &writers {
-        w.send(finalize(m, data.as_bytes())).await;
+        w.queue(finalize(m, data.as_bytes()));
     }
     for _ in 0..8 {
         let Some(WriterEvent::Finalized { result, .. }) = outcome(&mut events).await else { panic!("not finalized") };
@@ -223,12 +260,12 @@ async fn the_hash_of_chunks_written_in_any_order_is_the_files() {
     let part = paths.part.clone();
     let w = Writer::spawn(&pool, &fresh(&m), Arc::new(f), paths).unwrap();
     for i in [5, 9, 1, 3, 2, 8, 7, 4, 6] {
-        w.send(Job::Write { index: i, offset: m.chunk_offset(i), data: chunk(&data, i) }).await;
+        w.write(charge(), i, m.chunk_offset(i), chunk(&data, i));
     }
     // Every write before it is done: still no progress, chunk 0 is missing.
     assert_eq!(w.read(0, 38).await.unwrap()[4..], data[4..]);
     assert!(events.try_recv().is_err(), "hashed with chunk 0 missing");
-    w.send(Job::Write { index: 0, offset: 0, data: chunk(&data, 0) }).await;
+    w.write(charge(), 0, 0, chunk(&data, 0));
     let (hash, read_back) = hashed_until(&mut events, 10).await;
     assert_eq!(hash.finish(), integrity::sha256(&data));
     assert_eq!(hash.finish(), integrity::sha256(&std::fs::read(&part).unwrap()));
@@ -262,7 +299,7 @@ async fn a_byte_changed_on_disk_ahead_of_a_gap_fails_verification() {
             assert_eq!(w.read(4, 8).await.unwrap(), &data[4..]);
             std::fs::OpenOptions::new().write(true).open(&part).unwrap().write_all_at(b"X", 9).unwrap();
         }
-        w.send(Job::Write { index: i, offset: write.offset, data: bytes }).await;
+        w.write(charge(), i, write.offset, bytes);
     }
     let (hash, read_back) = hashed_until(&mut events, 3).await;
     assert_eq!(read_back, 8);
@@ -293,7 +330,7 @@ async fn a_resumed_transfer_hashes_on_from_its_saved_state() {
     let (hash, read_back) = hashed_until(&mut events, 3).await;
     assert_eq!((hash.len(), read_back), (12, 8), "chunks 1 and 2 read back at once");
     for i in [3, 4] {
-        w.send(Job::Write { index: i, offset: m.chunk_offset(i), data: chunk(&data, i) }).await;
+        w.write(charge(), i, m.chunk_offset(i), chunk(&data, i));
     }
     let (hash, read_back) = hashed_until(&mut events, 6).await;
     assert_eq!(read_back, 4, "chunk 5 read back");
