@@ -22,7 +22,9 @@ use crate::report::{display_path, Reporter};
 
 pub async fn run(a: DemoArgs) -> Result<()> {
     let started = Instant::now();
-    let port = start_broker()?;
+    // Starting the broker, making the test image and the folders is file and
+    // socket work: off the async workers (crate::blocking), as the check below.
+    let port = crate::blocking(start_broker).await?;
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let mut tx_report = Reporter::with_multi(a.output, multi.clone(), "send ");
     let mut rx_report = Reporter::with_multi(a.output, multi, "recv ");
@@ -31,32 +33,38 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     // Everything the demo makes goes into a temporary directory, removed when
     // `scratch` drops (on errors too): the generated file, and the received copy
     // unless `--out` says where to keep it. Nothing lands in the working tree.
-    let scratch = tempfile::Builder::new()
-        .prefix("mqft-demo-")
-        .tempdir()
-        .with_context(|| format!("cannot create a directory in {}", std::env::temp_dir().display()))?;
-    let source = match &a.file {
-        Some(f) => f.clone(),
-        None => {
-            let size = a.size;
-            let path = scratch.path().join("camera-0001.raw");
-            generate(&path, size)?;
-            rx_report.note(&format!("generated a {} test image", indicatif::HumanBytes(size)));
-            path
-        }
-    };
-    let out = match &a.out {
-        Some(out) => {
-            check_out_dir(out)?;
-            std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-            out.clone()
-        }
-        None => {
-            let out = scratch.path().join("received");
-            std::fs::create_dir(&out).with_context(|| format!("cannot create {}", out.display()))?;
-            out
-        }
-    };
+    let (file, size, out) = (a.file.clone(), a.size, a.out.clone());
+    let (scratch, source, out) = crate::blocking(move || {
+        let scratch = tempfile::Builder::new()
+            .prefix("mqft-demo-")
+            .tempdir()
+            .with_context(|| format!("cannot create a directory in {}", std::env::temp_dir().display()))?;
+        let source = match file {
+            Some(f) => f,
+            None => {
+                let path = scratch.path().join("camera-0001.raw");
+                generate(&path, size)?;
+                path
+            }
+        };
+        let out = match out {
+            Some(out) => {
+                check_out_dir(&out)?;
+                std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+                out
+            }
+            None => {
+                let out = scratch.path().join("received");
+                std::fs::create_dir(&out).with_context(|| format!("cannot create {}", out.display()))?;
+                out
+            }
+        };
+        Ok((scratch, source, out))
+    })
+    .await?;
+    if a.file.is_none() {
+        rx_report.note(&format!("generated a {} test image", indicatif::HumanBytes(size)));
+    }
 
     let mut cfg = Config::new("127.0.0.1", port);
     cfg.version = MqttVersion::V311;
@@ -98,8 +106,9 @@ pub async fn run(a: DemoArgs) -> Result<()> {
     let file = report.files.first().ok_or_else(|| anyhow!("the receiver ended without a file"))?;
 
     // Check for ourselves what the receiver already checked.
-    let (a_hash, size) = sha256_file(&source)?;
-    let (b_hash, _) = sha256_file(&file.path)?;
+    let received_path = file.path.clone();
+    let ((a_hash, size), (b_hash, _)) =
+        crate::blocking(move || Ok((sha256_file(&source)?, sha256_file(&received_path)?))).await?;
     if a_hash != b_hash {
         bail!(mqft::Error::Integrity { path: file.path.clone(), detail: "demo copy differs".into() });
     }
@@ -117,7 +126,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         }
         eprintln!("next: run `mqft receive` and `mqft send FILE` against your own broker (see README.md)");
     }
-    Ok(())
+    crate::blocking(move || scratch.close().context("cannot remove the demo's temporary directory")).await
 }
 
 /// Starts rumqttd on a free loopback port (MQTT 3.1.1) and waits until it accepts

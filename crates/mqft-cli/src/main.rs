@@ -126,6 +126,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the command's own file work (walks, checks, folders) on tokio's blocking
+/// pool, so that the async workers stay free for the connection and the
+/// library's engines; a panic there is this thread's.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 /// `--log-file`: stderr (logs, notes, errors, panics, the output of hooks) goes to
 /// the end of `path` from here on.
 fn log_to_file(path: &std::path::Path) -> std::io::Result<()> {
@@ -260,7 +267,10 @@ async fn send(a: SendArgs) -> Result<()> {
             tree.files.push(file);
             (tree, Some((spool, stop)))
         }
-        None => (files_to_send(&a)?, None),
+        None => {
+            let files = (a.files.clone(), a.follow_symlinks);
+            (blocking(move || files_to_send(&files.0, files.1)).await?, None)
+        }
     };
     let started = std::time::Instant::now();
     let mut reporter = Reporter::new(a.output);
@@ -320,8 +330,9 @@ async fn status(a: args::StatusArgs) -> Result<()> {
 
 /// The files of `send FILE...`, directories expanded; what cannot be sent is
 /// noted, and fails the send after the rest went.
-fn files_to_send(a: &SendArgs) -> Result<mqft::tree::Tree> {
-    for f in &a.files {
+/// Walks the file system: run it off the async workers ([`blocking`]).
+fn files_to_send(files: &[std::path::PathBuf], follow_symlinks: bool) -> Result<mqft::tree::Tree> {
+    for f in files {
         let meta = std::fs::metadata(f).map_err(|e| UsageError(format!("cannot send {}: {e}", f.display())))?;
         if !meta.is_file() && !meta.is_dir() {
             return Err(UsageError(format!("cannot send {}: not a regular file or directory", f.display())).into());
@@ -329,7 +340,7 @@ fn files_to_send(a: &SendArgs) -> Result<mqft::tree::Tree> {
     }
     // Directories become their files; what a walk cannot take fails alone, after
     // the rest are sent.
-    let tree = mqft::tree::expand(&a.files, a.follow_symlinks);
+    let tree = mqft::tree::expand(files, follow_symlinks);
     for link in &tree.skipped_links {
         eprintln!(
             "note: skipping the symbolic link {} (see --follow-symlinks)",
@@ -360,8 +371,12 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     } else {
         out
     };
-    args::check_out_dir(&out)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let checked = out.clone();
+    blocking(move || {
+        args::check_out_dir(&checked)?;
+        std::fs::create_dir_all(&checked).with_context(|| format!("cannot create {}", checked.display()))
+    })
+    .await?;
     let mut exec = match &a.exec {
         Some(command) => {
             let show = if a.output.json {
@@ -374,11 +389,13 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
             // A symlink planted at the default state folder must not take the
             // journal elsewhere (the library refuses it as well, but later).
             let state = a.state_root(&out);
-            if a.state_dir.is_none() && std::fs::symlink_metadata(&state).is_ok_and(|m| m.is_symlink()) {
+            let planted =
+                a.state_dir.is_none() && tokio::fs::symlink_metadata(&state).await.is_ok_and(|m| m.is_symlink());
+            if planted {
                 let why = format!("{} is a symlink, not the receiver's state folder", state.display());
                 return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, why).into());
             }
-            Some(service::Exec::start(command.clone(), a.exec_jobs, &state, a.forget_after.0, show)?)
+            Some(service::Exec::start(command.clone(), a.exec_jobs, &state, a.forget_after.0, show).await?)
         }
         None => None,
     };

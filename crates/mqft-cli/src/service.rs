@@ -40,7 +40,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use mqft::proto::TransferId;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::report::display_path;
@@ -110,7 +110,7 @@ pub enum Show {
 pub struct Exec {
     command: String,
     slots: Arc<Semaphore>,
-    journal: PathBuf,
+    journal: Journal,
     running: JoinSet<()>,
     show: Show,
 }
@@ -119,60 +119,63 @@ impl Exec {
     /// Hooks for files received by a receiver with the state folder `state`;
     /// runs those a crash left pending.
     /// `.done` records untouched for `forget_after` (plus [`DONE_SLACK`]) go.
-    pub fn start(
+    pub async fn start(
         command: String,
         jobs: usize,
         state: &Path,
         forget_after: Option<Duration>,
         show: Show,
     ) -> Result<Exec> {
-        let journal = state.join(JOURNAL_DIR);
-        std::fs::create_dir_all(&journal).with_context(|| format!("cannot create {}", journal.display()))?;
+        let journal = Journal::open(state.join(JOURNAL_DIR))?;
+        let pending = journal
+            .run(move |dir| -> Result<Vec<Done>> {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                if let Some(age) = forget_after {
+                    forget_done(dir, age + DONE_SLACK);
+                }
+                pending_records(dir)
+            })
+            .await??;
         let mut exec =
             Exec { command, slots: Arc::new(Semaphore::new(jobs.max(1))), journal, running: JoinSet::new(), show };
-        if let Some(age) = forget_after {
-            exec.forget_done(age + DONE_SLACK);
+        for done in pending {
+            tracing::info!(path = %done.path.display(), "running the hook a stop cut short");
+            exec.spawn(done, None);
         }
-        exec.run_pending()?;
         Ok(exec)
     }
 
-    /// Removes the `.done` records untouched for `age`.
-    fn forget_done(&self, age: Duration) {
-        let Ok(entries) = std::fs::read_dir(&self.journal) else { return };
-        let now = SystemTime::now();
-        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            let old = std::fs::symlink_metadata(&path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).is_ok_and(|idle| idle > age));
-            if old && path.extension().is_some_and(|x| x == "done") {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
-
-    /// A file completed: its hook runs (again, if it completed anew).
+    /// A file completed: its hook runs (again, if it completed anew), once its
+    /// `.pending` record is written.
     pub fn completed(&mut self, done: Done) {
-        let pending = self.record(&done.transfer, "pending");
-        let _ = std::fs::remove_file(self.record(&done.transfer, "done"));
-        if let Err(e) = std::fs::write(&pending, done.to_json().to_string()) {
-            // The hook still runs; only a crash before it ends would lose it.
-            tracing::warn!(path = %pending.display(), error = %e, "cannot write the exec journal");
-        }
-        self.spawn(done);
+        let recorded = self.journal.run({
+            let done = done.clone();
+            move |dir| {
+                record_pending(dir, &done);
+                true
+            }
+        });
+        self.spawn(done, Some(recorded));
     }
 
     /// A file offered again is already here: its hook runs only if there is no
     /// record that it ran (see the module docs).
     pub fn already_complete(&mut self, done: Done) {
-        let known = ["done", "pending"].iter().any(|ext| self.record(&done.transfer, ext).exists());
-        // The library still remembers the transfer: so must the record.
-        if let Ok(f) = std::fs::File::options().write(true).open(self.record(&done.transfer, "done")) {
-            let _ = f.set_modified(SystemTime::now());
-        }
-        if !known {
-            self.completed(done);
-        }
+        let unknown = self.journal.run({
+            let done = done.clone();
+            move |dir| {
+                let known = ["done", "pending"].iter().any(|ext| record(dir, &done.transfer, ext).exists());
+                // The library still remembers the transfer: so must the record.
+                if let Ok(f) = std::fs::File::options().write(true).open(record(dir, &done.transfer, "done")) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+                if !known {
+                    record_pending(dir, &done);
+                }
+                !known
+            }
+        });
+        self.spawn(done, Some(unknown));
     }
 
     /// Waits for every hook started or waiting to end.
@@ -180,45 +183,18 @@ impl Exec {
         while self.running.join_next().await.is_some() {}
     }
 
-    fn record(&self, transfer: &str, ext: &str) -> PathBuf {
-        self.journal.join(format!("{transfer}.{ext}"))
-    }
-
-    fn run_pending(&mut self) -> Result<()> {
-        let entries =
-            std::fs::read_dir(&self.journal).with_context(|| format!("cannot read {}", self.journal.display()))?;
-        let mut pending: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "pending"))
-            .collect();
-        pending.sort();
-        for record in pending {
-            let done = std::fs::read_to_string(&record)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                .and_then(|v| Done::from_json(&v));
-            match done {
-                Some(done) if done.path.is_file() => {
-                    tracing::info!(path = %done.path.display(), "running the hook a stop cut short");
-                    self.spawn(done);
-                }
-                // A record cut short by a crash while it was written, or for a file
-                // deleted since: nothing to run it for.
-                _ => {
-                    tracing::warn!(record = %record.display(), "dropping an exec record with no file");
-                    let _ = std::fs::remove_file(&record);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn spawn(&mut self, done: Done) {
+    /// Runs `done`'s hook, once `go` (the journal's answer) says to, if given.
+    fn spawn(&mut self, done: Done, go: Option<oneshot::Receiver<bool>>) {
         let slots = Arc::clone(&self.slots);
         let command = self.command.clone();
         let journal = self.journal.clone();
         let show = self.show;
         self.running.spawn(async move {
+            if let Some(go) = go {
+                if go.await != Ok(true) {
+                    return;
+                }
+            }
             // The semaphore is never closed, so this waits for a slot.
             let Ok(_slot) = slots.acquire_owned().await else { return };
             let outcome = run_hook(&command, &done).await;
@@ -230,12 +206,113 @@ impl Exec {
                 s.signal().is_some()
             });
             if !killed {
-                let pending = journal.join(format!("{}.pending", done.transfer));
-                let _ = std::fs::rename(&pending, journal.join(format!("{}.done", done.transfer)));
+                let transfer = done.transfer.clone();
+                let _ = journal
+                    .run(move |dir| {
+                        let _ = std::fs::rename(record(dir, &transfer, "pending"), record(dir, &transfer, "done"));
+                    })
+                    .await;
             }
             report(show, &done, &command, outcome);
         });
     }
+}
+
+/// The journal's file work, on a thread of its own and in the order it was
+/// asked for: the async workers never wait on the disk for it, and a file
+/// offered again right after it completed finds the record its completion
+/// wrote.
+#[derive(Clone)]
+struct Journal {
+    ops: std::sync::mpsc::Sender<JournalOp>,
+}
+
+/// One piece of the journal's file work, given the journal's folder.
+type JournalOp = Box<dyn FnOnce(&Path) + Send>;
+
+impl Journal {
+    /// A journal in `dir` (not created yet: the first job does that). Its
+    /// thread ends once every clone is dropped.
+    fn open(dir: PathBuf) -> Result<Journal> {
+        let (ops, rx) = std::sync::mpsc::channel::<JournalOp>();
+        std::thread::Builder::new()
+            .name("mqft-journal".into())
+            .spawn(move || {
+                for op in rx {
+                    op(&dir);
+                }
+            })
+            .context("cannot start the exec journal's thread")?;
+        Ok(Journal { ops })
+    }
+
+    /// Runs `op` on the journal's thread, after every job asked for before it.
+    fn run<T: Send + 'static>(&self, op: impl FnOnce(&Path) -> T + Send + 'static) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        // The thread lives as long as a clone of `ops`; were it gone, the
+        // answer's sender drops and the caller sees the channel closed.
+        let _ = self.ops.send(Box::new(move |dir: &Path| {
+            let _ = tx.send(op(dir));
+        }));
+        rx
+    }
+}
+
+/// `<dir>/<transfer>.<ext>`.
+fn record(dir: &Path, transfer: &str, ext: &str) -> PathBuf {
+    dir.join(format!("{transfer}.{ext}"))
+}
+
+/// Writes `done`'s `.pending` record (its hook runs even if this fails: only a
+/// crash before it ends would lose it).
+fn record_pending(dir: &Path, done: &Done) {
+    let pending = record(dir, &done.transfer, "pending");
+    let _ = std::fs::remove_file(record(dir, &done.transfer, "done"));
+    if let Err(e) = std::fs::write(&pending, done.to_json().to_string()) {
+        tracing::warn!(path = %pending.display(), error = %e, "cannot write the exec journal");
+    }
+}
+
+/// Removes the `.done` records untouched for `age`.
+fn forget_done(dir: &Path, age: Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let now = SystemTime::now();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let old = std::fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).is_ok_and(|idle| idle > age));
+        if old && path.extension().is_some_and(|x| x == "done") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// The hooks a stop cut short, in the order of their records' names; records
+/// with no file to run for are dropped.
+fn pending_records(dir: &Path) -> Result<Vec<Done>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut pending: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pending"))
+        .collect();
+    pending.sort();
+    let mut runs = Vec::new();
+    for record in pending {
+        let done = std::fs::read_to_string(&record)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| Done::from_json(&v));
+        match done {
+            Some(done) if done.path.is_file() => runs.push(done),
+            // A record cut short by a crash while it was written, or for a file
+            // deleted since: nothing to run it for.
+            _ => {
+                tracing::warn!(record = %record.display(), "dropping an exec record with no file");
+                let _ = std::fs::remove_file(&record);
+            }
+        }
+    }
+    Ok(runs)
 }
 
 /// `sh -c` with `{}` replaced by the quoted path, and the file's facts in the
