@@ -207,13 +207,18 @@ fn the_completed_event_carries_the_sha256_and_a_file_held_already_is_an_event() 
     command.arg(out.path()).args(at(broker.port()));
     let receiver = start_receiver(&broker, "files", &mut command);
     send(&broker, &file, &["--from", "cam-3"]);
-    // Offered again to the receiver that has it in memory.
+    // Offered again to the receiver that has it in memory. The sender may be gone
+    // before the receiver has seen the manifest with the hash that makes its
+    // answer news (it confirms a claim at once): the event is waited for.
+    let seen = |p: &Process| p.stdout().matches("\"event\":\"already_complete\"").count();
     send(&broker, &file, &[]);
+    assert!(wait_until(WAIT, || seen(&receiver) >= 1), "no already_complete\n{}", receiver.stdout());
     let first = signal(receiver, Signal::TERM);
     assert_eq!(first.status.code(), Some(0), "{}", show(&first));
     // Restarted, and offered the file again.
     let receiver = start_receiver(&broker, "files", &mut command);
     send(&broker, &file, &[]);
+    assert!(wait_until(WAIT, || seen(&receiver) >= 1), "no already_complete\n{}", receiver.stdout());
     let second = signal(receiver, Signal::TERM);
     assert_eq!(second.status.code(), Some(0), "{}", show(&second));
     let output = Output {
