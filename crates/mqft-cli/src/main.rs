@@ -4,13 +4,14 @@
 //! maps outcomes to exit codes (listed in [`args::EXIT_CODES`] and under `--help`).
 //! No protocol logic lives here.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod args;
 mod config_file;
 #[cfg(feature = "demo")]
 mod demo;
 mod generate;
+mod heap;
 mod report;
 mod service;
 mod stdio;
@@ -59,6 +60,7 @@ struct StoppedByCtrlC;
 struct NothingArrived(u64);
 
 fn main() -> ExitCode {
+    heap::one_arena();
     // The config file's settings become flags, so that they are checked as flags are.
     let raw = match config_file::apply(std::env::args_os().collect()) {
         Ok(raw) => raw,
