@@ -111,20 +111,6 @@ struct Active {
     hash: Option<Arc<std::sync::Mutex<InOrderHash>>>,
     /// The rest of the file is being read for the hash ([`finish_hash`]).
     finishing: bool,
-    /// A chunk of it is being read (`Engine::reading`): its next transmits wait,
-    /// so that they go out in the order the state machine gave them.
-    reading: bool,
-}
-
-/// A chunk read for a transmit: where it goes, and the payload (and its bytes
-/// on the wire) or why there is none.
-struct ChunkRead {
-    id: TransferId,
-    topic: String,
-    qos: proto::Qos,
-    retain: bool,
-    chunk: proto::ChunkRef,
-    read: io::Result<(Vec<u8>, usize)>,
 }
 
 async fn run(
@@ -221,7 +207,6 @@ async fn run(
         next_job: 0,
         preparing: JoinSet::new(),
         digesting: JoinSet::new(),
-        reading: JoinSet::new(),
         deferred: Vec::new(),
         ready: VecDeque::new(),
         active: Vec::new(),
@@ -277,8 +262,6 @@ struct Engine {
     hashing: CancellationToken,
     /// Reads that finish a file's hash for its end of round ([`finish_hash`]).
     digesting: JoinSet<(TransferId, io::Result<()>)>,
-    /// Chunks being read, at most one per file, to be published when read.
-    reading: JoinSet<ChunkRead>,
     /// How far the stream being sent, if any, has been copied into its spool.
     stream: Option<tokio::sync::watch::Receiver<crate::spool::Filled>>,
     /// The copy is over (or its thread gone): nothing more to wait for.
@@ -291,7 +274,7 @@ impl Engine {
         loop {
             self.start_ready();
             self.start_preparing();
-            self.pump();
+            self.pump().await;
             // `pump` may have reaped finished transfers: their slots go to the next
             // files now, before the wait below, which nothing else would end while
             // no transfer is active (with `concurrency` 1, the second file never
@@ -329,11 +312,6 @@ impl Engine {
                 Some(joined) = self.digesting.join_next(), if !self.digesting.is_empty() => {
                     if let Some((id, read)) = reading_done(joined)? {
                         self.on_digest(id, read);
-                    }
-                }
-                Some(joined) = self.reading.join_next(), if !self.reading.is_empty() => {
-                    if let Some(read) = reading_done(joined)? {
-                        self.on_read(read);
                     }
                 }
                 _ = sleep_until(to_tokio(deadline.unwrap_or_else(now))), if deadline.is_some() => {
@@ -545,7 +523,6 @@ impl Engine {
             wire_bytes: 0,
             hash,
             finishing: false,
-            reading: false,
         });
         if stream {
             self.follow_stream();
@@ -814,9 +791,8 @@ impl Engine {
     }
 
     /// Moves work along: the outbox, then the state machines' events, then their
-    /// transmits one at a time in turn, while the outbox has room. A file whose
-    /// chunk is being read waits its turn out; the others go on.
-    fn pump(&mut self) {
+    /// transmits one at a time in turn, while the outbox has room.
+    async fn pump(&mut self) {
         loop {
             self.conn.out.flush();
             self.settle_digests();
@@ -829,12 +805,9 @@ impl Engine {
             let mut sent = false;
             for k in 0..n {
                 let i = (self.rr + k) % n;
-                if self.active[i].reading {
-                    continue;
-                }
                 if let Some(t) = self.active[i].sender.poll_transmit(now()) {
                     self.rr = i + 1;
-                    self.send(i, t);
+                    self.send(i, t).await;
                     sent = true;
                     break;
                 }
@@ -847,51 +820,38 @@ impl Engine {
         }
     }
 
-    /// Publishes one transmit, or starts reading its chunk from the file if it
-    /// is one (`on_read` publishes it).
-    fn send(&mut self, i: usize, t: proto::Transmit) {
+    /// Publishes one transmit, reading its chunk from the file if it is one.
+    async fn send(&mut self, i: usize, t: proto::Transmit) {
         let c = match t.payload {
             Payload::Bytes(b) => return self.conn.out.publish(t.topic, t.qos, t.retain, b),
             Payload::Chunk(c) => c,
         };
-        let a = &mut self.active[i];
-        let id = a.sender.manifest().id;
-        let file = a.file.clone();
-        let sealed = a.cipher.clone().map(|k| (k, a.sender.manifest().chunk_size));
+        let file = self.active[i].file.clone();
+        let sealed = self.active[i].cipher.clone().map(|k| (k, self.active[i].sender.manifest().chunk_size));
         let compress = self.opts.compress;
-        let hash = a.hash.clone();
-        let (topic, qos, retain) = (t.topic, t.qos, t.retain);
-        a.reading = true;
-        // Reading, sealing, compressing and hashing run off the async workers, and
-        // the engine does not wait for them: a slow disk holds up this file's
-        // next transmit only, not the others' nor any ack or timer. The read goes
-        // straight into the payload (send/read.rs). Ciphertext does not
-        // compress, so a sealed chunk goes as it is.
-        self.reading.spawn_blocking(move || {
+        let hash = self.active[i].hash.clone();
+        // Sealing, compressing and hashing are CPU work too: off the async workers
+        // with the read, which goes straight into the payload (send/read.rs).
+        // Ciphertext does not compress, so a sealed chunk goes as it is.
+        let read = tokio::task::spawn_blocking(move || {
             let body = match &sealed {
                 Some((cipher, wire_chunk)) => Body::Sealed { cipher, wire_chunk: *wire_chunk },
                 None => Body::Plain(compress),
             };
-            let read = read_chunk(&file, c, body, hash.as_deref());
-            ChunkRead { id, topic, qos, retain, chunk: c, read }
-        });
-    }
-
-    /// A chunk was read: it goes out, and its file's next transmit may follow.
-    fn on_read(&mut self, out: ChunkRead) {
-        // Files are reaped only once their read is in.
-        let Some(a) = self.active.iter_mut().find(|a| a.sender.manifest().id == out.id && a.reading) else {
-            return;
-        };
-        a.reading = false;
-        match out.read {
+            read_chunk(&file, c, body, hash.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match read {
             Ok((payload, wire)) => {
-                a.data_bytes += out.chunk.len;
+                let a = &mut self.active[i];
+                a.data_bytes += c.len;
                 a.wire_bytes += wire as u64;
-                self.conn.out.publish(out.topic, out.qos, out.retain, payload);
+                self.conn.out.publish(t.topic, t.qos, t.retain, payload)
             }
             Err(e) => {
                 // The file shrank or became unreadable while being sent.
+                let a = &mut self.active[i];
                 let path = &self.jobs[a.idx].path;
                 a.local_failure = Some(Error::io("read", path, e));
                 a.sender.abandon(now());
@@ -995,7 +955,7 @@ impl Engine {
     /// publish; starts the files that waited for them. True if any was dropped.
     fn reap(&mut self) -> bool {
         let (done, active): (Vec<Active>, Vec<Active>) =
-            std::mem::take(&mut self.active).into_iter().partition(|a| a.outcome.is_some() && !a.reading);
+            std::mem::take(&mut self.active).into_iter().partition(|a| a.outcome.is_some());
         self.active = active;
         if done.is_empty() {
             return false;

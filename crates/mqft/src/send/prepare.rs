@@ -191,14 +191,13 @@ pub(super) fn hash_file(
     Ok(Prepared { idx, file: Arc::new(file), sha256: Some(hasher.finalize().into()), size, modified_ms })
 }
 
-/// The result of a blocking task that reads a file (to open it, for its hash, or a
-/// chunk of it):
+/// The result of a blocking task that reads a file (to open it, or for its hash):
 /// `None` when it was cancelled, and a panic in it as the send's error.
 pub(super) fn reading_done<T>(joined: Result<T, tokio::task::JoinError>) -> Result<Option<T>, Error> {
     match joined {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_cancelled() => Ok(None),
-        Err(e) => Err(Error::Panicked { task: "reading", message: crate::error::panic_message(e.into_panic()) }),
+        Err(e) => Err(Error::Panicked { task: "hashing", message: crate::error::panic_message(e.into_panic()) }),
     }
 }
 
