@@ -238,6 +238,11 @@ fn a_sender_keeps_within_the_brokers_receive_maximum() {
     // Mosquitto announces its max_inflight_messages as Receive Maximum (MQTT 5).
     let broker = Broker::builder().max_inflight_messages(5).start();
     let proxy = Proxy::start(broker.addr());
+    // The link to the broker takes 2 MiB/s, so the sender always has more sent
+    // than the broker has acknowledged, however fast or loaded the machine: on
+    // plain loopback the acks often came before the next publish left, and the
+    // count measured the machine's speed (seen at 3 to 13 under a maximum of 20).
+    proxy.set_bandwidth(Direction::ClientToServer, Some(2 << 20));
     let out = tempfile::tempdir().unwrap();
     let sent = send_through(&proxy, &broker, &file, out.path(), &["--chunk-size", "16k"]);
     assert!(String::from_utf8_lossy(&sent.stderr).contains("receive_max=Some(5)"), "{}", show(&sent));
@@ -248,6 +253,7 @@ fn a_sender_keeps_within_the_brokers_receive_maximum() {
     // The count is real: with the default (20) more go at once.
     let broker = Broker::start();
     let proxy = Proxy::start(broker.addr());
+    proxy.set_bandwidth(Direction::ClientToServer, Some(2 << 20));
     let out = tempfile::tempdir().unwrap();
     send_through(&proxy, &broker, &file, out.path(), &["--chunk-size", "16k"]);
     let most = proxy.max_inflight();
