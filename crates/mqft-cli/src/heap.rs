@@ -11,9 +11,13 @@
 //! large (chunks, messages), so one arena costs no measurable time: a 1 GiB
 //! transfer took the same CPU and wall time either way (docs/PERFORMANCE.md).
 
-/// Keeps glibc to one arena. Call it first thing in `main`, before any other
-/// thread starts. A no-op where the C library is not glibc.
+/// Keeps glibc to one arena, unless `MALLOC_ARENA_MAX` says otherwise (glibc
+/// reads it itself). Call it first thing in `main`, before any other thread
+/// starts. A no-op where the C library is not glibc.
 pub fn one_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only sets a parameter of the allocator, and is called
     // before any other thread exists, so no allocation races with it.
