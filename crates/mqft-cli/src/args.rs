@@ -5,6 +5,10 @@
 //! come from the environment or a file, so they need not appear in process arguments,
 //! and `--help` names the variables that can hold one (`MQFT_BROKER`, `MQFT_USERNAME`,
 //! `MQFT_PASSWORD`) without showing their values.
+//!
+//! Over 600 lines: the clap definitions of every command and flag with their help
+//! text, and next to each its conversion to the library's settings; split, a
+//! flag's help and what it does would sit in two files. Its tests are at the end.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,3 +1,8 @@
+//! The sender state machine's unit tests: one per rule, on the helpers at the
+//! top. Over 600 lines because the rules are many (windows, claims, streams,
+//! rounds, receivers joining, leaving and lost); fuzz regressions are pinned
+//! here by name.
+
 use super::*;
 use crate::wire::Meta;
 
