@@ -184,14 +184,8 @@ impl Connection {
         // The TLS files and the system's CA store are read here: off the async
         // workers.
         let (c, o) = (cfg.clone(), opts.clone());
-        let (client, el) = match tokio::task::spawn_blocking(move || mqtt::new(&c, &o)).await {
-            Ok(built) => built?,
-            Err(e) if e.is_cancelled() => return Err(Error::Cancelled),
-            Err(e) => {
-                let message = crate::error::panic_message(e.into_panic());
-                return Err(Error::Panicked { task: "connection set-up", message });
-            }
-        };
+        let built = tokio::task::spawn_blocking(move || mqtt::new(&c, &o)).await;
+        let (client, el) = built.map_err(|e| Error::joined("connection set-up", e))??;
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         // Paced, requests wait in the feed task for their turn: one in the channel
         // is enough to keep it busy, and the engine's backlog keeps the rest, so

@@ -213,6 +213,16 @@ pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 impl Error {
+    /// A task of ours that did not finish: cancelled (the runtime is shutting
+    /// down), or `task` panicked, with the panic's message.
+    pub(crate) fn joined(task: &'static str, e: tokio::task::JoinError) -> Error {
+        if e.is_cancelled() {
+            Error::Cancelled
+        } else {
+            Error::Panicked { task, message: panic_message(e.into_panic()) }
+        }
+    }
+
     /// The class of the error.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -62,8 +62,7 @@ impl<E, R> Handle<E, R> {
         drop(self.events);
         match self.task.await {
             Ok(r) => r,
-            Err(e) if e.is_cancelled() => Err(Error::Cancelled),
-            Err(e) => Err(Error::Panicked { task: "transfer", message: crate::error::panic_message(e.into_panic()) }),
+            Err(e) => Err(Error::joined("transfer", e)),
         }
     }
 }

@@ -380,7 +380,7 @@ fn work(
             // file can no longer be trusted), and the others go on.
             panics.fetch_add(1, Ordering::Relaxed);
             ctx.failed.store(true, Ordering::Relaxed);
-            let what = panic_message(&*panic);
+            let what = crate::error::panic_message(panic);
             let error = io::Error::other(format!("the writer thread panicked: {what}"));
             // The engine may be gone already when the process stops.
             let _ = events.send(WriterEvent::Failed { id: ctx.id, op: "write", path: ctx.paths.part.clone(), error });
@@ -495,7 +495,7 @@ fn commit_loop(
             Ok(results) => results,
             Err(panic) => {
                 panics.fetch_add(1, Ordering::Relaxed);
-                let what = panic_message(&*panic);
+                let what = crate::error::panic_message(panic);
                 ids.iter().map(|_| Err(io::Error::other(format!("the committer panicked: {what}")))).collect()
             }
         };
@@ -503,15 +503,6 @@ fn commit_loop(
             let _ = events.send(WriterEvent::Finalized { id, result });
         }
     }
-}
-
-/// What a panic said, when it said it with a string.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 #[cfg(test)]

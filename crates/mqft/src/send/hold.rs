@@ -105,7 +105,7 @@ async fn hold_one(conn: &mut Connection, job: &Job, idx: usize, s: &Setting<'_>)
     let (p, known) = (path.clone(), job.sha256);
     let prepared = tokio::task::spawn_blocking(move || hash_file(idx, &p, known, true, &hashing))
         .await
-        .map_err(|e| Error::Panicked { task: "hashing", message: crate::error::panic_message(e.into_panic()) })?
+        .map_err(|e| Error::joined("hashing", e))?
         .map_err(|e| Error::io("read", &path, e))?;
     // Every held publish carries the expiry property: the chunk leaves it room.
     let room = broker_max.map(|m| m.saturating_sub(EXPIRY_PROPERTY_LEN));

@@ -197,7 +197,7 @@ pub(super) fn reading_done<T>(joined: Result<T, tokio::task::JoinError>) -> Resu
     match joined {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_cancelled() => Ok(None),
-        Err(e) => Err(Error::Panicked { task: "hashing", message: crate::error::panic_message(e.into_panic()) }),
+        Err(e) => Err(Error::joined("hashing", e)),
     }
 }
 
