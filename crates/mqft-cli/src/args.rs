@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
 use mqft::proto::{self, PrefixPattern, ReceiverId, Wait};
 use mqft::{ChunkSize, Config, Credentials, MqttVersion};
@@ -682,13 +682,14 @@ pub fn parse_conflict(s: &str) -> Result<mqft::OnConflict, UsageError> {
     }
 }
 
-/// `-o PATH` must name a directory, or nothing yet (it is created): a file there
-/// is a usage error that says so, rather than `create_dir_all`'s "File exists".
-pub fn check_out_dir(out: &std::path::Path) -> Result<()> {
-    match std::fs::metadata(out) {
-        Ok(meta) if !meta.is_dir() => bail!(usage(format!("--out {}: not a directory", out.display()))),
-        _ => Ok(()),
+/// Creates `-o PATH`, which must name a directory or nothing yet: a file there is
+/// a usage error that says so, rather than `create_dir_all`'s "File exists".
+/// Blocks.
+pub fn make_out_dir(out: &std::path::Path) -> Result<()> {
+    if std::fs::metadata(out).is_ok_and(|meta| !meta.is_dir()) {
+        bail!(usage(format!("--out {}: not a directory", out.display())));
     }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
 }
 
 /// An age for `--forget-after` and `--prune-after`; `None` is `off`.

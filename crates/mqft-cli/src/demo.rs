@@ -17,7 +17,7 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 use mqft::proto::{HashState, ReceiverId};
 use mqft::{Client, Config, MqttVersion, ReceiveEvent};
 
-use crate::args::{check_out_dir, DemoArgs};
+use crate::args::{make_out_dir, DemoArgs};
 use crate::report::{display_path, Reporter};
 
 pub async fn run(a: DemoArgs) -> Result<()> {
@@ -49,8 +49,7 @@ pub async fn run(a: DemoArgs) -> Result<()> {
         };
         let out = match out {
             Some(out) => {
-                check_out_dir(&out)?;
-                std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+                make_out_dir(&out)?;
                 out
             }
             None => {

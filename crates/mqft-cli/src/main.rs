@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use mqft::{Client, ErrorKind};
 
@@ -270,8 +270,8 @@ async fn send(a: SendArgs) -> Result<()> {
             (tree, Some((spool, stop)))
         }
         None => {
-            let files = (a.files.clone(), a.follow_symlinks);
-            (blocking(move || files_to_send(&files.0, files.1)).await?, None)
+            let (files, follow_symlinks) = (a.files.clone(), a.follow_symlinks);
+            (blocking(move || files_to_send(&files, follow_symlinks)).await?, None)
         }
     };
     let started = std::time::Instant::now();
@@ -373,12 +373,8 @@ async fn receive(a: ReceiveArgs) -> Result<()> {
     } else {
         out
     };
-    let checked = out.clone();
-    blocking(move || {
-        args::check_out_dir(&checked)?;
-        std::fs::create_dir_all(&checked).with_context(|| format!("cannot create {}", checked.display()))
-    })
-    .await?;
+    let made = out.clone();
+    blocking(move || args::make_out_dir(&made)).await?;
     let mut exec = match &a.exec {
         Some(command) => {
             let show = if a.output.json {
